@@ -1,0 +1,276 @@
+"""Sizing configuration: one typed, validated, frozen object built at start-up.
+
+Sources, later ones winning: the preset's defaults, the TOML config file, then
+environment variables with prefix `SIZING_` (nested fields with `__`, lists as
+JSON). A stable hash of the effective configuration is stamped on every order
+and decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streams import decimals
+from streams.errors import ConfigError
+from streams.models import Dec
+
+PresetName = Literal["conviction", "graduated"]
+Fraction = Annotated[Dec, Field(ge=0, le=1)]
+Positive = Annotated[Dec, Field(gt=0)]
+
+
+class Tier(BaseModel):
+    """A conviction tier: scores at or above `min_score` (strictly above when
+    `strict`) get `multiplier`. Tiers are listed from the highest threshold down."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_score: Fraction
+    multiplier: Annotated[Dec, Field(gt=0, le=1)]
+    strict: bool = False
+
+    def admits(self, score: Decimal) -> bool:
+        return score > self.min_score if self.strict else score >= self.min_score
+
+
+class Phase(BaseModel):
+    """A graduated phase: base size is `equity_pct` of equity. A portfolio is
+    promoted into it once it has at least `min_trades` closed trades, a win rate
+    above `min_win_rate` and a profit factor above `min_profit_factor`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    equity_pct: Annotated[Dec, Field(gt=0, le=1)]
+    min_trades: Annotated[int, Field(ge=0)] = 0
+    min_win_rate: Fraction = Decimal(0)
+    min_profit_factor: Annotated[Dec, Field(ge=0)] = Decimal(0)
+
+
+class CapSpec(BaseModel):
+    """A portfolio exposure cap: absolute USD (`"5000"`) or a percentage of equity (`"1%"`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    usd: Positive | None = None
+    equity_pct: Annotated[Dec, Field(gt=0, le=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, (str, int, Decimal)) and not isinstance(value, bool):
+            text = str(value).strip()
+            if text.endswith("%"):
+                return {"equity_pct": decimals.to_decimal(text[:-1]) / 100}
+            return {"usd": decimals.to_decimal(text)}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "CapSpec":
+        if (self.usd is None) == (self.equity_pct is None):
+            raise ValueError('give the cap as USD ("5000") or a percentage of equity ("1%")')
+        return self
+
+    def amount(self, equity: Decimal) -> Decimal:
+        """The cap in USD for the given equity."""
+        return self.usd if self.usd is not None else equity * self.equity_pct
+
+    def __str__(self) -> str:
+        if self.usd is not None:
+            return decimals.canonical(self.usd)
+        return decimals.canonical(self.equity_pct * 100) + "%"
+
+
+DEFAULT_TIERS = (
+    Tier(min_score=Decimal("0.85"), multiplier=Decimal("1.0"), strict=True),
+    Tier(min_score=Decimal("0.60"), multiplier=Decimal("0.75")),
+)
+DEFAULT_PHASES = (
+    Phase(equity_pct=Decimal("0.001")),
+    Phase(equity_pct=Decimal("0.0025"), min_trades=20, min_win_rate=Decimal("0.55"),
+          min_profit_factor=Decimal("1.2")),
+    Phase(equity_pct=Decimal("0.005"), min_trades=50, min_win_rate=Decimal("0.58"),
+          min_profit_factor=Decimal("1.5")),
+)
+
+
+class SizingConfig(BaseSettings):
+    """Everything that decides a size. Field docs are the configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIZING_", env_nested_delimiter="__", frozen=True, extra="forbid",
+        case_sensitive=False,
+    )
+
+    preset: PresetName = "conviction"
+    enabled: bool = True
+    """false: every known, fresh signal gets the static per-pair maximum (caps and exchange rules still apply)."""
+
+    conviction: Literal["linear", "tiers"] = "linear"
+    min_fraction: Fraction = Decimal("0.3")
+    max_fraction: Fraction = Decimal("1.0")
+    min_score: Fraction | None = None
+    tiers: tuple[Tier, ...] = DEFAULT_TIERS
+
+    base: Literal["fixed", "graduated"] = "fixed"
+    pair_max_usd: Positive = Decimal("1000")
+    starting_equity: Positive = Decimal("100000")
+    phases: tuple[Phase, ...] = DEFAULT_PHASES
+
+    drawdown: bool = False
+    loss_streak: Annotated[int, Field(ge=1)] = 2
+    drawdown_cut: Annotated[Dec, Field(gt=0, le=1)] = Decimal("0.5")
+    recovery_streak: Annotated[int, Field(ge=1)] = 2
+
+    pair_cap_usd: Positive | None = None
+    portfolio_cap: CapSpec = CapSpec(usd=Decimal("5000"))
+    cap_mode: Literal["shrink", "skip"] = "shrink"
+    exposure_basis: Literal["entry", "mark"] = "entry"
+
+    max_signal_age_s: Annotated[Dec, Field(gt=0)] | None = Decimal("300")
+    reservation_ttl_s: Annotated[Dec, Field(gt=0)] = Decimal("600")
+    signal_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    fill_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_ordered(cls, tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
+        if not tiers:
+            raise ValueError("at least one tier is required")
+        for higher, lower in zip(tiers, tiers[1:]):
+            if lower.min_score >= higher.min_score:
+                raise ValueError("tiers must be ordered by min_score, highest first, without repeats")
+            if lower.multiplier > higher.multiplier:
+                raise ValueError("a lower tier must not have a larger multiplier than a higher one")
+        return tiers
+
+    @field_validator("phases")
+    @classmethod
+    def _phases_ascending(cls, phases: tuple[Phase, ...]) -> tuple[Phase, ...]:
+        if not phases:
+            raise ValueError("at least one phase is required")
+        for before, after in zip(phases, phases[1:]):
+            if after.equity_pct <= before.equity_pct:
+                raise ValueError("phases must be ascending: equity_pct must rise from phase to phase")
+            if after.min_trades < before.min_trades:
+                raise ValueError("phases must be ascending: min_trades must not fall from phase to phase")
+        return phases
+
+    @model_validator(mode="after")
+    def _fractions_ordered(self) -> "SizingConfig":
+        if self.min_fraction > self.max_fraction:
+            raise ValueError("min_fraction must be <= max_fraction")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the config file and the preset (both arrive as init kwargs).
+        return env_settings, init_settings
+
+    @property
+    def pair_cap(self) -> Decimal | None:
+        """The per-pair exposure cap: explicit, else the per-pair maximum in `fixed` mode, else none."""
+        if self.pair_cap_usd is not None:
+            return self.pair_cap_usd
+        return self.pair_max_usd if self.base == "fixed" else None
+
+    @property
+    def max_signal_age_ms(self) -> int | None:
+        return None if self.max_signal_age_s is None else int(self.max_signal_age_s * 1000)
+
+    @property
+    def reservation_ttl_ms(self) -> int:
+        return int(self.reservation_ttl_s * 1000)
+
+    def effective(self) -> dict[str, Any]:
+        """The effective configuration as plain JSON data (Decimals as canonical strings)."""
+        data = self.model_dump(mode="python")
+        data["portfolio_cap"] = str(self.portfolio_cap)
+        return decimals.loads(decimals.dumps(data))
+
+    @cached_property
+    def config_hash(self) -> str:
+        """Stable hash of the effective configuration: same settings, same hash, on any machine."""
+        canonical = decimals.dumps(_sorted(self.effective()))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+PRESETS: Mapping[str, Mapping[str, Any]] = {
+    # Conviction scaling: score mapped linearly onto 30-100% of the per-pair maximum,
+    # under an absolute portfolio cap; an order that would overshoot is shrunk.
+    "conviction": {
+        "preset": "conviction", "conviction": "linear", "base": "fixed",
+        "min_fraction": "0.3", "max_fraction": "1.0", "pair_max_usd": "1000",
+        "portfolio_cap": "5000", "cap_mode": "shrink", "drawdown": False,
+    },
+    # Graduated scaling: a phase-based percentage of equity, confidence tiers,
+    # halving after losing streaks, cap at 1% of equity; an overshooting signal is skipped.
+    "graduated": {
+        "preset": "graduated", "conviction": "tiers", "base": "graduated",
+        "starting_equity": "100000", "portfolio_cap": "1%", "cap_mode": "skip",
+        "drawdown": True, "loss_streak": 2, "drawdown_cut": "0.5", "recovery_streak": 2,
+    },
+}
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+) -> SizingConfig:
+    """Build the effective configuration: preset defaults, then the TOML file, then `SIZING_*`.
+
+    The preset is the `preset` argument, else the file's `preset`, else
+    `SIZING_PRESET`, else `conviction`. Raises ConfigError naming each bad field and its rule.
+    """
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as handle:
+                file_values = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        file_values = file_values.get("sizing", file_values)
+    name = preset or file_values.get("preset") or os.environ.get("SIZING_PRESET") or "conviction"
+    if name not in PRESETS:
+        raise ConfigError(f"preset: must be one of {', '.join(PRESETS)}, got {name!r}")
+    values = {**PRESETS[name], **file_values, "preset": name}
+    origin = f"preset {name}" + (f", file {config_file}" if config_file else "") + ", SIZING_* environment"
+    try:
+        return SizingConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from exc

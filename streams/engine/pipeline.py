@@ -1,0 +1,197 @@
+"""The sizing pipeline: one pure function of (signal, instrument, portfolio state,
+config, input position) to a decision, maybe an order, and the new state.
+
+Steps (DESIGN.md): 1 gate, 2 conviction, 3 base size, 4 drawdown, 5 budget,
+6 caps, 7 exchange constraints, 8 accept and reserve. Each step writes what it
+computed into the trace, so a decision explains itself from its record alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from streams.config import SizingConfig
+from streams.decimals import ONE, canonical
+from streams.engine.constraints import fit_to_legs
+from streams.engine.state import PortfolioState, Reservation, advance_clock
+from streams.models import Decision, Instrument, Order, OrderLeg, Signal
+
+_FLIP = {"buy": "sell", "sell": "buy"}
+
+
+@dataclass(frozen=True, slots=True)
+class InputPosition:
+    """Where the signal was read: its topic, partition and offset."""
+
+    topic: str = "signals"
+    partition: int = 0
+    offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    decision: Decision
+    order: Order | None
+    state: PortfolioState
+
+
+def order_id_for(portfolio_id: str, signal_id: str) -> str:
+    """Deterministic order id: the same portfolio and signal always give the same id."""
+    digest = hashlib.blake2b(f"{portfolio_id}\x1f{signal_id}".encode(), digest_size=12).hexdigest()
+    return f"o-{digest}"
+
+
+def decide(
+    signal: Signal,
+    instrument: Instrument | None,
+    state: PortfolioState,
+    config: SizingConfig,
+    position: InputPosition = InputPosition(),
+) -> Result:
+    """Size one signal. A rejection is a decision with a reason code, never an exception."""
+    exposure = state.exposure
+    streak = state.streak
+    trace: dict[str, Any] = {
+        "input": {
+            "topic": position.topic, "partition": position.partition, "offset": position.offset,
+            "last_fill_offset": exposure.last_fill_offset,
+        },
+        "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
+                   "price": signal.price, "ts": signal.ts},
+    }
+
+    # 1. Gate. A duplicate changes nothing at all.
+    if signal.signal_id in exposure.seen_signals:
+        trace["detail"] = _detail(signal_id=signal.signal_id)
+        return Result(_rejected(signal, "DUPLICATE_SIGNAL", trace, config), None, state)
+
+    previous_ts = exposure.latest_ts
+    exposure = advance_clock(exposure, signal.ts, config)
+    exposure = replace(exposure, seen_signals=exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window))
+    if config.exposure_basis == "mark" and exposure.marks.get(signal.symbol) != signal.price:
+        exposure = replace(exposure, marks={**exposure.marks, signal.symbol: signal.price})
+    state = PortfolioState(exposure, streak)
+
+    position_value = state.position_value(config)
+    reserved = state.reserved()
+    current = position_value + reserved
+    trace["state"] = {
+        "latest_ts": previous_ts, "positions": position_value, "reserved": reserved, "exposure": current,
+        "consecutive_wins": streak.consecutive_wins, "consecutive_losses": streak.consecutive_losses,
+        "drawdown": streak.drawdown, "phase": streak.phase, "equity": streak.equity,
+        "closed_trades": streak.closed_trades,
+    }
+
+    if instrument is None:
+        trace["detail"] = _detail(symbol=signal.symbol)
+        return Result(_rejected(signal, "UNKNOWN_INSTRUMENT", trace, config), None, state)
+    max_age = config.max_signal_age_ms
+    if max_age is not None and previous_ts is not None and previous_ts - signal.ts > max_age:
+        trace["detail"] = _detail(age_ms=previous_ts - signal.ts, max_age_ms=max_age)
+        return Result(_rejected(signal, "STALE_SIGNAL", trace, config), None, state)
+
+    if not config.enabled:
+        # Sizing disabled: the static per-pair maximum, as before dynamic sizing.
+        budget = config.pair_max_usd
+        trace["static"] = True
+    else:
+        # 2. Conviction.
+        if config.conviction == "linear":
+            conviction = config.min_fraction + (config.max_fraction - config.min_fraction) * signal.score
+            trace["conviction"] = {"mode": "linear", "fraction": conviction}
+            if config.min_score is not None and signal.score < config.min_score:
+                trace["detail"] = _detail(score=signal.score, min_score=config.min_score)
+                return Result(_rejected(signal, "LOW_CONFIDENCE", trace, config), None, state)
+        else:
+            tier_index = next((i for i, tier in enumerate(config.tiers) if tier.admits(signal.score)), None)
+            if tier_index is None:
+                trace["conviction"] = {"mode": "tiers", "tier": None}
+                trace["detail"] = _detail(score=signal.score, lowest_tier=config.tiers[-1].min_score)
+                return Result(_rejected(signal, "LOW_CONFIDENCE", trace, config), None, state)
+            conviction = config.tiers[tier_index].multiplier
+            trace["conviction"] = {"mode": "tiers", "tier": tier_index + 1, "multiplier": conviction}
+
+        # 3. Base size.
+        if config.base == "fixed":
+            base = config.pair_max_usd
+            trace["base"] = {"mode": "fixed", "base": base}
+        else:
+            pct = config.phases[streak.phase - 1].equity_pct
+            base = streak.equity * pct
+            trace["base"] = {"mode": "graduated", "phase": streak.phase, "equity_pct": pct, "base": base}
+
+        # 4. Drawdown protection.
+        cut = config.drawdown_cut if streak.drawdown else ONE
+        trace["drawdown_multiplier"] = cut
+
+        # 5. Budget.
+        budget = base * conviction * cut
+    trace["budget"] = budget
+
+    # 6. Caps.
+    caps: dict[str, Any] = {"mode": config.cap_mode}
+    trace["caps"] = caps
+    pair_cap = config.pair_cap
+    if pair_cap is not None:
+        pair_exposure = state.symbol_exposure(signal.symbol, config)
+        pair_remaining = pair_cap - pair_exposure
+        caps.update(pair_cap=pair_cap, pair_exposure=pair_exposure, pair_remaining=pair_remaining)
+        if pair_remaining <= 0 or (config.cap_mode == "skip" and budget > pair_remaining):
+            trace["detail"] = _detail(pair_remaining=pair_remaining, budget=budget)
+            return Result(_rejected(signal, "PAIR_CAP_REACHED", trace, config), None, state)
+        budget = min(budget, pair_remaining)
+    cap = config.portfolio_cap.amount(streak.equity)
+    remaining = cap - current
+    caps.update(portfolio_cap=cap, remaining=remaining)
+    if remaining <= 0 or (config.cap_mode == "skip" and budget > remaining):
+        trace["detail"] = _detail(remaining=remaining, budget=budget)
+        return Result(_rejected(signal, "EXPOSURE_CAP_REACHED", trace, config), None, state)
+    budget = min(budget, remaining)
+    caps["capped_budget"] = budget
+
+    # 7. Exchange constraints, for every leg at once.
+    fit = fit_to_legs(budget, signal.price, instrument.legs)
+    trace["exchange"] = {"step": fit.step, "qty": fit.qty}
+    if fit.reason is not None:
+        trace["detail"] = fit.detail
+        return Result(_rejected(signal, fit.reason, trace, config), None, state)
+
+    # 8. Accept: reserve the notional at once so a burst cannot overshoot the cap.
+    qty = fit.qty
+    notional = qty * signal.price
+    order_id = order_id_for(signal.portfolio_id, signal.signal_id)
+    reservations = {**exposure.reservations, order_id: Reservation(signal.symbol, qty, signal.price, signal.ts)}
+    state = PortfolioState(replace(exposure, reservations=reservations), streak)
+    order = Order.model_construct(
+        order_id=order_id, signal_id=signal.signal_id, portfolio_id=signal.portfolio_id,
+        symbol=signal.symbol, side=signal.side, qty=qty, price=signal.price, notional=notional,
+        legs=tuple(
+            OrderLeg.model_construct(
+                venue_symbol=leg.venue_symbol,
+                side=leg.side if signal.side == "buy" else _FLIP[leg.side],
+                qty=qty,
+            )
+            for leg in instrument.legs
+        ),
+        ts=signal.ts, config_hash=config.config_hash,
+    )
+    decision = Decision.model_construct(
+        signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="accepted", reason=None,
+        order_id=order_id, qty=qty, notional=notional, trace=trace, config_hash=config.config_hash,
+    )
+    return Result(decision, order, state)
+
+
+def _rejected(signal: Signal, reason: str, trace: dict[str, Any], config: SizingConfig) -> Decision:
+    return Decision.model_construct(
+        signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=reason,
+        order_id=None, qty=None, notional=None, trace=trace, config_hash=config.config_hash,
+    )
+
+
+def _detail(**values: Any) -> str:
+    """`key=value` detail for a rejection, Decimals in canonical form."""
+    return " ".join(f"{key}={canonical(v) if isinstance(v, Decimal) else v}" for key, v in values.items())

@@ -1,0 +1,281 @@
+"""Per-portfolio state as immutable values, and every transition driven by fills.
+
+`Exposure` is the value of the `exposure` table and `Streak` the value of the
+`streak` table; both are keyed by portfolio id. Transitions return new values
+and share what did not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Mapping
+
+from streams.config import SizingConfig
+from streams.decimals import ZERO
+from streams.engine.recent import RecentIds
+from streams.models import OrderCanceled, OrderFilled, PositionClosed
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An open position in one symbol: gross quantity and what it cost at entry (USD)."""
+
+    qty: Decimal
+    entry_notional: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Notional held for an order that is neither filled nor canceled yet.
+
+    `ts` is the event time it was made or last partly filled; it lapses
+    `reservation_ttl` of event time later."""
+
+    symbol: str
+    qty: Decimal
+    price: Decimal
+    ts: int
+
+    @property
+    def notional(self) -> Decimal:
+        return self.qty * self.price
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    positions: Mapping[str, Position] = field(default_factory=dict)
+    reservations: Mapping[str, Reservation] = field(default_factory=dict)
+    marks: Mapping[str, Decimal] = field(default_factory=dict)
+    latest_ts: int | None = None
+    last_fill_offset: int | None = None
+    seen_signals: RecentIds = RecentIds()
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    equity: Decimal
+    phase: int = 1
+    consecutive_wins: int = 0
+    consecutive_losses: int = 0
+    drawdown: bool = False
+    closed_trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    gross_profit: Decimal = ZERO
+    gross_loss: Decimal = ZERO
+    seen_fills: RecentIds = RecentIds()
+
+    @property
+    def win_rate(self) -> Decimal:
+        return Decimal(self.wins) / self.closed_trades if self.closed_trades else ZERO
+
+    @property
+    def profit_factor(self) -> Decimal | None:
+        """gross profit / gross loss; None (unbounded) when there is profit and no loss."""
+        if self.gross_loss:
+            return self.gross_profit / self.gross_loss
+        return None if self.gross_profit else ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioState:
+    exposure: Exposure
+    streak: Streak
+
+    @classmethod
+    def fresh(cls, config: SizingConfig) -> "PortfolioState":
+        """A portfolio never seen before: no positions, phase 1, the starting equity."""
+        return cls(Exposure(), Streak(equity=config.starting_equity))
+
+    def position_value(self, config: SizingConfig) -> Decimal:
+        """Open positions in USD on the configured basis (entry cost, or latest signal price)."""
+        total = ZERO
+        marks = self.exposure.marks
+        for symbol, position in self.exposure.positions.items():
+            if config.exposure_basis == "mark" and symbol in marks:
+                total += position.qty * marks[symbol]
+            else:
+                total += position.entry_notional
+        return total
+
+    def reserved(self, symbol: str | None = None) -> Decimal:
+        """Notional reserved for open orders, for one symbol or all."""
+        return sum(
+            (r.notional for r in self.exposure.reservations.values() if symbol is None or r.symbol == symbol),
+            ZERO,
+        )
+
+    def symbol_exposure(self, symbol: str, config: SizingConfig) -> Decimal:
+        position = self.exposure.positions.get(symbol)
+        held = ZERO
+        if position is not None:
+            mark = self.exposure.marks.get(symbol)
+            held = position.qty * mark if config.exposure_basis == "mark" and mark is not None else position.entry_notional
+        return held + self.reserved(symbol)
+
+
+def advance_clock(exposure: Exposure, ts: int, config: SizingConfig) -> Exposure:
+    """Move the portfolio's event time forward to `ts` and let lapsed reservations go."""
+    latest = ts if exposure.latest_ts is None or ts > exposure.latest_ts else exposure.latest_ts
+    horizon = latest - config.reservation_ttl_ms
+    reservations = exposure.reservations
+    if any(r.ts <= horizon for r in reservations.values()):
+        reservations = {oid: r for oid, r in reservations.items() if r.ts > horizon}
+    if latest == exposure.latest_ts and reservations is exposure.reservations:
+        return exposure
+    return replace(exposure, latest_ts=latest, reservations=reservations)
+
+
+def apply_fill(
+    fill: OrderFilled | OrderCanceled | PositionClosed,
+    state: PortfolioState,
+    config: SizingConfig,
+    offset: int | None = None,
+) -> tuple[PortfolioState, bool]:
+    """Apply one fill event. Returns the new state and whether it changed anything
+    (False for a duplicate `event_id`, which leaves the state exactly as it was).
+
+    `offset` is the fill's input offset, recorded so a decision trace can name
+    the last fill applied before it.
+    """
+    streak = state.streak
+    if fill.event_id in streak.seen_fills:
+        return state, False
+    streak = replace(streak, seen_fills=streak.seen_fills.add(fill.event_id, config.fill_dedupe_window))
+    exposure = advance_clock(state.exposure, fill.ts, config)
+    if offset is not None:
+        exposure = replace(exposure, last_fill_offset=offset)
+
+    if isinstance(fill, OrderFilled):
+        exposure = _filled(exposure, fill)
+    elif isinstance(fill, OrderCanceled):
+        if fill.order_id in exposure.reservations:
+            reservations = dict(exposure.reservations)
+            del reservations[fill.order_id]
+            exposure = replace(exposure, reservations=reservations)
+    else:
+        exposure = _closed(exposure, fill)
+        streak = book_close(streak, fill.realized_pnl, config)
+    return PortfolioState(exposure, streak), True
+
+
+def _filled(exposure: Exposure, fill: OrderFilled) -> Exposure:
+    positions = dict(exposure.positions)
+    held = positions.get(fill.symbol, Position(ZERO, ZERO))
+    positions[fill.symbol] = Position(held.qty + fill.qty, held.entry_notional + fill.qty * fill.price)
+    reservations = exposure.reservations
+    reservation = reservations.get(fill.order_id)
+    if reservation is not None:
+        reservations = dict(reservations)
+        left = reservation.qty - fill.qty
+        if fill.final or left <= 0:
+            del reservations[fill.order_id]
+        else:
+            reservations[fill.order_id] = replace(reservation, qty=left, ts=max(reservation.ts, fill.ts))
+    return replace(exposure, positions=positions, reservations=reservations)
+
+
+def _closed(exposure: Exposure, fill: PositionClosed) -> Exposure:
+    held = exposure.positions.get(fill.symbol)
+    if held is None:
+        return exposure
+    positions = dict(exposure.positions)
+    if fill.qty >= held.qty:
+        del positions[fill.symbol]
+    else:
+        left = held.qty - fill.qty
+        positions[fill.symbol] = Position(left, held.entry_notional * left / held.qty)
+    return replace(exposure, positions=positions)
+
+
+def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
+    """Book one closed trade: streaks, drawdown mode, equity, statistics, then promotion.
+
+    A win (pnl > 0) or loss (pnl < 0) moves the streaks; pnl == 0 is a trade that
+    touches neither. Drawdown mode starts after `loss_streak` consecutive losses
+    and ends after `recovery_streak` consecutive wins. Phases only ever rise.
+    """
+    wins, losses = streak.consecutive_wins, streak.consecutive_losses
+    drawdown = streak.drawdown
+    gross_profit, gross_loss = streak.gross_profit, streak.gross_loss
+    won, lost = streak.wins, streak.losses
+    if pnl > 0:
+        wins, losses, won, gross_profit = wins + 1, 0, won + 1, gross_profit + pnl
+        if drawdown and wins >= config.recovery_streak:
+            drawdown = False
+    elif pnl < 0:
+        wins, losses, lost, gross_loss = 0, losses + 1, lost + 1, gross_loss - pnl
+        if config.drawdown and losses >= config.loss_streak:
+            drawdown = True
+    booked = replace(
+        streak, equity=streak.equity + pnl, consecutive_wins=wins, consecutive_losses=losses,
+        drawdown=drawdown, closed_trades=streak.closed_trades + 1, wins=won, losses=lost,
+        gross_profit=gross_profit, gross_loss=gross_loss,
+    )
+    return replace(booked, phase=earned_phase(booked, config))
+
+
+def earned_phase(streak: Streak, config: SizingConfig) -> int:
+    """The highest phase whose thresholds the live record meets, never below the current one."""
+    phase = streak.phase
+    while phase < len(config.phases):
+        target = config.phases[phase]  # phases are 1-based; index `phase` is the next one
+        profit_factor = streak.profit_factor
+        if not (
+            streak.closed_trades >= target.min_trades
+            and streak.win_rate > target.min_win_rate
+            and (profit_factor is None or profit_factor > target.min_profit_factor)
+        ):
+            break
+        phase += 1
+    return phase
+
+
+def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (exposure, streak) table values as JSON data."""
+    e, s = state.exposure, state.streak
+    exposure = {
+        "positions": {k: [p.qty, p.entry_notional] for k, p in e.positions.items()},
+        "reservations": {k: [r.symbol, r.qty, r.price, r.ts] for k, r in e.reservations.items()},
+        "marks": dict(e.marks),
+        "latest_ts": e.latest_ts,
+        "last_fill_offset": e.last_fill_offset,
+        "seen_signals": e.seen_signals.to_wire(),
+    }
+    streak = {
+        "equity": s.equity, "phase": s.phase, "consecutive_wins": s.consecutive_wins,
+        "consecutive_losses": s.consecutive_losses, "drawdown": s.drawdown,
+        "closed_trades": s.closed_trades, "wins": s.wins, "losses": s.losses,
+        "gross_profit": s.gross_profit, "gross_loss": s.gross_loss,
+        "seen_fills": s.seen_fills.to_wire(),
+    }
+    return exposure, streak
+
+
+def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
+    if not data:
+        return Exposure()
+    D = Decimal
+    return Exposure(
+        positions={k: Position(D(q), D(n)) for k, (q, n) in data["positions"].items()},
+        reservations={k: Reservation(sym, D(q), D(p), int(ts)) for k, (sym, q, p, ts) in data["reservations"].items()},
+        marks={k: D(v) for k, v in data["marks"].items()},
+        latest_ts=data["latest_ts"],
+        last_fill_offset=data["last_fill_offset"],
+        seen_signals=RecentIds.from_wire(data["seen_signals"]),
+    )
+
+
+def streak_from_wire(data: Mapping[str, Any] | None, config: SizingConfig) -> Streak:
+    if not data:
+        return Streak(equity=config.starting_equity)
+    D = Decimal
+    return Streak(
+        equity=D(data["equity"]), phase=int(data["phase"]),
+        consecutive_wins=int(data["consecutive_wins"]), consecutive_losses=int(data["consecutive_losses"]),
+        drawdown=bool(data["drawdown"]), closed_trades=int(data["closed_trades"]),
+        wins=int(data["wins"]), losses=int(data["losses"]),
+        gross_profit=D(data["gross_profit"]), gross_loss=D(data["gross_loss"]),
+        seen_fills=RecentIds.from_wire(data["seen_fills"]),
+    )

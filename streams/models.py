@@ -1,0 +1,217 @@
+"""The wire messages (JSON, UTF-8) as pydantic v2 models, with DESIGN.md's exact field names.
+
+Decimals are accepted as strings or JSON numbers (parsed straight to Decimal by
+`decimals.loads`, never through float) and written as canonical strings. `ts` is
+event time, accepted as RFC 3339 (with an explicit offset) or epoch milliseconds,
+held as integer epoch milliseconds and written as RFC 3339 UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+)
+
+from streams import decimals
+from streams.errors import InvalidMessage
+
+Dec = Annotated[Decimal, BeforeValidator(decimals.to_decimal), PlainSerializer(decimals.canonical)]
+Side = Literal["buy", "sell"]
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def parse_event_time(value: Any) -> int:
+    """Event time in epoch milliseconds from an RFC 3339 string or an integer of epoch ms."""
+    if isinstance(value, bool):
+        raise ValueError("must be RFC 3339 or epoch milliseconds")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("epoch milliseconds must not be negative")
+        return value
+    if isinstance(value, Decimal) and value == value.to_integral_value() and value >= 0:
+        return int(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"is not an RFC 3339 time: {value!r}") from None
+        if moment.tzinfo is None:
+            raise ValueError("RFC 3339 time must carry an offset such as Z")
+        delta = moment - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    raise ValueError("must be RFC 3339 or epoch milliseconds")
+
+
+def format_event_time(epoch_ms: int) -> str:
+    """RFC 3339 UTC with millisecond precision, e.g. 2026-01-01T00:00:00.000Z."""
+    moment = datetime.fromtimestamp(epoch_ms // 1000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}Z"
+
+
+EventTime = Annotated[int, BeforeValidator(parse_event_time), PlainSerializer(format_event_time)]
+
+
+class Message(BaseModel):
+    """Inputs ignore unknown fields and are immutable once decoded."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Leg(Message):
+    venue_symbol: Id
+    side: Side
+    qty_step: Annotated[Dec, Field(gt=0)]
+    min_qty: Annotated[Dec, Field(ge=0)] = Decimal(0)
+    max_qty: Annotated[Dec, Field(gt=0)] | None = None
+    min_notional: Annotated[Dec, Field(ge=0)] = Decimal(0)
+
+
+class Instrument(Message):
+    symbol: Id
+    legs: Annotated[tuple[Leg, ...], Field(min_length=1, max_length=8)]
+
+
+class Signal(Message):
+    signal_id: Id
+    portfolio_id: Id
+    symbol: Id
+    side: Side
+    score: Annotated[Dec, Field(ge=0, le=1)]
+    price: Annotated[Dec, Field(gt=0)]
+    ts: EventTime
+
+
+class FillEvent(Message):
+    event_id: Id
+    portfolio_id: Id
+    ts: EventTime
+
+
+class OrderFilled(FillEvent):
+    type: Literal["order_filled"]
+    order_id: Id
+    symbol: Id
+    qty: Annotated[Dec, Field(gt=0)]
+    price: Annotated[Dec, Field(gt=0)]
+    final: bool = False
+
+
+class OrderCanceled(FillEvent):
+    type: Literal["order_canceled"]
+    order_id: Id
+
+
+class PositionClosed(FillEvent):
+    type: Literal["position_closed"]
+    symbol: Id
+    qty: Annotated[Dec, Field(gt=0)]
+    price: Annotated[Dec, Field(gt=0)]
+    realized_pnl: Dec
+
+
+Fill = Annotated[Union[OrderFilled, OrderCanceled, PositionClosed], Field(discriminator="type")]
+
+
+class OrderLeg(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    venue_symbol: str
+    side: Side
+    qty: Dec
+
+
+class Order(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    signal_id: str
+    portfolio_id: str
+    symbol: str
+    side: Side
+    qty: Dec
+    price: Dec
+    notional: Dec
+    legs: tuple[OrderLeg, ...]
+    ts: EventTime
+    config_hash: str
+
+
+Outcome = Literal["accepted", "rejected"]
+
+
+class Decision(BaseModel):
+    """One per signal. `trace` holds every intermediate value of the pipeline, the
+    state it read and the input position; rejected decisions carry no order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    signal_id: str
+    portfolio_id: str
+    outcome: Outcome
+    reason: str | None
+    order_id: str | None
+    qty: Dec | None
+    notional: Dec | None
+    trace: dict[str, Any]
+    config_hash: str
+
+
+def to_json(message: BaseModel) -> str:
+    """The wire form of a message: compact JSON, field order as declared, Decimals canonical."""
+    return decimals.dumps(message.model_dump())
+
+
+M = TypeVar("M")
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    return adapter
+
+
+def describe(error: ValidationError) -> tuple[str, str]:
+    """A (code, detail) pair for a validation error: the first failing field and its rule."""
+    first = error.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or "message"
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        field = "type"
+    code = "MISSING_FIELD" if first["type"] == "missing" else "INVALID_FIELD"
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return code, f"{field}: {message}"
+
+
+def validate(model: Any, data: Any) -> Any:
+    """Validate already-parsed JSON data as `model`; raises InvalidMessage naming the field and rule."""
+    if not isinstance(data, dict):
+        raise InvalidMessage("NOT_AN_OBJECT", f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return _adapter(model).validate_python(data)
+    except ValidationError as exc:
+        raise InvalidMessage(*describe(exc)) from exc
+
+
+def decode(model: Any, raw: bytes | str) -> Any:
+    """Decode one wire message: UTF-8 JSON, numbers as Decimal, validated as `model`."""
+    try:
+        data = decimals.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessage("INVALID_JSON", f"not valid JSON: {exc}") from exc
+    return validate(model, data)

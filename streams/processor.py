@@ -1,0 +1,66 @@
+"""Applies decoded inputs to portfolio state through the engine.
+
+The state store is injected: a dict for offline replay, the changelog-backed
+tables in the worker. Both paths run this same code, so a worker and
+`sizer replay` decide identically on the same inputs.
+"""
+
+from __future__ import annotations
+
+from typing import MutableMapping, Protocol
+
+from streams.config import SizingConfig
+from streams.engine import InputPosition, PortfolioState, Result, apply_fill, decide
+from streams.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal
+
+
+class StateStore(Protocol):
+    """Where portfolio state lives between inputs."""
+
+    def load(self, portfolio_id: str) -> PortfolioState: ...
+
+    def save(self, portfolio_id: str, state: PortfolioState) -> None: ...
+
+
+class MemoryStore:
+    """Portfolio state in a dict: for offline replay, audit and tests."""
+
+    def __init__(self, config: SizingConfig) -> None:
+        self._config = config
+        self.states: dict[str, PortfolioState] = {}
+
+    def load(self, portfolio_id: str) -> PortfolioState:
+        state = self.states.get(portfolio_id)
+        return state if state is not None else PortfolioState.fresh(self._config)
+
+    def save(self, portfolio_id: str, state: PortfolioState) -> None:
+        self.states[portfolio_id] = state
+
+
+class Processor:
+    def __init__(
+        self,
+        config: SizingConfig,
+        store: StateStore,
+        instruments: MutableMapping[str, Instrument] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.instruments: MutableMapping[str, Instrument] = {} if instruments is None else instruments
+
+    def on_instrument(self, instrument: Instrument) -> None:
+        self.instruments[instrument.symbol] = instrument
+
+    def on_fill(self, fill: OrderFilled | OrderCanceled | PositionClosed, offset: int | None = None) -> bool:
+        """Apply a fill event; False when it was a duplicate and changed nothing."""
+        state, changed = apply_fill(fill, self.store.load(fill.portfolio_id), self.config, offset)
+        if changed:
+            self.store.save(fill.portfolio_id, state)
+        return changed
+
+    def on_signal(self, signal: Signal, position: InputPosition = InputPosition()) -> Result:
+        before = self.store.load(signal.portfolio_id)
+        result = decide(signal, self.instruments.get(signal.symbol), before, self.config, position)
+        if result.state is not before:
+            self.store.save(signal.portfolio_id, result.state)
+        return result
