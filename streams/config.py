@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from streams import decimals
 from streams.errors import ConfigError
@@ -131,7 +131,7 @@ class SizingConfig(BaseSettings):
     recovery_streak: Annotated[int, Field(ge=1)] = 2
 
     pair_cap_usd: Positive | None = None
-    portfolio_cap: CapSpec = CapSpec(usd=Decimal("5000"))
+    portfolio_cap: Annotated[CapSpec, NoDecode] = CapSpec(usd=Decimal("5000"))
     cap_mode: Literal["shrink", "skip"] = "shrink"
     exposure_basis: Literal["entry", "mark"] = "entry"
 
@@ -274,3 +274,6 @@ def load_config(
         return SizingConfig(**values)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, origin)) from exc
+    except SettingsError as exc:
+        # A SIZING_* variable holding a list or table that is not valid JSON.
+        raise ConfigError(f"invalid configuration ({origin}):\n  {exc}: {exc.__cause__}") from exc

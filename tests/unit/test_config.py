@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from streams.config import load_config
+from streams.errors import ConfigError
+
+
+def test_presets_carry_the_documented_defaults():
+    conviction = load_config("conviction")
+    graduated = load_config("graduated")
+
+    assert (conviction.conviction, conviction.base, conviction.cap_mode) == ("linear", "fixed", "shrink")
+    assert str(conviction.min_fraction) == "0.3" and conviction.max_fraction == 1
+    assert conviction.pair_max_usd == 1000 and conviction.pair_cap == 1000
+    assert conviction.portfolio_cap.amount(0) == 5000
+    assert (graduated.conviction, graduated.base, graduated.cap_mode) == ("tiers", "graduated", "skip")
+    assert graduated.drawdown and graduated.starting_equity == 100_000
+    assert graduated.pair_cap is None
+    assert graduated.portfolio_cap.amount(graduated.starting_equity) == 1000
+
+
+def test_config_hash_is_stable_and_follows_every_setting(monkeypatch):
+    first = load_config("conviction").config_hash
+    assert load_config("conviction").config_hash == first
+    monkeypatch.setenv("SIZING_PAIR_MAX_USD", "1001")
+    assert load_config("conviction").config_hash != first
+
+
+def test_environment_overrides_the_file_which_overrides_the_preset(tmp_path: Path, monkeypatch):
+    path = tmp_path / "sizing.toml"
+    path.write_text('preset = "graduated"\nportfolio_cap = "2%"\nstarting_equity = "50000"\n')
+    monkeypatch.setenv("SIZING_STARTING_EQUITY", "40000")
+
+    config = load_config(config_file=path)
+
+    assert config.preset == "graduated"
+    assert config.portfolio_cap.amount(config.starting_equity) == 800
+    assert config.starting_equity == 40000
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "rule"),
+    [
+        ({"SIZING_MIN_FRACTION": "1.2"}, "min_fraction", "less than or equal to 1"),
+        ({"SIZING_MIN_FRACTION": "0.8", "SIZING_MAX_FRACTION": "0.5"}, "config", "min_fraction must be <= max_fraction"),
+        ({"SIZING_PORTFOLIO_CAP": "0"}, "portfolio_cap.usd", "greater than 0"),
+        ({"SIZING_PORTFOLIO_CAP": "-1%"}, "portfolio_cap.equity_pct", "greater than 0"),
+        ({"SIZING_PAIR_MAX_USD": "-5"}, "pair_max_usd", "greater than 0"),
+        ({"SIZING_TIERS": '[{"min_score":"0.5","multiplier":"1"},{"min_score":"0.7","multiplier":"0.5"}]'},
+         "tiers", "ordered by min_score"),
+        ({"SIZING_PHASES": '[{"equity_pct":"0.01"},{"equity_pct":"0.005","min_trades":20}]'},
+         "phases", "ascending"),
+        ({"SIZING_CAP_MODE": "clip"}, "cap_mode", "'shrink' or 'skip'"),
+    ],
+)
+def test_bad_configuration_names_the_field_and_the_rule(monkeypatch, env, field, rule):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    with pytest.raises(ConfigError) as raised:
+        load_config("graduated")
+
+    message = str(raised.value)
+    assert f"{field}:" in message
+    assert rule in message
+
+
+def test_unknown_preset_and_missing_file_are_config_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="preset: must be one of conviction, graduated"):
+        load_config("aggressive")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(config_file=tmp_path / "absent.toml")
+
+
+def test_unknown_setting_in_the_file_is_rejected(tmp_path: Path):
+    path = tmp_path / "sizing.toml"
+    path.write_text('pair_max = "1000"\n')
+    with pytest.raises(ConfigError, match="pair_max: Extra inputs are not permitted"):
+        load_config(config_file=path)

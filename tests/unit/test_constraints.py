@@ -1,0 +1,58 @@
+from decimal import Decimal as D
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.engine.constraints import common_step, fit_to_legs
+from streams.models import Leg
+
+
+def make_leg(step, min_qty="0", max_qty=None, min_notional="0", name="L"):
+    return Leg(venue_symbol=name, side="buy", qty_step=D(step), min_qty=D(min_qty),
+               max_qty=None if max_qty is None else D(max_qty), min_notional=D(min_notional))
+
+
+def test_common_step_is_the_least_common_multiple():
+    assert common_step((D("0.004"), D("0.006"))) == D("0.012")
+    assert common_step((D("0.001"), D("0.01"))) == D("0.01")
+    assert common_step((D("0.5"), D("2"))) == D("2")
+
+
+def test_quantity_is_rounded_down_never_up():
+    fit = fit_to_legs(D("930"), D("50000"), (make_leg("0.001"),))
+    assert fit.qty == D("0.018") and fit.reason is None
+
+
+def test_quantity_is_clamped_to_the_smallest_max_qty_on_the_common_step():
+    fit = fit_to_legs(D("1000"), D("1"), (make_leg("0.2", max_qty="50"), make_leg("0.3", max_qty="7")))
+    assert fit.qty == D("6.6")
+
+
+def test_max_qty_below_min_qty_is_a_rejection_not_a_one_legged_order():
+    fit = fit_to_legs(D("1000"), D("1"), (make_leg("1", min_qty="10", name="A"), make_leg("1", max_qty="5", name="B")))
+    assert fit.reason == "BELOW_MIN_QTY"
+    assert fit.detail == "leg=A qty=5 min_qty=10"
+
+
+def test_zero_budget_is_below_min_qty():
+    assert fit_to_legs(D("0"), D("10"), (make_leg("0.1"),)).reason == "BELOW_MIN_QTY"
+
+
+steps = st.sampled_from(["0.001", "0.002", "0.004", "0.005", "0.006", "0.01", "0.1", "0.25", "1", "3"])
+
+
+@given(
+    budget=st.decimals(min_value=0, max_value=100_000, places=6),
+    price=st.decimals(min_value=D("0.0001"), max_value=100_000, places=4),
+    leg_steps=st.lists(steps, min_size=1, max_size=3),
+)
+def test_accepted_quantity_fits_every_leg_and_never_exceeds_the_budget(budget, price, leg_steps):
+    legs = tuple(make_leg(step, name=f"L{i}") for i, step in enumerate(leg_steps))
+    fit = fit_to_legs(budget, price, legs)
+    if fit.reason is None:
+        assert fit.qty > 0
+        assert fit.qty * price <= budget
+        for leg in legs:
+            assert fit.qty % leg.qty_step == 0
+        # rounding down: one more common step would not fit
+        assert (fit.qty + fit.step) * price > budget

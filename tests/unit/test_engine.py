@@ -1,0 +1,151 @@
+from decimal import Decimal as D
+
+import pytest
+
+from streams.config import load_config
+from streams.engine import order_id_for
+from tests.builders import T0, canceled, closed, filled, instrument, leg, signal
+from tests.unit.engine_helpers import feed, processor
+
+BTC = instrument("BTC", leg("BTCUSDT", qty_step="0.001"))
+
+
+@pytest.fixture
+def conviction():
+    return load_config("conviction")
+
+
+def test_duplicate_signal_is_rejected_and_changes_nothing(conviction):
+    proc = processor(conviction)
+    first, = feed(proc, [BTC, signal("p1", "BTC", "0.9", "100", signal_id="dup")])
+    state = proc.store.load("p1")
+
+    again, = feed(proc, [signal("p1", "BTC", "0.9", "100", signal_id="dup")])
+
+    assert first.decision.outcome == "accepted"
+    assert again.decision.reason == "DUPLICATE_SIGNAL" and again.order is None
+    assert proc.store.load("p1") is state
+
+
+def test_unknown_instrument_is_rejected(conviction):
+    result, = feed(processor(conviction), [signal("p1", "NOPE", "0.9", "100")])
+    assert result.decision.reason == "UNKNOWN_INSTRUMENT"
+    assert result.decision.trace["detail"] == "symbol=NOPE"
+
+
+def test_signal_older_than_max_age_against_the_portfolio_clock_is_stale(conviction):
+    results = feed(processor(conviction), [
+        BTC, signal("p1", "BTC", "0.5", "100", ts=T0 + 400_000),
+        signal("p1", "BTC", "0.5", "100", ts=T0 + 99_999),  # 300.001 s older
+        signal("p1", "BTC", "0.5", "100", ts=T0 + 100_000),  # exactly 300 s: still fresh
+    ])
+    assert [r.decision.reason for r in results] == [None, "STALE_SIGNAL", None]
+
+
+def test_disabled_sizing_uses_the_static_pair_maximum(monkeypatch):
+    monkeypatch.setenv("SIZING_ENABLED", "false")
+    result, = feed(processor(load_config("conviction")), [BTC, signal("p1", "BTC", "0.01", "100")])
+    assert result.decision.trace["static"] is True
+    assert result.decision.notional == D("1000")
+
+
+def test_min_score_rejects_weak_linear_signals(monkeypatch):
+    monkeypatch.setenv("SIZING_MIN_SCORE", "0.4")
+    weak, strong = feed(processor(load_config("conviction")),
+                        [BTC, signal("p1", "BTC", "0.39", "100"), signal("p2", "BTC", "0.4", "100")])
+    assert weak.decision.reason == "LOW_CONFIDENCE"
+    assert strong.decision.notional == D("580")
+
+
+def test_tier_boundaries_are_strict_above_0_85_and_inclusive_at_0_60():
+    results = feed(processor(load_config("graduated")), [BTC] + [
+        signal(f"p{i}", "BTC", score, "1") for i, score in enumerate(["0.86", "0.85", "0.60", "0.5999"])])
+    assert [r.decision.notional or r.decision.reason for r in results] == [D(100), D(75), D(75), "LOW_CONFIDENCE"]
+
+
+def test_fill_moves_reservation_into_the_position(conviction):
+    proc = processor(conviction)
+    accepted, = feed(proc, [BTC, signal("p1", "BTC", "1", "100")])
+    oid = accepted.order.order_id
+    feed(proc, [filled("p1", oid, "BTC", "4", "101", final=False)])
+
+    state = proc.store.load("p1")
+    assert state.reserved() == D("600")  # 6 of 10 still open at 100
+    assert state.position_value(conviction) == D("404")
+
+    feed(proc, [filled("p1", oid, "BTC", "5", "99", final=True)])
+    state = proc.store.load("p1")
+    assert state.reserved() == 0
+    assert state.exposure.positions["BTC"].qty == D("9")
+    assert state.position_value(conviction) == D("899")
+
+
+def test_close_takes_its_share_of_entry_notional_and_books_pnl(conviction):
+    proc = processor(conviction)
+    accepted, = feed(proc, [BTC, signal("p1", "BTC", "1", "100")])
+    feed(proc, [filled("p1", accepted.order.order_id, "BTC", "10", "100"),
+                closed("p1", "BTC", "4", "110", "40")])
+    state = proc.store.load("p1")
+    assert state.exposure.positions["BTC"].entry_notional == D("600")
+    assert state.streak.equity == D("100040")
+    assert (state.streak.consecutive_wins, state.streak.closed_trades, state.streak.gross_profit) == (1, 1, D(40))
+
+
+def test_duplicate_fill_event_changes_state_once(conviction):
+    proc = processor(conviction)
+    feed(proc, [BTC, closed("p1", "BTC", "1", "1", "-5", event_id="f-x")])
+    after_first = proc.store.load("p1")
+    feed(proc, [closed("p1", "BTC", "1", "1", "-5", event_id="f-x")])
+    assert proc.store.load("p1") is after_first
+    assert after_first.streak.consecutive_losses == 1
+
+
+def test_reservation_lapses_after_ttl_of_event_time(conviction):
+    proc = processor(conviction)
+    markets = [instrument(f"M{i}", leg(f"M{i}", qty_step="0.001")) for i in range(6)]
+    full = feed(proc, markets + [signal("p1", f"M{i}", "1", "1", ts=T0) for i in range(5)])
+    assert all(r.decision.outcome == "accepted" for r in full)
+    blocked, = feed(proc, [signal("p1", "M5", "1", "1", ts=T0 + 599_999)])
+    freed, = feed(proc, [signal("p1", "M5", "1", "1", ts=T0 + 600_000)])
+    assert blocked.decision.reason == "EXPOSURE_CAP_REACHED"
+    assert freed.decision.outcome == "accepted"
+    assert freed.decision.trace["state"]["reserved"] == 0
+
+
+def test_cancel_of_an_unknown_order_is_harmless(conviction):
+    proc = processor(conviction)
+    feed(proc, [canceled("p1", "o-none")])
+    assert proc.store.load("p1").reserved() == 0
+
+
+def test_mark_basis_revalues_positions_at_the_latest_signal_price(monkeypatch):
+    monkeypatch.setenv("SIZING_EXPOSURE_BASIS", "mark")
+    config = load_config("conviction")
+    proc = processor(config)
+    accepted, = feed(proc, [BTC, signal("p1", "BTC", "1", "100")])
+    feed(proc, [filled("p1", accepted.order.order_id, "BTC", "10", "100")])
+    later, = feed(proc, [signal("p1", "BTC", "1", "150", ts=T0 + 1)])
+    assert later.decision.trace["state"]["positions"] == D("1500")
+    assert later.decision.reason == "PAIR_CAP_REACHED"
+
+
+def test_order_id_is_deterministic_from_portfolio_and_signal():
+    assert order_id_for("p1", "s-1") == order_id_for("p1", "s-1")
+    assert order_id_for("p1", "s-1") != order_id_for("p2", "s-1")
+    assert order_id_for("p1", "s-1") != order_id_for("p1", "s-2")
+
+
+def test_trace_names_the_input_position_and_last_fill_applied(conviction):
+    proc = processor(conviction)
+    results = feed(proc, [BTC, closed("p1", "BTC", "1", "1", "1"), signal("p1", "BTC", "1", "100")])
+    assert results[0].decision.trace["input"] == {"topic": "signals", "partition": 0, "offset": 2,
+                                                  "last_fill_offset": 1}
+
+
+def test_losses_in_graduated_mode_halve_and_equity_loss_shrinks_the_cap():
+    proc = processor(load_config("graduated"))
+    result, = feed(proc, [BTC, closed("p1", "BTC", "1", "1", "-50000"), closed("p1", "BTC", "1", "1", "-1"),
+                          signal("p1", "BTC", "0.9", "1")])
+    # equity 49999: base 49.999, halved 24.9995, cap 1% = 499.99
+    assert result.decision.trace["caps"]["portfolio_cap"] == D("499.99")
+    assert result.decision.notional == D("24.999")

@@ -1,0 +1,62 @@
+from decimal import Decimal
+
+import pytest
+
+from streams.errors import InvalidMessage
+from streams.models import Fill, Instrument, OrderFilled, Signal, decode, format_event_time, to_json
+
+SIGNAL = b'{"signal_id":"s-1","portfolio_id":"p1","symbol":"X","side":"buy","score":%s,"price":%s,"ts":%s}'
+
+
+def test_numbers_become_decimals_without_passing_through_float():
+    signal = decode(Signal, SIGNAL % (b"0.1", b"50000.123456789012345678901", b'"2026-01-01T00:00:00Z"'))
+
+    assert signal.score == Decimal("0.1")
+    assert signal.price == Decimal("50000.123456789012345678901")
+    assert signal.ts == 1_767_225_600_000
+
+
+def test_decimals_are_written_as_canonical_strings():
+    signal = decode(Signal, SIGNAL % (b'"0.90"', b"5E+4", b"1767225600000"))
+
+    assert to_json(signal) == ('{"signal_id":"s-1","portfolio_id":"p1","symbol":"X","side":"buy",'
+                               '"score":"0.9","price":"50000","ts":"2026-01-01T00:00:00.000Z"}')
+
+
+def test_unknown_fields_are_ignored():
+    raw = b'{"symbol":"X","legs":[{"venue_symbol":"XU","side":"buy","qty_step":"0.1","colour":"red"}],"extra":1}'
+    assert decode(Instrument, raw).legs[0].qty_step == Decimal("0.1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "detail"),
+    [
+        (b"{nope", "INVALID_JSON", "not valid JSON"),
+        (b'["a"]', "NOT_AN_OBJECT", "got list"),
+        (SIGNAL % (b'"1.5"', b"1", b"0"), "INVALID_FIELD", "score: Input should be less than or equal to 1"),
+        (SIGNAL % (b'"0.5"', b"-3", b"0"), "INVALID_FIELD", "price: Input should be greater than 0"),
+        (SIGNAL % (b'"0.5"', b'"abc"', b"0"), "INVALID_FIELD", "price: is not a decimal number"),
+        (SIGNAL % (b'"0.5"', b"NaN", b"0"), "INVALID_JSON", "NaN is not a number"),
+        (SIGNAL % (b'"0.5"', b"1", b'"2026-01-01T00:00:00"'), "INVALID_FIELD", "ts: RFC 3339 time must carry an offset"),
+        (b'{"signal_id":"s","portfolio_id":"p","side":"buy","score":"1","price":"1","ts":0}', "MISSING_FIELD", "symbol: Field required"),
+    ],
+)
+def test_invalid_signals_name_the_field_and_the_rule(raw, code, detail):
+    with pytest.raises(InvalidMessage) as raised:
+        decode(Signal, raw)
+    assert raised.value.code == code
+    assert detail in raised.value.detail
+
+
+def test_fills_are_told_apart_by_type():
+    fill = decode(Fill, b'{"event_id":"f","portfolio_id":"p","ts":5,"type":"order_filled","order_id":"o",'
+                        b'"symbol":"X","qty":"0.018","price":50010,"final":true}')
+    assert isinstance(fill, OrderFilled) and fill.final and fill.price == Decimal(50010)
+    with pytest.raises(InvalidMessage, match="type: Input tag 'refund'"):
+        decode(Fill, b'{"event_id":"f","portfolio_id":"p","ts":5,"type":"refund"}')
+
+
+def test_event_time_round_trips_in_milliseconds():
+    assert format_event_time(1_767_225_600_123) == "2026-01-01T00:00:00.123Z"
+    signal = decode(Signal, SIGNAL % (b'"1"', b'"1"', b'"2026-01-01T01:00:00.123+01:00"'))
+    assert signal.ts == 1_767_225_600_123
