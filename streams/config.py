@@ -182,18 +182,18 @@ class SizingConfig(BaseSettings):
         # Environment beats the config file and the preset (both arrive as init kwargs).
         return env_settings, init_settings
 
-    @property
+    @cached_property
     def pair_cap(self) -> Decimal | None:
         """The per-pair exposure cap: explicit, else the per-pair maximum in `fixed` mode, else none."""
         if self.pair_cap_usd is not None:
             return self.pair_cap_usd
         return self.pair_max_usd if self.base == "fixed" else None
 
-    @property
+    @cached_property
     def max_signal_age_ms(self) -> int | None:
         return None if self.max_signal_age_s is None else int(self.max_signal_age_s * 1000)
 
-    @property
+    @cached_property
     def reservation_ttl_ms(self) -> int:
         return int(self.reservation_ttl_s * 1000)
 

@@ -168,6 +168,23 @@ class Decision(BaseModel):
     config_hash: str
 
 
+B = TypeVar("B", bound=BaseModel)
+
+
+def build(model: type[B], **values: Any) -> B:
+    """Construct an output message from values the engine has already checked.
+
+    The engine's hot path makes one decision (and maybe one order) per signal; this
+    skips validation like `model_construct`, without its per-field bookkeeping.
+    Every field must be given."""
+    message = model.__new__(model)
+    object.__setattr__(message, "__dict__", values)
+    object.__setattr__(message, "__pydantic_fields_set__", set(values))
+    object.__setattr__(message, "__pydantic_extra__", None)
+    object.__setattr__(message, "__pydantic_private__", None)
+    return message
+
+
 def to_json(message: BaseModel) -> str:
     """The wire form of a message: compact JSON, field order as declared, Decimals canonical."""
     return decimals.dumps(message.model_dump())

@@ -8,17 +8,16 @@ never a one-legged order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
 from math import lcm
+from typing import NamedTuple
 
 from streams.decimals import canonical as c
 from streams.models import Leg
 
 
-@dataclass(frozen=True, slots=True)
-class Fit:
+class Fit(NamedTuple):
     """The quantity every leg trades, or the reason none can."""
 
     qty: Decimal

@@ -9,21 +9,19 @@ computed into the trace, so a decision explains itself from its record alone.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.config import SizingConfig
 from streams.decimals import ONE, canonical
 from streams.engine.constraints import fit_to_legs
-from streams.engine.state import PortfolioState, Reservation, advance_clock
-from streams.models import Decision, Instrument, Order, OrderLeg, Signal
+from streams.engine.state import Exposure, PortfolioState, advance_clock, reservation, reserved_totals
+from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
 
 _FLIP = {"buy": "sell", "sell": "buy"}
 
 
-@dataclass(frozen=True, slots=True)
-class InputPosition:
+class InputPosition(NamedTuple):
     """Where the signal was read: its topic, partition and offset."""
 
     topic: str = "signals"
@@ -31,8 +29,7 @@ class InputPosition:
     offset: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     decision: Decision
     order: Order | None
     state: PortfolioState
@@ -65,18 +62,22 @@ def decide(
 
     # 1. Gate. A duplicate changes nothing at all.
     if signal.signal_id in exposure.seen_signals:
-        trace["detail"] = _detail(signal_id=signal.signal_id)
+        trace["detail"] = f"signal_id={_text(signal.signal_id)}"
         return Result(_rejected(signal, "DUPLICATE_SIGNAL", trace, config), None, state)
 
     previous_ts = exposure.latest_ts
-    exposure = advance_clock(exposure, signal.ts, config)
-    exposure = replace(exposure, seen_signals=exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window))
-    if config.exposure_basis == "mark" and exposure.marks.get(signal.symbol) != signal.price:
-        exposure = replace(exposure, marks={**exposure.marks, signal.symbol: signal.price})
+    latest, reservations = advance_clock(exposure, signal.ts, config)
+    marks = exposure.marks
+    if config.exposure_basis == "mark" and marks.get(signal.symbol) != signal.price:
+        marks = {**marks, signal.symbol: signal.price}
+    exposure = Exposure(
+        exposure.positions, reservations, marks, latest, exposure.last_fill_offset,
+        exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window),
+    )
     state = PortfolioState(exposure, streak)
 
     position_value = state.position_value(config)
-    reserved = state.reserved()
+    reserved, reserved_symbol = reserved_totals(reservations, signal.symbol)
     current = position_value + reserved
     trace["state"] = {
         "latest_ts": previous_ts, "positions": position_value, "reserved": reserved, "exposure": current,
@@ -86,11 +87,11 @@ def decide(
     }
 
     if instrument is None:
-        trace["detail"] = _detail(symbol=signal.symbol)
+        trace["detail"] = f"symbol={_text(signal.symbol)}"
         return Result(_rejected(signal, "UNKNOWN_INSTRUMENT", trace, config), None, state)
     max_age = config.max_signal_age_ms
     if max_age is not None and previous_ts is not None and previous_ts - signal.ts > max_age:
-        trace["detail"] = _detail(age_ms=previous_ts - signal.ts, max_age_ms=max_age)
+        trace["detail"] = f"age_ms={_text(previous_ts - signal.ts)} max_age_ms={_text(max_age)}"
         return Result(_rejected(signal, "STALE_SIGNAL", trace, config), None, state)
 
     if not config.enabled:
@@ -103,13 +104,13 @@ def decide(
             conviction = config.min_fraction + (config.max_fraction - config.min_fraction) * signal.score
             trace["conviction"] = {"mode": "linear", "fraction": conviction}
             if config.min_score is not None and signal.score < config.min_score:
-                trace["detail"] = _detail(score=signal.score, min_score=config.min_score)
+                trace["detail"] = f"score={_text(signal.score)} min_score={_text(config.min_score)}"
                 return Result(_rejected(signal, "LOW_CONFIDENCE", trace, config), None, state)
         else:
             tier_index = next((i for i, tier in enumerate(config.tiers) if tier.admits(signal.score)), None)
             if tier_index is None:
                 trace["conviction"] = {"mode": "tiers", "tier": None}
-                trace["detail"] = _detail(score=signal.score, lowest_tier=config.tiers[-1].min_score)
+                trace["detail"] = f"score={_text(signal.score)} lowest_tier={_text(config.tiers[-1].min_score)}"
                 return Result(_rejected(signal, "LOW_CONFIDENCE", trace, config), None, state)
             conviction = config.tiers[tier_index].multiplier
             trace["conviction"] = {"mode": "tiers", "tier": tier_index + 1, "multiplier": conviction}
@@ -136,18 +137,18 @@ def decide(
     trace["caps"] = caps
     pair_cap = config.pair_cap
     if pair_cap is not None:
-        pair_exposure = state.symbol_exposure(signal.symbol, config)
+        pair_exposure = state.held(signal.symbol, config) + reserved_symbol
         pair_remaining = pair_cap - pair_exposure
         caps.update(pair_cap=pair_cap, pair_exposure=pair_exposure, pair_remaining=pair_remaining)
         if pair_remaining <= 0 or (config.cap_mode == "skip" and budget > pair_remaining):
-            trace["detail"] = _detail(pair_remaining=pair_remaining, budget=budget)
+            trace["detail"] = f"pair_remaining={_text(pair_remaining)} budget={_text(budget)}"
             return Result(_rejected(signal, "PAIR_CAP_REACHED", trace, config), None, state)
         budget = min(budget, pair_remaining)
     cap = config.portfolio_cap.amount(streak.equity)
     remaining = cap - current
     caps.update(portfolio_cap=cap, remaining=remaining)
     if remaining <= 0 or (config.cap_mode == "skip" and budget > remaining):
-        trace["detail"] = _detail(remaining=remaining, budget=budget)
+        trace["detail"] = f"remaining={_text(remaining)} budget={_text(budget)}"
         return Result(_rejected(signal, "EXPOSURE_CAP_REACHED", trace, config), None, state)
     budget = min(budget, remaining)
     caps["capped_budget"] = budget
@@ -163,13 +164,18 @@ def decide(
     qty = fit.qty
     notional = qty * signal.price
     order_id = order_id_for(signal.portfolio_id, signal.signal_id)
-    reservations = {**exposure.reservations, order_id: Reservation(signal.symbol, qty, signal.price, signal.ts)}
-    state = PortfolioState(replace(exposure, reservations=reservations), streak)
-    order = Order.model_construct(
+    reservations = {**reservations, order_id: reservation(signal.symbol, qty, signal.price, signal.ts)}
+    state = PortfolioState(
+        Exposure(exposure.positions, reservations, marks, latest, exposure.last_fill_offset, exposure.seen_signals),
+        streak,
+    )
+    order = build(
+        Order,
         order_id=order_id, signal_id=signal.signal_id, portfolio_id=signal.portfolio_id,
         symbol=signal.symbol, side=signal.side, qty=qty, price=signal.price, notional=notional,
         legs=tuple(
-            OrderLeg.model_construct(
+            build(
+                OrderLeg,
                 venue_symbol=leg.venue_symbol,
                 side=leg.side if signal.side == "buy" else _FLIP[leg.side],
                 qty=qty,
@@ -178,7 +184,8 @@ def decide(
         ),
         ts=signal.ts, config_hash=config.config_hash,
     )
-    decision = Decision.model_construct(
+    decision = build(
+        Decision,
         signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="accepted", reason=None,
         order_id=order_id, qty=qty, notional=notional, trace=trace, config_hash=config.config_hash,
     )
@@ -186,12 +193,13 @@ def decide(
 
 
 def _rejected(signal: Signal, reason: str, trace: dict[str, Any], config: SizingConfig) -> Decision:
-    return Decision.model_construct(
+    return build(
+        Decision,
         signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=reason,
         order_id=None, qty=None, notional=None, trace=trace, config_hash=config.config_hash,
     )
 
 
-def _detail(**values: Any) -> str:
-    """`key=value` detail for a rejection, Decimals in canonical form."""
-    return " ".join(f"{key}={canonical(v) if isinstance(v, Decimal) else v}" for key, v in values.items())
+def _text(value: Any) -> str:
+    """A value in a `key=value` rejection detail; Decimals in canonical form."""
+    return canonical(value) if isinstance(value, Decimal) else str(value)

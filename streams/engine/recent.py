@@ -7,13 +7,12 @@ thousands, and the value can live in a changelog-backed table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 CHUNK = 64
 
 
-@dataclass(frozen=True, slots=True)
-class RecentIds:
+class RecentIds(NamedTuple):
     """At least the `capacity` most recent ids (up to one chunk more), oldest chunk first."""
 
     chunks: tuple[frozenset[str], ...] = ()
@@ -35,10 +34,11 @@ class RecentIds:
             chunks = chunks[:-1] + (chunks[-1] | {item},)
         else:
             chunks = chunks + (frozenset((item,)),)
-        total = sum(len(chunk) for chunk in chunks)
-        while len(chunks) > 1 and total - len(chunks[0]) >= capacity:
-            total -= len(chunks[0])
-            chunks = chunks[1:]
+        if len(chunks) * size > capacity:  # only then can the oldest chunk be spare
+            total = sum(len(chunk) for chunk in chunks)
+            while len(chunks) > 1 and total - len(chunks[0]) >= capacity:
+                total -= len(chunks[0])
+                chunks = chunks[1:]
         return RecentIds(chunks)
 
     def to_wire(self) -> list[list[str]]:

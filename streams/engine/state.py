@@ -7,9 +7,9 @@ and share what did not change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from streams.config import SizingConfig
 from streams.decimals import ZERO
@@ -17,16 +17,18 @@ from streams.engine.recent import RecentIds
 from streams.models import OrderCanceled, OrderFilled, PositionClosed
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """An open position in one symbol: gross quantity and what it cost at entry (USD)."""
 
     qty: Decimal
     entry_notional: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+NO_POSITION = Position(ZERO, ZERO)
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Reservation(NamedTuple):
     """Notional held for an order that is neither filled nor canceled yet.
 
     `ts` is the event time it was made or last partly filled; it lapses
@@ -36,24 +38,23 @@ class Reservation:
     qty: Decimal
     price: Decimal
     ts: int
-
-    @property
-    def notional(self) -> Decimal:
-        return self.qty * self.price
+    notional: Decimal  # qty * price, kept because every decision sums it
 
 
-@dataclass(frozen=True, slots=True)
-class Exposure:
-    positions: Mapping[str, Position] = field(default_factory=dict)
-    reservations: Mapping[str, Reservation] = field(default_factory=dict)
-    marks: Mapping[str, Decimal] = field(default_factory=dict)
+def reservation(symbol: str, qty: Decimal, price: Decimal, ts: int) -> Reservation:
+    return Reservation(symbol, qty, price, ts, qty * price)
+
+
+class Exposure(NamedTuple):
+    positions: Mapping[str, Position] = EMPTY
+    reservations: Mapping[str, Reservation] = EMPTY
+    marks: Mapping[str, Decimal] = EMPTY
     latest_ts: int | None = None
     last_fill_offset: int | None = None
     seen_signals: RecentIds = RecentIds()
 
 
-@dataclass(frozen=True, slots=True)
-class Streak:
+class Streak(NamedTuple):
     equity: Decimal
     phase: int = 1
     consecutive_wins: int = 0
@@ -65,6 +66,10 @@ class Streak:
     gross_profit: Decimal = ZERO
     gross_loss: Decimal = ZERO
     seen_fills: RecentIds = RecentIds()
+
+    def remembering(self, seen_fills: RecentIds) -> "Streak":
+        """The same record with another fill-dedupe window."""
+        return self._replace(seen_fills=seen_fills)
 
     @property
     def win_rate(self) -> Decimal:
@@ -78,8 +83,7 @@ class Streak:
         return None if self.gross_profit else ZERO
 
 
-@dataclass(frozen=True, slots=True)
-class PortfolioState:
+class PortfolioState(NamedTuple):
     exposure: Exposure
     streak: Streak
 
@@ -91,40 +95,52 @@ class PortfolioState:
     def position_value(self, config: SizingConfig) -> Decimal:
         """Open positions in USD on the configured basis (entry cost, or latest signal price)."""
         total = ZERO
+        if config.exposure_basis == "entry":
+            for position in self.exposure.positions.values():
+                total += position.entry_notional
+            return total
         marks = self.exposure.marks
         for symbol, position in self.exposure.positions.items():
-            if config.exposure_basis == "mark" and symbol in marks:
-                total += position.qty * marks[symbol]
-            else:
-                total += position.entry_notional
+            mark = marks.get(symbol)
+            total += position.entry_notional if mark is None else position.qty * mark
         return total
 
     def reserved(self, symbol: str | None = None) -> Decimal:
         """Notional reserved for open orders, for one symbol or all."""
-        return sum(
-            (r.notional for r in self.exposure.reservations.values() if symbol is None or r.symbol == symbol),
-            ZERO,
-        )
+        total, for_symbol = reserved_totals(self.exposure.reservations, symbol)
+        return total if symbol is None else for_symbol
 
-    def symbol_exposure(self, symbol: str, config: SizingConfig) -> Decimal:
+    def held(self, symbol: str, config: SizingConfig) -> Decimal:
+        """The open position in `symbol` in USD on the configured basis."""
         position = self.exposure.positions.get(symbol)
-        held = ZERO
-        if position is not None:
-            mark = self.exposure.marks.get(symbol)
-            held = position.qty * mark if config.exposure_basis == "mark" and mark is not None else position.entry_notional
-        return held + self.reserved(symbol)
+        if position is None:
+            return ZERO
+        mark = self.exposure.marks.get(symbol)
+        if config.exposure_basis == "mark" and mark is not None:
+            return position.qty * mark
+        return position.entry_notional
 
 
-def advance_clock(exposure: Exposure, ts: int, config: SizingConfig) -> Exposure:
-    """Move the portfolio's event time forward to `ts` and let lapsed reservations go."""
+def reserved_totals(reservations: Mapping[str, Reservation], symbol: str | None) -> tuple[Decimal, Decimal]:
+    """(all reserved notional, the part reserved for `symbol`), in one pass."""
+    total = for_symbol = ZERO
+    for r in reservations.values():
+        total += r.notional
+        if r.symbol == symbol:
+            for_symbol += r.notional
+    return total, for_symbol
+
+
+def advance_clock(exposure: Exposure, ts: int, config: SizingConfig) -> tuple[int, Mapping[str, Reservation]]:
+    """The portfolio's event time moved forward to `ts`, and the reservations that
+    have not lapsed by then (the same mapping when none has)."""
     latest = ts if exposure.latest_ts is None or ts > exposure.latest_ts else exposure.latest_ts
     horizon = latest - config.reservation_ttl_ms
     reservations = exposure.reservations
-    if any(r.ts <= horizon for r in reservations.values()):
-        reservations = {oid: r for oid, r in reservations.items() if r.ts > horizon}
-    if latest == exposure.latest_ts and reservations is exposure.reservations:
-        return exposure
-    return replace(exposure, latest_ts=latest, reservations=reservations)
+    for r in reservations.values():
+        if r.ts <= horizon:
+            return latest, {oid: r for oid, r in reservations.items() if r.ts > horizon}
+    return latest, reservations
 
 
 def apply_fill(
@@ -142,51 +158,44 @@ def apply_fill(
     streak = state.streak
     if fill.event_id in streak.seen_fills:
         return state, False
-    streak = replace(streak, seen_fills=streak.seen_fills.add(fill.event_id, config.fill_dedupe_window))
-    exposure = advance_clock(state.exposure, fill.ts, config)
-    if offset is not None:
-        exposure = replace(exposure, last_fill_offset=offset)
+    seen_fills = streak.seen_fills.add(fill.event_id, config.fill_dedupe_window)
+    exposure = state.exposure
+    latest, reservations = advance_clock(exposure, fill.ts, config)
+    positions = exposure.positions
 
     if isinstance(fill, OrderFilled):
-        exposure = _filled(exposure, fill)
+        positions = dict(positions)
+        held = positions.get(fill.symbol, NO_POSITION)
+        positions[fill.symbol] = Position(held.qty + fill.qty, held.entry_notional + fill.qty * fill.price)
+        held_order = reservations.get(fill.order_id)
+        if held_order is not None:
+            reservations = dict(reservations)
+            left = held_order.qty - fill.qty
+            if fill.final or left <= 0:
+                del reservations[fill.order_id]
+            else:
+                reservations[fill.order_id] = reservation(
+                    held_order.symbol, left, held_order.price, max(held_order.ts, fill.ts))
+        streak = streak.remembering(seen_fills)
     elif isinstance(fill, OrderCanceled):
-        if fill.order_id in exposure.reservations:
-            reservations = dict(exposure.reservations)
-            del reservations[fill.order_id]
-            exposure = replace(exposure, reservations=reservations)
+        if fill.order_id in reservations:
+            reservations = {oid: r for oid, r in reservations.items() if oid != fill.order_id}
+        streak = streak.remembering(seen_fills)
     else:
-        exposure = _closed(exposure, fill)
-        streak = book_close(streak, fill.realized_pnl, config)
+        held = positions.get(fill.symbol)
+        if held is not None:
+            positions = dict(positions)
+            if fill.qty >= held.qty:
+                del positions[fill.symbol]
+            else:
+                left = held.qty - fill.qty
+                positions[fill.symbol] = Position(left, held.entry_notional * left / held.qty)
+        streak = book_close(streak.remembering(seen_fills), fill.realized_pnl, config)
+    exposure = Exposure(
+        positions, reservations, exposure.marks, latest,
+        exposure.last_fill_offset if offset is None else offset, exposure.seen_signals,
+    )
     return PortfolioState(exposure, streak), True
-
-
-def _filled(exposure: Exposure, fill: OrderFilled) -> Exposure:
-    positions = dict(exposure.positions)
-    held = positions.get(fill.symbol, Position(ZERO, ZERO))
-    positions[fill.symbol] = Position(held.qty + fill.qty, held.entry_notional + fill.qty * fill.price)
-    reservations = exposure.reservations
-    reservation = reservations.get(fill.order_id)
-    if reservation is not None:
-        reservations = dict(reservations)
-        left = reservation.qty - fill.qty
-        if fill.final or left <= 0:
-            del reservations[fill.order_id]
-        else:
-            reservations[fill.order_id] = replace(reservation, qty=left, ts=max(reservation.ts, fill.ts))
-    return replace(exposure, positions=positions, reservations=reservations)
-
-
-def _closed(exposure: Exposure, fill: PositionClosed) -> Exposure:
-    held = exposure.positions.get(fill.symbol)
-    if held is None:
-        return exposure
-    positions = dict(exposure.positions)
-    if fill.qty >= held.qty:
-        del positions[fill.symbol]
-    else:
-        left = held.qty - fill.qty
-        positions[fill.symbol] = Position(left, held.entry_notional * left / held.qty)
-    return replace(exposure, positions=positions)
 
 
 def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
@@ -208,12 +217,12 @@ def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
         wins, losses, lost, gross_loss = 0, losses + 1, lost + 1, gross_loss - pnl
         if config.drawdown and losses >= config.loss_streak:
             drawdown = True
-    booked = replace(
-        streak, equity=streak.equity + pnl, consecutive_wins=wins, consecutive_losses=losses,
+    booked = streak._replace(
+        equity=streak.equity + pnl, consecutive_wins=wins, consecutive_losses=losses,
         drawdown=drawdown, closed_trades=streak.closed_trades + 1, wins=won, losses=lost,
         gross_profit=gross_profit, gross_loss=gross_loss,
     )
-    return replace(booked, phase=earned_phase(booked, config))
+    return booked._replace(phase=earned_phase(booked, config))
 
 
 def earned_phase(streak: Streak, config: SizingConfig) -> int:
@@ -259,7 +268,7 @@ def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
     D = Decimal
     return Exposure(
         positions={k: Position(D(q), D(n)) for k, (q, n) in data["positions"].items()},
-        reservations={k: Reservation(sym, D(q), D(p), int(ts)) for k, (sym, q, p, ts) in data["reservations"].items()},
+        reservations={k: reservation(sym, D(q), D(p), int(ts)) for k, (sym, q, p, ts) in data["reservations"].items()},
         marks={k: D(v) for k, v in data["marks"].items()},
         latest_ts=data["latest_ts"],
         last_fill_offset=data["last_fill_offset"],
