@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from streams.config import PRESETS, SizingConfig, load_config
-from streams.errors import ConfigError, SizerError
+from streams.errors import ConfigError, SizerError, TopicMismatch
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +40,40 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap", metavar="HOST:PORT",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else the local broker 127.0.0.1:19092)",
+    )
+
+
+def _kafka(args: argparse.Namespace, **overrides: object):
+    from streams.kafka_settings import load_kafka_settings
+    from streams.topics import load_topics
+
+    kafka = load_kafka_settings(bootstrap=args.bootstrap, **overrides)
+    return kafka, load_topics(kafka.topics_file, kafka.topic_prefix)
+
+
+def cmd_topics_apply(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.topics import apply
+
+    kafka, topics = _kafka(args)
+    for line in asyncio.run(apply(kafka.bootstrap, topics, create=not args.check)):
+        print(line)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.worker.run import run_worker
+
+    config = _config(args)
+    kafka, topics = _kafka(args, processing_guarantee=args.processing_guarantee, web_port=args.web_port)
+    return run_worker(kafka, config, topics, loglevel=args.loglevel)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sizer", description="Streaming position sizer on Kafka.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the effective configuration and its hash")
     _add_config_args(config)
     config.set_defaults(run=cmd_config)
+
+    topics = commands.add_parser("topics", help="topics as code: create or check every topic in topics/topics.toml")
+    topic_commands = topics.add_subparsers(dest="topics_command", required=True)
+    topics_apply = topic_commands.add_parser("apply", help="create missing topics; fail on any that differ")
+    topics_apply.add_argument("--check", action="store_true", help="create nothing; fail if any topic is missing")
+    _add_kafka_args(topics_apply)
+    topics_apply.set_defaults(run=cmd_topics_apply)
+
+    worker = commands.add_parser("worker", help="run a stream-processing worker")
+    _add_config_args(worker)
+    _add_kafka_args(worker)
+    worker.add_argument("--processing-guarantee", choices=["exactly_once", "at_least_once"],
+                        help="default: $SIZER_PROCESSING_GUARANTEE, else exactly_once")
+    worker.add_argument("--web-port", type=int, help="web and /metrics port (default: $SIZER_WEB_PORT, else 6066)")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(run=cmd_worker)
     return parser
 
 
@@ -63,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sizer: {exc}", file=sys.stderr)
         return 2
+    except TopicMismatch as exc:
+        print(f"sizer: {exc}", file=sys.stderr)
+        return 3
     except SizerError as exc:
         print(f"sizer: {exc}", file=sys.stderr)
         return 1

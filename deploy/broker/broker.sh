@@ -4,11 +4,13 @@
 #   broker.sh start   resolve jars, format storage, start, wait until it answers
 #   broker.sh stop    stop it cleanly (SIGTERM, then wait for the controlled shutdown)
 #   broker.sh status  print the bootstrap address when it is up
-# KAFKA_HOME (default .kafka in the project) holds jars, config, data, log and pid.
+# KAFKA_HOME (default .kafka in the project) holds config, data, log and pid;
+# KAFKA_LIBS (default .kafka/libs) the jars; KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 home="${KAFKA_HOME:-$root/.kafka}"
+libs="${KAFKA_LIBS:-$root/.kafka/libs}"
 port="${KAFKA_PORT:-19092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-19093}"
 bootstrap="127.0.0.1:$port"
@@ -19,11 +21,11 @@ running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 
 resolve_jars() {
-  if [[ ! -f "$home/libs/.complete" ]]; then
-    mkdir -p "$home/libs"
-    mvn -q -B -f "$here/../pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$home/libs" -DincludeScope=runtime >&2
-    touch "$home/libs/.complete"
+  if [[ ! -f "$libs/.complete" ]]; then
+    mkdir -p "$libs"
+    mvn -q -B -Dstyle.color=never -f "$here/../pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$libs" -DincludeScope=runtime >&2
+    touch "$libs/.complete"
   fi
 }
 
@@ -68,7 +70,7 @@ PROPS
 java_run() {
   java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$home/log4j.properties" \
-    -cp "$home/libs/*" "$@"
+    -cp "$libs/*" "$@"
 }
 
 start() {
@@ -83,7 +85,7 @@ start() {
   fi
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$home/log4j.properties" \
-    -cp "$home/libs/*" kafka.Kafka "$home/server.properties" \
+    -cp "$libs/*" kafka.Kafka "$home/server.properties" \
     >"$home/broker.out" 2>&1 </dev/null &
   echo $! > "$pidfile"
   for _ in $(seq 1 240); do

@@ -1,0 +1,90 @@
+"""Publishing inputs to and reading records back from Kafka, for the demo,
+the tests and the audit. Keys follow DESIGN.md: portfolio_id, symbol for instruments."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams import decimals
+from streams.topics import TopicSet
+
+KEY_FIELD = {"signals": "portfolio_id", "fills": "portfolio_id", "instruments": "symbol"}
+
+
+def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:
+    """(key, value) bytes for an input; raw bytes pass through unchanged with no key."""
+    if isinstance(value, (bytes, bytearray)):
+        return None, bytes(value)
+    key = value.get(KEY_FIELD[role]) if isinstance(value, dict) else None
+    return (str(key).encode() if key is not None else None), decimals.dumps(value).encode()
+
+
+async def publish(bootstrap: str, topics: TopicSet, entries: Iterable[tuple[str, Any]],
+                  keys: dict[int, bytes | None] | None = None) -> int:
+    """Publish (role, value) inputs in order, waiting for every acknowledgement.
+    `keys` overrides the key of the entry at that index."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        pending = []
+        for index, (role, value) in enumerate(entries):
+            key, payload = encode(role, value)
+            if keys is not None and index in keys:
+                key = keys[index]
+            pending.append(await producer.send(topics.name(role), payload, key=key))
+        await asyncio.gather(*pending)
+        return len(pending)
+    finally:
+        await producer.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp: int
+
+    def json(self) -> Any:
+        return decimals.loads(self.value) if self.value is not None else None
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode()
+        return None
+
+
+async def read_topic(bootstrap: str, topic: str, partitions: int, isolation_level: str = "read_committed",
+                     timeout_s: float = 30.0) -> list[Record]:
+    """Every record of `topic` (with `partitions` partitions, as its spec says) from
+    the beginning to its end offsets as of now, in partition then offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                isolation_level=isolation_level, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[Record] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            if loop.time() > deadline:
+                raise TimeoutError(f"reading {topic} did not reach its end offsets in {timeout_s} s")
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, batch in batches.items():
+                records += [Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
+                            for r in batch]
+        records.sort(key=lambda r: (r.partition, r.offset))
+        return records
+    finally:
+        await consumer.stop()

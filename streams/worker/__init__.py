@@ -1,0 +1,1 @@
+"""The Faust stream processor: thin agents around the pure engine."""

@@ -1,0 +1,159 @@
+"""The Faust application: topics from the one spec, tables, and thin agents.
+
+Agents decode, read state, call the engine, write state, send. Everything that
+decides a number lives in `streams.engine`; everything that can go wrong with an
+input goes through `dead_letters.dead_letter`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import faust
+
+from streams.config import SizingConfig
+from streams.engine import InputPosition
+from streams.errors import InvalidMessage
+from streams.kafka_settings import KafkaSettings
+from streams.models import Fill, Instrument, Signal, decode, to_json
+from streams.processor import Processor
+from streams.topics import TopicSet
+from streams.worker.dead_letters import dead_letter
+from streams.worker.instruments import InstrumentView
+from streams.worker.tables import TableStore
+from streams.worker.transactions import SizerTransport
+
+log = logging.getLogger("streams.worker")
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+class SizerApp(faust.App):
+    """A faust App whose transport keeps every output inside the input's transaction."""
+
+    def _new_transport(self) -> Any:
+        return SizerTransport(self.conf.broker_consumer, self)
+
+
+def brokers(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def build_app(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet) -> SizerApp:
+    width = topics["signals"].partitions
+    app = SizerApp(
+        kafka.app_id,
+        broker=brokers(kafka.bootstrap),
+        store=kafka.store,
+        datadir=str(kafka.data_dir),
+        processing_guarantee=kafka.processing_guarantee,
+        topic_partitions=width,
+        topic_replication_factor=topics["signals"].replication,
+        topic_disable_leader=True,
+        table_standby_replicas=kafka.standby_replicas,
+        broker_commit_interval=kafka.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        producer_acks=-1,
+        web_enabled=True,
+        web_port=kafka.web_port,
+        web_bind=kafka.web_host,
+        web_host=kafka.web_host,
+    )
+    signals = app.topic(topics.name("signals"), partitions=width, **RAW)
+    fills = app.topic(topics.name("fills"), partitions=width, **RAW)
+    instruments_topic = app.topic(topics.name("instruments"), partitions=topics["instruments"].partitions, **RAW)
+    orders = app.topic(topics.name("orders"), partitions=width, **RAW)
+    decisions = app.topic(topics.name("decisions"), partitions=width, **RAW)
+    dlq = app.topic(topics.name("dlq"), partitions=topics["dlq"].partitions, **RAW)
+
+    # bytes key and value types make faust store and changelog them raw: the
+    # values are our canonical JSON, written and read only by TableStore.
+    exposure = app.Table("exposure", default=None, partitions=width, key_type=bytes, value_type=bytes)
+    streak = app.Table("streak", default=None, partitions=width, key_type=bytes, value_type=bytes)
+    view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
+    app.add_dependency(view)
+    processor = Processor(config, TableStore(exposure, streak, config), view)
+
+    def keyed(model: Any, key_field: str) -> Callable[[Any], Any]:
+        """Decode an event as `model` and check that it is keyed by its `key_field`:
+        a message on the wrong partition would break the per-portfolio invariants."""
+
+        def decode_event(event: Any) -> Any:
+            message = decode(model, event.value)
+            expected = getattr(message, key_field)
+            if event.key is not None and event.key != expected.encode():
+                raise InvalidMessage(
+                    "KEY_MISMATCH",
+                    f"key: must equal {key_field} {expected!r}, got {event.key.decode('utf-8', 'replace')!r}",
+                )
+            return message
+
+        return decode_event
+
+    decode_signal = keyed(Signal, "portfolio_id")
+    decode_fill = keyed(Fill, "portfolio_id")
+    decode_instrument = keyed(Instrument, "symbol")
+
+    async def decoded(event: Any, decoder: Callable[[Any], Any]) -> Any:
+        """The decoded input, or None once it has been dead-lettered."""
+        try:
+            return decoder(event)
+        except InvalidMessage as exc:
+            await dead_letter(dlq, event, exc)
+            return None
+
+    async def applied(event: Any, message: Any, apply: Callable[[Any, Any], Any]) -> Any:
+        """Apply a decoded input. A failure inside the engine on a valid input is a bug:
+        it is logged with its traceback and dead-lettered as PROCESSING_ERROR, on
+        purpose, rather than stopping the partition behind it."""
+        try:
+            return apply(message, event.message)
+        except Exception as exc:  # noqa: BLE001 - one handler, on purpose
+            m = event.message
+            log.exception("processing failed %s[%d]@%d", m.topic, m.partition, m.offset)
+            await dead_letter(dlq, event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"))
+            return None
+
+    def apply_signal(signal: Signal, message: Any) -> Any:
+        return processor.on_signal(signal, InputPosition(message.topic, message.partition, message.offset))
+
+    def apply_fill(fill: Any, message: Any) -> bool:
+        return processor.on_fill(fill, message.offset)
+
+    @app.agent(signals, name="size-signals")
+    async def size_signals(stream: Any) -> None:
+        await view.caught_up.wait()
+        async for event in stream.events():
+            signal = await decoded(event, decode_signal)
+            if signal is None:
+                continue
+            if view.get(signal.symbol) is None:
+                await view.refresh()
+            result = await applied(event, signal, apply_signal)
+            if result is None:
+                continue
+            partition = event.message.partition
+            key = result.decision.portfolio_id.encode()
+            if result.order is not None:
+                await orders.send(key=key, value=to_json(result.order).encode(), partition=partition)
+            await decisions.send(key=key, value=to_json(result.decision).encode(), partition=partition)
+
+    @app.agent(fills, name="apply-fills")
+    async def apply_fills(stream: Any) -> None:
+        async for event in stream.events():
+            fill = await decoded(event, decode_fill)
+            if fill is not None:
+                await applied(event, fill, apply_fill)
+
+    @app.agent(instruments_topic, name="check-instruments")
+    async def check_instruments(stream: Any) -> None:
+        # The InstrumentView of every worker applies instruments; this agent, run once
+        # per record in the group, only dead-letters the invalid ones.
+        async for event in stream.events():
+            if event.value is not None:
+                await decoded(event, decode_instrument)
+
+    app.sizer = {"processor": processor, "instruments": view, "topics": topics, "config": config}  # type: ignore[attr-defined]
+    return app

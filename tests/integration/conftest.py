@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import Broker, Deployment
+
+pytestmark = pytest.mark.broker
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.broker)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(tmp_path_factory) -> str:
+    """A real Apache Kafka broker: KAFKA_BOOTSTRAP_SERVERS when set, else the
+    project's own KRaft broker, started once for the session and stopped after."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = Broker(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def deployment(bootstrap: str, tmp_path: Path) -> Deployment:
+    """This test's own topics (created from the spec) and application id."""
+    return Deployment.create(bootstrap, tmp_path)
+
+
+@pytest.fixture
+def workers(deployment: Deployment):
+    """Start workers with `workers(*args, **env)`; every one is stopped after the test."""
+    started = []
+
+    def start(*args: str, **env: str):
+        worker = deployment.worker(*args, **env).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.alive():
+            worker.kill()

@@ -1,0 +1,227 @@
+"""Running the real thing for integration tests: the project's own Kafka broker,
+per-test topics and app ids, `sizer worker` subprocesses, and waiting on Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from streams.kafka_io import Record, publish, read_topic
+from streams.topics import TopicSet, apply, load_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKER_SCRIPT = ROOT / "deploy" / "broker" / "broker.sh"
+SIZER = str(Path(sys.executable).with_name("sizer"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Broker:
+    """The project's KRaft broker on its own ports and data directory, for one test session."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
+                    "KAFKA_CONTROLLER_PORT": str(free_port())}
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        done = subprocess.run(["bash", str(BROKER_SCRIPT), "start"], env=self.env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the Kafka broker did not start:\n{done.stdout}\n{done.stderr}")
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(BROKER_SCRIPT), "stop"], env=self.env, capture_output=True, text=True)
+
+
+@dataclass
+class Deployment:
+    """One test's topics and app id on a broker."""
+
+    bootstrap: str
+    prefix: str
+    app_id: str
+    workdir: Path
+    topics: TopicSet = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix)
+
+    @classmethod
+    def create(cls, bootstrap: str, workdir: Path) -> "Deployment":
+        tag = uuid.uuid4().hex[:10]
+        deployment = cls(bootstrap, f"t{tag}-", f"sizer-test-{tag}", workdir)
+        asyncio.run(apply(bootstrap, deployment.topics))
+        return deployment
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "SIZER_TOPIC_PREFIX": self.prefix, "SIZER_APP_ID": self.app_id,
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **extra}
+
+    def publish(self, entries: Iterable[tuple[str, Any]], keys: dict[int, bytes | None] | None = None) -> int:
+        return asyncio.run(publish(self.bootstrap, self.topics, list(entries), keys))
+
+    def read(self, role: str, isolation_level: str = "read_committed") -> list[Record]:
+        spec = self.topics[role]
+        return asyncio.run(read_topic(self.bootstrap, spec.name, spec.partitions, isolation_level))
+
+    def end_offsets(self, role: str) -> dict[int, int]:
+        return asyncio.run(_end_offsets(self.bootstrap, self.topics[role].name, self.topics[role].partitions))
+
+    def wait_for(self, role: str, count: int, timeout_s: float = 60.0) -> list[Record]:
+        """Poll `role` until it holds at least `count` committed records."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            records = self.read(role)
+            if len(records) >= count:
+                return records
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.topics.name(role)} has {len(records)} records, expected {count}")
+            time.sleep(0.3)
+
+    def wait_consumed(self, role: str, timeout_s: float = 60.0) -> None:
+        """Wait until the worker group has committed every offset of `role` as of now."""
+        asyncio.run(_wait_consumed(self.bootstrap, self.app_id, self.topics[role].name,
+                                   self.topics[role].partitions, timeout_s))
+
+    def worker(self, *args: str, **env: str) -> "Worker":
+        return Worker(self, list(args), env)
+
+
+async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def _wait_consumed(bootstrap: str, group: str, topic: str, partitions: int, timeout_s: float) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await admin.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            committed = await admin.list_consumer_group_offsets(group)
+            behind = [tp for tp in tps if ends[tp] > 0 and (committed.get(tp) is None or committed[tp].offset < ends[tp])]
+            if not behind:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"group {group} has not consumed {topic} up to {ends}: behind on {behind}")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+class Worker:
+    """A `sizer worker` subprocess with its own web port, data dir and log file."""
+
+    def __init__(self, deployment: Deployment, args: list[str], env: dict[str, str]) -> None:
+        self.deployment = deployment
+        self.web_port = free_port()
+        self.log_path = deployment.workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self.data_dir = env.pop("SIZER_DATA_DIR", None) or str(deployment.workdir / "data")
+        self.args = args
+        self.env = deployment.env(SIZER_WEB_PORT=str(self.web_port), SIZER_DATA_DIR=self.data_dir, **env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout_s: float = 90.0) -> "Worker":
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([SIZER, "worker", *self.args], env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, cwd=self.deployment.workdir)
+        self.wait_log("[^Worker]: Ready", ready_timeout_s)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout_s: float = 60.0, occurrences: int = 1) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.log().count(text) < occurrences:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker log has no {text!r} after {timeout_s} s:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """Graceful stop (SIGTERM), as an operator would."""
+        return self._end(signal.SIGTERM, timeout_s)
+
+    def kill(self) -> int:
+        return self._end(signal.SIGKILL, 30.0)
+
+    def _end(self, sig: int, timeout_s: float) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._log.close()
+        return code
+
+
+def decisions_by_signal(records: Iterable[Record]) -> dict[str, list[dict[str, Any]]]:
+    result: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        decision = record.json()
+        result.setdefault(decision["signal_id"], []).append(decision)
+    return result
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not hold within {timeout_s} s")
+        time.sleep(0.3)
+
+
+def first_difference(recorded: Any, derived: Any, path: str = "") -> str | None:
+    """The first field path where two JSON values differ, with both values, or None."""
+    if isinstance(recorded, dict) and isinstance(derived, dict):
+        for key in list(recorded) + [k for k in derived if k not in recorded]:
+            found = first_difference(recorded.get(key), derived.get(key), f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    if isinstance(recorded, list) and isinstance(derived, list) and len(recorded) == len(derived):
+        for index, (a, b) in enumerate(zip(recorded, derived)):
+            found = first_difference(a, b, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    return None if recorded == derived else f"{path}: recorded {recorded!r}, derived {derived!r}"
