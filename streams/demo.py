@@ -1,15 +1,36 @@
-"""`make demo` (offline form): the demo session through the engine, as a table."""
+"""`make demo`: the whole product on a real Kafka broker, end to end.
+
+Starts the project's local broker (or uses KAFKA_BOOTSTRAP_SERVERS), applies the
+topics under a fresh prefix, starts a worker, publishes the demo session phase
+by phase, prints every decision as it arrives, then shuts everything down.
+`--offline` replays the same session through the engine without Kafka.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
 
-from streams import decimals, journal
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams import decimals, journal, table
 from streams.config import load_config
-from streams.demo_session import PRESET, session
+from streams.demo_session import PRESET, phases, session
+from streams.kafka_io import publish, wait_consumed
+from streams.kafka_settings import PROJECT_ROOT, load_kafka_settings
 from streams.models import to_json
 from streams.replay import replay
-from streams import table
+from streams.topics import TopicSet, apply, load_topics
+
+BROKER = PROJECT_ROOT / "deploy" / "broker" / "broker.sh"
 
 
 def run_offline() -> int:
@@ -22,5 +43,117 @@ def run_offline() -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+async def _live_session(bootstrap: str, topics: TopicSet, group: str) -> Counter:
+    """Publish phase by phase; print decisions as they arrive. Returns outcome counts."""
+    spec = topics["decisions"]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    await consumer.start()
+    consumer.assign([TopicPartition(spec.name, p) for p in range(spec.partitions)])
+    seen: Counter = Counter()
+    printed = 0
+    notional = Decimal(0)
+    try:
+        expected = 0
+        for title, entries in phases():
+            _say(title)
+            signals = sum(1 for role, _ in entries if role == "signals")
+            if signals:
+                print(table.header())
+            else:
+                print(f"   {len(entries)} {entries[0][0]} published")
+            await publish(bootstrap, topics, entries)
+            expected += signals
+            deadline = time.monotonic() + 60
+            while printed < expected:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {printed} of {expected} decisions arrived")
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    for record in records:
+                        decision = decimals.loads(record.value)
+                        print(table.row(decision), flush=True)
+                        seen[decision["reason"] or "accepted"] += 1
+                        notional += Decimal(decision["notional"] or 0)
+                        printed += 1
+            for role in ("signals", "fills"):
+                await wait_consumed(bootstrap, group, topics[role].name, topics[role].partitions)
+    finally:
+        await consumer.stop()
+    seen["_notional"] = notional  # type: ignore[assignment]
+    return seen
+
+
+def run_live() -> int:
+    started_broker = False
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        _say("starting the local Apache Kafka broker (KRaft, first run resolves its jars with Maven)")
+        done = subprocess.run(["bash", str(BROKER), "start"], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stdout + done.stderr, file=sys.stderr)
+            return 1
+        bootstrap = done.stdout.strip().splitlines()[-1]
+        started_broker = True
+    print(f"   bootstrap {bootstrap}")
+    run = time.strftime("%Y%m%d%H%M%S")
+    prefix, app_id = f"demo{run}-", f"sizer-demo-{run}"
+    data_dir = PROJECT_ROOT / ".sizer-data" / f"demo-{run}"
+    kafka = load_kafka_settings(bootstrap=bootstrap, topic_prefix=prefix, app_id=app_id)
+    topics = load_topics(kafka.topics_file, prefix)
+    _say(f"applying topics (prefix {prefix})")
+    for line in asyncio.run(apply(bootstrap, topics)):
+        print(f"   {line}")
+
+    _say(f"starting a worker: preset {PRESET}, exactly_once, app {app_id}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "worker.log"
+    env = {**os.environ, "SIZER_TOPIC_PREFIX": prefix, "SIZER_APP_ID": app_id, "SIZER_DATA_DIR": str(data_dir),
+           "SIZER_WEB_PORT": os.environ.get("SIZER_WEB_PORT", "6066"), "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--preset", PRESET],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    code = 1
+    try:
+        deadline = time.monotonic() + 120
+        while "[^Worker]: Ready" not in log_path.read_text(errors="replace"):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise RuntimeError("the worker did not become ready")
+            time.sleep(0.3)
+        print(f"   ready (log: {log_path})")
+        counts = asyncio.run(_live_session(bootstrap, topics, app_id))
+        total = counts.pop("_notional")
+        _say("summary")
+        for outcome, count in sorted(counts.items()):
+            print(f"   {outcome:<22} {count}")
+        print(f"   accepted notional      {total}")
+        print(f"\n   topics {prefix}* stay on the broker for inspection; the offline replay of the same\n"
+              f"   session: .venv/bin/python -m streams.demo --offline")
+        code = 0
+    finally:
+        _say("shutting down")
+        worker.send_signal(signal.SIGTERM)
+        try:
+            print(f"   worker stopped (exit {worker.wait(timeout=60)})")
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            print("   worker did not stop within 60 s; killed")
+        if started_broker:
+            subprocess.run(["bash", str(BROKER), "stop"], check=False)
+            print("   broker stopped")
+    return code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--offline", action="store_true", help="replay the session through the engine, no Kafka")
+    args = parser.parse_args()
+    return run_offline() if args.offline else run_live()
+
+
 if __name__ == "__main__":
-    sys.exit(run_offline())
+    sys.exit(main())

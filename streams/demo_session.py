@@ -35,32 +35,56 @@ def _close(eid: str, portfolio: str, symbol: str, pnl: str, ts: int) -> dict[str
             "symbol": symbol, "qty": "0.5", "price": "2500", "realized_pnl": pnl}
 
 
-def session() -> Iterator[tuple[str, dict[str, Any]]]:
-    for instrument in INSTRUMENTS:
-        yield "instruments", instrument
+def phases() -> list[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """The session in phases. Signals and fills travel on separate topics, so the
+    live demo waits for each phase to be consumed before publishing the next one:
+    a signal that follows its fills in the story also follows them in the worker."""
     t = T0
-    # alpha: confidence tiers, then a fill and a cancel that free the reservations.
-    yield "signals", _signal("a-1", "alpha", "BTC-PERP-BASIS", "0.92", "50000", t)
-    yield "signals", _signal("a-2", "alpha", "ETH-USD", "0.70", "2500", t + 100)
-    yield "signals", _signal("a-3", "alpha", "SOL-USD", "0.41", "150", t + 200)
-    yield "fills", {"event_id": "af-1", "portfolio_id": "alpha", "ts": t + 300, "type": "order_filled",
-                    "order_id": order_id_for("alpha", "a-1"), "symbol": "BTC-PERP-BASIS", "qty": "0.002",
-                    "price": "50010", "final": True}
-    yield "fills", {"event_id": "af-2", "portfolio_id": "alpha", "ts": t + 400, "type": "order_canceled",
-                    "order_id": order_id_for("alpha", "a-2")}
-    yield "signals", _signal("a-4", "alpha", "ETH-USD", "0.88", "2500", t + 500, side="sell")
-    # bravo: a burst in one instant; reservations stop it at the 1% cap ($1,000).
-    for n in range(1, 15):
-        yield "signals", _signal(f"b-{n}", "bravo", "SOL-USD", "0.95", "150", t + 1_000)
-    # charlie: two losing closes halve the size; two wins restore it.
-    yield "fills", _close("cf-1", "charlie", "ETH-USD", "-40", t + 2_000)
-    yield "fills", _close("cf-2", "charlie", "ETH-USD", "-25", t + 2_100)
-    yield "signals", _signal("c-1", "charlie", "ETH-USD", "0.90", "2500", t + 2_200)
-    yield "fills", _close("cf-3", "charlie", "ETH-USD", "30", t + 2_300)
-    yield "fills", _close("cf-4", "charlie", "ETH-USD", "45", t + 2_400)
-    yield "signals", _signal("c-2", "charlie", "ETH-USD", "0.90", "2500", t + 2_500)
-    # delta: the gate: a duplicate, an unknown instrument, a stale signal.
-    yield "signals", _signal("d-1", "delta", "BTC-PERP-BASIS", "0.86", "50000", t + 3_000_000)
-    yield "signals", _signal("d-1", "delta", "BTC-PERP-BASIS", "0.86", "50000", t + 3_000_000)
-    yield "signals", _signal("d-2", "delta", "DOGE-USD", "0.99", "0.2", t + 3_000_100)
-    yield "signals", _signal("d-3", "delta", "ETH-USD", "0.99", "2500", t + 2_000_000)
+    alpha_fills = [
+        ("fills", {"event_id": "af-1", "portfolio_id": "alpha", "ts": t + 300, "type": "order_filled",
+                   "order_id": order_id_for("alpha", "a-1"), "symbol": "BTC-PERP-BASIS", "qty": "0.002",
+                   "price": "50010", "final": True}),
+        ("fills", {"event_id": "af-2", "portfolio_id": "alpha", "ts": t + 400, "type": "order_canceled",
+                   "order_id": order_id_for("alpha", "a-2")}),
+    ]
+    return [
+        ("instruments", [("instruments", instrument) for instrument in INSTRUMENTS]),
+        ("alpha: confidence tiers", [
+            ("signals", _signal("a-1", "alpha", "BTC-PERP-BASIS", "0.92", "50000", t)),
+            ("signals", _signal("a-2", "alpha", "ETH-USD", "0.70", "2500", t + 100)),
+            ("signals", _signal("a-3", "alpha", "SOL-USD", "0.41", "150", t + 200)),
+        ]),
+        ("alpha: a fill and a cancel free the reservations", alpha_fills),
+        ("alpha: sized against the position, not the reservations", [
+            ("signals", _signal("a-4", "alpha", "ETH-USD", "0.88", "2500", t + 500, side="sell")),
+        ]),
+        ("bravo: a burst in one instant runs into the 1% cap", [
+            ("signals", _signal(f"b-{n}", "bravo", "SOL-USD", "0.95", "150", t + 1_000)) for n in range(1, 15)
+        ]),
+        ("charlie: two losing closes", [
+            ("fills", _close("cf-1", "charlie", "ETH-USD", "-40", t + 2_000)),
+            ("fills", _close("cf-2", "charlie", "ETH-USD", "-25", t + 2_100)),
+        ]),
+        ("charlie: drawdown halves the size", [
+            ("signals", _signal("c-1", "charlie", "ETH-USD", "0.90", "2500", t + 2_200)),
+        ]),
+        ("charlie: two winning closes", [
+            ("fills", _close("cf-3", "charlie", "ETH-USD", "30", t + 2_300)),
+            ("fills", _close("cf-4", "charlie", "ETH-USD", "45", t + 2_400)),
+        ]),
+        ("charlie: full size again", [
+            ("signals", _signal("c-2", "charlie", "ETH-USD", "0.90", "2500", t + 2_500)),
+        ]),
+        ("delta: the gate", [
+            ("signals", _signal("d-1", "delta", "BTC-PERP-BASIS", "0.86", "50000", t + 3_000_000)),
+            ("signals", _signal("d-1", "delta", "BTC-PERP-BASIS", "0.86", "50000", t + 3_000_000)),
+            ("signals", _signal("d-2", "delta", "DOGE-USD", "0.99", "0.2", t + 3_000_100)),
+            ("signals", _signal("d-3", "delta", "ETH-USD", "0.99", "2500", t + 2_000_000)),
+        ]),
+    ]
+
+
+def session() -> Iterator[tuple[str, dict[str, Any]]]:
+    """The whole session in publishing order."""
+    for _, entries in phases():
+        yield from entries

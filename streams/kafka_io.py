@@ -88,3 +88,37 @@ async def read_topic(bootstrap: str, topic: str, partitions: int, isolation_leve
         return records
     finally:
         await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """The end offset of each partition of `topic`, as of now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def wait_consumed(bootstrap: str, group: str, topic: str, partitions: int, timeout_s: float = 60.0) -> None:
+    """Wait until consumer group `group` has committed every offset of `topic` as of now."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    ends = await end_offsets(bootstrap, topic, partitions)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            committed = await admin.list_consumer_group_offsets(group)
+            behind = [p for p, end in ends.items() if end > 0 and (
+                (c := committed.get(TopicPartition(topic, p))) is None or c.offset < end)]
+            if not behind:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"group {group} has not consumed {topic} partitions {behind} up to {ends}")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

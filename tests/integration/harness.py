@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from streams.kafka_io import Record, publish, read_topic
+from streams.kafka_io import Record, end_offsets, publish, read_topic, wait_consumed
 from streams.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ class Deployment:
         return asyncio.run(read_topic(self.bootstrap, spec.name, spec.partitions, isolation_level))
 
     def end_offsets(self, role: str) -> dict[int, int]:
-        return asyncio.run(_end_offsets(self.bootstrap, self.topics[role].name, self.topics[role].partitions))
+        return asyncio.run(end_offsets(self.bootstrap, self.topics[role].name, self.topics[role].partitions))
 
     def wait_for(self, role: str, count: int, timeout_s: float = 60.0) -> list[Record]:
         """Poll `role` until it holds at least `count` committed records."""
@@ -95,48 +95,11 @@ class Deployment:
 
     def wait_consumed(self, role: str, timeout_s: float = 60.0) -> None:
         """Wait until the worker group has committed every offset of `role` as of now."""
-        asyncio.run(_wait_consumed(self.bootstrap, self.app_id, self.topics[role].name,
-                                   self.topics[role].partitions, timeout_s))
+        asyncio.run(wait_consumed(self.bootstrap, self.app_id, self.topics[role].name,
+                                  self.topics[role].partitions, timeout_s))
 
     def worker(self, *args: str, **env: str) -> "Worker":
         return Worker(self, list(args), env)
-
-
-async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def _wait_consumed(bootstrap: str, group: str, topic: str, partitions: int, timeout_s: float) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await consumer.start()
-    await admin.start()
-    try:
-        ends = await consumer.end_offsets(tps)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            committed = await admin.list_consumer_group_offsets(group)
-            behind = [tp for tp in tps if ends[tp] > 0 and (committed.get(tp) is None or committed[tp].offset < ends[tp])]
-            if not behind:
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"group {group} has not consumed {topic} up to {ends}: behind on {behind}")
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 class Worker:
