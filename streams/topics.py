@@ -6,6 +6,7 @@ with another partition count or configuration is an error, never silently used.
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,14 @@ async def apply(bootstrap: str, topics: TopicSet, create: bool = True) -> list[s
             raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
                                 + " (run `sizer topics apply`)")
         problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+        # A topic just created can be reported with no partitions until its metadata
+        # has propagated; give those a moment, never a topic that was already there.
+        created_names = {spec.name for spec in to_create}
+        for _ in range(100):
+            if not any(p.split(":")[0] in created_names and " 0 partitions on the broker" in p for p in problems):
+                break
+            await asyncio.sleep(0.1)
+            problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
         if problems:
             raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
         created = {spec.name for spec in to_create}
