@@ -251,8 +251,8 @@ def load_config(
 ) -> SizingConfig:
     """Build the effective configuration: preset defaults, then the TOML file, then `SIZING_*`.
 
-    The preset is the `preset` argument, else the file's `preset`, else
-    `SIZING_PRESET`, else `conviction`. Raises ConfigError naming each bad field and its rule.
+    The preset is the `preset` argument, else `SIZING_PRESET`, else the file's
+    `preset`, else `conviction`; an argument that contradicts `SIZING_PRESET` is an error. Raises ConfigError naming each bad field and its rule.
     """
     file_values: dict[str, Any] = {}
     if config_file is not None:
@@ -265,7 +265,10 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         file_values = file_values.get("sizing", file_values)
-    name = preset or file_values.get("preset") or os.environ.get("SIZING_PRESET") or "conviction"
+    from_env = os.environ.get("SIZING_PRESET")
+    if preset and from_env and preset != from_env:
+        raise ConfigError(f"preset: --preset {preset} conflicts with SIZING_PRESET={from_env}; set one")
+    name = preset or from_env or file_values.get("preset") or "conviction"
     if name not in PRESETS:
         raise ConfigError(f"preset: must be one of {', '.join(PRESETS)}, got {name!r}")
     values = {**PRESETS[name], **file_values, "preset": name}

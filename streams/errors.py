@@ -10,6 +10,11 @@ class ConfigError(SizerError):
     """The configuration is unusable; the message names the field and the rule."""
 
 
+# Every code an InvalidMessage (and so a dead letter) can carry.
+INPUT_ERROR_CODES = ("INVALID_JSON", "NOT_AN_OBJECT", "MISSING_FIELD", "INVALID_FIELD", "KEY_MISMATCH",
+                     "PROCESSING_ERROR")
+
+
 class InvalidMessage(SizerError):
     """An input message cannot be decoded or validated.
 

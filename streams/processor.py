@@ -7,7 +7,7 @@ tables in the worker. Both paths run this same code, so a worker and
 
 from __future__ import annotations
 
-from typing import MutableMapping, Protocol
+from typing import MutableMapping, NamedTuple, Protocol
 
 from streams.config import SizingConfig
 from streams.engine import InputPosition, PortfolioState, Result, apply_fill, decide
@@ -37,6 +37,11 @@ class MemoryStore:
         self.states[portfolio_id] = state
 
 
+class FillResult(NamedTuple):
+    state: PortfolioState
+    changed: bool  # False for a duplicate event id: nothing moved
+
+
 class Processor:
     def __init__(
         self,
@@ -51,12 +56,12 @@ class Processor:
     def on_instrument(self, instrument: Instrument) -> None:
         self.instruments[instrument.symbol] = instrument
 
-    def on_fill(self, fill: OrderFilled | OrderCanceled | PositionClosed, offset: int | None = None) -> bool:
-        """Apply a fill event; False when it was a duplicate and changed nothing."""
+    def on_fill(self, fill: OrderFilled | OrderCanceled | PositionClosed, offset: int | None = None) -> FillResult:
+        """Apply a fill event; `changed` is False when it was a duplicate."""
         state, changed = apply_fill(fill, self.store.load(fill.portfolio_id), self.config, offset)
         if changed:
             self.store.save(fill.portfolio_id, state)
-        return changed
+        return FillResult(state, changed)
 
     def on_signal(self, signal: Signal, position: InputPosition = InputPosition()) -> Result:
         before = self.store.load(signal.portfolio_id)

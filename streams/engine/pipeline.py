@@ -20,6 +20,12 @@ from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
 
 _FLIP = {"buy": "sell", "sell": "buy"}
 
+# Every reason a decision can be rejected for.
+REJECTION_REASONS = (
+    "DUPLICATE_SIGNAL", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "LOW_CONFIDENCE", "PAIR_CAP_REACHED",
+    "EXPOSURE_CAP_REACHED", "BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL",
+)
+
 
 class InputPosition(NamedTuple):
     """Where the signal was read: its topic, partition and offset."""

@@ -8,14 +8,18 @@ input goes through `dead_letters.dead_letter`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
 
 from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
 from streams.kafka_settings import KafkaSettings
+from streams.metrics import SizerMetrics
 from streams.models import Fill, Instrument, Signal, decode, to_json
 from streams.processor import Processor
 from streams.topics import TopicSet
@@ -40,7 +44,9 @@ def brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
-def build_app(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet) -> SizerApp:
+def build_app(
+    kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, registry: CollectorRegistry | None = None,
+) -> SizerApp:
     width = topics["signals"].partitions
     app = SizerApp(
         kafka.app_id,
@@ -72,6 +78,13 @@ def build_app(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet) -> S
     # values are our canonical JSON, written and read only by TableStore.
     exposure = app.Table("exposure", default=None, partitions=width, key_type=bytes, value_type=bytes)
     streak = app.Table("streak", default=None, partitions=width, key_type=bytes, value_type=bytes)
+    registry = registry if registry is not None else CollectorRegistry()
+    # faust's own sensors and the sizer's metrics, on one registry at /metrics.
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
+    metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
+    roles = {topics.name(role): role for role in ("signals", "fills", "instruments")}
+    next_offsets: dict[Any, int] = {}
+
     view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
     processor = Processor(config, TableStore(exposure, streak, config), view)
@@ -98,10 +111,11 @@ def build_app(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet) -> S
 
     async def decoded(event: Any, decoder: Callable[[Any], Any]) -> Any:
         """The decoded input, or None once it has been dead-lettered."""
+        next_offsets[event.message.tp] = event.message.offset + 1
         try:
             return decoder(event)
         except InvalidMessage as exc:
-            await dead_letter(dlq, event, exc)
+            await dead_letter(dlq, event, exc, metrics, roles[event.message.topic])
             return None
 
     async def applied(event: Any, message: Any, apply: Callable[[Any, Any], Any]) -> Any:
@@ -113,13 +127,14 @@ def build_app(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet) -> S
         except Exception as exc:  # noqa: BLE001 - one handler, on purpose
             m = event.message
             log.exception("processing failed %s[%d]@%d", m.topic, m.partition, m.offset)
-            await dead_letter(dlq, event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"))
+            await dead_letter(dlq, event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"),
+                              metrics, roles[m.topic])
             return None
 
     def apply_signal(signal: Signal, message: Any) -> Any:
         return processor.on_signal(signal, InputPosition(message.topic, message.partition, message.offset))
 
-    def apply_fill(fill: Any, message: Any) -> bool:
+    def apply_fill(fill: Any, message: Any) -> Any:
         return processor.on_fill(fill, message.offset)
 
     @app.agent(signals, name="size-signals")
@@ -139,13 +154,19 @@ def build_app(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet) -> S
             if result.order is not None:
                 await orders.send(key=key, value=to_json(result.order).encode(), partition=partition)
             await decisions.send(key=key, value=to_json(result.decision).encode(), partition=partition)
+            metrics.decided(result.decision, time.time() - signal.ts / 1000)
+            metrics.portfolio_state(signal.portfolio_id, result.state, config)
 
     @app.agent(fills, name="apply-fills")
     async def apply_fills(stream: Any) -> None:
         async for event in stream.events():
             fill = await decoded(event, decode_fill)
-            if fill is not None:
-                await applied(event, fill, apply_fill)
+            if fill is None:
+                continue
+            result = await applied(event, fill, apply_fill)
+            if result is not None:
+                metrics.fills.labels(fill.type, "true" if result.changed else "false").inc()
+                metrics.portfolio_state(fill.portfolio_id, result.state, config)
 
     @app.agent(instruments_topic, name="check-instruments")
     async def check_instruments(stream: Any) -> None:
@@ -155,5 +176,18 @@ def build_app(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet) -> S
             if event.value is not None:
                 await decoded(event, decode_instrument)
 
-    app.sizer = {"processor": processor, "instruments": view, "topics": topics, "config": config}  # type: ignore[attr-defined]
+    @app.timer(interval=kafka.lag_interval_s)
+    async def publish_lag() -> None:
+        readings = []
+        for tp in app.consumer.assignment():
+            role = roles.get(tp.topic)
+            if role in ("signals", "fills"):
+                position = next_offsets.get(tp)
+                if position is None:
+                    position = await app.consumer.position(tp) or 0
+                readings.append((role, tp.partition, max(app.consumer.highwater(tp) - position, 0)))
+        metrics.lag(readings)
+
+    app.sizer = {"processor": processor, "instruments": view, "topics": topics, "config": config,  # type: ignore[attr-defined]
+                 "metrics": metrics}  # type: ignore[attr-defined]
     return app

@@ -78,3 +78,11 @@ def test_unknown_setting_in_the_file_is_rejected(tmp_path: Path):
     path.write_text('pair_max = "1000"\n')
     with pytest.raises(ConfigError, match="pair_max: Extra inputs are not permitted"):
         load_config(config_file=path)
+
+
+def test_a_preset_flag_that_contradicts_the_environment_is_an_error(monkeypatch):
+    monkeypatch.setenv("SIZING_PRESET", "conviction")
+    with pytest.raises(ConfigError, match="preset: --preset graduated conflicts with SIZING_PRESET=conviction"):
+        load_config("graduated")
+    assert load_config().preset == "conviction"
+    assert load_config("conviction").base == "fixed"

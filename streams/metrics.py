@@ -1,0 +1,110 @@
+"""Every Prometheus metric of the sizer, declared once against an injected registry.
+
+Per-portfolio series are bounded: at most `portfolio_limit` portfolios carry
+series at a time, the most recently active ones; the least recently active is
+dropped (its series removed) when a new one arrives, and the drop is counted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from decimal import Decimal
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.config import SizingConfig
+from streams.engine import PortfolioState
+from streams.engine.pipeline import REJECTION_REASONS
+from streams.errors import INPUT_ERROR_CODES
+from streams.models import Decision
+
+NOTIONAL_BUCKETS = (10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+PORTFOLIO_GAUGES = {
+    "exposure": ("sizer_portfolio_exposure_usd", "Open positions plus reservations, USD, on the configured basis"),
+    "reserved": ("sizer_portfolio_reserved_usd", "Notional reserved for orders neither filled nor canceled, USD"),
+    "cap": ("sizer_portfolio_cap_usd", "The portfolio exposure cap now, USD (a percentage cap follows equity)"),
+    "utilisation": ("sizer_portfolio_cap_utilisation_ratio", "Exposure divided by the cap (1 = at the cap)"),
+    "wins": ("sizer_portfolio_consecutive_wins", "Consecutive winning closes"),
+    "losses": ("sizer_portfolio_consecutive_losses", "Consecutive losing closes"),
+    "drawdown": ("sizer_portfolio_drawdown_mode", "1 while the portfolio is in drawdown mode"),
+    "phase": ("sizer_portfolio_phase", "Graduated phase (1, 2, 3)"),
+    "equity": ("sizer_portfolio_equity_usd", "Starting equity plus realized PnL, USD"),
+}
+
+
+class SizerMetrics:
+    def __init__(self, registry: CollectorRegistry, portfolio_limit: int = 1000) -> None:
+        self.registry = registry
+        self.portfolio_limit = portfolio_limit
+        self.decisions = Counter("sizer_decisions", "Decisions by outcome and reason",
+                                 ["outcome", "reason"], registry=registry)
+        self.accepted_notional = Histogram("sizer_accepted_notional_usd", "Notional of accepted orders, USD",
+                                           buckets=NOTIONAL_BUCKETS, registry=registry)
+        self.decision_latency = Histogram(
+            "sizer_decision_latency_seconds", "From the signal's event time to its order's send (wall clock)",
+            buckets=LATENCY_BUCKETS, registry=registry)
+        self.dead_letters = Counter("sizer_dead_letters", "Inputs sent to the dead-letter topic",
+                                    ["topic", "reason"], registry=registry)
+        self.fills = Counter("sizer_fill_events", "Fill events by type and whether they changed state",
+                             ["type", "applied"], registry=registry)
+        self.consumer_lag = Gauge("sizer_consumer_lag_messages", "High watermark minus the next offset to process",
+                                  ["topic", "partition"], registry=registry)
+        self.portfolios_tracked = Gauge("sizer_portfolio_series", "Portfolios that currently carry series",
+                                        registry=registry)
+        self.portfolios_dropped = Counter("sizer_portfolio_series_dropped",
+                                          "Portfolios whose series were dropped to respect the limit",
+                                          registry=registry)
+        self.portfolio = {key: Gauge(name, text, ["portfolio"], registry=registry)
+                          for key, (name, text) in PORTFOLIO_GAUGES.items()}
+        self._tracked: OrderedDict[str, None] = OrderedDict()
+        # Every known label set starts at zero: a counter series that first appears at 1
+        # has no earlier sample, and increase() (so every alert on it) would miss it.
+        self.decisions.labels("accepted", "")
+        for reason in REJECTION_REASONS:
+            self.decisions.labels("rejected", reason)
+        for role in ("signals", "fills", "instruments"):
+            for code in INPUT_ERROR_CODES:
+                self.dead_letters.labels(role, code)
+
+    def decided(self, decision: Decision, latency_s: float | None) -> None:
+        self.decisions.labels(decision.outcome, decision.reason or "").inc()
+        if decision.outcome == "accepted":
+            self.accepted_notional.observe(float(decision.notional))
+            if latency_s is not None:
+                self.decision_latency.observe(max(latency_s, 0.0))
+
+    def dead_lettered(self, topic_role: str, reason: str) -> None:
+        self.dead_letters.labels(topic_role, reason).inc()
+
+    def portfolio_state(self, portfolio_id: str, state: PortfolioState, config: SizingConfig) -> None:
+        """Publish one portfolio's figures, within the series limit."""
+        if portfolio_id in self._tracked:
+            self._tracked.move_to_end(portfolio_id)
+        else:
+            if len(self._tracked) >= self.portfolio_limit:
+                evicted, _ = self._tracked.popitem(last=False)
+                for gauge in self.portfolio.values():
+                    gauge.remove(evicted)
+                self.portfolios_dropped.inc()
+            self._tracked[portfolio_id] = None
+            self.portfolios_tracked.set(len(self._tracked))
+        reserved = state.reserved()
+        exposure = state.position_value(config) + reserved
+        cap = config.portfolio_cap.amount(state.streak.equity)
+        streak = state.streak
+        values = {
+            "exposure": exposure, "reserved": reserved, "cap": cap,
+            "utilisation": exposure / cap if cap > 0 else Decimal(1),
+            "wins": streak.consecutive_wins, "losses": streak.consecutive_losses,
+            "drawdown": int(streak.drawdown), "phase": streak.phase, "equity": streak.equity,
+        }
+        for key, value in values.items():
+            self.portfolio[key].labels(portfolio_id).set(float(value))
+
+    def lag(self, readings: Iterable[tuple[str, int, int]]) -> None:
+        """(topic role, partition, lag) readings for the input partitions this worker owns."""
+        for role, partition, lag in readings:
+            self.consumer_lag.labels(role, str(partition)).set(lag)
