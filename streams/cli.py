@@ -74,6 +74,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(kafka, config, topics, loglevel=args.loglevel)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from streams.audit import Progress, audit, parse_time, read_history
+
+    from streams.topics import apply
+
+    kafka, topics = _kafka(args)
+    asyncio.run(apply(kafka.bootstrap, topics, create=False))  # missing or drifted topics: exit 3
+    progress = Progress()
+    history = asyncio.run(read_history(kafka.bootstrap, topics, progress))
+    report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress)
+    print(json.dumps(report.as_json(), indent=1, default=str) if args.json else report.summary())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sizer", description="Streaming position sizer on Kafka.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(topics_apply)
     topics_apply.set_defaults(run=cmd_topics_apply)
 
+    audit = commands.add_parser("audit", help="re-derive every decision from topic history and verify it")
+    _add_kafka_args(audit)
+    audit.add_argument("--portfolio", help="verify only this portfolio's decisions")
+    audit.add_argument("--from", dest="start", metavar="TIME", help="only signals at or after (RFC 3339 or epoch ms)")
+    audit.add_argument("--to", dest="end", metavar="TIME", help="only signals at or before (RFC 3339 or epoch ms)")
+    audit.add_argument("--json", action="store_true", help="the full report as JSON")
+    audit.set_defaults(run=cmd_audit)
+
     worker = commands.add_parser("worker", help="run a stream-processing worker")
     _add_config_args(worker)
     _add_kafka_args(worker)
@@ -106,8 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "worker":
+        # aiokafka logs every retry (metadata, leadership) at WARNING; a command's output is its report.
+        logging.basicConfig(level=logging.ERROR)
     try:
         return args.run(args)
     except ConfigError as exc:

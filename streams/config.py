@@ -203,6 +203,17 @@ class SizingConfig(BaseSettings):
         data["portfolio_cap"] = str(self.portfolio_cap)
         return decimals.loads(decimals.dumps(data))
 
+    @classmethod
+    def from_effective(cls, data: Mapping[str, Any]) -> "SizingConfig":
+        """Rebuild a configuration from its effective form (as published and hashed),
+        validated as usual but untouched by the environment of whoever reads it."""
+        config = cls.__new__(cls)
+        try:
+            BaseModel.__init__(config, **data)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, "recorded configuration")) from exc
+        return config
+
     @cached_property
     def config_hash(self) -> str:
         """Stable hash of the effective configuration: same settings, same hash, on any machine."""

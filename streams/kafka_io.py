@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import decimals
 from streams.topics import TopicSet
+
+if TYPE_CHECKING:
+    from streams.config import SizingConfig
 
 KEY_FIELD = {"signals": "portfolio_id", "fills": "portfolio_id", "instruments": "symbol"}
 
@@ -38,6 +41,18 @@ async def publish(bootstrap: str, topics: TopicSet, entries: Iterable[tuple[str,
             pending.append(await producer.send(topics.name(role), payload, key=key))
         await asyncio.gather(*pending)
         return len(pending)
+    finally:
+        await producer.stop()
+
+
+async def publish_config(bootstrap: str, topic: str, config: "SizingConfig") -> None:
+    """Publish the effective configuration keyed by its hash (the topic is compacted),
+    so every decision's `config_hash` resolves to the settings that produced it."""
+    value = decimals.dumps({"config_hash": config.config_hash, "config": config.effective()}).encode()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=config.config_hash.encode())
     finally:
         await producer.stop()
 

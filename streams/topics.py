@@ -14,7 +14,7 @@ from typing import Mapping
 
 from streams.errors import ConfigError, TopicMismatch
 
-ROLES = ("signals", "fills", "instruments", "orders", "decisions", "dlq")
+ROLES = ("signals", "fills", "instruments", "orders", "decisions", "dlq", "config")
 CLEANUP = ("delete", "compact")
 
 
@@ -78,8 +78,9 @@ def load_topics(path: Path, prefix: str = "") -> TopicSet:
         if spec.cleanup_policy not in CLEANUP:
             raise ConfigError(f"{where}.cleanup_policy: must be one of {', '.join(CLEANUP)}")
         specs[role] = spec
-    if specs["instruments"].cleanup_policy != "compact":
-        raise ConfigError(f"topics file {path}: topics.instruments.cleanup_policy: must be compact")
+    for role in ("instruments", "config"):
+        if specs[role].cleanup_policy != "compact":
+            raise ConfigError(f"topics file {path}: topics.{role}.cleanup_policy: must be compact")
     # One portfolio's whole state lives on one partition: its signals and fills must
     # arrive there, and its orders and decisions go to the same partition number.
     width = specs["signals"].partitions

@@ -28,11 +28,13 @@ REJECTION_REASONS = (
 
 
 class InputPosition(NamedTuple):
-    """Where the signal was read: its topic, partition and offset."""
+    """Where the signal was read (topic, partition, offset), and the offset of the
+    instrument record it is sized against, where the instrument came from a topic."""
 
     topic: str = "signals"
     partition: int = 0
     offset: int | None = None
+    instrument_offset: int | None = None
 
 
 class Result(NamedTuple):
@@ -60,7 +62,7 @@ def decide(
     trace: dict[str, Any] = {
         "input": {
             "topic": position.topic, "partition": position.partition, "offset": position.offset,
-            "last_fill_offset": exposure.last_fill_offset,
+            "last_fill_offset": exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
         },
         "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
                    "price": signal.price, "ts": signal.ts},

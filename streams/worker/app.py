@@ -132,7 +132,8 @@ def build_app(
             return None
 
     def apply_signal(signal: Signal, message: Any) -> Any:
-        return processor.on_signal(signal, InputPosition(message.topic, message.partition, message.offset))
+        position = InputPosition(message.topic, message.partition, message.offset, view.offset_of(signal.symbol))
+        return processor.on_signal(signal, position)
 
     def apply_fill(fill: Any, message: Any) -> Any:
         return processor.on_fill(fill, message.offset)

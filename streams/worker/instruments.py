@@ -34,6 +34,7 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
         self._topic = topic
         self._partitions = partitions
         self._instruments: dict[str, Instrument] = {}
+        self._offsets: dict[str, int] = {}  # symbol -> offset of the record in force
         self._consumer: AIOKafkaConsumer | None = None
         self._applied: dict[TopicPartition, int] = {}  # next offset to apply, per partition
         self._progress = asyncio.Condition()
@@ -76,11 +77,17 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
         if self._consumer is not None:
             await self._consumer.stop()
 
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
+    def offset_of(self, symbol: str) -> int | None:
+        """The offset of the instruments record in force for `symbol`."""
+        return self._offsets.get(symbol)
+
+    def apply(self, key: bytes | None, value: bytes | None, offset: int | None = None) -> None:
         """One record of the compacted topic: an instrument, or a tombstone that removes one."""
         if value is None:
             if key:
-                self._instruments.pop(key.decode("utf-8", "replace"), None)
+                symbol = key.decode("utf-8", "replace")
+                self._instruments.pop(symbol, None)
+                self._offsets.pop(symbol, None)
             return
         try:
             instrument = decode(Instrument, value)
@@ -89,6 +96,8 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
             log.debug("skipping invalid instrument: %s", exc)
             return
         self._instruments[instrument.symbol] = instrument
+        if offset is not None:
+            self._offsets[instrument.symbol] = offset
 
     async def refresh(self, timeout_s: float = 5.0, min_interval_s: float = 0.25) -> None:
         """Catch up with the instruments topic as it is now (at most one broker
@@ -116,7 +125,7 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    self.apply(record.key, record.value)
+                    self.apply(record.key, record.value, record.offset)
             for tp in self._targets:
                 self._applied[tp] = await consumer.position(tp)
             async with self._progress:

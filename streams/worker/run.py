@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from streams.config import SizingConfig
+from streams.kafka_io import publish_config
 from streams.kafka_settings import KafkaSettings
 from streams.topics import TopicSet, apply
 
@@ -36,6 +37,8 @@ def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, log
 
     # A topic that is missing or differs from its spec stops start-up here.
     asyncio.run(apply(kafka.bootstrap, topics, create=False))
+    # Before the first decision: the settings behind this worker's config hash.
+    asyncio.run(publish_config(kafka.bootstrap, topics.name("config"), config))
     app = build_app(kafka, config, topics)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

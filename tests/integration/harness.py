@@ -98,6 +98,19 @@ class Deployment:
         asyncio.run(wait_consumed(self.bootstrap, self.app_id, self.topics[role].name,
                                   self.topics[role].partitions, timeout_s))
 
+    def audit(self, *args: str, prefix: str | None = None) -> tuple[int, dict[str, Any], str]:
+        """Run `sizer audit --json`; (exit code, report, stderr)."""
+        import json
+
+        env = self.env(**({"SIZER_TOPIC_PREFIX": prefix} if prefix else {}))
+        done = subprocess.run([SIZER, "audit", "--json", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+        try:
+            report = json.loads(done.stdout)
+        except ValueError:
+            raise AssertionError(f"audit printed no report (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done.returncode, report, done.stderr
+
     def worker(self, *args: str, **env: str) -> "Worker":
         return Worker(self, list(args), env)
 
@@ -171,20 +184,3 @@ def eventually(check: Callable[[], bool], timeout_s: float = 60.0, what: str = "
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not hold within {timeout_s} s")
         time.sleep(0.3)
-
-
-def first_difference(recorded: Any, derived: Any, path: str = "") -> str | None:
-    """The first field path where two JSON values differ, with both values, or None."""
-    if isinstance(recorded, dict) and isinstance(derived, dict):
-        for key in list(recorded) + [k for k in derived if k not in recorded]:
-            found = first_difference(recorded.get(key), derived.get(key), f"{path}.{key}" if path else key)
-            if found:
-                return found
-        return None
-    if isinstance(recorded, list) and isinstance(derived, list) and len(recorded) == len(derived):
-        for index, (a, b) in enumerate(zip(recorded, derived)):
-            found = first_difference(a, b, f"{path}[{index}]")
-            if found:
-                return found
-        return None
-    return None if recorded == derived else f"{path}: recorded {recorded!r}, derived {derived!r}"

@@ -88,6 +88,9 @@ def test_invalid_inputs_are_dead_lettered_and_every_offset_has_one_outcome(deplo
     ok_fill = next(r for r in deployment.read("fills") if r.value and b"f-ok" in r.value)
     assert last["trace"]["input"]["last_fill_offset"] == ok_fill.offset
     assert sorted(d.json()["signal_id"] for d in deployment.read("decisions")) == ["g1", "g2", "g3"]
+    # The audit accounts for every signal offset: decided, or dead-lettered.
+    code, report, _ = deployment.audit()
+    assert (code, report["verified"], report["signals_without_decision"]) == (0, 3, [])
 
 
 def test_a_topic_that_differs_from_its_spec_is_an_error_never_used(deployment):
