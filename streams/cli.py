@@ -24,11 +24,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streams.replay import replay_file
 
     config = _config(args)
+    if args.from_kafka:
+        return _replay_kafka(args, config)
+    if args.journal is None:
+        raise ConfigError("replay: give --journal FILE, or --from-kafka to replay topic history")
     try:
         open(args.journal, "rb").close()
     except OSError as exc:
         raise ConfigError(f"--journal: cannot read {args.journal}: {exc.strerror}") from exc
     replay_file(args.journal, config)
+    return 0
+
+
+def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
+    import asyncio
+    import json
+
+    from streams.audit import Progress, read_history
+    from streams.topics import apply
+    from streams.whatif import plot, what_if
+
+    kafka, topics = _kafka(args)
+    asyncio.run(apply(kafka.bootstrap, topics, create=False))
+    history = asyncio.run(read_history(kafka.bootstrap, topics, Progress()))
+    result = what_if(history, config, args.portfolio)
+    print(json.dumps(result.as_json(), indent=1) if args.json else result.summary())
+    if args.plot:
+        shown = plot(result, args.plot, [args.portfolio] if args.portfolio else None)
+        print(f"plot: {args.plot} ({', '.join(shown)})", file=sys.stderr)
     return 0
 
 
@@ -95,9 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sizer", description="Streaming position sizer on Kafka.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    replay = commands.add_parser("replay", help="run the engine over an offline journal, one decision per signal")
-    replay.add_argument("--journal", required=True, metavar="FILE", help="JSON Lines journal")
+    replay = commands.add_parser(
+        "replay", help="the engine over an offline journal (one decision per signal line), or over Kafka history "
+                       "under another configuration (what-if)")
+    source = replay.add_mutually_exclusive_group()
+    source.add_argument("--journal", metavar="FILE", help="JSON Lines journal")
+    source.add_argument("--from-kafka", action="store_true",
+                        help="replay topic history in its recorded interleaving and compare with what was decided")
     _add_config_args(replay)
+    _add_kafka_args(replay)
+    replay.add_argument("--portfolio", help="--from-kafka: only this portfolio")
+    replay.add_argument("--plot", metavar="FILE.png", help="--from-kafka: draw exposure against the cap, recorded vs what-if")
+    replay.add_argument("--json", action="store_true", help="--from-kafka: the report as JSON")
     replay.set_defaults(run=cmd_replay)
 
     config = commands.add_parser("config", help="print the effective configuration and its hash")

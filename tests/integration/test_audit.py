@@ -99,3 +99,35 @@ def test_audit_flags_an_unknown_config_hash(deployment, workers):
     code, report, _ = deployment.audit(prefix=prefix)
     assert code == 1
     assert len(report["unresolvable_config_hashes"]) == 1
+
+
+def test_a_what_if_with_a_tighter_cap_accepts_less_and_plots_both_curves(deployment, workers, tmp_path):
+    import struct
+    import subprocess
+
+    from tests.integration.harness import SIZER
+
+    workers("--preset", "graduated")
+    session = list(demo_session.session())
+    deployment.publish(session)
+    deployment.wait_for("decisions", sum(1 for role, _ in session if role == "signals"))
+    plot = tmp_path / "what-if.png"
+
+    done = subprocess.run([SIZER, "replay", "--from-kafka", "--preset", "graduated", "--json", "--plot", str(plot)],
+                          env=deployment.env(SIZING_PORTFOLIO_CAP="0.5%"), capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    bravo = report["portfolios"]["bravo"]
+    assert bravo["recorded"]["accepted"] == 10 and bravo["what_if"]["accepted"] == 5
+    assert bravo["recorded"]["highest_exposure"] == "990" and bravo["what_if"]["highest_exposure"] == "495"
+    recorded_total = sum(p["recorded"]["accepted"] for p in report["portfolios"].values())
+    what_if_total = sum(p["what_if"]["accepted"] for p in report["portfolios"].values())
+    assert what_if_total < recorded_total
+    assert {c["signal_id"] for c in report["changed"]} == {"b-6", "b-7", "b-8", "b-9", "b-10"}
+    # a real PNG of a sensible size, with a panel for every portfolio
+    data = plot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width == 1000 and height >= 4 * 300
+    assert "plot:" in done.stderr and "bravo" in done.stderr
