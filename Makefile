@@ -5,12 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit demo bench-core broker broker-stop clean
+.PHONY: help venv test test-unit demo bench-core bench-audit broker broker-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
 	@echo "make test        run every test"
 	@echo "make bench-core  decisions per second of the pure engine"
+	@echo "make bench-audit audit throughput over a 100,000-signal history on the broker"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker"
 
 $(STAMP): pyproject.toml
@@ -32,6 +33,11 @@ demo: $(STAMP)
 
 bench-core: $(STAMP)
 	$(BIN)/python -m streams.bench.core
+
+# Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the local broker.
+bench-audit: $(STAMP)
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
+	$(BIN)/python -m streams.bench.audit
 
 broker:
 	@deploy/broker/broker.sh start

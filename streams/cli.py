@@ -40,13 +40,13 @@ def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
     import asyncio
     import json
 
-    from streams.audit import Progress, read_history
+    from streams.audit import Progress, read_history, settle
     from streams.topics import apply
     from streams.whatif import plot, what_if
 
     kafka, topics = _kafka(args)
     asyncio.run(apply(kafka.bootstrap, topics, create=False))
-    history = asyncio.run(read_history(kafka.bootstrap, topics, Progress()))
+    history = settle(asyncio.run(read_history(kafka.bootstrap, topics, Progress())))
     result = what_if(history, config, args.portfolio)
     print(json.dumps(result.as_json(), indent=1) if args.json else result.summary())
     if args.plot:
@@ -101,14 +101,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from streams.audit import Progress, audit, parse_time, read_history
+    from streams.audit import Progress, audit, parse_time, read_history, settle
 
     from streams.topics import apply
 
     kafka, topics = _kafka(args)
     asyncio.run(apply(kafka.bootstrap, topics, create=False))  # missing or drifted topics: exit 3
     progress = Progress()
-    history = asyncio.run(read_history(kafka.bootstrap, topics, progress))
+    history = settle(asyncio.run(read_history(kafka.bootstrap, topics, progress)))
     report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress)
     print(json.dumps(report.as_json(), indent=1, default=str) if args.json else report.summary())
     return 0 if report.ok else 1

@@ -11,6 +11,8 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 ZERO = Decimal(0)
 ONE = Decimal(1)
 
@@ -57,6 +59,13 @@ def loads(raw: bytes | str) -> Any:
     return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
 
 
+def loads_output(raw: bytes | str) -> Any:
+    """Parse JSON that this product wrote (decisions, orders, configuration): every
+    decimal in it is a string, so the fast parser reads it exactly. Inputs from
+    outside go through `loads`, which never lets a number become a float."""
+    return orjson.loads(raw)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return canonical(value)
@@ -64,5 +73,5 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Encode JSON compactly, Decimals as canonical strings, keys in the order given."""
-    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False)
+    """Encode JSON compactly (UTF-8, no spaces), Decimals as canonical strings, keys in the order given."""
+    return orjson.dumps(value, default=_default).decode()

@@ -41,12 +41,12 @@ class Step:
 
 
 def recorded_interleaving(
-    signals: Iterable[Record], fills: Iterable[Record], decisions: Iterable[Record],
+    signals: Iterable[Record], fills: Iterable[Record], decisions: Iterable[Record | tuple[Record, dict[str, Any]]],
 ) -> Iterator[Step]:
     """Per portfolio, in the order the worker applied them: before each decided
     signal, the portfolio's fills up to the `last_fill_offset` its decision names;
     the fills after the last decision at the end. A signal decided more than once
-    appears once per decision."""
+    appears once per decision. Decisions may come already decoded, as (record, data)."""
     # By partition and offset within the signals topic being read; the recorded topic
     # name is checked as a field of the decision like any other.
     signal_at = {(r.partition, r.offset): r for r in signals}
@@ -56,8 +56,8 @@ def recorded_interleaving(
         if fill is not None:
             fills_of[fill.portfolio_id].append((record, fill))
     emitted: dict[str, int] = defaultdict(int)
-    for record in decisions:  # per partition, in the order they were written
-        decision = record.json()
+    for item in decisions:  # per partition, in the order they were written
+        record, decision = item if isinstance(item, tuple) else (item, item.json())
         position = decision["trace"]["input"]
         source = signal_at.get((position["partition"], position["offset"]))
         if source is None:

@@ -68,7 +68,8 @@ class Record:
     timestamp: int
 
     def json(self) -> Any:
-        return decimals.loads(self.value) if self.value is not None else None
+        """The value as JSON written by this product (decisions, orders, config): decimals are strings."""
+        return decimals.loads_output(self.value) if self.value is not None else None
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
