@@ -171,17 +171,25 @@ class Decision(BaseModel):
 B = TypeVar("B", bound=BaseModel)
 
 
+_set = object.__setattr__
+_FIELDS_SET: dict[type, set[str]] = {}
+
+
 def build(model: type[B], **values: Any) -> B:
     """Construct an output message from values the engine has already checked.
 
     The engine's hot path makes one decision (and maybe one order) per signal; this
     skips validation like `model_construct`, without its per-field bookkeeping.
-    Every field must be given."""
+    Every field must be given. The models are frozen, so instances can share one
+    fields-set per model: nothing ever adds to it."""
     message = model.__new__(model)
-    object.__setattr__(message, "__dict__", values)
-    object.__setattr__(message, "__pydantic_fields_set__", set(values))
-    object.__setattr__(message, "__pydantic_extra__", None)
-    object.__setattr__(message, "__pydantic_private__", None)
+    _set(message, "__dict__", values)
+    fields_set = _FIELDS_SET.get(model)
+    if fields_set is None:
+        fields_set = _FIELDS_SET[model] = set(model.model_fields)
+    _set(message, "__pydantic_fields_set__", fields_set)
+    _set(message, "__pydantic_extra__", None)
+    _set(message, "__pydantic_private__", None)
     return message
 
 

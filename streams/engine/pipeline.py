@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from streams.config import SizingConfig
 from streams.decimals import ONE, canonical
 from streams.engine.constraints import fit_to_legs
-from streams.engine.state import Exposure, PortfolioState, advance_clock, reservation, reserved_totals
+from streams.engine.state import Exposure, PortfolioState, held_value, open_reservations, reservation
 from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
 
 _FLIP = {"buy": "sell", "sell": "buy"}
@@ -74,7 +74,7 @@ def decide(
         return Result(_rejected(signal, "DUPLICATE_SIGNAL", trace, config), None, state)
 
     previous_ts = exposure.latest_ts
-    latest, reservations = advance_clock(exposure, signal.ts, config)
+    latest, reservations, reserved, reserved_symbol = open_reservations(exposure, signal.ts, signal.symbol, config)
     marks = exposure.marks
     if config.exposure_basis == "mark" and marks.get(signal.symbol) != signal.price:
         marks = {**marks, signal.symbol: signal.price}
@@ -83,9 +83,7 @@ def decide(
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window),
     )
     state = PortfolioState(exposure, streak)
-
-    position_value = state.position_value(config)
-    reserved, reserved_symbol = reserved_totals(reservations, signal.symbol)
+    position_value, held_symbol = held_value(exposure, signal.symbol, config)
     current = position_value + reserved
     trace["state"] = {
         "latest_ts": previous_ts, "positions": position_value, "reserved": reserved, "exposure": current,
@@ -141,22 +139,26 @@ def decide(
     trace["budget"] = budget
 
     # 6. Caps.
-    caps: dict[str, Any] = {"mode": config.cap_mode}
-    trace["caps"] = caps
+    cap_mode = config.cap_mode
     pair_cap = config.pair_cap
     if pair_cap is not None:
-        pair_exposure = state.held(signal.symbol, config) + reserved_symbol
+        pair_exposure = held_symbol + reserved_symbol
         pair_remaining = pair_cap - pair_exposure
-        caps.update(pair_cap=pair_cap, pair_exposure=pair_exposure, pair_remaining=pair_remaining)
-        if pair_remaining <= 0 or (config.cap_mode == "skip" and budget > pair_remaining):
-            trace["detail"] = f"pair_remaining={_text(pair_remaining)} budget={_text(budget)}"
+        caps: dict[str, Any] = {"mode": cap_mode, "pair_cap": pair_cap, "pair_exposure": pair_exposure,
+                                "pair_remaining": pair_remaining}
+        trace["caps"] = caps
+        if pair_remaining <= 0 or (cap_mode == "skip" and budget > pair_remaining):
+            trace["detail"] = f"pair_remaining={canonical(pair_remaining)} budget={canonical(budget)}"
             return Result(_rejected(signal, "PAIR_CAP_REACHED", trace, config), None, state)
         budget = min(budget, pair_remaining)
+    else:
+        caps = trace["caps"] = {"mode": cap_mode}
     cap = config.portfolio_cap.amount(streak.equity)
     remaining = cap - current
-    caps.update(portfolio_cap=cap, remaining=remaining)
-    if remaining <= 0 or (config.cap_mode == "skip" and budget > remaining):
-        trace["detail"] = f"remaining={_text(remaining)} budget={_text(budget)}"
+    caps["portfolio_cap"] = cap
+    caps["remaining"] = remaining
+    if remaining <= 0 or (cap_mode == "skip" and budget > remaining):
+        trace["detail"] = f"remaining={canonical(remaining)} budget={canonical(budget)}"
         return Result(_rejected(signal, "EXPOSURE_CAP_REACHED", trace, config), None, state)
     budget = min(budget, remaining)
     caps["capped_budget"] = budget

@@ -110,16 +110,6 @@ class PortfolioState(NamedTuple):
         total, for_symbol = reserved_totals(self.exposure.reservations, symbol)
         return total if symbol is None else for_symbol
 
-    def held(self, symbol: str, config: SizingConfig) -> Decimal:
-        """The open position in `symbol` in USD on the configured basis."""
-        position = self.exposure.positions.get(symbol)
-        if position is None:
-            return ZERO
-        mark = self.exposure.marks.get(symbol)
-        if config.exposure_basis == "mark" and mark is not None:
-            return position.qty * mark
-        return position.entry_notional
-
 
 def reserved_totals(reservations: Mapping[str, Reservation], symbol: str | None) -> tuple[Decimal, Decimal]:
     """(all reserved notional, the part reserved for `symbol`), in one pass."""
@@ -129,6 +119,43 @@ def reserved_totals(reservations: Mapping[str, Reservation], symbol: str | None)
         if r.symbol == symbol:
             for_symbol += r.notional
     return total, for_symbol
+
+
+def open_reservations(
+    exposure: Exposure, ts: int, symbol: str, config: SizingConfig,
+) -> tuple[int, Mapping[str, Reservation], Decimal, Decimal]:
+    """In one pass: the event time moved forward to `ts`, the reservations still
+    open then (the same mapping when none lapsed), and their notional in all and
+    for `symbol`."""
+    latest = ts if exposure.latest_ts is None or ts > exposure.latest_ts else exposure.latest_ts
+    horizon = latest - config.reservation_ttl_ms
+    reservations = exposure.reservations
+    total = for_symbol = ZERO
+    lapsed = False
+    for r in reservations.values():
+        if r.ts <= horizon:
+            lapsed = True
+            continue
+        total += r.notional
+        if r.symbol == symbol:
+            for_symbol += r.notional
+    if lapsed:
+        reservations = {oid: r for oid, r in reservations.items() if r.ts > horizon}
+    return latest, reservations, total, for_symbol
+
+
+def held_value(exposure: Exposure, symbol: str, config: SizingConfig) -> tuple[Decimal, Decimal]:
+    """In one pass: open positions in USD on the configured basis, in all and in `symbol`."""
+    total = in_symbol = ZERO
+    mark_basis = config.exposure_basis == "mark"
+    marks = exposure.marks
+    for name, position in exposure.positions.items():
+        mark = marks.get(name) if mark_basis else None
+        value = position.entry_notional if mark is None else position.qty * mark
+        total += value
+        if name == symbol:
+            in_symbol = value
+    return total, in_symbol
 
 
 def advance_clock(exposure: Exposure, ts: int, config: SizingConfig) -> tuple[int, Mapping[str, Reservation]]:
