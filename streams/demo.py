@@ -17,7 +17,6 @@ import sys
 import time
 from collections import Counter
 from decimal import Decimal
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 

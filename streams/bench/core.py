@@ -12,7 +12,6 @@ import argparse
 import gc
 import io
 import os
-import tempfile
 import time
 
 from streams import decimals, journal

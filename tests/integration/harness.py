@@ -79,6 +79,14 @@ class Deployment:
         spec = self.topics[role]
         return asyncio.run(read_topic(self.bootstrap, spec.name, spec.partitions, isolation_level))
 
+    def run_demo_session(self) -> list[Record]:
+        """Publish the demo session and wait for a decision on every one of its signals."""
+        from streams import demo_session
+
+        session = list(demo_session.session())
+        self.publish(session)
+        return self.wait_for("decisions", sum(1 for role, _ in session if role == "signals"))
+
     def end_offsets(self, role: str) -> dict[int, int]:
         return asyncio.run(end_offsets(self.bootstrap, self.topics[role].name, self.topics[role].partitions))
 

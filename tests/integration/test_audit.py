@@ -40,9 +40,7 @@ def copy_history(deployment, prefix: str, change) -> None:
 
 def test_forged_altered_deleted_and_undecided_are_each_reported(deployment, workers):
     workers("--preset", "graduated")
-    session = list(demo_session.session())
-    deployment.publish(session)
-    decisions = [r.json() for r in deployment.wait_for("decisions", sum(1 for role, _ in session if role == "signals"))]
+    decisions = [r.json() for r in deployment.run_demo_session()]
     by_id = {d["signal_id"]: d for d in decisions}
     code, report, _ = deployment.audit()
     assert code == 0 and report["ok"]
@@ -108,9 +106,7 @@ def test_a_what_if_with_a_tighter_cap_accepts_less_and_plots_both_curves(deploym
     from tests.integration.harness import SIZER
 
     workers("--preset", "graduated")
-    session = list(demo_session.session())
-    deployment.publish(session)
-    deployment.wait_for("decisions", sum(1 for role, _ in session if role == "signals"))
+    deployment.run_demo_session()
     plot = tmp_path / "what-if.png"
 
     done = subprocess.run([SIZER, "replay", "--from-kafka", "--preset", "graduated", "--json", "--plot", str(plot)],

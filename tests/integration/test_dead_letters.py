@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 
-from streams.topics import apply
 from tests.builders import T0
 from tests.integration.harness import SIZER
 

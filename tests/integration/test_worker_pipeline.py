@@ -42,9 +42,7 @@ def test_exactly_once_writes_orders_and_decisions_inside_transactions(deployment
     own routing sends these topics outside any transaction (end offset = last
     record + 1); the product's event-scoped transactions put them inside."""
     workers("--preset", "graduated")
-    session = list(demo_session.session())
-    deployment.publish(session)
-    deployment.wait_for("decisions", sum(1 for role, _ in session if role == "signals"))
+    deployment.run_demo_session()
 
     for role in ("orders", "decisions"):
         records = deployment.read(role)

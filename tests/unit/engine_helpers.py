@@ -1,9 +1,7 @@
-from decimal import Decimal as D
 
 from streams.engine import InputPosition
 from streams.models import Fill, Instrument, Signal, validate
 from streams.processor import MemoryStore, Processor
-from tests.builders import T0
 
 
 def processor(config):
