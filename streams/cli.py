@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
+    from streams.decimals import use_engine_context
+
+    use_engine_context()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "worker":

@@ -8,7 +8,9 @@ as canonical strings.
 from __future__ import annotations
 
 import json
-from decimal import Decimal, InvalidOperation
+from decimal import (
+    ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow, getcontext, setcontext,
+)
 from typing import Any
 
 import orjson
@@ -39,6 +41,49 @@ def to_decimal(value: Any) -> Decimal:
     if not result.is_finite():
         raise ValueError("must be a finite number")
     return result
+
+
+# The engine's arithmetic context. Inputs are bounded to below 1e16 with at most
+# 18 places (`bounded`), so a product of two has at most 68 digits and no sum of
+# them comes near 100: every sizing operation is exact, nothing rounds.
+ENGINE_CONTEXT = Context(prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
+
+
+
+def engine_context_active() -> bool:
+    """Whether this thread already computes in the engine's context (the applications
+    install it at start-up with `use_engine_context`)."""
+    context = getcontext()
+    return context.prec >= ENGINE_CONTEXT.prec and context.rounding == ROUND_HALF_EVEN
+
+
+def use_engine_context() -> None:
+    """Make the engine's exact context this thread's context (application start-up)."""
+    setcontext(ENGINE_CONTEXT.copy())
+
+
+MAX_ADJUSTED_EXPONENT = 15  # below 1e16 in magnitude
+MAX_PLACES = 18
+
+
+def bounded(value: Decimal) -> Decimal:
+    """A wire decimal within what any price, quantity or amount can be: below 1e16
+    in magnitude, at most 18 decimal places (trailing zeros aside). Beyond that an
+    input is an error, not something to size: it could only overflow or lose digits
+    downstream. Checked on the digits and exponent alone: arithmetic on such a
+    value could itself overflow."""
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        raise ValueError("must be a finite number")
+    significant = len(digits)
+    while significant > 1 and digits[significant - 1] == 0 and exponent < 0:
+        significant -= 1
+        exponent += 1
+    if any(digits) and significant + exponent - 1 > MAX_ADJUSTED_EXPONENT:
+        raise ValueError("must be below 1e16 in magnitude")
+    if exponent < -MAX_PLACES and any(digits):
+        raise ValueError(f"must have at most {MAX_PLACES} decimal places")
+    return value
 
 
 def canonical(value: Decimal) -> str:

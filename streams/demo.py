@@ -148,6 +148,7 @@ def run_live() -> int:
 
 
 def main() -> int:
+    decimals.use_engine_context()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--offline", action="store_true", help="replay the session through the engine, no Kafka")
     args = parser.parse_args()

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,7 +26,8 @@ from pydantic import (
 from streams import decimals
 from streams.errors import InvalidMessage
 
-Dec = Annotated[Decimal, BeforeValidator(decimals.to_decimal), PlainSerializer(decimals.canonical)]
+Dec = Annotated[Decimal, BeforeValidator(decimals.to_decimal), AfterValidator(decimals.bounded),
+                PlainSerializer(decimals.canonical)]
 Side = Literal["buy", "sell"]
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 

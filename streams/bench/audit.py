@@ -18,6 +18,7 @@ import zlib
 
 from aiokafka import AIOKafkaProducer
 
+from streams import decimals
 from streams.audit import audit, read_history, settle
 from streams.config import load_config
 from streams.engine import InputPosition
@@ -73,6 +74,7 @@ async def write_history(bootstrap: str, topics, signals: int, preset: str) -> in
 
 
 def main() -> None:
+    decimals.use_engine_context()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--signals", type=int, default=100_000)
     parser.add_argument("--preset", default="graduated")

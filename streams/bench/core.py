@@ -24,6 +24,7 @@ from streams.bench.generate import session
 
 
 def main() -> None:
+    decimals.use_engine_context()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--signals", type=int, default=100_000)
     parser.add_argument("--preset", default="conviction")

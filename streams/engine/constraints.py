@@ -8,7 +8,7 @@ never a one-legged order.
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from functools import lru_cache
 from math import lcm
 from typing import NamedTuple
@@ -36,21 +36,20 @@ def common_step(steps: tuple[Decimal, ...]) -> Decimal:
 
 
 def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...]) -> Fit:
-    """Turn a USD budget at `price` into one quantity valid on every leg.
+    """Turn a USD budget at `price` into one quantity valid on every leg
+    (in the engine's exact context, see `decimals.ENGINE_CONTEXT`).
 
     The quantity is budget / price rounded down to the common step, so its
     notional never exceeds the budget; then clamped down to the smallest
     `max_qty`. Rejects with BELOW_MIN_QTY or BELOW_MIN_NOTIONAL naming the leg.
     """
     step = common_step(tuple(leg.qty_step for leg in legs))
-    units = (budget / (price * step)).to_integral_value(rounding=ROUND_FLOOR) if budget > 0 else Decimal(0)
-    # The division is rounded to the context's precision; make sure it did not round up.
-    while units > 0 and units * step * price > budget:
-        units -= 1
+    # Integer division of positive operands is the exact floor: whole steps that fit.
+    units = budget // (price * step) if budget > 0 else Decimal(0)
     qty = units * step
     for leg in legs:
         if leg.max_qty is not None and qty > leg.max_qty:
-            qty = (leg.max_qty / step).to_integral_value(rounding=ROUND_FLOOR) * step
+            qty = (leg.max_qty // step) * step
     for leg in legs:
         if qty <= 0 or qty < leg.min_qty:
             return Fit(qty, step, "BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(qty)} min_qty={c(leg.min_qty)}")

@@ -9,11 +9,11 @@ computed into the trace, so a decision explains itself from its record alone.
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, NamedTuple
 
 from streams.config import SizingConfig
-from streams.decimals import ONE, canonical
+from streams.decimals import ENGINE_CONTEXT, ONE, canonical, engine_context_active
 from streams.engine.constraints import fit_to_legs
 from streams.engine.state import Exposure, PortfolioState, held_value, open_reservations, reservation
 from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
@@ -56,7 +56,21 @@ def decide(
     config: SizingConfig,
     position: InputPosition = InputPosition(),
 ) -> Result:
-    """Size one signal. A rejection is a decision with a reason code, never an exception."""
+    """Size one signal. A rejection is a decision with a reason code, never an exception.
+    All arithmetic is exact (`decimals.ENGINE_CONTEXT`), whatever the caller's context."""
+    if engine_context_active():
+        return _decide(signal, instrument, state, config, position)
+    with localcontext(ENGINE_CONTEXT):
+        return _decide(signal, instrument, state, config, position)
+
+
+def _decide(
+    signal: Signal,
+    instrument: Instrument | None,
+    state: PortfolioState,
+    config: SizingConfig,
+    position: InputPosition,
+) -> Result:
     exposure = state.exposure
     streak = state.streak
     trace: dict[str, Any] = {

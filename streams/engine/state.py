@@ -8,11 +8,11 @@ and share what did not change.
 from __future__ import annotations
 
 from types import MappingProxyType
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, Mapping, NamedTuple
 
 from streams.config import SizingConfig
-from streams.decimals import ZERO
+from streams.decimals import ENGINE_CONTEXT, ZERO, engine_context_active
 from streams.engine.recent import RecentIds
 from streams.models import OrderCanceled, OrderFilled, PositionClosed
 
@@ -25,6 +25,8 @@ class Position(NamedTuple):
 
 
 NO_POSITION = Position(ZERO, ZERO)
+# A partial close keeps its share of the entry notional, rounded half-even to 1e-18 USD.
+ENTRY_NOTIONAL_QUANTUM = Decimal("1e-18")
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -180,8 +182,20 @@ def apply_fill(
     (False for a duplicate `event_id`, which leaves the state exactly as it was).
 
     `offset` is the fill's input offset, recorded so a decision trace can name
-    the last fill applied before it.
+    the last fill applied before it. Arithmetic is exact (`decimals.ENGINE_CONTEXT`).
     """
+    if engine_context_active():
+        return _apply_fill(fill, state, config, offset)
+    with localcontext(ENGINE_CONTEXT):
+        return _apply_fill(fill, state, config, offset)
+
+
+def _apply_fill(
+    fill: OrderFilled | OrderCanceled | PositionClosed,
+    state: PortfolioState,
+    config: SizingConfig,
+    offset: int | None,
+) -> tuple[PortfolioState, bool]:
     streak = state.streak
     if fill.event_id in streak.seen_fills:
         return state, False
@@ -216,7 +230,8 @@ def apply_fill(
                 del positions[fill.symbol]
             else:
                 left = held.qty - fill.qty
-                positions[fill.symbol] = Position(left, held.entry_notional * left / held.qty)
+                share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
+                positions[fill.symbol] = Position(left, share)
         streak = book_close(streak.remembering(seen_fills), fill.realized_pnl, config)
     exposure = Exposure(
         positions, reservations, exposure.marks, latest,

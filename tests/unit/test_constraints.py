@@ -1,4 +1,7 @@
 from decimal import Decimal as D
+from decimal import localcontext
+
+from streams.decimals import ENGINE_CONTEXT
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,3 +59,18 @@ def test_accepted_quantity_fits_every_leg_and_never_exceeds_the_budget(budget, p
             assert fit.qty % leg.qty_step == 0
         # rounding down: one more common step would not fit
         assert (fit.qty + fit.step) * price > budget
+
+
+@given(
+    budget=st.decimals(min_value=D("0.000000000000000001"), max_value=D("999999999999999"), places=18),
+    price=st.sampled_from([D("0.000000000000000001"), D("0.00000817"), D("1"), D("48000.5"), D("9999999999999999")]),
+    step=st.sampled_from([D("0.000000000000000001"), D("0.000000001"), D("0.001"), D("1"), D("1000000")]),
+)
+def test_rounding_is_exact_at_the_extremes_of_the_wire_bounds(budget, price, step):
+    with localcontext(ENGINE_CONTEXT):
+        fit = fit_to_legs(budget, price, (make_leg(str(step)),))
+    if fit.qty > 0:
+        with localcontext(ENGINE_CONTEXT):  # the checks too must not round
+            assert fit.qty % step == 0
+            assert fit.qty * price <= budget
+            assert (fit.qty + step) * price > budget

@@ -9,10 +9,10 @@ SIGNAL = b'{"signal_id":"s-1","portfolio_id":"p1","symbol":"X","side":"buy","sco
 
 
 def test_numbers_become_decimals_without_passing_through_float():
-    signal = decode(Signal, SIGNAL % (b"0.1", b"50000.123456789012345678901", b'"2026-01-01T00:00:00Z"'))
+    signal = decode(Signal, SIGNAL % (b"0.1", b"50000.123456789012345678", b'"2026-01-01T00:00:00Z"'))
 
     assert signal.score == Decimal("0.1")
-    assert signal.price == Decimal("50000.123456789012345678901")
+    assert signal.price == Decimal("50000.123456789012345678")
     assert signal.ts == 1_767_225_600_000
 
 
@@ -60,3 +60,23 @@ def test_event_time_round_trips_in_milliseconds():
     assert format_event_time(1_767_225_600_123) == "2026-01-01T00:00:00.123Z"
     signal = decode(Signal, SIGNAL % (b'"1"', b'"1"', b'"2026-01-01T01:00:00.123+01:00"'))
     assert signal.ts == 1_767_225_600_123
+
+
+@pytest.mark.parametrize(
+    ("price", "rule"),
+    [
+        (b'"1E-1000000"', "price: must have at most 18 decimal places"),
+        (b'"1E+1000000"', "price: must be below 1e16 in magnitude"),
+        (b'"0.0000000000000000001"', "price: must have at most 18 decimal places"),
+        (b"10000000000000000", "price: must be below 1e16 in magnitude"),
+    ],
+)
+def test_decimals_beyond_the_wire_bounds_are_invalid_not_overflows(price, rule):
+    with pytest.raises(InvalidMessage) as raised:
+        decode(Signal, SIGNAL % (b'"0.5"', price, b"0"))
+    assert raised.value.detail == rule
+
+
+def test_trailing_zeros_do_not_count_as_decimal_places():
+    signal = decode(Signal, SIGNAL % (b'"0.5"', b'"123.450000000000000000000"', b"0"))
+    assert signal.price == Decimal("123.45")
