@@ -37,6 +37,8 @@ class KafkaSettings(BaseSettings):
     web_host: str = "127.0.0.1"
     standby_replicas: int = Field(0, ge=0)
     commit_interval_s: float = Field(0.5, gt=0)
+    session_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_interval_s: float = Field(3.0, gt=0)
     metrics_portfolio_limit: int = Field(1000, ge=1)
     lag_interval_s: float = Field(5.0, gt=0)
 

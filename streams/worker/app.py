@@ -7,6 +7,7 @@ input goes through `dead_letters.dead_letter`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Callable
@@ -34,7 +35,12 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 
 
 class SizerApp(faust.App):
-    """A faust App whose transport keeps every output inside the input's transaction."""
+    """A faust App whose transport keeps every output inside the input's transaction
+    and commits only between whole events (see `transactions`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.processing_lock = asyncio.Lock()
 
     def _new_transport(self) -> Any:
         return SizerTransport(self.conf.broker_consumer, self)
@@ -59,6 +65,9 @@ def build_app(
         topic_disable_leader=True,
         table_standby_replicas=kafka.standby_replicas,
         broker_commit_interval=kafka.commit_interval_s,
+        # a killed worker's partitions move after this, not after faust's 60 s default
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         producer_acks=-1,
@@ -138,44 +147,62 @@ def build_app(
     def apply_fill(fill: Any, message: Any) -> Any:
         return processor.on_fill(fill, message.offset)
 
+    async def size_signal(event: Any) -> None:
+        signal = await decoded(event, decode_signal)
+        if signal is None:
+            return
+        if view.get(signal.symbol) is None:
+            await view.refresh()
+        result = await applied(event, signal, apply_signal)
+        if result is None:
+            return
+        partition = event.message.partition
+        key = result.decision.portfolio_id.encode()
+        if result.order is not None:
+            await orders.send(key=key, value=to_json(result.order).encode(), partition=partition)
+        await decisions.send(key=key, value=to_json(result.decision).encode(), partition=partition)
+        metrics.decided(result.decision, time.time() - signal.ts / 1000)
+        metrics.portfolio_state(signal.portfolio_id, result.state, config)
+
+    async def apply_fill_event(event: Any) -> None:
+        fill = await decoded(event, decode_fill)
+        if fill is None:
+            return
+        result = await applied(event, fill, apply_fill)
+        if result is not None:
+            metrics.fills.labels(fill.type, "true" if result.changed else "false").inc()
+            metrics.portfolio_state(fill.portfolio_id, result.state, config)
+
+    async def check_instrument(event: Any) -> None:
+        # The InstrumentView of every worker applies instruments; this agent, run once
+        # per record in the group, only dead-letters the invalid ones.
+        if event.value is not None:
+            await decoded(event, decode_instrument)
+
+    async def whole(event: Any, handle: Callable[[Any], Any]) -> None:
+        """Handle one event completely before a commit can run: its outputs and its
+        table writes are in the producer (so in its partition's transaction) and
+        it is acked, so the commit that follows includes all of it or none."""
+        async with app.processing_lock:
+            await handle(event)
+            await app.producer.buffer.flush()
+            event.ack()
+
     @app.agent(signals, name="size-signals")
     async def size_signals(stream: Any) -> None:
         await view.caught_up.wait()
         async for event in stream.events():
-            signal = await decoded(event, decode_signal)
-            if signal is None:
-                continue
-            if view.get(signal.symbol) is None:
-                await view.refresh()
-            result = await applied(event, signal, apply_signal)
-            if result is None:
-                continue
-            partition = event.message.partition
-            key = result.decision.portfolio_id.encode()
-            if result.order is not None:
-                await orders.send(key=key, value=to_json(result.order).encode(), partition=partition)
-            await decisions.send(key=key, value=to_json(result.decision).encode(), partition=partition)
-            metrics.decided(result.decision, time.time() - signal.ts / 1000)
-            metrics.portfolio_state(signal.portfolio_id, result.state, config)
+            await whole(event, size_signal)
 
     @app.agent(fills, name="apply-fills")
     async def apply_fills(stream: Any) -> None:
         async for event in stream.events():
-            fill = await decoded(event, decode_fill)
-            if fill is None:
-                continue
-            result = await applied(event, fill, apply_fill)
-            if result is not None:
-                metrics.fills.labels(fill.type, "true" if result.changed else "false").inc()
-                metrics.portfolio_state(fill.portfolio_id, result.state, config)
+            await whole(event, apply_fill_event)
 
     @app.agent(instruments_topic, name="check-instruments")
     async def check_instruments(stream: Any) -> None:
-        # The InstrumentView of every worker applies instruments; this agent, run once
-        # per record in the group, only dead-letters the invalid ones.
         async for event in stream.events():
-            if event.value is not None:
-                await decoded(event, decode_instrument)
+            await whole(event, check_instrument)
 
     @app.timer(interval=kafka.lag_interval_s)
     async def publish_lag() -> None:

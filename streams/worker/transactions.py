@@ -11,6 +11,17 @@ processed again and its orders and decisions appear twice under read_committed.
 The rule here: a send made while processing an input event belongs to the
 transaction of that event's partition, whatever topic or partition it goes to.
 Sends made outside any event (none in this product) keep faust's routing.
+
+And a commit only ever sees whole events. faust commits on a timer, in its own
+task, with the offsets of the events the streams have acked, and a stream acks
+an event only when it moves on to the next one. A commit that runs while an
+event is half done (its outputs sent, itself not yet acked, or its changelog
+writes still in faust's producer buffer) commits the outputs without the offset
+or the offset without the changelog: after a crash the event is decided twice,
+or its state change is lost (seen here under SIGKILL; faust-streaming issue
+#517 reports the duplicates). Here the agents handle each event under
+`processing_lock` (decide, send, flush the buffer, ack) and the consumer takes
+the same lock to compute and commit offsets.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from typing import Any, Optional
 
 from faust.streams import current_event
 from faust.transport.consumer import TransactionManager
-from faust.transport.drivers.aiokafka import Transport
+from faust.transport.drivers.aiokafka import Consumer, Transport
 
 
 class EventScopedTransactionManager(TransactionManager):
@@ -45,7 +56,16 @@ class EventScopedTransactionManager(TransactionManager):
         )
 
 
+class WholeEventConsumer(Consumer):
+    """Computes and commits offsets only between events, never in the middle of one."""
+
+    async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        async with self.app.processing_lock:
+            return await super().commit(topics, start_new_transaction=start_new_transaction)
+
+
 class SizerTransport(Transport):
-    """The aiokafka transport with event-scoped transactions."""
+    """The aiokafka transport with event-scoped transactions and whole-event commits."""
 
     TransactionManager = EventScopedTransactionManager
+    Consumer = WholeEventConsumer
