@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
-import string
 
 import pytest
 from hypothesis import HealthCheck, given, settings
