@@ -96,16 +96,7 @@ class PortfolioState(NamedTuple):
 
     def position_value(self, config: SizingConfig) -> Decimal:
         """Open positions in USD on the configured basis (entry cost, or latest signal price)."""
-        total = ZERO
-        if config.exposure_basis == "entry":
-            for position in self.exposure.positions.values():
-                total += position.entry_notional
-            return total
-        marks = self.exposure.marks
-        for symbol, position in self.exposure.positions.items():
-            mark = marks.get(symbol)
-            total += position.entry_notional if mark is None else position.qty * mark
-        return total
+        return held_value(self.exposure, None, config)[0]
 
     def reserved(self, symbol: str | None = None) -> Decimal:
         """Notional reserved for open orders, for one symbol or all."""
@@ -124,11 +115,12 @@ def reserved_totals(reservations: Mapping[str, Reservation], symbol: str | None)
 
 
 def open_reservations(
-    exposure: Exposure, ts: int, symbol: str, config: SizingConfig,
+    exposure: Exposure, ts: int, symbol: str | None, config: SizingConfig,
 ) -> tuple[int, Mapping[str, Reservation], Decimal, Decimal]:
     """In one pass: the event time moved forward to `ts`, the reservations still
-    open then (the same mapping when none lapsed), and their notional in all and
-    for `symbol`."""
+    open then (the same mapping when none lapsed; a reservation lapses
+    `reservation_ttl` of event time after it was made or last partly filled),
+    and their notional in all and for `symbol`."""
     latest = ts if exposure.latest_ts is None or ts > exposure.latest_ts else exposure.latest_ts
     horizon = latest - config.reservation_ttl_ms
     reservations = exposure.reservations
@@ -146,7 +138,7 @@ def open_reservations(
     return latest, reservations, total, for_symbol
 
 
-def held_value(exposure: Exposure, symbol: str, config: SizingConfig) -> tuple[Decimal, Decimal]:
+def held_value(exposure: Exposure, symbol: str | None, config: SizingConfig) -> tuple[Decimal, Decimal]:
     """In one pass: open positions in USD on the configured basis, in all and in `symbol`."""
     total = in_symbol = ZERO
     mark_basis = config.exposure_basis == "mark"
@@ -158,18 +150,6 @@ def held_value(exposure: Exposure, symbol: str, config: SizingConfig) -> tuple[D
         if name == symbol:
             in_symbol = value
     return total, in_symbol
-
-
-def advance_clock(exposure: Exposure, ts: int, config: SizingConfig) -> tuple[int, Mapping[str, Reservation]]:
-    """The portfolio's event time moved forward to `ts`, and the reservations that
-    have not lapsed by then (the same mapping when none has)."""
-    latest = ts if exposure.latest_ts is None or ts > exposure.latest_ts else exposure.latest_ts
-    horizon = latest - config.reservation_ttl_ms
-    reservations = exposure.reservations
-    for r in reservations.values():
-        if r.ts <= horizon:
-            return latest, {oid: r for oid, r in reservations.items() if r.ts > horizon}
-    return latest, reservations
 
 
 def apply_fill(
@@ -201,7 +181,7 @@ def _apply_fill(
         return state, False
     seen_fills = streak.seen_fills.add(fill.event_id, config.fill_dedupe_window)
     exposure = state.exposure
-    latest, reservations = advance_clock(exposure, fill.ts, config)
+    latest, reservations, _, _ = open_reservations(exposure, fill.ts, None, config)
     positions = exposure.positions
 
     if isinstance(fill, OrderFilled):
