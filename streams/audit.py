@@ -10,11 +10,10 @@ names. Everything that does not verify is reported by name.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterator, TextIO
+from typing import Any, Iterator
 
 from streams import decimals
 from streams.config import SizingConfig
@@ -22,6 +21,7 @@ from streams.errors import ConfigError
 from streams.history import Instruments, recorded_interleaving, rederive
 from streams.kafka_io import Record, read_topic
 from streams.models import parse_event_time, to_json
+from streams.progress import Progress
 from streams.topics import TopicSet
 
 ROLES = ("signals", "fills", "instruments", "decisions", "orders", "dlq", "config")
@@ -237,28 +237,6 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
 def _name(history: dict[str, list[Record]], role: str) -> str | None:
     records = history.get(role) or []
     return records[0].topic if records else None
-
-
-class Progress:
-    """Progress on stderr when it is a terminal."""
-
-    def __init__(self, stream: TextIO = sys.stderr, every: int = 5_000) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.every = every
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            self.stream.write(f"\r{text:<60}")
-            self.stream.flush()
-
-    def tick(self, done: int) -> None:
-        if self.enabled and done % self.every == 0:
-            self.note(f"{done} decisions re-derived")
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
 
 
 def parse_time(text: str | None) -> int | None:

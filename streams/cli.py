@@ -40,7 +40,8 @@ def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
     import asyncio
     import json
 
-    from streams.audit import Progress, read_history, settle
+    from streams.audit import read_history, settle
+    from streams.progress import Progress
     from streams.topics import apply
     from streams.whatif import plot, what_if
 
@@ -101,13 +102,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from streams.audit import Progress, audit, parse_time, read_history, settle
+    from streams.audit import audit, parse_time, read_history, settle
+    from streams.progress import Progress
 
     from streams.topics import apply
 
     kafka, topics = _kafka(args)
     asyncio.run(apply(kafka.bootstrap, topics, create=False))  # missing or drifted topics: exit 3
-    progress = Progress()
+    progress = Progress(unit="decisions re-derived", every=5_000)
     history = settle(asyncio.run(read_history(kafka.bootstrap, topics, progress)))
     report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress)
     print(json.dumps(report.as_json(), indent=1, default=str) if args.json else report.summary())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, TextIO
 
@@ -12,6 +11,7 @@ from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.models import Decision, Order, to_json
 from streams.processor import MemoryStore, Processor
+from streams.progress import Progress
 
 
 @dataclass
@@ -55,33 +55,10 @@ def replay(
     return counts
 
 
-class Progress:
-    """A one-line progress counter on a terminal; silent elsewhere."""
-
-    def __init__(self, stream: TextIO, total: int | None = None, every: int = 10_000) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.total = total
-        self.every = every
-        self.started = time.monotonic()
-
-    def tick(self, done: int) -> None:
-        if self.enabled and done % self.every == 0:
-            rate = done / max(time.monotonic() - self.started, 1e-9)
-            total = f"/{self.total}" if self.total else ""
-            self.stream.write(f"\r{done}{total} lines, {rate:,.0f}/s")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def replay_file(path: str, config: SizingConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> ReplayCounts:
     """`sizer replay --journal`: decisions as JSON lines on `out`, bad lines and progress on `err`."""
     buffer: list[str] = []
-    progress = Progress(err)
+    progress = Progress(err, unit="lines")
 
     def emit(decision: Decision, order: Order | None) -> None:
         buffer.append(to_json(decision))
