@@ -41,6 +41,9 @@ class KafkaSettings(BaseSettings):
     heartbeat_interval_s: float = Field(3.0, gt=0)
     metrics_portfolio_limit: int = Field(1000, ge=1)
     lag_interval_s: float = Field(5.0, gt=0)
+    # inputs handled together under one lock, one state write per portfolio, one flush
+    batch_max: int = Field(500, ge=1)
+    batch_within_s: float = Field(0.002, gt=0)
 
 
 def load_kafka_settings(**overrides: object) -> KafkaSettings:

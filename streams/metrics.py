@@ -52,6 +52,10 @@ class SizerMetrics:
                              ["type", "applied"], registry=registry)
         self.consumer_lag = Gauge("sizer_consumer_lag_messages", "High watermark minus the next offset to process",
                                   ["topic", "partition"], registry=registry)
+        self.redelivered = Counter("sizer_inputs_redelivered", "Inputs delivered again after processing; skipped",
+                                   ["topic"], registry=registry)
+        self.recovered = Counter("sizer_inputs_recovered", "Inputs faust skipped, read back and processed in order",
+                                 ["topic"], registry=registry)
         self.portfolios_tracked = Gauge("sizer_portfolio_series", "Portfolios that currently carry series",
                                         registry=registry)
         self.portfolios_dropped = Counter("sizer_portfolio_series_dropped",
@@ -66,6 +70,8 @@ class SizerMetrics:
         for reason in REJECTION_REASONS:
             self.decisions.labels("rejected", reason)
         for role in ("signals", "fills", "instruments"):
+            self.redelivered.labels(role)
+            self.recovered.labels(role)
             for code in INPUT_ERROR_CODES:
                 self.dead_letters.labels(role, code)
 

@@ -26,8 +26,9 @@ from streams.processor import Processor
 from streams.topics import TopicSet
 from streams.worker.dead_letters import dead_letter
 from streams.worker.instruments import InstrumentView
+from streams.worker.positions import InputPositions, Recovered, partitions_of
 from streams.worker.tables import TableStore
-from streams.worker.transactions import SizerTransport
+from streams.worker.transactions import SizerTransport, abandon, current
 
 log = logging.getLogger("streams.worker")
 
@@ -87,6 +88,8 @@ def build_app(
     # values are our canonical JSON, written and read only by TableStore.
     exposure = app.Table("exposure", default=None, partitions=width, key_type=bytes, value_type=bytes)
     streak = app.Table("streak", default=None, partitions=width, key_type=bytes, value_type=bytes)
+    # the next offset to process of every input partition (see `positions`)
+    progress = app.Table("input-positions", default=None, partitions=width, key_type=bytes, value_type=bytes)
     registry = registry if registry is not None else CollectorRegistry()
     # faust's own sensors and the sizer's metrics, on one registry at /metrics.
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
@@ -96,7 +99,10 @@ def build_app(
 
     view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
-    processor = Processor(config, TableStore(exposure, streak, config), view)
+    tables = TableStore(exposure, streak, config)
+    processor = Processor(config, tables, view)
+    positions = InputPositions(progress, kafka.bootstrap,
+                               "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
 
     def keyed(model: Any, key_field: str) -> Callable[[Any], Any]:
         """Decode an event as `model` and check that it is keyed by its `key_field`:
@@ -179,30 +185,78 @@ def build_app(
         if event.value is not None:
             await decoded(event, decode_instrument)
 
-    async def whole(event: Any, handle: Callable[[Any], Any]) -> None:
-        """Handle one event completely before a commit can run: its outputs and its
-        table writes are in the producer (so in its partition's transaction) and
-        it is acked, so the commit that follows includes all of it or none."""
+    async def in_batch(events: list[Any], handle: Callable[[Any], Any], tracked: bool = True) -> None:
+        """Handle a batch completely before a commit can run (the consumer's commit takes
+        the same lock): every input in offset order, each exactly once by its partition's
+        position; then state, positions and the producer buffer are flushed, so the
+        commit that follows has all of the batch in its transaction or none of it."""
         async with app.processing_lock:
-            await handle(event)
-            await app.producer.buffer.flush()
-            event.ack()
+            try:
+                moved: dict[tuple[str, int], int] = {}
+                for event in events:
+                    m = event.message
+                    with current(event):
+                        if not tracked:
+                            await handle(event)
+                            continue
+                        expected = moved.get((m.topic, m.partition))
+                        if expected is None:
+                            expected = positions.next_offset(m.topic, m.partition)
+                        if m.offset < expected:
+                            positions.skipped += 1
+                            metrics.redelivered.labels(roles[m.topic]).inc()
+                            continue
+                        if m.offset > expected:
+                            await recover(event, expected)
+                        await handle(event)
+                        moved[(m.topic, m.partition)] = m.offset + 1
+                last = partitions_of(events)
+                by_partition: dict[int, list[str]] = {}
+                for portfolio_id, event in tables.changed():
+                    by_partition.setdefault(event.message.partition, []).append(portfolio_id)
+                for (topic, partition), event in last.items():
+                    with current(event):
+                        for portfolio_id in by_partition.pop(partition, ()):
+                            tables.write(portfolio_id)
+                        if (topic, partition) in moved:
+                            positions.advance(topic, partition, moved[(topic, partition)])
+                        await app.producer.buffer.flush()
+            except Exception as exc:  # noqa: BLE001 - a half-done batch must not be committed
+                abandon(exc)
+            finally:
+                tables.end_batch()
+
+    async def recover(event: Any, expected: int) -> None:
+        """Process the records faust skipped before `event`, inside its transaction."""
+        m = event.message
+        records = await positions.read(m.topic, m.partition, expected, m.offset)
+        log.warning("%s[%d]: faust skipped offsets %d..%d; processing the %d records there",
+                    m.topic, m.partition, expected, m.offset - 1, len(records))
+        positions.recovered += len(records)
+        metrics.recovered.labels(roles[m.topic]).inc(len(records))
+        handle = handlers[roles[m.topic]]
+        for record in records:
+            await handle(Recovered(record))
+
+    handlers = {"signals": size_signal, "fills": apply_fill_event}
 
     @app.agent(signals, name="size-signals")
     async def size_signals(stream: Any) -> None:
         await view.caught_up.wait()
-        async for event in stream.events():
-            await whole(event, size_signal)
+        async for events in stream.take_events(kafka.batch_max, within=kafka.batch_within_s):
+            await in_batch(events, size_signal)
 
     @app.agent(fills, name="apply-fills")
     async def apply_fills(stream: Any) -> None:
-        async for event in stream.events():
-            await whole(event, apply_fill_event)
+        async for events in stream.take_events(kafka.batch_max, within=kafka.batch_within_s):
+            await in_batch(events, apply_fill_event)
 
     @app.agent(instruments_topic, name="check-instruments")
     async def check_instruments(stream: Any) -> None:
-        async for event in stream.events():
-            await whole(event, check_instrument)
+        async for events in stream.take_events(kafka.batch_max, within=kafka.batch_within_s):
+            # positions are per partition of the co-partitioned inputs; the instruments
+            # topic is not one of them, and a redelivery here only repeats a dead letter
+            await in_batch(events, check_instrument, tracked=False)
 
     @app.timer(interval=kafka.lag_interval_s)
     async def publish_lag() -> None:

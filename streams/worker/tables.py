@@ -2,13 +2,19 @@
 
 Both are keyed by portfolio id (bytes) and hold canonical JSON. They are written
 only here, from the agents, while an input event of the portfolio's partition
-is being processed, so each write goes to that partition's changelog (and,
-under exactly-once, into that partition's transaction).
+is current, so each write goes to that partition's changelog (and, under
+exactly-once, into that partition's transaction).
+
+Within a batch the store is write-back: a portfolio touched by many inputs is
+decoded once and written once, at the end of the batch, with the last of its
+events current.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from faust.streams import current_event
 
 from streams import decimals
 from streams.config import SizingConfig
@@ -23,9 +29,13 @@ class TableStore:
         self.exposure = exposure
         self.streak = streak
         self.config = config
-        self._loaded: tuple[str, PortfolioState] | None = None
+        # portfolio -> (state as in the tables, state now, the last event that changed it)
+        self._batch: dict[str, tuple[PortfolioState, PortfolioState, Any]] = {}
 
     def load(self, portfolio_id: str) -> PortfolioState:
+        pending = self._batch.get(portfolio_id)
+        if pending is not None:
+            return pending[1]
         key = portfolio_id.encode()
         raw_exposure = self.exposure.get(key)
         raw_streak = self.streak.get(key)
@@ -33,16 +43,27 @@ class TableStore:
             exposure_from_wire(decimals.loads(raw_exposure) if raw_exposure else None),
             streak_from_wire(decimals.loads(raw_streak) if raw_streak else None, self.config),
         )
-        self._loaded = (portfolio_id, state)
+        self._batch[portfolio_id] = (state, state, None)
         return state
 
     def save(self, portfolio_id: str, state: PortfolioState) -> None:
-        """Write the tables whose value changed since `load` (the engine shares unchanged parts)."""
-        before = self._loaded[1] if self._loaded and self._loaded[0] == portfolio_id else None
+        stored = self._batch[portfolio_id][0] if portfolio_id in self._batch else None
+        self._batch[portfolio_id] = (stored, state, current_event())  # type: ignore[assignment]
+
+    def changed(self) -> list[tuple[str, Any]]:
+        """Portfolios changed in this batch, with the event to write them under."""
+        return [(portfolio_id, event) for portfolio_id, (_, _, event) in self._batch.items() if event is not None]
+
+    def write(self, portfolio_id: str) -> None:
+        """Write one changed portfolio (its event must be current); only the tables whose
+        value changed (the engine shares unchanged parts)."""
+        stored, state, _ = self._batch[portfolio_id]
         exposure, streak = to_wire(state)
         key = portfolio_id.encode()
-        if before is None or state.exposure is not before.exposure:
+        if stored is None or state.exposure is not stored.exposure:
             self.exposure[key] = decimals.dumps(exposure).encode()
-        if before is None or state.streak is not before.streak:
+        if stored is None or state.streak is not stored.streak:
             self.streak[key] = decimals.dumps(streak).encode()
-        self._loaded = (portfolio_id, state)
+
+    def end_batch(self) -> None:
+        self._batch.clear()

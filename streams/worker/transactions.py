@@ -12,25 +12,52 @@ The rule here: a send made while processing an input event belongs to the
 transaction of that event's partition, whatever topic or partition it goes to.
 Sends made outside any event (none in this product) keep faust's routing.
 
-And a commit only ever sees whole events. faust commits on a timer, in its own
-task, with the offsets of the events the streams have acked, and a stream acks
-an event only when it moves on to the next one. A commit that runs while an
-event is half done (its outputs sent, itself not yet acked, or its changelog
-writes still in faust's producer buffer) commits the outputs without the offset
-or the offset without the changelog: after a crash the event is decided twice,
-or its state change is lost (seen here under SIGKILL; faust-streaming issue
-#517 reports the duplicates). Here the agents handle each event under
-`processing_lock` (decide, send, flush the buffer, ack) and the consumer takes
-the same lock to compute and commit offsets.
+The agents take inputs in batches and make each one current in turn (`current`):
+faust's tables, its changelog partitioning and this routing all read the
+current event.
+
+And a commit only ever sees whole batches. faust commits on a timer, in its own
+task. A commit that runs while a batch is half done (some outputs sent, state or
+positions still in faust's producer buffer) commits the outputs without the
+state: after a crash the input is decided twice, or its state change is lost
+(seen here under SIGKILL; faust-streaming issue #517 reports the duplicates).
+Here the agents handle each batch under `processing_lock` and the consumer
+takes the same lock to commit. If a batch fails half way, nothing more may be
+committed: the worker exits at once (`abandon`), and the open transactions are
+aborted when its successor's producers fence them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import logging
+import os
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator, NoReturn, Optional
 
-from faust.streams import current_event
+from faust.streams import _current_event, current_event
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import Consumer, Transport
+
+
+log = logging.getLogger("streams.worker")
+
+
+@contextmanager
+def current(event: Any) -> Iterator[None]:
+    """Make `event` faust's current event (as its own stream iteration does)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def abandon(exc: BaseException) -> NoReturn:
+    """Exit now, without the commit a graceful stop would make."""
+    log.critical("batch failed half way, exiting without committing: %r", exc, exc_info=exc)
+    logging.shutdown()
+    os._exit(70)
 
 
 class EventScopedTransactionManager(TransactionManager):

@@ -1,0 +1,118 @@
+"""Which input offsets have been processed: the truth is in the changelog, not in faust.
+
+faust-streaming decides what to commit from its own bookkeeping of fetched and
+acked offsets, and that bookkeeping breaks around restarts (seen here under
+SIGKILL on 0.15.3): the fetcher can drop records it fetched before recovery's
+seek, and its gap logic then treats the dropped offsets as done and commits past
+them (lost signals; faust-streaming issues #216, #596, #606); or it hands the
+last record of a partition over twice (issue #48).
+
+So the worker keeps, for every input partition, the next offset to process in a
+changelog-backed table, written with the batch's outputs and state changes in
+the same transaction. Under that rule:
+
+- a record below the position was processed already: it is skipped, with no
+  second decision, order or state change;
+- a record above the position means faust skipped some: they are read straight
+  from Kafka and processed first, in offset order, inside the same transaction.
+
+faust's committed offsets only decide where fetching resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, NamedTuple
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger("streams.worker")
+
+
+class Record(NamedTuple):
+    """A record read past faust: enough of an event for the handlers."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float
+    headers: Any
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class Recovered(NamedTuple):
+    """An input event rebuilt from a `Record`: `.key`, `.value`, `.message` like a faust event."""
+
+    message: Record
+
+    @property
+    def key(self) -> bytes | None:
+        return self.message.key
+
+    @property
+    def value(self) -> bytes | None:
+        return self.message.value
+
+
+def position_key(topic: str, partition: int) -> bytes:
+    return f"{topic}:{partition}".encode()
+
+
+class InputPositions:
+    """The next offset to process per input partition, kept in a faust table of bytes."""
+
+    def __init__(self, table: Any, bootstrap: str, isolation_level: str) -> None:
+        self.table = table
+        self.bootstrap = bootstrap
+        self.isolation_level = isolation_level
+        self.skipped = 0  # records seen again, not processed again
+        self.recovered = 0  # records faust skipped, read here and processed
+
+    def next_offset(self, topic: str, partition: int) -> int:
+        raw = self.table.get(position_key(topic, partition))
+        return int(raw) if raw else 0
+
+    def advance(self, topic: str, partition: int, next_offset: int) -> None:
+        """Record the position; called while an event of this partition is current."""
+        self.table[position_key(topic, partition)] = str(next_offset).encode()
+
+    async def read(self, topic: str, partition: int, start: int, stop: int) -> list[Record]:
+        """The records of [start, stop) of one partition, as the broker has them now
+        (offsets taken by transaction markers, or deleted, are simply absent)."""
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level=self.isolation_level,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        records: list[Record] = []
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            while True:
+                if await consumer.position(tp) >= stop:
+                    break
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for message in batch.get(tp, []):
+                    if message.offset >= stop:
+                        break
+                    records.append(Record(topic, partition, message.offset, message.key, message.value,
+                                          message.timestamp / 1000, message.headers))
+                if records and records[-1].offset >= stop - 1:
+                    break
+        finally:
+            await consumer.stop()
+        return records
+
+
+def partitions_of(events: Iterable[Any]) -> dict[tuple[str, int], Any]:
+    """The last event of every input partition in a batch, in first-seen order."""
+    last: dict[tuple[str, int], Any] = {}
+    for event in events:
+        last[(event.message.topic, event.message.partition)] = event
+    return last
