@@ -1,0 +1,66 @@
+"""Benchmark contender (1): the practical limit, a plain aiokafka consume-and-produce loop.
+
+The same work per signal as the worker (decode and validate, the engine, encode
+the order and the decision, produce both) with none of the framework: state in
+a dict, no changelog, no transactions, offsets auto-committed. Nothing about it
+survives a crash; it only says how fast the work itself can go through Kafka.
+
+    python -m streams.bench.plain_loop   (SIZER_* settings as for the worker)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.config import load_config
+from streams.engine import InputPosition
+from streams.errors import InvalidMessage
+from streams.kafka_settings import load_kafka_settings
+from streams.models import Instrument, Signal, decode, to_json
+from streams.processor import MemoryStore, Processor
+from streams.topics import load_topics
+
+
+async def run() -> None:
+    kafka = load_kafka_settings()
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    config = load_config(preset="conviction")
+    processor = Processor(config, MemoryStore(config))
+    signals, instruments = topics.name("signals"), topics.name("instruments")
+    orders, decisions = topics.name("orders"), topics.name("decisions")
+    consumer = AIOKafkaConsumer(signals, instruments, bootstrap_servers=kafka.bootstrap, group_id=kafka.app_id,
+                                auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("plain loop ready", flush=True)
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            for tp, records in batches.items():
+                for record in records:
+                    try:
+                        if tp.topic == instruments:
+                            processor.on_instrument(decode(Instrument, record.value))
+                            continue
+                        signal_ = decode(Signal, record.value)
+                    except InvalidMessage:
+                        continue
+                    result = processor.on_signal(signal_, InputPosition(tp.topic, tp.partition, record.offset))
+                    key = record.key
+                    if result.order is not None:
+                        await producer.send(orders, to_json(result.order).encode(), key=key, partition=tp.partition)
+                    await producer.send(decisions, to_json(result.decision).encode(), key=key,
+                                        partition=tp.partition)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(run())
