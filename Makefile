@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit demo bench-core bench-audit broker broker-stop clean
+.PHONY: help venv test test-unit demo bench bench-core bench-audit broker broker-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
 	@echo "make test        run every test"
+	@echo "make bench       worker vs plain aiokafka loop vs straightforward Faust agent"
 	@echo "make bench-core  decisions per second of the pure engine"
 	@echo "make bench-audit audit throughput over a 100,000-signal history on the broker"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker"
@@ -30,6 +31,12 @@ test-unit: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m streams.demo
+
+# The worker against a plain aiokafka loop and a straightforward Faust agent.
+# Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the local broker.
+bench: $(STAMP)
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
+	$(BIN)/python -m streams.bench.stream
 
 bench-core: $(STAMP)
 	$(BIN)/python -m streams.bench.core

@@ -44,6 +44,8 @@ class KafkaSettings(BaseSettings):
     # inputs handled together under one lock, one state write per portfolio, one flush
     batch_max: int = Field(500, ge=1)
     batch_within_s: float = Field(0.002, gt=0)
+    # how often to look for partitions whose delivery stopped short of the fetch
+    stall_interval_s: float = Field(2.0, gt=0)
 
 
 def load_kafka_settings(**overrides: object) -> KafkaSettings:

@@ -56,6 +56,8 @@ class SizerMetrics:
                                    ["topic"], registry=registry)
         self.recovered = Counter("sizer_inputs_recovered", "Inputs faust skipped, read back and processed in order",
                                  ["topic"], registry=registry)
+        self.reseeks = Counter("sizer_partition_reseeks", "Partitions sought back to their position after a stall",
+                               ["topic"], registry=registry)
         self.portfolios_tracked = Gauge("sizer_portfolio_series", "Portfolios that currently carry series",
                                         registry=registry)
         self.portfolios_dropped = Counter("sizer_portfolio_series_dropped",
@@ -72,6 +74,7 @@ class SizerMetrics:
         for role in ("signals", "fills", "instruments"):
             self.redelivered.labels(role)
             self.recovered.labels(role)
+            self.reseeks.labels(role)
             for code in INPUT_ERROR_CODES:
                 self.dead_letters.labels(role, code)
 

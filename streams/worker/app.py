@@ -26,7 +26,7 @@ from streams.processor import Processor
 from streams.topics import TopicSet
 from streams.worker.dead_letters import dead_letter
 from streams.worker.instruments import InstrumentView
-from streams.worker.positions import InputPositions, Recovered, partitions_of
+from streams.worker.positions import InputPositions, Recovered, StallWatch, partitions_of
 from streams.worker.tables import TableStore
 from streams.worker.transactions import SizerTransport, abandon, current
 
@@ -101,7 +101,7 @@ def build_app(
     app.add_dependency(view)
     tables = TableStore(exposure, streak, config)
     processor = Processor(config, tables, view)
-    positions = InputPositions(progress, kafka.bootstrap,
+    positions = InputPositions(progress, [topics.name("signals"), topics.name("fills")], kafka.bootstrap,
                                "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
 
     def keyed(model: Any, key_field: str) -> Callable[[Any], Any]:
@@ -258,6 +258,25 @@ def build_app(
             # topic is not one of them, and a redelivery here only repeats a dead letter
             await in_batch(events, check_instrument, tracked=False)
 
+    watch = StallWatch()
+
+    @app.timer(interval=kafka.stall_interval_s)
+    async def reseek_stalled() -> None:
+        async with app.processing_lock:
+            for tp in app.consumer.assignment():
+                if not positions.tracks(tp.topic):
+                    continue
+                position = positions.next_offset(tp.topic, tp.partition)
+                try:
+                    fetched = await app.consumer.position(tp)
+                except Exception:  # noqa: BLE001 - mid-rebalance; look again next time
+                    continue
+                if watch.stalled(tp, position, fetched):
+                    log.warning("%s[%d]: faust fetched up to %s but delivered only up to %d; seeking back",
+                                tp.topic, tp.partition, fetched, position)
+                    metrics.reseeks.labels(roles[tp.topic]).inc()
+                    await app.consumer.seek(tp, position)
+
     @app.timer(interval=kafka.lag_interval_s)
     async def publish_lag() -> None:
         readings = []
@@ -270,6 +289,7 @@ def build_app(
                 readings.append((role, tp.partition, max(app.consumer.highwater(tp) - position, 0)))
         metrics.lag(readings)
 
+    app.input_positions = positions  # type: ignore[attr-defined]
     app.sizer = {"processor": processor, "instruments": view, "topics": topics, "config": config,  # type: ignore[attr-defined]
                  "metrics": metrics}  # type: ignore[attr-defined]
     return app

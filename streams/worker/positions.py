@@ -16,7 +16,10 @@ the same transaction. Under that rule:
 - a record above the position means faust skipped some: they are read straight
   from Kafka and processed first, in offset order, inside the same transaction.
 
-faust's committed offsets only decide where fetching resumes.
+The consumer commits these positions (`transactions.WholeEventConsumer`), and a
+timer (`stalled`) re-seeks a partition whose position stopped short of what faust
+has already fetched, for the case where faust dropped the last records of a
+partition and no later record arrives to reveal the gap.
 """
 
 from __future__ import annotations
@@ -66,12 +69,16 @@ def position_key(topic: str, partition: int) -> bytes:
 class InputPositions:
     """The next offset to process per input partition, kept in a faust table of bytes."""
 
-    def __init__(self, table: Any, bootstrap: str, isolation_level: str) -> None:
+    def __init__(self, table: Any, topics: Iterable[str], bootstrap: str, isolation_level: str) -> None:
         self.table = table
+        self.topics = frozenset(topics)
         self.bootstrap = bootstrap
         self.isolation_level = isolation_level
         self.skipped = 0  # records seen again, not processed again
         self.recovered = 0  # records faust skipped, read here and processed
+
+    def tracks(self, topic: str) -> bool:
+        return topic in self.topics
 
     def next_offset(self, topic: str, partition: int) -> int:
         raw = self.table.get(position_key(topic, partition))
@@ -108,6 +115,21 @@ class InputPositions:
         finally:
             await consumer.stop()
         return records
+
+
+class StallWatch:
+    """Partitions whose position has not moved for a whole interval while faust has
+    fetched past it: faust dropped those records and will not deliver them again."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, int] = {}
+
+    def stalled(self, tp: Any, position: int, fetched: int | None) -> bool:
+        if fetched is None or fetched <= position:
+            self._seen.pop(tp, None)
+            return False
+        before, self._seen[tp] = self._seen.get(tp), position
+        return before == position
 
 
 def partitions_of(events: Iterable[Any]) -> dict[tuple[str, int], Any]:

@@ -84,11 +84,27 @@ class EventScopedTransactionManager(TransactionManager):
 
 
 class WholeEventConsumer(Consumer):
-    """Computes and commits offsets only between events, never in the middle of one."""
+    """Commits only between batches, never in the middle of one; and for the inputs
+    with positions (`streams.worker.positions`) commits those positions, not the
+    offsets faust derives from its acks, which can skip records or stop advancing
+    for good after a restart (faust-streaming issues #596, #606)."""
 
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         async with self.app.processing_lock:
             return await super().commit(topics, start_new_transaction=start_new_transaction)
+
+    def _filter_committable_offsets(self, tps: Any) -> dict:
+        offsets = super()._filter_committable_offsets(tps)
+        positions = getattr(self.app, "input_positions", None)
+        if positions is None:
+            return offsets
+        for tp in tps:
+            if positions.tracks(tp.topic):
+                offsets.pop(tp, None)
+                position = positions.next_offset(tp.topic, tp.partition)
+                if position and self._should_commit(tp, position):
+                    offsets[tp] = position
+        return offsets
 
 
 class SizerTransport(Transport):

@@ -39,16 +39,25 @@ def deployment(bootstrap: str, tmp_path: Path) -> Deployment:
 
 
 @pytest.fixture
-def workers(deployment: Deployment):
-    """Start workers with `workers(*args, **env)`; every one is stopped after the test."""
+def workers_on():
+    """`workers_on(deployment)(*args, **env)` starts a worker; every one is stopped after the test."""
     started = []
 
-    def start(*args: str, **env: str):
-        worker = deployment.worker(*args, **env).start()
-        started.append(worker)
-        return worker
+    def on(deployment: Deployment):
+        def start(*args: str, **env: str):
+            worker = deployment.worker(*args, **env).start()
+            started.append(worker)
+            return worker
 
-    yield start
+        return start
+
+    yield on
     for worker in started:
         if worker.alive():
             worker.kill()
+
+
+@pytest.fixture
+def workers(deployment: Deployment, workers_on):
+    """Start workers with `workers(*args, **env)`; every one is stopped after the test."""
+    return workers_on(deployment)
