@@ -275,7 +275,7 @@ def build_app(
                     log.warning("%s[%d]: faust fetched up to %s but delivered only up to %d; seeking back",
                                 tp.topic, tp.partition, fetched, position)
                     metrics.reseeks.labels(roles[tp.topic]).inc()
-                    await app.consumer.seek(tp, position)
+                    await app.consumer.seek_wait({tp: position})
 
     @app.timer(interval=kafka.lag_interval_s)
     async def publish_lag() -> None:

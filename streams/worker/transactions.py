@@ -35,6 +35,7 @@ import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator, NoReturn, Optional
 
+from aiokafka import TopicPartition
 from faust.streams import _current_event, current_event
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import Consumer, Transport
@@ -89,6 +90,10 @@ class WholeEventConsumer(Consumer):
     offsets faust derives from its acks, which can skip records or stop advancing
     for good after a restart (faust-streaming issues #596, #606)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._positions_committed: dict[Any, int] = {}
+
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         async with self.app.processing_lock:
             return await super().commit(topics, start_new_transaction=start_new_transaction)
@@ -98,13 +103,24 @@ class WholeEventConsumer(Consumer):
         positions = getattr(self.app, "input_positions", None)
         if positions is None:
             return offsets
-        for tp in tps:
+        for tp in [tp for tp in offsets if positions.tracks(tp.topic)]:
+            del offsets[tp]
+        # Every assigned input whose position moved since this worker last committed
+        # it, whether or not faust counts acks for it: faust ignores acks below the
+        # group's committed offset, and a transaction is committed only with offsets.
+        committed = self._positions_committed
+        for tp in self.assignment():
             if positions.tracks(tp.topic):
-                offsets.pop(tp, None)
                 position = positions.next_offset(tp.topic, tp.partition)
-                if position and self._should_commit(tp, position):
-                    offsets[tp] = position
+                if position and committed.get(tp) != position:
+                    offsets[TopicPartition(tp.topic, tp.partition)] = position
         return offsets
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        did_commit = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        if did_commit:
+            self._positions_committed.update(offsets)
+        return did_commit
 
 
 class SizerTransport(Transport):

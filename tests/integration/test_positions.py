@@ -30,10 +30,12 @@ def commit_group_offsets(deployment: Deployment, where: str) -> None:
     async def run() -> None:
         spec = deployment.topics["signals"]
         tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
-        consumer = AIOKafkaConsumer(bootstrap_servers=deployment.bootstrap, group_id=deployment.app_id,
+        consumer = AIOKafkaConsumer(spec.name, bootstrap_servers=deployment.bootstrap, group_id=deployment.app_id,
                                     enable_auto_commit=False)
         await consumer.start()
         try:
+            while len(consumer.assignment()) < len(tps):  # joins the (otherwise empty) group
+                await consumer.getmany(timeout_ms=200)
             ends = await consumer.end_offsets(tps)
             await consumer.commit({tp: (ends[tp] if where == "end" else 0) for tp in tps if ends[tp] > 0})
         finally:
