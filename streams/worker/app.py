@@ -95,7 +95,6 @@ def build_app(
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
     roles = {topics.name(role): role for role in ("signals", "fills", "instruments")}
-    next_offsets: dict[Any, int] = {}
 
     view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
@@ -126,7 +125,6 @@ def build_app(
 
     async def decoded(event: Any, decoder: Callable[[Any], Any]) -> Any:
         """The decoded input, or None once it has been dead-lettered."""
-        next_offsets[event.message.tp] = event.message.offset + 1
         try:
             return decoder(event)
         except InvalidMessage as exc:
@@ -281,12 +279,11 @@ def build_app(
     async def publish_lag() -> None:
         readings = []
         for tp in app.consumer.assignment():
-            role = roles.get(tp.topic)
-            if role in ("signals", "fills"):
-                position = next_offsets.get(tp)
-                if position is None:
-                    position = await app.consumer.position(tp) or 0
-                readings.append((role, tp.partition, max(app.consumer.highwater(tp) - position, 0)))
+            if positions.tracks(tp.topic):
+                highwater = app.consumer.highwater(tp)  # None until the first fetch of tp returns
+                if highwater is not None:
+                    lag = max(highwater - positions.next_offset(tp.topic, tp.partition), 0)
+                    readings.append((roles[tp.topic], tp.partition, lag))
         metrics.lag(readings)
 
     app.input_positions = positions  # type: ignore[attr-defined]

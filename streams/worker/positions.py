@@ -74,6 +74,7 @@ class InputPositions:
         self.topics = frozenset(topics)
         self.bootstrap = bootstrap
         self.isolation_level = isolation_level
+        self._moved: set[tuple[str, int]] = set()
         self.skipped = 0  # records seen again, not processed again
         self.recovered = 0  # records faust skipped, read here and processed
 
@@ -87,6 +88,14 @@ class InputPositions:
     def advance(self, topic: str, partition: int, next_offset: int) -> None:
         """Record the position; called while an event of this partition is current."""
         self.table[position_key(topic, partition)] = str(next_offset).encode()
+        self._moved.add((topic, partition))
+
+    def uncommitted(self) -> list[tuple[str, int]]:
+        """Partitions whose position moved since it was last committed."""
+        return sorted(self._moved)
+
+    def committed(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self._moved.difference_update(partitions)
 
     async def read(self, topic: str, partition: int, start: int, stop: int) -> list[Record]:
         """The records of [start, stop) of one partition, as the broker has them now

@@ -90,10 +90,6 @@ class WholeEventConsumer(Consumer):
     offsets faust derives from its acks, which can skip records or stop advancing
     for good after a restart (faust-streaming issues #596, #606)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._positions_committed: dict[Any, int] = {}
-
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         async with self.app.processing_lock:
             return await super().commit(topics, start_new_transaction=start_new_transaction)
@@ -105,21 +101,25 @@ class WholeEventConsumer(Consumer):
             return offsets
         for tp in [tp for tp in offsets if positions.tracks(tp.topic)]:
             del offsets[tp]
-        # Every assigned input whose position moved since this worker last committed
-        # it, whether or not faust counts acks for it: faust ignores acks below the
-        # group's committed offset, and a transaction is committed only with offsets.
-        committed = self._positions_committed
-        for tp in self.assignment():
-            if positions.tracks(tp.topic):
-                position = positions.next_offset(tp.topic, tp.partition)
-                if position and committed.get(tp) != position:
-                    offsets[TopicPartition(tp.topic, tp.partition)] = position
+        # Every input whose position moved since its last commit, whether or not
+        # faust counted acks for it: faust ignores acks below the group's committed
+        # offset, and a transaction is committed only together with offsets.
+        # A partition revoked meanwhile is not ours to commit: its open transaction is
+        # aborted when the new owner's producer fences it, and the work is redone there.
+        assigned = self.assignment()
+        for topic, partition in positions.uncommitted():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                offsets[tp] = positions.next_offset(topic, partition)
+            else:
+                positions.committed([(topic, partition)])
         return offsets
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         did_commit = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
-        if did_commit:
-            self._positions_committed.update(offsets)
+        positions = getattr(self.app, "input_positions", None)
+        if did_commit and positions is not None:
+            positions.committed((tp.topic, tp.partition) for tp in offsets)
         return did_commit
 
 
