@@ -41,9 +41,9 @@ class KafkaSettings(BaseSettings):
     heartbeat_interval_s: float = Field(3.0, gt=0)
     metrics_portfolio_limit: int = Field(1000, ge=1)
     lag_interval_s: float = Field(5.0, gt=0)
-    # inputs handled together under one lock, one state write per portfolio, one flush
+    # at most this many inputs per fetch, handled as one batch: one lock, one state
+    # write per portfolio, one flush per partition
     batch_max: int = Field(500, ge=1)
-    batch_within_s: float = Field(0.002, gt=0)
     # how often to look for partitions whose delivery stopped short of the fetch
     stall_interval_s: float = Field(2.0, gt=0)
 

@@ -78,5 +78,5 @@ async def size(stream: Any) -> None:
 if __name__ == "__main__":
     import sys
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning", "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()

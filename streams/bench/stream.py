@@ -104,6 +104,11 @@ class Contender:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def check_alive(self) -> None:
+        if not self.alive():
+            log = (self.workdir / "contender.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{' '.join(self.command)} exited:\n{log}")
+
 
 def free_port() -> int:
     import socket
@@ -140,6 +145,7 @@ async def throughput(contender: Contender, backlog: int, timeout_s: float) -> fl
             if count >= 0.9 * backlog:
                 break
             await asyncio.sleep(0.1)
+        contender.check_alive()
     finally:
         await consumer.stop()
     started = next(((t, c) for t, c in samples if c >= 0.1 * backlog), None)
@@ -185,6 +191,7 @@ async def latency(contender: Contender, rate: int, seconds: float) -> list[float
         await producer.send_and_wait(topic, signal_value(warm, 0), key=b"p0")
         deadline = time.monotonic() + 120
         while warm not in received and time.monotonic() < deadline:
+            contender.check_alive()
             await receive(time.monotonic() + 0.2)
         if warm not in received:
             raise RuntimeError("the contender never decided the warm-up signal")

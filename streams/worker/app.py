@@ -26,9 +26,9 @@ from streams.processor import Processor
 from streams.topics import TopicSet
 from streams.worker.dead_letters import dead_letter
 from streams.worker.instruments import InstrumentView
-from streams.worker.positions import InputPositions, Recovered, StallWatch, partitions_of
+from streams.worker.positions import Input, InputPositions, StallWatch, partitions_of
 from streams.worker.tables import TableStore
-from streams.worker.transactions import SizerTransport, abandon, current
+from streams.worker.transactions import Outputs, SizerTransport, abandon, current
 
 log = logging.getLogger("streams.worker")
 
@@ -37,11 +37,19 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 
 class SizerApp(faust.App):
     """A faust App whose transport keeps every output inside the input's transaction
-    and commits only between whole events (see `transactions`)."""
+    and commits only between whole batches (see `transactions`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.processing_lock = asyncio.Lock()
+
+    async def _on_partitions_revoked(self, revoked: Any) -> None:
+        # No batch may start after this, and the one under way finishes first: its
+        # partitions' producers are about to be stopped.
+        self.consumer.stop_flow()
+        async with self.processing_lock:
+            pass
+        await super()._on_partitions_revoked(revoked)
 
     def _new_transport(self) -> Any:
         return SizerTransport(self.conf.broker_consumer, self)
@@ -71,6 +79,7 @@ def build_app(
         broker_heartbeat_interval=kafka.heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
+        broker_max_poll_records=kafka.batch_max,
         producer_acks=-1,
         web_enabled=True,
         web_port=kafka.web_port,
@@ -80,9 +89,8 @@ def build_app(
     signals = app.topic(topics.name("signals"), partitions=width, **RAW)
     fills = app.topic(topics.name("fills"), partitions=width, **RAW)
     instruments_topic = app.topic(topics.name("instruments"), partitions=topics["instruments"].partitions, **RAW)
-    orders = app.topic(topics.name("orders"), partitions=width, **RAW)
-    decisions = app.topic(topics.name("decisions"), partitions=width, **RAW)
-    dlq = app.topic(topics.name("dlq"), partitions=topics["dlq"].partitions, **RAW)
+    orders, decisions, dlq = topics.name("orders"), topics.name("decisions"), topics.name("dlq")
+    outputs = Outputs(app)
 
     # bytes key and value types make faust store and changelog them raw: the
     # values are our canonical JSON, written and read only by TableStore.
@@ -128,7 +136,7 @@ def build_app(
         try:
             return decoder(event)
         except InvalidMessage as exc:
-            await dead_letter(dlq, event, exc, metrics, roles[event.message.topic])
+            await dead_letter(outputs, dlq, event, exc, metrics, roles[event.message.topic])
             return None
 
     async def applied(event: Any, message: Any, apply: Callable[[Any, Any], Any]) -> Any:
@@ -140,7 +148,7 @@ def build_app(
         except Exception as exc:  # noqa: BLE001 - one handler, on purpose
             m = event.message
             log.exception("processing failed %s[%d]@%d", m.topic, m.partition, m.offset)
-            await dead_letter(dlq, event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"),
+            await dead_letter(outputs, dlq, event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"),
                               metrics, roles[m.topic])
             return None
 
@@ -163,8 +171,8 @@ def build_app(
         partition = event.message.partition
         key = result.decision.portfolio_id.encode()
         if result.order is not None:
-            await orders.send(key=key, value=to_json(result.order).encode(), partition=partition)
-        await decisions.send(key=key, value=to_json(result.decision).encode(), partition=partition)
+            await outputs.send(orders, key, to_json(result.order).encode(), partition)
+        await outputs.send(decisions, key, to_json(result.decision).encode(), partition)
         metrics.decided(result.decision, time.time() - signal.ts / 1000)
         metrics.portfolio_state(signal.portfolio_id, result.state, config)
 
@@ -183,20 +191,28 @@ def build_app(
         if event.value is not None:
             await decoded(event, decode_instrument)
 
-    async def in_batch(events: list[Any], handle: Callable[[Any], Any], tracked: bool = True) -> None:
-        """Handle a batch completely before a commit can run (the consumer's commit takes
-        the same lock): every input in offset order, each exactly once by its partition's
-        position; then state, positions and the producer buffer are flushed, so the
-        commit that follows has all of the batch in its transaction or none of it."""
+    handlers = {"signals": size_signal, "fills": apply_fill_event}
+
+    async def handle_inputs(messages: list[Any]) -> None:
+        """A fetched batch of signals and fills, handed over by the consumer's fetch
+        loop (`transactions.DirectInputConsumer`). Handled completely before a commit
+        can run (the consumer's commit takes the same lock): every input in offset
+        order, each exactly once by its partition's position; then state, positions
+        and the producer buffer are flushed, so the commit that follows has all of
+        the batch in its transaction or none of it."""
+        if not view.caught_up.is_set():
+            await view.caught_up.wait()
         async with app.processing_lock:
+            if not app.consumer.flow_active:
+                return  # a rebalance began: these are fetched again by their owner
+            assigned = app.consumer.assignment()
+            events = [Input(m) for m in messages if m.tp in assigned]
+            metrics.batch_size.observe(len(events))
             try:
                 moved: dict[tuple[str, int], int] = {}
                 for event in events:
                     m = event.message
                     with current(event):
-                        if not tracked:
-                            await handle(event)
-                            continue
                         expected = moved.get((m.topic, m.partition))
                         if expected is None:
                             expected = positions.next_offset(m.topic, m.partition)
@@ -206,7 +222,7 @@ def build_app(
                             continue
                         if m.offset > expected:
                             await recover(event, expected)
-                        await handle(event)
+                        await handlers[roles[m.topic]](event)
                         moved[(m.topic, m.partition)] = m.offset + 1
                 last = partitions_of(events)
                 by_partition: dict[int, list[str]] = {}
@@ -219,6 +235,7 @@ def build_app(
                         if (topic, partition) in moved:
                             positions.advance(topic, partition, moved[(topic, partition)])
                         await app.producer.buffer.flush()
+                await outputs.delivered()
             except Exception as exc:  # noqa: BLE001 - a half-done batch must not be committed
                 abandon(exc)
             finally:
@@ -234,27 +251,22 @@ def build_app(
         metrics.recovered.labels(roles[m.topic]).inc(len(records))
         handle = handlers[roles[m.topic]]
         for record in records:
-            await handle(Recovered(record))
+            await handle(Input(record))
 
-    handlers = {"signals": size_signal, "fills": apply_fill_event}
-
-    @app.agent(signals, name="size-signals")
-    async def size_signals(stream: Any) -> None:
-        await view.caught_up.wait()
-        async for events in stream.take_events(kafka.batch_max, within=kafka.batch_within_s):
-            await in_batch(events, size_signal)
-
-    @app.agent(fills, name="apply-fills")
-    async def apply_fills(stream: Any) -> None:
-        async for events in stream.take_events(kafka.batch_max, within=kafka.batch_within_s):
-            await in_batch(events, apply_fill_event)
+    app.handle_inputs = handle_inputs  # type: ignore[attr-defined]
+    # consumed by the fetch loop itself, not by agents: subscribe them here
+    app.topics.add(signals)
+    app.topics.add(fills)
 
     @app.agent(instruments_topic, name="check-instruments")
     async def check_instruments(stream: Any) -> None:
-        async for events in stream.take_events(kafka.batch_max, within=kafka.batch_within_s):
-            # positions are per partition of the co-partitioned inputs; the instruments
-            # topic is not one of them, and a redelivery here only repeats a dead letter
-            await in_batch(events, check_instrument, tracked=False)
+        # Instruments only dead-letter here (the InstrumentView applies them). They
+        # have no positions: the topic is not co-partitioned with the inputs, and a
+        # redelivery only repeats a dead letter.
+        async for event in stream.events():
+            async with app.processing_lock:
+                await check_instrument(event)
+                await outputs.delivered()
 
     watch = StallWatch()
 

@@ -30,12 +30,11 @@ def headers_for(error: InvalidMessage, topic: str, partition: int, offset: int) 
     ]
 
 
-async def dead_letter(dlq_topic: Any, event: Any, error: InvalidMessage, metrics: Any, role: str) -> None:
+async def dead_letter(outputs: Any, dlq_topic: str, event: Any, error: InvalidMessage, metrics: Any,
+                      role: str) -> None:
     """Send the event's original bytes to the dead-letter topic with the reason; log and count it."""
     message = event.message
     log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
     metrics.dead_lettered(role, error.code)
-    await dlq_topic.send(
-        key=message.key, value=message.value,
-        headers=headers_for(error, message.topic, message.partition, message.offset),
-    )
+    await outputs.send(dlq_topic, message.key, message.value,
+                       headers=headers_for(error, message.topic, message.partition, message.offset))

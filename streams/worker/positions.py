@@ -48,10 +48,15 @@ class Record(NamedTuple):
         return TopicPartition(self.topic, self.partition)
 
 
-class Recovered(NamedTuple):
-    """An input event rebuilt from a `Record`: `.key`, `.value`, `.message` like a faust event."""
+class Input:
+    """An input event as the handlers and faust's tables see one: `.message` (a faust
+    message or a `Record`), `.key`, `.value`; weakly referable, as faust's current
+    event must be."""
 
-    message: Record
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
 
     @property
     def key(self) -> bytes | None:

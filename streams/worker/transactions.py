@@ -29,6 +29,7 @@ aborted when its successor's producers fence them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import weakref
@@ -37,7 +38,7 @@ from typing import Any, Iterator, NoReturn, Optional
 
 from aiokafka import TopicPartition
 from faust.streams import _current_event, current_event
-from faust.transport.consumer import TransactionManager
+from faust.transport.consumer import CONSUMER_FETCHING, TransactionManager
 from faust.transport.drivers.aiokafka import Consumer, Transport
 
 
@@ -61,6 +62,41 @@ def abandon(exc: BaseException) -> NoReturn:
     os._exit(70)
 
 
+def transactional_id_for(app: Any, source: Any) -> str:
+    """The transaction of an input partition: faust's id for the partition group."""
+    return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
+
+
+class Outputs:
+    """Sends the worker's outputs with aiokafka directly, under exactly-once with the
+    transactional producer of the current input's partition: the same routing as
+    `EventScopedTransactionManager`, without faust's per-message topic machinery.
+    `delivered` waits for every send of the batch, so a failed send fails the batch."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._pending: list[Any] = []
+
+    def _producer(self) -> Any:
+        producer = self.app.producer
+        if not self.app.in_transaction:
+            return producer._producer
+        event = current_event()
+        if event is None:
+            raise RuntimeError("an output sent outside of any input event")
+        return producer._transaction_producers[transactional_id_for(self.app, event.message.tp)]
+
+    async def send(self, topic: str, key: Optional[bytes], value: bytes, partition: Optional[int] = None,
+                   headers: Any = None) -> None:
+        future = await self._producer().send(topic, value, key=key, partition=partition, headers=headers)
+        self._pending.append(future)
+
+    async def delivered(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
 class EventScopedTransactionManager(TransactionManager):
     async def send(
         self,
@@ -76,9 +112,7 @@ class EventScopedTransactionManager(TransactionManager):
         event = current_event()
         if event is None:
             return await super().send(topic, key, value, partition, timestamp, headers)
-        source = event.message.tp
-        group = self.app.assignor.group_for_topic(source.topic)
-        transactional_id = f"{self.app.conf.id}-{group}-{source.partition}"
+        transactional_id = transactional_id_for(self.app, event.message.tp)
         return await self.producer.send(
             topic, key, value, partition, timestamp, headers, transactional_id=transactional_id,
         )
@@ -123,8 +157,65 @@ class WholeEventConsumer(Consumer):
         return did_commit
 
 
+class DirectInputConsumer(WholeEventConsumer):
+    """Hands the records of the inputs with positions to the worker in whole fetched
+    batches, straight from the fetch loop, instead of one by one through faust's
+    conductor, channels, streams and agents (about 0.1 ms a record on the build
+    machine, more than the engine's own work). Every other record (changelogs in
+    recovery and standby, instruments) takes faust's own path, unchanged.
+
+    The loop is faust-streaming 0.15.3's `Consumer._drain_messages` with that one
+    branch added; faust's read-offset bookkeeping stays for the records it still
+    delivers, and the inputs need none of it (their positions decide)."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        handle_inputs = getattr(self.app, "handle_inputs", None)
+        positions = getattr(self.app, "input_positions", None)
+        if handle_inputs is None or positions is None:
+            return await super()._drain_messages(fetcher)
+        tracks = positions.tracks
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                inputs: list[Any] = []
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in self.getmany(timeout=1.0):
+                        if tracks(tp.topic):
+                            inputs.append(message)
+                            continue
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                    if inputs:
+                        await handle_inputs(inputs)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+
 class SizerTransport(Transport):
     """The aiokafka transport with event-scoped transactions and whole-event commits."""
 
     TransactionManager = EventScopedTransactionManager
-    Consumer = WholeEventConsumer
+    Consumer = DirectInputConsumer
