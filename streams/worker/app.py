@@ -44,11 +44,20 @@ class SizerApp(faust.App):
         self.processing_lock = asyncio.Lock()
 
     async def _on_partitions_revoked(self, revoked: Any) -> None:
-        # No batch may start after this, and the one under way finishes first: its
-        # partitions' producers are about to be stopped.
+        # No batch may start after this, the one under way finishes first (its
+        # partitions' producers are about to be stopped), and everything processed
+        # is committed before faust goes on: faust keeps the open transactions of the
+        # partitions this worker keeps, and its recovery, reading the changelogs
+        # read_committed, would then see its own persisted offsets beyond the end of
+        # the changelog and crash (ConsistencyError, seen in the failover test).
         self.consumer.stop_flow()
         async with self.processing_lock:
             pass
+        if self.consumer.assignment():
+            try:
+                await self.consumer.commit()
+            except Exception as exc:  # noqa: BLE001 - the positions make a missed commit safe
+                log.warning("commit before rebalance failed: %r", exc)
         await super()._on_partitions_revoked(revoked)
 
     def _new_transport(self) -> Any:
@@ -174,7 +183,6 @@ def build_app(
             await outputs.send(orders, key, to_json(result.order).encode(), partition)
         await outputs.send(decisions, key, to_json(result.decision).encode(), partition)
         metrics.decided(result.decision, time.time() - signal.ts / 1000)
-        metrics.portfolio_state(signal.portfolio_id, result.state, config)
 
     async def apply_fill_event(event: Any) -> None:
         fill = await decoded(event, decode_fill)
@@ -183,7 +191,6 @@ def build_app(
         result = await applied(event, fill, apply_fill)
         if result is not None:
             metrics.fills.labels(fill.type, "true" if result.changed else "false").inc()
-            metrics.portfolio_state(fill.portfolio_id, result.state, config)
 
     async def check_instrument(event: Any) -> None:
         # The InstrumentView of every worker applies instruments; this agent, run once
@@ -234,8 +241,12 @@ def build_app(
                             tables.write(portfolio_id)
                         if (topic, partition) in moved:
                             positions.advance(topic, partition, moved[(topic, partition)])
-                        await app.producer.buffer.flush()
+                # the changelog writes leave faust's buffer (each to its partition's
+                # transaction), and every output is acknowledged
+                await app.producer.buffer.flush()
                 await outputs.delivered()
+                for portfolio_id, state in tables.touched():
+                    metrics.portfolio_state(portfolio_id, state, config)
             except Exception as exc:  # noqa: BLE001 - a half-done batch must not be committed
                 abandon(exc)
             finally:

@@ -54,6 +54,10 @@ class TableStore:
         """Portfolios changed in this batch, with the event to write them under."""
         return [(portfolio_id, event) for portfolio_id, (_, _, event) in self._batch.items() if event is not None]
 
+    def touched(self) -> list[tuple[str, PortfolioState]]:
+        """Every portfolio read in this batch, with its state now."""
+        return [(portfolio_id, state) for portfolio_id, (_, state, _) in self._batch.items()]
+
     def write(self, portfolio_id: str) -> None:
         """Write one changed portfolio (its event must be current); only the tables whose
         value changed (the engine shares unchanged parts)."""

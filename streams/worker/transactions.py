@@ -98,6 +98,20 @@ class Outputs:
 
 
 class EventScopedTransactionManager(TransactionManager):
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
+        """Start the producers of the assigned partitions and wait until each has its
+        producer id: getting it fences the previous owner's producer and aborts its
+        open transaction, so the changelogs' read_committed end is where recovery can
+        trust it. Otherwise recovery can read the end of a changelog while a dead
+        worker's transaction still holds it back, find a standby's persisted offset
+        beyond it, and crash (faust ConsistencyError, seen in the failover test)."""
+        await super().on_rebalance(assigned, revoked, newly_assigned)
+        producers = self.producer._transaction_producers
+        for transactional_id in sorted(self._tps_to_transactional_ids(assigned)):
+            producer = producers.get(transactional_id)
+            if producer is not None:
+                await producer._txn_manager.wait_for_pid()
+
     async def send(
         self,
         topic: str,
@@ -123,6 +137,18 @@ class WholeEventConsumer(Consumer):
     with positions (`streams.worker.positions`) commits those positions, not the
     offsets faust derives from its acks, which can skip records or stop advancing
     for good after a restart (faust-streaming issues #596, #606)."""
+
+    async def highwaters(self, *partitions: Any) -> Any:
+        """The changelogs' ends as recovery must see them. Under exactly-once faust
+        0.15.3 answers from the last fetch response's stable offset, which is None for
+        a partition not fetched yet: recovery then takes a standby's changelog, just
+        made active, to end at -1 and crashes on its persisted offset (ConsistencyError,
+        seen in the failover test). A read_committed consumer's end offsets are the
+        last stable offsets, from the broker."""
+        if not self.in_transaction:
+            return await super().highwaters(*partitions)
+        thread = self._thread
+        return await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
 
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         async with self.app.processing_lock:

@@ -9,11 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka_io import Record, end_offsets, publish, read_topic, wait_consumed
 from streams.topics import TopicSet, apply, load_topics
@@ -75,6 +78,12 @@ class Deployment:
     def publish(self, entries: Iterable[tuple[str, Any]], keys: dict[int, bytes | None] | None = None) -> int:
         return asyncio.run(publish(self.bootstrap, self.topics, list(entries), keys))
 
+    def publish_over(self, entries: list[tuple[str, Any]], seconds: float, chunks: int = 40) -> "Publisher":
+        """Publish `entries` in order, in `chunks` spread over about `seconds`, from a
+        background thread: an upstream that keeps producing while a test breaks things,
+        and waits for the broker when it cannot reach it."""
+        return Publisher(self, entries, seconds, chunks)
+
     def read(self, role: str, isolation_level: str = "read_committed") -> list[Record]:
         spec = self.topics[role]
         return asyncio.run(read_topic(self.bootstrap, spec.name, spec.partitions, isolation_level))
@@ -121,6 +130,38 @@ class Deployment:
 
     def worker(self, *args: str, **env: str) -> "Worker":
         return Worker(self, list(args), env)
+
+
+class Publisher(threading.Thread):
+    """See `Deployment.publish_over`; `join` raises what made it stop early."""
+
+    def __init__(self, deployment: Deployment, entries: list[tuple[str, Any]], seconds: float, chunks: int) -> None:
+        super().__init__(name="publisher", daemon=True)
+        self.deployment, self.entries, self.pause_s = deployment, entries, seconds / chunks
+        self.size = max(1, -(-len(entries) // chunks))
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for start in range(0, len(self.entries), self.size):
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        self.deployment.publish(self.entries[start:start + self.size])
+                        break
+                    except KafkaConnectionError:  # no broker to bootstrap from: nothing was sent
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.5)
+                time.sleep(self.pause_s)
+        except BaseException as exc:  # noqa: BLE001 - reported by join
+            self.error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise RuntimeError("the publisher stopped early") from self.error
 
 
 class Worker:

@@ -10,11 +10,9 @@ from tests.integration.harness import Broker, Deployment
 from tests.integration.invariants import assert_exactly_once
 
 
-def mid_stream(deployment: Deployment, inputs: list) -> bool:
-    """Some signals are decided and some are not yet (offsets count transaction markers
-    too, so this undercounts what is left)."""
-    written = sum(deployment.end_offsets("decisions").values())
-    return 0 < written < sum(1 for role, _ in inputs if role == "signals")
+def mid_stream(deployment: Deployment, publisher) -> bool:
+    """Some signals are decided and more are still being published."""
+    return publisher.is_alive() and sum(deployment.end_offsets("decisions").values()) > 0
 
 
 def test_failover_to_the_other_worker_with_standby_replicas(deployment, workers):
@@ -25,10 +23,11 @@ def test_failover_to_the_other_worker_with_standby_replicas(deployment, workers)
                      SIZER_DATA_DIR=str(deployment.workdir / "data-b"))
     # both share the group: each has active partitions and standbys of the other's
     first.wait_log("[^---Recovery]: Worker ready", timeout_s=120, occurrences=2)
-    deployment.publish(inputs)
-    time.sleep(3.0)
-    assert mid_stream(deployment, inputs)
+    publisher = deployment.publish_over(inputs, seconds=20)
+    time.sleep(6.0)
+    assert mid_stream(deployment, publisher)
     first.kill()
+    publisher.join()
 
     assert_exactly_once(deployment, inputs)
     assert second.alive()
@@ -43,12 +42,13 @@ def test_the_worker_rides_out_a_broker_restart(tmp_path, workers_on):
         deployment = Deployment.create(broker.bootstrap, tmp_path)
         worker = workers_on(deployment)("--preset", "conviction")
         inputs = list(session(4000, portfolios=20, seed=9))
-        deployment.publish(inputs)
-        time.sleep(2.0)
-        assert mid_stream(deployment, inputs)
+        publisher = deployment.publish_over(inputs, seconds=20)
+        time.sleep(6.0)
+        assert mid_stream(deployment, publisher)
         broker.stop()
         time.sleep(5.0)
         broker.start()
+        publisher.join()
 
         assert_exactly_once(deployment, inputs)
         assert worker.alive(), "the worker did not recover on its own"
