@@ -20,15 +20,17 @@ def test_five_sigkills_lose_nothing_and_double_nothing(deployment, workers):
     assert len(inputs) >= 1.45 * SIGNALS
 
     worker = workers("--preset", "conviction")
-    # the inputs keep coming through all five crashes (a restart takes 10-25 s)
-    publisher = deployment.publish_over(inputs, seconds=15 * KILLS, chunks=20 * KILLS)
+    # the inputs keep coming while the worker is killed and restarted
+    publisher = deployment.publish_over(inputs, seconds=25 * KILLS, chunks=10 * KILLS)
+    while_streaming = 0
     for kill in range(KILLS):
         time.sleep(rng.uniform(1.0, 4.0))
         assert worker.alive()
+        while_streaming += publisher.is_alive()
         worker.kill()  # SIGKILL: no flush, no commit, no goodbye
         worker = workers("--preset", "conviction")
-    assert publisher.is_alive() or KILLS < 5, "the crashes should fall while inputs are still arriving"
     publisher.join()
+    assert while_streaming >= min(KILLS, 3), f"only {while_streaming} kills fell while inputs were arriving"
 
     assert_exactly_once(deployment, inputs)
     assert worker.alive()

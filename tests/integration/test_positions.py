@@ -48,12 +48,18 @@ def counter(worker, name: str) -> float:
     return scrape(worker.web_port).get((name, (("topic", "signals"),)), 0.0)
 
 
-def test_rewound_offsets_are_not_decided_again(deployment, workers):
-    inputs = [("instruments", SOL), *signals(0, 40)]
+def decide_and_stop(deployment: Deployment, workers, count: int) -> list[tuple[str, dict]]:
+    """`count` signals decided by a worker that is then stopped; the inputs."""
+    inputs = [("instruments", SOL), *signals(0, count)]
     worker = workers("--preset", "conviction")
     deployment.publish(inputs)
-    deployment.wait_for("decisions", 40)
+    deployment.wait_for("decisions", count)
     assert worker.stop() == 0
+    return inputs
+
+
+def test_rewound_offsets_are_not_decided_again(deployment, workers):
+    inputs = decide_and_stop(deployment, workers, 40)
 
     commit_group_offsets(deployment, "start")  # faust will deliver all 40 again
     worker = workers("--preset", "conviction")
@@ -62,11 +68,7 @@ def test_rewound_offsets_are_not_decided_again(deployment, workers):
 
 
 def test_offsets_committed_past_unprocessed_inputs_lose_nothing(deployment, workers):
-    inputs = [("instruments", SOL), *signals(0, 10)]
-    worker = workers("--preset", "conviction")
-    deployment.publish(inputs)
-    deployment.wait_for("decisions", 10)
-    assert worker.stop() == 0
+    decide_and_stop(deployment, workers, 10)
 
     # 30 signals faust will never deliver: the group's offsets say they are done
     deployment.publish(signals(10, 30))
