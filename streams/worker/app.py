@@ -283,16 +283,20 @@ def build_app(
 
     @app.timer(interval=kafka.stall_interval_s)
     async def reseek_stalled() -> None:
-        async with app.processing_lock:
-            for tp in app.consumer.assignment():
-                if not positions.tracks(tp.topic):
-                    continue
-                position = positions.next_offset(tp.topic, tp.partition)
-                try:
-                    fetched = await app.consumer.position(tp)
-                except Exception:  # noqa: BLE001 - mid-rebalance; look again next time
-                    continue
-                if watch.stalled(tp, position, fetched):
+        # Looks without the processing lock (positions move only at the end of a
+        # batch); takes it only to seek, and only if the position still stands.
+        for tp in app.consumer.assignment():
+            if not positions.tracks(tp.topic):
+                continue
+            position = positions.next_offset(tp.topic, tp.partition)
+            try:
+                fetched = await app.consumer.position(tp)
+            except Exception:  # noqa: BLE001 - mid-rebalance; look again next time
+                continue
+            if watch.stalled(tp, position, fetched):
+                async with app.processing_lock:
+                    if positions.next_offset(tp.topic, tp.partition) != position:
+                        continue
                     log.warning("%s[%d]: faust fetched up to %s but delivered only up to %d; seeking back",
                                 tp.topic, tp.partition, fetched, position)
                     metrics.reseeks.labels(roles[tp.topic]).inc()

@@ -151,6 +151,10 @@ class WholeEventConsumer(Consumer):
         return await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
 
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        if not self.in_transaction:
+            # At-least-once commits the positions, which move only when a batch is
+            # complete, after flushing every send: no need to hold batches back.
+            return await super().commit(topics, start_new_transaction=start_new_transaction)
         async with self.app.processing_lock:
             return await super().commit(topics, start_new_transaction=start_new_transaction)
 
