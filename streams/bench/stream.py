@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
           f"for {args.seconds:.0f} s; logs in {workdir}\n")
     print(f"| {'contender':<33} | {'signals/s':>9} | {'x (1)':>6} | {'x (2)':>6} | {'p50 ms':>7} | "
           f"{'p99 ms':>7} | {'peak RSS MB':>11} |")
-    print(f"|{'-' * 35}|{'-' * 11}:|{'-' * 7}:|{'-' * 7}:|{'-' * 8}:|{'-' * 8}:|{'-' * 12}:|")
+    print(f"|{'-' * 35}|{'-' * 10}:|{'-' * 7}:|{'-' * 7}:|{'-' * 8}:|{'-' * 8}:|{'-' * 12}:|")
     for r in results:
         ratio = f"{r.rate / base:.2f}" if base else "-"
         versus_naive = f"{r.rate / naive:.1f}" if naive else "-"
