@@ -1,8 +1,8 @@
-"""The Faust application: topics from the one spec, tables, and thin agents.
+"""The Faust application: topics from the one spec, tables, and a thin batch handler.
 
-Agents decode, read state, call the engine, write state, send. Everything that
-decides a number lives in `streams.engine`; everything that can go wrong with an
-input goes through `dead_letters.dead_letter`.
+The handler decodes, reads state, calls the engine, writes state, sends. Everything
+that decides a number lives in `streams.engine`; everything that can go wrong with
+an input goes through `dead_letters.dead_letter`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from streams.processor import Processor
 from streams.topics import TopicSet
 from streams.worker.dead_letters import dead_letter
 from streams.worker.instruments import InstrumentView
-from streams.worker.positions import Input, InputPositions, StallWatch, partitions_of
+from streams.worker.positions import Input, InputPositions, StallWatch
 from streams.worker.tables import TableStore
 from streams.worker.transactions import Outputs, SizerTransport, abandon, current
 
@@ -216,31 +216,27 @@ def build_app(
             events = [Input(m) for m in messages if m.tp in assigned]
             metrics.batch_size.observe(len(events))
             try:
-                moved: dict[tuple[str, int], int] = {}
+                # input partition -> (its next offset, the last event processed on it)
+                moved: dict[tuple[str, int], tuple[int, Any]] = {}
                 for event in events:
                     m = event.message
+                    source = (m.topic, m.partition)
                     with current(event):
-                        expected = moved.get((m.topic, m.partition))
-                        if expected is None:
-                            expected = positions.next_offset(m.topic, m.partition)
+                        expected = moved[source][0] if source in moved else positions.next_offset(*source)
                         if m.offset < expected:
-                            positions.skipped += 1
                             metrics.redelivered.labels(roles[m.topic]).inc()
                             continue
                         if m.offset > expected:
                             await recover(event, expected)
                         await handlers[roles[m.topic]](event)
-                        moved[(m.topic, m.partition)] = m.offset + 1
-                last = partitions_of(events)
-                by_partition: dict[int, list[str]] = {}
+                        moved[source] = (m.offset + 1, event)
+                # each under an event of its partition: its changelog partition and transaction
                 for portfolio_id, event in tables.changed():
-                    by_partition.setdefault(event.message.partition, []).append(portfolio_id)
-                for (topic, partition), event in last.items():
                     with current(event):
-                        for portfolio_id in by_partition.pop(partition, ()):
-                            tables.write(portfolio_id)
-                        if (topic, partition) in moved:
-                            positions.advance(topic, partition, moved[(topic, partition)])
+                        tables.write(portfolio_id)
+                for (topic, partition), (next_offset, event) in moved.items():
+                    with current(event):
+                        positions.advance(topic, partition, next_offset)
                 # the changelog writes leave faust's buffer (each to its partition's
                 # transaction), and every output is acknowledged
                 await app.producer.buffer.flush()
@@ -258,7 +254,6 @@ def build_app(
         records = await positions.read(m.topic, m.partition, expected, m.offset)
         log.warning("%s[%d]: faust skipped offsets %d..%d; processing the %d records there",
                     m.topic, m.partition, expected, m.offset - 1, len(records))
-        positions.recovered += len(records)
         metrics.recovered.labels(roles[m.topic]).inc(len(records))
         handle = handlers[roles[m.topic]]
         for record in records:

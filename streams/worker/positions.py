@@ -16,7 +16,7 @@ the same transaction. Under that rule:
 - a record above the position means faust skipped some: they are read straight
   from Kafka and processed first, in offset order, inside the same transaction.
 
-The consumer commits these positions (`transactions.WholeEventConsumer`), and a
+The consumer commits these positions (`transactions.WholeBatchConsumer`), and a
 timer (`stalled`) re-seeks a partition whose position stopped short of what faust
 has already fetched, for the case where faust dropped the last records of a
 partition and no later record arrives to reveal the gap.
@@ -80,8 +80,6 @@ class InputPositions:
         self.bootstrap = bootstrap
         self.isolation_level = isolation_level
         self._moved: set[tuple[str, int]] = set()
-        self.skipped = 0  # records seen again, not processed again
-        self.recovered = 0  # records faust skipped, read here and processed
 
     def tracks(self, topic: str) -> bool:
         return topic in self.topics
@@ -144,11 +142,3 @@ class StallWatch:
             return False
         before, self._seen[tp] = self._seen.get(tp), position
         return before == position
-
-
-def partitions_of(events: Iterable[Any]) -> dict[tuple[str, int], Any]:
-    """The last event of every input partition in a batch, in first-seen order."""
-    last: dict[tuple[str, int], Any] = {}
-    for event in events:
-        last[(event.message.topic, event.message.partition)] = event
-    return last

@@ -1,4 +1,4 @@
-"""Exactly-once for every output, not only the changelogs.
+"""Exactly-once for every output, not only the changelogs; commits of whole batches.
 
 faust-streaming routes a send to the transactional producer of the *output*
 topic's own partition group. A topic the app does not consume (`orders`,
@@ -8,20 +8,18 @@ id at all: outside the transaction that commits the input offset
 `tid=<app>-<group>-<p>`, output writes `tid=None`). After a crash the input is
 processed again and its orders and decisions appear twice under read_committed.
 
-The rule here: a send made while processing an input event belongs to the
-transaction of that event's partition, whatever topic or partition it goes to.
-Sends made outside any event (none in this product) keep faust's routing.
-
-The agents take inputs in batches and make each one current in turn (`current`):
-faust's tables, its changelog partitioning and this routing all read the
-current event.
+The rule here: every output is sent (`Outputs`) in the transaction of the
+partition of the input being processed, whatever topic or partition it goes
+to. The worker makes each input of a batch faust's current event in turn
+(`current`): faust's tables, its changelog partitioning and this routing all
+read the current event.
 
 And a commit only ever sees whole batches. faust commits on a timer, in its own
 task. A commit that runs while a batch is half done (some outputs sent, state or
 positions still in faust's producer buffer) commits the outputs without the
 state: after a crash the input is decided twice, or its state change is lost
 (seen here under SIGKILL; faust-streaming issue #517 reports the duplicates).
-Here the agents handle each batch under `processing_lock` and the consumer
+Here the worker handles each batch under `processing_lock` and the consumer
 takes the same lock to commit. If a batch fails half way, nothing more may be
 committed: the worker exits at once (`abandon`), and the open transactions are
 aborted when its successor's producers fence them.
@@ -69,8 +67,8 @@ def transactional_id_for(app: Any, source: Any) -> str:
 
 class Outputs:
     """Sends the worker's outputs with aiokafka directly, under exactly-once with the
-    transactional producer of the current input's partition: the same routing as
-    `EventScopedTransactionManager`, without faust's per-message topic machinery.
+    transactional producer of the current input's partition, without faust's
+    per-message topic machinery.
     `delivered` waits for every send of the batch, so a failed send fails the batch."""
 
     def __init__(self, app: Any) -> None:
@@ -97,7 +95,7 @@ class Outputs:
             await asyncio.gather(*pending)
 
 
-class EventScopedTransactionManager(TransactionManager):
+class FencingTransactionManager(TransactionManager):
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
         """Start the producers of the assigned partitions and wait until each has its
         producer id: getting it fences the previous owner's producer and aborts its
@@ -112,27 +110,8 @@ class EventScopedTransactionManager(TransactionManager):
             if producer is not None:
                 await producer._txn_manager.wait_for_pid()
 
-    async def send(
-        self,
-        topic: str,
-        key: Optional[bytes],
-        value: Optional[bytes],
-        partition: Optional[int],
-        timestamp: Optional[float],
-        headers: Any,
-        *,
-        transactional_id: Optional[str] = None,
-    ) -> Any:
-        event = current_event()
-        if event is None:
-            return await super().send(topic, key, value, partition, timestamp, headers)
-        transactional_id = transactional_id_for(self.app, event.message.tp)
-        return await self.producer.send(
-            topic, key, value, partition, timestamp, headers, transactional_id=transactional_id,
-        )
 
-
-class WholeEventConsumer(Consumer):
+class WholeBatchConsumer(Consumer):
     """Commits only between batches, never in the middle of one; and for the inputs
     with positions (`streams.worker.positions`) commits those positions, not the
     offsets faust derives from its acks, which can skip records or stop advancing
@@ -187,7 +166,7 @@ class WholeEventConsumer(Consumer):
         return did_commit
 
 
-class DirectInputConsumer(WholeEventConsumer):
+class DirectInputConsumer(WholeBatchConsumer):
     """Hands the records of the inputs with positions to the worker in whole fetched
     batches, straight from the fetch loop, instead of one by one through faust's
     conductor, channels, streams and agents (about 0.1 ms a record on the build
@@ -245,7 +224,8 @@ class DirectInputConsumer(WholeEventConsumer):
 
 
 class SizerTransport(Transport):
-    """The aiokafka transport with event-scoped transactions and whole-event commits."""
+    """The aiokafka transport with fenced producers, whole-batch commits of the input
+    positions and the direct input path."""
 
-    TransactionManager = EventScopedTransactionManager
+    TransactionManager = FencingTransactionManager
     Consumer = DirectInputConsumer
