@@ -82,25 +82,49 @@ async def read_topic(bootstrap: str, topic: str, partitions: int, isolation_leve
                      timeout_s: float = 30.0) -> list[Record]:
     """Every record of `topic` (with `partitions` partitions, as its spec says) from
     the beginning to its end offsets as of now, in partition then offset order."""
+    records = await _read(bootstrap, {TopicPartition(topic, p): (None, None) for p in range(partitions)},
+                          isolation_level, timeout_s)
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records
+
+
+async def read_range(bootstrap: str, topic: str, partition: int, start: int, stop: int,
+                     isolation_level: str = "read_committed", timeout_s: float = 60.0) -> list[Record]:
+    """The records of offsets [start, stop) of one partition, as the broker has them
+    now (offsets taken by transaction markers, or deleted, are simply absent)."""
+    return await _read(bootstrap, {TopicPartition(topic, partition): (start, stop)}, isolation_level, timeout_s)
+
+
+async def _read(bootstrap: str, spans: dict[TopicPartition, tuple[int | None, int | None]], isolation_level: str,
+                timeout_s: float) -> list[Record]:
+    """Records of each partition from its start (None: the beginning) up to its stop
+    (None: its end offset as of now); only an explicit stop also bounds what is kept."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                 isolation_level=isolation_level, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        tps = list(spans)
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
+        for tp, (start, _) in spans.items():
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+        current_ends = await consumer.end_offsets(tps)
+        ends = {tp: current_ends[tp] if stop is None else stop for tp, (_, stop) in spans.items()}
+        limits = {tp: stop for tp, (_, stop) in spans.items()}
         records: list[Record] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             if loop.time() > deadline:
-                raise TimeoutError(f"reading {topic} did not reach its end offsets in {timeout_s} s")
+                raise TimeoutError(f"reading {sorted({tp.topic for tp in tps})} did not reach its end offsets "
+                                   f"in {timeout_s} s")
             batches = await consumer.getmany(timeout_ms=500)
             for tp, batch in batches.items():
+                limit = limits[tp]
                 records += [Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
-                            for r in batch]
-        records.sort(key=lambda r: (r.partition, r.offset))
+                            for r in batch if limit is None or r.offset < limit]
         return records
     finally:
         await consumer.stop()

@@ -24,34 +24,15 @@ partition and no later record arrives to reveal the gap.
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-log = logging.getLogger("streams.worker")
-
-
-class Record(NamedTuple):
-    """A record read past faust: enough of an event for the handlers."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float
-    headers: Any
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
+from streams.kafka_io import Record, read_range
 
 
 class Input:
     """An input event as the handlers and faust's tables see one: `.message` (a faust
-    message or a `Record`), `.key`, `.value`; weakly referable, as faust's current
-    event must be."""
+    message, or a `kafka_io.Record` read past faust), `.key`, `.value`; weakly
+    referable, as faust's current event must be."""
 
     __slots__ = ("message", "__weakref__")
 
@@ -101,32 +82,8 @@ class InputPositions:
         self._moved.difference_update(partitions)
 
     async def read(self, topic: str, partition: int, start: int, stop: int) -> list[Record]:
-        """The records of [start, stop) of one partition, as the broker has them now
-        (offsets taken by transaction markers, or deleted, are simply absent)."""
-        tp = TopicPartition(topic, partition)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level=self.isolation_level,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        records: list[Record] = []
-        try:
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            while True:
-                if await consumer.position(tp) >= stop:
-                    break
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for message in batch.get(tp, []):
-                    if message.offset >= stop:
-                        break
-                    records.append(Record(topic, partition, message.offset, message.key, message.value,
-                                          message.timestamp / 1000, message.headers))
-                if records and records[-1].offset >= stop - 1:
-                    break
-        finally:
-            await consumer.stop()
-        return records
+        """The records of [start, stop) of one input partition, read past faust."""
+        return await read_range(self.bootstrap, topic, partition, start, stop, self.isolation_level)
 
 
 class StallWatch:
