@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from decimal import Decimal
-from typing import Iterable
+from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -67,12 +67,14 @@ class SizerMetrics:
                                           registry=registry)
         self.portfolio = {key: Gauge(name, text, ["portfolio"], registry=registry)
                           for key, (name, text) in PORTFOLIO_GAUGES.items()}
-        self._tracked: OrderedDict[str, None] = OrderedDict()
+        self._tracked: OrderedDict[str, dict[str, Any]] = OrderedDict()  # portfolio -> its series
         # Every known label set starts at zero: a counter series that first appears at 1
         # has no earlier sample, and increase() (so every alert on it) would miss it.
-        self.decisions.labels("accepted", "")
+        # (outcome, reason) -> its series, looked up once (per decision, labels() costs
+        # more than the increment)
+        self._decided = {("accepted", ""): self.decisions.labels("accepted", "")}
         for reason in REJECTION_REASONS:
-            self.decisions.labels("rejected", reason)
+            self._decided[("rejected", reason)] = self.decisions.labels("rejected", reason)
         for role in ("signals", "fills", "instruments"):
             self.redelivered.labels(role)
             self.recovered.labels(role)
@@ -81,7 +83,11 @@ class SizerMetrics:
                 self.dead_letters.labels(role, code)
 
     def decided(self, decision: Decision, latency_s: float | None) -> None:
-        self.decisions.labels(decision.outcome, decision.reason or "").inc()
+        labels = (decision.outcome, decision.reason or "")
+        series = self._decided.get(labels)
+        if series is None:
+            series = self._decided[labels] = self.decisions.labels(*labels)
+        series.inc()
         if decision.outcome == "accepted":
             self.accepted_notional.observe(float(decision.notional))
             if latency_s is not None:
@@ -92,7 +98,8 @@ class SizerMetrics:
 
     def portfolio_state(self, portfolio_id: str, state: PortfolioState, config: SizingConfig) -> None:
         """Publish one portfolio's figures, within the series limit."""
-        if portfolio_id in self._tracked:
+        series = self._tracked.get(portfolio_id)
+        if series is not None:
             self._tracked.move_to_end(portfolio_id)
         else:
             if len(self._tracked) >= self.portfolio_limit:
@@ -100,7 +107,8 @@ class SizerMetrics:
                 for gauge in self.portfolio.values():
                     gauge.remove(evicted)
                 self.portfolios_dropped.inc()
-            self._tracked[portfolio_id] = None
+            series = self._tracked[portfolio_id] = {key: gauge.labels(portfolio_id)
+                                                     for key, gauge in self.portfolio.items()}
             self.portfolios_tracked.set(len(self._tracked))
         reserved = state.reserved()
         exposure = state.position_value(config) + reserved
@@ -113,7 +121,7 @@ class SizerMetrics:
             "drawdown": int(streak.drawdown), "phase": streak.phase, "equity": streak.equity,
         }
         for key, value in values.items():
-            self.portfolio[key].labels(portfolio_id).set(float(value))
+            series[key].set(float(value))
 
     def lag(self, readings: Iterable[tuple[str, int, int]]) -> None:
         """(topic role, partition, lag) readings for the input partitions this worker owns."""

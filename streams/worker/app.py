@@ -42,6 +42,9 @@ class SizerApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.processing_lock = asyncio.Lock()
+        # what the worker keeps decoded from its tables, dropped whenever partitions
+        # move: recovery may then rewrite the tables
+        self.forget_on_rebalance: list[Callable[[], None]] = []
 
     async def _on_partitions_revoked(self, revoked: Any) -> None:
         # No batch may start after this, the one under way finishes first (its
@@ -52,13 +55,19 @@ class SizerApp(faust.App):
         # the changelog and crash (ConsistencyError, seen in the failover test).
         self.consumer.stop_flow()
         async with self.processing_lock:
-            pass
+            for forget in self.forget_on_rebalance:
+                forget()
         if self.consumer.assignment():
             try:
                 await self.consumer.commit()
             except Exception as exc:  # noqa: BLE001 - the positions make a missed commit safe
                 log.warning("commit before rebalance failed: %r", exc)
         await super()._on_partitions_revoked(revoked)
+
+    async def _on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        for forget in self.forget_on_rebalance:
+            forget()
+        await super()._on_partitions_assigned(assigned, generation_id)
 
     def _new_transport(self) -> Any:
         return SizerTransport(self.conf.broker_consumer, self)
@@ -115,9 +124,9 @@ def build_app(
 
     view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
-    tables = TableStore(exposure, streak, config)
+    tables = TableStore(exposure, streak, config, outputs)
     processor = Processor(config, tables, view)
-    positions = InputPositions(progress, [topics.name("signals"), topics.name("fills")], kafka.bootstrap,
+    positions = InputPositions(progress, outputs, [topics.name("signals"), topics.name("fills")], kafka.bootstrap,
                                "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
 
     def keyed(model: Any, key_field: str) -> Callable[[Any], Any]:
@@ -204,9 +213,9 @@ def build_app(
         """A fetched batch of signals and fills, handed over by the consumer's fetch
         loop (`transactions.DirectInputConsumer`). Handled completely before a commit
         can run (the consumer's commit takes the same lock): every input in offset
-        order, each exactly once by its partition's position; then state, positions
-        and the producer buffer are flushed, so the commit that follows has all of
-        the batch in its transaction or none of it."""
+        order, each exactly once by its partition's position; then state and positions
+        are written, and every send is acknowledged, so the commit that follows has
+        all of the batch in its transaction or none of it."""
         if not view.caught_up.is_set():
             await view.caught_up.wait()
         async with app.processing_lock:
@@ -233,13 +242,11 @@ def build_app(
                 # each under an event of its partition: its changelog partition and transaction
                 for portfolio_id, event in tables.changed():
                     with current(event):
-                        tables.write(portfolio_id)
+                        await tables.write(portfolio_id)
                 for (topic, partition), (next_offset, event) in moved.items():
                     with current(event):
-                        positions.advance(topic, partition, next_offset)
-                # the changelog writes leave faust's buffer (each to its partition's
-                # transaction), and every output is acknowledged
-                await app.producer.buffer.flush()
+                        await positions.advance(topic, partition, next_offset)
+                # every output and changelog record acknowledged
                 await outputs.delivered()
                 for portfolio_id, state in tables.touched():
                     metrics.portfolio_state(portfolio_id, state, config)
@@ -308,6 +315,7 @@ def build_app(
                     readings.append((roles[tp.topic], tp.partition, lag))
         metrics.lag(readings)
 
+    app.forget_on_rebalance += [tables.forget, positions.forget]
     app.input_positions = positions  # type: ignore[attr-defined]
     app.sizer = {"processor": processor, "instruments": view, "topics": topics, "config": config,  # type: ignore[attr-defined]
                  "metrics": metrics}  # type: ignore[attr-defined]

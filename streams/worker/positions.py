@@ -55,24 +55,37 @@ def position_key(topic: str, partition: int) -> bytes:
 class InputPositions:
     """The next offset to process per input partition, kept in a faust table of bytes."""
 
-    def __init__(self, table: Any, topics: Iterable[str], bootstrap: str, isolation_level: str) -> None:
+    def __init__(self, table: Any, outputs: Any, topics: Iterable[str], bootstrap: str, isolation_level: str) -> None:
         self.table = table
+        self.outputs = outputs  # transactions.Outputs: writes table entries
         self.topics = frozenset(topics)
         self.bootstrap = bootstrap
         self.isolation_level = isolation_level
         self._moved: set[tuple[str, int]] = set()
+        # (topic, partition) -> the next offset this worker wrote to the table; forgotten
+        # when partitions move (only what it wrote itself: a timer may read the table
+        # while recovery is still rewriting it)
+        self._known: dict[tuple[str, int], int] = {}
 
     def tracks(self, topic: str) -> bool:
         return topic in self.topics
 
     def next_offset(self, topic: str, partition: int) -> int:
-        raw = self.table.get(position_key(topic, partition))
-        return int(raw) if raw else 0
+        known = self._known.get((topic, partition))
+        if known is None:
+            raw = self.table.get(position_key(topic, partition))
+            return int(raw) if raw else 0
+        return known
 
-    def advance(self, topic: str, partition: int, next_offset: int) -> None:
+    async def advance(self, topic: str, partition: int, next_offset: int) -> None:
         """Record the position; called while an event of this partition is current."""
-        self.table[position_key(topic, partition)] = str(next_offset).encode()
+        await self.outputs.put(self.table, position_key(topic, partition), str(next_offset).encode())
+        self._known[(topic, partition)] = next_offset
         self._moved.add((topic, partition))
+
+    def forget(self) -> None:
+        """Read the positions from the table again: partitions are moving."""
+        self._known.clear()
 
     def uncommitted(self) -> list[tuple[str, int]]:
         """Partitions whose position moved since it was last committed."""

@@ -7,7 +7,10 @@ exactly-once, into that partition's transaction).
 
 Within a batch the store is write-back: a portfolio touched by many inputs is
 decoded once and written once, at the end of the batch, with the last of its
-events current.
+events current. Between batches the states last written or read are kept
+decoded: only this worker writes the portfolios of its partitions, and the
+worker forgets them all (`forget`) whenever partitions move, before recovery can
+change a table under it.
 """
 
 from __future__ import annotations
@@ -25,24 +28,30 @@ from streams.engine.state import exposure_from_wire, streak_from_wire, to_wire
 class TableStore:
     """The StateStore of the worker: reads and writes the two tables."""
 
-    def __init__(self, exposure: Any, streak: Any, config: SizingConfig) -> None:
+    def __init__(self, exposure: Any, streak: Any, config: SizingConfig, outputs: Any) -> None:
         self.exposure = exposure
         self.streak = streak
         self.config = config
+        self.outputs = outputs  # transactions.Outputs: writes table entries
         # portfolio -> (state as in the tables, state now, the last event that changed it)
         self._batch: dict[str, tuple[PortfolioState, PortfolioState, Any]] = {}
+        # portfolio -> state as in the tables, decoded
+        self._stored: dict[str, PortfolioState] = {}
 
     def load(self, portfolio_id: str) -> PortfolioState:
         pending = self._batch.get(portfolio_id)
         if pending is not None:
             return pending[1]
-        key = portfolio_id.encode()
-        raw_exposure = self.exposure.get(key)
-        raw_streak = self.streak.get(key)
-        state = PortfolioState(
-            exposure_from_wire(decimals.loads(raw_exposure) if raw_exposure else None),
-            streak_from_wire(decimals.loads(raw_streak) if raw_streak else None, self.config),
-        )
+        state = self._stored.get(portfolio_id)
+        if state is None:
+            key = portfolio_id.encode()
+            raw_exposure = self.exposure.get(key)
+            raw_streak = self.streak.get(key)
+            state = PortfolioState(
+                exposure_from_wire(decimals.loads(raw_exposure) if raw_exposure else None),
+                streak_from_wire(decimals.loads(raw_streak) if raw_streak else None, self.config),
+            )
+            self._stored[portfolio_id] = state
         self._batch[portfolio_id] = (state, state, None)
         return state
 
@@ -58,16 +67,21 @@ class TableStore:
         """Every portfolio read in this batch, with its state now."""
         return [(portfolio_id, state) for portfolio_id, (_, state, _) in self._batch.items()]
 
-    def write(self, portfolio_id: str) -> None:
+    async def write(self, portfolio_id: str) -> None:
         """Write one changed portfolio (its event must be current); only the tables whose
         value changed (the engine shares unchanged parts)."""
         stored, state, _ = self._batch[portfolio_id]
         exposure, streak = to_wire(state)
         key = portfolio_id.encode()
         if stored is None or state.exposure is not stored.exposure:
-            self.exposure[key] = decimals.dumps(exposure).encode()
+            await self.outputs.put(self.exposure, key, decimals.dumps(exposure).encode())
         if stored is None or state.streak is not stored.streak:
-            self.streak[key] = decimals.dumps(streak).encode()
+            await self.outputs.put(self.streak, key, decimals.dumps(streak).encode())
+        self._stored[portfolio_id] = state
 
     def end_batch(self) -> None:
         self._batch.clear()
+
+    def forget(self) -> None:
+        """Drop the decoded states: partitions are moving (a rebalance began)."""
+        self._stored.clear()
