@@ -53,7 +53,7 @@ class SizerMetrics:
         self.consumer_lag = Gauge("sizer_consumer_lag_messages", "High watermark minus the next offset to process",
                                   ["topic", "partition"], registry=registry)
         self.batch_size = Histogram("sizer_batch_inputs", "Inputs handled per batch (one lock, one flush)",
-                                    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=registry)
+                                    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000), registry=registry)
         self.redelivered = Counter("sizer_inputs_redelivered", "Inputs delivered again after processing; skipped",
                                    ["topic"], registry=registry)
         self.recovered = Counter("sizer_inputs_recovered", "Inputs faust skipped, read back and processed in order",
