@@ -99,7 +99,8 @@ class Contender:
                 return int(line.split()[1]) / 1024
         return 0.0
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop the process and delete the topics."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -107,6 +108,7 @@ class Contender:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        asyncio.run(self.delete_topics())
 
     async def delete_topics(self) -> None:
         """Its topics and faust's (changelogs, assignor), so that runs do not pile up
@@ -263,8 +265,7 @@ def measure(bootstrap: str, name: str, command: list[str], env: dict[str, str], 
         figures.rate = asyncio.run(throughput(contender, args.backlog, args.timeout))
         figures.rss_mb = contender.peak_rss_mb() if contender.alive() else 0.0
     finally:
-        contender.stop()
-        asyncio.run(contender.delete_topics())
+        contender.close()
     contender = Contender(bootstrap, command, env, workdir)
     try:
         samples = asyncio.run(latency(contender, args.rate, args.seconds))
@@ -272,8 +273,7 @@ def measure(bootstrap: str, name: str, command: list[str], env: dict[str, str], 
         figures.p50_ms, figures.p99_ms = percentile(samples, 0.50), percentile(samples, 0.99)
         figures.rss_mb = max(figures.rss_mb, contender.peak_rss_mb() if contender.alive() else 0.0)
     finally:
-        contender.stop()
-        asyncio.run(contender.delete_topics())
+        contender.close()
     return figures
 
 

@@ -43,7 +43,7 @@ class SizerApp(faust.App):
         super().__init__(*args, **kwargs)
         self.processing_lock = asyncio.Lock()
         # what the worker keeps decoded from its tables, dropped whenever partitions
-        # move: recovery may then rewrite the tables
+        # move (every rebalance revokes first): recovery may then rewrite the tables
         self.forget_on_rebalance: list[Callable[[], None]] = []
 
     async def _on_partitions_revoked(self, revoked: Any) -> None:
@@ -63,11 +63,6 @@ class SizerApp(faust.App):
             except Exception as exc:  # noqa: BLE001 - the positions make a missed commit safe
                 log.warning("commit before rebalance failed: %r", exc)
         await super()._on_partitions_revoked(revoked)
-
-    async def _on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
-        for forget in self.forget_on_rebalance:
-            forget()
-        await super()._on_partitions_assigned(assigned, generation_id)
 
     def _new_transport(self) -> Any:
         return SizerTransport(self.conf.broker_consumer, self)

@@ -33,15 +33,15 @@ class TableStore:
         self.streak = streak
         self.config = config
         self.outputs = outputs  # transactions.Outputs: writes table entries
-        # portfolio -> (state as in the tables, state now, the last event that changed it)
-        self._batch: dict[str, tuple[PortfolioState, PortfolioState, Any]] = {}
-        # portfolio -> state as in the tables, decoded
+        # portfolio -> (its state now, the last event that changed it) in this batch
+        self._batch: dict[str, tuple[PortfolioState, Any]] = {}
+        # portfolio -> its state as in the tables, decoded
         self._stored: dict[str, PortfolioState] = {}
 
     def load(self, portfolio_id: str) -> PortfolioState:
         pending = self._batch.get(portfolio_id)
         if pending is not None:
-            return pending[1]
+            return pending[0]
         state = self._stored.get(portfolio_id)
         if state is None:
             key = portfolio_id.encode()
@@ -52,25 +52,25 @@ class TableStore:
                 streak_from_wire(decimals.loads(raw_streak) if raw_streak else None, self.config),
             )
             self._stored[portfolio_id] = state
-        self._batch[portfolio_id] = (state, state, None)
+        self._batch[portfolio_id] = (state, None)
         return state
 
     def save(self, portfolio_id: str, state: PortfolioState) -> None:
-        stored = self._batch[portfolio_id][0] if portfolio_id in self._batch else None
-        self._batch[portfolio_id] = (stored, state, current_event())  # type: ignore[assignment]
+        self._batch[portfolio_id] = (state, current_event())
 
     def changed(self) -> list[tuple[str, Any]]:
         """Portfolios changed in this batch, with the event to write them under."""
-        return [(portfolio_id, event) for portfolio_id, (_, _, event) in self._batch.items() if event is not None]
+        return [(portfolio_id, event) for portfolio_id, (_, event) in self._batch.items() if event is not None]
 
     def touched(self) -> list[tuple[str, PortfolioState]]:
         """Every portfolio read in this batch, with its state now."""
-        return [(portfolio_id, state) for portfolio_id, (_, state, _) in self._batch.items()]
+        return [(portfolio_id, state) for portfolio_id, (state, _) in self._batch.items()]
 
     async def write(self, portfolio_id: str) -> None:
         """Write one changed portfolio (its event must be current); only the tables whose
         value changed (the engine shares unchanged parts)."""
-        stored, state, _ = self._batch[portfolio_id]
+        state, _ = self._batch[portfolio_id]
+        stored = self._stored.get(portfolio_id)
         exposure, streak = to_wire(state)
         key = portfolio_id.encode()
         if stored is None or state.exposure is not stored.exposure:

@@ -114,13 +114,13 @@ class Outputs:
             await asyncio.gather(*pending)
         # What faust's Collection._on_changelog_sent does for each changelog record,
         # once per changelog partition: the offset up to which the local store holds it.
-        last: dict[tuple[int, Any], tuple[Any, int]] = {}
+        last: dict[Any, tuple[Any, int]] = {}  # changelog partition -> (its table's store, offset)
         for store, future in changelog:
             sent = future.result()
-            key = (id(store), sent.topic_partition)
-            if key not in last or last[key][1] < sent.offset:
-                last[key] = (store, sent.offset)
-        for (_, tp), (store, offset) in last.items():
+            tp = sent.topic_partition
+            if tp not in last or last[tp][1] < sent.offset:
+                last[tp] = (store, sent.offset)
+        for tp, (store, offset) in last.items():
             if self.app.in_transaction:
                 self.app.tables.persist_offset_on_commit(store, tp, offset)
             else:
