@@ -136,7 +136,14 @@ class SizingConfig(BaseSettings):
     exposure_basis: Literal["entry", "mark"] = "entry"
 
     max_signal_age_s: Annotated[Dec, Field(gt=0)] | None = Decimal("300")
-    reservation_ttl_s: Annotated[Dec, Field(gt=0)] = Decimal("600")
+    """A signal older than this (event time, against the portfolio's clock) is STALE_SIGNAL; unset: never."""
+    max_future_skew_s: Annotated[Dec, Field(gt=0)] = Decimal("60")
+    """An input stamped more than this ahead of its Kafka record timestamp is dead-lettered FUTURE_TIMESTAMP."""
+    reservation_ttl_s: Annotated[Dec, Field(ge=1)] | None = None
+    """Unset: a reservation lives until its order is filled (final), canceled or released.
+    Set: it lapses this long after it was made, on the portfolio clock (at least `max_signal_age_s`)."""
+    unscored_signals: Literal["static", "reject"] = "static"
+    """A signal without a score: `static` sizes it with conviction multiplier 1; `reject` is NO_SCORE."""
     signal_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
     fill_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
 
@@ -170,6 +177,17 @@ class SizingConfig(BaseSettings):
             raise ValueError("min_fraction must be <= max_fraction")
         return self
 
+    @model_validator(mode="after")
+    def _reservations_outlive_signals(self) -> "SizingConfig":
+        # A reservation that could lapse before its signal goes stale would free
+        # the cap while a signal of the same age is still being sized.
+        ttl, age = self.reservation_ttl_s, self.max_signal_age_s
+        if ttl is not None and age is not None and ttl < age:
+            raise ValueError(
+                f"reservation_ttl_s must be unset or at least max_signal_age_s ({decimals.canonical(age)}), "
+                f"got {decimals.canonical(ttl)}")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -194,8 +212,13 @@ class SizingConfig(BaseSettings):
         return None if self.max_signal_age_s is None else int(self.max_signal_age_s * 1000)
 
     @cached_property
-    def reservation_ttl_ms(self) -> int:
-        return int(self.reservation_ttl_s * 1000)
+    def reservation_ttl_ms(self) -> int | None:
+        """None: reservations never lapse on their own."""
+        return None if self.reservation_ttl_s is None else int(self.reservation_ttl_s * 1000)
+
+    @cached_property
+    def max_future_skew_ms(self) -> int:
+        return int(self.max_future_skew_s * 1000)
 
     def effective(self) -> dict[str, Any]:
         """The effective configuration as plain JSON data (Decimals as canonical strings)."""
@@ -235,7 +258,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
     "conviction": {
         "preset": "conviction", "conviction": "linear", "base": "fixed",
         "min_fraction": "0.3", "max_fraction": "1.0", "pair_max_usd": "1000",
-        "portfolio_cap": "5000", "cap_mode": "shrink", "drawdown": False,
+        "portfolio_cap": "5000", "cap_mode": "shrink", "drawdown": False, "unscored_signals": "static",
     },
     # Graduated scaling: a phase-based percentage of equity, confidence tiers,
     # halving after losing streaks, cap at 1% of equity; an overshooting signal is skipped.
@@ -243,6 +266,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "preset": "graduated", "conviction": "tiers", "base": "graduated",
         "starting_equity": "100000", "portfolio_cap": "1%", "cap_mode": "skip",
         "drawdown": True, "loss_streak": 2, "drawdown_cut": "0.5", "recovery_streak": 2,
+        "unscored_signals": "reject",
     },
 }
 

@@ -8,6 +8,7 @@ as canonical strings.
 from __future__ import annotations
 
 import json
+import re
 from decimal import (
     ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow, getcontext, setcontext,
 )
@@ -19,10 +20,18 @@ ZERO = Decimal(0)
 ONE = Decimal(1)
 
 
+# A decimal string on the wire is a JSON number (RFC 8259, section 6): ASCII digits,
+# no sign but '-', no leading zeros, no '_', no spaces. Python's Decimal() alone
+# would also take "1_00", " 1", "+1", "Infinity" and non-ASCII digits.
+JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_SHOWN = 40  # characters of a rejected value quoted back in an error
+
+
 def to_decimal(value: Any) -> Decimal:
-    """Convert a wire value (str, int or Decimal) to a finite Decimal.
+    """Convert a wire value (a JSON-number string, int or Decimal) to a finite Decimal.
 
     Floats are refused: a float has already lost the decimal the sender meant.
+    Strings must follow the JSON number grammar (`JSON_NUMBER`).
     Raises ValueError with the rule that failed.
     """
     if isinstance(value, bool) or isinstance(value, float):
@@ -32,10 +41,10 @@ def to_decimal(value: Any) -> Decimal:
     elif isinstance(value, int):
         result = Decimal(value)
     elif isinstance(value, str):
-        try:
-            result = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValueError(f"is not a decimal number: {value!r}") from None
+        if JSON_NUMBER.fullmatch(value) is None:
+            shown = value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
+            raise ValueError(f"is not a decimal number in JSON number form: {shown!r}")
+        result = Decimal(value)
     else:
         raise ValueError(f"must be a decimal string or number, got {type(value).__name__}")
     if not result.is_finite():

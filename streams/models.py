@@ -8,7 +8,8 @@ held as integer epoch milliseconds and written as RFC 3339 UTC.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import re
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar, Union
 
@@ -32,33 +33,68 @@ Side = Literal["buy", "sell"]
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+# Event times the product accepts, and so can write back (DESIGN.md, closure):
+# from the epoch to the last millisecond of year 9999 UTC. Below, a time Python
+# cannot format as RFC 3339 UTC; above, one no 64-bit reader takes either.
+MIN_EVENT_TIME_MS = 0
+MAX_EVENT_TIME_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc) - _EPOCH) // timedelta(
+    milliseconds=1)
+# RFC 3339 section 5.6 date-time, ASCII digits only; fractions past milliseconds are truncated.
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
+def _in_bounds(epoch_ms: int) -> int:
+    if epoch_ms < MIN_EVENT_TIME_MS:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z (epoch milliseconds must not be negative)")
+    if epoch_ms > MAX_EVENT_TIME_MS:
+        raise ValueError(f"must not be after 9999-12-31T23:59:59.999Z (epoch milliseconds at most {MAX_EVENT_TIME_MS})")
+    return epoch_ms
 
 
 def parse_event_time(value: Any) -> int:
-    """Event time in epoch milliseconds from an RFC 3339 string or an integer of epoch ms."""
+    """Event time in epoch milliseconds from an RFC 3339 string (with an offset) or
+    an integer of epoch ms, between `MIN_EVENT_TIME_MS` and `MAX_EVENT_TIME_MS`.
+    Raises ValueError naming the rule that failed."""
     if isinstance(value, bool):
         raise ValueError("must be RFC 3339 or epoch milliseconds")
+    if isinstance(value, Decimal):
+        # a JSON number written with a fraction or exponent ("1.767e12"); bounded
+        # before int() so that "1e999999999" costs nothing
+        if not value.is_finite() or value != value.to_integral_value():
+            raise ValueError("epoch milliseconds must be a whole number")
+        if value.adjusted() > 18:
+            raise ValueError(f"must not be after 9999-12-31T23:59:59.999Z (epoch milliseconds at most {MAX_EVENT_TIME_MS})")
+        value = int(value)
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError("epoch milliseconds must not be negative")
-        return value
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value >= 0:
-        return int(value)
+        return _in_bounds(value)
     if isinstance(value, str):
+        match = _RFC3339.fullmatch(value)
+        if match is None:
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise ValueError(f"is not an RFC 3339 time with an offset (such as 2026-01-01T00:00:00Z): {shown!r}")
+        year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
         try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"is not an RFC 3339 time: {value!r}") from None
-        if moment.tzinfo is None:
-            raise ValueError("RFC 3339 time must carry an offset such as Z")
-        delta = moment - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+            days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+            clock = time(int(hour), int(minute), int(second))
+        except ValueError as exc:
+            raise ValueError(f"is not a valid time: {exc}") from None
+        offset_s = 0 if zulu is not None else (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
+        if zulu is None and (int(off_h) > 23 or int(off_m) > 59):
+            raise ValueError("UTC offset must be at most 23:59")
+        # integer arithmetic: no datetime can overflow at either end of the range
+        seconds = days * 86_400 + clock.hour * 3600 + clock.minute * 60 + clock.second - offset_s
+        return _in_bounds(seconds * 1000 + int((fraction or "0").ljust(3, "0")[:3]))
     raise ValueError("must be RFC 3339 or epoch milliseconds")
 
 
 def format_event_time(epoch_ms: int) -> str:
-    """RFC 3339 UTC with millisecond precision, e.g. 2026-01-01T00:00:00.000Z."""
-    moment = datetime.fromtimestamp(epoch_ms // 1000, tz=timezone.utc)
+    """RFC 3339 UTC with millisecond precision, e.g. 2026-01-01T00:00:00.000Z.
+    Defined for every time `parse_event_time` accepts."""
+    moment = _EPOCH + timedelta(milliseconds=epoch_ms - epoch_ms % 1000)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}Z"
 
 
@@ -78,6 +114,8 @@ class Leg(Message):
     min_qty: Annotated[Dec, Field(ge=0)] = Decimal(0)
     max_qty: Annotated[Dec, Field(gt=0)] | None = None
     min_notional: Annotated[Dec, Field(ge=0)] = Decimal(0)
+    max_notional: Annotated[Dec, Field(gt=0)] | None = None
+    """The exchange's maximum order value in USD (Binance's NOTIONAL filter, `maxNotional`)."""
 
 
 class Instrument(Message):
@@ -90,7 +128,8 @@ class Signal(Message):
     portfolio_id: Id
     symbol: Id
     side: Side
-    score: Annotated[Dec, Field(ge=0, le=1)]
+    score: Annotated[Dec, Field(ge=0, le=1)] | None = None
+    """None: a generator in simple mode sent no score (sized by `unscored_signals`)."""
     price: Annotated[Dec, Field(gt=0)]
     ts: EventTime
 
@@ -108,6 +147,8 @@ class OrderFilled(FillEvent):
     qty: Annotated[Dec, Field(gt=0)]
     price: Annotated[Dec, Field(gt=0)]
     final: bool = False
+    venue_symbol: Id | None = None
+    """The leg this fill is of, for a multi-leg order reported leg by leg; None: the whole order."""
 
 
 class OrderCanceled(FillEvent):

@@ -122,7 +122,8 @@ def open_reservations(
     `reservation_ttl` of event time after it was made or last partly filled),
     and their notional in all and for `symbol`."""
     latest = ts if exposure.latest_ts is None or ts > exposure.latest_ts else exposure.latest_ts
-    horizon = latest - config.reservation_ttl_ms
+    ttl = config.reservation_ttl_ms
+    horizon = -1 if ttl is None else latest - ttl
     reservations = exposure.reservations
     total = for_symbol = ZERO
     lapsed = False

@@ -37,7 +37,7 @@ def test_unknown_fields_are_ignored():
         (SIGNAL % (b'"0.5"', b"-3", b"0"), "INVALID_FIELD", "price: Input should be greater than 0"),
         (SIGNAL % (b'"0.5"', b'"abc"', b"0"), "INVALID_FIELD", "price: is not a decimal number"),
         (SIGNAL % (b'"0.5"', b"NaN", b"0"), "INVALID_JSON", "NaN is not a number"),
-        (SIGNAL % (b'"0.5"', b"1", b'"2026-01-01T00:00:00"'), "INVALID_FIELD", "ts: RFC 3339 time must carry an offset"),
+        (SIGNAL % (b'"0.5"', b"1", b'"2026-01-01T00:00:00"'), "INVALID_FIELD", "ts: is not an RFC 3339 time with an offset"),
         (b'{"signal_id":"s","portfolio_id":"p","side":"buy","score":"1","price":"1","ts":0}', "MISSING_FIELD", "symbol: Field required"),
     ],
 )

@@ -1,0 +1,78 @@
+"""Which input records are admitted, and why the others are not: one rule for
+the worker, the instrument view, the audit and replay from Kafka, and the
+offline journal.
+
+A record on an input topic is admitted when its value decodes as the topic's
+message, its key is the message's key field (DESIGN.md, "Topics"), and its event
+time is not more than `max_future_skew_s` ahead of its Kafka record timestamp
+(DESIGN.md, "Event time"). Everything else is an `InvalidMessage` whose code
+says which rule failed; the worker dead-letters it, the audit knows the worker
+did, and replay reports it as a bad line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.errors import InvalidMessage
+from streams.models import Fill, Instrument, Signal, decode, validate
+
+# role -> (the message model, the field the record must be keyed by)
+INPUTS: dict[str, tuple[Any, str]] = {
+    "signals": (Signal, "portfolio_id"),
+    "fills": (Fill, "portfolio_id"),
+    "instruments": (Instrument, "symbol"),
+}
+# the roles whose messages carry an event time (`ts`)
+TIMED = frozenset({"signals", "fills"})
+
+
+def check_key(role: str, message: Any, key: bytes | None) -> None:
+    """The record's key must be the UTF-8 bytes of the message's key field; a null
+    key is a mismatch too (the producer's partitioner would have put the record on
+    any partition). Raises InvalidMessage KEY_MISMATCH."""
+    key_field = INPUTS[role][1]
+    expected: str = getattr(message, key_field)
+    if key != expected.encode():
+        shown = "null" if key is None else repr(key[:80].decode("utf-8", "replace"))
+        raise InvalidMessage("KEY_MISMATCH", f"key: must equal {key_field} {expected[:80]!r}, got {shown}")
+
+
+def check_event_time(message: Any, record_timestamp_ms: int | None, max_future_skew_ms: int) -> None:
+    """An event time more than `max_future_skew_ms` ahead of the record's timestamp
+    (the producer's or the broker's clock when it was written) is a mistyped clock:
+    admitting it would move the portfolio's clock ahead of every real input.
+    Nothing to check without a record timestamp (a journal line without one).
+    Raises InvalidMessage FUTURE_TIMESTAMP."""
+    if record_timestamp_ms is None or record_timestamp_ms < 0:
+        return
+    ahead = message.ts - record_timestamp_ms
+    if ahead > max_future_skew_ms:
+        raise InvalidMessage(
+            "FUTURE_TIMESTAMP",
+            f"ts: {ahead} ms ahead of the record timestamp {record_timestamp_ms} "
+            f"(max_future_skew_ms={max_future_skew_ms})",
+        )
+
+
+def admit_message(role: str, data: Any, max_future_skew_ms: int, record_timestamp_ms: int | None = None) -> Any:
+    """An already-parsed JSON value (a journal line's `value`) as the role's message.
+    Raises InvalidMessage."""
+    message = validate(INPUTS[role][0], data)
+    if role in TIMED:
+        check_event_time(message, record_timestamp_ms, max_future_skew_ms)
+    return message
+
+
+def admit_record(role: str, key: bytes | None, value: bytes | None, record_timestamp_ms: int | None,
+                 max_future_skew_ms: int) -> Any:
+    """A Kafka record of an input topic as the role's message, or InvalidMessage
+    saying why not: NULL_VALUE (a tombstone), INVALID_JSON, NOT_AN_OBJECT,
+    MISSING_FIELD, INVALID_FIELD, KEY_MISMATCH or FUTURE_TIMESTAMP."""
+    if value is None:
+        raise InvalidMessage("NULL_VALUE", f"value: a record with a null value (tombstone) is not a {role} message")
+    message = decode(INPUTS[role][0], value)
+    check_key(role, message, key)
+    if role in TIMED:
+        check_event_time(message, record_timestamp_ms, max_future_skew_ms)
+    return message
