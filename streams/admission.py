@@ -19,9 +19,9 @@ from streams.models import Fill, Instrument, Signal, decode, validate
 
 # role -> (the message model, the field the record must be keyed by)
 INPUTS: dict[str, tuple[Any, str]] = {
+    "instruments": (Instrument, "symbol"),
     "signals": (Signal, "portfolio_id"),
     "fills": (Fill, "portfolio_id"),
-    "instruments": (Instrument, "symbol"),
 }
 # the roles whose messages carry an event time (`ts`)
 TIMED = frozenset({"signals", "fills"})

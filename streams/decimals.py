@@ -109,8 +109,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads(raw: bytes | str) -> Any:
-    """Parse JSON with every number as Decimal (ints stay int) and NaN/Infinity refused."""
-    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    """Parse JSON with every number as Decimal (ints stay int) and NaN/Infinity refused.
+    Raises ValueError (or UnicodeDecodeError) for anything that is not such JSON,
+    nesting too deep for the parser included."""
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def loads_output(raw: bytes | str) -> Any:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from streams import decimals
+from streams.admission import INPUTS, admit_message
 from streams.errors import InvalidMessage
-from streams.models import Fill, Instrument, Signal, validate
 
-MODELS: dict[str, Any] = {"instruments": Instrument, "signals": Signal, "fills": Fill}
+TOPICS = tuple(INPUTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +22,12 @@ class Entry:
     error: InvalidMessage | None = None
 
 
-def read(lines: Iterable[str | bytes]) -> Iterator[Entry]:
-    """Decode journal lines; blank lines are skipped, bad lines come back with their error."""
+def read(lines: Iterable[str | bytes], max_future_skew_ms: int) -> Iterator[Entry]:
+    """Decode journal lines; blank lines are skipped, bad lines come back with their error.
+
+    A line may carry the Kafka record timestamp of its input as `"timestamp"`
+    (epoch ms): an input stamped more than `max_future_skew_ms` ahead of it is
+    FUTURE_TIMESTAMP, as in the worker (`admission`)."""
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -33,12 +37,18 @@ def read(lines: Iterable[str | bytes]) -> Iterator[Entry]:
             yield Entry(number, None, error=InvalidMessage("INVALID_JSON", f"not valid JSON: {exc}"))
             continue
         topic = data.get("topic") if isinstance(data, dict) else None
-        if topic not in MODELS:
+        if not isinstance(topic, str) or topic not in INPUTS:
+            shown = topic if not isinstance(topic, str) or len(topic) <= 40 else topic[:40] + "..."
             yield Entry(number, None, error=InvalidMessage(
-                "INVALID_FIELD", f"topic: must be one of {', '.join(MODELS)}, got {topic!r}"))
+                "INVALID_FIELD", f"topic: must be one of {', '.join(TOPICS)}, got {shown!r}"))
+            continue
+        timestamp = data.get("timestamp")
+        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)):
+            yield Entry(number, topic, error=InvalidMessage(
+                "INVALID_FIELD", "timestamp: the record timestamp must be epoch milliseconds"))
             continue
         try:
-            yield Entry(number, topic, validate(MODELS[topic], data.get("value")))
+            yield Entry(number, topic, admit_message(topic, data.get("value"), max_future_skew_ms, timestamp))
         except InvalidMessage as exc:
             yield Entry(number, topic, error=exc)
 

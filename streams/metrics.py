@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Iterable, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streams.config import SizingConfig
-from streams.engine import PortfolioState
-from streams.engine.pipeline import REJECTION_REASONS
+from streams.engine import REJECTION_REASONS, FillOutcome, PortfolioState
 from streams.errors import INPUT_ERROR_CODES
 from streams.models import Decision
 
@@ -48,8 +47,13 @@ class SizerMetrics:
             buckets=LATENCY_BUCKETS, registry=registry)
         self.dead_letters = Counter("sizer_dead_letters", "Inputs sent to the dead-letter topic",
                                     ["topic", "reason"], registry=registry)
-        self.fills = Counter("sizer_fill_events", "Fill events by type and whether they changed state",
-                             ["type", "applied"], registry=registry)
+        self.fills = Counter("sizer_fill_events", "Fill events by type and what they did: applied, duplicate "
+                             "(nothing changed), overfill (a leg filled beyond its order), unknown_order (no open "
+                             "reservation: a fill applied in full, a cancel that changed nothing)",
+                             ["type", "outcome"], registry=registry)
+        self.lapsed = Counter("sizer_reservations_lapsed", "Reservations lapsed by reservation_ttl_s on the "
+                              "portfolio clock (each named in the trace of the decision that lapsed it)",
+                              registry=registry)
         self.consumer_lag = Gauge("sizer_consumer_lag_messages", "High watermark minus the next offset to process",
                                   ["topic", "partition"], registry=registry)
         self.batch_size = Histogram("sizer_batch_inputs", "Inputs handled per batch (one lock, one flush)",
@@ -75,6 +79,9 @@ class SizerMetrics:
         self._decided = {("accepted", ""): self.decisions.labels("accepted", "")}
         for reason in REJECTION_REASONS:
             self._decided[("rejected", reason)] = self.decisions.labels("rejected", reason)
+        for fill_type in ("order_filled", "order_canceled", "position_closed"):
+            for outcome in get_args(FillOutcome):
+                self.fills.labels(fill_type, outcome)
         for role in ("signals", "fills", "instruments"):
             self.redelivered.labels(role)
             self.recovered.labels(role)
@@ -88,10 +95,16 @@ class SizerMetrics:
         if series is None:
             series = self._decided[labels] = self.decisions.labels(*labels)
         series.inc()
+        lapsed = decision.trace.get("lapsed")
+        if lapsed:
+            self.lapsed.inc(len(lapsed))
         if decision.outcome == "accepted":
             self.accepted_notional.observe(float(decision.notional))
             if latency_s is not None:
                 self.decision_latency.observe(max(latency_s, 0.0))
+
+    def fill_applied(self, fill_type: str, outcome: str) -> None:
+        self.fills.labels(fill_type, outcome).inc()
 
     def dead_lettered(self, topic_role: str, reason: str) -> None:
         self.dead_letters.labels(topic_role, reason).inc()

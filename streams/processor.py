@@ -7,10 +7,10 @@ tables in the worker. Both paths run this same code, so a worker and
 
 from __future__ import annotations
 
-from typing import MutableMapping, NamedTuple, Protocol
+from typing import MutableMapping, Protocol
 
 from streams.config import SizingConfig
-from streams.engine import InputPosition, PortfolioState, Result, apply_fill, decide
+from streams.engine import FillApplied, InputPosition, PortfolioState, Result, apply_fill, decide
 from streams.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal
 
 
@@ -37,11 +37,6 @@ class MemoryStore:
         self.states[portfolio_id] = state
 
 
-class FillResult(NamedTuple):
-    state: PortfolioState
-    changed: bool  # False for a duplicate event id: nothing moved
-
-
 class Processor:
     def __init__(
         self,
@@ -56,12 +51,13 @@ class Processor:
     def on_instrument(self, instrument: Instrument) -> None:
         self.instruments[instrument.symbol] = instrument
 
-    def on_fill(self, fill: OrderFilled | OrderCanceled | PositionClosed, offset: int | None = None) -> FillResult:
-        """Apply a fill event; `changed` is False when it was a duplicate."""
-        state, changed = apply_fill(fill, self.store.load(fill.portfolio_id), self.config, offset)
-        if changed:
-            self.store.save(fill.portfolio_id, state)
-        return FillResult(state, changed)
+    def on_fill(self, fill: OrderFilled | OrderCanceled | PositionClosed, offset: int | None = None) -> FillApplied:
+        """Apply a fill event: the new state and what the fill did (`engine.FillOutcome`)."""
+        before = self.store.load(fill.portfolio_id)
+        result = apply_fill(fill, before, self.config, offset)
+        if result.state is not before:
+            self.store.save(fill.portfolio_id, result.state)
+        return result
 
     def on_signal(self, signal: Signal, position: InputPosition = InputPosition()) -> Result:
         before = self.store.load(signal.portfolio_id)

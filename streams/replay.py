@@ -31,27 +31,36 @@ def replay(
     processor: Processor | None = None,
 ) -> ReplayCounts:
     """Run `lines` through the engine. Offsets are per topic in file order, on
-    partition 0, as if the journal had been produced to single-partition topics."""
+    partition 0, as if the journal had been produced to single-partition topics.
+
+    No line stops the replay: a line that cannot be decoded or admitted is
+    reported with its reason, and so is one the engine fails on
+    (PROCESSING_ERROR, a bug, as the worker dead-letters it); the rest go on."""
     processor = processor or Processor(config, MemoryStore(config))
     counts = ReplayCounts()
-    signal_offset = fill_offset = 0
-    for entry in journal.read(lines):
+    offsets = {"signals": 0, "fills": 0, "instruments": 0}
+    for entry in journal.read(lines, config.max_future_skew_ms):
         counts.lines = entry.line
         if entry.error is not None:
             counts.bad_lines += 1
             report_bad_line(entry.line, str(entry.error))
-        elif entry.topic == "signals":
-            result = processor.on_signal(entry.message, InputPosition("signals", 0, signal_offset))
-            signal_offset += 1
-            counts.signals += 1
-            emit(result.decision, result.order)
-        elif entry.topic == "fills":
-            processor.on_fill(entry.message, fill_offset)
-            fill_offset += 1
-            counts.fills += 1
-        else:
-            processor.on_instrument(entry.message)
-            counts.instruments += 1
+            continue
+        offset = offsets[entry.topic]
+        offsets[entry.topic] += 1
+        try:
+            if entry.topic == "signals":
+                result = processor.on_signal(entry.message, InputPosition("signals", 0, offset))
+                counts.signals += 1
+                emit(result.decision, result.order)
+            elif entry.topic == "fills":
+                processor.on_fill(entry.message, offset)
+                counts.fills += 1
+            else:
+                processor.on_instrument(entry.message)
+                counts.instruments += 1
+        except Exception as exc:  # noqa: BLE001 - one bad input must not end the replay
+            counts.bad_lines += 1
+            report_bad_line(entry.line, f"PROCESSING_ERROR: {type(exc).__name__}: {exc}")
     return counts
 
 

@@ -33,7 +33,7 @@ def main() -> None:
     config = load_config(args.preset)
 
     lines = [decimals.dumps({"topic": topic, "value": value}) for topic, value in session(args.signals)]
-    entries = list(journal.read(lines))
+    entries = list(journal.read(lines, config.max_future_skew_ms))
     signals = sum(1 for e in entries if e.topic == "signals")
     fills = sum(1 for e in entries if e.topic == "fills")
     # The pre-decoded journal is held in memory only because this is a benchmark; keep

@@ -1,9 +1,10 @@
 """Exchange constraints: the one place where a budget becomes a tradable quantity.
 
 Every leg of an instrument gets the same quantity, a multiple of every leg's
-`qty_step`, clamped to the smallest `max_qty`, and meeting every leg's
-`min_qty` and `min_notional`; otherwise the whole order is rejected. There is
-never a one-legged order.
+`qty_step`, clamped to every leg's `max_qty` and `max_notional` (Binance's
+LOT_SIZE and NOTIONAL filters), and meeting every leg's `min_qty` and
+`min_notional`; otherwise the whole order is rejected. There is never a
+one-legged order.
 """
 
 from __future__ import annotations
@@ -16,12 +17,30 @@ from typing import NamedTuple
 from streams.decimals import canonical as c
 from streams.models import Leg
 
+_ZERO = Decimal(0)
+
+
+class Clamp(NamedTuple):
+    """The leg and the rule that bound the quantity below what the budget buys."""
+
+    venue_symbol: str
+    rule: str  # "max_qty" | "max_notional"
+    limit: Decimal
+
+    def __str__(self) -> str:
+        return f"leg={self.venue_symbol} {self.rule}={c(self.limit)}"
+
 
 class Fit(NamedTuple):
-    """The quantity every leg trades, or the reason none can."""
+    """The quantity every leg trades, or the reason none can.
+
+    `unclamped` is what the budget buys on the common step before any leg's
+    maximum; `clamped_by` the last leg rule that lowered it (None: none did)."""
 
     qty: Decimal
     step: Decimal
+    unclamped: Decimal
+    clamped_by: Clamp | None = None
     reason: str | None = None
     detail: str | None = None
 
@@ -36,26 +55,45 @@ def common_step(steps: tuple[Decimal, ...]) -> Decimal:
 
 
 def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...]) -> Fit:
-    """Turn a USD budget at `price` into one quantity valid on every leg
+    """Turn a USD budget at `price` (> 0) into one quantity valid on every leg
     (in the engine's exact context, see `decimals.ENGINE_CONTEXT`).
 
     The quantity is budget / price rounded down to the common step, so its
-    notional never exceeds the budget; then clamped down to the smallest
-    `max_qty`. Rejects with BELOW_MIN_QTY or BELOW_MIN_NOTIONAL naming the leg.
+    notional never exceeds the budget; then clamped down, on the same step, to
+    every leg's `max_qty` and to every leg's `max_notional` / price. Rejects with
+    BELOW_MIN_QTY (nothing left: the detail names the leg and the rule that bound
+    it, a maximum below one step included) or BELOW_MIN_NOTIONAL, naming the leg.
     """
     step = common_step(tuple(leg.qty_step for leg in legs))
+    lot = price * step  # the notional of one common step
     # Integer division of positive operands is the exact floor: whole steps that fit.
-    units = budget // (price * step) if budget > 0 else Decimal(0)
-    qty = units * step
+    unclamped = (budget // lot) * step if budget > 0 else _ZERO
+    qty = unclamped
+    clamped_by: Clamp | None = None
     for leg in legs:
         if leg.max_qty is not None and qty > leg.max_qty:
             qty = (leg.max_qty // step) * step
+            clamped_by = Clamp(leg.venue_symbol, "max_qty", leg.max_qty)
+        if leg.max_notional is not None and qty * price > leg.max_notional:
+            qty = (leg.max_notional // lot) * step
+            clamped_by = Clamp(leg.venue_symbol, "max_notional", leg.max_notional)
+
+    def rejected(reason: str, detail: str) -> Fit:
+        return Fit(qty, step, unclamped, clamped_by, reason, detail)
+
+    if qty <= 0:
+        if clamped_by is not None:
+            return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
+        coarsest = max(legs, key=lambda leg: leg.qty_step)
+        return rejected("BELOW_MIN_QTY", f"leg={coarsest.venue_symbol} qty=0 qty_step={c(step)} "
+                                         f"budget={c(budget)} price={c(price)}")
+    clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
     for leg in legs:
-        if qty <= 0 or qty < leg.min_qty:
-            return Fit(qty, step, "BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(qty)} min_qty={c(leg.min_qty)}")
+        if qty < leg.min_qty:
+            return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(qty)} min_qty={c(leg.min_qty)}{clamp_note}")
     notional = qty * price
     for leg in legs:
         if notional < leg.min_notional:
-            return Fit(qty, step, "BELOW_MIN_NOTIONAL",
-                       f"leg={leg.venue_symbol} notional={c(notional)} min_notional={c(leg.min_notional)}")
-    return Fit(qty, step)
+            return rejected("BELOW_MIN_NOTIONAL", f"leg={leg.venue_symbol} notional={c(notional)} "
+                                                  f"min_notional={c(leg.min_notional)}{clamp_note}")
+    return Fit(qty, step, unclamped, clamped_by)

@@ -10,21 +10,31 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal, localcontext
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 from streams.config import SizingConfig
-from streams.decimals import ENGINE_CONTEXT, ONE, canonical, engine_context_active
+from streams.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
 from streams.engine.constraints import fit_to_legs
-from streams.engine.state import Exposure, PortfolioState, held_value, open_reservations, reservation
+from streams.engine.state import (
+    Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, reservation, reserved_totals,
+)
 from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
 
 _FLIP = {"buy": "sell", "sell": "buy"}
 
+RejectionReason = Literal[
+    "DUPLICATE_SIGNAL", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "NO_SCORE", "LOW_CONFIDENCE", "PAIR_CAP_REACHED",
+    "EXPOSURE_CAP_REACHED", "BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL", "ORDER_OUT_OF_BOUNDS",
+]
 # Every reason a decision can be rejected for.
-REJECTION_REASONS = (
-    "DUPLICATE_SIGNAL", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "LOW_CONFIDENCE", "PAIR_CAP_REACHED",
-    "EXPOSURE_CAP_REACHED", "BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL",
-)
+REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)
+
+
+class Rejection(NamedTuple):
+    """A pipeline step's refusal: a reason code and its `key=value` detail."""
+
+    reason: RejectionReason
+    detail: str
 
 
 class InputPosition(NamedTuple):
@@ -81,116 +91,89 @@ def _decide(
         "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
                    "price": signal.price, "ts": signal.ts},
     }
+    order_id = order_id_for(signal.portfolio_id, signal.signal_id)
 
-    # 1. Gate. A duplicate changes nothing at all.
-    if signal.signal_id in exposure.seen_signals:
-        trace["detail"] = f"signal_id={_text(signal.signal_id)}"
-        return Result(_rejected(signal, "DUPLICATE_SIGNAL", trace, config), None, state)
+    def rejected(rejection: Rejection, new_state: PortfolioState) -> Result:
+        trace["detail"] = rejection.detail
+        return Result(_rejected(signal, rejection.reason, trace, config), None, new_state)
 
-    previous_ts = exposure.latest_ts
-    latest, reservations, reserved, reserved_symbol = open_reservations(exposure, signal.ts, signal.symbol, config)
+    # 1. Gates. A signal that fails one changes nothing at all: not the clock, not
+    # the marks, not the dedupe window, not a reservation.
+    clock = exposure.latest_ts
+    gate = _gate(signal, instrument, exposure, config, order_id)
+    if gate is not None:
+        held, held_symbol = held_value(exposure, signal.symbol, config)
+        reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
+        trace["state"] = _state_read(clock, clock, held, reserved, (), streak)
+        return rejected(gate, state)
+
+    state_before = state
+    # Passed the gates: the signal moves the clock, its mark (forward in event time
+    # only), and the dedupe window; reservations lapse on the clock, if ever.
+    clock_now = advance_clock(clock, signal.ts)
+    open_ = open_reservations(exposure.reservations, clock_now, signal.symbol, config)
     marks = exposure.marks
-    if config.exposure_basis == "mark" and marks.get(signal.symbol) != signal.price:
-        marks = {**marks, signal.symbol: signal.price}
+    if config.exposure_basis == "mark":
+        mark = marks.get(signal.symbol)
+        if mark is None or (signal.ts >= mark.ts and mark.price != signal.price):
+            marks = {**marks, signal.symbol: Mark(signal.price, signal.ts)}
     exposure = Exposure(
-        exposure.positions, reservations, marks, latest, exposure.last_fill_offset,
+        exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window),
     )
     state = PortfolioState(exposure, streak)
-    position_value, held_symbol = held_value(exposure, signal.symbol, config)
-    current = position_value + reserved
-    trace["state"] = {
-        "latest_ts": previous_ts, "positions": position_value, "reserved": reserved, "exposure": current,
-        "consecutive_wins": streak.consecutive_wins, "consecutive_losses": streak.consecutive_losses,
-        "drawdown": streak.drawdown, "phase": streak.phase, "equity": streak.equity,
-        "closed_trades": streak.closed_trades,
-    }
-
-    if instrument is None:
-        trace["detail"] = f"symbol={_text(signal.symbol)}"
-        return Result(_rejected(signal, "UNKNOWN_INSTRUMENT", trace, config), None, state)
-    max_age = config.max_signal_age_ms
-    if max_age is not None and previous_ts is not None and previous_ts - signal.ts > max_age:
-        trace["detail"] = f"age_ms={_text(previous_ts - signal.ts)} max_age_ms={_text(max_age)}"
-        return Result(_rejected(signal, "STALE_SIGNAL", trace, config), None, state)
-
-    if not config.enabled:
-        # Sizing disabled: the static per-pair maximum, as before dynamic sizing.
-        budget = config.pair_max_usd
-        trace["static"] = True
-    else:
-        # 2. Conviction.
-        if config.conviction == "linear":
-            conviction = config.min_fraction + (config.max_fraction - config.min_fraction) * signal.score
-            trace["conviction"] = {"mode": "linear", "fraction": conviction}
-            if config.min_score is not None and signal.score < config.min_score:
-                trace["detail"] = f"score={_text(signal.score)} min_score={_text(config.min_score)}"
-                return Result(_rejected(signal, "LOW_CONFIDENCE", trace, config), None, state)
-        else:
-            tier_index = next((i for i, tier in enumerate(config.tiers) if tier.admits(signal.score)), None)
-            if tier_index is None:
-                trace["conviction"] = {"mode": "tiers", "tier": None}
-                trace["detail"] = f"score={_text(signal.score)} lowest_tier={_text(config.tiers[-1].min_score)}"
-                return Result(_rejected(signal, "LOW_CONFIDENCE", trace, config), None, state)
-            conviction = config.tiers[tier_index].multiplier
-            trace["conviction"] = {"mode": "tiers", "tier": tier_index + 1, "multiplier": conviction}
-
-        # 3. Base size.
-        if config.base == "fixed":
-            base = config.pair_max_usd
-            trace["base"] = {"mode": "fixed", "base": base}
-        else:
-            pct = config.phases[streak.phase - 1].equity_pct
-            base = streak.equity * pct
-            trace["base"] = {"mode": "graduated", "phase": streak.phase, "equity_pct": pct, "base": base}
-
-        # 4. Drawdown protection.
-        cut = config.drawdown_cut if streak.drawdown else ONE
-        trace["drawdown_multiplier"] = cut
-
-        # 5. Budget.
-        budget = base * conviction * cut
+    held, held_symbol = held_value(exposure, signal.symbol, config)
+    current = held + open_.reserved
+    trace["state"] = _state_read(clock, clock_now, held, open_.reserved, open_.lapsed, streak)
+    if open_.lapsed:
+        made = state_before.exposure.reservations
+        trace["lapsed"] = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
+                            "made_ts": made[oid].ts} for oid in open_.lapsed]
+    budget_or_rejection = _budget(signal, streak, config, trace)
+    if isinstance(budget_or_rejection, Rejection):
+        return rejected(budget_or_rejection, state)
+    budget = budget_or_rejection
     trace["budget"] = budget
 
-    # 6. Caps.
+    # 6. Caps: the pair's, then the portfolio's, each with the same rule.
     cap_mode = config.cap_mode
+    caps: dict[str, Any] = {"mode": cap_mode}
+    trace["caps"] = caps
     pair_cap = config.pair_cap
     if pair_cap is not None:
-        pair_exposure = held_symbol + reserved_symbol
-        pair_remaining = pair_cap - pair_exposure
-        caps: dict[str, Any] = {"mode": cap_mode, "pair_cap": pair_cap, "pair_exposure": pair_exposure,
-                                "pair_remaining": pair_remaining}
-        trace["caps"] = caps
-        if pair_remaining <= 0 or (cap_mode == "skip" and budget > pair_remaining):
-            trace["detail"] = f"pair_remaining={canonical(pair_remaining)} budget={canonical(budget)}"
-            return Result(_rejected(signal, "PAIR_CAP_REACHED", trace, config), None, state)
-        budget = min(budget, pair_remaining)
-    else:
-        caps = trace["caps"] = {"mode": cap_mode}
+        pair_exposure = held_symbol + open_.reserved_symbol
+        budget, refused = _under_cap(budget, pair_cap, pair_exposure, cap_mode, "PAIR_CAP_REACHED", "pair_remaining")
+        caps.update(pair_cap=pair_cap, pair_exposure=pair_exposure, pair_remaining=pair_cap - pair_exposure)
+        if refused is not None:
+            return rejected(refused, state)
     cap = config.portfolio_cap.amount(streak.equity)
-    remaining = cap - current
-    caps["portfolio_cap"] = cap
-    caps["remaining"] = remaining
-    if remaining <= 0 or (cap_mode == "skip" and budget > remaining):
-        trace["detail"] = f"remaining={canonical(remaining)} budget={canonical(budget)}"
-        return Result(_rejected(signal, "EXPOSURE_CAP_REACHED", trace, config), None, state)
-    budget = min(budget, remaining)
+    budget, refused = _under_cap(budget, cap, current, cap_mode, "EXPOSURE_CAP_REACHED", "remaining")
+    caps.update(portfolio_cap=cap, remaining=cap - current)
+    if refused is not None:
+        return rejected(refused, state)
     caps["capped_budget"] = budget
 
     # 7. Exchange constraints, for every leg at once.
     fit = fit_to_legs(budget, signal.price, instrument.legs)
-    trace["exchange"] = {"step": fit.step, "qty": fit.qty}
+    exchange: dict[str, Any] = {"step": fit.step, "qty": fit.qty}
+    if fit.clamped_by is not None:
+        exchange.update(unclamped_qty=fit.unclamped, clamped_by={
+            "leg": fit.clamped_by.venue_symbol, "rule": fit.clamped_by.rule, "limit": fit.clamped_by.limit})
+    trace["exchange"] = exchange
     if fit.reason is not None:
-        trace["detail"] = fit.detail
-        return Result(_rejected(signal, fit.reason, trace, config), None, state)
+        return rejected(Rejection(fit.reason, fit.detail or ""), state)  # type: ignore[arg-type]
 
-    # 8. Accept: reserve the notional at once so a burst cannot overshoot the cap.
+    # 8. Accept: reserve the notional at once so a burst cannot overshoot the cap;
+    # only an order the product could take back as input is emitted (closure).
     qty = fit.qty
     notional = qty * signal.price
-    order_id = order_id_for(signal.portfolio_id, signal.signal_id)
-    reservations = {**reservations, order_id: reservation(signal.symbol, qty, signal.price, signal.ts)}
+    unwritable = _out_of_bounds(qty=qty, notional=notional)
+    if unwritable is not None:
+        return rejected(unwritable, state)
+    legs = tuple(leg.venue_symbol for leg in instrument.legs)
+    reservations = {**open_.reservations, order_id: reservation(signal.symbol, qty, signal.price, clock_now, legs)}
     state = PortfolioState(
-        Exposure(exposure.positions, reservations, marks, latest, exposure.last_fill_offset, exposure.seen_signals),
+        Exposure(exposure.positions, reservations, marks, clock_now, exposure.last_fill_offset, exposure.seen_signals),
         streak,
     )
     order = build(
@@ -216,7 +199,107 @@ def _decide(
     return Result(decision, order, state)
 
 
-def _rejected(signal: Signal, reason: str, trace: dict[str, Any], config: SizingConfig) -> Decision:
+def _gate(
+    signal: Signal, instrument: Instrument | None, exposure: Exposure, config: SizingConfig, order_id: str,
+) -> Rejection | None:
+    """Step 1: a duplicate (in the dedupe window, or its order still open), an
+    unknown instrument, or a signal older than `max_signal_age` on the portfolio clock."""
+    if signal.signal_id in exposure.seen_signals:
+        return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)}")
+    if order_id in exposure.reservations:
+        return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=open")
+    if instrument is None:
+        return Rejection("UNKNOWN_INSTRUMENT", f"symbol={_text(signal.symbol)}")
+    max_age, clock = config.max_signal_age_ms, exposure.latest_ts
+    if max_age is not None and clock is not None and clock - signal.ts > max_age:
+        return Rejection("STALE_SIGNAL", f"age_ms={clock - signal.ts} max_age_ms={max_age}")
+    return None
+
+
+def _budget(signal: Signal, streak: Streak, config: SizingConfig, trace: dict[str, Any]) -> Decimal | Rejection:
+    """Steps 2-5: conviction x base size x drawdown multiplier, or the static
+    per-pair maximum when sizing is disabled."""
+    if not config.enabled:
+        trace["static"] = True
+        return config.pair_max_usd
+    conviction = _conviction(signal, config, trace)
+    if isinstance(conviction, Rejection):
+        return conviction
+    # 3. Base size.
+    if config.base == "fixed":
+        base = config.pair_max_usd
+        trace["base"] = {"mode": "fixed", "base": base}
+    else:
+        pct = config.phases[streak.phase - 1].equity_pct
+        base = streak.equity * pct
+        trace["base"] = {"mode": "graduated", "phase": streak.phase, "equity_pct": pct, "base": base}
+    # 4. Drawdown protection.
+    cut = config.drawdown_cut if streak.drawdown else ONE
+    trace["drawdown_multiplier"] = cut
+    # 5. Budget.
+    return base * conviction * cut
+
+
+def _conviction(signal: Signal, config: SizingConfig, trace: dict[str, Any]) -> Decimal | Rejection:
+    """Step 2: the conviction multiplier of the signal's score (linear or tiers);
+    a signal without a score is sized by `unscored_signals`."""
+    score = signal.score
+    if score is None:
+        trace["conviction"] = {"mode": "unscored", "unscored_signals": config.unscored_signals}
+        if config.unscored_signals == "reject":
+            return Rejection("NO_SCORE", "score=null unscored_signals=reject")
+        trace["conviction"]["multiplier"] = ONE
+        return ONE
+    if config.conviction == "linear":
+        conviction = config.min_fraction + (config.max_fraction - config.min_fraction) * score
+        trace["conviction"] = {"mode": "linear", "fraction": conviction}
+        if config.min_score is not None and score < config.min_score:
+            return Rejection("LOW_CONFIDENCE", f"score={_text(score)} min_score={_text(config.min_score)}")
+        return conviction
+    tier_index = next((i for i, tier in enumerate(config.tiers) if tier.admits(score)), None)
+    if tier_index is None:
+        trace["conviction"] = {"mode": "tiers", "tier": None}
+        return Rejection("LOW_CONFIDENCE", f"score={_text(score)} lowest_tier={_text(config.tiers[-1].min_score)}")
+    trace["conviction"] = {"mode": "tiers", "tier": tier_index + 1, "multiplier": config.tiers[tier_index].multiplier}
+    return config.tiers[tier_index].multiplier
+
+
+def _under_cap(
+    budget: Decimal, cap: Decimal, exposure: Decimal, cap_mode: str, reason: RejectionReason, name: str,
+) -> tuple[Decimal, Rejection | None]:
+    """Step 6, for one cap: remaining = cap - exposure; nothing remaining, or (in
+    `skip` mode) a budget beyond it, is a rejection; else the budget shrinks to it."""
+    remaining = cap - exposure
+    if remaining <= 0 or (cap_mode == "skip" and budget > remaining):
+        return budget, Rejection(reason, f"{name}={canonical(remaining)} budget={canonical(budget)}")
+    return min(budget, remaining), None
+
+
+def _out_of_bounds(**values: Decimal) -> Rejection | None:
+    """An order value the product would refuse as input (`decimals.bounded`)."""
+    for name, value in values.items():
+        try:
+            bounded(value)
+        except ValueError as exc:
+            return Rejection("ORDER_OUT_OF_BOUNDS", f"{name}={canonical(value)}: {exc}")
+    return None
+
+
+def _state_read(
+    clock: int | None, clock_now: int | None, held: Decimal, reserved: Decimal, lapsed: tuple[str, ...],
+    streak: Streak,
+) -> dict[str, Any]:
+    """The state a decision read: the trace's `state`."""
+    return {
+        "latest_ts": clock, "clock": clock_now, "positions": held, "reserved": reserved, "exposure": held + reserved,
+        "lapsed_reservations": len(lapsed),
+        "consecutive_wins": streak.consecutive_wins, "consecutive_losses": streak.consecutive_losses,
+        "drawdown": streak.drawdown, "phase": streak.phase, "equity": streak.equity,
+        "closed_trades": streak.closed_trades,
+    }
+
+
+def _rejected(signal: Signal, reason: RejectionReason, trace: dict[str, Any], config: SizingConfig) -> Decision:
     return build(
         Decision,
         signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=reason,

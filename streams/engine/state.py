@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 from decimal import Decimal, localcontext
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Literal, Mapping, NamedTuple
 
 from streams.config import SizingConfig
 from streams.decimals import ENGINE_CONTEXT, ZERO, engine_context_active
@@ -31,27 +31,47 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class Reservation(NamedTuple):
-    """Notional held for an order that is neither filled nor canceled yet.
+    """Notional held for an order that is not terminal yet (not filled final,
+    canceled, released or lapsed).
 
-    `ts` is the event time it was made or last partly filled; it lapses
-    `reservation_ttl` of event time later."""
+    `qty` is the order's quantity on every leg and `ts` the portfolio clock when
+    it was made. `legs` are the order's venue symbols; `filled` the quantity
+    filled so far per leg (legs not yet filled are absent) and `finals` the legs
+    reported final. The order's filled quantity is the largest among its legs
+    (one-leg notional, as the cap measures it), and `notional` is what is still
+    reserved: (qty - filled) * price, never below zero."""
 
     symbol: str
     qty: Decimal
     price: Decimal
     ts: int
-    notional: Decimal  # qty * price, kept because every decision sums it
+    notional: Decimal
+    legs: tuple[str, ...] = ("",)
+    filled: Mapping[str, Decimal] = EMPTY
+    finals: frozenset[str] = frozenset()
+
+    @property
+    def filled_qty(self) -> Decimal:
+        return max(self.filled.values(), default=ZERO)
 
 
-def reservation(symbol: str, qty: Decimal, price: Decimal, ts: int) -> Reservation:
-    return Reservation(symbol, qty, price, ts, qty * price)
+def reservation(symbol: str, qty: Decimal, price: Decimal, ts: int, legs: tuple[str, ...] = ("",)) -> Reservation:
+    """A new order's reservation: all of `qty` * `price` held, nothing filled yet."""
+    return Reservation(symbol, qty, price, ts, qty * price, legs)
+
+
+class Mark(NamedTuple):
+    """The latest price of a symbol among the signals that passed the gates, and its event time."""
+
+    price: Decimal
+    ts: int
 
 
 class Exposure(NamedTuple):
     positions: Mapping[str, Position] = EMPTY
     reservations: Mapping[str, Reservation] = EMPTY
-    marks: Mapping[str, Decimal] = EMPTY
-    latest_ts: int | None = None
+    marks: Mapping[str, Mark] = EMPTY
+    latest_ts: int | None = None  # the portfolio clock (DESIGN.md, "Event time")
     last_fill_offset: int | None = None
     seen_signals: RecentIds = RecentIds()
 
@@ -99,9 +119,14 @@ class PortfolioState(NamedTuple):
         return held_value(self.exposure, None, config)[0]
 
     def reserved(self, symbol: str | None = None) -> Decimal:
-        """Notional reserved for open orders, for one symbol or all."""
+        """Notional reserved for open orders, for one symbol or all (nothing lapsed)."""
         total, for_symbol = reserved_totals(self.exposure.reservations, symbol)
         return total if symbol is None else for_symbol
+
+
+def advance_clock(clock: int | None, ts: int) -> int:
+    """The portfolio clock after an input stamped `ts` moved it: it never goes back."""
+    return ts if clock is None or ts > clock else clock
 
 
 def reserved_totals(reservations: Mapping[str, Reservation], symbol: str | None) -> tuple[Decimal, Decimal]:
@@ -114,29 +139,38 @@ def reserved_totals(reservations: Mapping[str, Reservation], symbol: str | None)
     return total, for_symbol
 
 
+class OpenReservations(NamedTuple):
+    reservations: Mapping[str, Reservation]  # the same mapping when none lapsed
+    lapsed: tuple[str, ...]  # order ids, in the mapping's order
+    reserved: Decimal  # notional still reserved, in all
+    reserved_symbol: Decimal  # ... and for the symbol asked about
+
+
 def open_reservations(
-    exposure: Exposure, ts: int, symbol: str | None, config: SizingConfig,
-) -> tuple[int, Mapping[str, Reservation], Decimal, Decimal]:
-    """In one pass: the event time moved forward to `ts`, the reservations still
-    open then (the same mapping when none lapsed; a reservation lapses
-    `reservation_ttl` of event time after it was made or last partly filled),
-    and their notional in all and for `symbol`."""
-    latest = ts if exposure.latest_ts is None or ts > exposure.latest_ts else exposure.latest_ts
+    reservations: Mapping[str, Reservation], clock: int, symbol: str | None, config: SizingConfig,
+) -> OpenReservations:
+    """In one pass: the reservations still open at portfolio clock `clock`, those that
+    lapsed, and the notional still reserved in all and for `symbol`. A reservation
+    lapses only with a configured `reservation_ttl_s`, once the clock is that far past
+    the clock it was made at; without one it lives until its order is terminal."""
     ttl = config.reservation_ttl_ms
-    horizon = -1 if ttl is None else latest - ttl
-    reservations = exposure.reservations
+    if ttl is None:
+        total, for_symbol = reserved_totals(reservations, symbol)
+        return OpenReservations(reservations, (), total, for_symbol)
+    horizon = clock - ttl
     total = for_symbol = ZERO
-    lapsed = False
-    for r in reservations.values():
+    lapsed: list[str] = []
+    for order_id, r in reservations.items():
         if r.ts <= horizon:
-            lapsed = True
+            lapsed.append(order_id)
             continue
         total += r.notional
         if r.symbol == symbol:
             for_symbol += r.notional
     if lapsed:
-        reservations = {oid: r for oid, r in reservations.items() if r.ts > horizon}
-    return latest, reservations, total, for_symbol
+        gone = set(lapsed)
+        reservations = {oid: r for oid, r in reservations.items() if oid not in gone}
+    return OpenReservations(reservations, tuple(lapsed), total, for_symbol)
 
 
 def held_value(exposure: Exposure, symbol: str | None, config: SizingConfig) -> tuple[Decimal, Decimal]:
@@ -146,11 +180,27 @@ def held_value(exposure: Exposure, symbol: str | None, config: SizingConfig) -> 
     marks = exposure.marks
     for name, position in exposure.positions.items():
         mark = marks.get(name) if mark_basis else None
-        value = position.entry_notional if mark is None else position.qty * mark
+        value = position.entry_notional if mark is None else position.qty * mark.price
         total += value
         if name == symbol:
             in_symbol = value
     return total, in_symbol
+
+
+FillOutcome = Literal["applied", "duplicate", "overfill", "unknown_order"]
+"""What a fill event did: `applied`; `duplicate` (an event id already applied:
+nothing changed); `overfill` (applied, and a leg is now filled beyond the order's
+quantity); `unknown_order` (a fill applied in full, or a cancel that changed
+nothing, for an order with no open reservation)."""
+
+
+class FillApplied(NamedTuple):
+    state: PortfolioState
+    outcome: FillOutcome
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome != "duplicate"
 
 
 def apply_fill(
@@ -158,9 +208,19 @@ def apply_fill(
     state: PortfolioState,
     config: SizingConfig,
     offset: int | None = None,
-) -> tuple[PortfolioState, bool]:
-    """Apply one fill event. Returns the new state and whether it changed anything
-    (False for a duplicate `event_id`, which leaves the state exactly as it was).
+) -> FillApplied:
+    """Apply one fill event (DESIGN.md, "State"): the new state and what the fill did.
+    A duplicate `event_id` leaves the state exactly as it was.
+
+    `order_filled` adds the growth of the order's filled quantity (the largest
+    among its legs) at the fill's price to the symbol's position and takes it off
+    the reservation; the order is terminal once every leg is final or filled. A
+    fill naming no leg, or a leg the order does not have, fills every leg. A fill
+    for an order with no open reservation is applied in full (the cap errs on the
+    safe side). `order_canceled` releases the rest of the reservation;
+    `position_closed` takes the quantity off the position (its share of the entry
+    notional) and books `realized_pnl`. Every fill that changed the state moves the
+    portfolio clock forward to its `ts`.
 
     `offset` is the fill's input offset, recorded so a decision trace can name
     the last fill applied before it. Arithmetic is exact (`decimals.ENGINE_CONTEXT`).
@@ -176,33 +236,47 @@ def _apply_fill(
     state: PortfolioState,
     config: SizingConfig,
     offset: int | None,
-) -> tuple[PortfolioState, bool]:
+) -> FillApplied:
     streak = state.streak
     if fill.event_id in streak.seen_fills:
-        return state, False
-    seen_fills = streak.seen_fills.add(fill.event_id, config.fill_dedupe_window)
+        return FillApplied(state, "duplicate")
+    streak = streak.remembering(streak.seen_fills.add(fill.event_id, config.fill_dedupe_window))
     exposure = state.exposure
-    latest, reservations, _, _ = open_reservations(exposure, fill.ts, None, config)
-    positions = exposure.positions
+    positions, reservations = exposure.positions, exposure.reservations
+    outcome: FillOutcome = "applied"
 
     if isinstance(fill, OrderFilled):
-        positions = dict(positions)
-        held = positions.get(fill.symbol, NO_POSITION)
-        positions[fill.symbol] = Position(held.qty + fill.qty, held.entry_notional + fill.qty * fill.price)
         held_order = reservations.get(fill.order_id)
-        if held_order is not None:
+        if held_order is None:
+            added = fill.qty
+            outcome = "unknown_order"
+        else:
+            legs = held_order.legs
+            hit = (fill.venue_symbol,) if fill.venue_symbol in legs else legs
+            filled = dict(held_order.filled)
+            for leg in hit:
+                filled[leg] = filled.get(leg, ZERO) + fill.qty
+            now_filled = max(filled.values())
+            added = now_filled - held_order.filled_qty
+            if any(filled[leg] > held_order.qty for leg in hit):
+                outcome = "overfill"
+            finals = held_order.finals | frozenset(hit) if fill.final else held_order.finals
             reservations = dict(reservations)
-            left = held_order.qty - fill.qty
-            if fill.final or left <= 0:
+            if finals.issuperset(legs) or all(filled.get(leg, ZERO) >= held_order.qty for leg in legs):
                 del reservations[fill.order_id]
             else:
-                reservations[fill.order_id] = reservation(
-                    held_order.symbol, left, held_order.price, max(held_order.ts, fill.ts))
-        streak = streak.remembering(seen_fills)
+                left = held_order.qty - now_filled
+                reservations[fill.order_id] = held_order._replace(
+                    filled=filled, finals=finals, notional=left * held_order.price if left > 0 else ZERO)
+        if added:
+            positions = dict(positions)
+            held = positions.get(fill.symbol, NO_POSITION)
+            positions[fill.symbol] = Position(held.qty + added, held.entry_notional + added * fill.price)
     elif isinstance(fill, OrderCanceled):
-        if fill.order_id in reservations:
-            reservations = {oid: r for oid, r in reservations.items() if oid != fill.order_id}
-        streak = streak.remembering(seen_fills)
+        if fill.order_id not in reservations:
+            # nothing to release: only the event id is remembered, the clock stays
+            return FillApplied(PortfolioState(exposure, streak), "unknown_order")
+        reservations = {oid: r for oid, r in reservations.items() if oid != fill.order_id}
     else:
         held = positions.get(fill.symbol)
         if held is not None:
@@ -213,12 +287,12 @@ def _apply_fill(
                 left = held.qty - fill.qty
                 share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
                 positions[fill.symbol] = Position(left, share)
-        streak = book_close(streak.remembering(seen_fills), fill.realized_pnl, config)
+        streak = book_close(streak, fill.realized_pnl, config)
     exposure = Exposure(
-        positions, reservations, exposure.marks, latest,
+        positions, reservations, exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
         exposure.last_fill_offset if offset is None else offset, exposure.seen_signals,
     )
-    return PortfolioState(exposure, streak), True
+    return FillApplied(PortfolioState(exposure, streak), outcome)
 
 
 def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
@@ -249,18 +323,20 @@ def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
 
 
 def earned_phase(streak: Streak, config: SizingConfig) -> int:
-    """The highest phase whose thresholds the live record meets, never below the current one."""
+    """The phase after a close: one phase up when the live record meets the next
+    phase's thresholds, else the current one. Promotion moves one phase at a time:
+    a close never skips a phase, and phases never fall."""
     phase = streak.phase
-    while phase < len(config.phases):
-        target = config.phases[phase]  # phases are 1-based; index `phase` is the next one
-        profit_factor = streak.profit_factor
-        if not (
-            streak.closed_trades >= target.min_trades
-            and streak.win_rate > target.min_win_rate
-            and (profit_factor is None or profit_factor > target.min_profit_factor)
-        ):
-            break
-        phase += 1
+    if phase >= len(config.phases):
+        return phase
+    target = config.phases[phase]  # phases are 1-based; index `phase` is the next one
+    profit_factor = streak.profit_factor
+    if (
+        streak.closed_trades >= target.min_trades
+        and streak.win_rate > target.min_win_rate
+        and (profit_factor is None or profit_factor > target.min_profit_factor)
+    ):
+        return phase + 1
     return phase
 
 
@@ -269,8 +345,9 @@ def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
     e, s = state.exposure, state.streak
     exposure = {
         "positions": {k: [p.qty, p.entry_notional] for k, p in e.positions.items()},
-        "reservations": {k: [r.symbol, r.qty, r.price, r.ts] for k, r in e.reservations.items()},
-        "marks": dict(e.marks),
+        "reservations": {k: [r.symbol, r.qty, r.price, r.ts, list(r.legs), dict(r.filled), sorted(r.finals)]
+                         for k, r in e.reservations.items()},
+        "marks": {k: [m.price, m.ts] for k, m in e.marks.items()},
         "latest_ts": e.latest_ts,
         "last_fill_offset": e.last_fill_offset,
         "seen_signals": e.seen_signals.to_wire(),
@@ -291,12 +368,28 @@ def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
     D = Decimal
     return Exposure(
         positions={k: Position(D(q), D(n)) for k, (q, n) in data["positions"].items()},
-        reservations={k: reservation(sym, D(q), D(p), int(ts)) for k, (sym, q, p, ts) in data["reservations"].items()},
-        marks={k: D(v) for k, v in data["marks"].items()},
+        reservations={k: _reservation_from_wire(v) for k, v in data["reservations"].items()},
+        marks={k: _mark_from_wire(v) for k, v in data["marks"].items()},
         latest_ts=data["latest_ts"],
         last_fill_offset=data["last_fill_offset"],
         seen_signals=RecentIds.from_wire(data["seen_signals"]),
     )
+
+
+def _reservation_from_wire(data: list[Any]) -> Reservation:
+    # [symbol, qty, price, ts] as written before leg fills were tracked: one whole-order leg
+    symbol, qty, price, ts = data[:4]
+    made = reservation(symbol, Decimal(qty), Decimal(price), int(ts), tuple(data[4]) if len(data) > 4 else ("",))
+    if len(data) <= 5 or not data[5]:
+        return made
+    filled = {leg: Decimal(q) for leg, q in data[5].items()}
+    left = made.qty - max(filled.values())
+    return made._replace(filled=filled, finals=frozenset(data[6]), notional=left * made.price if left > 0 else ZERO)
+
+
+def _mark_from_wire(data: Any) -> Mark:
+    # a bare price as written before marks carried their event time
+    return Mark(Decimal(data[0]), int(data[1])) if isinstance(data, list) else Mark(Decimal(data), 0)
 
 
 def streak_from_wire(data: Mapping[str, Any] | None, config: SizingConfig) -> Streak:

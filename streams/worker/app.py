@@ -194,7 +194,7 @@ def build_app(
             return
         result = await applied(event, fill, apply_fill)
         if result is not None:
-            metrics.fills.labels(fill.type, "true" if result.changed else "false").inc()
+            metrics.fill_applied(fill.type, result.outcome)
 
     async def check_instrument(event: Any) -> None:
         # The InstrumentView of every worker applies instruments; this agent, run once

@@ -49,7 +49,7 @@ def test_metrics_report_exact_counts_exposure_streaks_and_phase(deployment, work
 
     def settled() -> bool:
         samples = scrape(worker.web_port)
-        return samples.get(("sizer_fill_events_total", (("applied", "false"), ("type", "position_closed")))) == 1.0
+        return samples.get(("sizer_fill_events_total", (("outcome", "duplicate"), ("type", "position_closed")))) == 1.0
 
     eventually(settled, what="fill metrics")
     samples = scrape(worker.web_port)
@@ -61,9 +61,9 @@ def test_metrics_report_exact_counts_exposure_streaks_and_phase(deployment, work
     assert value(samples, "sizer_accepted_notional_usd_count") == 11
     assert value(samples, "sizer_accepted_notional_usd_sum") == 1075  # 10 x 100 + 75
     assert value(samples, "sizer_decision_latency_seconds_count") == 11
-    assert value(samples, "sizer_fill_events_total", type="order_canceled", applied="true") == 1
-    assert value(samples, "sizer_fill_events_total", type="position_closed", applied="true") == 2
-    assert value(samples, "sizer_fill_events_total", type="position_closed", applied="false") == 1
+    assert value(samples, "sizer_fill_events_total", type="order_canceled", outcome="applied") == 1
+    assert value(samples, "sizer_fill_events_total", type="position_closed", outcome="applied") == 2
+    assert value(samples, "sizer_fill_events_total", type="position_closed", outcome="duplicate") == 1
 
     # p1: one reservation canceled (900 left), two losses: drawdown, equity 99990, cap 1% of it
     assert value(samples, "sizer_portfolio_reserved_usd", portfolio="p1") == 900

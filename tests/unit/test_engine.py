@@ -100,16 +100,30 @@ def test_duplicate_fill_event_changes_state_once(conviction):
     assert after_first.streak.consecutive_losses == 1
 
 
-def test_reservation_lapses_after_ttl_of_event_time(conviction):
+def test_reservations_never_lapse_by_default(conviction):
     proc = processor(conviction)
     markets = [instrument(f"M{i}", leg(f"M{i}", qty_step="0.001")) for i in range(6)]
     full = feed(proc, markets + [signal("p1", f"M{i}", "1", "1", ts=T0) for i in range(5)])
     assert all(r.decision.outcome == "accepted" for r in full)
+    # a day of event time later, nothing filled or canceled them: still 5,000 reserved
+    later, = feed(proc, [signal("p1", "M5", "1", "1", ts=T0 + 86_400_000)])
+    assert later.decision.reason == "EXPOSURE_CAP_REACHED"
+    assert later.decision.trace["state"]["reserved"] == 5000
+
+
+def test_a_configured_ttl_lapses_reservations_on_the_portfolio_clock_and_says_so(monkeypatch):
+    monkeypatch.setenv("SIZING_RESERVATION_TTL_S", "600")
+    proc = processor(load_config("conviction"))
+    markets = [instrument(f"M{i}", leg(f"M{i}", qty_step="0.001")) for i in range(6)]
+    full = feed(proc, markets + [signal("p1", f"M{i}", "1", "1", ts=T0) for i in range(5)])
     blocked, = feed(proc, [signal("p1", "M5", "1", "1", ts=T0 + 599_999)])
     freed, = feed(proc, [signal("p1", "M5", "1", "1", ts=T0 + 600_000)])
     assert blocked.decision.reason == "EXPOSURE_CAP_REACHED"
     assert freed.decision.outcome == "accepted"
     assert freed.decision.trace["state"]["reserved"] == 0
+    assert freed.decision.trace["state"]["lapsed_reservations"] == 5
+    assert [lapse["order_id"] for lapse in freed.decision.trace["lapsed"]] == [r.order.order_id for r in full]
+    assert all(lapse["made_ts"] == T0 and lapse["notional"] == 1000 for lapse in freed.decision.trace["lapsed"])
 
 
 def test_cancel_of_an_unknown_order_is_harmless(conviction):
