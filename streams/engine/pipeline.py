@@ -115,7 +115,7 @@ def _decide(
     marks = exposure.marks
     if config.exposure_basis == "mark":
         mark = marks.get(signal.symbol)
-        if mark is None or (signal.ts >= mark.ts and mark.price != signal.price):
+        if mark is None or (signal.ts >= mark.ts and mark != (signal.price, signal.ts)):
             marks = {**marks, signal.symbol: Mark(signal.price, signal.ts)}
     exposure = Exposure(
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
