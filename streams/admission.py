@@ -15,16 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 from streams.errors import InvalidMessage
-from streams.models import Fill, Instrument, Signal, decode, validate
+from streams.models import Control, Fill, Instrument, Signal, decode, validate
 
 # role -> (the message model, the field the record must be keyed by)
 INPUTS: dict[str, tuple[Any, str]] = {
     "instruments": (Instrument, "symbol"),
     "signals": (Signal, "portfolio_id"),
     "fills": (Fill, "portfolio_id"),
+    "controls": (Control, "portfolio_id"),
 }
 # the roles whose messages carry an event time (`ts`)
-TIMED = frozenset({"signals", "fills"})
+TIMED = frozenset({"signals", "fills", "controls"})
 
 
 def check_key(role: str, message: Any, key: bytes | None) -> None:

@@ -142,6 +142,9 @@ class SizingConfig(BaseSettings):
     reservation_ttl_s: Annotated[Dec, Field(ge=1)] | None = None
     """Unset: a reservation lives until its order is filled (final), canceled or released.
     Set: it lapses this long after it was made, on the portfolio clock (at least `max_signal_age_s`)."""
+    max_drawdown_pct: Annotated[Dec, Field(gt=0, lt=100)] | None = None
+    """Unset: off. Set: a portfolio whose equity falls this many percent below its peak
+    halts itself (MAX_DRAWDOWN) until an operator resumes it."""
     unscored_signals: Literal["static", "reject"] = "static"
     """A signal without a score: `static` sizes it with conviction multiplier 1; `reject` is NO_SCORE."""
     signal_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024

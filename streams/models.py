@@ -167,6 +167,46 @@ class PositionClosed(FillEvent):
 Fill = Annotated[Union[OrderFilled, OrderCanceled, PositionClosed], Field(discriminator="type")]
 
 
+class Command(Message):
+    """An operator command on the `controls` topic (DESIGN.md, "Operator controls")."""
+
+    command_id: Id
+    portfolio_id: Id
+    ts: EventTime
+    operator: Id
+    reason: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Halt(Command):
+    """Every new signal of the portfolio is rejected HALTED until a `resume`."""
+
+    type: Literal["halt"]
+
+
+class Resume(Command):
+    """Lifts a halt (an operator's or MAX_DRAWDOWN's)."""
+
+    type: Literal["resume"]
+
+
+class Release(Command):
+    """Releases one order's reservation, when the execution engine lost its cancel."""
+
+    type: Literal["release"]
+    order_id: Id
+
+
+class AdjustEquity(Command):
+    """A deposit (> 0) or withdrawal (< 0) in USD: moves equity (and so the graduated
+    base size and percentage caps), not streaks, trade counts or PnL."""
+
+    type: Literal["adjust_equity"]
+    amount: Dec
+
+
+Control = Annotated[Union[Halt, Resume, Release, AdjustEquity], Field(discriminator="type")]
+
+
 class OrderLeg(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -7,10 +7,12 @@ tables in the worker. Both paths run this same code, so a worker and
 
 from __future__ import annotations
 
-from typing import MutableMapping, Protocol
+from typing import Any, MutableMapping, Protocol
 
 from streams.config import SizingConfig
-from streams.engine import FillApplied, InputPosition, PortfolioState, Result, apply_fill, decide
+from streams.engine import (
+    ControlApplied, FillApplied, InputPosition, PortfolioState, Result, apply_control, apply_fill, decide,
+)
 from streams.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal
 
 
@@ -57,6 +59,14 @@ class Processor:
         result = apply_fill(fill, before, self.config, offset)
         if result.state is not before:
             self.store.save(fill.portfolio_id, result.state)
+        return result
+
+    def on_control(self, command: Any, offset: int | None = None) -> ControlApplied:
+        """Apply an operator command: the new state and what it did (`engine.ControlOutcome`)."""
+        before = self.store.load(command.portfolio_id)
+        result = apply_control(command, before, self.config, offset)
+        if result.state is not before:
+            self.store.save(command.portfolio_id, result.state)
         return result
 
     def on_signal(self, signal: Signal, position: InputPosition = InputPosition()) -> Result:

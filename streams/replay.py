@@ -20,6 +20,7 @@ class ReplayCounts:
     signals: int = 0
     fills: int = 0
     instruments: int = 0
+    controls: int = 0
     bad_lines: int = 0
 
 
@@ -38,7 +39,7 @@ def replay(
     (PROCESSING_ERROR, a bug, as the worker dead-letters it); the rest go on."""
     processor = processor or Processor(config, MemoryStore(config))
     counts = ReplayCounts()
-    offsets = {"signals": 0, "fills": 0, "instruments": 0}
+    offsets = {"signals": 0, "fills": 0, "instruments": 0, "controls": 0}
     for entry in journal.read(lines, config.max_future_skew_ms):
         counts.lines = entry.line
         if entry.error is not None:
@@ -55,6 +56,9 @@ def replay(
             elif entry.topic == "fills":
                 processor.on_fill(entry.message, offset)
                 counts.fills += 1
+            elif entry.topic == "controls":
+                processor.on_control(entry.message, offset)
+                counts.controls += 1
             else:
                 processor.on_instrument(entry.message)
                 counts.instruments += 1

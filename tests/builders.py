@@ -51,3 +51,11 @@ def closed(portfolio_id: str, symbol: str, qty: str, price: str, pnl: str, ts: i
 
 def journal_text(entries: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(entry) + "\n" for entry in entries)
+
+
+def control(portfolio_id: str, kind: str, ts: int = T0, command_id: str | None = None, operator: str = "alice",
+            reason: str = "test", **fields: Any) -> dict[str, Any]:
+    """An operator command: halt, resume, release (order_id=...), adjust_equity (amount=...)."""
+    return {"topic": "controls", "value": {
+        "command_id": command_id or f"c-{next(_ids)}", "portfolio_id": portfolio_id, "ts": ts, "type": kind,
+        "operator": operator, "reason": reason, **fields}}

@@ -23,7 +23,7 @@ from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
 _FLIP = {"buy": "sell", "sell": "buy"}
 
 RejectionReason = Literal[
-    "DUPLICATE_SIGNAL", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "NO_SCORE", "LOW_CONFIDENCE", "PAIR_CAP_REACHED",
+    "DUPLICATE_SIGNAL", "HALTED", "MAX_DRAWDOWN", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "NO_SCORE", "LOW_CONFIDENCE", "PAIR_CAP_REACHED",
     "EXPOSURE_CAP_REACHED", "BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL", "ORDER_OUT_OF_BOUNDS",
 ]
 # Every reason a decision can be rejected for.
@@ -87,6 +87,7 @@ def _decide(
         "input": {
             "topic": position.topic, "partition": position.partition, "offset": position.offset,
             "last_fill_offset": exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
+            "last_control_offset": state.controls.last_control_offset,
         },
         "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
                    "price": signal.price, "ts": signal.ts},
@@ -100,7 +101,7 @@ def _decide(
     # 1. Gates. A signal that fails one changes nothing at all: not the clock, not
     # the marks, not the dedupe window, not a reservation.
     clock = exposure.latest_ts
-    gate = _gate(signal, instrument, exposure, config, order_id)
+    gate = _gate(signal, instrument, state, config, order_id)
     if gate is not None:
         held, held_symbol = held_value(exposure, signal.symbol, config)
         reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
@@ -121,7 +122,7 @@ def _decide(
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window),
     )
-    state = PortfolioState(exposure, streak)
+    state = PortfolioState(exposure, streak, state.controls)
     held, held_symbol = held_value(exposure, signal.symbol, config)
     current = held + open_.reserved
     trace["state"] = _state_read(clock, clock_now, held, open_.reserved, open_.lapsed, streak)
@@ -174,7 +175,7 @@ def _decide(
     reservations = {**open_.reservations, order_id: reservation(signal.symbol, qty, signal.price, clock_now, legs)}
     state = PortfolioState(
         Exposure(exposure.positions, reservations, marks, clock_now, exposure.last_fill_offset, exposure.seen_signals),
-        streak,
+        streak, state.controls,
     )
     order = build(
         Order,
@@ -200,14 +201,20 @@ def _decide(
 
 
 def _gate(
-    signal: Signal, instrument: Instrument | None, exposure: Exposure, config: SizingConfig, order_id: str,
+    signal: Signal, instrument: Instrument | None, state: PortfolioState, config: SizingConfig, order_id: str,
 ) -> Rejection | None:
-    """Step 1: a duplicate (in the dedupe window, or its order still open), an
-    unknown instrument, or a signal older than `max_signal_age` on the portfolio clock."""
+    """Step 1: a duplicate (in the dedupe window, or its order still open), a halted
+    portfolio (HALTED by an operator, or MAX_DRAWDOWN), an unknown instrument, or
+    a signal older than `max_signal_age` on the portfolio clock."""
+    exposure = state.exposure
     if signal.signal_id in exposure.seen_signals:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)}")
     if order_id in exposure.reservations:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=open")
+    halt = state.controls.halt
+    if halt is not None:
+        by = f"command_id={halt.command_id} " if halt.command_id is not None else ""
+        return Rejection(halt.reason, f"{by}operator={halt.operator} reason={halt.text}")  # type: ignore[arg-type]
     if instrument is None:
         return Rejection("UNKNOWN_INSTRUMENT", f"symbol={_text(signal.symbol)}")
     max_age, clock = config.max_signal_age_ms, exposure.latest_ts

@@ -12,7 +12,7 @@ from decimal import Decimal, localcontext
 from typing import Any, Literal, Mapping, NamedTuple
 
 from streams.config import SizingConfig
-from streams.decimals import ENGINE_CONTEXT, ZERO, engine_context_active
+from streams.decimals import ENGINE_CONTEXT, ZERO, canonical, engine_context_active
 from streams.engine.recent import RecentIds
 from streams.models import OrderCanceled, OrderFilled, PositionClosed
 
@@ -88,6 +88,11 @@ class Streak(NamedTuple):
     gross_profit: Decimal = ZERO
     gross_loss: Decimal = ZERO
     seen_fills: RecentIds = RecentIds()
+    peak_equity: Decimal | None = None  # the highest equity, less withdrawals; None: never above the start
+
+    @property
+    def peak(self) -> Decimal:
+        return self.equity if self.peak_equity is None or self.peak_equity < self.equity else self.peak_equity
 
     def remembering(self, seen_fills: RecentIds) -> "Streak":
         """The same record with another fill-dedupe window."""
@@ -105,9 +110,29 @@ class Streak(NamedTuple):
         return None if self.gross_profit else ZERO
 
 
+class Halt(NamedTuple):
+    """Why a portfolio is halted: an operator's command, or MAX_DRAWDOWN (no command)."""
+
+    reason: str  # "HALTED" | "MAX_DRAWDOWN": the rejection reason of its signals
+    command_id: str | None
+    operator: str
+    text: str  # the operator's reason, or the drawdown that tripped it
+    ts: int
+
+
+class Controls(NamedTuple):
+    """The operator controls of one portfolio: the halt in force, the commands
+    already applied (dedupe) and the offset of the last one."""
+
+    halt: Halt | None = None
+    seen_commands: RecentIds = RecentIds()
+    last_control_offset: int | None = None
+
+
 class PortfolioState(NamedTuple):
     exposure: Exposure
     streak: Streak
+    controls: Controls = Controls()
 
     @classmethod
     def fresh(cls, config: SizingConfig) -> "PortfolioState":
@@ -275,7 +300,7 @@ def _apply_fill(
     elif isinstance(fill, OrderCanceled):
         if fill.order_id not in reservations:
             # nothing to release: only the event id is remembered, the clock stays
-            return FillApplied(PortfolioState(exposure, streak), "unknown_order")
+            return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
         reservations = {oid: r for oid, r in reservations.items() if oid != fill.order_id}
     else:
         held = positions.get(fill.symbol)
@@ -292,7 +317,86 @@ def _apply_fill(
         positions, reservations, exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
         exposure.last_fill_offset if offset is None else offset, exposure.seen_signals,
     )
-    return FillApplied(PortfolioState(exposure, streak), outcome)
+    controls = state.controls
+    if isinstance(fill, PositionClosed) and controls.halt is None:
+        tripped = drawdown_tripped(streak, config)
+        if tripped is not None:
+            controls = controls._replace(halt=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
+    return FillApplied(PortfolioState(exposure, streak, controls), outcome)
+
+
+def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:
+    """The kill switch: equity `max_drawdown_pct` or more below its peak. Returns the
+    `key=value` detail of the halt, or None."""
+    limit = config.max_drawdown_pct
+    peak = streak.peak
+    if limit is None or peak <= 0:
+        return None
+    drawdown_pct = (peak - streak.equity) * 100 / peak
+    if drawdown_pct < limit:
+        return None
+    return (f"equity={canonical(streak.equity)} peak_equity={canonical(peak)} "
+            f"drawdown_pct={canonical(drawdown_pct.quantize(Decimal('0.0001')))} max_drawdown_pct={canonical(limit)}")
+
+
+ControlOutcome = Literal["applied", "duplicate", "no_effect"]
+"""What a command did: `applied`; `duplicate` (a command id already applied);
+`no_effect` (a release of an order with no open reservation, a halt of a halted
+portfolio, a resume of a running one: remembered, nothing else changed)."""
+
+
+class ControlApplied(NamedTuple):
+    state: PortfolioState
+    outcome: ControlOutcome
+
+
+def apply_control(command: Any, state: PortfolioState, config: SizingConfig, offset: int | None = None) -> ControlApplied:
+    """Apply one operator command (DESIGN.md, "Operator controls") as a pure state
+    transition. Commands are not market events: they never move the portfolio clock.
+
+    `halt` halts the portfolio (its signals are HALTED); `resume` lifts any halt,
+    MAX_DRAWDOWN's included, and re-arms the kill switch from the equity now;
+    `release` drops one order's reservation; `adjust_equity` adds `amount` (USD,
+    signed) to equity and to its peak, leaving streaks, trade counts and PnL alone.
+    `offset` is the command's input offset, recorded for the decision traces."""
+    if engine_context_active():
+        return _apply_control(command, state, config, offset)
+    with localcontext(ENGINE_CONTEXT):
+        return _apply_control(command, state, config, offset)
+
+
+def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, offset: int | None) -> ControlApplied:
+    controls = state.controls
+    if command.command_id in controls.seen_commands:
+        return ControlApplied(state, "duplicate")
+    controls = controls._replace(
+        seen_commands=controls.seen_commands.add(command.command_id, config.fill_dedupe_window),
+        last_control_offset=controls.last_control_offset if offset is None else offset,
+    )
+    exposure, streak = state.exposure, state.streak
+    outcome: ControlOutcome = "applied"
+    kind = command.type
+    if kind == "halt":
+        if controls.halt is None:
+            controls = controls._replace(halt=Halt("HALTED", command.command_id, command.operator, command.reason,
+                                                   command.ts))
+        else:
+            outcome = "no_effect"
+    elif kind == "resume":
+        if controls.halt is None:
+            outcome = "no_effect"
+        else:
+            controls = controls._replace(halt=None)
+            streak = streak._replace(peak_equity=streak.equity)
+    elif kind == "release":
+        if command.order_id in exposure.reservations:
+            exposure = exposure._replace(
+                reservations={oid: r for oid, r in exposure.reservations.items() if oid != command.order_id})
+        else:
+            outcome = "no_effect"
+    else:  # adjust_equity
+        streak = streak._replace(equity=streak.equity + command.amount, peak_equity=streak.peak + command.amount)
+    return ControlApplied(PortfolioState(exposure, streak, controls), outcome)
 
 
 def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
@@ -315,7 +419,7 @@ def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
         if config.drawdown and losses >= config.loss_streak:
             drawdown = True
     booked = streak._replace(
-        equity=streak.equity + pnl, consecutive_wins=wins, consecutive_losses=losses,
+        equity=streak.equity + pnl, peak_equity=max(streak.peak, streak.equity + pnl), consecutive_wins=wins, consecutive_losses=losses,
         drawdown=drawdown, closed_trades=streak.closed_trades + 1, wins=won, losses=lost,
         gross_profit=gross_profit, gross_loss=gross_loss,
     )
@@ -357,9 +461,26 @@ def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
         "consecutive_losses": s.consecutive_losses, "drawdown": s.drawdown,
         "closed_trades": s.closed_trades, "wins": s.wins, "losses": s.losses,
         "gross_profit": s.gross_profit, "gross_loss": s.gross_loss,
-        "seen_fills": s.seen_fills.to_wire(),
+        "seen_fills": s.seen_fills.to_wire(), "peak_equity": s.peak_equity,
     }
     return exposure, streak
+
+
+def controls_to_wire(controls: Controls) -> dict[str, Any]:
+    """The `controls` table value as JSON data."""
+    return {
+        "halt": list(controls.halt) if controls.halt is not None else None,
+        "seen_commands": controls.seen_commands.to_wire(),
+        "last_control_offset": controls.last_control_offset,
+    }
+
+
+def controls_from_wire(data: Mapping[str, Any] | None) -> Controls:
+    if not data:
+        return Controls()
+    halt = data["halt"]
+    return Controls(Halt(*halt) if halt else None, RecentIds.from_wire(data["seen_commands"]),
+                    data["last_control_offset"])
 
 
 def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
@@ -403,4 +524,5 @@ def streak_from_wire(data: Mapping[str, Any] | None, config: SizingConfig) -> St
         wins=int(data["wins"]), losses=int(data["losses"]),
         gross_profit=D(data["gross_profit"]), gross_loss=D(data["gross_loss"]),
         seen_fills=RecentIds.from_wire(data["seen_fills"]),
+        peak_equity=D(data["peak_equity"]) if data.get("peak_equity") is not None else None,
     )

@@ -29,7 +29,7 @@ def test_bad_lines_are_reported_with_their_number_and_processing_goes_on(tmp_pat
     errors = done.stderr.splitlines()
     assert errors[0].startswith(f"{path}:3: INVALID_JSON")
     assert errors[1] == f"{path}:4: INVALID_FIELD: score: Input should be less than or equal to 1"
-    assert errors[2] == f"{path}:5: INVALID_FIELD: topic: must be one of instruments, signals, fills, got 'trades'"
+    assert errors[2] == f"{path}:5: INVALID_FIELD: topic: must be one of instruments, signals, fills, controls, got 'trades'"
 
 
 def test_unusable_arguments_or_configuration_exit_non_zero(tmp_path):

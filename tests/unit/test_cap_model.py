@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from streams.config import load_config
 from streams.engine import InputPosition
-from streams.models import Decision, Fill, Instrument, Order, Signal, decode, to_json, validate
+from streams.models import Control, Decision, Fill, Instrument, Order, Signal, decode, to_json, validate
 from streams.processor import MemoryStore, Processor
 from tests.builders import T0, instrument, leg
 
@@ -45,7 +45,7 @@ CONFIGS = [
                    "signal_dedupe_window": 3}),
     ("conviction", {"max_signal_age_s": None, "pair_cap_usd": "400", "portfolio_cap": "1500"}),
 ]
-GATES = {"DUPLICATE_SIGNAL", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL"}
+GATES = {"DUPLICATE_SIGNAL", "HALTED", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL"}
 EXACT = 100  # digits: the model computes exactly too
 
 
@@ -60,6 +60,8 @@ class Model:
         self.marks: dict[str, tuple[D, int]] = {}
         self.passed_signals: list[str] = []  # signal ids that passed the gates, oldest first
         self.fill_ids: set[str] = set()
+        self.halted = False
+        self.command_ids: set[str] = set()
 
     def move_clock(self, ts: int) -> None:
         self.clock = ts if self.clock is None else max(self.clock, ts)
@@ -70,6 +72,8 @@ class Model:
         window = self.config.signal_dedupe_window
         if order_id in self.orders or signal.signal_id in self.passed_signals[-window:]:
             return {"DUPLICATE_SIGNAL"}, True
+        if self.halted:
+            return {"HALTED"} | ({"DUPLICATE_SIGNAL"} if signal.signal_id in self.passed_signals else set()), True
         if signal.symbol not in INSTRUMENTS:
             return {"UNKNOWN_INSTRUMENT"}, True
         max_age = self.config.max_signal_age_s
@@ -290,6 +294,33 @@ class CapMachine(RuleBasedStateMachine):
                 # rounded half-even to 1e-18 USD (README, "State")
                 held[1] = (held[1] * left / held[0]).quantize(D("1e-18"), rounding=ROUND_HALF_EVEN)
                 held[0] = left
+
+    @rule(kind=st.sampled_from(["halt", "resume", "release", "adjust_equity"]), pick=st.integers(0, 40),
+          amount=st.sampled_from(["-50000", "-1", "2500", "100000"]), resend=st.integers(0, 10),
+          shift=st.sampled_from([0, 31_536_000]))
+    def command(self, kind, pick, amount, resend, shift):
+        command_id = f"c{resend}" if resend % 3 == 0 else f"c{next(self.ids)}"
+        value = {"command_id": command_id, "portfolio_id": "p1", "ts": self.now() + shift * SECOND, "type": kind,
+                 "operator": "ops", "reason": "test"}
+        order_id = self.order_for(pick)
+        if kind == "release":
+            value["order_id"] = order_id
+        if kind == "adjust_equity":
+            value["amount"] = amount
+        result = self.processor.on_control(validate(Control, value), self.offset)
+        self.offset += 1
+        model = self.model
+        if command_id in model.command_ids:
+            assert result.outcome == "duplicate"
+            return
+        model.command_ids.add(command_id)
+        if kind == "halt":
+            model.halted = True
+        elif kind == "resume":
+            model.halted = False
+        elif kind == "release":
+            assert result.outcome == ("applied" if order_id in model.orders else "no_effect")
+            model.orders.pop(order_id, None)
 
     @invariant()
     def clock_matches(self):

@@ -1,0 +1,89 @@
+"""Operator controls through the real `sizer replay` (issue 15): halt, resume,
+release, equity adjustments, the drawdown kill switch, duplicate commands."""
+
+from __future__ import annotations
+
+from tests.builders import T0, closed, control, instrument, leg, signal
+
+X = instrument("X", leg("XUSDT", qty_step="0.01"))
+Y = instrument("Y", leg("YUSDT", qty_step="0.01"))
+
+
+def reasons(decisions):
+    return [d["reason"] for d in decisions]
+
+
+def test_a_halted_portfolio_rejects_every_signal_until_resumed(replay):
+    decisions = replay([
+        X, signal("p1", "X", "0.5", "10", T0),
+        control("p1", "halt", T0, command_id="c-halt", operator="alice", reason="venue outage"),
+        signal("p1", "X", "0.5", "10", T0 + 1), signal("p1", "UNKNOWN", "0.5", "10", T0 + 2),
+        signal("p2", "X", "0.5", "10", T0 + 3),  # another portfolio: unaffected
+        control("p1", "resume", T0 + 4, command_id="c-resume"),
+        signal("p1", "X", "0.5", "10", T0 + 5),
+    ], "--preset", "conviction", env={"SIZING_PAIR_CAP_USD": "5000"})
+    assert reasons(decisions) == [None, "HALTED", "HALTED", None, None]
+    assert decisions[1]["trace"]["detail"] == "command_id=c-halt operator=alice reason=venue outage"
+    assert decisions[1]["trace"]["input"]["last_control_offset"] == 0
+    # sized as before the halt: the same 650 (0.3 + 0.7 x 0.5 of 1,000), on top of the first
+    assert [d["notional"] for d in decisions] == ["650", None, None, "650", "650"]
+    assert decisions[4]["trace"]["state"]["reserved"] == "650"
+
+
+def test_release_frees_exactly_that_reservation(replay):
+    first = replay([X, Y, signal("p1", "X", "1", "10", T0, signal_id="a"),
+                    signal("p1", "Y", "1", "10", T0, signal_id="b")], "--preset", "conviction")
+    order_a = first[0]["order_id"]
+    decisions = replay([
+        X, Y, signal("p1", "X", "1", "10", T0, signal_id="a"), signal("p1", "Y", "1", "10", T0, signal_id="b"),
+        control("p1", "release", T0, order_id=order_a, reason="cancel lost by the execution engine"),
+        control("p1", "release", T0, order_id="o-never-made", reason="typo"),  # changes nothing
+        signal("p1", "Y", "1", "10", T0 + 1, signal_id="c"),
+    ], "--preset", "conviction", env={"SIZING_PORTFOLIO_CAP": "1500", "SIZING_PAIR_CAP_USD": "5000"})
+    assert [d["notional"] for d in decisions] == ["1000", "500", "1000"]  # b shrunk under the 1,500 cap
+    assert decisions[2]["trace"]["state"]["reserved"] == "500"  # b's 500 stays, a's 1,000 is gone
+
+
+def test_a_deposit_doubles_a_percentage_cap_and_the_base_and_leaves_streaks_alone(replay):
+    decisions = replay([
+        X, closed("p1", "X", "1", "10", "-1", T0), closed("p1", "X", "1", "10", "-1", T0),
+        signal("p1", "X", "0.9", "10", T0 + 1),
+        control("p1", "adjust_equity", T0 + 2, amount="100002", reason="deposit"),
+        signal("p1", "X", "0.9", "10", T0 + 3),
+        control("p1", "adjust_equity", T0 + 4, amount="-150000", reason="withdrawal"),
+        signal("p1", "X", "0.9", "10", T0 + 5),
+    ], "--preset", "graduated")
+    before, after, shrunk = (d["trace"] for d in decisions)
+    assert (before["state"]["equity"], after["state"]["equity"], shrunk["state"]["equity"]) == (
+        "99998", "200000", "50000")
+    assert (before["caps"]["portfolio_cap"], after["caps"]["portfolio_cap"]) == ("999.98", "2000")
+    assert (before["base"]["base"], after["base"]["base"], shrunk["base"]["base"]) == ("99.998", "200", "50")
+    for trace in (before, after, shrunk):  # two losses: drawdown mode, streaks and trade count unchanged
+        assert (trace["state"]["consecutive_losses"], trace["state"]["closed_trades"], trace["state"]["drawdown"]) \
+            == (2, 2, True)
+
+
+def test_max_drawdown_halts_after_the_close_that_crosses_it_and_not_before(replay):
+    decisions = replay([
+        X, closed("p1", "X", "1", "10", "1000", T0),  # peak 101,000
+        closed("p1", "X", "1", "10", "-5049", T0 + 1),  # 95,951: 4.999% below the peak
+        signal("p1", "X", "0.9", "10", T0 + 2),
+        closed("p1", "X", "1", "10", "-1", T0 + 3),  # 95,950: exactly 5%
+        signal("p1", "X", "0.9", "10", T0 + 4),
+        control("p1", "resume", T0 + 5, operator="bob", reason="reviewed"),
+        signal("p1", "X", "0.9", "10", T0 + 6),
+        closed("p1", "X", "1", "10", "-1", T0 + 7),  # re-armed from 95,950: a small loss does not halt
+        signal("p1", "X", "0.9", "10", T0 + 8),
+    ], "--preset", "conviction", env={"SIZING_MAX_DRAWDOWN_PCT": "5", "SIZING_PAIR_CAP_USD": "5000"})
+    assert reasons(decisions) == [None, "MAX_DRAWDOWN", None, None]
+    assert decisions[1]["trace"]["detail"] == (
+        "operator=sizer reason=equity=95950 peak_equity=101000 drawdown_pct=5 max_drawdown_pct=5")
+
+
+def test_a_duplicate_command_id_applies_once(replay):
+    decisions = replay([
+        X, control("p1", "adjust_equity", T0, command_id="dep", amount="100000", reason="deposit"),
+        control("p1", "adjust_equity", T0, command_id="dep", amount="100000", reason="deposit, sent twice"),
+        signal("p1", "X", "0.9", "10", T0 + 1),
+    ], "--preset", "graduated")
+    assert decisions[0]["trace"]["state"]["equity"] == "200000"
