@@ -7,7 +7,12 @@ import sys
 from typing import Sequence
 
 from streams.config import PRESETS, SizingConfig, load_config
-from streams.errors import ConfigError, SizerError, TopicMismatch
+import asyncio
+import ssl
+
+from aiokafka.errors import KafkaError
+
+from streams.errors import ConfigError, KafkaUnavailable, SizerError, TopicMismatch, kafka_error
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -58,9 +63,17 @@ def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from streams import decimals
+    from streams.kafka_settings import load_kafka_settings
 
     config = _config(args)
-    print(decimals.dumps({"config_hash": config.config_hash, "config": config.effective()}))
+    kafka = load_kafka_settings()
+    # SecretStr fields dump as "**********": a password never reaches this output
+    kafka_values = {key: str(value) if value is not None else None for key, value in kafka.model_dump().items()}
+    kafka_sources = {field: ("environment SIZER_" + field.upper()) if field in kafka.model_fields_set else "default"
+                     for field in kafka_values}
+    print(decimals.dumps({"config_hash": config.config_hash, "config": config.effective(),
+                          "sources": getattr(config, "sources", {}), "kafka": kafka_values,
+                          "kafka_sources": kafka_sources}))
     return 0
 
 
@@ -175,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "worker":
         # aiokafka logs every retry (metadata, leadership) at WARNING; a command's output is its report.
         logging.basicConfig(level=logging.ERROR)
+        # a broker that cannot be reached is reported once, as one line, by main()
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return args.run(args)
     except ConfigError as exc:
@@ -183,11 +198,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TopicMismatch as exc:
         print(f"sizer: {exc}", file=sys.stderr)
         return 3
+    except KafkaUnavailable as exc:
+        print(f"sizer: {exc}", file=sys.stderr)
+        return 4
     except SizerError as exc:
         print(f"sizer: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0
+    except (KafkaError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as exc:
+        print(f"sizer: {kafka_error(exc, getattr(args, 'bootstrap', None))}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and decision.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import tomllib
@@ -283,6 +284,27 @@ def _format_errors(error: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def check_environment(prefix: str, model: type[BaseModel], environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a `prefix*` environment variable that names no field of `model`
+    (a misspelled `SIZING_PORTFOLIO_CAPP` would otherwise be ignored and the
+    default used). Nested fields may be set as `PREFIX_FIELD__SUB`.
+    Raises ConfigError naming each unknown variable and the closest known one."""
+    environ = os.environ if environ is None else environ
+    known = {name.upper() for name in model.model_fields}
+    problems = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith(prefix):
+            continue
+        field = variable.upper()[len(prefix):].split("__")[0]
+        if field in known:
+            continue
+        closest = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {prefix}{closest[0]}?" if closest else ""
+        problems.append(f"  {variable}: not a known setting{hint}")
+    if problems:
+        raise ConfigError("unknown environment variables:\n" + "\n".join(problems))
+
+
 def load_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
@@ -292,6 +314,7 @@ def load_config(
     The preset is the `preset` argument, else `SIZING_PRESET`, else the file's
     `preset`, else `conviction`; an argument that contradicts `SIZING_PRESET` is an error. Raises ConfigError naming each bad field and its rule.
     """
+    check_environment("SIZING_", SizingConfig)
     file_values: dict[str, Any] = {}
     if config_file is not None:
         path = Path(config_file)
@@ -300,6 +323,8 @@ def load_config(
                 file_values = tomllib.load(handle)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:  # a directory, unreadable, ...
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         file_values = file_values.get("sizing", file_values)
@@ -311,8 +336,23 @@ def load_config(
         raise ConfigError(f"preset: must be one of {', '.join(PRESETS)}, got {name!r}")
     values = {**PRESETS[name], **file_values, "preset": name}
     origin = f"preset {name}" + (f", file {config_file}" if config_file else "") + ", SIZING_* environment"
+    from_environment = {variable.upper()[len("SIZING_"):].split("__")[0].lower(): variable
+                        for variable in os.environ if variable.upper().startswith("SIZING_")}
+    sources = {}
+    for field in SizingConfig.model_fields:
+        if field in from_environment:
+            sources[field] = f"environment {from_environment[field]}"
+        elif field in file_values:
+            sources[field] = f"file {config_file}"
+        elif field in PRESETS[name] or field == "preset":
+            sources[field] = f"preset {name}"
+        else:
+            sources[field] = "default"
     try:
-        return SizingConfig(**values)
+        config = SizingConfig(**values)
+        # where each effective value came from, for `sizer config` (not a field: not hashed)
+        config.__dict__["sources"] = sources
+        return config
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, origin)) from exc
     except SettingsError as exc:

@@ -1,5 +1,13 @@
 """The project's exceptions. A rejected signal is a decision, never an exception:
-these are for bad configuration, unusable input files and bugs."""
+these are for bad configuration, unusable input files, a broker that cannot be
+reached or refuses us, and bugs.
+
+    SizerError
+    ├── ConfigError        bad configuration (exit 2)
+    ├── TopicMismatch      a topic differs from its spec (exit 3)
+    ├── KafkaUnavailable   the broker cannot be reached, or refuses us (exit 4)
+    └── InvalidMessage     an input that cannot be admitted (dead-lettered)
+"""
 
 
 class SizerError(Exception):
@@ -29,3 +37,29 @@ class InvalidMessage(SizerError):
 
 class TopicMismatch(SizerError):
     """A topic exists on the broker with a partition count or config that differs from its spec."""
+
+
+class KafkaUnavailable(SizerError):
+    """The broker cannot be reached, or it refuses us (authentication, TLS, authorization)."""
+
+
+def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavailable:
+    """A foreign Kafka, TLS or socket error as ours, with one line naming the cause."""
+    import ssl
+
+    from aiokafka import errors
+
+    where = f" at {bootstrap}" if bootstrap else ""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, ssl.SSLError) or isinstance(cause, ssl.SSLError):
+        reason = getattr(exc if isinstance(exc, ssl.SSLError) else cause, "reason", None) or exc
+        return KafkaUnavailable(f"TLS verification failed{where}: {reason}")
+    if isinstance(exc, (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
+                        errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError)):
+        return KafkaUnavailable(f"authentication failed{where}: {exc}")
+    if isinstance(exc, (errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
+                        errors.TransactionalIdAuthorizationFailed, errors.ClusterAuthorizationFailedError)):
+        return KafkaUnavailable(f"not authorized{where}: {exc}")
+    if isinstance(exc, errors.KafkaConnectionError):
+        return KafkaUnavailable(f"cannot reach the Kafka broker{where}: {exc}")
+    return KafkaUnavailable(f"Kafka error{where}: {type(exc).__name__}: {exc}")

@@ -1,16 +1,27 @@
-"""Where and how the worker talks to Kafka. Not part of the sizing config hash:
-these settings move no number in any decision."""
+"""Where and how every Kafka client of the product talks to Kafka. Not part of
+the sizing config hash: these settings move no number in any decision.
+
+`KafkaSettings.client(role)` is the one Kafka client configuration: every
+aiokafka producer, consumer and admin client the product opens takes its
+keyword arguments from it, and the faust app its `broker_credentials`, so
+security (PLAINTEXT, SSL with mTLS, SASL_PLAINTEXT, SASL_SSL with PLAIN or
+SCRAM-SHA-256/512) is set once. Secrets come from the environment or from a
+file (a mounted secret) and are held as `SecretStr`: never printed, logged or
+hashed."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 LOCAL_BROKER = "127.0.0.1:19092"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,14 +59,123 @@ class KafkaSettings(BaseSettings):
     # how often to look for partitions whose delivery stopped short of the fetch
     stall_interval_s: float = Field(2.0, gt=0)
 
+    # Security (DESIGN.md, "Security"): one configuration for every client.
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None  # None: the system's trusted CAs
+    ssl_certfile: Path | None = None  # a client certificate (mTLS)
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
+    ssl_check_hostname: bool = True
+    client_id_prefix: str = Field("sizer", min_length=1)
+
+    @model_validator(mode="after")
+    def _bootstrap_well_formed(self) -> "KafkaSettings":
+        for address in self.bootstrap.split(","):
+            host, _, port = address.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bootstrap: {address.strip()!r} is not HOST:PORT (a comma-separated list of them)")
+        return self
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> "KafkaSettings":
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl:
+            if self.sasl_mechanism is None:
+                raise ValueError(f"sasl_mechanism: required with security_protocol {self.security_protocol}")
+            if not self.sasl_username:
+                raise ValueError(f"sasl_username: required with security_protocol {self.security_protocol}")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError("sasl_password: required (SIZER_SASL_PASSWORD or SIZER_SASL_PASSWORD_FILE)")
+        elif self.sasl_mechanism or self.sasl_username or self.sasl_password or self.sasl_password_file:
+            raise ValueError(f"sasl_*: set, but security_protocol {self.security_protocol} does not use SASL")
+        if self.sasl_password is not None and self.sasl_password_file is not None:
+            raise ValueError("sasl_password: give SIZER_SASL_PASSWORD or SIZER_SASL_PASSWORD_FILE, not both")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile,
+                 "sasl_password_file": self.sasl_password_file, "ssl_key_password_file": self.ssl_key_password_file}
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        if not tls and (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
+            raise ValueError(f"ssl_*: set, but security_protocol {self.security_protocol} does not use TLS")
+        if (self.ssl_keyfile is None) != (self.ssl_certfile is None) and self.ssl_certfile is None:
+            raise ValueError("ssl_certfile: required with ssl_keyfile (a client key needs its certificate)")
+        return self
+
+    def _secret(self, value: SecretStr | None, path: Path | None) -> str | None:
+        if value is not None:
+            return value.get_secret_value()
+        if path is not None:
+            return path.read_text().strip()
+        return None
+
+    def ssl_context(self) -> Any:
+        """The TLS context of every client (None without TLS): the server verified
+        against `ssl_cafile` (or the system's CAs), hostname checked unless turned
+        off, and the client certificate presented when given (mTLS)."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        from aiokafka.helpers import create_ssl_context
+
+        context = create_ssl_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+            certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+            keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            password=self._secret(self.ssl_key_password, self.ssl_key_password_file),
+        )
+        context.check_hostname = self.ssl_check_hostname
+        return context
+
+    def client_id(self, role: str) -> str:
+        """`client.id` of a role, so a broker operator can tell the clients apart:
+        `sizer-worker-<app_id>`, `sizer-audit`, `sizer-topics`, ..."""
+        return f"{self.client_id_prefix}-{role}"
+
+    def client(self, role: str) -> dict[str, Any]:
+        """Keyword arguments for an aiokafka producer, consumer or admin client of `role`:
+        bootstrap servers, client id and security. The one Kafka client configuration."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap, "client_id": self.client_id(role),
+            "security_protocol": self.security_protocol,
+        }
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+        if self.security_protocol.startswith("SASL_"):
+            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self._secret(self.sasl_password, self.sasl_password_file))
+        return options
+
+    def faust_credentials(self) -> Any:
+        """The same security as faust's `broker_credentials` (None for PLAINTEXT)."""
+        import faust
+
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        if self.security_protocol == "SSL":
+            return faust.SSLCredentials(self.ssl_context())
+        return faust.SASLCredentials(
+            username=self.sasl_username, password=self._secret(self.sasl_password, self.sasl_password_file),
+            ssl_context=self.ssl_context(), mechanism=self.sasl_mechanism)
+
 
 def load_kafka_settings(**overrides: object) -> KafkaSettings:
-    """Build the settings; explicit overrides (e.g. `--bootstrap`) beat the environment."""
+    """Build the settings; explicit overrides (e.g. `--bootstrap`) beat the environment.
+    Raises ConfigError naming each bad field and its rule, or an unknown SIZER_* variable."""
+    from streams.config import check_environment
+
+    check_environment("SIZER_", KafkaSettings)
     values = {key: value for key, value in overrides.items() if value is not None}
     try:
         return KafkaSettings(**values)
     except ValidationError as exc:
         lines = ["invalid Kafka settings (SIZER_* environment or flags):"]
         for item in exc.errors(include_url=False):
-            lines.append(f"  {'.'.join(map(str, item['loc']))}: {item['msg']}")
+            field = ".".join(map(str, item["loc"])) or "settings"
+            lines.append(f"  {field}: {item['msg'].removeprefix('Value error, ')}")
         raise ConfigError("\n".join(lines)) from exc

@@ -1,4 +1,4 @@
-"""Suite-wide hooks. When SIZER_BROKER_REPORT names a file, the outcome of every
+"""Suite-wide hooks. When TEST_BROKER_REPORT names a file, the outcome of every
 test marked `broker` is written there, so CI can fail a run whose broker tests
 were skipped or deselected instead of run."""
 
@@ -22,7 +22,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    path = os.environ.get("SIZER_BROKER_REPORT")
+    path = os.environ.get("TEST_BROKER_REPORT")
     if path:
         with open(path, "w") as handle:
             json.dump(_outcomes, handle, indent=1, sort_keys=True)

@@ -98,6 +98,13 @@ def build_app(
         web_port=kafka.web_port,
         web_bind=kafka.web_host,
         web_host=kafka.web_host,
+        web_transport="aiohttp://",
+        # The one Kafka client configuration (`KafkaSettings.client`), and faust
+        # reads no environment variable of its own: unprefixed BROKER_URL,
+        # PROCESSING_GUARANTEE or WEB_PORT would otherwise beat these settings.
+        broker_credentials=kafka.faust_credentials(),
+        broker_client_id=kafka.client_id(f"worker-{kafka.app_id}"),
+        env={},
     )
     signals = app.topic(topics.name("signals"), partitions=width, **RAW)
     fills = app.topic(topics.name("fills"), partitions=width, **RAW)

@@ -10,8 +10,8 @@ import time
 from streams.bench.generate import session
 from tests.integration.invariants import assert_exactly_once
 
-SIGNALS = int(os.environ.get("SIZER_CRASH_SIGNALS", "13400"))  # with fills: over 20,000 inputs
-KILLS = int(os.environ.get("SIZER_CRASH_KILLS", "5"))
+SIGNALS = int(os.environ.get("TEST_CRASH_SIGNALS", "13400"))  # with fills: over 20,000 inputs
+KILLS = int(os.environ.get("TEST_CRASH_KILLS", "5"))
 
 
 def test_five_sigkills_lose_nothing_and_double_nothing(deployment, workers):
