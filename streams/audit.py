@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 from streams import decimals
 from streams.config import SizingConfig
-from streams.errors import ConfigError
-from streams.history import Instruments, recorded_interleaving, rederive
+from streams.errors import ConfigError, InvalidMessage
+from streams.history import Instruments, admitted, dead_lettered, recorded_interleaving, rederive
 from streams.kafka_io import Record, read_topic
 from streams.models import parse_event_time, to_json
 from streams.progress import Progress
@@ -51,12 +51,16 @@ class AuditReport:
     duplicate_orders: list[dict[str, Any]] = field(default_factory=list)
     unresolvable_config_hashes: list[str] = field(default_factory=list)
     decisions_for_unknown_signals: list[dict[str, Any]] = field(default_factory=list)
+    # decisions that cannot be re-derived (their configuration is gone), and why
+    unverifiable: list[dict[str, Any]] = field(default_factory=list)
+    # input records with no outcome, or with two (a decision and a dead letter)
+    inputs_unaccounted: list[dict[str, Any]] = field(default_factory=list)
     instrument_versions_missing: int = 0
     seconds: float = 0.0
 
     PROBLEMS = ("mismatches", "signals_without_decision", "decisions_without_order", "orders_without_decision",
                 "duplicate_decisions", "duplicate_orders", "unresolvable_config_hashes",
-                "decisions_for_unknown_signals")
+                "decisions_for_unknown_signals", "unverifiable", "inputs_unaccounted")
 
     @property
     def ok(self) -> bool:
@@ -154,7 +158,8 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
     resolver = ConfigResolver(history["config"])
     instruments = Instruments(history["instruments"])
 
-    decisions = [(record, record.json()) for record in history["decisions"]]  # decoded once
+    # decoded once; a record that is no decision of the worker's (a tombstone) is left out
+    decisions = [(record, data) for record in history["decisions"] if isinstance(data := record.json(), dict)]
     decisions_at: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     for record, decision in decisions:
         position = decision["trace"]["input"]
@@ -162,9 +167,12 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
     orders_by_id: dict[str, list[tuple[Record, dict[str, Any]]]] = defaultdict(list)
     for record in history["orders"]:
         order = record.json()
+        if not isinstance(order, dict):
+            continue
         orders_by_id[order["order_id"]].append((record, order))
-    dead = {(int(r.header("sizer.source.partition")), int(r.header("sizer.source.offset")))
-            for r in history["dlq"] if r.header("sizer.source.topic") == _name(history, "signals")}
+    dead_letters = dead_lettered(history["dlq"])
+    signals_topic = _name(history, "signals")
+    dead = {(partition, offset) for (topic, partition, offset) in dead_letters if topic == signals_topic}
 
     signal_positions = {(r.partition, r.offset) for r in history["signals"]}
     for (partition, offset), recorded_there in decisions_at.items():
@@ -175,21 +183,32 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
             report.duplicate_decisions.append({"signal_id": recorded_there[0]["signal_id"], "partition": partition,
                                                "offset": offset, "count": len(recorded_there)})
     for record in history["signals"]:
+        if (record.partition, record.offset) in decisions_at and (record.partition, record.offset) in dead:
+            report.inputs_unaccounted.append({"topic": record.topic, "partition": record.partition,
+                                              "offset": record.offset, "why": "decided and dead-lettered"})
         if (record.partition, record.offset) not in decisions_at and (record.partition, record.offset) not in dead:
             try:
                 data = decimals.loads(record.value)
                 signal_id, owner = data.get("signal_id"), data.get("portfolio_id")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
                 signal_id = owner = None
             if portfolio is None or owner == portfolio:
                 report.signals_without_decision.append(
                     {"signal_id": signal_id, "partition": record.partition, "offset": record.offset})
+    # A fill or instrument leaves no record of its own when applied: each must be
+    # dead-lettered or else admitted by the worker's rule (a state change).
+    for role in ("fills", "instruments"):
+        for record in history[role]:
+            if (record.topic, record.partition, record.offset) not in dead_letters \
+                    and not _admitted_input(role, record):
+                report.inputs_unaccounted.append({"topic": record.topic, "partition": record.partition,
+                                                  "offset": record.offset, "why": "neither admitted nor dead-lettered"})
     for order_id, orders in orders_by_id.items():
         if len(orders) > 1:
             report.duplicate_orders.append({"order_id": order_id, "count": len(orders)})
 
     accepted_ids: set[str] = set()
-    steps = recorded_interleaving(history["signals"], history["fills"], decisions)
+    steps = recorded_interleaving(history["signals"], history["fills"], decisions, dead_letters)
     for done, result in enumerate(rederive(steps, instruments, resolver), start=1):
         if progress:
             progress.tick(done)
@@ -199,7 +218,10 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
         if not in_scope(recorded, portfolio, start, end):
             continue
         if result.decision is None:
-            continue  # its config hash is reported below
+            report.unverifiable.append({"signal_id": recorded.get("signal_id"),
+                                        "partition": result.step.record.partition,
+                                        "offset": result.step.record.offset, "why": result.unverifiable})
+            continue
         if not result.exact_instrument:
             report.instrument_versions_missing += 1
         derived_json = to_json(result.decision)
@@ -232,6 +254,21 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
     if progress:
         progress.close()
     return report
+
+
+def _admitted_input(role: str, record: Record) -> bool:
+    """Whether the worker admits the record (a state change), by its own rule; the
+    time check aside (its answer depends on the configuration: the dead-letter
+    topic gives it)."""
+    from streams.worker.instruments import admit_instrument
+
+    if role == "instruments":
+        try:
+            admit_instrument(record.key, record.value, record.timestamp)
+        except InvalidMessage:
+            return False
+        return True
+    return admitted(role, record) is not None
 
 
 def _name(history: dict[str, list[Record]], role: str) -> str | None:

@@ -63,3 +63,7 @@ def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavai
     if isinstance(exc, errors.KafkaConnectionError):
         return KafkaUnavailable(f"cannot reach the Kafka broker{where}: {exc}")
     return KafkaUnavailable(f"Kafka error{where}: {type(exc).__name__}: {exc}")
+
+
+class TopicRecreated(TopicMismatch):
+    """An input topic is not the one the worker's stored positions were taken on (deleted and recreated)."""

@@ -12,19 +12,49 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from streams.admission import admit_record
 from streams.config import SizingConfig
 from streams.engine import InputPosition, PortfolioState, apply_fill, decide
 from streams.errors import InvalidMessage
 from streams.kafka_io import Record
-from streams.models import Decision, Fill, Instrument, Order, Signal, decode
+from streams.models import Decision, Instrument, Order
+from streams.worker.instruments import InstrumentBook
+
+# (topic, partition, offset) of an input record
+Source = tuple[str, int, int]
 
 
-def decoded(model: Any, record: Record) -> Any:
-    """The record as `model`, or None where the worker would have dead-lettered it."""
+def dead_lettered(dlq: Iterable[Record]) -> dict[Source, str]:
+    """Every input the worker dead-lettered, from the `sizer.source.*` headers of the
+    dead-letter topic, with its reason. A record there without those headers (not
+    the worker's) is ignored."""
+    dead: dict[Source, str] = {}
+    for record in dlq:
+        topic, partition, offset = (record.header(name) for name in
+                                    ("sizer.source.topic", "sizer.source.partition", "sizer.source.offset"))
+        try:
+            source = (topic, int(partition), int(offset)) if topic is not None else None
+        except (TypeError, ValueError):
+            source = None
+        if source is not None:
+            dead[source] = record.header("sizer.reason") or ""
+    return dead
+
+
+def admitted(role: str, record: Record, dead: Mapping[Source, str] | None = None) -> Any:
+    """The record as its role's message where the worker admitted it, else None.
+
+    What the worker dead-lettered (`dead`, from the dead-letter topic) it did not
+    admit, whatever the reason: FUTURE_TIMESTAMP depends on the configuration's
+    skew and PROCESSING_ERROR on the engine of the day, so the dead-letter topic,
+    not a second guess, says. Everything else is admitted by `admit_record` (key,
+    tombstone, decoding); the time check is the dead-letter topic's to answer."""
+    if dead is not None and (record.topic, record.partition, record.offset) in dead:
+        return None
     try:
-        return decode(model, record.value)
+        return admit_record(role, record.key, record.value, None, 0)
     except InvalidMessage:
         return None
 
@@ -42,22 +72,27 @@ class Step:
 
 def recorded_interleaving(
     signals: Iterable[Record], fills: Iterable[Record], decisions: Iterable[Record | tuple[Record, dict[str, Any]]],
+    dead: Mapping[Source, str] | None = None,
 ) -> Iterator[Step]:
     """Per portfolio, in the order the worker applied them: before each decided
     signal, the portfolio's fills up to the `last_fill_offset` its decision names;
     the fills after the last decision at the end. A signal decided more than once
-    appears once per decision. Decisions may come already decoded, as (record, data)."""
+    appears once per decision. Decisions may come already decoded, as (record, data).
+    Inputs the worker did not admit (see `admitted`) are left out; a decision
+    naming such a signal comes with no message."""
     # By partition and offset within the signals topic being read; the recorded topic
     # name is checked as a field of the decision like any other.
     signal_at = {(r.partition, r.offset): r for r in signals}
     fills_of: dict[str, list[tuple[Record, Any]]] = defaultdict(list)
     for record in sorted(fills, key=lambda r: (r.partition, r.offset)):
-        fill = decoded(Fill, record)
+        fill = admitted("fills", record, dead)
         if fill is not None:
             fills_of[fill.portfolio_id].append((record, fill))
     emitted: dict[str, int] = defaultdict(int)
     for item in decisions:  # per partition, in the order they were written
         record, decision = item if isinstance(item, tuple) else (item, item.json())
+        if not isinstance(decision, dict):
+            continue  # not a decision the worker wrote (a tombstone on the topic)
         position = decision["trace"]["input"]
         source = signal_at.get((position["partition"], position["offset"]))
         if source is None:
@@ -69,23 +104,25 @@ def recorded_interleaving(
             fill_record, fill = pending[emitted[portfolio]]
             yield Step("fills", fill_record, fill)
             emitted[portfolio] += 1
-        yield Step("signals", source, decoded(Signal, source), decision, record)
+        yield Step("signals", source, admitted("signals", source, dead), decision, record)
     for portfolio, pending in fills_of.items():
         for fill_record, fill in pending[emitted[portfolio]:]:
             yield Step("fills", fill_record, fill)
 
 
 class Instruments:
-    """Every instrument record read from the topic, by offset, and the latest per symbol."""
+    """Every instrument record read from the topic that the worker applies, by offset,
+    and the ones in force at the end (by the worker's own rule, `InstrumentBook`)."""
 
     def __init__(self, records: Iterable[Record]) -> None:
         self.by_offset: dict[int, Instrument] = {}
-        self.latest: dict[str, Instrument] = {}
+        book = InstrumentBook()
         for record in records:
-            instrument = decoded(Instrument, record)
-            if instrument is not None:
-                self.by_offset[record.offset] = instrument
-                self.latest[instrument.symbol] = instrument
+            if book.apply(record.key, record.value, record.offset, record.timestamp, record.headers):
+                instrument = book.instruments.get(record.key.decode()) if record.key is not None else None
+                if instrument is not None and record.value is not None:
+                    self.by_offset[record.offset] = instrument
+        self.latest: dict[str, Instrument] = book.instruments
 
     def at(self, symbol: str, offset: int | None) -> tuple[Instrument | None, bool]:
         """The instrument a decision used, and whether that exact record was found
@@ -101,9 +138,10 @@ class Instruments:
 @dataclass(frozen=True, slots=True)
 class Rederived:
     step: Step
-    decision: Decision | None  # None when the recorded config hash cannot be resolved
+    decision: Decision | None  # None when it cannot be re-derived: `unverifiable` says why
     order: Order | None
     exact_instrument: bool = True
+    unverifiable: str | None = None
 
 
 def rederive(
@@ -117,10 +155,16 @@ def rederive(
     Each signal is decided with the configuration its recorded decision names
     (`config_for(hash)`), or with `default` throughout when given (a what-if).
     Fills are applied with the configuration of the portfolio's latest decision;
-    fills that come before a portfolio's first decision wait for it."""
+    fills that come before a portfolio's first decision wait for it.
+
+    A decision whose configuration cannot be resolved (its record gone from the
+    compacted configuration topic) cannot be re-derived, and neither can any later
+    decision of its portfolio, whose state it moved: each comes back with no
+    decision and says why (`unverifiable`), rather than as a false mismatch."""
     states: dict[str, PortfolioState] = {}
     current: dict[str, SizingConfig] = {}
     waiting: dict[str, list[Step]] = defaultdict(list)
+    unknown_since: dict[str, str] = {}  # portfolio -> the config hash its state was lost to
 
     def apply(portfolio: str, step: Step, config: SizingConfig) -> None:
         state = states.get(portfolio) or PortfolioState.fresh(config)
@@ -139,9 +183,14 @@ def rederive(
                 apply(portfolio, step, config)
             continue
         recorded = step.recorded or {}
+        if portfolio in unknown_since:
+            yield Rederived(step, None, None, unverifiable=f"an earlier decision of {portfolio} names config "
+                                                           f"{unknown_since[portfolio]}, which is not recorded")
+            continue
         config = default or config_for(recorded.get("config_hash", ""))
         if config is None:
-            yield Rederived(step, None, None)
+            unknown_since[portfolio] = recorded.get("config_hash", "")
+            yield Rederived(step, None, None, unverifiable=f"config {unknown_since[portfolio]} is not recorded")
             continue
         current[portfolio] = config
         for held in waiting.pop(portfolio, ()):

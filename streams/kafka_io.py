@@ -74,7 +74,7 @@ class Record:
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
             if key == name:
-                return value.decode()
+                return value.decode("utf-8", "replace") if value is not None else None
         return None
 
 

@@ -47,6 +47,12 @@ class SizerMetrics:
             buckets=LATENCY_BUCKETS, registry=registry)
         self.dead_letters = Counter("sizer_dead_letters", "Inputs sent to the dead-letter topic",
                                     ["topic", "reason"], registry=registry)
+        self.dead_letter_failures = Counter(
+            "sizer_dead_letter_failures", "Dead letters the producer refused, sent again as a summary without "
+            "the original bytes", ["topic"], registry=registry)
+        self.instruments_restored = Counter(
+            "sizer_instruments_restored", "Valid instrument records re-published after an invalid update of "
+            "their symbol, so that compaction keeps a valid version", registry=registry)
         self.fills = Counter("sizer_fill_events", "Fill events by type and what they did: applied, duplicate "
                              "(nothing changed), overfill (a leg filled beyond its order), unknown_order (no open "
                              "reservation: a fill applied in full, a cancel that changed nothing)",
@@ -86,6 +92,7 @@ class SizerMetrics:
             self.redelivered.labels(role)
             self.recovered.labels(role)
             self.reseeks.labels(role)
+            self.dead_letter_failures.labels(role)
             for code in INPUT_ERROR_CODES:
                 self.dead_letters.labels(role, code)
 

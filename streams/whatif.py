@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from streams import decimals
 from streams.config import SizingConfig
-from streams.history import Instruments, recorded_interleaving, rederive
+from streams.history import Instruments, dead_lettered, recorded_interleaving, rederive
 from streams.kafka_io import Record
 from streams.models import to_json
 
@@ -85,7 +85,8 @@ def _brief(decision: dict[str, Any]) -> str:
 def what_if(history: dict[str, list[Record]], config: SizingConfig, portfolio: str | None = None) -> WhatIf:
     """Decide the recorded interleaving again under `config`."""
     result = WhatIf(config.config_hash)
-    steps = [step for step in recorded_interleaving(history["signals"], history["fills"], history["decisions"])
+    steps = [step for step in recorded_interleaving(history["signals"], history["fills"], history["decisions"],
+                                                       dead_lettered(history["dlq"]))
              if portfolio is None or (step.message is not None and step.message.portfolio_id == portfolio)]
     for step in steps:
         if step.recorded is not None:

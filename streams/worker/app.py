@@ -21,12 +21,13 @@ from streams.engine import InputPosition
 from streams.errors import InvalidMessage
 from streams.kafka_settings import KafkaSettings
 from streams.metrics import SizerMetrics
-from streams.models import Fill, Instrument, Signal, decode, to_json
+from streams.admission import admit_record
+from streams.models import Signal, to_json
 from streams.processor import Processor
 from streams.topics import TopicSet
 from streams.worker.dead_letters import dead_letter
-from streams.worker.instruments import InstrumentView
-from streams.worker.positions import Input, InputPositions, StallWatch
+from streams.worker.instruments import RESTORES, InstrumentView, admit_instrument, restores
+from streams.worker.positions import Input, InputPositions, StallWatch, record_timestamp_ms
 from streams.worker.tables import TableStore
 from streams.worker.transactions import Outputs, SizerTransport, abandon, current
 
@@ -131,32 +132,21 @@ def build_app(
     positions = InputPositions(progress, outputs, [topics.name("signals"), topics.name("fills")], kafka.bootstrap,
                                "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
 
-    def keyed(model: Any, key_field: str) -> Callable[[Any], Any]:
-        """Decode an event as `model` and check that it is keyed by its `key_field`:
-        a message on the wrong partition would break the per-portfolio invariants."""
+    skew_ms = config.max_future_skew_ms
+    dlq_max_bytes = app.conf.producer_max_request_size
 
-        def decode_event(event: Any) -> Any:
-            message = decode(model, event.value)
-            expected = getattr(message, key_field)
-            if event.key is not None and event.key != expected.encode():
-                raise InvalidMessage(
-                    "KEY_MISMATCH",
-                    f"key: must equal {key_field} {expected!r}, got {event.key.decode('utf-8', 'replace')!r}",
-                )
-            return message
+    async def dead(event: Any, error: InvalidMessage) -> None:
+        m = event.message
+        await dead_letter(outputs, dlq, m, record_timestamp_ms(m), error, metrics, roles[m.topic], dlq_max_bytes)
 
-        return decode_event
-
-    decode_signal = keyed(Signal, "portfolio_id")
-    decode_fill = keyed(Fill, "portfolio_id")
-    decode_instrument = keyed(Instrument, "symbol")
-
-    async def decoded(event: Any, decoder: Callable[[Any], Any]) -> Any:
-        """The decoded input, or None once it has been dead-lettered."""
+    async def admitted(event: Any) -> Any:
+        """The input as its topic's message (`streams.admission`), or None once it has
+        been dead-lettered."""
+        m = event.message
         try:
-            return decoder(event)
+            return admit_record(roles[m.topic], m.key, m.value, record_timestamp_ms(m), skew_ms)
         except InvalidMessage as exc:
-            await dead_letter(outputs, dlq, event, exc, metrics, roles[event.message.topic])
+            await dead(event, exc)
             return None
 
     async def applied(event: Any, message: Any, apply: Callable[[Any, Any], Any]) -> Any:
@@ -168,8 +158,7 @@ def build_app(
         except Exception as exc:  # noqa: BLE001 - one handler, on purpose
             m = event.message
             log.exception("processing failed %s[%d]@%d", m.topic, m.partition, m.offset)
-            await dead_letter(outputs, dlq, event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"),
-                              metrics, roles[m.topic])
+            await dead(event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"))
             return None
 
     def apply_signal(signal: Signal, message: Any) -> Any:
@@ -180,7 +169,7 @@ def build_app(
         return processor.on_fill(fill, message.offset)
 
     async def size_signal(event: Any) -> None:
-        signal = await decoded(event, decode_signal)
+        signal = await admitted(event)
         if signal is None:
             return
         if view.get(signal.symbol) is None:
@@ -196,7 +185,7 @@ def build_app(
         metrics.decided(result.decision, time.time() - signal.ts / 1000)
 
     async def apply_fill_event(event: Any) -> None:
-        fill = await decoded(event, decode_fill)
+        fill = await admitted(event)
         if fill is None:
             return
         result = await applied(event, fill, apply_fill)
@@ -204,10 +193,41 @@ def build_app(
             metrics.fill_applied(fill.type, result.outcome)
 
     async def check_instrument(event: Any) -> None:
-        # The InstrumentView of every worker applies instruments; this agent, run once
-        # per record in the group, only dead-letters the invalid ones.
-        if event.value is not None:
-            await decoded(event, decode_instrument)
+        """One instruments record, once per record in the group (the InstrumentView of
+        every worker applies them by the same rule, `admit_instrument`): an invalid one
+        is dead-lettered, and then the last valid record of its symbol is published
+        again, so that compaction, which keeps only the latest record of a key, keeps
+        a valid one (DESIGN.md: a restarted worker must not lose the instrument)."""
+        m = event.message
+        try:
+            admit_instrument(m.key, m.value, record_timestamp_ms(m))
+            copy_of = restores(m.headers) if m.value is not None else None
+        except InvalidMessage as exc:
+            await dead(event, exc)
+            copy_of = None
+            if m.key is None:
+                return  # no symbol of the topic is superseded by it
+        else:
+            if copy_of is None:
+                return
+        # The view reads the topic by itself: what it holds once past this record is
+        # what the topic says after it.
+        if not await view.reached(m.offset + 1, m.partition):
+            log.error("%s[%d]@%d: the instruments view did not catch up; the last valid record of its key is "
+                      "not re-published", m.topic, m.partition, m.offset)
+            return
+        symbol = m.key.decode("utf-8", "replace")
+        in_force = view.in_force(symbol)
+        if in_force is not None and in_force[0] == m.offset:
+            return  # the view applied this copy: it is the valid latest
+        if in_force is not None and in_force[0] < m.offset:
+            await outputs.send(m.topic, m.key, in_force[1], m.partition, headers=[(RESTORES, str(m.offset).encode())])
+            metrics.instruments_restored.inc()
+            log.warning("%s[%d]@%d: re-published the valid record of %s from offset %d over it",
+                        m.topic, m.partition, m.offset, symbol, in_force[0])
+        elif in_force is None and copy_of is not None:
+            # a copy published after the symbol was deleted: end on the deletion again
+            await outputs.send(m.topic, m.key, None, m.partition)
 
     handlers = {"signals": size_signal, "fills": apply_fill_event}
 

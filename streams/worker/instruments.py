@@ -16,15 +16,91 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Iterator, MutableMapping
+from typing import Any, Iterator, MutableMapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from streams.admission import admit_record
 from streams.errors import InvalidMessage
-from streams.models import Instrument, decode
+from streams.models import Instrument
 
 log = logging.getLogger("streams.worker")
+
+# On a copy of a valid instrument record re-published by the worker: the offset of
+# the invalid update (or of the copy the view declined) it stands in for.
+RESTORES = "sizer.restores"
+
+
+def admit_instrument(key: bytes | None, value: bytes | None, timestamp_ms: int | None) -> Instrument | None:
+    """A record of the compacted `instruments` topic as the instrument it sets, or
+    None for a tombstone keyed by a symbol (that symbol's deletion: compaction's own
+    way to remove a key). Everything else is InvalidMessage, as `admit_record` says;
+    a tombstone with a null or non-UTF-8 key names no symbol: NULL_VALUE or KEY_MISMATCH."""
+    if value is None and key is not None:
+        try:
+            key.decode()
+        except UnicodeDecodeError:
+            raise InvalidMessage("KEY_MISMATCH", "key: a tombstone whose key is not UTF-8 names no symbol") from None
+        return None
+    # instruments carry no event time: the skew does not apply
+    return admit_record("instruments", key, value, timestamp_ms, 0)
+
+
+def restores(headers: Any) -> int | None:
+    """The offset a re-published copy stands in for, or None for any other record."""
+    for name, raw in headers or ():
+        if name == RESTORES:
+            try:
+                return int(raw)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class InstrumentBook:
+    """The instruments in force after the records of the compacted topic read so far,
+    by the one rule the worker's agent, every worker's view and the audit share."""
+
+    def __init__(self) -> None:
+        self.instruments: dict[str, Instrument] = {}
+        # symbol -> (offset, value bytes) of the record in force
+        self.in_force: dict[str, tuple[int, bytes]] = {}
+        self._deleted: dict[str, int] = {}  # symbol -> offset of its latest deletion
+
+    def apply(self, key: bytes | None, value: bytes | None, offset: int, timestamp_ms: int | None = None,
+              headers: Any = None) -> bool:
+        """One record of the compacted topic, admitted as the instruments agent admits
+        it: an instrument, or a keyed tombstone that removes one. What the agent
+        dead-letters is skipped here. A re-published copy (`RESTORES`) is applied
+        only while the record in force is not newer than the update it stands in
+        for; otherwise the agent re-publishes the newer one (`check_instrument`).
+        Returns whether the record changed what is in force."""
+        try:
+            instrument = admit_instrument(key, value, timestamp_ms)
+        except InvalidMessage as exc:
+            log.debug("skipping invalid instrument at offset %d: %s", offset, exc)
+            return False
+        if instrument is None:
+            assert key is not None
+            symbol = key.decode()
+            self.instruments.pop(symbol, None)
+            self.in_force.pop(symbol, None)
+            self._deleted[symbol] = offset
+            return True
+        stands_in_for = restores(headers)
+        if stands_in_for is not None:
+            # (the record it copies may be gone: compaction keeps only the copy)
+            current = self.in_force.get(instrument.symbol)
+            if (current is not None and current[0] > stands_in_for) or \
+                    self._deleted.get(instrument.symbol, -1) > stands_in_for:
+                log.info("not applying the copy of %s at %d: a newer record or a deletion came after %d",
+                         instrument.symbol, offset, stands_in_for)
+                return False
+        assert value is not None
+        self.instruments[instrument.symbol] = instrument
+        self.in_force[instrument.symbol] = (offset, value)
+        return True
 
 
 class InstrumentView(Service, MutableMapping[str, Instrument]):
@@ -33,8 +109,8 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
         self._bootstrap = bootstrap
         self._topic = topic
         self._partitions = partitions
-        self._instruments: dict[str, Instrument] = {}
-        self._offsets: dict[str, int] = {}  # symbol -> offset of the record in force
+        self._book = InstrumentBook()
+        self._instruments = self._book.instruments
         self._consumer: AIOKafkaConsumer | None = None
         self._applied: dict[TopicPartition, int] = {}  # next offset to apply, per partition
         self._progress = asyncio.Condition()
@@ -79,25 +155,29 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
 
     def offset_of(self, symbol: str) -> int | None:
         """The offset of the instruments record in force for `symbol`."""
-        return self._offsets.get(symbol)
+        in_force = self._book.in_force.get(symbol)
+        return in_force[0] if in_force is not None else None
 
-    def apply(self, key: bytes | None, value: bytes | None, offset: int | None = None) -> None:
-        """One record of the compacted topic: an instrument, or a tombstone that removes one."""
-        if value is None:
-            if key:
-                symbol = key.decode("utf-8", "replace")
-                self._instruments.pop(symbol, None)
-                self._offsets.pop(symbol, None)
-            return
+    def in_force(self, symbol: str) -> tuple[int, bytes] | None:
+        """(offset, value bytes) of the record in force for `symbol`, None when there is none."""
+        return self._book.in_force.get(symbol)
+
+    def apply(self, key: bytes | None, value: bytes | None, offset: int, timestamp_ms: int | None = None,
+              headers: Any = None) -> bool:
+        """One record of the compacted topic (see `InstrumentBook.apply`)."""
+        return self._book.apply(key, value, offset, timestamp_ms, headers)
+
+    async def reached(self, offset: int, partition: int = 0, timeout_s: float = 30.0) -> bool:
+        """Wait until the view has applied every record of `partition` below `offset`;
+        False when it has not within `timeout_s`."""
+        tp = TopicPartition(self._topic, partition)
         try:
-            instrument = decode(Instrument, value)
-        except InvalidMessage as exc:
-            # The instruments agent dead-letters it once; here it is only skipped.
-            log.debug("skipping invalid instrument: %s", exc)
-            return
-        self._instruments[instrument.symbol] = instrument
-        if offset is not None:
-            self._offsets[instrument.symbol] = offset
+            async with self._progress:
+                await asyncio.wait_for(self._progress.wait_for(lambda: self._applied.get(tp, 0) >= offset),
+                                       timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     async def refresh(self, timeout_s: float = 5.0, min_interval_s: float = 0.25) -> None:
         """Catch up with the instruments topic as it is now (at most one broker
@@ -125,7 +205,7 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    self.apply(record.key, record.value, record.offset)
+                    self.apply(record.key, record.value, record.offset, record.timestamp, record.headers)
             for tp in self._targets:
                 self._applied[tp] = await consumer.position(tp)
             async with self._progress:

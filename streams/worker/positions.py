@@ -47,6 +47,22 @@ class Input:
     def value(self) -> bytes | None:
         return self.message.value
 
+    @property
+    def timestamp_ms(self) -> int | None:
+        return record_timestamp_ms(self.message)
+
+
+def record_timestamp_ms(message: Any) -> int | None:
+    """The Kafka timestamp of a record in epoch milliseconds: faust's Message holds
+    it as float seconds, a `kafka_io.Record` (like aiokafka's ConsumerRecord) as int
+    milliseconds. None (or negative: -1 is "no timestamp") when the record has none."""
+    timestamp = message.timestamp
+    if timestamp is None:
+        return None
+    if isinstance(message, Record):
+        return int(timestamp)
+    return round(timestamp * 1000)
+
 
 def position_key(topic: str, partition: int) -> bytes:
     return f"{topic}:{partition}".encode()
