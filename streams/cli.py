@@ -98,7 +98,7 @@ def cmd_topics_apply(args: argparse.Namespace) -> int:
     from streams.topics import apply
 
     kafka, topics = _kafka(args)
-    for line in asyncio.run(apply(kafka.bootstrap, topics, create=not args.check)):
+    for line in asyncio.run(apply(kafka.bootstrap, topics, create=not args.check, app_id=kafka.app_id)):
         print(line)
     return 0
 

@@ -10,9 +10,9 @@ import asyncio
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
-from streams.errors import ConfigError, TopicMismatch
+from streams.errors import ConfigError, TopicMismatch, TopicRecreated
 
 ROLES = ("signals", "fills", "instruments", "orders", "decisions", "dlq", "config")
 CLEANUP = ("delete", "compact")
@@ -93,11 +93,110 @@ def load_topics(path: Path, prefix: str = "") -> TopicSet:
     return TopicSet(specs)
 
 
-async def apply(bootstrap: str, topics: TopicSet, create: bool = True) -> list[str]:
-    """Create missing topics (when `create`) and verify every existing one.
+# The input topics whose offsets the worker stores (the group's commits, the
+# input-positions table): a recreated one starts its offsets again from 0.
+POSITIONED = ("signals", "fills")
+
+
+def reset_advice(app_id: str) -> str:
+    """How to start a worker group over on recreated input topics: forget its stored
+    input positions (the group's offsets and its input-positions changelog); the
+    portfolios' state (exposure, streak) is kept."""
+    return (f"to process the new topic from its start, stop every worker of {app_id}, then delete the group's "
+            f"offsets and positions (kafka-consumer-groups.sh --delete --group {app_id}; kafka-topics.sh --delete "
+            f"--topic {app_id}-input-positions-changelog) and start the workers again")
+
+
+def recreated(app_id: str, found: list[str]) -> TopicRecreated:
+    """The one error, one line, for an input topic that is not the one the worker read."""
+    return TopicRecreated(f"{'; '.join(found)}: the topic was deleted and recreated (or repartitioned) since "
+                          f"worker group {app_id} read it, and its stored positions would skip or misplace new "
+                          f"records; {reset_advice(app_id)}")
+
+
+def positions_changelog(app_id: str) -> str:
+    """The changelog of the worker's `input-positions` table (faust's naming)."""
+    return f"{app_id}-input-positions-changelog"
+
+
+async def stored_positions(admin: Any, bootstrap: str, topics: TopicSet, app_id: str) -> dict[tuple[str, int], int]:
+    """(input topic, partition) -> the next offset the worker group `app_id` would
+    process: its input positions (`streams.worker.positions`, read from their
+    changelog) and, where higher, the group's committed offsets. Kafka drops a
+    group's committed offsets when their topic is deleted; the positions changelog
+    keeps them, and it is what the worker skips by."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.kafka_io import read_topic
+
+    names = {topics.name(role) for role in POSITIONED}
+    stored: dict[tuple[str, int], int] = {}
+    try:
+        committed = await admin.list_consumer_group_offsets(app_id)
+    except Exception:  # noqa: BLE001 - no such group: nothing committed
+        committed = {}
+    for tp, meta in committed.items():
+        if tp.topic in names and meta.offset >= 0:
+            stored[(tp.topic, tp.partition)] = meta.offset
+    changelog = positions_changelog(app_id)
+    if changelog in set(await admin.list_topics()):
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = len(consumer.partitions_for_topic(changelog) or ())
+        finally:
+            await consumer.stop()
+        # read whole: a compacted topic, one key per input partition once cleaned
+        latest: dict[bytes, bytes | None] = {}
+        for record in await read_topic(bootstrap, changelog, partitions, timeout_s=300):
+            if record.key is not None:
+                latest[record.key] = record.value
+        for key, value in latest.items():
+            topic, _, partition = key.decode("utf-8", "replace").rpartition(":")
+            if topic in names and partition.isdigit() and value and value.isdigit():
+                where = (topic, int(partition))
+                stored[where] = max(stored.get(where, 0), int(value))
+    return stored
+
+
+async def stored_positions_beyond_end(admin: Any, bootstrap: str, topics: TopicSet, app_id: str) -> list[str]:
+    """Input partitions where the worker group `app_id` has stored a position past
+    the partition's end (the topic was recreated since: its offsets began again at
+    0), or whose partition no longer exists. Kafka 3.9 gives aiokafka no topic ids,
+    so the end offset is the evidence: a recreated topic that has already grown
+    past the old positions is not seen. Empty when nothing is stored."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    stored = await stored_positions(admin, bootstrap, topics, app_id)
+    stored = {where: offset for where, offset in stored.items() if offset > 0}
+    if not stored:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        present = [TopicPartition(topic, partition) for topic, partition in stored
+                   if partition < len(consumer.partitions_for_topic(topic) or ())]
+        ends = await consumer.end_offsets(present) if present else {}
+    finally:
+        await consumer.stop()
+    found = []
+    for (topic, partition), offset in sorted(stored.items()):
+        end = ends.get(TopicPartition(topic, partition))
+        if end is None:
+            found.append(f"{topic}[{partition}]: stored position {offset}, the partition no longer exists")
+        elif offset > end:
+            found.append(f"{topic}[{partition}]: stored position {offset} is past the end offset {end}")
+    return found
+
+
+async def apply(bootstrap: str, topics: TopicSet, create: bool = True, app_id: str | None = None) -> list[str]:
+    """Create missing topics (when `create`) and verify every existing one; with
+    `app_id`, also that the worker group's stored input positions belong to the
+    input topics as they are now.
 
     Returns one line per topic saying what was done. Raises TopicMismatch naming
-    every topic whose partition count or configuration differs from its spec."""
+    every topic whose partition count or configuration differs from its spec, and
+    TopicRecreated (one line: what happened, how to reset) for recreated inputs."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -130,6 +229,10 @@ async def apply(bootstrap: str, topics: TopicSet, create: bool = True) -> list[s
             problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
         if problems:
             raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
+        if app_id is not None:
+            found = await stored_positions_beyond_end(admin, bootstrap, topics, app_id)
+            if found:
+                raise recreated(app_id, found)
         created = {spec.name for spec in to_create}
         report += [f"ok {spec.name}" for spec in topics if spec.name not in created]
         return report

@@ -24,7 +24,8 @@ from streams.metrics import SizerMetrics
 from streams.admission import admit_record
 from streams.models import Signal, to_json
 from streams.processor import Processor
-from streams.topics import TopicSet
+from streams.topics import POSITIONED, TopicSet, recreated
+from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.dead_letters import dead_letter
 from streams.worker.instruments import RESTORES, InstrumentView, admit_instrument, restores
 from streams.worker.positions import Input, InputPositions, StallWatch, record_timestamp_ms
@@ -106,7 +107,10 @@ def build_app(
         broker_credentials=kafka.faust_credentials(),
         broker_client_id=kafka.client_id(f"worker-{kafka.app_id}"),
         env={},
+        PartitionAssignor=SpecAssignor,
     )
+    app.input_partitions = {topics.name(role): topics[role].partitions  # type: ignore[attr-defined]
+                            for role in POSITIONED}
     signals = app.topic(topics.name("signals"), partitions=width, **RAW)
     fills = app.topic(topics.name("fills"), partitions=width, **RAW)
     instruments_topic = app.topic(topics.name("instruments"), partitions=topics["instruments"].partitions, **RAW)
@@ -255,6 +259,13 @@ def build_app(
                     with current(event):
                         expected = moved[source][0] if source in moved else positions.next_offset(*source)
                         if m.offset < expected:
+                            highwater = app.consumer.highwater(m.tp)
+                            if highwater is not None and highwater < expected:
+                                # not a redelivery: the partition now ends before what this
+                                # group processed of it, so the topic was deleted and recreated
+                                refuse(str(recreated(app.conf.id, [
+                                    f"{m.topic}[{m.partition}]: stored position {expected} is past the end "
+                                    f"offset {highwater}"])))
                             metrics.redelivered.labels(roles[m.topic]).inc()
                             continue
                         if m.offset > expected:

@@ -40,6 +40,9 @@ SOURCE_TIMESTAMP = "sizer.source.timestamp"  # the record's Kafka timestamp, epo
 KEY_DIGEST = "sizer.key.original"
 VALUE_DIGEST = "sizer.value.original"
 TRUNCATED = "sizer.truncated"  # why the dead letter holds only the first bytes
+# on the dead letter of a record with a null key and a null value, which the
+# producer cannot write as such: its value is then empty
+BOTH_NULL = "sizer.original.null"
 
 PREVIEW_BYTES = 1024
 # room kept under the producer's limit for the headers (source topic names, detail)
@@ -97,6 +100,8 @@ async def dead_letter(outputs: Any, dlq_topic: str, message: Any, timestamp_ms: 
     metrics.dead_lettered(role, error.code)
     headers = headers_for(error, message.topic, message.partition, message.offset, timestamp_ms)
     key, value, headers = fitted(message.key, message.value, headers, max_bytes)
+    if key is None and value is None:
+        value, headers = b"", [*headers, (BOTH_NULL, b"key and value")]
     try:
         await outputs.send(dlq_topic, key, value, headers=headers)
     except Exception as exc:  # noqa: BLE001 - refused before it was queued: nothing of it is in the transaction
@@ -107,4 +112,4 @@ async def dead_letter(outputs: Any, dlq_topic: str, message: Any, timestamp_ms: 
         for name, original in ((KEY_DIGEST, message.key), (VALUE_DIGEST, message.value)):
             if original is not None and all(header != name for header, _ in summary):
                 summary.append((name, _digest(original)))
-        await outputs.send(dlq_topic, None, None, headers=summary)
+        await outputs.send(dlq_topic, None, b"", headers=summary)

@@ -36,8 +36,9 @@ def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, log
 
     from streams.worker.app import build_app
 
-    # A topic that is missing or differs from its spec stops start-up here.
-    asyncio.run(apply(kafka.bootstrap, topics, create=False))
+    # A topic that is missing or differs from its spec, or an input topic recreated
+    # under the group's stored positions, stops start-up here.
+    asyncio.run(apply(kafka.bootstrap, topics, create=False, app_id=kafka.app_id))
     # Before the first decision: the settings behind this worker's config hash.
     asyncio.run(publish_config(kafka.bootstrap, topics.name("config"), config))
     app = build_app(kafka, config, topics)
