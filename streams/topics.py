@@ -114,6 +114,10 @@ def recreated(app_id: str, found: list[str]) -> TopicRecreated:
                           f"records; {reset_advice(app_id)}")
 
 
+async def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
+    return {entry["topic"]: len(entry.get("partitions") or ()) for entry in await admin.describe_topics(names)}
+
+
 def positions_changelog(app_id: str) -> str:
     """The changelog of the worker's `input-positions` table (faust's naming)."""
     return f"{app_id}-input-positions-changelog"
@@ -125,8 +129,6 @@ async def stored_positions(admin: Any, bootstrap: str, topics: TopicSet, app_id:
     changelog) and, where higher, the group's committed offsets. Kafka drops a
     group's committed offsets when their topic is deleted; the positions changelog
     keeps them, and it is what the worker skips by."""
-    from aiokafka import AIOKafkaConsumer
-
     from streams.kafka_io import read_topic
 
     names = {topics.name(role) for role in POSITIONED}
@@ -140,12 +142,7 @@ async def stored_positions(admin: Any, bootstrap: str, topics: TopicSet, app_id:
             stored[(tp.topic, tp.partition)] = meta.offset
     changelog = positions_changelog(app_id)
     if changelog in set(await admin.list_topics()):
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = len(consumer.partitions_for_topic(changelog) or ())
-        finally:
-            await consumer.stop()
+        partitions = (await _partition_counts(admin, [changelog])).get(changelog, 0)
         # read whole: a compacted topic, one key per input partition once cleaned
         latest: dict[bytes, bytes | None] = {}
         for record in await read_topic(bootstrap, changelog, partitions, timeout_s=300):
@@ -171,14 +168,16 @@ async def stored_positions_beyond_end(admin: Any, bootstrap: str, topics: TopicS
     stored = {where: offset for where, offset in stored.items() if offset > 0}
     if not stored:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        present = [TopicPartition(topic, partition) for topic, partition in stored
-                   if partition < len(consumer.partitions_for_topic(topic) or ())]
-        ends = await consumer.end_offsets(present) if present else {}
-    finally:
-        await consumer.stop()
+    counts = await _partition_counts(admin, sorted({topic for topic, _ in stored}))
+    present = [TopicPartition(topic, partition) for topic, partition in stored if partition < counts.get(topic, 0)]
+    ends = {}
+    if present:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(present)
+        finally:
+            await consumer.stop()
     found = []
     for (topic, partition), offset in sorted(stored.items()):
         end = ends.get(TopicPartition(topic, partition))
