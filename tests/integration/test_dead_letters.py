@@ -45,8 +45,10 @@ def test_invalid_inputs_are_dead_lettered_and_every_offset_has_one_outcome(deplo
     keys[len(entries) - 1] = b"p1"  # keyed for another portfolio: would land on the wrong partition
     entries.append(("fills", b'{"event_id": "f-bad", "portfolio_id": "p1", "ts": 1, "type": "refund"}'))
     keys[len(entries) - 1] = b"p1"
-    entries.append(("fills", {"event_id": "f-ok", "portfolio_id": "p1", "ts": T0 + 2, "type": "order_canceled",
-                              "order_id": "o-unknown"}))
+    # a fill that changes the state (a cancel of an unknown order changes nothing, and
+    # so is named in no trace)
+    entries.append(("fills", {"event_id": "f-ok", "portfolio_id": "p1", "ts": T0 + 2, "type": "position_closed",
+                              "symbol": "ETH-USD", "qty": "0.001", "price": "2500", "realized_pnl": "1"}))
     entries.append(("signals", good("g2", T0 + 3)))
     deployment.publish(entries, keys)
 
