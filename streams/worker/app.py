@@ -100,7 +100,7 @@ def build_app(
         web_port=kafka.web_port,
         web_bind=kafka.web_host,
         web_host=kafka.web_host,
-        web_transport="aiohttp://",
+        web="aiohttp://",
         # The one Kafka client configuration (`KafkaSettings.client`), and faust
         # reads no environment variable of its own: unprefixed BROKER_URL,
         # PROCESSING_GUARANTEE or WEB_PORT would otherwise beat these settings.
