@@ -24,7 +24,7 @@ from streams.models import parse_event_time, to_json
 from streams.progress import Progress
 from streams.topics import TopicSet
 
-ROLES = ("signals", "fills", "instruments", "decisions", "orders", "dlq", "config")
+ROLES = ("signals", "fills", "controls", "instruments", "decisions", "orders", "dlq", "config")
 
 
 def differences(recorded: Any, derived: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
@@ -195,9 +195,9 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
             if portfolio is None or owner == portfolio:
                 report.signals_without_decision.append(
                     {"signal_id": signal_id, "partition": record.partition, "offset": record.offset})
-    # A fill or instrument leaves no record of its own when applied: each must be
+    # A fill, command or instrument leaves no record of its own when applied: each must be
     # dead-lettered or else admitted by the worker's rule (a state change).
-    for role in ("fills", "instruments"):
+    for role in ("fills", "controls", "instruments"):
         for record in history[role]:
             if (record.topic, record.partition, record.offset) not in dead_letters \
                     and not _admitted_input(role, record):
@@ -208,7 +208,7 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
             report.duplicate_orders.append({"order_id": order_id, "count": len(orders)})
 
     accepted_ids: set[str] = set()
-    steps = recorded_interleaving(history["signals"], history["fills"], decisions, dead_letters)
+    steps = recorded_interleaving(history["signals"], history["fills"], decisions, dead_letters, history["controls"])
     for done, result in enumerate(rederive(steps, instruments, resolver), start=1):
         if progress:
             progress.tick(done)

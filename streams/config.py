@@ -136,9 +136,9 @@ class SizingConfig(BaseSettings):
     cap_mode: Literal["shrink", "skip"] = "shrink"
     exposure_basis: Literal["entry", "mark"] = "entry"
 
-    max_signal_age_s: Annotated[Dec, Field(gt=0)] | None = Decimal("300")
+    max_signal_age_s: Annotated[Dec, Field(ge=Decimal("0.001"))] | None = Decimal("300")
     """A signal older than this (event time, against the portfolio's clock) is STALE_SIGNAL; unset: never."""
-    max_future_skew_s: Annotated[Dec, Field(gt=0)] = Decimal("60")
+    max_future_skew_s: Annotated[Dec, Field(ge=Decimal("0.001"))] = Decimal("60")
     """An input stamped more than this ahead of its Kafka record timestamp is dead-lettered FUTURE_TIMESTAMP."""
     reservation_ttl_s: Annotated[Dec, Field(ge=1)] | None = None
     """Unset: a reservation lives until its order is filled (final), canceled or released.

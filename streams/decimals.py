@@ -44,7 +44,10 @@ def to_decimal(value: Any) -> Decimal:
         if JSON_NUMBER.fullmatch(value) is None:
             shown = value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
             raise ValueError(f"is not a decimal number in JSON number form: {shown!r}")
-        result = Decimal(value)
+        try:
+            result = Decimal(value)
+        except ArithmeticError:  # an exponent past what Decimal can hold: "1e1000000000000000000"
+            raise ValueError("is out of range") from None
     else:
         raise ValueError(f"must be a decimal string or number, got {type(value).__name__}")
     if not result.is_finite():
@@ -116,6 +119,8 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    except ArithmeticError:  # a number whose exponent Decimal cannot hold: 1e1000000000000000000
+        raise ValueError("a number is out of range") from None
 
 
 def loads_output(raw: bytes | str) -> Any:

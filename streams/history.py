@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from streams.admission import admit_record
 from streams.config import SizingConfig
-from streams.engine import InputPosition, PortfolioState, apply_fill, decide
+from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
 from streams.errors import InvalidMessage
 from streams.kafka_io import Record
 from streams.models import Decision, Instrument, Order
@@ -63,7 +63,7 @@ def admitted(role: str, record: Record, dead: Mapping[Source, str] | None = None
 class Step:
     """One input in the recorded order; a signal carries the decision recorded for it."""
 
-    role: str  # "signals" | "fills"
+    role: str  # "signals" | "fills" | "controls"
     record: Record
     message: Any
     recorded: dict[str, Any] | None = None
@@ -72,23 +72,23 @@ class Step:
 
 def recorded_interleaving(
     signals: Iterable[Record], fills: Iterable[Record], decisions: Iterable[Record | tuple[Record, dict[str, Any]]],
-    dead: Mapping[Source, str] | None = None,
+    dead: Mapping[Source, str] | None = None, controls: Iterable[Record] = (),
 ) -> Iterator[Step]:
     """Per portfolio, in the order the worker applied them: before each decided
-    signal, the portfolio's fills up to the `last_fill_offset` its decision names;
-    the fills after the last decision at the end. A signal decided more than once
-    appears once per decision. Decisions may come already decoded, as (record, data).
-    Inputs the worker did not admit (see `admitted`) are left out; a decision
-    naming such a signal comes with no message."""
+    signal, the portfolio's fills up to the `last_fill_offset` its decision names,
+    with the operator commands its trace lists (`controls_applied`, each placed
+    after the fill it followed) and any other command up to `last_control_offset`;
+    the fills and commands after the last decision at the end. A signal decided
+    more than once appears once per decision. Decisions may come already decoded,
+    as (record, data). Inputs the worker did not admit (see `admitted`) are left
+    out; a decision naming such a signal comes with no message."""
     # By partition and offset within the signals topic being read; the recorded topic
     # name is checked as a field of the decision like any other.
     signal_at = {(r.partition, r.offset): r for r in signals}
-    fills_of: dict[str, list[tuple[Record, Any]]] = defaultdict(list)
-    for record in sorted(fills, key=lambda r: (r.partition, r.offset)):
-        fill = admitted("fills", record, dead)
-        if fill is not None:
-            fills_of[fill.portfolio_id].append((record, fill))
-    emitted: dict[str, int] = defaultdict(int)
+    fills_of = _by_portfolio("fills", fills, dead)
+    controls_of = _by_portfolio("controls", controls, dead)
+    emitted: dict[str, int] = defaultdict(int)  # fills of the portfolio already stepped
+    commanded: dict[str, set[int]] = defaultdict(set)  # offsets of its commands already stepped
     for item in decisions:  # per partition, in the order they were written
         record, decision = item if isinstance(item, tuple) else (item, item.json())
         if not isinstance(decision, dict):
@@ -98,16 +98,47 @@ def recorded_interleaving(
         if source is None:
             continue
         portfolio = decision["portfolio_id"]
-        last = position["last_fill_offset"]
-        pending = fills_of[portfolio]
-        while emitted[portfolio] < len(pending) and last is not None and pending[emitted[portfolio]][0].offset <= last:
-            fill_record, fill = pending[emitted[portfolio]]
-            yield Step("fills", fill_record, fill)
-            emitted[portfolio] += 1
+        last_fill = position["last_fill_offset"]
+        last_control = position.get("last_control_offset")
+        # each listed command comes right after the fill it followed (None: before any)
+        after_fill = {offset: fill for offset, fill in position.get("controls_applied", ())}
+        commands = [(after_fill.get(r.offset, last_fill), r, c) for r, c in controls_of.get(portfolio, ())
+                    if r.offset not in commanded[portfolio]
+                    and (r.offset in after_fill or (last_control is not None and r.offset <= last_control))]
+        pending = fills_of.get(portfolio, [])
+        for fill_at, command_record, command in commands:
+            yield from _fills_through(portfolio, pending, emitted, fill_at)
+            commanded[portfolio].add(command_record.offset)
+            yield Step("controls", command_record, command)
+        yield from _fills_through(portfolio, pending, emitted, last_fill)
         yield Step("signals", source, admitted("signals", source, dead), decision, record)
     for portfolio, pending in fills_of.items():
         for fill_record, fill in pending[emitted[portfolio]:]:
             yield Step("fills", fill_record, fill)
+    for portfolio, commands in controls_of.items():
+        for command_record, command in commands:
+            if command_record.offset not in commanded[portfolio]:
+                yield Step("controls", command_record, command)
+
+
+def _by_portfolio(role: str, records: Iterable[Record], dead: Mapping[Source, str] | None
+                  ) -> dict[str, list[tuple[Record, Any]]]:
+    """The admitted inputs of a portfolio-keyed topic per portfolio, in offset order."""
+    of: dict[str, list[tuple[Record, Any]]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        message = admitted(role, record, dead)
+        if message is not None:
+            of[message.portfolio_id].append((record, message))
+    return of
+
+
+def _fills_through(portfolio: str, pending: list[tuple[Record, Any]], emitted: dict[str, int],
+                   last: int | None) -> Iterator[Step]:
+    """The portfolio's fills not yet stepped, up to offset `last` (None: none)."""
+    while emitted[portfolio] < len(pending) and last is not None and pending[emitted[portfolio]][0].offset <= last:
+        fill_record, fill = pending[emitted[portfolio]]
+        yield Step("fills", fill_record, fill)
+        emitted[portfolio] += 1
 
 
 class Instruments:
@@ -154,8 +185,9 @@ def rederive(
 
     Each signal is decided with the configuration its recorded decision names
     (`config_for(hash)`), or with `default` throughout when given (a what-if).
-    Fills are applied with the configuration of the portfolio's latest decision;
-    fills that come before a portfolio's first decision wait for it.
+    Fills and operator commands are applied with the configuration of the
+    portfolio's latest decision; those that come before a portfolio's first
+    decision wait for it.
 
     A decision whose configuration cannot be resolved (its record gone from the
     compacted configuration topic) cannot be re-derived, and neither can any later
@@ -168,14 +200,15 @@ def rederive(
 
     def apply(portfolio: str, step: Step, config: SizingConfig) -> None:
         state = states.get(portfolio) or PortfolioState.fresh(config)
-        states[portfolio] = apply_fill(step.message, state, config, step.record.offset)[0]
+        transition = apply_fill if step.role == "fills" else apply_control
+        states[portfolio] = transition(step.message, state, config, step.record.offset)[0]
 
     for step in steps:
         message = step.message
         if message is None:
             continue
         portfolio = message.portfolio_id
-        if step.role == "fills":
+        if step.role in ("fills", "controls"):
             config = default or current.get(portfolio)
             if config is None:
                 waiting[portfolio].append(step)

@@ -30,7 +30,9 @@ from streams.errors import InvalidMessage
 Dec = Annotated[Decimal, BeforeValidator(decimals.to_decimal), AfterValidator(decimals.bounded),
                 PlainSerializer(decimals.canonical)]
 Side = Literal["buy", "sell"]
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+# An identifier: 1..256 characters, no control characters (order ids are derived
+# from portfolio and signal ids joined by one, `engine.order_id_for`).
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()

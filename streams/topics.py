@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from streams.errors import ConfigError, TopicMismatch, TopicRecreated
 
-ROLES = ("signals", "fills", "instruments", "orders", "decisions", "dlq", "config")
+ROLES = ("signals", "fills", "controls", "instruments", "orders", "decisions", "dlq", "config")
 CLEANUP = ("delete", "compact")
 
 
@@ -81,10 +81,11 @@ def load_topics(path: Path, prefix: str = "") -> TopicSet:
     for role in ("instruments", "config"):
         if specs[role].cleanup_policy != "compact":
             raise ConfigError(f"topics file {path}: topics.{role}.cleanup_policy: must be compact")
-    # One portfolio's whole state lives on one partition: its signals and fills must
-    # arrive there, and its orders and decisions go to the same partition number.
+    # One portfolio's whole state lives on one partition: its signals, fills and
+    # commands must arrive there, and its orders and decisions go to the same
+    # partition number.
     width = specs["signals"].partitions
-    for role in ("fills", "orders", "decisions"):
+    for role in ("fills", "controls", "orders", "decisions"):
         if specs[role].partitions != width:
             raise ConfigError(
                 f"topics file {path}: topics.{role}.partitions: must equal topics.signals.partitions "
@@ -95,7 +96,7 @@ def load_topics(path: Path, prefix: str = "") -> TopicSet:
 
 # The input topics whose offsets the worker stores (the group's commits, the
 # input-positions table): a recreated one starts its offsets again from 0.
-POSITIONED = ("signals", "fills")
+POSITIONED = ("signals", "fills", "controls")
 
 
 def reset_advice(app_id: str) -> str:

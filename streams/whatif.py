@@ -86,7 +86,7 @@ def what_if(history: dict[str, list[Record]], config: SizingConfig, portfolio: s
     """Decide the recorded interleaving again under `config`."""
     result = WhatIf(config.config_hash)
     steps = [step for step in recorded_interleaving(history["signals"], history["fills"], history["decisions"],
-                                                       dead_lettered(history["dlq"]))
+                                                       dead_lettered(history["dlq"]), history.get("controls", ()))
              if portfolio is None or (step.message is not None and step.message.portfolio_id == portfolio)]
     for step in steps:
         if step.recorded is not None:

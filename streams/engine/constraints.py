@@ -84,9 +84,8 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...]) -> Fit:
     if qty <= 0:
         if clamped_by is not None:
             return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
-        coarsest = max(legs, key=lambda leg: leg.qty_step)
-        return rejected("BELOW_MIN_QTY", f"leg={coarsest.venue_symbol} qty=0 qty_step={c(step)} "
-                                         f"budget={c(budget)} price={c(price)}")
+        # no leg's rule bound it: the budget buys less than one step common to every leg
+        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} budget={c(budget)} price={c(price)}")
     clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
     for leg in legs:
         if qty < leg.min_qty:

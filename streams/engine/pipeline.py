@@ -16,7 +16,8 @@ from streams.config import SizingConfig
 from streams.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
 from streams.engine.constraints import fit_to_legs
 from streams.engine.state import (
-    Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, reservation, reserved_totals,
+    Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, remember_ended, reservation,
+    reserved_totals,
 )
 from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
 
@@ -88,6 +89,7 @@ def _decide(
             "topic": position.topic, "partition": position.partition, "offset": position.offset,
             "last_fill_offset": exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
             "last_control_offset": state.controls.last_control_offset,
+            "controls_applied": [list(pair) for pair in state.controls.applied],
         },
         "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
                    "price": signal.price, "ts": signal.ts},
@@ -118,11 +120,16 @@ def _decide(
         mark = marks.get(signal.symbol)
         if mark is None or (signal.ts >= mark.ts and mark != (signal.price, signal.ts)):
             marks = {**marks, signal.symbol: Mark(signal.price, signal.ts)}
+    ended_orders = exposure.ended_orders
+    for order_id_lapsed in open_.lapsed:
+        ended_orders = remember_ended(ended_orders, order_id_lapsed, exposure.reservations[order_id_lapsed])
     exposure = Exposure(
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
-        exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window),
+        exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders,
     )
-    state = PortfolioState(exposure, streak, state.controls)
+    # the commands applied since the last decision that passed the gates are in this trace
+    controls = state.controls._replace(applied=()) if state.controls.applied else state.controls
+    state = PortfolioState(exposure, streak, controls)
     held, held_symbol = held_value(exposure, signal.symbol, config)
     current = held + open_.reserved
     trace["state"] = _state_read(clock, clock_now, held, open_.reserved, open_.lapsed, streak)
@@ -174,7 +181,7 @@ def _decide(
     legs = tuple(leg.venue_symbol for leg in instrument.legs)
     reservations = {**open_.reservations, order_id: reservation(signal.symbol, qty, signal.price, clock_now, legs)}
     state = PortfolioState(
-        Exposure(exposure.positions, reservations, marks, clock_now, exposure.last_fill_offset, exposure.seen_signals),
+        exposure._replace(reservations=reservations),
         streak, state.controls,
     )
     order = build(
@@ -211,6 +218,8 @@ def _gate(
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)}")
     if order_id in exposure.reservations:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=open")
+    if exposure.ended(order_id) is not None:
+        return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=ended")
     halt = state.controls.halt
     if halt is not None:
         by = f"command_id={halt.command_id} " if halt.command_id is not None else ""

@@ -67,6 +67,13 @@ class Mark(NamedTuple):
     ts: int
 
 
+# How many ended orders (filled, canceled, released, lapsed) a portfolio remembers
+# with their leg progress: a leg fill that arrives after its order ended (a cancel
+# racing the fills, a lapse) still counts once, and a resent signal of such an
+# order is a duplicate, not a second order under the same id.
+ENDED_ORDERS_KEPT = 64
+
+
 class Exposure(NamedTuple):
     positions: Mapping[str, Position] = EMPTY
     reservations: Mapping[str, Reservation] = EMPTY
@@ -74,6 +81,21 @@ class Exposure(NamedTuple):
     latest_ts: int | None = None  # the portfolio clock (DESIGN.md, "Event time")
     last_fill_offset: int | None = None
     seen_signals: RecentIds = RecentIds()
+    ended_orders: tuple[tuple[str, Reservation], ...] = ()  # oldest first, at most ENDED_ORDERS_KEPT
+
+    def ended(self, order_id: str) -> Reservation | None:
+        """An order that ended recently, with its leg progress (no longer reserved)."""
+        for ended_id, order in reversed(self.ended_orders):
+            if ended_id == order_id:
+                return order
+        return None
+
+
+def remember_ended(ended_orders: tuple[tuple[str, Reservation], ...], order_id: str, order: Reservation
+                   ) -> tuple[tuple[str, Reservation], ...]:
+    """The ended orders with `order_id` (re)recorded as the newest, within ENDED_ORDERS_KEPT."""
+    kept = tuple(item for item in ended_orders if item[0] != order_id) + ((order_id, order._replace(notional=ZERO)),)
+    return kept[-ENDED_ORDERS_KEPT:]
 
 
 class Streak(NamedTuple):
@@ -122,11 +144,18 @@ class Halt(NamedTuple):
 
 class Controls(NamedTuple):
     """The operator controls of one portfolio: the halt in force, the commands
-    already applied (dedupe) and the offset of the last one."""
+    already applied (dedupe) and the offset of the last one.
+
+    `applied` lists the commands applied since the last decision that passed the
+    gates, each as (its offset, the offset of the last fill applied before it):
+    commands and fills come on two topics, and their interleaving is part of the
+    outcome (a resume before or after the close that trips MAX_DRAWDOWN), so each
+    decision's trace carries it for the audit."""
 
     halt: Halt | None = None
     seen_commands: RecentIds = RecentIds()
     last_control_offset: int | None = None
+    applied: tuple[tuple[int, int | None], ...] = ()
 
 
 class PortfolioState(NamedTuple):
@@ -270,37 +299,48 @@ def _apply_fill(
     positions, reservations = exposure.positions, exposure.reservations
     outcome: FillOutcome = "applied"
 
+    ended_orders = exposure.ended_orders
     if isinstance(fill, OrderFilled):
         held_order = reservations.get(fill.order_id)
-        if held_order is None:
+        order = held_order if held_order is not None else exposure.ended(fill.order_id)
+        symbol = fill.symbol
+        if order is None:
             added = fill.qty
             outcome = "unknown_order"
         else:
-            legs = held_order.legs
+            symbol = order.symbol  # the order's own symbol, whatever the fill calls it
+            legs = order.legs
             hit = (fill.venue_symbol,) if fill.venue_symbol in legs else legs
-            filled = dict(held_order.filled)
+            filled = dict(order.filled)
             for leg in hit:
                 filled[leg] = filled.get(leg, ZERO) + fill.qty
             now_filled = max(filled.values())
-            added = now_filled - held_order.filled_qty
-            if any(filled[leg] > held_order.qty for leg in hit):
+            added = now_filled - order.filled_qty
+            if any(filled[leg] > order.qty for leg in hit):
                 outcome = "overfill"
-            finals = held_order.finals | frozenset(hit) if fill.final else held_order.finals
-            reservations = dict(reservations)
-            if finals.issuperset(legs) or all(filled.get(leg, ZERO) >= held_order.qty for leg in legs):
-                del reservations[fill.order_id]
+            finals = order.finals | frozenset(hit) if fill.final else order.finals
+            left = order.qty - now_filled
+            progressed = order._replace(filled=filled, finals=finals,
+                                        notional=left * order.price if left > 0 else ZERO)
+            if held_order is None:
+                # a fill of an order that already ended: only its legs' growth counts
+                ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
             else:
-                left = held_order.qty - now_filled
-                reservations[fill.order_id] = held_order._replace(
-                    filled=filled, finals=finals, notional=left * held_order.price if left > 0 else ZERO)
+                reservations = dict(reservations)
+                if finals.issuperset(legs) or all(filled.get(leg, ZERO) >= order.qty for leg in legs):
+                    del reservations[fill.order_id]
+                    ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
+                else:
+                    reservations[fill.order_id] = progressed
         if added:
             positions = dict(positions)
-            held = positions.get(fill.symbol, NO_POSITION)
-            positions[fill.symbol] = Position(held.qty + added, held.entry_notional + added * fill.price)
+            held = positions.get(symbol, NO_POSITION)
+            positions[symbol] = Position(held.qty + added, held.entry_notional + added * fill.price)
     elif isinstance(fill, OrderCanceled):
         if fill.order_id not in reservations:
             # nothing to release: only the event id is remembered, the clock stays
             return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
+        ended_orders = remember_ended(ended_orders, fill.order_id, reservations[fill.order_id])
         reservations = {oid: r for oid, r in reservations.items() if oid != fill.order_id}
     else:
         held = positions.get(fill.symbol)
@@ -315,7 +355,7 @@ def _apply_fill(
         streak = book_close(streak, fill.realized_pnl, config)
     exposure = Exposure(
         positions, reservations, exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
-        exposure.last_fill_offset if offset is None else offset, exposure.seen_signals,
+        exposure.last_fill_offset if offset is None else offset, exposure.seen_signals, ended_orders,
     )
     controls = state.controls
     if isinstance(fill, PositionClosed) and controls.halt is None:
@@ -372,6 +412,8 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
     controls = controls._replace(
         seen_commands=controls.seen_commands.add(command.command_id, config.fill_dedupe_window),
         last_control_offset=controls.last_control_offset if offset is None else offset,
+        applied=controls.applied if offset is None else (
+            *controls.applied, (offset, state.exposure.last_fill_offset)),
     )
     exposure, streak = state.exposure, state.streak
     outcome: ControlOutcome = "applied"
@@ -389,9 +431,11 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
             controls = controls._replace(halt=None)
             streak = streak._replace(peak_equity=streak.equity)
     elif kind == "release":
-        if command.order_id in exposure.reservations:
+        released = exposure.reservations.get(command.order_id)
+        if released is not None:
             exposure = exposure._replace(
-                reservations={oid: r for oid, r in exposure.reservations.items() if oid != command.order_id})
+                reservations={oid: r for oid, r in exposure.reservations.items() if oid != command.order_id},
+                ended_orders=remember_ended(exposure.ended_orders, command.order_id, released))
         else:
             outcome = "no_effect"
     else:  # adjust_equity
@@ -449,12 +493,12 @@ def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
     e, s = state.exposure, state.streak
     exposure = {
         "positions": {k: [p.qty, p.entry_notional] for k, p in e.positions.items()},
-        "reservations": {k: [r.symbol, r.qty, r.price, r.ts, list(r.legs), dict(r.filled), sorted(r.finals)]
-                         for k, r in e.reservations.items()},
+        "reservations": {k: _reservation_to_wire(r) for k, r in e.reservations.items()},
         "marks": {k: [m.price, m.ts] for k, m in e.marks.items()},
         "latest_ts": e.latest_ts,
         "last_fill_offset": e.last_fill_offset,
         "seen_signals": e.seen_signals.to_wire(),
+        "ended_orders": [[oid, _reservation_to_wire(r)] for oid, r in e.ended_orders],
     }
     streak = {
         "equity": s.equity, "phase": s.phase, "consecutive_wins": s.consecutive_wins,
@@ -472,6 +516,7 @@ def controls_to_wire(controls: Controls) -> dict[str, Any]:
         "halt": list(controls.halt) if controls.halt is not None else None,
         "seen_commands": controls.seen_commands.to_wire(),
         "last_control_offset": controls.last_control_offset,
+        "applied": [list(pair) for pair in controls.applied],
     }
 
 
@@ -480,7 +525,7 @@ def controls_from_wire(data: Mapping[str, Any] | None) -> Controls:
         return Controls()
     halt = data["halt"]
     return Controls(Halt(*halt) if halt else None, RecentIds.from_wire(data["seen_commands"]),
-                    data["last_control_offset"])
+                    data["last_control_offset"], tuple((offset, fill) for offset, fill in data.get("applied", ())))
 
 
 def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
@@ -494,7 +539,13 @@ def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
         latest_ts=data["latest_ts"],
         last_fill_offset=data["last_fill_offset"],
         seen_signals=RecentIds.from_wire(data["seen_signals"]),
+        ended_orders=tuple((oid, _reservation_from_wire(r)._replace(notional=ZERO))
+                           for oid, r in data.get("ended_orders", ())),
     )
+
+
+def _reservation_to_wire(r: Reservation) -> list[Any]:
+    return [r.symbol, r.qty, r.price, r.ts, list(r.legs), dict(r.filled), sorted(r.finals)]
 
 
 def _reservation_from_wire(data: list[Any]) -> Reservation:

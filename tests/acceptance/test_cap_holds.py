@@ -254,3 +254,49 @@ def test_cancels_release_and_unknown_cancels_change_nothing(replay):
     # the cancel of an unknown order moved no clock: the signal 1 s after T0 is not stale
     assert outcomes(decisions)[1] == ("accepted", None)
     assert [d["trace"]["state"]["reserved"] for d in decisions[1:]] == ["1000", "1000"]
+
+
+# Found by trying to break the above (same kinds).
+
+def test_leg_fills_that_arrive_after_a_cancel_still_count_once(replay):
+    order_id = replay([PAIR, signal("p1", "P", "1", "500", T0, signal_id="pair")], "--preset", "conviction")[0][
+        "order_id"]
+    decisions = replay([PAIR, Q, signal("p1", "P", "1", "500", T0, signal_id="pair"), canceled("p1", order_id, T0),
+                        leg_fill(order_id, "PSPOT", "2", True), leg_fill(order_id, "PPERP", "2", True),
+                        signal("p1", "Q", "1", "100", T0 + SECOND)],
+                       "--preset", "conviction", env={"SIZING_PORTFOLIO_CAP": "2500"})
+    assert decisions[1]["trace"]["state"]["positions"] == "1000"
+    assert decisions[1]["notional"] == "1000"
+
+
+def test_a_fill_naming_its_venue_symbol_is_booked_on_its_orders_symbol(replay):
+    order_id = replay([X, signal("p1", "X", "1", "10", T0, signal_id="s1")], "--preset", "conviction")[0]["order_id"]
+    decisions = replay([X, signal("p1", "X", "1", "10", T0, signal_id="s1"),
+                        filled("p1", order_id, "XUSDT", "100", "10", T0),
+                        signal("p1", "X", "1", "10", T0 + SECOND)], "--preset", "conviction")
+    assert decisions[1]["reason"] == "PAIR_CAP_REACHED"
+    assert decisions[1]["trace"]["caps"]["pair_exposure"] == "1000"
+
+
+def test_a_resent_signal_of_an_order_that_ended_is_a_duplicate_not_a_second_order(replay):
+    order_id = replay([X, signal("p1", "X", "1", "10", T0, signal_id="s1")], "--preset", "conviction")[0]["order_id"]
+    decisions = replay([X, Y, signal("p1", "X", "1", "10", T0, signal_id="s1"),
+                        filled("p1", order_id, "X", "100", "10", T0, final=False),  # filled to its quantity
+                        signal("p1", "Y", "1", "10", T0, signal_id="s2"),
+                        signal("p1", "X", "1", "10", T0 + SECOND, signal_id="s1")],
+                       "--preset", "conviction", env={"SIZING_SIGNAL_DEDUPE_WINDOW": "1"})
+    assert outcomes(decisions)[2] == ("rejected", "DUPLICATE_SIGNAL")
+    assert decisions[2]["trace"]["detail"].endswith("order=ended")
+
+
+def test_numbers_past_what_a_decimal_holds_and_ids_with_control_characters_are_bad_lines(tmp_path):
+    path = tmp_path / "j.jsonl"
+    huge = journal_text([signal("p1", "X", "1", "10", T0)]).replace('"price": "10"', '"price": 1e1000000000000000000')
+    collide = signal("a\u001fb", "X", "1", "10", T0, signal_id="c")
+    path.write_text(journal_text([X, signal("p1", "X", "1", "10", T0)]) + huge + "1e-99999999999999999999\n"
+                    + journal_text([collide, signal("a", "X", "1", "10", T0, signal_id="b\u001fc")]))
+    done = subprocess.run([*_sizer(), "replay", "--journal", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [line.split(": ")[1] for line in done.stderr.splitlines()] == [
+        "INVALID_JSON", "INVALID_JSON", "INVALID_FIELD", "INVALID_FIELD"]
+    assert len(done.stdout.splitlines()) == 1

@@ -56,12 +56,20 @@ class Model:
         self.config = config
         self.clock: int | None = None
         self.orders: dict[str, dict[str, Any]] = {}  # open orders by id
+        self.ended: dict[str, dict[str, Any]] = {}  # the last 64 orders that ended, oldest first
         self.positions: dict[str, list[D]] = {}  # symbol -> [qty, entry notional]
         self.marks: dict[str, tuple[D, int]] = {}
         self.passed_signals: list[str] = []  # signal ids that passed the gates, oldest first
         self.fill_ids: set[str] = set()
         self.halted = False
         self.command_ids: set[str] = set()
+
+    def end(self, order_id: str) -> None:
+        """An order ended (filled, canceled, released, lapsed): remembered, no longer reserved."""
+        order = self.orders.pop(order_id, None) or self.ended.pop(order_id)
+        self.ended[order_id] = order
+        while len(self.ended) > 64:
+            del self.ended[next(iter(self.ended))]
 
     def move_clock(self, ts: int) -> None:
         self.clock = ts if self.clock is None else max(self.clock, ts)
@@ -70,7 +78,7 @@ class Model:
     def gate(self, signal: Signal, order_id: str) -> tuple[set[str], bool]:
         """(the gate reasons the engine may give, whether it must give one)."""
         window = self.config.signal_dedupe_window
-        if order_id in self.orders or signal.signal_id in self.passed_signals[-window:]:
+        if order_id in self.orders or order_id in self.ended or signal.signal_id in self.passed_signals[-window:]:
             return {"DUPLICATE_SIGNAL"}, True
         if self.halted:
             return {"HALTED"} | ({"DUPLICATE_SIGNAL"} if signal.signal_id in self.passed_signals else set()), True
@@ -89,7 +97,7 @@ class Model:
             return []
         gone = [oid for oid, order in self.orders.items() if self.clock - order["made"] >= ttl * 1000]
         for oid in gone:
-            del self.orders[oid]
+            self.end(oid)
         return gone
 
     def mark(self, signal: Signal) -> None:
@@ -229,8 +237,10 @@ class CapMachine(RuleBasedStateMachine):
     def fill(self, pick, venue, share, final, shift, resend):
         event_id = self.fill_id(resend)
         order_id = self.order_for(pick)
-        order = self.model.orders.get(order_id)
-        symbol = order["symbol"] if order else "X"
+        model = self.model
+        order = model.orders.get(order_id) or model.ended.get(order_id)
+        # an execution engine may name the venue symbol, not the order's: it is booked on the order's
+        symbol = "X" if order is None else (order["symbol"] if pick % 3 else "XUSDT")
         base_qty = order["qty"] if order else D(1)
         qty = base_qty * D(share)
         price = (order["price"] if order else D(10)) * D("1.01")
@@ -239,25 +249,24 @@ class CapMachine(RuleBasedStateMachine):
         value = {"event_id": event_id, "portfolio_id": "p1", "ts": self.now() + shift * SECOND,
                  "type": "order_filled", "order_id": order_id, "symbol": symbol, "qty": str(qty),
                  "price": str(price), "final": final, "venue_symbol": venue_symbol}
-        duplicate = event_id in self.model.fill_ids
+        duplicate = event_id in model.fill_ids
         self.apply_fill(value, changes=True)
         if duplicate:
             return
-        model = self.model
         if order is None:
-            model.add_position(symbol, qty, price)  # no open order: applied in full
+            model.add_position(symbol, qty, price)  # no order known: applied in full
             return
         hit = (venue_symbol,) if venue_symbol in order["legs"] else order["legs"]
         before = max(order["filled"].values(), default=D(0))
         for name in hit:
             order["filled"][name] = order["filled"].get(name, D(0)) + qty
         after = max(order["filled"].values())
-        model.add_position(symbol, after - before, price)
+        model.add_position(order["symbol"], after - before, price)  # one leg's growth, on the order's symbol
         if final:
             order["finals"].update(hit)
-        if order["finals"] >= set(order["legs"]) or all(
+        if order_id in model.ended or order["finals"] >= set(order["legs"]) or all(
                 order["filled"].get(name, D(0)) >= order["qty"] for name in order["legs"]):
-            del model.orders[order_id]
+            model.end(order_id)
 
     @rule(pick=st.integers(0, 40), shift=st.sampled_from([0, 5, 31_536_000]), resend=st.integers(0, 30))
     def cancel(self, pick, shift, resend):
@@ -269,7 +278,7 @@ class CapMachine(RuleBasedStateMachine):
         duplicate = event_id in self.model.fill_ids
         self.apply_fill(value, changes=held)  # a cancel of no open order moves no clock
         if held and not duplicate:
-            del self.model.orders[order_id]
+            self.model.end(order_id)
 
     @rule(symbol=st.sampled_from(SYMBOLS), share=st.sampled_from(["0.5", "1", "3"]),
           pnl=st.sampled_from(["-40", "-1", "0", "2", "900"]), shift=st.sampled_from([0, 1, -30]),
@@ -320,7 +329,8 @@ class CapMachine(RuleBasedStateMachine):
             model.halted = False
         elif kind == "release":
             assert result.outcome == ("applied" if order_id in model.orders else "no_effect")
-            model.orders.pop(order_id, None)
+            if order_id in model.orders:
+                model.end(order_id)
 
     @invariant()
     def clock_matches(self):

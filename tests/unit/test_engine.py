@@ -154,7 +154,7 @@ def test_trace_names_the_input_position_and_last_fill_applied(conviction):
     results = feed(proc, [BTC, closed("p1", "BTC", "1", "1", "1"), signal("p1", "BTC", "1", "100")])
     assert results[0].decision.trace["input"] == {"topic": "signals", "partition": 0, "offset": 2,
                                                   "last_fill_offset": 1, "instrument_offset": None,
-                                                  "last_control_offset": None}
+                                                  "last_control_offset": None, "controls_applied": []}
 
 
 def test_losses_in_graduated_mode_halve_and_equity_loss_shrinks_the_cap():
