@@ -469,7 +469,7 @@ def metrics(history: History, config: SizingConfig, run: Run) -> dict[str, Any]:
         "mean_vs_cap_pct": _q(exposure["mean_vs_cap"], RATIO),
         "pnl_per_exposure": _q(per_exposure, RATIO),
         "decisions_changed": run.changed,
-        "final_phases": dict(sorted(Counter(run.phases.values()).items())) if run.phases else {},
+        "final_phases": {str(phase): n for phase, n in sorted(Counter(run.phases.values()).items())},
     }
 
 
