@@ -19,7 +19,9 @@ the recorded orders and fills). A fill of an order the history has no decision
 for, or a close with no recorded position, is not tied to any signal of the
 history and is applied as recorded. Everything scaled feeds the what-if state:
 streaks, equity, phases, percentage caps and drawdown mode follow the policy's
-own PnL. No market impact; fills at the recorded prices.
+own PnL. No market impact; fills at the recorded prices. Operator commands
+of a journal apply to every configuration as recorded; Kafka history carries
+none yet (the recorded interleaving is rebuilt from signals and fills).
 
 Money is Decimal throughout; scaled quantities and PnL are rounded half-even
 to 1e-18 (the wire's finest place).
@@ -39,19 +41,20 @@ from typing import Any, Callable, Iterable, Sequence
 from streams import decimals, journal
 from streams.config import PRESETS, SizingConfig, load_config
 from streams.decimals import ZERO
-from streams.engine import InputPosition, PortfolioState, apply_fill, decide
+from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
 from streams.engine.state import reservation
 from streams.errors import ConfigError
-from streams.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal, to_json
+from streams.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal, build, to_json
 
 SCALE_QUANTUM = Decimal("1e-18")
 
 # Event kinds: tuples keep 150,000 events x 12 configurations cheap.
-SIGNAL, FILL, CANCEL, CLOSE = 0, 1, 2, 3
+SIGNAL, FILL, CANCEL, CLOSE, CONTROL = 0, 1, 2, 3, 4
 # (SIGNAL, signal, instrument | None, InputPosition, recorded qty | None (not accepted), recorded brief, recorded raw | None)
 # (FILL, order_filled, offset, recorded order qty | None (no recorded decision))
 # (CANCEL, order_canceled, offset, whether the recording accepted that order)
 # (CLOSE, position_closed, offset, recorded position qty before the close)
+# (CONTROL, operator command, offset): applied as recorded
 
 
 @dataclass
@@ -68,9 +71,9 @@ class History:
     bad_lines: int = 0
 
 
-def brief(outcome: str, reason: str | None, qty: Any) -> tuple[str, str | None, str | None]:
+def brief(outcome: str, reason: str | None, qty: Decimal | None) -> tuple[str, str | None, Decimal | None]:
     """A decision as compared between configurations: outcome, reason, quantity."""
-    return outcome, reason, None if qty is None else decimals.canonical(Decimal(qty))
+    return outcome, reason, qty
 
 
 class RecordedPositions:
@@ -104,9 +107,11 @@ class RecordedPositions:
 class _Builder:
     """Turns recorded inputs and decisions into sweep events, in order."""
 
-    def __init__(self, history: History, config: SizingConfig) -> None:
+    def __init__(self, history: History, positions: RecordedPositions | None) -> None:
+        """`positions`: replays the recorded positions; None when the caller knows them
+        (a journal's recorded state) and passes `held` with every close."""
         self.history = history
-        self.positions = RecordedPositions(config)
+        self.positions = positions
         self.recorded_orders: dict[str, Decimal] = {}
         self.seen_portfolios: dict[str, None] = {}
 
@@ -118,13 +123,14 @@ class _Builder:
         if outcome == "accepted" and order_id is not None and qty is not None:
             recorded_qty = qty
             self.recorded_orders[order_id] = qty
-            self.positions.accepted(signal, instrument, order_id, qty)
+            if self.positions is not None:
+                self.positions.accepted(signal, instrument, order_id, qty)
         self.history.recorded_hashes.add(config_hash)
         self.history.signals += 1
         self.history.events.append((SIGNAL, signal, instrument, position, recorded_qty,
                                     brief(outcome, reason, qty), raw))
 
-    def fill(self, fill: Any, offset: int | None) -> None:
+    def fill(self, fill: Any, offset: int | None, held: Decimal | None = None) -> None:
         self.seen_portfolios.setdefault(fill.portfolio_id)
         self.history.fills += 1
         if isinstance(fill, OrderFilled):
@@ -133,9 +139,16 @@ class _Builder:
             event = (CANCEL, fill, offset, fill.order_id in self.recorded_orders)
         else:
             self.history.closes += 1
-            event = (CLOSE, fill, offset, self.positions.held(fill.portfolio_id, fill.symbol))
-        self.positions.apply(fill, offset)
+            if held is None:
+                held = self.positions.held(fill.portfolio_id, fill.symbol)  # type: ignore[union-attr]
+            event = (CLOSE, fill, offset, held)
+        if self.positions is not None:
+            self.positions.apply(fill, offset)
         self.history.events.append(event)
+
+    def control(self, command: Any, offset: int | None) -> None:
+        self.seen_portfolios.setdefault(command.portfolio_id)
+        self.history.events.append((CONTROL, command, offset))
 
     def done(self) -> History:
         self.history.portfolios = list(self.seen_portfolios)
@@ -146,10 +159,10 @@ def from_journal(lines: Iterable[str | bytes], recorded: SizingConfig,
                  report_bad_line: Callable[[int, str], None] = lambda n, r: None) -> History:
     """A journal's events, its decisions made under `recorded` (the configuration its
     fills were recorded with), with positions as `sizer replay` numbers them."""
-    builder = _Builder(History("journal"), recorded)
+    builder = _Builder(History("journal"), None)
     states: dict[str, PortfolioState] = {}
     instruments: dict[str, Instrument] = {}
-    offsets = {"signals": 0, "fills": 0}
+    offsets = {"signals": 0, "fills": 0, "controls": 0}
     for entry in journal.read(lines, recorded.max_future_skew_ms):
         if entry.error is not None:
             builder.history.bad_lines += 1
@@ -164,8 +177,16 @@ def from_journal(lines: Iterable[str | bytes], recorded: SizingConfig,
         portfolio = message.portfolio_id
         state = states.get(portfolio) or PortfolioState.fresh(recorded)
         if entry.topic == "fills":
+            held = None
+            if isinstance(message, PositionClosed):
+                position = state.exposure.positions.get(message.symbol)
+                held = ZERO if position is None else position.qty
             states[portfolio] = apply_fill(message, state, recorded, offset).state
-            builder.fill(message, offset)
+            builder.fill(message, offset, held)
+            continue
+        if entry.topic == "controls":
+            states[portfolio] = apply_control(message, state, recorded, offset).state
+            builder.control(message, offset)
             continue
         instrument = instruments.get(message.symbol)
         position = InputPosition("signals", 0, offset)
@@ -182,7 +203,7 @@ def from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
     sizes the recorded positions' dedupe windows."""
     from streams.history import Instruments, recorded_interleaving
 
-    builder = _Builder(History("kafka"), config)
+    builder = _Builder(History("kafka"), RecordedPositions(config))
     instruments = Instruments(records["instruments"])
     decisions = [(record, record.json()) for record in records["decisions"]]
     for step in recorded_interleaving(records["signals"], records["fills"], decisions):
@@ -283,6 +304,11 @@ def _scaled(value: Decimal, numerator: Decimal, denominator: Decimal) -> Decimal
     return (value * numerator / denominator).quantize(SCALE_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
+def _with(message: Any, **values: Any) -> Any:
+    """A copy of a decoded fill with some values replaced (already checked: no validation)."""
+    return build(type(message), **{**message.__dict__, **values})
+
+
 def _released(state: PortfolioState, order_id: str) -> PortfolioState:
     """The state without the order's reservation (an order no recorded fill can fill)."""
     reservations = {oid: r for oid, r in state.exposure.reservations.items() if oid != order_id}
@@ -344,8 +370,7 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
                     after += decision.notional
             else:
                 run.rejected[decision.reason] += 1
-            mine = (decision.outcome, decision.reason,
-                    None if decision.qty is None else decimals.canonical(decision.qty))
+            mine = (decision.outcome, decision.reason, decision.qty)
             if mine != recorded:
                 run.changed += 1
                 if len(run.first_changes) < 20:
@@ -361,6 +386,9 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
             exposure_samples.append((signal.ts, sequence, index[portfolio], after, cap_of(state.streak.equity)))
             continue
         offset = event[2]
+        if kind == CONTROL:
+            states[portfolio] = apply_control(message, state, config, offset).state
+            continue
         if kind == FILL:
             recorded_qty = event[3]
             if recorded_qty is not None:
@@ -368,7 +396,7 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
                 if qty is None:
                     continue  # the what-if rejected this order: none of its fills
                 if qty != recorded_qty:
-                    message = message.model_copy(update={"qty": _scaled(message.qty, qty, recorded_qty)})
+                    message = _with(message, qty=_scaled(message.qty, qty, recorded_qty))
         elif kind == CANCEL:
             if event[3] and message.order_id not in what_if_qty:
                 continue
@@ -380,9 +408,8 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
                 if held is None:
                     continue  # nothing held in the what-if: no trade to close
                 if held.qty != recorded_held:
-                    message = message.model_copy(update={
-                        "qty": _scaled(message.qty, held.qty, recorded_held),
-                        "realized_pnl": _scaled(message.realized_pnl, held.qty, recorded_held)})
+                    message = _with(message, qty=_scaled(message.qty, held.qty, recorded_held),
+                                    realized_pnl=_scaled(message.realized_pnl, held.qty, recorded_held))
         applied = apply_fill(message, state, config, offset)
         if not applied.changed:
             continue
@@ -395,6 +422,9 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
             close_samples.append((message.ts, sequence, index[portfolio], message.realized_pnl, equity_before))
         exposure_samples.append((message.ts, sequence, index[portfolio],
                                  state.position_value(config) + state.reserved(), cap_of(state.streak.equity)))
+    # By event time; the sequence number keeps the recorded order among equal times.
+    exposure_samples.sort()
+    close_samples.sort()
     for portfolio in history.portfolios:
         state = states.get(portfolio, fresh)
         run.final_equity[portfolio] = state.streak.equity
@@ -409,9 +439,9 @@ def _hash_of(raw: bytes) -> str:
     return tail[start + 15:-2].decode() if start >= 0 else ""
 
 
-def _said(value: tuple[str, str | None, str | None]) -> str:
+def _said(value: tuple[str, str | None, Decimal | None]) -> str:
     outcome, reason, qty = value
-    return f"accepted {qty}" if outcome == "accepted" else str(reason)
+    return f"accepted {decimals.canonical(qty)}" if outcome == "accepted" and qty is not None else str(reason)
 
 
 # -- metrics -------------------------------------------------------------------------------------------------
@@ -442,7 +472,9 @@ def metrics(history: History, config: SizingConfig, run: Run) -> dict[str, Any]:
     - `sharpe`: mean / sample standard deviation of per-close returns (a close's
       PnL over its portfolio's equity before it), not annualised; null with fewer
       than two closes or no dispersion. Decimal square root: no float anywhere.
-    - `pnl_per_exposure`: total PnL per dollar of mean exposure.
+    - `pnl_per_exposure`: total PnL per dollar of mean exposure;
+      `drawdown_per_exposure`: the max drawdown per dollar of mean exposure, a
+      drawdown comparable between policies that trade at different sizes.
     """
     with localcontext(STATS):
         exposure = _exposure_figures(run.exposure, len(history.portfolios))
@@ -451,6 +483,7 @@ def metrics(history: History, config: SizingConfig, run: Run) -> dict[str, Any]:
         pnl = sum((pnl for _, _, _, pnl, _ in run.closes), ZERO)
         mean_exposure = exposure["mean"]
         per_exposure = pnl / mean_exposure if mean_exposure else None
+        drawdown_per_exposure = equity["drawdown"] / mean_exposure if mean_exposure else None
     return {
         "accepted": run.accepted,
         "accepted_notional": decimals.canonical(run.notional),
@@ -468,19 +501,20 @@ def metrics(history: History, config: SizingConfig, run: Run) -> dict[str, Any]:
         "peak_vs_cap_pct": _q(exposure["peak_vs_cap"], RATIO),
         "mean_vs_cap_pct": _q(exposure["mean_vs_cap"], RATIO),
         "pnl_per_exposure": _q(per_exposure, RATIO),
+        "drawdown_per_exposure": _q(drawdown_per_exposure, RATIO),
         "decisions_changed": run.changed,
         "final_phases": {str(phase): n for phase, n in sorted(Counter(run.phases.values()).items())},
     }
 
 
 def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], portfolios: int) -> dict[str, Any]:
-    ordered = sorted(samples, key=lambda s: (s[0], s[1]))
+    ordered = samples  # sorted by `simulate`
     exposure = [ZERO] * portfolios
     cap = [ZERO] * portfolios
     total_exposure = total_cap = ZERO
     weighted_exposure = weighted_cap = ZERO
     peak = ZERO
-    peak_vs_cap: Decimal | None = None
+    peak_at: tuple[Decimal, Decimal] | None = None  # (exposure, cap) at the highest exposure / cap
     last_ts: int | None = None
     for ts, _, p, after, cap_now in ordered:
         if last_ts is not None and ts > last_ts:
@@ -491,21 +525,21 @@ def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], por
         total_cap += cap_now - cap[p]
         exposure[p], cap[p] = after, cap_now
         peak = max(peak, total_exposure)
-        if cap_now > 0:
-            ratio = after * 100 / cap_now
-            peak_vs_cap = ratio if peak_vs_cap is None or ratio > peak_vs_cap else peak_vs_cap
+        if cap_now > 0 and (peak_at is None or after * peak_at[1] > peak_at[0] * cap_now):
+            peak_at = (after, cap_now)
     if weighted_cap:
         mean, mean_vs_cap = weighted_exposure / ((ordered[-1][0] - ordered[0][0]) or 1), \
             weighted_exposure * 100 / weighted_cap
     else:  # no event time passed: every sample weighs the same
         mean = (sum((s[3] for s in ordered), ZERO) / len(ordered)) if ordered else ZERO
         mean_vs_cap = None
+    peak_vs_cap = None if peak_at is None else peak_at[0] * 100 / peak_at[1]
     return {"peak": peak, "mean": mean, "peak_vs_cap": peak_vs_cap, "mean_vs_cap": mean_vs_cap}
 
 
 def _equity_figures(closes: list[tuple[int, int, int, Decimal, Decimal]], start_equity: Decimal,
                     start_ts: int) -> dict[str, Any]:
-    ordered = sorted(closes, key=lambda c: (c[0], c[1]))
+    ordered = closes  # sorted by `simulate`
     equity = peak = start_equity
     worst = ZERO
     worst_peak = trough_at = None
@@ -540,7 +574,7 @@ def curves(history: History, config: SizingConfig, run: Run, points: int = 1500)
                                  run.exposure[0][0] if run.exposure else 0)
     equity_curve = [equity["start"], *equity["curve"]]
     exposure_curve: list[tuple[int, Decimal, Decimal]] = []
-    ordered = sorted(run.exposure, key=lambda s: (s[0], s[1]))
+    ordered = run.exposure
     per_exposure = [ZERO] * len(history.portfolios)
     per_cap = [ZERO] * len(history.portfolios)
     total_e = total_c = ZERO
@@ -580,6 +614,9 @@ _SHARED: tuple[History, list[Configuration]] | None = None
 
 
 def _one(index: int) -> Outcome:
+    import gc
+
+    gc.disable()  # every object a run makes lives until it ends: nothing for the collector to find
     decimals.use_engine_context()
     history, chosen = _SHARED  # type: ignore[misc]
     started = time.perf_counter()

@@ -23,7 +23,7 @@ from streams.sweep import Configuration, History, Outcome, configurations, from_
 RANKS: dict[str, bool] = {
     "pnl": True, "sharpe": True, "pnl_per_exposure": True, "accepted": True, "accepted_notional": True,
     "mean_exposure": True, "max_drawdown": False, "max_drawdown_pct": False, "recovery_s": False,
-    "peak_exposure": False, "peak_vs_cap_pct": False,
+    "peak_exposure": False, "peak_vs_cap_pct": False, "drawdown_per_exposure": False,
 }
 
 
@@ -85,6 +85,18 @@ def _cores() -> int:
 
 
 def _history(args: argparse.Namespace, base: SizingConfig, kafka: Any, progress: Progress) -> History:
+    import gc
+
+    # Hundreds of thousands of long-lived objects in a row: the cyclic collector would
+    # walk them again and again while they are built, and find nothing.
+    gc.disable()
+    try:
+        return _read_history(args, base, kafka, progress)
+    finally:
+        gc.enable()
+
+
+def _read_history(args: argparse.Namespace, base: SizingConfig, kafka: Any, progress: Progress) -> History:
     if args.from_kafka:
         import asyncio
 
@@ -139,7 +151,7 @@ COLUMNS = (("#", 2, "rank"), ("configuration", 0, "label"), ("accepted", 8, "acc
            ("notional", 11, "accepted_notional"), ("rejected", 8, None), ("peak/cap%", 9, "peak_vs_cap_pct"),
            ("mean exp", 9, "mean_exposure"), ("pnl", 10, "pnl"), ("max dd", 9, "max_drawdown"),
            ("dd %", 6, "max_drawdown_pct"), ("sharpe", 7, "sharpe"), ("recovery", 8, "recovery_s"),
-           ("pnl/exp", 7, "pnl_per_exposure"))
+           ("pnl/exp", 7, "pnl_per_exposure"), ("dd/exp", 6, "drawdown_per_exposure"))
 
 
 def _cell(key: str | None, row: dict[str, Any]) -> str:
@@ -158,7 +170,7 @@ def _cell(key: str | None, row: dict[str, Any]) -> str:
         return f"{Decimal(value).quantize(Decimal('0.01')):,}"
     if key in ("max_drawdown_pct", "peak_vs_cap_pct"):
         return str(Decimal(value).quantize(Decimal("0.01")))
-    if key in ("sharpe", "pnl_per_exposure"):
+    if key in ("sharpe", "pnl_per_exposure", "drawdown_per_exposure"):
         return str(Decimal(value).quantize(Decimal("0.001")))
     return str(value)
 
@@ -197,7 +209,7 @@ def as_csv(report: dict[str, Any], axes: Sequence[str]) -> str:
     fields = ["rank", "label", "policy", *axes, "config_hash", "accepted", "accepted_notional", "rejected",
               "unfilled", "closes", "pnl", "max_drawdown", "max_drawdown_pct", "recovery_s", "sharpe",
               "peak_exposure", "mean_exposure", "peak_vs_cap_pct", "mean_vs_cap_pct", "pnl_per_exposure",
-              "decisions_changed"]
+              "drawdown_per_exposure", "decisions_changed"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(fields)
