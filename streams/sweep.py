@@ -201,12 +201,13 @@ def from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
     """Topic history in the interleaving the decisions recorded (as the audit rebuilds
     it), each signal with the instrument record its decision names. `config` only
     sizes the recorded positions' dedupe windows."""
-    from streams.history import Instruments, recorded_interleaving
+    from streams.history import Instruments, dead_lettered, recorded_interleaving
 
     builder = _Builder(History("kafka"), RecordedPositions(config))
     instruments = Instruments(records["instruments"])
     decisions = [(record, record.json()) for record in records["decisions"]]
-    for step in recorded_interleaving(records["signals"], records["fills"], decisions):
+    dead = dead_lettered(records.get("dlq", ()))
+    for step in recorded_interleaving(records["signals"], records["fills"], decisions, dead):
         message = step.message
         if message is None:
             continue
