@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit demo bench bench-core bench-audit broker broker-stop clean
+.PHONY: help venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep broker broker-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
@@ -13,6 +13,8 @@ help:
 	@echo "make bench       worker vs plain aiokafka loop vs straightforward Faust agent"
 	@echo "make bench-core  decisions per second of the pure engine"
 	@echo "make bench-audit audit throughput over a 100,000-signal history on the broker"
+	@echo "make sweep-demo  a generated history swept over the three policies and a grid (table, plots)"
+	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker"
 
 $(STAMP): pyproject.toml
@@ -32,6 +34,10 @@ test-unit: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m streams.demo
 
+# No broker: a generated journal; plots and CSV under .sizer-data/sweep-demo/.
+sweep-demo: $(STAMP)
+	$(BIN)/python -m streams.sweep_demo
+
 # The worker against a plain aiokafka loop and a straightforward Faust agent.
 # Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the local broker.
 bench: $(STAMP)
@@ -40,6 +46,9 @@ bench: $(STAMP)
 
 bench-core: $(STAMP)
 	$(BIN)/python -m streams.bench.core
+
+bench-sweep: $(STAMP)
+	$(BIN)/python -m streams.bench.sweep
 
 # Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the local broker.
 bench-audit: $(STAMP)

@@ -61,6 +61,12 @@ def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from streams.sweep_report import run_command
+
+    return run_command(args, _kafka(args) if args.from_kafka else None)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from streams import decimals
     from streams.kafka_settings import load_kafka_settings
@@ -146,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--plot", metavar="FILE.png", help="--from-kafka: draw exposure against the cap, recorded vs what-if")
     replay.add_argument("--json", action="store_true", help="--from-kafka: the report as JSON")
     replay.set_defaults(run=cmd_replay)
+
+    from streams.sweep_report import add_arguments as add_sweep_arguments
+
+    sweep = commands.add_parser(
+        "sweep", help="many configurations (a grid, or policies side by side) over a journal or Kafka history, "
+                      "with PnL scaled to each one's sizes")
+    add_sweep_arguments(sweep)
+    _add_config_args(sweep)
+    _add_kafka_args(sweep)
+    sweep.set_defaults(run=cmd_sweep)
 
     config = commands.add_parser("config", help="print the effective configuration and its hash")
     _add_config_args(config)

@@ -1,0 +1,661 @@
+"""`sizer sweep`: many configurations over the same history, with PnL at the
+what-if size (DESIGN.md, "Audit and replay").
+
+The history is either an offline journal (its decisions are re-made under the
+configuration the journal was recorded with) or Kafka topic history in the
+interleaving the worker recorded (`history.recorded_interleaving`). It is turned
+once into a list of events; every configuration then runs the engine over the
+same events in its own worker process.
+
+The PnL model. Each what-if order's fills are the recorded fills of the same
+order (order ids are derived from portfolio and signal, so they are shared)
+scaled by what-if qty / recorded qty; an order the what-if rejected gets no
+fills, and an order the what-if accepted but the recording did not has no fills
+to scale: its reservation is released at once and it is counted as `unfilled`.
+A `position_closed` names a symbol, not an order: its quantity and realized PnL
+are scaled by the what-if position's share of the recorded position in that
+symbol just before the close (the recorded position is replayed alongside from
+the recorded orders and fills). A fill of an order the history has no decision
+for, or a close with no recorded position, is not tied to any signal of the
+history and is applied as recorded. Everything scaled feeds the what-if state:
+streaks, equity, phases, percentage caps and drawdown mode follow the policy's
+own PnL. No market impact; fills at the recorded prices. Operator commands
+of a journal apply to every configuration as recorded; Kafka history carries
+none yet (the recorded interleaving is rebuilt from signals and fills).
+
+Money is Decimal throughout; scaled quantities and PnL are rounded half-even
+to 1e-18 (the wire's finest place).
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Context, Decimal, ROUND_HALF_EVEN, localcontext
+from typing import Any, Callable, Iterable, Sequence
+
+from streams import decimals, journal
+from streams.config import PRESETS, SizingConfig, load_config
+from streams.decimals import ZERO
+from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
+from streams.engine.state import reservation
+from streams.errors import ConfigError
+from streams.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal, build, to_json
+
+SCALE_QUANTUM = Decimal("1e-18")
+
+# Event kinds: tuples keep 150,000 events x 12 configurations cheap.
+SIGNAL, FILL, CANCEL, CLOSE, CONTROL = 0, 1, 2, 3, 4
+# (SIGNAL, signal, instrument | None, InputPosition, recorded qty | None (not accepted), recorded brief, recorded raw | None)
+# (FILL, order_filled, offset, recorded order qty | None (no recorded decision))
+# (CANCEL, order_canceled, offset, whether the recording accepted that order)
+# (CLOSE, position_closed, offset, recorded position qty before the close)
+# (CONTROL, operator command, offset): applied as recorded
+
+
+@dataclass
+class History:
+    """What every configuration is swept over: events in the recorded order."""
+
+    source: str
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    portfolios: list[str] = field(default_factory=list)
+    signals: int = 0
+    fills: int = 0
+    closes: int = 0
+    recorded_hashes: set[str] = field(default_factory=set)
+    bad_lines: int = 0
+
+
+def brief(outcome: str, reason: str | None, qty: Decimal | None) -> tuple[str, str | None, Decimal | None]:
+    """A decision as compared between configurations: outcome, reason, quantity."""
+    return outcome, reason, qty
+
+
+class RecordedPositions:
+    """The recording's open positions per portfolio and symbol, replayed by the engine
+    from the recorded orders (as reservations) and the recorded fills: the
+    denominator of a close's share."""
+
+    def __init__(self, config: SizingConfig) -> None:
+        self._config = config
+        self._states: dict[str, PortfolioState] = {}
+
+    def _state(self, portfolio: str) -> PortfolioState:
+        state = self._states.get(portfolio)
+        return state if state is not None else PortfolioState.fresh(self._config)
+
+    def accepted(self, signal: Signal, instrument: Instrument | None, order_id: str, qty: Decimal) -> None:
+        state = self._state(signal.portfolio_id)
+        legs = tuple(leg.venue_symbol for leg in instrument.legs) if instrument is not None else ("",)
+        held = reservation(signal.symbol, qty, signal.price, signal.ts, legs)
+        exposure = state.exposure._replace(reservations={**state.exposure.reservations, order_id: held})
+        self._states[signal.portfolio_id] = state._replace(exposure=exposure)
+
+    def held(self, portfolio: str, symbol: str) -> Decimal:
+        position = self._state(portfolio).exposure.positions.get(symbol)
+        return ZERO if position is None else position.qty
+
+    def apply(self, fill: Any, offset: int | None) -> None:
+        self._states[fill.portfolio_id] = apply_fill(fill, self._state(fill.portfolio_id), self._config, offset).state
+
+
+class _Builder:
+    """Turns recorded inputs and decisions into sweep events, in order."""
+
+    def __init__(self, history: History, positions: RecordedPositions | None) -> None:
+        """`positions`: replays the recorded positions; None when the caller knows them
+        (a journal's recorded state) and passes `held` with every close."""
+        self.history = history
+        self.positions = positions
+        self.recorded_orders: dict[str, Decimal] = {}
+        self.seen_portfolios: dict[str, None] = {}
+
+    def signal(self, signal: Signal, instrument: Instrument | None, position: InputPosition, outcome: str,
+               reason: str | None, order_id: str | None, qty: Decimal | None, config_hash: str,
+               raw: bytes | None) -> None:
+        self.seen_portfolios.setdefault(signal.portfolio_id)
+        recorded_qty = None
+        if outcome == "accepted" and order_id is not None and qty is not None:
+            recorded_qty = qty
+            self.recorded_orders[order_id] = qty
+            if self.positions is not None:
+                self.positions.accepted(signal, instrument, order_id, qty)
+        self.history.recorded_hashes.add(config_hash)
+        self.history.signals += 1
+        self.history.events.append((SIGNAL, signal, instrument, position, recorded_qty,
+                                    brief(outcome, reason, qty), raw))
+
+    def fill(self, fill: Any, offset: int | None, held: Decimal | None = None) -> None:
+        self.seen_portfolios.setdefault(fill.portfolio_id)
+        self.history.fills += 1
+        if isinstance(fill, OrderFilled):
+            event = (FILL, fill, offset, self.recorded_orders.get(fill.order_id))
+        elif isinstance(fill, OrderCanceled):
+            event = (CANCEL, fill, offset, fill.order_id in self.recorded_orders)
+        else:
+            self.history.closes += 1
+            if held is None:
+                held = self.positions.held(fill.portfolio_id, fill.symbol)  # type: ignore[union-attr]
+            event = (CLOSE, fill, offset, held)
+        if self.positions is not None:
+            self.positions.apply(fill, offset)
+        self.history.events.append(event)
+
+    def control(self, command: Any, offset: int | None) -> None:
+        self.seen_portfolios.setdefault(command.portfolio_id)
+        self.history.events.append((CONTROL, command, offset))
+
+    def done(self) -> History:
+        self.history.portfolios = list(self.seen_portfolios)
+        return self.history
+
+
+def from_journal(lines: Iterable[str | bytes], recorded: SizingConfig,
+                 report_bad_line: Callable[[int, str], None] = lambda n, r: None) -> History:
+    """A journal's events, its decisions made under `recorded` (the configuration its
+    fills were recorded with), with positions as `sizer replay` numbers them."""
+    builder = _Builder(History("journal"), None)
+    states: dict[str, PortfolioState] = {}
+    instruments: dict[str, Instrument] = {}
+    offsets = {"signals": 0, "fills": 0, "controls": 0}
+    for entry in journal.read(lines, recorded.max_future_skew_ms):
+        if entry.error is not None:
+            builder.history.bad_lines += 1
+            report_bad_line(entry.line, str(entry.error))
+            continue
+        message = entry.message
+        if entry.topic == "instruments":
+            instruments[message.symbol] = message
+            continue
+        offset = offsets[entry.topic]
+        offsets[entry.topic] += 1
+        portfolio = message.portfolio_id
+        state = states.get(portfolio) or PortfolioState.fresh(recorded)
+        if entry.topic == "fills":
+            held = None
+            if isinstance(message, PositionClosed):
+                position = state.exposure.positions.get(message.symbol)
+                held = ZERO if position is None else position.qty
+            states[portfolio] = apply_fill(message, state, recorded, offset).state
+            builder.fill(message, offset, held)
+            continue
+        if entry.topic == "controls":
+            states[portfolio] = apply_control(message, state, recorded, offset).state
+            builder.control(message, offset)
+            continue
+        instrument = instruments.get(message.symbol)
+        position = InputPosition("signals", 0, offset)
+        result = decide(message, instrument, state, recorded, position)
+        states[portfolio] = result.state
+        d = result.decision
+        builder.signal(message, instrument, position, d.outcome, d.reason, d.order_id, d.qty, d.config_hash, None)
+    return builder.done()
+
+
+def from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
+    """Topic history in the interleaving the decisions recorded (as the audit rebuilds
+    it), each signal with the instrument record its decision names. `config` only
+    sizes the recorded positions' dedupe windows."""
+    from streams.history import Instruments, dead_lettered, recorded_interleaving
+
+    builder = _Builder(History("kafka"), RecordedPositions(config))
+    instruments = Instruments(records["instruments"])
+    decisions = [(record, record.json()) for record in records["decisions"]]
+    dead = dead_lettered(records.get("dlq", ()))
+    for step in recorded_interleaving(records["signals"], records["fills"], decisions, dead):
+        message = step.message
+        if message is None:
+            continue
+        if step.role == "fills":
+            builder.fill(message, step.record.offset)
+            continue
+        recorded = step.recorded or {}
+        where = recorded.get("trace", {}).get("input", {})
+        instrument, _ = instruments.at(message.symbol, where.get("instrument_offset"))
+        position = InputPosition(where.get("topic", step.record.topic), step.record.partition, step.record.offset,
+                                 where.get("instrument_offset"))
+        qty = recorded.get("qty")
+        builder.signal(message, instrument, position, recorded.get("outcome", "rejected"), recorded.get("reason"),
+                       recorded.get("order_id"), None if qty is None else Decimal(qty),
+                       recorded.get("config_hash", ""),
+                       step.decision_record.value if step.decision_record is not None else None)
+    return builder.done()
+
+
+# -- configurations ------------------------------------------------------------------------------------------
+
+POLICIES = ("static", "conviction", "graduated")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One configuration of a sweep: the policy it starts from and the grid point on it."""
+
+    label: str
+    policy: str
+    params: tuple[tuple[str, str], ...]
+    config: SizingConfig
+
+
+def policy_config(spec: str) -> tuple[str, SizingConfig]:
+    """`static` (the conviction preset with sizing disabled: the per-pair maximum for
+    every signal), `conviction`, `graduated`, or a TOML config file: (name, config).
+    Presets take `SIZING_*` from the environment like every other command."""
+    if spec == "static":
+        base = load_config("conviction")
+        return "static", with_values(base, {"enabled": False})
+    if spec in PRESETS:
+        return spec, load_config(spec)
+    if os.path.exists(spec):
+        return os.path.splitext(os.path.basename(spec))[0], load_config(config_file=spec)
+    raise ConfigError(f"--policy: must be one of {', '.join(POLICIES)} or a TOML config file, got {spec!r}")
+
+
+def with_values(config: SizingConfig, values: dict[str, Any]) -> SizingConfig:
+    """`config` with some fields replaced, validated as a whole (unknown names are errors)."""
+    return SizingConfig.from_effective({**config.effective(), **values})
+
+
+def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """`--set name=v1,v2,...` options as (name, values), in the order given."""
+    grid: list[tuple[str, list[str]]] = []
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip()
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name or not items:
+            raise ConfigError(f"--set: expected name=value[,value...], got {spec!r}")
+        if name in (n for n, _ in grid):
+            raise ConfigError(f"--set: {name} given twice")
+        if len(set(items)) != len(items):
+            raise ConfigError(f"--set: {name} repeats a value")
+        grid.append((name, items))
+    return grid
+
+
+def configurations(bases: Sequence[tuple[str, SizingConfig]], grid: Sequence[tuple[str, list[str]]]
+                   ) -> list[Configuration]:
+    """Every base (policy) at every grid point, in the order given."""
+    result: list[Configuration] = []
+    names = [name for name, _ in grid]
+    for policy, base in bases:
+        for point in itertools.product(*(values for _, values in grid)):
+            params = tuple(zip(names, point))
+            try:
+                config = with_values(base, dict(params)) if params else base
+            except ConfigError as exc:
+                raise ConfigError(f"--set {' '.join(f'{n}={v}' for n, v in params)} on {policy}: {exc}") from exc
+            label = " ".join([policy, *(f"{n}={v}" for n, v in params)])
+            result.append(Configuration(label, policy, params, config))
+    labels = Counter(c.label for c in result)
+    repeated = [label for label, n in labels.items() if n > 1]
+    if repeated:
+        raise ConfigError(f"--policy: {repeated[0]!r} given twice")
+    return result
+
+
+# -- one configuration over the history ----------------------------------------------------------------------
+
+def _scaled(value: Decimal, numerator: Decimal, denominator: Decimal) -> Decimal:
+    return (value * numerator / denominator).quantize(SCALE_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def _with(message: Any, **values: Any) -> Any:
+    """A copy of a decoded fill with some values replaced (already checked: no validation)."""
+    return build(type(message), **{**message.__dict__, **values})
+
+
+def _released(state: PortfolioState, order_id: str) -> PortfolioState:
+    """The state without the order's reservation (an order no recorded fill can fill)."""
+    reservations = {oid: r for oid, r in state.exposure.reservations.items() if oid != order_id}
+    return state._replace(exposure=state.exposure._replace(reservations=reservations))
+
+
+@dataclass
+class Run:
+    """What one configuration did over the history: counters and raw samples."""
+
+    accepted: int = 0
+    notional: Decimal = ZERO
+    rejected: Counter = field(default_factory=Counter)
+    unfilled: int = 0
+    changed: int = 0
+    identical: int = 0
+    compared: int = 0
+    first_changes: list[dict[str, Any]] = field(default_factory=list)
+    # (ts, sequence, portfolio index, exposure after, cap after)
+    exposure: list[tuple[int, int, int, Decimal, Decimal]] = field(default_factory=list)
+    # (ts, sequence, portfolio index, pnl, portfolio equity before)
+    closes: list[tuple[int, int, int, Decimal, Decimal]] = field(default_factory=list)
+    final_equity: dict[str, Decimal] = field(default_factory=dict)
+    phases: dict[str, int] = field(default_factory=dict)
+
+
+def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]] | None = None) -> Run:
+    """Run `config` over the history's events with fills and closes scaled to its sizes.
+
+    `trail`, when given, receives what the configuration did, event by event:
+    ("decision", signal_id, outcome, reason, qty, notional) and ("fill" | "cancel" |
+    "close", event_id, qty, realized_pnl) for every fill event applied (qty and pnl
+    None where the event has none); a fill event left out is not there."""
+    run = Run()
+    states: dict[str, PortfolioState] = {}
+    what_if_qty: dict[str, Decimal] = {}
+    index = {p: i for i, p in enumerate(history.portfolios)}
+    fresh = PortfolioState.fresh(config)
+    cap_of = config.portfolio_cap.amount
+    config_hash = config.config_hash
+    exposure_samples, close_samples = run.exposure, run.closes
+    for sequence, event in enumerate(history.events):
+        kind, message = event[0], event[1]
+        portfolio = message.portfolio_id
+        state = states.get(portfolio, fresh)
+        if kind == SIGNAL:
+            _, signal, instrument, position, recorded_qty, recorded, raw = event
+            result = decide(signal, instrument, state, config, position)
+            decision, state = result.decision, result.state
+            after = decision.trace["state"]["exposure"]
+            if decision.outcome == "accepted":
+                run.accepted += 1
+                run.notional += decision.notional
+                if recorded_qty is None:
+                    state = _released(state, decision.order_id)
+                    run.unfilled += 1
+                else:
+                    what_if_qty[decision.order_id] = decision.qty
+                    after += decision.notional
+            else:
+                run.rejected[decision.reason] += 1
+            mine = (decision.outcome, decision.reason, decision.qty)
+            if mine != recorded:
+                run.changed += 1
+                if len(run.first_changes) < 20:
+                    run.first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
+                                              "recorded": _said(recorded), "what_if": _said(mine)})
+            if raw is not None and decision.config_hash == config_hash and _hash_of(raw) == config_hash:
+                run.compared += 1
+                run.identical += to_json(decision).encode() == raw
+            states[portfolio] = state
+            if trail is not None:
+                trail.append(("decision", signal.signal_id, decision.outcome, decision.reason, decision.qty,
+                              decision.notional))
+            exposure_samples.append((signal.ts, sequence, index[portfolio], after, cap_of(state.streak.equity)))
+            continue
+        offset = event[2]
+        if kind == CONTROL:
+            states[portfolio] = apply_control(message, state, config, offset).state
+            continue
+        if kind == FILL:
+            recorded_qty = event[3]
+            if recorded_qty is not None:
+                qty = what_if_qty.get(message.order_id)
+                if qty is None:
+                    continue  # the what-if rejected this order: none of its fills
+                if qty != recorded_qty:
+                    message = _with(message, qty=_scaled(message.qty, qty, recorded_qty))
+        elif kind == CANCEL:
+            if event[3] and message.order_id not in what_if_qty:
+                continue
+        else:
+            recorded_held = event[3]
+            equity_before = state.streak.equity
+            if recorded_held:
+                held = state.exposure.positions.get(message.symbol)
+                if held is None:
+                    continue  # nothing held in the what-if: no trade to close
+                if held.qty != recorded_held:
+                    message = _with(message, qty=_scaled(message.qty, held.qty, recorded_held),
+                                    realized_pnl=_scaled(message.realized_pnl, held.qty, recorded_held))
+        applied = apply_fill(message, state, config, offset)
+        if not applied.changed:
+            continue
+        state = applied.state
+        states[portfolio] = state
+        if trail is not None:
+            trail.append((("fill", "cancel", "close")[kind - 1], message.event_id, getattr(message, "qty", None),
+                          getattr(message, "realized_pnl", None)))
+        if kind == CLOSE:
+            close_samples.append((message.ts, sequence, index[portfolio], message.realized_pnl, equity_before))
+        exposure_samples.append((message.ts, sequence, index[portfolio],
+                                 state.position_value(config) + state.reserved(), cap_of(state.streak.equity)))
+    # By event time; the sequence number keeps the recorded order among equal times.
+    exposure_samples.sort()
+    close_samples.sort()
+    for portfolio in history.portfolios:
+        state = states.get(portfolio, fresh)
+        run.final_equity[portfolio] = state.streak.equity
+        run.phases[portfolio] = state.streak.phase
+    return run
+
+
+def _hash_of(raw: bytes) -> str:
+    """The config hash a recorded decision names (always its last field)."""
+    tail = raw[-40:]
+    start = tail.rfind(b'"config_hash":"')
+    return tail[start + 15:-2].decode() if start >= 0 else ""
+
+
+def _said(value: tuple[str, str | None, Decimal | None]) -> str:
+    outcome, reason, qty = value
+    return f"accepted {decimals.canonical(qty)}" if outcome == "accepted" and qty is not None else str(reason)
+
+
+# -- metrics -------------------------------------------------------------------------------------------------
+
+STATS = Context(prec=34, rounding=ROUND_HALF_EVEN)
+CENT = Decimal("0.01")
+RATIO = Decimal("0.0001")
+
+
+def _q(value: Decimal | None, quantum: Decimal) -> str | None:
+    return None if value is None else decimals.canonical(value.quantize(quantum, rounding=ROUND_HALF_EVEN))
+
+
+def metrics(history: History, config: SizingConfig, run: Run) -> dict[str, Any]:
+    """The figures of one configuration, as JSON data (Decimals as canonical strings).
+
+    - exposure: the sum over portfolios of positions + reservations after every
+      input, ordered by event time; `peak_exposure` its maximum, `mean_exposure`
+      its event-time-weighted mean over the history's span (the plain mean of the
+      samples when the span is zero); `peak_vs_cap_pct` the highest exposure of
+      any one portfolio as a % of its cap then, `mean_vs_cap_pct` the time-weighted
+      exposure as a % of the time-weighted sum of caps.
+    - equity: the sum of every portfolio's equity (starting equity + scaled
+      realized PnL) after each close, by event time; `max_drawdown` the largest
+      fall from a running peak, `max_drawdown_pct` that fall as a % of the peak
+      it fell from; `recovery_s` the event time from that drawdown's trough to the
+      first close back at or above the peak (null: not recovered by the end).
+    - `sharpe`: mean / sample standard deviation of per-close returns (a close's
+      PnL over its portfolio's equity before it), not annualised; null with fewer
+      than two closes or no dispersion. Decimal square root: no float anywhere.
+    - `pnl_per_exposure`: total PnL per dollar of mean exposure;
+      `drawdown_per_exposure`: the max drawdown per dollar of mean exposure, a
+      drawdown comparable between policies that trade at different sizes.
+    """
+    with localcontext(STATS):
+        exposure = _exposure_figures(run.exposure, len(history.portfolios))
+        equity = _equity_figures(run.closes, config.starting_equity * len(history.portfolios),
+                                 run.exposure[0][0] if run.exposure else 0)
+        pnl = sum((pnl for _, _, _, pnl, _ in run.closes), ZERO)
+        mean_exposure = exposure["mean"]
+        per_exposure = pnl / mean_exposure if mean_exposure else None
+        drawdown_per_exposure = equity["drawdown"] / mean_exposure if mean_exposure else None
+    return {
+        "accepted": run.accepted,
+        "accepted_notional": decimals.canonical(run.notional),
+        "rejected": dict(sorted(run.rejected.items())),
+        "unfilled": run.unfilled,
+        "closes": len(run.closes),
+        "pnl": decimals.canonical(pnl),
+        "max_drawdown": decimals.canonical(equity["drawdown"]),
+        "max_drawdown_pct": _q(equity["drawdown_pct"], RATIO),
+        "recovery_s": None if equity["recovery_ms"] is None else decimals.canonical(
+            Decimal(equity["recovery_ms"]) / 1000),
+        "sharpe": _q(equity["sharpe"], RATIO),
+        "peak_exposure": decimals.canonical(exposure["peak"]),
+        "mean_exposure": _q(mean_exposure, CENT),
+        "peak_vs_cap_pct": _q(exposure["peak_vs_cap"], RATIO),
+        "mean_vs_cap_pct": _q(exposure["mean_vs_cap"], RATIO),
+        "pnl_per_exposure": _q(per_exposure, RATIO),
+        "drawdown_per_exposure": _q(drawdown_per_exposure, RATIO),
+        "decisions_changed": run.changed,
+        "final_phases": {str(phase): n for phase, n in sorted(Counter(run.phases.values()).items())},
+    }
+
+
+def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], portfolios: int) -> dict[str, Any]:
+    ordered = samples  # sorted by `simulate`
+    exposure = [ZERO] * portfolios
+    cap = [ZERO] * portfolios
+    total_exposure = total_cap = ZERO
+    weighted_exposure = weighted_cap = ZERO
+    peak = ZERO
+    peak_at: tuple[Decimal, Decimal] | None = None  # (exposure, cap) at the highest exposure / cap
+    last_ts: int | None = None
+    for ts, _, p, after, cap_now in ordered:
+        if last_ts is not None and ts > last_ts:
+            weighted_exposure += total_exposure * (ts - last_ts)
+            weighted_cap += total_cap * (ts - last_ts)
+        last_ts = ts if last_ts is None or ts > last_ts else last_ts
+        total_exposure += after - exposure[p]
+        total_cap += cap_now - cap[p]
+        exposure[p], cap[p] = after, cap_now
+        peak = max(peak, total_exposure)
+        if cap_now > 0 and (peak_at is None or after * peak_at[1] > peak_at[0] * cap_now):
+            peak_at = (after, cap_now)
+    if weighted_cap:
+        mean, mean_vs_cap = weighted_exposure / ((ordered[-1][0] - ordered[0][0]) or 1), \
+            weighted_exposure * 100 / weighted_cap
+    else:  # no event time passed: every sample weighs the same
+        mean = (sum((s[3] for s in ordered), ZERO) / len(ordered)) if ordered else ZERO
+        mean_vs_cap = None
+    peak_vs_cap = None if peak_at is None else peak_at[0] * 100 / peak_at[1]
+    return {"peak": peak, "mean": mean, "peak_vs_cap": peak_vs_cap, "mean_vs_cap": mean_vs_cap}
+
+
+def _equity_figures(closes: list[tuple[int, int, int, Decimal, Decimal]], start_equity: Decimal,
+                    start_ts: int) -> dict[str, Any]:
+    ordered = closes  # sorted by `simulate`
+    equity = peak = start_equity
+    worst = ZERO
+    worst_peak = trough_at = None
+    curve: list[tuple[int, Decimal]] = []
+    for i, (ts, _, _, pnl, _) in enumerate(ordered):
+        equity += pnl
+        curve.append((ts, equity))
+        if equity > peak:
+            peak = equity
+        elif peak - equity > worst:
+            worst, worst_peak, trough_at = peak - equity, peak, i
+    recovery_ms = None
+    if trough_at is not None:
+        trough_ts = curve[trough_at][0]
+        recovery_ms = next((ts - trough_ts for ts, value in curve[trough_at + 1:] if value >= worst_peak), None)
+    returns = [pnl / before for _, _, _, pnl, before in closes if before]
+    sharpe = None
+    if len(returns) >= 2:
+        mean = sum(returns, ZERO) / len(returns)
+        variance = sum(((r - mean) ** 2 for r in returns), ZERO) / (len(returns) - 1)
+        if variance > 0:
+            sharpe = mean / variance.sqrt()
+    return {"drawdown": worst, "drawdown_pct": worst * 100 / worst_peak if worst_peak else ZERO,
+            "recovery_ms": recovery_ms, "sharpe": sharpe, "curve": curve, "start": (start_ts, start_equity)}
+
+
+def curves(history: History, config: SizingConfig, run: Run, points: int = 1500) -> dict[str, Any]:
+    """Equity and exposure (with the sum of caps) over event time, thinned to about
+    `points` each, as floats: for plotting only."""
+    with localcontext(STATS):
+        equity = _equity_figures(run.closes, config.starting_equity * len(history.portfolios),
+                                 run.exposure[0][0] if run.exposure else 0)
+    equity_curve = [equity["start"], *equity["curve"]]
+    exposure_curve: list[tuple[int, Decimal, Decimal]] = []
+    ordered = run.exposure
+    per_exposure = [ZERO] * len(history.portfolios)
+    per_cap = [ZERO] * len(history.portfolios)
+    total_e = total_c = ZERO
+    for ts, _, p, after, cap in ordered:
+        total_e += after - per_exposure[p]
+        total_c += cap - per_cap[p]
+        per_exposure[p], per_cap[p] = after, cap
+        exposure_curve.append((ts, total_e, total_c))
+
+    def thin(items: list[Any]) -> list[Any]:
+        step = max(1, len(items) // points)
+        kept = items[::step]
+        if items and kept[-1] is not items[-1]:
+            kept.append(items[-1])
+        return kept
+
+    return {"equity": [(ts, float(v)) for ts, v in thin(equity_curve)],
+            "exposure": [(ts, float(e), float(c)) for ts, e, c in thin(exposure_curve)]}
+
+
+# -- the sweep -----------------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    configuration: Configuration
+    metrics: dict[str, Any]
+    curves: dict[str, Any]
+    identical: int
+    compared: int
+    first_changes: list[dict[str, Any]]
+    seconds: float
+
+
+# The history and configurations of the running sweep: forked worker processes
+# inherit them instead of receiving a copy through a pipe.
+_SHARED: tuple[History, list[Configuration]] | None = None
+
+
+def _one(index: int) -> Outcome:
+    import gc
+
+    gc.disable()  # every object a run makes lives until it ends: nothing for the collector to find
+    decimals.use_engine_context()
+    history, chosen = _SHARED  # type: ignore[misc]
+    started = time.perf_counter()
+    configuration = chosen[index]
+    run = simulate(history, configuration.config)
+    return Outcome(configuration, metrics(history, configuration.config, run),
+                   curves(history, configuration.config, run), run.identical, run.compared, run.first_changes,
+                   time.perf_counter() - started)
+
+
+def sweep(history: History, chosen: list[Configuration], workers: int | None = None,
+          progress: Callable[[int, int], None] = lambda done, total: None) -> list[Outcome]:
+    """Run every configuration over the history, `workers` processes at a time
+    (default: one per core). Results come back in the order of `chosen`."""
+    global _SHARED
+    workers = max(1, min(workers or os.cpu_count() or 1, len(chosen)))
+    _SHARED = (history, chosen)
+    try:
+        if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+            results = []
+            for i in range(len(chosen)):
+                results.append(_one(i))
+                progress(i + 1, len(chosen))
+            return results
+        import gc
+
+        gc.collect()
+        gc.freeze()  # the history is read-only in the children: keep their pages shared
+        results_at: dict[int, Outcome] = {}
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for i, outcome in pool.imap_unordered(_indexed, range(len(chosen))):
+                results_at[i] = outcome
+                progress(len(results_at), len(chosen))
+        gc.unfreeze()
+        return [results_at[i] for i in range(len(chosen))]
+    finally:
+        _SHARED = None
+
+
+def _indexed(index: int) -> tuple[int, Outcome]:
+    return index, _one(index)
