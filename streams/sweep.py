@@ -207,12 +207,16 @@ def from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
     instruments = Instruments(records["instruments"])
     decisions = [(record, record.json()) for record in records["decisions"]]
     dead = dead_lettered(records.get("dlq", ()))
-    for step in recorded_interleaving(records["signals"], records["fills"], decisions, dead):
+    for step in recorded_interleaving(records["signals"], records["fills"], decisions, dead,
+                                      records.get("controls", ())):
         message = step.message
         if message is None:
             continue
         if step.role == "fills":
             builder.fill(message, step.record.offset)
+            continue
+        if step.role == "controls":
+            builder.control(message, step.record.offset)
             continue
         recorded = step.recorded or {}
         where = recorded.get("trace", {}).get("input", {})
