@@ -135,6 +135,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_control(args: argparse.Namespace) -> int:
+    import json
+
+    from streams import control
+
+    kafka, topics = _kafka(args)
+    if args.action == "status":
+        rows = asyncio.run(control.status(kafka, topics, args.portfolio))
+        print(json.dumps(rows, indent=1))
+        return 0
+    if args.portfolio is None or args.reason is None:
+        raise ConfigError(f"control {args.action}: --portfolio and --reason are required")
+    kind = args.action.replace("-", "_")
+    if kind == "release" and args.order_id is None:
+        raise ConfigError("control release: --order-id is required")
+    if kind == "adjust_equity" and args.amount is None:
+        raise ConfigError("control adjust-equity: --amount is required (USD; negative for a withdrawal)")
+    value = control.validate_command(kind, args.portfolio, args.reason, args.operator,
+                                     order_id=args.order_id if kind == "release" else None,
+                                     amount=args.amount if kind == "adjust_equity" else None)
+    partition, offset = asyncio.run(control.send(kafka, topics, value, args.timeout))
+    rows = asyncio.run(control.status(kafka, topics, args.portfolio))
+    print(json.dumps({"command": value, "partition": partition, "offset": offset, "state": rows[0]}, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sizer", description="Streaming position sizer on Kafka.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--to", dest="end", metavar="TIME", help="only signals at or before (RFC 3339 or epoch ms)")
     audit.add_argument("--json", action="store_true", help="the full report as JSON")
     audit.set_defaults(run=cmd_audit)
+
+    control = commands.add_parser(
+        "control", help="operator commands: halt, resume, release, adjust-equity (applied by the workers); status")
+    control.add_argument("action", choices=["halt", "resume", "release", "adjust-equity", "status"])
+    control.add_argument("--portfolio", help="the portfolio (status: all when omitted)")
+    control.add_argument("--reason", help="why (recorded with the command and in every HALTED trace)")
+    control.add_argument("--operator", help="who (default: the OS user)")
+    control.add_argument("--order-id", help="release: the order whose reservation to release")
+    control.add_argument("--amount", help="adjust-equity: USD, negative for a withdrawal")
+    control.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the workers to apply it")
+    _add_kafka_args(control)
+    control.set_defaults(run=cmd_control)
 
     worker = commands.add_parser("worker", help="run a stream-processing worker")
     _add_config_args(worker)

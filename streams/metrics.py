@@ -14,7 +14,7 @@ from typing import Any, Iterable, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streams.config import SizingConfig
-from streams.engine import REJECTION_REASONS, FillOutcome, PortfolioState
+from streams.engine import REJECTION_REASONS, ControlOutcome, FillOutcome, PortfolioState
 from streams.errors import INPUT_ERROR_CODES
 from streams.models import Decision
 
@@ -57,6 +57,14 @@ class SizerMetrics:
                              "(nothing changed), overfill (a leg filled beyond its order), unknown_order (no open "
                              "reservation: a fill applied in full, a cancel that changed nothing)",
                              ["type", "outcome"], registry=registry)
+        self.commands = Counter("sizer_control_commands", "Operator commands by type and what they did: applied, "
+                                "duplicate, no_effect (a release of no open order, a halt of a halted portfolio, "
+                                "a resume of a running one)", ["type", "outcome"], registry=registry)
+        self.halted = Gauge("sizer_portfolio_halted", "1 while the portfolio is halted (its signals are rejected)",
+                            ["portfolio", "reason", "operator"], registry=registry)
+        self.portfolios_halted = Gauge("sizer_portfolios_halted", "Portfolios of this worker that are halted",
+                                       registry=registry)
+        self._halted: dict[str, tuple[str, str]] = {}  # portfolio -> its halted series' labels
         self.lapsed = Counter("sizer_reservations_lapsed", "Reservations lapsed by reservation_ttl_s on the "
                               "portfolio clock (each named in the trace of the decision that lapsed it)",
                               registry=registry)
@@ -85,10 +93,13 @@ class SizerMetrics:
         self._decided = {("accepted", ""): self.decisions.labels("accepted", "")}
         for reason in REJECTION_REASONS:
             self._decided[("rejected", reason)] = self.decisions.labels("rejected", reason)
+        for command_type in ("halt", "resume", "release", "adjust_equity"):
+            for outcome in get_args(ControlOutcome):
+                self.commands.labels(command_type, outcome)
         for fill_type in ("order_filled", "order_canceled", "position_closed"):
             for outcome in get_args(FillOutcome):
                 self.fills.labels(fill_type, outcome)
-        for role in ("signals", "fills", "instruments"):
+        for role in ("signals", "fills", "controls", "instruments"):
             self.redelivered.labels(role)
             self.recovered.labels(role)
             self.reseeks.labels(role)
@@ -110,6 +121,22 @@ class SizerMetrics:
             if latency_s is not None:
                 self.decision_latency.observe(max(latency_s, 0.0))
 
+    def command_applied(self, command_type: str, outcome: str) -> None:
+        self.commands.labels(command_type, outcome).inc()
+
+    def _halt(self, portfolio_id: str, state: PortfolioState) -> None:
+        halt = state.controls.halt
+        labels = (halt.reason, halt.operator) if halt is not None else None
+        if self._halted.get(portfolio_id) == labels:
+            return
+        old = self._halted.pop(portfolio_id, None)
+        if old is not None:
+            self.halted.remove(portfolio_id, *old)
+        if labels is not None:
+            self._halted[portfolio_id] = labels
+            self.halted.labels(portfolio_id, *labels).set(1)
+        self.portfolios_halted.set(len(self._halted))
+
     def fill_applied(self, fill_type: str, outcome: str) -> None:
         self.fills.labels(fill_type, outcome).inc()
 
@@ -117,7 +144,8 @@ class SizerMetrics:
         self.dead_letters.labels(topic_role, reason).inc()
 
     def portfolio_state(self, portfolio_id: str, state: PortfolioState, config: SizingConfig) -> None:
-        """Publish one portfolio's figures, within the series limit."""
+        """Publish one portfolio's figures, within the series limit (a halt always)."""
+        self._halt(portfolio_id, state)
         series = self._tracked.get(portfolio_id)
         if series is not None:
             self._tracked.move_to_end(portfolio_id)

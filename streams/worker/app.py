@@ -113,6 +113,7 @@ def build_app(
                             for role in POSITIONED}
     signals = app.topic(topics.name("signals"), partitions=width, **RAW)
     fills = app.topic(topics.name("fills"), partitions=width, **RAW)
+    controls = app.topic(topics.name("controls"), partitions=width, **RAW)
     instruments_topic = app.topic(topics.name("instruments"), partitions=topics["instruments"].partitions, **RAW)
     orders, decisions, dlq = topics.name("orders"), topics.name("decisions"), topics.name("dlq")
     outputs = Outputs(app)
@@ -121,19 +122,20 @@ def build_app(
     # values are our canonical JSON, written and read only by TableStore.
     exposure = app.Table("exposure", default=None, partitions=width, key_type=bytes, value_type=bytes)
     streak = app.Table("streak", default=None, partitions=width, key_type=bytes, value_type=bytes)
+    control_table = app.Table("controls", default=None, partitions=width, key_type=bytes, value_type=bytes)
     # the next offset to process of every input partition (see `positions`)
     progress = app.Table("input-positions", default=None, partitions=width, key_type=bytes, value_type=bytes)
     registry = registry if registry is not None else CollectorRegistry()
     # faust's own sensors and the sizer's metrics, on one registry at /metrics.
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
-    roles = {topics.name(role): role for role in ("signals", "fills", "instruments")}
+    roles = {topics.name(role): role for role in (*POSITIONED, "instruments")}
 
     view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
-    tables = TableStore(exposure, streak, config, outputs)
+    tables = TableStore(exposure, streak, control_table, config, outputs)
     processor = Processor(config, tables, view)
-    positions = InputPositions(progress, outputs, [topics.name("signals"), topics.name("fills")], kafka.bootstrap,
+    positions = InputPositions(progress, outputs, [topics.name(role) for role in POSITIONED], kafka.bootstrap,
                                "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
 
     skew_ms = config.max_future_skew_ms
@@ -172,6 +174,9 @@ def build_app(
     def apply_fill(fill: Any, message: Any) -> Any:
         return processor.on_fill(fill, message.offset)
 
+    def apply_command(command: Any, message: Any) -> Any:
+        return processor.on_control(command, message.offset)
+
     async def size_signal(event: Any) -> None:
         signal = await admitted(event)
         if signal is None:
@@ -195,6 +200,16 @@ def build_app(
         result = await applied(event, fill, apply_fill)
         if result is not None:
             metrics.fill_applied(fill.type, result.outcome)
+
+    async def apply_control_event(event: Any) -> None:
+        command = await admitted(event)
+        if command is None:
+            return
+        result = await applied(event, command, apply_command)
+        if result is not None:
+            metrics.command_applied(command.type, result.outcome)
+            log.warning("operator command %s %s on %s by %s (%s): %s", command.command_id, command.type,
+                        command.portfolio_id, command.operator, command.reason, result.outcome)
 
     async def check_instrument(event: Any) -> None:
         """One instruments record, once per record in the group (the InstrumentView of
@@ -233,7 +248,7 @@ def build_app(
             # a copy published after the symbol was deleted: end on the deletion again
             await outputs.send(m.topic, m.key, None, m.partition)
 
-    handlers = {"signals": size_signal, "fills": apply_fill_event}
+    handlers = {"signals": size_signal, "fills": apply_fill_event, "controls": apply_control_event}
 
     async def handle_inputs(messages: list[Any]) -> None:
         """A fetched batch of signals and fills, handed over by the consumer's fetch
@@ -303,6 +318,7 @@ def build_app(
     # consumed by the fetch loop itself, not by agents: subscribe them here
     app.topics.add(signals)
     app.topics.add(fills)
+    app.topics.add(controls)
 
     @app.agent(instruments_topic, name="check-instruments")
     async def check_instruments(stream: Any) -> None:

@@ -1,6 +1,6 @@
-"""Portfolio state in the changelog-backed `exposure` and `streak` tables.
+"""Portfolio state in the changelog-backed `exposure`, `streak` and `controls` tables.
 
-Both are keyed by portfolio id (bytes) and hold canonical JSON. They are written
+All are keyed by portfolio id (bytes) and hold canonical JSON. They are written
 only here, from the agents, while an input event of the portfolio's partition
 is current, so each write goes to that partition's changelog (and, under
 exactly-once, into that partition's transaction).
@@ -22,15 +22,18 @@ from faust.streams import current_event
 from streams import decimals
 from streams.config import SizingConfig
 from streams.engine import PortfolioState
-from streams.engine.state import exposure_from_wire, streak_from_wire, to_wire
+from streams.engine.state import (
+    Controls, controls_from_wire, controls_to_wire, exposure_from_wire, streak_from_wire, to_wire,
+)
 
 
 class TableStore:
-    """The StateStore of the worker: reads and writes the two tables."""
+    """The StateStore of the worker: reads and writes the three tables."""
 
-    def __init__(self, exposure: Any, streak: Any, config: SizingConfig, outputs: Any) -> None:
+    def __init__(self, exposure: Any, streak: Any, controls: Any, config: SizingConfig, outputs: Any) -> None:
         self.exposure = exposure
         self.streak = streak
+        self.controls = controls
         self.config = config
         self.outputs = outputs  # transactions.Outputs: writes table entries
         # portfolio -> (its state now, the last event that changed it) in this batch
@@ -47,9 +50,11 @@ class TableStore:
             key = portfolio_id.encode()
             raw_exposure = self.exposure.get(key)
             raw_streak = self.streak.get(key)
+            raw_controls = self.controls.get(key)
             state = PortfolioState(
                 exposure_from_wire(decimals.loads(raw_exposure) if raw_exposure else None),
                 streak_from_wire(decimals.loads(raw_streak) if raw_streak else None, self.config),
+                controls_from_wire(decimals.loads(raw_controls) if raw_controls else None),
             )
             self._stored[portfolio_id] = state
         self._batch[portfolio_id] = (state, None)
@@ -77,6 +82,9 @@ class TableStore:
             await self.outputs.put(self.exposure, key, decimals.dumps(exposure).encode())
         if stored is None or state.streak is not stored.streak:
             await self.outputs.put(self.streak, key, decimals.dumps(streak).encode())
+        if (stored is None and state.controls != Controls()) or (
+                stored is not None and state.controls is not stored.controls):
+            await self.outputs.put(self.controls, key, decimals.dumps(controls_to_wire(state.controls)).encode())
         self._stored[portfolio_id] = state
 
     def end_batch(self) -> None:
