@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple, get_args
 
 from streams.config import SizingConfig
 from streams.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
-from streams.engine.constraints import fit_to_legs
+from streams.engine.constraints import Fit, fit_to_legs
 from streams.engine.state import (
     Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, remember_ended, reservation,
     reserved_totals,
@@ -82,12 +82,10 @@ def _decide(
     config: SizingConfig,
     position: InputPosition,
 ) -> Result:
-    exposure = state.exposure
-    streak = state.streak
     trace: dict[str, Any] = {
         "input": {
             "topic": position.topic, "partition": position.partition, "offset": position.offset,
-            "last_fill_offset": exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
+            "last_fill_offset": state.exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
             "last_control_offset": state.controls.last_control_offset,
             "controls_applied": [list(pair) for pair in state.controls.applied],
         },
@@ -102,17 +100,59 @@ def _decide(
 
     # 1. Gates. A signal that fails one changes nothing at all: not the clock, not
     # the marks, not the dedupe window, not a reservation.
-    clock = exposure.latest_ts
     gate = _gate(signal, instrument, state, config, order_id)
     if gate is not None:
-        held, held_symbol = held_value(exposure, signal.symbol, config)
+        exposure = state.exposure
+        held = held_value(exposure, signal.symbol, config)[0]
         reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
-        trace["state"] = _state_read(clock, clock, held, reserved, (), streak)
+        trace["state"] = _state_read(exposure.latest_ts, exposure.latest_ts, held, reserved, (), state.streak)
         return rejected(gate, state)
+    assert instrument is not None  # the gate rejects an unknown instrument
+    state, read = _passed_gates(signal, state, config, trace)
 
-    state_before = state
-    # Passed the gates: the signal moves the clock, its mark (forward in event time
-    # only), and the dedupe window; reservations lapse on the clock, if ever.
+    # 2-5. Budget.
+    budget = _budget(signal, state.streak, config, trace)
+    if isinstance(budget, Rejection):
+        return rejected(budget, state)
+    trace["budget"] = budget
+
+    # 6. Caps.
+    budget = _caps(budget, read, state, config, trace)
+    if isinstance(budget, Rejection):
+        return rejected(budget, state)
+
+    # 7. Exchange constraints, for every leg at once.
+    fit = _exchange(budget, signal.price, instrument, trace)
+    if isinstance(fit, Rejection):
+        return rejected(fit, state)
+
+    # 8. Accept.
+    accepted = _accept(signal, instrument, fit, order_id, state, config, trace)
+    if isinstance(accepted, Rejection):
+        return rejected(accepted, state)
+    return accepted
+
+
+class Read(NamedTuple):
+    """The exposure a decision that passed the gates reads (USD)."""
+
+    held: Decimal  # open positions, on the configured basis
+    held_symbol: Decimal  # ... in the signal's symbol
+    reserved: Decimal  # reservations still open
+    reserved_symbol: Decimal  # ... for the signal's symbol
+
+    @property
+    def exposure(self) -> Decimal:
+        return self.held + self.reserved
+
+
+def _passed_gates(signal: Signal, state: PortfolioState, config: SizingConfig, trace: dict[str, Any]
+                  ) -> tuple[PortfolioState, Read]:
+    """A signal that passed the gates moves the clock, its symbol's mark (forward in
+    event time only) and the dedupe window; reservations lapse on the clock, if
+    ever (each named in the trace). Returns the new state and the exposure read."""
+    exposure = state.exposure
+    clock = exposure.latest_ts
     clock_now = advance_clock(clock, signal.ts)
     open_ = open_reservations(exposure.reservations, clock_now, signal.symbol, config)
     marks = exposure.marks
@@ -121,80 +161,84 @@ def _decide(
         if mark is None or (signal.ts >= mark.ts and mark != (signal.price, signal.ts)):
             marks = {**marks, signal.symbol: Mark(signal.price, signal.ts)}
     ended_orders = exposure.ended_orders
-    for order_id_lapsed in open_.lapsed:
-        ended_orders = remember_ended(ended_orders, order_id_lapsed, exposure.reservations[order_id_lapsed])
+    for lapsed in open_.lapsed:
+        ended_orders = remember_ended(ended_orders, lapsed, exposure.reservations[lapsed])
+    made = exposure.reservations
+    lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional, "made_ts": made[oid].ts}
+              for oid in open_.lapsed]
     exposure = Exposure(
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders,
     )
     # the commands applied since the last decision that passed the gates are in this trace
     controls = state.controls._replace(applied=()) if state.controls.applied else state.controls
-    state = PortfolioState(exposure, streak, controls)
     held, held_symbol = held_value(exposure, signal.symbol, config)
-    current = held + open_.reserved
-    trace["state"] = _state_read(clock, clock_now, held, open_.reserved, open_.lapsed, streak)
-    if open_.lapsed:
-        made = state_before.exposure.reservations
-        trace["lapsed"] = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
-                            "made_ts": made[oid].ts} for oid in open_.lapsed]
-    budget_or_rejection = _budget(signal, streak, config, trace)
-    if isinstance(budget_or_rejection, Rejection):
-        return rejected(budget_or_rejection, state)
-    budget = budget_or_rejection
-    trace["budget"] = budget
+    trace["state"] = _state_read(clock, clock_now, held, open_.reserved, open_.lapsed, state.streak)
+    if lapsed:
+        trace["lapsed"] = lapsed
+    return PortfolioState(exposure, state.streak, controls), Read(held, held_symbol, open_.reserved,
+                                                                  open_.reserved_symbol)
 
-    # 6. Caps: the pair's, then the portfolio's, each with the same rule.
+
+def _caps(budget: Decimal, read: Read, state: PortfolioState, config: SizingConfig, trace: dict[str, Any]
+          ) -> Decimal | Rejection:
+    """Step 6: the pair's cap, then the portfolio's, each with the same rule
+    (`_under_cap`). Returns the budget that fits, or the rejection."""
     cap_mode = config.cap_mode
     caps: dict[str, Any] = {"mode": cap_mode}
     trace["caps"] = caps
     pair_cap = config.pair_cap
     if pair_cap is not None:
-        pair_exposure = held_symbol + open_.reserved_symbol
+        pair_exposure = read.held_symbol + read.reserved_symbol
         budget, refused = _under_cap(budget, pair_cap, pair_exposure, cap_mode, "PAIR_CAP_REACHED", "pair_remaining")
         caps.update(pair_cap=pair_cap, pair_exposure=pair_exposure, pair_remaining=pair_cap - pair_exposure)
         if refused is not None:
-            return rejected(refused, state)
-    cap = config.portfolio_cap.amount(streak.equity)
-    budget, refused = _under_cap(budget, cap, current, cap_mode, "EXPOSURE_CAP_REACHED", "remaining")
-    caps.update(portfolio_cap=cap, remaining=cap - current)
+            return refused
+    cap = config.portfolio_cap.amount(state.streak.equity)
+    budget, refused = _under_cap(budget, cap, read.exposure, cap_mode, "EXPOSURE_CAP_REACHED", "remaining")
+    caps.update(portfolio_cap=cap, remaining=cap - read.exposure)
     if refused is not None:
-        return rejected(refused, state)
+        return refused
     caps["capped_budget"] = budget
+    return budget
 
-    # 7. Exchange constraints, for every leg at once.
-    fit = fit_to_legs(budget, signal.price, instrument.legs)
+
+def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, trace: dict[str, Any]) -> Fit | Rejection:
+    """Step 7: the quantity every leg trades (`constraints.fit_to_legs`), the leg
+    that clamped it in the trace."""
+    fit = fit_to_legs(budget, price, instrument.legs)
     exchange: dict[str, Any] = {"step": fit.step, "qty": fit.qty}
     if fit.clamped_by is not None:
         exchange.update(unclamped_qty=fit.unclamped, clamped_by={
             "leg": fit.clamped_by.venue_symbol, "rule": fit.clamped_by.rule, "limit": fit.clamped_by.limit})
     trace["exchange"] = exchange
     if fit.reason is not None:
-        return rejected(Rejection(fit.reason, fit.detail or ""), state)  # type: ignore[arg-type]
+        return Rejection(fit.reason, fit.detail or "")  # type: ignore[arg-type]
+    return fit
 
-    # 8. Accept: reserve the notional at once so a burst cannot overshoot the cap;
-    # only an order the product could take back as input is emitted (closure).
+
+def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, state: PortfolioState,
+            config: SizingConfig, trace: dict[str, Any]) -> Result | Rejection:
+    """Step 8: the order, its notional reserved at once (stamped with the portfolio
+    clock) so a burst cannot overshoot the cap; only an order the product could take
+    back as input is emitted (closure: ORDER_OUT_OF_BOUNDS otherwise)."""
     qty = fit.qty
     notional = qty * signal.price
     unwritable = _out_of_bounds(qty=qty, notional=notional)
     if unwritable is not None:
-        return rejected(unwritable, state)
+        return unwritable
+    exposure = state.exposure
     legs = tuple(leg.venue_symbol for leg in instrument.legs)
-    reservations = {**open_.reservations, order_id: reservation(signal.symbol, qty, signal.price, clock_now, legs)}
-    state = PortfolioState(
-        exposure._replace(reservations=reservations),
-        streak, state.controls,
-    )
+    made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs)
+    state = PortfolioState(exposure._replace(reservations={**exposure.reservations, order_id: made}),
+                           state.streak, state.controls)
     order = build(
         Order,
         order_id=order_id, signal_id=signal.signal_id, portfolio_id=signal.portfolio_id,
         symbol=signal.symbol, side=signal.side, qty=qty, price=signal.price, notional=notional,
         legs=tuple(
-            build(
-                OrderLeg,
-                venue_symbol=leg.venue_symbol,
-                side=leg.side if signal.side == "buy" else _FLIP[leg.side],
-                qty=qty,
-            )
+            build(OrderLeg, venue_symbol=leg.venue_symbol, side=leg.side if signal.side == "buy" else _FLIP[leg.side],
+                  qty=qty)
             for leg in instrument.legs
         ),
         ts=signal.ts, config_hash=config.config_hash,

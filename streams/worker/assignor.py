@@ -37,7 +37,7 @@ class SpecAssignor(PartitionAssignor):
     """faust's assignor, after a check of the input topics' partition counts."""
 
     def assign(self, cluster: Any, member_metadata: Any) -> Any:
-        expected: dict[str, int] = getattr(self.app, "input_partitions", {})
+        expected = self.app.inputs.partitions  # the spec's, wired by build_app
         found = []
         for topic, partitions in expected.items():
             actual = len(cluster.partitions_for_topic(topic) or ())

@@ -16,7 +16,7 @@ the same transaction. Under that rule:
 - a record above the position means faust skipped some: they are read straight
   from Kafka and processed first, in offset order, inside the same transaction.
 
-The consumer commits these positions (`transactions.WholeBatchConsumer`), and a
+The consumer commits these positions (`faust_compat.transport.WholeBatchConsumer`), and a
 timer (`stalled`) re-seeks a partition whose position stopped short of what faust
 has already fetched, for the case where faust dropped the last records of a
 partition and no later record arrives to reveal the gap.
@@ -73,7 +73,7 @@ class InputPositions:
 
     def __init__(self, table: Any, outputs: Any, topics: Iterable[str], bootstrap: str, isolation_level: str) -> None:
         self.table = table
-        self.outputs = outputs  # transactions.Outputs: writes table entries
+        self.outputs = outputs  # faust_compat.outputs.Outputs: writes table entries
         self.topics = frozenset(topics)
         self.bootstrap = bootstrap
         self.isolation_level = isolation_level

@@ -15,9 +15,7 @@ change a table under it.
 
 from __future__ import annotations
 
-from typing import Any
-
-from faust.streams import current_event
+from typing import Any, Callable
 
 from streams import decimals
 from streams.config import SizingConfig
@@ -30,12 +28,14 @@ from streams.engine.state import (
 class TableStore:
     """The StateStore of the worker: reads and writes the three tables."""
 
-    def __init__(self, exposure: Any, streak: Any, controls: Any, config: SizingConfig, outputs: Any) -> None:
+    def __init__(self, exposure: Any, streak: Any, controls: Any, config: SizingConfig, outputs: Any,
+                 current_event: Callable[[], Any]) -> None:
         self.exposure = exposure
         self.streak = streak
         self.controls = controls
         self.config = config
-        self.outputs = outputs  # transactions.Outputs: writes table entries
+        self.outputs = outputs  # faust_compat.outputs.Outputs: writes table entries
+        self.current_event = current_event  # the input being processed (the batch sets it)
         # portfolio -> (its state now, the last event that changed it) in this batch
         self._batch: dict[str, tuple[PortfolioState, Any]] = {}
         # portfolio -> its state as in the tables, decoded
@@ -61,7 +61,7 @@ class TableStore:
         return state
 
     def save(self, portfolio_id: str, state: PortfolioState) -> None:
-        self._batch[portfolio_id] = (state, current_event())
+        self._batch[portfolio_id] = (state, self.current_event())
 
     def changed(self) -> list[tuple[str, Any]]:
         """Portfolios changed in this batch, with the event to write them under."""

@@ -1,0 +1,82 @@
+"""The only code that touches private names of faust-streaming or aiokafka.
+
+The worker needs seven things faust-streaming 0.15.3 does not do right (README,
+"Exactly-once, and the faust-streaming defects it works around"); each
+workaround lives in one module here, next to the defect it answers:
+
+| module | defect (README) |
+|---|---|
+| `events`    | outputs and table writes must be routed by the input being processed: faust's current event |
+| `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
+| `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path |
+| `app`       | a rebalance that starts while a batch is half done |
+| `assignor`  | a partition-count change under running workers ends in a KeyError deep in faust |
+
+`SUPPORTED` names the versions this was written and tested against, and
+`PRIVATE_NAMES` every private name used; `check()` (run at start-up and by
+`tests/unit/test_faust_compat.py`) fails loudly, naming the name, when an
+upgrade moved one. Nothing outside this package imports a private name of
+either library.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import version
+
+SUPPORTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+
+# (module, attribute path) of every private name this package relies on.
+PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("faust.streams", "_current_event"),
+    ("faust.app.base", "App._new_transport"),
+    ("faust.app.base", "App._on_partitions_revoked"),
+    ("faust.transport.consumer", "Consumer._drain_messages"),
+    ("faust.transport.consumer", "Consumer._add_gap"),
+    ("faust.transport.consumer", "Consumer._filter_committable_offsets"),
+    ("faust.transport.consumer", "Consumer._commit_offsets"),
+    ("faust.transport.consumer", "Consumer._read_offset"),
+    ("faust.transport.consumer", "Consumer._commit_every"),
+    ("faust.transport.consumer", "Consumer._n_acked"),
+    ("faust.transport.consumer", "TransactionManager._tps_to_transactional_ids"),
+    ("faust.transport.drivers.aiokafka", "Consumer._thread"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._ensure_consumer"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._consumer"),
+    ("faust.transport.drivers.aiokafka", "Producer._producer"),
+    ("faust.transport.drivers.aiokafka", "Producer._transaction_producers"),
+    ("faust.tables.base", "Collection.data"),
+    ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
+    ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),
+    ("aiokafka.producer.transaction_manager", "TransactionManager.wait_for_pid"),
+)
+
+
+class IncompatibleLibrary(RuntimeError):
+    """faust-streaming or aiokafka is not what `faust_compat` was written against."""
+
+
+def _resolve(module: str, path: str) -> bool:
+    target: object = importlib.import_module(module)
+    for part in path.split("."):
+        if hasattr(target, part):
+            target = getattr(target, part)
+            continue
+        # instance attributes set in __init__ are found in its source, not on the class
+        init = getattr(target, "__init__", None)
+        code = getattr(init, "__code__", None)
+        if code is not None and part in code.co_names:
+            return True
+        return False
+    return True
+
+
+def check() -> None:
+    """Raise IncompatibleLibrary naming every private name that moved, and the
+    installed versions against `SUPPORTED`."""
+    missing = [f"{module}.{path}" for module, path in PRIVATE_NAMES if not _resolve(module, path)]
+    if missing:
+        installed = ", ".join(f"{name} {version(name)}" for name in SUPPORTED)
+        wanted = ", ".join(f"{name} {v}" for name, v in SUPPORTED.items())
+        raise IncompatibleLibrary(
+            f"streams.faust_compat relies on private names that {installed} do not have: {', '.join(missing)}; "
+            f"it supports {wanted} (pinned in pyproject.toml)")

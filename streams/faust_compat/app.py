@@ -1,0 +1,90 @@
+"""The faust App of the worker: its transport (`transport.SizerTransport`), the
+lock that keeps batches whole, what happens when partitions are revoked, and the
+typed contract between the app and the transport (`Inputs`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
+
+import faust
+
+from streams.faust_compat.transport import SizerTransport
+
+log = logging.getLogger("streams.worker")
+
+
+class InputPositionsLike(Protocol):
+    """What the transport needs of the input positions (`streams.worker.positions`)."""
+
+    def tracks(self, topic: str) -> bool: ...
+
+    def next_offset(self, topic: str, partition: int) -> int: ...
+
+    def uncommitted(self) -> list[tuple[str, int]]: ...
+
+    def committed(self, partitions: Iterable[tuple[str, int]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The worker's side of the contract: the batch handler the fetch loop hands
+    every fetched batch of the positioned inputs to, their positions (what the
+    consumer commits), and each input topic's partition count in the spec."""
+
+    handle_inputs: Callable[[list[Any]], Awaitable[None]]
+    positions: InputPositionsLike
+    partitions: Mapping[str, int]
+
+
+class MissingWiring(RuntimeError):
+    """The app was started without `SizerApp.wire`: inputs would take faust's lossy path."""
+
+
+class SizerApp(faust.App):
+    """A faust App whose transport keeps every output inside the input's transaction
+    and commits only between whole batches. `wire` must be called before start."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.processing_lock = asyncio.Lock()
+        self._inputs: Inputs | None = None
+        # what the worker keeps decoded from its tables, dropped whenever partitions
+        # move (every rebalance revokes first): recovery may then rewrite the tables
+        self.forget_on_rebalance: list[Callable[[], None]] = []
+
+    def wire(self, inputs: Inputs) -> None:
+        self._inputs = inputs
+
+    @property
+    def inputs(self) -> Inputs:
+        if self._inputs is None:
+            raise MissingWiring("SizerApp.wire(Inputs(...)) was not called: the worker has no batch handler")
+        return self._inputs
+
+    async def on_start(self) -> None:
+        self.inputs  # fail at start, loudly, not on the first fetch  # noqa: B018
+        await super().on_start()
+
+    async def _on_partitions_revoked(self, revoked: Any) -> None:
+        # No batch may start after this, the one under way finishes first (its
+        # partitions' producers are about to be stopped), and everything processed
+        # is committed before faust goes on: faust keeps the open transactions of the
+        # partitions this worker keeps, and its recovery, reading the changelogs
+        # read_committed, would then see its own persisted offsets beyond the end of
+        # the changelog and crash (ConsistencyError, seen in the failover test).
+        self.consumer.stop_flow()
+        async with self.processing_lock:
+            for forget in self.forget_on_rebalance:
+                forget()
+        if self.consumer.assignment():
+            try:
+                await self.consumer.commit()
+            except Exception as exc:  # noqa: BLE001 - the positions make a missed commit safe
+                log.warning("commit before rebalance failed: %r", exc)
+        await super()._on_partitions_revoked(revoked)
+
+    def _new_transport(self) -> Any:
+        return SizerTransport(self.conf.broker_consumer, self)

@@ -1,0 +1,235 @@
+"""The batch lifecycle without a broker: `BatchHandler` against an in-memory sink,
+state store, positions and instruments (issue 13)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal as D
+from typing import Any, NamedTuple
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streams.config import load_config
+from streams.faust_compat.events import current, current_event
+from streams.kafka_io import Record
+from streams.metrics import SizerMetrics
+from streams.models import Instrument, validate
+from streams.processor import Processor
+from streams.worker.batch import BatchHandler, BatchStatus
+from streams.worker.positions import InputPositions
+from streams.worker.tables import TableStore
+from tests.builders import T0, instrument, leg, signal
+
+X = validate(Instrument, instrument("X", leg("XUSDT", qty_step="0.01"))["value"])
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+class Message:
+    """A faust message as the fetch loop hands it over (timestamp in float seconds)."""
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value = topic, partition, offset, key, value
+        self.timestamp = T0 / 1000
+        self.headers: list[Any] = []
+        self.tp = TP(topic, partition)
+
+
+class Table(dict):
+    """A faust table of bytes as the worker uses it: get, and a local store."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.data = self
+        self.changelog_topic_name = f"{name}-changelog"
+
+
+class Sink:
+    """The output sink: every send and table write, in order; `fail_on` makes the
+    n-th send raise (a broker refusing a record)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[Any] | None]] = []
+        self.delivered_batches = 0
+        self.fail_on: int | None = None
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                   headers: Any = None) -> None:
+        if self.fail_on is not None and len(self.sent) == self.fail_on:
+            raise RuntimeError("the broker refused the record")
+        assert current_event() is not None, "an output sent outside of any input event"
+        self.sent.append((topic, key, value, headers))
+
+    async def put(self, table: Table, key: bytes, value: bytes) -> None:
+        assert current_event() is not None, "a table written outside of any input event"
+        table[key] = value
+
+    async def delivered(self) -> None:
+        self.delivered_batches += 1
+
+    def to(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(value) for name, _, value, _ in self.sent if name == topic and value]
+
+
+class Positions(InputPositions):
+    """Input positions over an in-memory topic instead of a Kafka read."""
+
+    def __init__(self, table: Table, outputs: Sink, log: dict[tuple[str, int], list[Message]]) -> None:
+        super().__init__(table, outputs, ["signals", "fills", "controls"], "unused:1", "read_committed")
+        self.log = log
+
+    async def read(self, topic: str, partition: int, start: int, stop: int) -> list[Record]:
+        return [Record(m.topic, m.partition, m.offset, m.key, m.value, (), T0)
+                for m in self.log[(topic, partition)] if start <= m.offset < stop]
+
+
+class View(dict):
+    def __init__(self) -> None:
+        super().__init__(X=X)
+        self.caught_up = asyncio.Event()
+        self.caught_up.set()
+
+    def offset_of(self, symbol: str) -> int | None:
+        return 7 if symbol in self else None
+
+    async def refresh(self) -> None:
+        pass
+
+
+class Consumer:
+    flow_active = True
+
+    def __init__(self, assigned: set[TP]) -> None:
+        self.assigned = assigned
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    def highwater(self, tp: TP) -> int | None:
+        return None
+
+
+class World:
+    """One handler over in-memory state; `log` holds every record published so far."""
+
+    def __init__(self) -> None:
+        self.config = load_config("conviction")
+        self.sink = Sink()
+        self.tables = TableStore(Table("exposure"), Table("streak"), Table("controls"), self.config, self.sink,
+                                 current_event)
+        self.log: dict[tuple[str, int], list[Message]] = {("signals", 0): [], ("fills", 0): []}
+        self.positions = Positions(Table("input-positions"), self.sink, self.log)
+        self.metrics = SizerMetrics(CollectorRegistry())
+        self.failures: list[BaseException] = []
+        self.handler = BatchHandler(
+            app_id="test", config=self.config, processor=Processor(self.config, self.tables, View()),
+            tables=self.tables, positions=self.positions, view=View(), outputs=self.sink, metrics=self.metrics,
+            consumer=lambda: Consumer({TP("signals", 0), TP("fills", 0)}), lock=asyncio.Lock(),
+            roles={"signals": "signals", "fills": "fills", "controls": "controls"},
+            outputs_topics={"orders": "orders", "decisions": "decisions", "dlq": "dlq"}, dlq_max_bytes=1_000_000,
+            current=current, on_failure=self.failures.append,
+        )
+
+    def record(self, topic: str, value: Any, key: bytes | None = b"p1") -> Message:
+        records = self.log[(topic, 0)]
+        raw = value if value is None or isinstance(value, bytes) else json.dumps(value).encode()
+        message = Message(topic, 0, len(records), key, raw)
+        records.append(message)
+        return message
+
+    def run(self, messages: list[Message]) -> None:
+        asyncio.run(self.handler.handle_inputs(messages))
+
+    def counter(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def sig(n: int, price: str = "10") -> dict[str, Any]:
+    return signal("p1", "X", "0.5", price, T0 + n, signal_id=f"s{n}")["value"]
+
+
+def test_inputs_are_decided_in_offset_order_and_the_positions_move_past_them():
+    world = World()
+    batch = [world.record("signals", sig(n)) for n in range(3)]
+    world.run(batch)
+    decisions = world.sink.to("decisions")
+    assert [d["signal_id"] for d in decisions] == ["s0", "s1", "s2"]
+    assert [d["trace"]["input"]["offset"] for d in decisions] == [0, 1, 2]
+    assert world.positions.next_offset("signals", 0) == 3
+    assert world.sink.delivered_batches == 1
+    # state was written once per portfolio, at the end of the batch, under an input event
+    assert json.loads(world.tables.exposure[b"p1"])["reservations"]
+
+
+def test_redelivered_offsets_are_skipped_and_counted():
+    world = World()
+    first = [world.record("signals", sig(n)) for n in range(2)]
+    world.run(first)
+    later = world.record("signals", sig(2))
+    world.run(first + [later])
+    assert [d["signal_id"] for d in world.sink.to("decisions")] == ["s0", "s1", "s2"]
+    assert world.counter("sizer_inputs_redelivered_total", topic="signals") == 2
+    assert world.positions.next_offset("signals", 0) == 3
+
+
+def test_offsets_the_fetch_skipped_are_read_back_and_processed_first():
+    world = World()
+    records = [world.record("signals", sig(n)) for n in range(4)]
+    world.run([records[3]])  # 0..2 never delivered
+    assert [d["signal_id"] for d in world.sink.to("decisions")] == ["s0", "s1", "s2", "s3"]
+    assert world.counter("sizer_inputs_recovered_total", topic="signals") == 3
+    assert world.positions.next_offset("signals", 0) == 4
+
+
+def test_bad_records_are_dead_lettered_with_their_reason_and_the_rest_goes_on():
+    world = World()
+    batch = [world.record("signals", None), world.record("signals", b"{oops"),
+             world.record("signals", sig(2), key=None), world.record("signals", sig(3))]
+    world.run(batch)
+    dead = [(dict(headers)["sizer.reason"], key, value) for topic, key, value, headers in world.sink.sent
+            if topic == "dlq"]
+    assert [reason for reason, _, _ in dead] == [b"NULL_VALUE", b"INVALID_JSON", b"KEY_MISMATCH"]
+    assert dead[1][2] == b"{oops"  # the original bytes
+    assert [d["signal_id"] for d in world.sink.to("decisions")] == ["s3"]
+    assert world.positions.next_offset("signals", 0) == 4
+    assert world.counter("sizer_dead_letters_total", topic="signals", reason="KEY_MISMATCH") == 1
+
+
+def test_a_batch_that_fails_half_way_is_abandoned_and_moves_no_position():
+    world = World()
+    world.sink.fail_on = 1  # the first signal's order goes, its decision is refused
+    batch = [world.record("signals", sig(n)) for n in range(3)]
+    world.run(batch)
+    assert len(world.failures) == 1 and "refused" in str(world.failures[0])
+    assert world.positions.next_offset("signals", 0) == 0
+    assert world.sink.delivered_batches == 0
+    assert b"p1" not in world.tables.exposure  # nothing of the batch reached the tables
+
+
+def test_fills_and_commands_go_through_the_same_batch():
+    world = World()
+    accepted = world.record("signals", sig(0))
+    world.run([accepted])
+    order = world.sink.to("orders")[0]
+    fill = world.record("fills", {"event_id": "f1", "portfolio_id": "p1", "ts": T0 + 5, "type": "order_filled",
+                                  "order_id": order["order_id"], "symbol": "X", "qty": order["qty"], "price": "10",
+                                  "final": True})
+    world.run([fill])
+    state = world.tables.load("p1")
+    assert state.exposure.positions["X"].qty == D(order["qty"]) and not state.exposure.reservations
+    assert world.counter("sizer_fill_events_total", type="order_filled", outcome="applied") == 1
+
+
+def test_the_lifecycle_refuses_to_deliver_twice():
+    from streams.worker.batch import Batch
+
+    batch = Batch([])
+    batch.delivered()
+    assert batch.status is BatchStatus.DELIVERED
+    with pytest.raises(RuntimeError, match="only while open"):
+        batch.delivered()
