@@ -22,9 +22,8 @@ from streams.history import Instruments, admitted, dead_lettered, recorded_inter
 from streams.kafka_io import Record, read_topic
 from streams.models import parse_event_time, to_json
 from streams.progress import Progress
-from streams.topics import TopicSet
+from streams.topics import ROLES, TopicSet
 
-ROLES = ("signals", "fills", "controls", "instruments", "decisions", "orders", "dlq", "config")
 
 
 def differences(recorded: Any, derived: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from streams import decimals
-from streams.errors import ConfigError
+from streams.errors import ConfigError, field_errors
 from streams.models import Dec
 
 PresetName = Literal["conviction", "graduated"]
@@ -277,10 +277,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
 
 def _format_errors(error: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
-    for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "config"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {field}: {message}")
+    lines += [f"  {field}: {rule}" for field, rule, _ in field_errors(error, "config")]
     return "\n".join(lines)
 
 

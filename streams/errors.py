@@ -9,6 +9,8 @@ reached or refuses us, and bugs.
     └── InvalidMessage     an input that cannot be admitted (dead-lettered)
 """
 
+from typing import Any
+
 
 class SizerError(Exception):
     """Root of every error this project raises on purpose."""
@@ -37,6 +39,17 @@ class InvalidMessage(SizerError):
 
 class TopicMismatch(SizerError):
     """A topic exists on the broker with a partition count or config that differs from its spec."""
+
+
+def field_errors(error: Any, whole: str) -> list[tuple[str, str, str]]:
+    """A pydantic ValidationError as (field path, rule, error type) triples, in
+    order; `whole` names the object itself when an error has no field. The one
+    place pydantic's wording is turned into ours."""
+    rows = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or whole
+        rows.append((field, item["msg"].removeprefix("Value error, "), item["type"]))
+    return rows
 
 
 class KafkaUnavailable(SizerError):

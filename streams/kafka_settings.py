@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.errors import ConfigError
+from streams.errors import ConfigError, field_errors
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -175,7 +175,5 @@ def load_kafka_settings(**overrides: object) -> KafkaSettings:
         return KafkaSettings(**values)
     except ValidationError as exc:
         lines = ["invalid Kafka settings (SIZER_* environment or flags):"]
-        for item in exc.errors(include_url=False):
-            field = ".".join(map(str, item["loc"])) or "settings"
-            lines.append(f"  {field}: {item['msg'].removeprefix('Value error, ')}")
+        lines += [f"  {field}: {rule}" for field, rule, _ in field_errors(exc, "settings")]
         raise ConfigError("\n".join(lines)) from exc

@@ -13,6 +13,7 @@ from typing import Any, Iterable, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streams.admission import INPUTS
 from streams.config import SizingConfig
 from streams.engine import REJECTION_REASONS, ControlOutcome, FillOutcome, PortfolioState
 from streams.errors import INPUT_ERROR_CODES
@@ -99,7 +100,7 @@ class SizerMetrics:
         for fill_type in ("order_filled", "order_canceled", "position_closed"):
             for outcome in get_args(FillOutcome):
                 self.fills.labels(fill_type, outcome)
-        for role in ("signals", "fills", "controls", "instruments"):
+        for role in INPUTS:
             self.redelivered.labels(role)
             self.recovered.labels(role)
             self.reseeks.labels(role)

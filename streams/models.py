@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from streams import decimals
-from streams.errors import InvalidMessage
+from streams.errors import InvalidMessage, field_errors
 
 Dec = Annotated[Decimal, BeforeValidator(decimals.to_decimal), AfterValidator(decimals.bounded),
                 PlainSerializer(decimals.canonical)]
@@ -297,14 +297,10 @@ def _adapter(model: Any) -> TypeAdapter[Any]:
 
 def describe(error: ValidationError) -> tuple[str, str]:
     """A (code, detail) pair for a validation error: the first failing field and its rule."""
-    first = error.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or "message"
-    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+    field, message, kind = field_errors(error, "message")[0]
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
         field = "type"
-    code = "MISSING_FIELD" if first["type"] == "missing" else "INVALID_FIELD"
-    message = first["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+    code = "MISSING_FIELD" if kind == "missing" else "INVALID_FIELD"
     return code, f"{field}: {message}"
 
 

@@ -15,6 +15,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from streams import faust_compat
+from streams.admission import INPUTS
 from streams.config import SizingConfig
 from streams.faust_compat.app import Inputs, SizerApp
 from streams.faust_compat.events import current, current_event
@@ -91,7 +92,7 @@ def build_app(
     # faust's own sensors and the sizer's metrics, on one registry at /metrics.
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
-    roles = {topics.name(role): role for role in (*POSITIONED, "instruments")}
+    roles = {topics.name(role): role for role in INPUTS}
 
     view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
