@@ -19,7 +19,7 @@ from streams.engine.state import (
     Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, remember_ended, reservation,
     reserved_totals,
 )
-from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
+from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build, format_event_time
 
 _FLIP = {"buy": "sell", "sell": "buy"}
 
@@ -52,6 +52,14 @@ class Result(NamedTuple):
     decision: Decision
     order: Order | None
     state: PortfolioState
+
+
+def trace_time(epoch_ms: int | None) -> str | None:
+    """An event time as the trace writes it: RFC 3339 UTC with milliseconds, like
+    every time on the wire (`models.format_event_time`); None stays None. The one
+    rule for every time in a trace (`signal.ts`, `state.latest_ts`, `state.clock`,
+    `lapsed[].made_ts`)."""
+    return None if epoch_ms is None else format_event_time(epoch_ms)
 
 
 def order_id_for(portfolio_id: str, signal_id: str) -> str:
@@ -92,7 +100,7 @@ def _decide(
             "controls_applied": [list(pair) for pair in state.controls.applied],
         },
         "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
-                   "price": signal.price, "ts": signal.ts},
+                   "price": signal.price, "ts": trace_time(signal.ts)},
     }
     order_id = order_id_for(signal.portfolio_id, signal.signal_id)
 
@@ -136,7 +144,7 @@ def _decide(
     if open_.lapsed:
         made = state_before.exposure.reservations
         trace["lapsed"] = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
-                            "made_ts": made[oid].ts} for oid in open_.lapsed]
+                            "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
     budget_or_rejection = _budget(signal, streak, config, trace)
     if isinstance(budget_or_rejection, Rejection):
         return rejected(budget_or_rejection, state)
@@ -307,7 +315,7 @@ def _state_read(
 ) -> dict[str, Any]:
     """The state a decision read: the trace's `state`."""
     return {
-        "latest_ts": clock, "clock": clock_now, "positions": held, "reserved": reserved, "exposure": held + reserved,
+        "latest_ts": trace_time(clock), "clock": trace_time(clock_now), "positions": held, "reserved": reserved, "exposure": held + reserved,
         "lapsed_reservations": len(lapsed),
         "consecutive_wins": streak.consecutive_wins, "consecutive_losses": streak.consecutive_losses,
         "drawdown": streak.drawdown, "phase": streak.phase, "equity": streak.equity,
