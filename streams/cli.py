@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -243,8 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "worker":
+        from streams.logs import configure
+
         # aiokafka logs every retry (metadata, leadership) at WARNING; a command's output is its report.
-        logging.basicConfig(level=logging.ERROR)
+        # (The worker logs as SIZER_LOG_FORMAT says once its settings are validated.)
+        configure("json" if os.environ.get("SIZER_LOG_FORMAT") == "json" else "text", logging.ERROR)
         # a broker that cannot be reached is reported once, as one line, by main()
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:

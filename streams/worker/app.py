@@ -20,13 +20,14 @@ from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
 from streams.kafka_settings import KafkaSettings
-from streams.metrics import SizerMetrics
+from streams.metrics import SizerMetrics, process_collectors
 from streams.admission import admit_record
 from streams.models import Signal, to_json
 from streams.processor import Processor
 from streams.topics import POSITIONED, TopicSet, recreated
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.dead_letters import dead_letter
+from streams.worker.health import Health
 from streams.worker.instruments import RESTORES, InstrumentView, admit_instrument, restores
 from streams.worker.positions import Input, InputPositions, StallWatch, record_timestamp_ms
 from streams.worker.tables import TableStore
@@ -47,6 +48,8 @@ class SizerApp(faust.App):
         # what the worker keeps decoded from its tables, dropped whenever partitions
         # move (every rebalance revokes first): recovery may then rewrite the tables
         self.forget_on_rebalance: list[Callable[[], None]] = []
+        # told the new assignment once partitions have moved (metrics of what moved away)
+        self.on_assigned: list[Callable[[Any], None]] = []
 
     async def _on_partitions_revoked(self, revoked: Any) -> None:
         # No batch may start after this, the one under way finishes first (its
@@ -55,6 +58,9 @@ class SizerApp(faust.App):
         # partitions this worker keeps, and its recovery, reading the changelogs
         # read_committed, would then see its own persisted offsets beyond the end of
         # the changelog and crash (ConsistencyError, seen in the failover test).
+        log.info("rebalance: %d partitions revoked", len(revoked),
+                 extra={"event": "partitions_revoked", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
+                                                                            for tp in revoked)})
         self.consumer.stop_flow()
         async with self.processing_lock:
             for forget in self.forget_on_rebalance:
@@ -66,8 +72,25 @@ class SizerApp(faust.App):
                 log.warning("commit before rebalance failed: %r", exc)
         await super()._on_partitions_revoked(revoked)
 
+    async def _on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        log.info("rebalance: %d partitions assigned", len(assigned),
+                 extra={"event": "partitions_assigned", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
+                                                                             for tp in assigned)})
+        for hook in self.on_assigned:
+            hook(assigned)
+        await super()._on_partitions_assigned(assigned, generation_id)
+
     def _new_transport(self) -> Any:
         return SizerTransport(self.conf.broker_consumer, self)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("streams-sizer")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def brokers(bootstrap: str) -> list[str]:
@@ -101,6 +124,10 @@ def build_app(
         web_bind=kafka.web_host,
         web_host=kafka.web_host,
         web="aiohttp://",
+        # faust's /router and /table pages would serve any table's contents to anyone
+        # who reaches the port; the worker serves /metrics and /health/* only
+        web_router_enabled=False,
+        web_tables_enabled=False,
         # The one Kafka client configuration (`KafkaSettings.client`), and faust
         # reads no environment variable of its own: unprefixed BROKER_URL,
         # PROCESSING_GUARANTEE or WEB_PORT would otherwise beat these settings.
@@ -128,11 +155,15 @@ def build_app(
     registry = registry if registry is not None else CollectorRegistry()
     # faust's own sensors and the sizer's metrics, on one registry at /metrics.
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
+    process_collectors(registry)
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
+    metrics.built(package_version(), config.config_hash, kafka.processing_guarantee)
     roles = {topics.name(role): role for role in (*POSITIONED, "instruments")}
 
     view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
+    health = Health(app, view, kafka.liveness_timeout_s)
+    health.install(app)
     tables = TableStore(exposure, streak, control_table, config, outputs)
     processor = Processor(config, tables, view)
     positions = InputPositions(progress, outputs, [topics.name(role) for role in POSITIONED], kafka.bootstrap,
@@ -163,7 +194,10 @@ def build_app(
             return apply(message, event.message)
         except Exception as exc:  # noqa: BLE001 - one handler, on purpose
             m = event.message
-            log.exception("processing failed %s[%d]@%d", m.topic, m.partition, m.offset)
+            log.exception("processing failed %s[%d]@%d", m.topic, m.partition, m.offset,
+                          extra={"topic": m.topic, "partition": m.partition, "offset": m.offset,
+                                 "portfolio": getattr(message, "portfolio_id", None),
+                                 "signal_id": getattr(message, "signal_id", None)})
             await dead(event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"))
             return None
 
@@ -259,6 +293,10 @@ def build_app(
         all of the batch in its transaction or none of it."""
         if not view.caught_up.is_set():
             await view.caught_up.wait()
+        with health.processing():
+            await handle_batch(messages)
+
+    async def handle_batch(messages: list[Any]) -> None:
         async with app.processing_lock:
             if not app.consumer.flow_active:
                 return  # a rebalance began: these are fetched again by their owner
@@ -296,8 +334,10 @@ def build_app(
                         await positions.advance(topic, partition, next_offset)
                 # every output and changelog record acknowledged
                 await outputs.delivered()
+                # every input is keyed by its portfolio (admission): where each one lives
+                partition_of = {event.message.key: event.message.partition for event in events}
                 for portfolio_id, state in tables.touched():
-                    metrics.portfolio_state(portfolio_id, state, config)
+                    metrics.portfolio_state(portfolio_id, state, config, partition_of.get(portfolio_id.encode()))
             except Exception as exc:  # noqa: BLE001 - a half-done batch must not be committed
                 abandon(exc)
             finally:
@@ -365,7 +405,10 @@ def build_app(
         metrics.lag(readings)
 
     app.forget_on_rebalance += [tables.forget, positions.forget]
+    signals_topic = topics.name("signals")
+    app.on_assigned.append(lambda assigned: metrics.retain(tp.partition for tp in assigned
+                                                           if tp.topic == signals_topic))
     app.input_positions = positions  # type: ignore[attr-defined]
     app.sizer = {"processor": processor, "instruments": view, "topics": topics, "config": config,  # type: ignore[attr-defined]
-                 "metrics": metrics}  # type: ignore[attr-defined]
+                 "metrics": metrics, "health": health}  # type: ignore[attr-defined]
     return app
