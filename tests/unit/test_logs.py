@@ -17,6 +17,7 @@ def logger_to(stream: io.StringIO) -> logging.Logger:
     logger = logging.getLogger("test.logs")
     logger.handlers[:] = [handler]
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)
     return logger
 
 
