@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.topics import POSITIONED
 from tests.builders import T0
 from tests.integration.harness import Worker, eventually
 from tests.integration.prometheus import api, query
@@ -106,8 +107,8 @@ def test_two_workers_ready_only_when_recovered_and_one_owner_per_portfolio_after
         partitions = deployment.topics["signals"].partitions
         eventually(lambda: query(base, f'count(sizer_consumer_lag_messages{{instance="{survivor_instance}"}})')
                    and list(query(base, f'count(sizer_consumer_lag_messages{{instance="{survivor_instance}"}})')
-                            .values()) == [2.0 * partitions],
-                   timeout_s=30, what="the survivor's lag series for every signals and fills partition")
+                            .values()) == [float(len(POSITIONED) * partitions)],
+                   timeout_s=30, what="the survivor's lag series for every input partition")
 
         # every portfolio's next input: its exposure from exactly one worker, the survivor
         deployment.publish([sig(f"b-{p}", p, T0 + 10) for p in PORTFOLIOS])
