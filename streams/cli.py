@@ -165,6 +165,26 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from streams.console import publish_journal
+
+    kafka, topics = _kafka(args)
+    return publish_journal(kafka, topics, args.journal)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.console import tail
+
+    kafka, topics = _kafka(args)
+    try:
+        asyncio.run(tail(kafka, topics, args.topic, args.follow, args.json))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sizer", description="Streaming position sizer on Kafka.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the workers to apply it")
     _add_kafka_args(control)
     control.set_defaults(run=cmd_control)
+
+    publish = commands.add_parser(
+        "publish", help="publish a journal's inputs onto their topics: keyed by portfolio (instruments by symbol), "
+                        "instruments first, then in file order")
+    publish.add_argument("--journal", metavar="FILE", required=True, help="JSON Lines journal (see replay)")
+    _add_kafka_args(publish)
+    publish.set_defaults(run=cmd_publish)
+
+    tail_ = commands.add_parser("tail", help="print what the worker wrote (read_committed), from the beginning")
+    tail_.add_argument("topic", choices=["decisions", "orders", "dlq"])
+    tail_.add_argument("--follow", "-f", action="store_true", help="then keep printing new records (Ctrl-C stops)")
+    tail_.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
+    _add_kafka_args(tail_)
+    tail_.set_defaults(run=cmd_tail)
 
     worker = commands.add_parser("worker", help="run a stream-processing worker")
     _add_config_args(worker)
