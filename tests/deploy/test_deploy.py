@@ -4,6 +4,7 @@ dashboard against the metrics the worker exports, the compose file and the image
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -91,6 +92,9 @@ def test_alert_rules_reference_only_exported_metrics():
         assert names and names <= exported_series() | {"up"}, rule["alert"]
 
 
+COMPOSE_ENV = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "a-test-password"}
+
+
 def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
@@ -111,6 +115,51 @@ def test_compose_runs_kafka_topics_workers_prometheus_and_grafana():
     assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
     dockerfile = (ROOT / compose()["x-sizer"]["build"]["dockerfile"]).read_text()
     assert "COPY topics ./topics" in dockerfile and "SIZER_TOPICS_FILE=/app/topics/topics.toml" in dockerfile
+    # Kafka keeps its data, workers are health-checked on /health/ready, Grafana has no default
+    # admin login, alerts go to an Alertmanager
+    assert "kafka-data:/var/lib/kafka/data" in services["kafka"]["volumes"]
+    for name in workers:
+        assert "/health/ready" in " ".join(services[name]["healthcheck"]["test"])
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    alerting = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["alerting"]
+    assert alerting["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert "alertmanager" in services
+
+
+def test_the_image_is_pinned_locked_health_checked_and_its_context_small():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)
+    assert re.fullmatch(r"python:3\.11[\w.-]*@sha256:[0-9a-f]{64}", base), base
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
+    assert re.search(r"^HEALTHCHECK .*\n.*/health/ready", dockerfile, re.M)
+    assert re.search(r"^USER 10001", dockerfile, re.M)
+    # the build context: an allowlist, so .venv, .kafka and .git never reach the daemon
+    ignore = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert ignore[0] == "*" and set(ignore) >= {"!streams/", "!topics/", "!deploy/requirements.lock"}
+    assert not any(entry.startswith("!") and (".venv" in entry or ".kafka" in entry) for entry in ignore)
+
+
+def test_the_lock_pins_every_runtime_dependency_with_a_hash_within_pyproject():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$",
+                         (DEPLOY / "requirements.lock").read_text(), re.M)
+    pinned = {canonicalize_name(name): version for name, version, _ in entries}
+    lines = [line for line in (DEPLOY / "requirements.lock").read_text().splitlines() if "==" in line]
+    assert len(entries) == len(lines), "every pin carries its sha256"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{name} is not in deploy/requirements.lock (run deploy/lock.py)"
+        assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]} outside {requirement}"
+        for extra in requirement.extras:  # faust-streaming[rocksdict]
+            assert canonicalize_name(extra) in pinned
+    for unpinned_before in ("mode-streaming", "rocksdict"):
+        assert unpinned_before in pinned
 
 
 def test_docker_compose_config_accepts_the_compose_file():
@@ -118,7 +167,7 @@ def test_docker_compose_config_accepts_the_compose_file():
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("the docker CLI here has no compose plugin (no Docker engine on this machine)")
     done = subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=COMPOSE_ENV)
     assert done.returncode == 0, done.stderr
 
 
@@ -130,5 +179,5 @@ def test_compose_v1_config_accepts_the_compose_file():
         pytest.skip(reason)
     legacy = shutil.which("docker-compose")
     done = subprocess.run([legacy, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=COMPOSE_ENV)
     assert done.returncode == 0, done.stderr
