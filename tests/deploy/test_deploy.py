@@ -15,7 +15,7 @@ import yaml
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import SizerMetrics
+from streams.metrics import SizerMetrics, process_collectors
 from tests.prometheus_tools import ensure_debian_package, ensure_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,14 +48,23 @@ def test_every_alert_rule_has_unit_tests_that_fire_and_that_do_not(promtool):
         assert any(case["exp_alerts"] for case in cases), f"{rule['alert']}: no case where it fires"
         assert any(not case["exp_alerts"] for case in cases), f"{rule['alert']}: no case where it stays quiet"
     assert {rule["alert"] for rule in rules} == {
-        "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerConsumerLagGrowing",
-        "SizerWorkerDown"}
+        "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerPortfolioHalted",
+        "SizerConsumerLagGrowing", "SizerWorkerDown", "SizerInputsRecoveredRepeatedly", "SizerPartitionReseeksRepeated",
+        "SizerProducerErrors", "SizerWorkerRestarting"}
+    readme = (ROOT / "README.md").read_text()
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"README.md#{rule['alert'].lower()}", rule["alert"]
+        assert f'<a id="{rule["alert"].lower()}"></a>' in readme, f"no runbook anchor for {rule['alert']}"
+    drawdown, = [rule for rule in rules if rule["alert"] == "SizerPortfolioInDrawdown"]
+    assert drawdown["for"] == "5m"
 
 
 def exported_series() -> set[str]:
     """Every series name the worker's /metrics can carry, with histogram and counter suffixes."""
     registry = CollectorRegistry()
     FaustMetrics.create(registry, "faust")
+    process_collectors(registry)
     SizerMetrics(registry)
     names = set()
     for family in registry.collect():
@@ -88,7 +97,7 @@ def test_the_dashboard_references_only_metrics_the_worker_exports():
 def test_alert_rules_reference_only_exported_metrics():
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
     for rule in rules:
-        names = set(re.findall(r"\b(sizer_[a-z_]+|up)\b", rule["expr"]))
+        names = set(re.findall(r"\b(sizer_[a-z_]+|process_[a-z_]+|up)\b", rule["expr"]))
         assert names and names <= exported_series() | {"up"}, rule["alert"]
 
 
