@@ -69,7 +69,7 @@ def exported_series() -> set[str]:
     names = set()
     for family in registry.collect():
         suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
-                    "gauge": [""], "summary": ["", "_sum", "_count", "_created"]}.get(family.type, [""])
+                    "gauge": [""], "summary": ["", "_sum", "_count", "_created"], "info": ["_info"]}.get(family.type, [""])
         names.update(family.name + suffix for suffix in suffixes)
     return names
 
@@ -77,12 +77,13 @@ def exported_series() -> set[str]:
 def test_the_dashboard_references_only_metrics_the_worker_exports():
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "sizer.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    functions = {"sum", "by", "rate", "increase", "histogram_quantile", "le", "without", "avg", "max", "min"}
+    functions = {"sum", "by", "rate", "increase", "histogram_quantile", "le", "without", "avg", "max", "min",
+                 "topk", "topn", "and", "on", "changes", "portfolio", "instance"}
     used = set()
     for expr in exprs:
         without_labels = re.sub(r"\{[^}]*\}", "", expr)
         without_labels = re.sub(r"\[[^\]]*\]", "", without_labels)
-        without_labels = re.sub(r"by \([^)]*\)", "", without_labels)
+        without_labels = re.sub(r"(by|on) \([^)]*\)", "", without_labels)
         used.update(token for token in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_labels)
                     if token not in functions)
     unknown = used - exported_series() - {"up"}
@@ -90,8 +91,22 @@ def test_the_dashboard_references_only_metrics_the_worker_exports():
     # and it shows what operators need
     for needed in ("sizer_decisions_total", "sizer_portfolio_exposure_usd", "sizer_portfolio_cap_usd",
                    "sizer_portfolio_consecutive_losses", "sizer_portfolio_phase", "sizer_consumer_lag_messages",
-                   "sizer_decision_latency_seconds_bucket", "sizer_dead_letters_total"):
+                   "sizer_decision_latency_seconds_bucket", "sizer_dead_letters_total", "sizer_build_info",
+                   "sizer_inputs_recovered_total", "sizer_partition_reseeks_total", "sizer_dead_letter_failures_total",
+                   "faust_consumer_commit_latency_bucket", "faust_rebalance_done_latency_count",
+                   "process_resident_memory_bytes"):
         assert needed in used, needed
+    assert "faust_total_rebalances" not in used  # a gauge of rebalances in progress, not a count
+    variables = {variable["name"] for variable in dashboard["templating"]["list"]}
+    assert variables == {"instance", "portfolio", "topn"}
+    for expr in exprs:
+        assert 'instance=~"$instance"' in expr, expr
+        if "sizer_portfolio_" in expr and "sizer_portfolio_series" not in expr:
+            # never every portfolio's line: the top N by utilisation, or a sum
+            assert 'portfolio=~"$portfolio"' in expr and ("topk($topn" in expr or expr.startswith("sum(")), expr
+    panels = {panel["title"]: panel for panel in dashboard["panels"]}
+    assert panels["Workers up"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert panels["Consumer lag per input partition"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
 
 
 def test_alert_rules_reference_only_exported_metrics():

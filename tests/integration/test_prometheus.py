@@ -34,3 +34,31 @@ def test_prometheus_scrapes_the_worker_and_fires_the_dead_letter_alert(deploymen
                    and a["labels"]["reason"] == "INVALID_JSON" for a in alerts)
 
     eventually(dead_letter_alert_firing, timeout_s=60, what="SizerDeadLetters firing")
+
+
+def test_every_dashboard_panel_returns_data_after_a_demo_session(deployment, workers, prometheus):
+    import json
+    import time
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
+                            / "sizer.json").read_text())
+    worker = workers("--preset", "graduated", SIZER_LAG_INTERVAL_S="0.5")
+    base = prometheus(worker.web_port)
+    deployment.run_demo_session()
+    deployment.publish([("signals", b"not json")], keys={0: b"alpha"})  # a dead letter too
+    deployment.wait_for("dlq", 1)
+    eventually(lambda: sum(query(base, "sum(sizer_decisions_total)").values()) > 0, what="decisions in prometheus")
+    variables = {"$instance": ".*", "$portfolio": ".*", "$topn": "10"}
+    panels = [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    deadline = time.monotonic() + 60
+    empty = panels
+    while empty and time.monotonic() < deadline:  # rates need two scrapes in their window
+        time.sleep(1)
+        empty = []
+        for title, expr in panels:
+            for name, value in variables.items():
+                expr = expr.replace(name, value)
+            if not query(base, expr):
+                empty.append((title, expr))
+    assert not empty, f"panels whose query returns nothing: {empty}"
