@@ -10,7 +10,6 @@ names. Everything that does not verify is reported by name.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -55,7 +54,7 @@ class AuditReport:
     # input records with no outcome, or with two (a decision and a dead letter)
     inputs_unaccounted: list[dict[str, Any]] = field(default_factory=list)
     instrument_versions_missing: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the whole audit, reading the topics included (set by the caller)
 
     PROBLEMS = ("mismatches", "signals_without_decision", "decisions_without_order", "orders_without_decision",
                 "duplicate_decisions", "duplicate_orders", "unresolvable_config_hashes",
@@ -71,7 +70,7 @@ class AuditReport:
         return {"ok": self.ok, **data}
 
     def summary(self) -> str:
-        lines = [f"audit: {self.verified} decisions verified, {self.events} events read in {self.seconds:.1f} s"]
+        lines = [f"audit: {self.verified} decisions verified, {self.events} events read, audit took {self.seconds:.1f} s"]
         if self.instrument_versions_missing:
             lines.append(f"  note: {self.instrument_versions_missing} decisions used an instrument version the "
                          "compacted topic no longer holds; the latest version stood in")
@@ -144,6 +143,7 @@ def in_scope(decision: dict[str, Any], portfolio: str | None, start: int | None,
     if portfolio is not None and decision["portfolio_id"] != portfolio:
         return False
     ts = decision.get("trace", {}).get("signal", {}).get("ts")
+    ts = parse_event_time(ts) if ts is not None else None  # the trace writes RFC 3339
     if ts is not None and ((start is not None and ts < start) or (end is not None and ts > end)):
         return False
     return True
@@ -152,7 +152,6 @@ def in_scope(decision: dict[str, Any], portfolio: str | None, start: int | None,
 def audit(history: dict[str, list[Record]], portfolio: str | None = None, start: int | None = None,
           end: int | None = None, progress: "Progress | None" = None) -> AuditReport:
     """Verify every decision in scope; state is always rebuilt from the beginning."""
-    started = time.monotonic()
     report = AuditReport(events=sum(len(records) for records in history.values()))
     resolver = ConfigResolver(history["config"])
     instruments = Instruments(history["instruments"])
@@ -249,7 +248,6 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
         if order_id not in accepted_ids and (portfolio is None or orders[0][1]["portfolio_id"] == portfolio):
             report.orders_without_decision.append({"order_id": order_id, "signal_id": orders[0][1]["signal_id"]})
     report.unresolvable_config_hashes = sorted(resolver.unresolvable)
-    report.seconds = time.monotonic() - started
     if progress:
         progress.close()
     return report

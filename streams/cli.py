@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -120,17 +121,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     import asyncio
     import json
+    import time
 
     from streams.audit import audit, parse_time, read_history, settle
     from streams.progress import Progress
 
     from streams.topics import apply
 
+    started = time.monotonic()
     kafka, topics = _kafka(args)
     asyncio.run(apply(kafka.bootstrap, topics, create=False))  # missing or drifted topics: exit 3
     progress = Progress(unit="decisions re-derived", every=5_000)
     history = settle(asyncio.run(read_history(kafka.bootstrap, topics, progress)))
     report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress)
+    report.seconds = time.monotonic() - started  # the wall time a user waited, reading included
     print(json.dumps(report.as_json(), indent=1, default=str) if args.json else report.summary())
     return 0 if report.ok else 1
 
@@ -158,6 +162,26 @@ def cmd_control(args: argparse.Namespace) -> int:
     partition, offset = asyncio.run(control.send(kafka, topics, value, args.timeout))
     rows = asyncio.run(control.status(kafka, topics, args.portfolio))
     print(json.dumps({"command": value, "partition": partition, "offset": offset, "state": rows[0]}, indent=1))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from streams.console import publish_journal
+
+    kafka, topics = _kafka(args)
+    return publish_journal(kafka, topics, args.journal)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.console import tail
+
+    kafka, topics = _kafka(args)
+    try:
+        asyncio.run(tail(kafka, topics, args.topic, args.follow, args.json))
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -220,6 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(control)
     control.set_defaults(run=cmd_control)
 
+    publish = commands.add_parser(
+        "publish", help="publish a journal's inputs onto their topics: keyed by portfolio (instruments by symbol), "
+                        "instruments first, then in file order")
+    publish.add_argument("--journal", metavar="FILE", required=True, help="JSON Lines journal (see replay)")
+    _add_kafka_args(publish)
+    publish.set_defaults(run=cmd_publish)
+
+    tail_ = commands.add_parser("tail", help="print what the worker wrote (read_committed), from the beginning")
+    tail_.add_argument("topic", choices=["decisions", "orders", "dlq"])
+    tail_.add_argument("--follow", "-f", action="store_true", help="then keep printing new records (Ctrl-C stops)")
+    tail_.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
+    _add_kafka_args(tail_)
+    tail_.set_defaults(run=cmd_tail)
+
     worker = commands.add_parser("worker", help="run a stream-processing worker")
     _add_config_args(worker)
     _add_kafka_args(worker)
@@ -240,8 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "worker":
+        from streams.logs import configure
+
         # aiokafka logs every retry (metadata, leadership) at WARNING; a command's output is its report.
-        logging.basicConfig(level=logging.ERROR)
+        # (The worker logs as SIZER_LOG_FORMAT says once its settings are validated.)
+        configure("json" if os.environ.get("SIZER_LOG_FORMAT") == "json" else "text", logging.ERROR)
         # a broker that cannot be reached is reported once, as one line, by main()
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:

@@ -58,6 +58,10 @@ class KafkaSettings(BaseSettings):
     batch_max: int = Field(2000, ge=1)
     # how often to look for partitions whose delivery stopped short of the fetch
     stall_interval_s: float = Field(2.0, gt=0)
+    # /health/live turns false once a batch has run this long without finishing
+    liveness_timeout_s: float = Field(60.0, gt=0)
+    # text (the default) or one JSON object a line (streams.logs)
+    log_format: Literal["text", "json"] = "text"
 
     # Security (DESIGN.md, "Security"): one configuration for every client.
     security_protocol: SecurityProtocol = "PLAINTEXT"

@@ -3,6 +3,9 @@
 Per-portfolio series are bounded: at most `portfolio_limit` portfolios carry
 series at a time, the most recently active ones; the least recently active is
 dropped (its series removed) when a new one arrives, and the drop is counted.
+Series are only for what the worker owns: when partitions move (`retain`), the
+lag of every input partition it no longer holds and the figures of every
+portfolio on them are removed, so that no two workers export one portfolio.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from collections import OrderedDict
 from decimal import Decimal
 from typing import Any, Iterable, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 from streams.admission import INPUTS
 from streams.config import SizingConfig
@@ -35,10 +41,20 @@ PORTFOLIO_GAUGES = {
 }
 
 
+def process_collectors(registry: CollectorRegistry) -> None:
+    """`process_*` (CPU, memory, open files, start time), `python_info` and
+    `python_gc_*` on `registry`, as on prometheus_client's default registry."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
 class SizerMetrics:
     def __init__(self, registry: CollectorRegistry, portfolio_limit: int = 1000) -> None:
         self.registry = registry
         self.portfolio_limit = portfolio_limit
+        self.build_info = Info("sizer_build", "The worker's version, configuration hash and processing guarantee",
+                               registry=registry)
         self.decisions = Counter("sizer_decisions", "Decisions by outcome and reason",
                                  ["outcome", "reason"], registry=registry)
         self.accepted_notional = Histogram("sizer_accepted_notional_usd", "Notional of accepted orders, USD",
@@ -87,6 +103,8 @@ class SizerMetrics:
         self.portfolio = {key: Gauge(name, text, ["portfolio"], registry=registry)
                           for key, (name, text) in PORTFOLIO_GAUGES.items()}
         self._tracked: OrderedDict[str, dict[str, Any]] = OrderedDict()  # portfolio -> its series
+        self._partition_of: dict[str, int] = {}  # portfolio -> the input partition it lives on
+        self._lagging: set[tuple[str, str]] = set()  # (topic role, partition) carrying a lag series
         # Every known label set starts at zero: a counter series that first appears at 1
         # has no earlier sample, and increase() (so every alert on it) would miss it.
         # (outcome, reason) -> its series, looked up once (per decision, labels() costs
@@ -144,17 +162,34 @@ class SizerMetrics:
     def dead_lettered(self, topic_role: str, reason: str) -> None:
         self.dead_letters.labels(topic_role, reason).inc()
 
-    def portfolio_state(self, portfolio_id: str, state: PortfolioState, config: SizingConfig) -> None:
-        """Publish one portfolio's figures, within the series limit (a halt always)."""
+    def built(self, version: str, config_hash: str, processing_guarantee: str) -> None:
+        """`sizer_build_info{version, config_hash, processing_guarantee} 1`."""
+        self.build_info.info({"version": version, "config_hash": config_hash,
+                              "processing_guarantee": processing_guarantee})
+
+    def _remove_portfolio(self, portfolio_id: str) -> None:
+        """Its figures' series (a halt's stays: it is shown whatever the limit)."""
+        self._tracked.pop(portfolio_id, None)
+        for gauge in self.portfolio.values():
+            try:
+                gauge.remove(portfolio_id)
+            except KeyError:
+                pass
+
+    def portfolio_state(self, portfolio_id: str, state: PortfolioState, config: SizingConfig,
+                        partition: int | None = None) -> None:
+        """Publish one portfolio's figures, within the series limit. `partition`: the
+        input partition the portfolio lives on (its series go when that partition does)."""
         self._halt(portfolio_id, state)
+        if partition is not None:
+            self._partition_of[portfolio_id] = partition
         series = self._tracked.get(portfolio_id)
         if series is not None:
             self._tracked.move_to_end(portfolio_id)
         else:
             if len(self._tracked) >= self.portfolio_limit:
-                evicted, _ = self._tracked.popitem(last=False)
-                for gauge in self.portfolio.values():
-                    gauge.remove(evicted)
+                evicted = next(iter(self._tracked))
+                self._remove_portfolio(evicted)
                 self.portfolios_dropped.inc()
             series = self._tracked[portfolio_id] = {key: gauge.labels(portfolio_id)
                                                      for key, gauge in self.portfolio.items()}
@@ -176,3 +211,27 @@ class SizerMetrics:
         """(topic role, partition, lag) readings for the input partitions this worker owns."""
         for role, partition, lag in readings:
             self.consumer_lag.labels(role, str(partition)).set(lag)
+            self._lagging.add((role, str(partition)))
+
+    def retain(self, partitions: Iterable[int]) -> tuple[int, int]:
+        """Keep only the series of what this worker owns after partitions moved: the
+        input partitions `partitions` (signals, fills and controls are co-partitioned)
+        and the portfolios on them. Returns (lag series, portfolios) removed."""
+        owned = {str(partition) for partition in partitions}
+        lag_gone = [labels for labels in self._lagging if labels[1] not in owned]
+        for labels in lag_gone:
+            self._lagging.discard(labels)
+            try:
+                self.consumer_lag.remove(*labels)
+            except KeyError:
+                pass
+        gone = [p for p in {*self._tracked, *self._halted} if str(self._partition_of.get(p)) not in owned]
+        for portfolio_id in gone:
+            self._remove_portfolio(portfolio_id)
+            self._partition_of.pop(portfolio_id, None)
+            halted = self._halted.pop(portfolio_id, None)
+            if halted is not None:
+                self.halted.remove(portfolio_id, *halted)
+        self.portfolios_halted.set(len(self._halted))
+        self.portfolios_tracked.set(len(self._tracked))
+        return len(lag_gone), len(gone)

@@ -27,8 +27,47 @@ from pydantic import (
 from streams import decimals
 from streams.errors import InvalidMessage, field_errors
 
+_NUMBER = decimals.JSON_NUMBER.pattern
+_DECIMAL_BOUNDS = ("below 1e16 in magnitude, at most 18 decimal places; written as a string, read from a string "
+                   "or a JSON number")
+
+
+class WireDecimal:
+    """The JSON Schema of a wire decimal, with its bounds: a string in JSON number
+    grammar (what the product writes), or on input also a JSON number.
+    `minimum`/`exclusive`/`maximum` repeat the field's own bounds for the schema."""
+
+    def __init__(self, minimum: int | None = None, exclusive: bool = False, maximum: int | None = None) -> None:
+        self.minimum, self.exclusive, self.maximum = minimum, exclusive, maximum
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        unsigned = self.minimum is not None and self.minimum >= 0
+        pattern = "^" + (_NUMBER[2:] if unsigned and _NUMBER.startswith("-?") else _NUMBER) + "$"
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f"{'>' if self.exclusive else '>='} {self.minimum}")
+        if self.maximum is not None:
+            bounds.append(f"<= {self.maximum}")
+        text = "A decimal" + (f" {' and '.join(bounds)}" if bounds else "") + f": {_DECIMAL_BOUNDS}."
+        string = {"type": "string", "pattern": pattern}
+        if handler.mode == "serialization":
+            return {**string, "description": text}
+        number: dict[str, Any] = {"type": "number", "exclusiveMaximum": 1e16, "exclusiveMinimum": -1e16}
+        if self.minimum is not None:
+            number["exclusiveMinimum" if self.exclusive else "minimum"] = self.minimum
+            if not self.exclusive:
+                number.pop("exclusiveMinimum")
+        if self.maximum is not None:
+            number["maximum"] = self.maximum
+            number.pop("exclusiveMaximum")
+        return {"anyOf": [string, number], "description": text}
+
+
 Dec = Annotated[Decimal, BeforeValidator(decimals.to_decimal), AfterValidator(decimals.bounded),
-                PlainSerializer(decimals.canonical)]
+                PlainSerializer(decimals.canonical), WireDecimal()]
+PositiveDec = Annotated[Dec, Field(gt=0), WireDecimal(0, exclusive=True)]
+NonNegativeDec = Annotated[Dec, Field(ge=0), WireDecimal(0)]
+Score = Annotated[Dec, Field(ge=0, le=1), WireDecimal(0, maximum=1)]
 Side = Literal["buy", "sell"]
 # An identifier: 1..256 characters, no control characters (order ids are derived
 # from portfolio and signal ids joined by one, `engine.order_id_for`).
@@ -100,7 +139,23 @@ def format_event_time(epoch_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}Z"
 
 
-EventTime = Annotated[int, BeforeValidator(parse_event_time), PlainSerializer(format_event_time)]
+class WireTime:
+    """The JSON Schema of an event time: RFC 3339 with an explicit offset or epoch
+    milliseconds on input, RFC 3339 UTC with milliseconds on output; 1970 to 9999."""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        text = ("Event time from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z: RFC 3339 with an explicit "
+                "offset, or epoch milliseconds; written as RFC 3339 UTC with milliseconds "
+                "(2026-01-01T00:00:00.000Z).")
+        string = {"type": "string", "format": "date-time", "pattern": "^(?:19[7-9][0-9]|[2-9][0-9]{3})"
+                  + _RFC3339.pattern[len("([0-9]{4})"):] + "$"}
+        if handler.mode == "serialization":
+            return {**string, "description": text}
+        return {"anyOf": [string, {"type": "integer", "minimum": MIN_EVENT_TIME_MS, "maximum": MAX_EVENT_TIME_MS}],
+                "description": text}
+
+
+EventTime = Annotated[int, BeforeValidator(parse_event_time), PlainSerializer(format_event_time), WireTime()]
 
 
 class Message(BaseModel):
@@ -112,11 +167,11 @@ class Message(BaseModel):
 class Leg(Message):
     venue_symbol: Id
     side: Side
-    qty_step: Annotated[Dec, Field(gt=0)]
-    min_qty: Annotated[Dec, Field(ge=0)] = Decimal(0)
-    max_qty: Annotated[Dec, Field(gt=0)] | None = None
-    min_notional: Annotated[Dec, Field(ge=0)] = Decimal(0)
-    max_notional: Annotated[Dec, Field(gt=0)] | None = None
+    qty_step: PositiveDec
+    min_qty: NonNegativeDec = Decimal(0)
+    max_qty: PositiveDec | None = None
+    min_notional: NonNegativeDec = Decimal(0)
+    max_notional: PositiveDec | None = None
     """The exchange's maximum order value in USD (Binance's NOTIONAL filter, `maxNotional`)."""
 
 
@@ -130,9 +185,9 @@ class Signal(Message):
     portfolio_id: Id
     symbol: Id
     side: Side
-    score: Annotated[Dec, Field(ge=0, le=1)] | None = None
+    score: Score | None = None
     """None: a generator in simple mode sent no score (sized by `unscored_signals`)."""
-    price: Annotated[Dec, Field(gt=0)]
+    price: PositiveDec
     ts: EventTime
 
 
@@ -146,8 +201,8 @@ class OrderFilled(FillEvent):
     type: Literal["order_filled"]
     order_id: Id
     symbol: Id
-    qty: Annotated[Dec, Field(gt=0)]
-    price: Annotated[Dec, Field(gt=0)]
+    qty: PositiveDec
+    price: PositiveDec
     final: bool = False
     venue_symbol: Id | None = None
     """The leg this fill is of, for a multi-leg order reported leg by leg; None: the whole order."""
@@ -161,8 +216,8 @@ class OrderCanceled(FillEvent):
 class PositionClosed(FillEvent):
     type: Literal["position_closed"]
     symbol: Id
-    qty: Annotated[Dec, Field(gt=0)]
-    price: Annotated[Dec, Field(gt=0)]
+    qty: PositiveDec
+    price: PositiveDec
     realized_pnl: Dec
 
 

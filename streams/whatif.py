@@ -12,7 +12,7 @@ from streams import decimals
 from streams.config import SizingConfig
 from streams.history import Instruments, dead_lettered, recorded_interleaving, rederive
 from streams.kafka_io import Record
-from streams.models import to_json
+from streams.models import parse_event_time, to_json
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Outcomes:
         after = Decimal(state["exposure"]) + Decimal(decision["notional"] or 0)
         self.highest_exposure = max(self.highest_exposure, after)
         cap = trace.get("caps", {}).get("portfolio_cap")
-        self.curve.append((trace["signal"]["ts"], after, Decimal(cap) if cap is not None else None))
+        self.curve.append((parse_event_time(trace["signal"]["ts"]), after, Decimal(cap) if cap is not None else None))
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "rejected": dict(sorted(self.rejected.items())),

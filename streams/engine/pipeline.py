@@ -19,7 +19,7 @@ from streams.engine.state import (
     Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, remember_ended, reservation,
     reserved_totals,
 )
-from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build
+from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build, format_event_time
 
 _FLIP = {"buy": "sell", "sell": "buy"}
 
@@ -52,6 +52,14 @@ class Result(NamedTuple):
     decision: Decision
     order: Order | None
     state: PortfolioState
+
+
+def trace_time(epoch_ms: int | None) -> str | None:
+    """An event time as the trace writes it: RFC 3339 UTC with milliseconds, like
+    every time on the wire (`models.format_event_time`); None stays None. The one
+    rule for every time in a trace (`signal.ts`, `state.latest_ts`, `state.clock`,
+    `lapsed[].made_ts`)."""
+    return None if epoch_ms is None else format_event_time(epoch_ms)
 
 
 def order_id_for(portfolio_id: str, signal_id: str) -> str:
@@ -90,7 +98,7 @@ def _decide(
             "controls_applied": [list(pair) for pair in state.controls.applied],
         },
         "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
-                   "price": signal.price, "ts": signal.ts},
+                   "price": signal.price, "ts": trace_time(signal.ts)},
     }
     order_id = order_id_for(signal.portfolio_id, signal.signal_id)
 
@@ -164,8 +172,8 @@ def _passed_gates(signal: Signal, state: PortfolioState, config: SizingConfig, t
     for lapsed in open_.lapsed:
         ended_orders = remember_ended(ended_orders, lapsed, exposure.reservations[lapsed])
     made = exposure.reservations
-    lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional, "made_ts": made[oid].ts}
-              for oid in open_.lapsed]
+    lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
+               "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
     exposure = Exposure(
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders,
@@ -351,7 +359,8 @@ def _state_read(
 ) -> dict[str, Any]:
     """The state a decision read: the trace's `state`."""
     return {
-        "latest_ts": clock, "clock": clock_now, "positions": held, "reserved": reserved, "exposure": held + reserved,
+        "latest_ts": trace_time(clock), "clock": trace_time(clock_now), "positions": held, "reserved": reserved,
+        "exposure": held + reserved,
         "lapsed_reservations": len(lapsed),
         "consecutive_wins": streak.consecutive_wins, "consecutive_losses": streak.consecutive_losses,
         "drawdown": streak.drawdown, "phase": streak.phase, "equity": streak.equity,

@@ -31,6 +31,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.streams", "_current_event"),
     ("faust.app.base", "App._new_transport"),
     ("faust.app.base", "App._on_partitions_revoked"),
+    ("faust.app.base", "App._on_partitions_assigned"),
     ("faust.transport.consumer", "Consumer._drain_messages"),
     ("faust.transport.consumer", "Consumer._add_gap"),
     ("faust.transport.consumer", "Consumer._filter_committable_offsets"),

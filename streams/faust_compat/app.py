@@ -54,6 +54,8 @@ class SizerApp(faust.App):
         # what the worker keeps decoded from its tables, dropped whenever partitions
         # move (every rebalance revokes first): recovery may then rewrite the tables
         self.forget_on_rebalance: list[Callable[[], None]] = []
+        # told the new assignment once partitions have moved (metrics of what moved away)
+        self.on_assigned: list[Callable[[Any], None]] = []
 
     def wire(self, inputs: Inputs) -> None:
         self._inputs = inputs
@@ -75,6 +77,9 @@ class SizerApp(faust.App):
         # partitions this worker keeps, and its recovery, reading the changelogs
         # read_committed, would then see its own persisted offsets beyond the end of
         # the changelog and crash (ConsistencyError, seen in the failover test).
+        log.info("rebalance: %d partitions revoked", len(revoked),
+                 extra={"event": "partitions_revoked", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
+                                                                            for tp in revoked)})
         self.consumer.stop_flow()
         async with self.processing_lock:
             for forget in self.forget_on_rebalance:
@@ -85,6 +90,14 @@ class SizerApp(faust.App):
             except Exception as exc:  # noqa: BLE001 - the positions make a missed commit safe
                 log.warning("commit before rebalance failed: %r", exc)
         await super()._on_partitions_revoked(revoked)
+
+    async def _on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        log.info("rebalance: %d partitions assigned", len(assigned),
+                 extra={"event": "partitions_assigned", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
+                                                                             for tp in assigned)})
+        for hook in self.on_assigned:
+            hook(assigned)
+        await super()._on_partitions_assigned(assigned, generation_id)
 
     def _new_transport(self) -> Any:
         return SizerTransport(self.conf.broker_consumer, self)

@@ -21,11 +21,12 @@ from streams.faust_compat.app import Inputs, SizerApp
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
 from streams.kafka_settings import KafkaSettings
-from streams.metrics import SizerMetrics
+from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
 from streams.topics import POSITIONED, TopicSet
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
+from streams.worker.health import Health
 from streams.worker.instruments import InstrumentView
 from streams.worker.positions import InputPositions
 from streams.worker.tables import TableStore
@@ -33,6 +34,15 @@ from streams.worker.tables import TableStore
 log = logging.getLogger("streams.worker")
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("streams-sizer")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def brokers(bootstrap: str) -> list[str]:
@@ -73,6 +83,10 @@ def build_app(
         broker_credentials=kafka.faust_credentials(),
         broker_client_id=kafka.client_id(f"worker-{kafka.app_id}"),
         env={},
+        # faust's /router and /table pages would serve any table's contents to anyone
+        # who reaches the port; the worker serves /metrics and /health/* only
+        web_router_enabled=False,
+        web_tables_enabled=False,
         PartitionAssignor=SpecAssignor,
     )
     signals = app.topic(topics.name("signals"), partitions=width, **RAW)
@@ -91,11 +105,15 @@ def build_app(
     registry = registry if registry is not None else CollectorRegistry()
     # faust's own sensors and the sizer's metrics, on one registry at /metrics.
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
+    process_collectors(registry)
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
+    metrics.built(package_version(), config.config_hash, kafka.processing_guarantee)
     roles = {topics.name(role): role for role in INPUTS}
 
     view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
+    health = Health(app, view, kafka.liveness_timeout_s)
+    health.install(app)
     tables = TableStore(exposure, streak, control_table, config, outputs, current_event)
     processor = Processor(config, tables, view)
     positions = InputPositions(progress, outputs, [topics.name(role) for role in POSITIONED], kafka.bootstrap,
@@ -105,7 +123,7 @@ def build_app(
         app_id=kafka.app_id, config=config, processor=processor, tables=tables, positions=positions, view=view,
         outputs=outputs, metrics=metrics, consumer=lambda: app.consumer, lock=app.processing_lock, roles=roles,
         outputs_topics={role: topics.name(role) for role in ("orders", "decisions", "dlq")},
-        dlq_max_bytes=app.conf.producer_max_request_size, current=current, refuse=refuse,
+        dlq_max_bytes=app.conf.producer_max_request_size, current=current, refuse=refuse, health=health,
     )
     app.wire(Inputs(handler.handle_inputs, positions,
                     {topics.name(role): topics[role].partitions for role in POSITIONED}))
@@ -127,4 +145,7 @@ def build_app(
     app.timer(interval=kafka.stall_interval_s)(handler.reseek_stalled)
     app.timer(interval=kafka.lag_interval_s)(handler.publish_lag)
     app.forget_on_rebalance += [tables.forget, positions.forget]
+    signals_topic = topics.name("signals")
+    app.on_assigned.append(lambda assigned: metrics.retain(tp.partition for tp in assigned
+                                                           if tp.topic == signals_topic))
     return app

@@ -87,6 +87,7 @@ class BatchHandler:
         outputs: Any, metrics: Any, consumer: Callable[[], Any], lock: Any, roles: dict[str, str],
         outputs_topics: dict[str, str], dlq_max_bytes: int, current: Callable[[Any], AbstractContextManager[None]],
         on_failure: Callable[[BaseException], NoReturn] = abandon, refuse: Callable[[str], None] | None = None,
+        health: Any = None,
     ) -> None:
         self.app_id = app_id
         self.config = config
@@ -104,6 +105,7 @@ class BatchHandler:
         self.current = current
         self.on_failure = on_failure
         self.refuse = refuse
+        self.health = health  # worker.health.Health: liveness watches each batch (None in tests)
         self.stall_watch = StallWatch()
         self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "signals": self.size_signal, "fills": self.apply_fill, "controls": self.apply_control}
@@ -135,7 +137,8 @@ class BatchHandler:
             return apply()
         except Exception as exc:  # noqa: BLE001 - one handler, on purpose
             m = event.message
-            log.exception("processing failed %s[%d]@%d", m.topic, m.partition, m.offset)
+            log.exception("processing failed %s[%d]@%d", m.topic, m.partition, m.offset,
+                          extra={"topic": m.topic, "partition": m.partition, "offset": m.offset})
             await self.dead(event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"))
             return None
 
@@ -179,6 +182,12 @@ class BatchHandler:
     async def handle_inputs(self, messages: list[Any]) -> None:
         """A fetched batch of positioned inputs, handled whole before a commit can run
         (the consumer's commit takes the same lock). See the module docstring."""
+        if self.health is None:
+            return await self._handle_inputs(messages)
+        with self.health.processing():
+            await self._handle_inputs(messages)
+
+    async def _handle_inputs(self, messages: list[Any]) -> None:
         if not self.view.caught_up.is_set():
             await self.view.caught_up.wait()
         async with self.lock:
@@ -231,8 +240,10 @@ class BatchHandler:
                 await self.positions.advance(topic, partition, next_offset)
         await self.outputs.delivered()
         batch.delivered()
+        # every input is keyed by its portfolio (admission): where each one lives
+        partition_of = {event.message.key: event.message.partition for event in batch.events}
         for portfolio_id, state in self.tables.touched():
-            self.metrics.portfolio_state(portfolio_id, state, self.config)
+            self.metrics.portfolio_state(portfolio_id, state, self.config, partition_of.get(portfolio_id.encode()))
 
     async def recover(self, event: Any, expected: int) -> None:
         """Process the records faust skipped before `event`, inside its transaction."""

@@ -95,8 +95,10 @@ async def dead_letter(outputs: Any, dlq_topic: str, message: Any, timestamp_ms: 
     """Send the record's original bytes (`message`: .topic, .partition, .offset, .key,
     .value) to the dead-letter topic with the reason; log and count it. Never raises
     for the record's own sake (see the module docstring)."""
+    where = {"topic": message.topic, "partition": message.partition, "offset": message.offset,
+             "portfolio": message.key.decode("utf-8", "replace")[:256] if message.key is not None else None}
     log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset,
-                str(error)[:500])
+                str(error)[:500], extra={**where, "event": "dead_letter", "reason": error.code})
     metrics.dead_lettered(role, error.code)
     headers = headers_for(error, message.topic, message.partition, message.offset, timestamp_ms)
     key, value, headers = fitted(message.key, message.value, headers, max_bytes)
@@ -106,7 +108,8 @@ async def dead_letter(outputs: Any, dlq_topic: str, message: Any, timestamp_ms: 
         await outputs.send(dlq_topic, key, value, headers=headers)
     except Exception as exc:  # noqa: BLE001 - refused before it was queued: nothing of it is in the transaction
         log.error("dead letter %s[%d]@%d refused (%r); sending its summary instead",
-                  message.topic, message.partition, message.offset, exc)
+                  message.topic, message.partition, message.offset, exc,
+                  extra={**where, "event": "dead_letter_refused", "reason": error.code})
         metrics.dead_letter_failures.labels(role).inc()
         summary = [*headers, (TRUNCATED, f"the dead letter was refused: {type(exc).__name__}: {exc}"[:500].encode())]
         for name, original in ((KEY_DIGEST, message.key), (VALUE_DIGEST, message.value)):

@@ -11,6 +11,7 @@ from pathlib import Path
 from streams.config import SizingConfig
 from streams.kafka_io import publish_config
 from streams.kafka_settings import KafkaSettings
+from streams.logs import logging_config
 from streams.topics import TopicSet, apply
 
 log = logging.getLogger("streams.worker")
@@ -43,7 +44,8 @@ def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, log
     asyncio.run(publish_config(kafka.bootstrap, topics.name("config"), config))
     app = build_app(kafka, config, topics)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True,
+                          logging_config=logging_config(kafka.log_format, loglevel))
     # Fewer, cheaper collections: what exists at start-up is never collected again,
     # and a full collection, which walks every portfolio's dedupe window, runs less
     # often (these pauses are the worker's latency tail).

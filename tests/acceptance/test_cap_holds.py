@@ -40,7 +40,7 @@ def test_a_rejected_signal_from_the_far_future_does_not_move_the_clock(replay):
     ], "--preset", "graduated")
     assert outcomes(decisions) == [("accepted", None), ("rejected", "UNKNOWN_INSTRUMENT"),
                                    ("accepted", None), ("accepted", None)]
-    assert decisions[1]["trace"]["state"]["clock"] == T0  # the clock did not move
+    assert decisions[1]["trace"]["state"]["clock"] == "2026-01-01T00:00:00.000Z"  # the clock did not move
     assert decisions[2]["trace"]["state"]["reserved"] == "100"  # s1's open order still counts
     assert decisions[3]["trace"]["state"]["reserved"] == "200"
 

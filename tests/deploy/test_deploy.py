@@ -4,6 +4,7 @@ dashboard against the metrics the worker exports, the compose file and the image
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import yaml
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import SizerMetrics
+from streams.metrics import SizerMetrics, process_collectors
 from tests.prometheus_tools import ensure_debian_package, ensure_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,19 +48,28 @@ def test_every_alert_rule_has_unit_tests_that_fire_and_that_do_not(promtool):
         assert any(case["exp_alerts"] for case in cases), f"{rule['alert']}: no case where it fires"
         assert any(not case["exp_alerts"] for case in cases), f"{rule['alert']}: no case where it stays quiet"
     assert {rule["alert"] for rule in rules} == {
-        "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerConsumerLagGrowing",
-        "SizerWorkerDown"}
+        "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerPortfolioHalted",
+        "SizerConsumerLagGrowing", "SizerWorkerDown", "SizerInputsRecoveredRepeatedly", "SizerPartitionReseeksRepeated",
+        "SizerProducerErrors", "SizerWorkerRestarting"}
+    readme = (ROOT / "README.md").read_text()
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"README.md#{rule['alert'].lower()}", rule["alert"]
+        assert f'<a id="{rule["alert"].lower()}"></a>' in readme, f"no runbook anchor for {rule['alert']}"
+    drawdown, = [rule for rule in rules if rule["alert"] == "SizerPortfolioInDrawdown"]
+    assert drawdown["for"] == "5m"
 
 
 def exported_series() -> set[str]:
     """Every series name the worker's /metrics can carry, with histogram and counter suffixes."""
     registry = CollectorRegistry()
     FaustMetrics.create(registry, "faust")
+    process_collectors(registry)
     SizerMetrics(registry)
     names = set()
     for family in registry.collect():
         suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
-                    "gauge": [""], "summary": ["", "_sum", "_count", "_created"]}.get(family.type, [""])
+                    "gauge": [""], "summary": ["", "_sum", "_count", "_created"], "info": ["_info"]}.get(family.type, [""])
         names.update(family.name + suffix for suffix in suffixes)
     return names
 
@@ -67,12 +77,13 @@ def exported_series() -> set[str]:
 def test_the_dashboard_references_only_metrics_the_worker_exports():
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "sizer.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    functions = {"sum", "by", "rate", "increase", "histogram_quantile", "le", "without", "avg", "max", "min"}
+    functions = {"sum", "by", "rate", "increase", "histogram_quantile", "le", "without", "avg", "max", "min",
+                 "topk", "topn", "and", "on", "changes", "portfolio", "instance"}
     used = set()
     for expr in exprs:
         without_labels = re.sub(r"\{[^}]*\}", "", expr)
         without_labels = re.sub(r"\[[^\]]*\]", "", without_labels)
-        without_labels = re.sub(r"by \([^)]*\)", "", without_labels)
+        without_labels = re.sub(r"(by|on) \([^)]*\)", "", without_labels)
         used.update(token for token in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_labels)
                     if token not in functions)
     unknown = used - exported_series() - {"up"}
@@ -80,15 +91,32 @@ def test_the_dashboard_references_only_metrics_the_worker_exports():
     # and it shows what operators need
     for needed in ("sizer_decisions_total", "sizer_portfolio_exposure_usd", "sizer_portfolio_cap_usd",
                    "sizer_portfolio_consecutive_losses", "sizer_portfolio_phase", "sizer_consumer_lag_messages",
-                   "sizer_decision_latency_seconds_bucket", "sizer_dead_letters_total"):
+                   "sizer_decision_latency_seconds_bucket", "sizer_dead_letters_total", "sizer_build_info",
+                   "sizer_inputs_recovered_total", "sizer_partition_reseeks_total", "sizer_dead_letter_failures_total",
+                   "faust_consumer_commit_latency_bucket", "faust_rebalance_done_latency_count",
+                   "process_resident_memory_bytes"):
         assert needed in used, needed
+    assert "faust_total_rebalances" not in used  # a gauge of rebalances in progress, not a count
+    variables = {variable["name"] for variable in dashboard["templating"]["list"]}
+    assert variables == {"instance", "portfolio", "topn"}
+    for expr in exprs:
+        assert 'instance=~"$instance"' in expr, expr
+        if "sizer_portfolio_" in expr and "sizer_portfolio_series" not in expr:
+            # never every portfolio's line: the top N by utilisation, or a sum
+            assert 'portfolio=~"$portfolio"' in expr and ("topk($topn" in expr or expr.startswith("sum(")), expr
+    panels = {panel["title"]: panel for panel in dashboard["panels"]}
+    assert panels["Workers up"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert panels["Consumer lag per input partition"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
 
 
 def test_alert_rules_reference_only_exported_metrics():
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
     for rule in rules:
-        names = set(re.findall(r"\b(sizer_[a-z_]+|up)\b", rule["expr"]))
+        names = set(re.findall(r"\b(sizer_[a-z_]+|process_[a-z_]+|up)\b", rule["expr"]))
         assert names and names <= exported_series() | {"up"}, rule["alert"]
+
+
+COMPOSE_ENV = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "a-test-password"}
 
 
 def compose() -> dict:
@@ -111,6 +139,51 @@ def test_compose_runs_kafka_topics_workers_prometheus_and_grafana():
     assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
     dockerfile = (ROOT / compose()["x-sizer"]["build"]["dockerfile"]).read_text()
     assert "COPY topics ./topics" in dockerfile and "SIZER_TOPICS_FILE=/app/topics/topics.toml" in dockerfile
+    # Kafka keeps its data, workers are health-checked on /health/ready, Grafana has no default
+    # admin login, alerts go to an Alertmanager
+    assert "kafka-data:/var/lib/kafka/data" in services["kafka"]["volumes"]
+    for name in workers:
+        assert "/health/ready" in " ".join(services[name]["healthcheck"]["test"])
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    alerting = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["alerting"]
+    assert alerting["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert "alertmanager" in services
+
+
+def test_the_image_is_pinned_locked_health_checked_and_its_context_small():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)
+    assert re.fullmatch(r"python:3\.11[\w.-]*@sha256:[0-9a-f]{64}", base), base
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
+    assert re.search(r"^HEALTHCHECK .*\n.*/health/ready", dockerfile, re.M)
+    assert re.search(r"^USER 10001", dockerfile, re.M)
+    # the build context: an allowlist, so .venv, .kafka and .git never reach the daemon
+    ignore = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert ignore[0] == "*" and set(ignore) >= {"!streams/", "!topics/", "!deploy/requirements.lock"}
+    assert not any(entry.startswith("!") and (".venv" in entry or ".kafka" in entry) for entry in ignore)
+
+
+def test_the_lock_pins_every_runtime_dependency_with_a_hash_within_pyproject():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$",
+                         (DEPLOY / "requirements.lock").read_text(), re.M)
+    pinned = {canonicalize_name(name): version for name, version, _ in entries}
+    lines = [line for line in (DEPLOY / "requirements.lock").read_text().splitlines() if "==" in line]
+    assert len(entries) == len(lines), "every pin carries its sha256"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{name} is not in deploy/requirements.lock (run deploy/lock.py)"
+        assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]} outside {requirement}"
+        for extra in requirement.extras:  # faust-streaming[rocksdict]
+            assert canonicalize_name(extra) in pinned
+    for unpinned_before in ("mode-streaming", "rocksdict"):
+        assert unpinned_before in pinned
 
 
 def test_docker_compose_config_accepts_the_compose_file():
@@ -118,7 +191,7 @@ def test_docker_compose_config_accepts_the_compose_file():
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("the docker CLI here has no compose plugin (no Docker engine on this machine)")
     done = subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=COMPOSE_ENV)
     assert done.returncode == 0, done.stderr
 
 
@@ -130,5 +203,5 @@ def test_compose_v1_config_accepts_the_compose_file():
         pytest.skip(reason)
     legacy = shutil.which("docker-compose")
     done = subprocess.run([legacy, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=COMPOSE_ENV)
     assert done.returncode == 0, done.stderr

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Broker, Deployment
+from tests.integration.prometheus import prometheus  # noqa: F401 - a fixture of every integration test
 
 pytestmark = pytest.mark.broker
 

@@ -177,11 +177,40 @@ class Worker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout_s: float = 90.0) -> "Worker":
+        self.spawn()
+        self.wait_ready(ready_timeout_s)
+        return self
+
+    def spawn(self) -> "Worker":
+        """Start the process and return at once."""
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen([SIZER, "worker", *self.args], env=self.env, stdout=self._log,
                                         stderr=subprocess.STDOUT, cwd=self.deployment.workdir)
-        self.wait_log("[^Worker]: Ready", ready_timeout_s)
         return self
+
+    def health(self, check: str) -> tuple[int, dict[str, Any]] | None:
+        """(HTTP status, body) of /health/<check> ("live" or "ready"); None while nothing answers."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health/{check}", timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+        except OSError:
+            return None
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Until /health/ready says 200: tables recovered, partitions assigned, instruments caught up."""
+        deadline = time.monotonic() + timeout_s
+        while (answer := self.health("ready")) is None or answer[0] != 200:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker not ready after {timeout_s} s ({answer}):\n{self.log()[-4000:]}")
+            time.sleep(0.1)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

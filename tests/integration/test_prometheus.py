@@ -2,64 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import urllib.parse
-import urllib.request
-from pathlib import Path
-
-import pytest
-
 from tests.builders import T0
-from tests.integration.harness import eventually, free_port
-from tests.prometheus_tools import ensure_prometheus
+from tests.integration.harness import eventually
+from tests.integration.prometheus import api, query
 
-RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 ETH = {"symbol": "ETH-USD", "legs": [{"venue_symbol": "ETHUSDT", "side": "buy", "qty_step": "0.001",
                                        "min_qty": "0.001", "max_qty": None, "min_notional": "5"}]}
-
-
-@pytest.fixture
-def prometheus(tmp_path):
-    reason = ensure_prometheus()
-    if reason:
-        pytest.skip(reason)
-    started = []
-
-    def start(target_port: int) -> str:
-        port = free_port()
-        shutil.copy(RULES, tmp_path / "alerts.yml")
-        (tmp_path / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "rule_files: [alerts.yml]\n"
-            "scrape_configs:\n"
-            f"  - job_name: sizer\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
-        log = open(tmp_path / "prometheus.log", "wb")
-        process = subprocess.Popen(
-            [shutil.which("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT)
-        started.append(process)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def api(base: str, path: str, **params: str):
-    url = f"{base}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
-    try:
-        return json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]
-    except OSError:
-        return None
-
-
-def query(base: str, expr: str) -> dict[str, float]:
-    data = api(base, "query", query=expr) or {"result": []}
-    return {json.dumps(item["metric"], sort_keys=True): float(item["value"][1]) for item in data["result"]}
 
 
 def test_prometheus_scrapes_the_worker_and_fires_the_dead_letter_alert(deployment, workers, prometheus):
@@ -86,3 +34,31 @@ def test_prometheus_scrapes_the_worker_and_fires_the_dead_letter_alert(deploymen
                    and a["labels"]["reason"] == "INVALID_JSON" for a in alerts)
 
     eventually(dead_letter_alert_firing, timeout_s=60, what="SizerDeadLetters firing")
+
+
+def test_every_dashboard_panel_returns_data_after_a_demo_session(deployment, workers, prometheus):
+    import json
+    import time
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
+                            / "sizer.json").read_text())
+    worker = workers("--preset", "graduated", SIZER_LAG_INTERVAL_S="0.5")
+    base = prometheus(worker.web_port)
+    deployment.run_demo_session()
+    deployment.publish([("signals", b"not json")], keys={0: b"alpha"})  # a dead letter too
+    deployment.wait_for("dlq", 1)
+    eventually(lambda: sum(query(base, "sum(sizer_decisions_total)").values()) > 0, what="decisions in prometheus")
+    variables = {"$instance": ".*", "$portfolio": ".*", "$topn": "10"}
+    panels = [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    deadline = time.monotonic() + 60
+    empty = panels
+    while empty and time.monotonic() < deadline:  # rates need two scrapes in their window
+        time.sleep(1)
+        empty = []
+        for title, expr in panels:
+            for name, value in variables.items():
+                expr = expr.replace(name, value)
+            if not query(base, expr):
+                empty.append((title, expr))
+    assert not empty, f"panels whose query returns nothing: {empty}"

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,14 @@ def test_a_preset_flag_that_contradicts_the_environment_is_an_error(monkeypatch)
         load_config("graduated")
     assert load_config().preset == "conviction"
     assert load_config("conviction").base == "fixed"
+
+
+@pytest.mark.parametrize("preset", ["conviction", "graduated"])
+def test_the_shipped_example_sizing_toml_is_its_preset_written_out(preset, monkeypatch):
+
+    for variable in [v for v in os.environ if v.startswith("SIZING_")]:
+        monkeypatch.delenv(variable)
+    example = Path(__file__).resolve().parents[2] / "deploy" / "sizing" / f"{preset}.toml"
+    from_file = load_config(config_file=example)
+    assert from_file.config_hash == load_config(preset).config_hash
+    assert from_file.effective() == load_config(preset).effective()

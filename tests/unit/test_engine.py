@@ -123,7 +123,7 @@ def test_a_configured_ttl_lapses_reservations_on_the_portfolio_clock_and_says_so
     assert freed.decision.trace["state"]["reserved"] == 0
     assert freed.decision.trace["state"]["lapsed_reservations"] == 5
     assert [lapse["order_id"] for lapse in freed.decision.trace["lapsed"]] == [r.order.order_id for r in full]
-    assert all(lapse["made_ts"] == T0 and lapse["notional"] == 1000 for lapse in freed.decision.trace["lapsed"])
+    assert all(lapse["made_ts"] == "2026-01-01T00:00:00.000Z" and lapse["notional"] == 1000 for lapse in freed.decision.trace["lapsed"])
 
 
 def test_cancel_of_an_unknown_order_is_harmless(conviction):
@@ -164,3 +164,17 @@ def test_losses_in_graduated_mode_halve_and_equity_loss_shrinks_the_cap():
     # equity 49999: base 49.999, halved 24.9995, cap 1% = 499.99
     assert result.decision.trace["caps"]["portfolio_cap"] == D("499.99")
     assert result.decision.notional == D("24.999")
+
+
+def test_every_time_in_a_trace_is_rfc_3339_as_on_the_wire(monkeypatch):
+    monkeypatch.setenv("SIZING_RESERVATION_TTL_S", "600")
+    proc = processor(load_config("conviction"))
+    first, = feed(proc, [instrument("X", leg("X")), signal("p1", "X", "0.9", "100", ts=T0 + 1)])
+    later, = feed(proc, [signal("p1", "X", "0.9", "100", ts=T0 + 600_001, signal_id="s-later")])
+    trace = later.decision.trace
+
+    assert first.decision.trace["state"]["latest_ts"] is None  # no clock before the first input
+    assert trace["signal"]["ts"] == "2026-01-01T00:10:00.001Z"
+    assert trace["state"]["latest_ts"] == "2026-01-01T00:00:00.001Z"
+    assert trace["state"]["clock"] == "2026-01-01T00:10:00.001Z"
+    assert [lapse["made_ts"] for lapse in trace["lapsed"]] == ["2026-01-01T00:00:00.001Z"]

@@ -34,3 +34,35 @@ def test_portfolio_series_keep_the_most_recently_active_within_the_limit():
     assert sample(registry, "sizer_portfolio_cap_usd", portfolio="b") is None
     assert sample(registry, "sizer_portfolio_series") == 2
     assert sample(registry, "sizer_portfolio_series_dropped_total") == 1
+
+
+def test_series_of_partitions_that_moved_away_are_removed_and_the_rest_kept():
+    registry = CollectorRegistry()
+    metrics = SizerMetrics(registry)
+    config = load_config("conviction")
+    state = PortfolioState.fresh(config)
+    metrics.portfolio_state("kept", state, config, partition=1)
+    metrics.portfolio_state("moved", state, config, partition=4)
+    metrics.lag([("signals", 1, 0), ("fills", 1, 2), ("signals", 4, 7), ("fills", 4, 0)])
+
+    removed = metrics.retain([0, 1, 2])
+
+    assert removed == (2, 1)
+    assert sample(registry, "sizer_portfolio_exposure_usd", portfolio="kept") == 0
+    assert sample(registry, "sizer_portfolio_exposure_usd", portfolio="moved") is None
+    assert sample(registry, "sizer_portfolio_drawdown_mode", portfolio="moved") is None
+    assert sample(registry, "sizer_consumer_lag_messages", topic="fills", partition="1") == 2
+    assert sample(registry, "sizer_consumer_lag_messages", topic="signals", partition="4") is None
+    assert sample(registry, "sizer_portfolio_series") == 1
+
+
+def test_build_info_and_process_metrics_are_exported():
+    from streams.metrics import process_collectors
+
+    registry = CollectorRegistry()
+    process_collectors(registry)
+    SizerMetrics(registry).built("0.1.0", "abcd", "exactly_once")
+    assert sample(registry, "sizer_build_info", version="0.1.0", config_hash="abcd",
+                  processing_guarantee="exactly_once") == 1
+    assert sample(registry, "process_resident_memory_bytes") > 0
+    assert sample(registry, "process_start_time_seconds") > 0

@@ -1,0 +1,196 @@
+"""The first hour with your own traffic: `sizer publish --journal FILE` puts a
+journal's inputs onto their topics the way the worker needs them, and `sizer
+tail decisions|orders|dlq` reads what it wrote.
+
+What these commands take care of (README, "Running it yourself"): the topic
+names carry `SIZER_TOPIC_PREFIX`; each input is keyed by its `portfolio_id`
+(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`;
+instruments are published before everything else; decisions and orders are
+written in transactions, so they are read `read_committed`. Both open their
+Kafka clients from `KafkaSettings.client(role)`, so they use the same security
+as every other client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import IO, Any, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams import decimals
+from streams.errors import ConfigError
+from streams.journal import TOPICS
+from streams.kafka_io import KEY_FIELD
+from streams.kafka_settings import KafkaSettings
+from streams.topics import TopicSet
+
+KEYS = {**KEY_FIELD, "controls": "portfolio_id"}
+TAILED = ("decisions", "orders", "dlq")
+
+
+def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tuple[list[tuple[str, bytes | None, bytes,
+                                                                                             int | None]], list[str]]:
+    """(topic role, key, value, record timestamp) for every usable journal line,
+    instruments first, the rest in file order; and the lines that cannot be
+    published (`FILE:LINE: reason`). The values go out as written (the worker
+    judges them, and dead-letters what it refuses); only the line's shape is
+    checked here: JSON, a known topic, an object value with its key field."""
+    instruments, others, problems = [], [], []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = decimals.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            problems.append(f"{source}:{number}: not valid JSON: {exc}")
+            continue
+        topic = data.get("topic") if isinstance(data, dict) else None
+        if topic not in TOPICS:
+            problems.append(f"{source}:{number}: topic must be one of {', '.join(TOPICS)}")
+            continue
+        value = data.get("value")
+        key = value.get(KEYS[topic]) if isinstance(value, dict) else None
+        if not isinstance(key, str):
+            problems.append(f"{source}:{number}: value must be an object with a {KEYS[topic]} string (its key)")
+            continue
+        timestamp = data.get("timestamp")
+        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)):
+            problems.append(f"{source}:{number}: timestamp must be epoch milliseconds")
+            continue
+        record = (topic, key.encode(), decimals.dumps(value).encode(), timestamp)
+        (instruments if topic == "instruments" else others).append(record)
+    return instruments + others, problems
+
+
+async def publish_records(kafka: KafkaSettings, topics: TopicSet,
+                          records: list[tuple[str, bytes | None, bytes, int | None]]) -> dict[str, int]:
+    """Send in order, idempotently, waiting for every acknowledgement; a count per topic role."""
+    producer = AIOKafkaProducer(**kafka.client("publish"), acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    counts: dict[str, int] = {}
+    try:
+        pending = []
+        for role, key, value, timestamp in records:
+            pending.append(await producer.send(topics.name(role), value, key=key, timestamp_ms=timestamp))
+            counts[role] = counts.get(role, 0) + 1
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return counts
+
+
+def publish_journal(kafka: KafkaSettings, topics: TopicSet, path: str, err: IO[str] = sys.stderr) -> int:
+    """`sizer publish --journal FILE`: exit 0 when every line was published, 1 when
+    some line could not be (each reported on stderr; the others are published)."""
+    try:
+        with open(path, "rb") as journal:
+            records, problems = journal_records(journal, path)
+    except OSError as exc:
+        raise ConfigError(f"--journal: cannot read {path}: {exc.strerror}") from exc
+    for problem in problems:
+        print(problem, file=err)
+    counts = asyncio.run(publish_records(kafka, topics, records))
+    shown = ", ".join(f"{counts[role]} to {topics.name(role)}" for role in counts)  # in the order sent
+    print(f"published {len(records)} records{': ' + shown if shown else ''}")
+    return 1 if problems else 0
+
+
+# -- tail ---------------------------------------------------------------------------
+
+COLUMNS = {
+    "decisions": (("partition@offset", 16), ("portfolio", 12), ("signal", 12), ("symbol", 14), ("outcome", 21),
+                  ("qty", 10), ("notional", 10), ("event time", 24)),
+    "orders": (("partition@offset", 16), ("portfolio", 12), ("order", 27), ("symbol", 14), ("side", 4),
+               ("qty", 10), ("price", 10), ("notional", 10)),
+    "dlq": (("source", 30), ("reason", 16), ("detail", 40), ("key", 12), ("value", 40)),
+}
+
+
+def _text(value: bytes | None, width: int = 200) -> str:
+    if value is None:
+        return "(null)"
+    text = value.decode("utf-8", "replace")
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def _headers(record: Any) -> dict[str, str]:
+    return {name: (value.decode("utf-8", "replace") if value is not None else "") for name, value in
+            (record.headers or ())}
+
+
+def as_row(role: str, record: Any) -> tuple[str, ...]:
+    """One record of `role` as the cells of its table row."""
+    where = f"{record.partition}@{record.offset}"
+    if role == "dlq":
+        headers = _headers(record)
+        source = (f"{headers.get('sizer.source.topic', '?')}[{headers.get('sizer.source.partition', '?')}]"
+                  f"@{headers.get('sizer.source.offset', '?')}")
+        return (source, headers.get("sizer.reason", ""), headers.get("sizer.detail", ""), _text(record.key, 40),
+                _text(record.value).replace("\n", " "))
+    value = decimals.loads_output(record.value)
+    if role == "orders":
+        return (where, value["portfolio_id"], value["order_id"], value["symbol"], value["side"], value["qty"],
+                value["price"], value["notional"])
+    trace = value.get("trace", {})
+    outcome = "accepted" if value["outcome"] == "accepted" else value["reason"]
+    return (where, value["portfolio_id"], value["signal_id"], trace.get("signal", {}).get("symbol", ""), outcome,
+            value.get("qty") or "", value.get("notional") or "", str(trace.get("signal", {}).get("ts", "")))
+
+
+def as_json(role: str, record: Any) -> str:
+    """One record as one JSON line: decisions and orders as written, with their
+    position; a dead letter as its headers, key and value (UTF-8, replaced)."""
+    where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    if role == "dlq":
+        return json.dumps({**where, "headers": _headers(record), "key": None if record.key is None else
+                           _text(record.key, 1 << 20), "value": None if record.value is None else
+                           _text(record.value, 1 << 20)}, ensure_ascii=False)
+    return json.dumps({**where, "value": decimals.loads_output(record.value)}, ensure_ascii=False)
+
+
+def _line(cells: Iterable[str], columns: tuple[tuple[str, int], ...]) -> str:
+    return " ".join(f"{str(cell):<{width}.{width}}" for cell, (_, width) in zip(cells, columns)).rstrip()
+
+
+async def tail(kafka: KafkaSettings, topics: TopicSet, role: str, follow: bool, json_lines: bool,
+               out: IO[str] = sys.stdout, idle_stop: asyncio.Event | None = None) -> int:
+    """Print every committed record of `role` from the beginning, in partition then
+    offset order up to the current ends; with `follow`, then every new one as it
+    commits, until interrupted. Returns the count printed."""
+    spec = topics[role]
+    tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
+    consumer = AIOKafkaConsumer(**kafka.client("tail"), group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    await consumer.start()
+    printed = 0
+    columns = COLUMNS[role]
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        if not json_lines:
+            print(_line((name for name, _ in columns), columns), file=out)
+            print("-" * sum(width + 1 for _, width in columns), file=out)
+        backlog: list[Any] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                backlog += batch
+        backlog.sort(key=lambda r: (r.partition, r.offset))
+
+        def show(records: list[Any]) -> None:
+            nonlocal printed
+            for record in records:
+                print(as_json(role, record) if json_lines else _line(as_row(role, record), columns), file=out)
+                printed += 1
+            out.flush()
+
+        show(backlog)
+        while follow and not (idle_stop is not None and idle_stop.is_set()):
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                show(batch)
+    finally:
+        await consumer.stop()
+    return printed

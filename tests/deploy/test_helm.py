@@ -1,0 +1,105 @@
+"""The Helm chart under deploy/helm/sizer: `helm lint` passes, and what `helm
+template` renders (defaults, and SASL_SSL with every option on) validates against
+the Kubernetes schemas and says what an operator relies on."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.helm_tool import ensure_helm
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "sizer"
+KUBERNETES = "1.30"
+SECURED = ["--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.password=worker-secret",
+           "--set", "setupJob.sasl.password=admin-secret", "--set", "kafka.tls.caSecret=kafka-ca",
+           "--set", "serviceMonitor.enabled=true"]
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    path, reason = ensure_helm()
+    if path is None:
+        pytest.skip(reason)
+    return path
+
+
+def render(helm: str, *args: str) -> list[dict]:
+    done = subprocess.run([helm, "template", "sizer", str(CHART), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
+    kinds: dict[str, list[dict]] = {}
+    for doc in docs:
+        kinds.setdefault(doc["kind"], []).append(doc)
+    return kinds
+
+
+def test_helm_lint_passes(helm):
+    done = subprocess.run([helm, "lint", "--strict", str(CHART)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args", [[], SECURED], ids=["defaults", "sasl_ssl"])
+def test_every_rendered_resource_validates_against_the_kubernetes_schemas(helm, args):
+    docs = render(helm, *args)
+    for doc in docs:
+        if doc["kind"] == "ServiceMonitor":  # a CRD: no schema in Kubernetes itself; checked below
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    assert {doc["kind"] for doc in docs} >= {"Deployment", "ConfigMap", "Service", "PodDisruptionBudget", "Job"}
+
+
+def test_the_validator_catches_a_broken_resource(helm):
+    deployment, = by_kind(render(helm))["Deployment"]
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+
+
+def test_workers_are_probed_non_root_limited_and_get_secrets_from_files(helm):
+    kinds = by_kind(render(helm, *SECURED))
+    deployment, = kinds["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container, = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["SIZER_SECURITY_PROTOCOL"] == "SASL_SSL" and env["SIZER_SASL_PASSWORD_FILE"] == "/etc/sizer/kafka/password"
+    assert "worker-secret" not in yaml.safe_dump(deployment)  # only in the Secret
+    assert env["SIZER_WEB_HOST"] == "0.0.0.0"  # the probes reach it from the kubelet
+    secrets = {secret["metadata"]["name"]: secret for secret in kinds["Secret"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["kafka-password"]["secret"]["secretName"] in secrets
+    assert volumes["sizing"]["configMap"]["name"] == kinds["ConfigMap"][0]["metadata"]["name"]
+    assert container["args"] == ["worker", "--config", "/etc/sizer/sizing.toml"]
+    assert 'preset = "conviction"' in kinds["ConfigMap"][0]["data"]["sizing.toml"]
+
+    pdb, = kinds["PodDisruptionBudget"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    monitor, = kinds["ServiceMonitor"]
+    service, = kinds["Service"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {port["name"] for port in service["spec"]["ports"]}
+
+    job, = kinds["Job"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert script == "sizer topics apply && sizer acls apply"
+
+
+def test_sasl_without_a_password_or_secret_does_not_render(helm):
+    done = subprocess.run([helm, "template", "sizer", str(CHART), "--set", "kafka.securityProtocol=SASL_SSL"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "kafka.sasl.password" in done.stderr
