@@ -338,7 +338,10 @@ def _apply_fill(
             positions[symbol] = Position(held.qty + added, held.entry_notional + added * fill.price)
     elif isinstance(fill, OrderCanceled):
         if fill.order_id not in reservations:
-            # nothing to release: only the event id is remembered, the clock stays
+            # nothing to release: the clock stays, but the event id is remembered and its
+            # offset recorded (the audit places every applied fill by it)
+            if offset is not None:
+                exposure = exposure._replace(last_fill_offset=offset)
             return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
         ended_orders = remember_ended(ended_orders, fill.order_id, reservations[fill.order_id])
         reservations = {oid: r for oid, r in reservations.items() if oid != fill.order_id}

@@ -83,7 +83,7 @@ def test_metrics_report_exact_counts_exposure_streaks_and_phase(deployment, work
                            if name == "sizer_consumer_lag_messages"), what="lag at zero")
     lag = [labels for (name, labels) in scrape(worker.web_port) if name == "sizer_consumer_lag_messages"]
     assert {dict(labels)["topic"] for labels in lag} == {"signals", "fills", "controls"}
-    assert len(lag) == 2 * deployment.topics["signals"].partitions
+    assert len(lag) == 3 * deployment.topics["signals"].partitions
     assert any(name.startswith("faust_") for name, _ in samples)
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from streams.config import load_config
 from streams.engine import order_id_for
+from streams.models import Fill, validate
 from tests.builders import T0, canceled, closed, filled, instrument, leg, signal
 from tests.unit.engine_helpers import feed, processor
 
@@ -178,3 +179,13 @@ def test_every_time_in_a_trace_is_rfc_3339_as_on_the_wire(monkeypatch):
     assert trace["state"]["latest_ts"] == "2026-01-01T00:00:00.001Z"
     assert trace["state"]["clock"] == "2026-01-01T00:10:00.001Z"
     assert [lapse["made_ts"] for lapse in trace["lapsed"]] == ["2026-01-01T00:00:00.001Z"]
+
+
+def test_a_cancel_of_no_open_order_moves_no_clock_but_is_placed_for_the_audit(conviction):
+    proc = processor(conviction)
+    feed(proc, [BTC, signal("p1", "BTC", "1", "100", ts=T0)])
+    before = proc.store.load("p1").exposure
+    result = proc.on_fill(validate(Fill, canceled("p1", "o-not-yet", ts=T0 + 999_000)["value"]), 41)
+    assert result.outcome == "unknown_order"
+    assert result.state.exposure.latest_ts == before.latest_ts == T0
+    assert result.state.exposure.last_fill_offset == 41  # the audit rebuilds the interleaving by it
