@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import decimals
 from streams.errors import ConfigError
-from streams.journal import TOPICS
+from streams import journal
 from streams.kafka_io import KEY_FIELD
 from streams.kafka_settings import KafkaSettings
 from streams.topics import TopicSet
@@ -39,28 +39,16 @@ def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tu
     judges them, and dead-letters what it refuses); only the line's shape is
     checked here: JSON, a known topic, an object value with its key field."""
     instruments, others, problems = [], [], []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
+    for parsed in journal.lines_of(lines):
+        if parsed.error is not None:
+            problems.append(f"{source}:{parsed.line}: {parsed.error}")
             continue
-        try:
-            data = decimals.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            problems.append(f"{source}:{number}: not valid JSON: {exc}")
-            continue
-        topic = data.get("topic") if isinstance(data, dict) else None
-        if topic not in TOPICS:
-            problems.append(f"{source}:{number}: topic must be one of {', '.join(TOPICS)}")
-            continue
-        value = data.get("value")
+        topic, value = parsed.topic, parsed.value
         key = value.get(KEYS[topic]) if isinstance(value, dict) else None
         if not isinstance(key, str):
-            problems.append(f"{source}:{number}: value must be an object with a {KEYS[topic]} string (its key)")
+            problems.append(f"{source}:{parsed.line}: value must be an object with a {KEYS[topic]} string (its key)")
             continue
-        timestamp = data.get("timestamp")
-        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)):
-            problems.append(f"{source}:{number}: timestamp must be epoch milliseconds")
-            continue
-        record = (topic, key.encode(), decimals.dumps(value).encode(), timestamp)
+        record = (topic, key.encode(), decimals.dumps(value).encode(), parsed.timestamp)
         (instruments if topic == "instruments" else others).append(record)
     return instruments + others, problems
 

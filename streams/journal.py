@@ -22,35 +22,58 @@ class Entry:
     error: InvalidMessage | None = None
 
 
-def read(lines: Iterable[str | bytes], max_future_skew_ms: int) -> Iterator[Entry]:
-    """Decode journal lines; blank lines are skipped, bad lines come back with their error.
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One journal line's shape: its topic, its value as parsed (not yet validated)
+    and the record timestamp it carries; or why it has no usable shape."""
 
-    A line may carry the Kafka record timestamp of its input as `"timestamp"`
-    (epoch ms): an input stamped more than `max_future_skew_ms` ahead of it is
-    FUTURE_TIMESTAMP, as in the worker (`admission`)."""
+    line: int
+    topic: str | None
+    value: Any = None
+    timestamp: int | None = None
+    error: InvalidMessage | None = None
+
+
+def lines_of(lines: Iterable[str | bytes]) -> Iterator[Line]:
+    """Parse journal lines (JSON, a known topic, an epoch-ms `timestamp` if any);
+    blank lines are skipped. The one reading of the journal format."""
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
             data = decimals.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            yield Entry(number, None, error=InvalidMessage("INVALID_JSON", f"not valid JSON: {exc}"))
+            yield Line(number, None, error=InvalidMessage("INVALID_JSON", f"not valid JSON: {exc}"))
             continue
         topic = data.get("topic") if isinstance(data, dict) else None
         if not isinstance(topic, str) or topic not in INPUTS:
             shown = topic if not isinstance(topic, str) or len(topic) <= 40 else topic[:40] + "..."
-            yield Entry(number, None, error=InvalidMessage(
+            yield Line(number, None, error=InvalidMessage(
                 "INVALID_FIELD", f"topic: must be one of {', '.join(TOPICS)}, got {shown!r}"))
             continue
         timestamp = data.get("timestamp")
         if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)):
-            yield Entry(number, topic, error=InvalidMessage(
+            yield Line(number, topic, error=InvalidMessage(
                 "INVALID_FIELD", "timestamp: the record timestamp must be epoch milliseconds"))
             continue
+        yield Line(number, topic, data.get("value"), timestamp)
+
+
+def read(lines: Iterable[str | bytes], max_future_skew_ms: int) -> Iterator[Entry]:
+    """Decode journal lines; blank lines are skipped, bad lines come back with their error.
+
+    A line may carry the Kafka record timestamp of its input as `"timestamp"`
+    (epoch ms): an input stamped more than `max_future_skew_ms` ahead of it is
+    FUTURE_TIMESTAMP, as in the worker (`admission`)."""
+    for parsed in lines_of(lines):
+        if parsed.error is not None:
+            yield Entry(parsed.line, parsed.topic, error=parsed.error)
+            continue
         try:
-            yield Entry(number, topic, admit_message(topic, data.get("value"), max_future_skew_ms, timestamp))
+            yield Entry(parsed.line, parsed.topic,
+                        admit_message(parsed.topic, parsed.value, max_future_skew_ms, parsed.timestamp))
         except InvalidMessage as exc:
-            yield Entry(number, topic, error=exc)
+            yield Entry(parsed.line, parsed.topic, error=exc)
 
 
 def line(topic: str, value: Any) -> str:
