@@ -49,6 +49,8 @@ class ReadinessWatch(threading.Thread):
     def stop(self) -> list[tuple[int, dict[str, Any]]]:
         self.done.set()
         self.join()
+        # one answer taken now: the thread's last poll may predate what the caller waited for
+        self.answers.append(self.worker.health("ready"))
         return [answer for answer in self.answers if answer is not None]
 
 
