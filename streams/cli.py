@@ -13,7 +13,7 @@ import ssl
 
 from aiokafka.errors import KafkaError
 
-from streams.errors import ConfigError, KafkaUnavailable, SizerError, TopicMismatch, kafka_error
+from streams.errors import ConfigError, SizerError, exit_code, kafka_error
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -287,18 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return args.run(args)
-    except ConfigError as exc:
-        print(f"sizer: {exc}", file=sys.stderr)
-        return 2
-    except TopicMismatch as exc:
-        print(f"sizer: {exc}", file=sys.stderr)
-        return 3
-    except KafkaUnavailable as exc:
-        print(f"sizer: {exc}", file=sys.stderr)
-        return 4
     except SizerError as exc:
         print(f"sizer: {exc}", file=sys.stderr)
-        return 1
+        return exit_code(exc)
     except BrokenPipeError:
         return 0
     except (KafkaError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as exc:

@@ -5,6 +5,7 @@ reached or refuses us, and bugs.
     SizerError
     ├── ConfigError        bad configuration (exit 2)
     ├── TopicMismatch      a topic differs from its spec (exit 3)
+    │   └── TopicRecreated an input topic was deleted and recreated under the worker group (exit 3)
     ├── KafkaUnavailable   the broker cannot be reached, or refuses us (exit 4)
     └── InvalidMessage     an input that cannot be admitted (dead-lettered)
 """
@@ -80,3 +81,11 @@ def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavai
 
 class TopicRecreated(TopicMismatch):
     """An input topic is not the one the worker's stored positions were taken on (deleted and recreated)."""
+
+
+def exit_code(error: SizerError) -> int:
+    """The documented exit code of an error's class (README, "Exit codes")."""
+    for kind, code in ((ConfigError, 2), (TopicMismatch, 3), (KafkaUnavailable, 4)):
+        if isinstance(error, kind):
+            return code
+    return 1
