@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar, Union
 
@@ -135,8 +136,13 @@ def parse_event_time(value: Any) -> int:
 def format_event_time(epoch_ms: int) -> str:
     """RFC 3339 UTC with millisecond precision, e.g. 2026-01-01T00:00:00.000Z.
     Defined for every time `parse_event_time` accepts."""
-    moment = _EPOCH + timedelta(milliseconds=epoch_ms - epoch_ms % 1000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}Z"
+    return _second(epoch_ms // 1000) + f".{epoch_ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second(epoch_s: int) -> str:
+    # inputs of one second share it: strftime is most of the cost of a trace's times
+    return (_EPOCH + timedelta(seconds=epoch_s)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class WireTime:

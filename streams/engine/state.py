@@ -81,21 +81,22 @@ class Exposure(NamedTuple):
     latest_ts: int | None = None  # the portfolio clock (DESIGN.md, "Event time")
     last_fill_offset: int | None = None
     seen_signals: RecentIds = RecentIds()
-    ended_orders: tuple[tuple[str, Reservation], ...] = ()  # oldest first, at most ENDED_ORDERS_KEPT
+    ended_orders: Mapping[str, Reservation] = EMPTY  # oldest first, at most ENDED_ORDERS_KEPT
 
     def ended(self, order_id: str) -> Reservation | None:
         """An order that ended recently, with its leg progress (no longer reserved)."""
-        for ended_id, order in reversed(self.ended_orders):
-            if ended_id == order_id:
-                return order
-        return None
+        return self.ended_orders.get(order_id)
 
 
-def remember_ended(ended_orders: tuple[tuple[str, Reservation], ...], order_id: str, order: Reservation
-                   ) -> tuple[tuple[str, Reservation], ...]:
-    """The ended orders with `order_id` (re)recorded as the newest, within ENDED_ORDERS_KEPT."""
-    kept = tuple(item for item in ended_orders if item[0] != order_id) + ((order_id, order._replace(notional=ZERO)),)
-    return kept[-ENDED_ORDERS_KEPT:]
+def remember_ended(ended_orders: Mapping[str, Reservation], order_id: str, order: Reservation
+                   ) -> Mapping[str, Reservation]:
+    """The ended orders with `order_id` (re)recorded as the newest, within ENDED_ORDERS_KEPT
+    (a new mapping, in the order they ended)."""
+    kept = {oid: r for oid, r in ended_orders.items() if oid != order_id}
+    kept[order_id] = order._replace(notional=ZERO)
+    while len(kept) > ENDED_ORDERS_KEPT:
+        del kept[next(iter(kept))]
+    return kept
 
 
 class Streak(NamedTuple):
@@ -501,7 +502,7 @@ def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
         "latest_ts": e.latest_ts,
         "last_fill_offset": e.last_fill_offset,
         "seen_signals": e.seen_signals.to_wire(),
-        "ended_orders": [[oid, _reservation_to_wire(r)] for oid, r in e.ended_orders],
+        "ended_orders": [[oid, _reservation_to_wire(r)] for oid, r in e.ended_orders.items()],
     }
     streak = {
         "equity": s.equity, "phase": s.phase, "consecutive_wins": s.consecutive_wins,
@@ -542,8 +543,7 @@ def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
         latest_ts=data["latest_ts"],
         last_fill_offset=data["last_fill_offset"],
         seen_signals=RecentIds.from_wire(data["seen_signals"]),
-        ended_orders=tuple((oid, _reservation_from_wire(r)._replace(notional=ZERO))
-                           for oid, r in data.get("ended_orders", ())),
+        ended_orders={oid: _reservation_from_wire(r)._replace(notional=ZERO) for oid, r in data.get("ended_orders", ())},
     )
 
 
