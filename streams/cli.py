@@ -52,8 +52,9 @@ def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
     from streams.whatif import plot, what_if
 
     kafka, topics = _kafka(args)
-    asyncio.run(apply(kafka.bootstrap, topics, create=False))
-    history = settle(asyncio.run(read_history(kafka.bootstrap, topics, Progress())))
+    client = kafka.for_role("replay")
+    asyncio.run(apply(client, topics, create=False))
+    history = settle(asyncio.run(read_history(client, topics, Progress())))
     result = what_if(history, config, args.portfolio)
     print(json.dumps(result.as_json(), indent=1) if args.json else result.summary())
     if args.plot:
@@ -105,7 +106,7 @@ def cmd_topics_apply(args: argparse.Namespace) -> int:
     from streams.topics import apply
 
     kafka, topics = _kafka(args)
-    for line in asyncio.run(apply(kafka.bootstrap, topics, create=not args.check, app_id=kafka.app_id)):
+    for line in asyncio.run(apply(kafka.for_role("topics"), topics, create=not args.check, app_id=kafka.app_id)):
         print(line)
     return 0
 
@@ -130,9 +131,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     kafka, topics = _kafka(args)
-    asyncio.run(apply(kafka.bootstrap, topics, create=False))  # missing or drifted topics: exit 3
+    client = kafka.for_role("audit")
+    asyncio.run(apply(client, topics, create=False))  # missing or drifted topics: exit 3
     progress = Progress(unit="decisions re-derived", every=5_000)
-    history = settle(asyncio.run(read_history(kafka.bootstrap, topics, progress)))
+    history = settle(asyncio.run(read_history(client, topics, progress)))
     report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress)
     report.seconds = time.monotonic() - started  # the wall time a user waited, reading included
     print(json.dumps(report.as_json(), indent=1, default=str) if args.json else report.summary())

@@ -12,6 +12,7 @@ hashed."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,6 +156,10 @@ class KafkaSettings(BaseSettings):
                            sasl_plain_password=self._secret(self.sasl_password, self.sasl_password_file))
         return options
 
+    def for_role(self, role: str) -> "ClientConfig":
+        """The client configuration of `role`, to hand to code that opens Kafka clients."""
+        return ClientConfig(self, role)
+
     def faust_credentials(self) -> Any:
         """The same security as faust's `broker_credentials` (None for PLAINTEXT)."""
         import faust
@@ -166,6 +171,26 @@ class KafkaSettings(BaseSettings):
         return faust.SASLCredentials(
             username=self.sasl_username, password=self._secret(self.sasl_password, self.sasl_password_file),
             ssl_context=self.ssl_context(), mechanism=self.sasl_mechanism)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """One role's Kafka client configuration: what every function that opens an
+    aiokafka producer, consumer or admin client takes instead of a bootstrap string."""
+
+    settings: KafkaSettings
+    role: str
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """aiokafka keyword arguments: `KafkaSettings.client(role)` plus `extra`."""
+        return {**self.settings.client(self.role), **extra}
+
+    def __repr__(self) -> str:  # never the settings' secrets, even masked
+        return f"ClientConfig({self.role!r}, {self.settings.bootstrap!r}, {self.settings.security_protocol})"
 
 
 def load_kafka_settings(**overrides: object) -> KafkaSettings:
