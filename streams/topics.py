@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from streams.errors import ConfigError, TopicMismatch, TopicRecreated
+from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated
 
 if TYPE_CHECKING:
     from streams.kafka_settings import ClientConfig
+
+TOPIC_AUTHORIZATION_FAILED = 29
 
 ROLES = ("signals", "fills", "controls", "instruments", "orders", "decisions", "dlq", "config")
 CLEANUP = ("delete", "compact")
@@ -209,12 +211,20 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         existing = set(await admin.list_topics())
         report: list[str] = []
         to_create = [spec for spec in topics if spec.name not in existing]
+        if to_create:
+            # a topic we may not Describe is absent from the list: say so, not "missing"
+            hidden = [entry["topic"] for entry in await admin.describe_topics([spec.name for spec in to_create])
+                      if entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED]
+            if hidden and not create:
+                raise not_authorized(hidden, "Describe")
         if to_create and create:
             response = await admin.create_topics([
                 NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
                 for spec in to_create
             ])
             for name, code, message in (error[:3] for error in response.topic_errors):
+                if code == TOPIC_AUTHORIZATION_FAILED:
+                    raise not_authorized([name], "Create")
                 if code not in (0, 36):  # 36: created meanwhile by someone else; verified below
                     raise TopicMismatch(f"{name}: could not be created: error {code} {message or ''}".strip())
             report += [f"created {spec.name} ({spec.partitions} partitions, {spec.cleanup_policy})" for spec in to_create]
@@ -243,6 +253,12 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         await admin.close()
 
 
+def not_authorized(names: list[str], operation: str) -> KafkaUnavailable:
+    """One line for a topic operation the broker's ACLs refuse us."""
+    return KafkaUnavailable(f"not authorized for topic {', '.join(names)} ({operation}): "
+                            f"the principal lacks that ACL (see topics/acls.toml)")
+
+
 async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceType) -> list[str]:
     names = [spec.name for spec in topics]
     described = {entry["topic"]: entry for entry in await admin.describe_topics(names)}
@@ -251,6 +267,8 @@ async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceTy
     for response in await admin.describe_configs(resources):
         for resource in response.resources:
             error_code, _, _, name, entries = resource[:5]
+            if error_code == TOPIC_AUTHORIZATION_FAILED:
+                raise not_authorized([name], "DescribeConfigs")
             configs[name] = {entry[0]: entry[1] for entry in entries}
     problems = []
     for spec in topics:
