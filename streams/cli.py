@@ -79,6 +79,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     kafka_values = {key: str(value) if value is not None else None for key, value in kafka.model_dump().items()}
     kafka_sources = {field: ("environment SIZER_" + field.upper()) if field in kafka.model_fields_set else "default"
                      for field in kafka_values}
+    if "bootstrap" not in kafka.model_fields_set and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        kafka_sources["bootstrap"] = "environment KAFKA_BOOTSTRAP_SERVERS"
+
     print(decimals.dumps({"config_hash": config.config_hash, "config": config.effective(),
                           "sources": getattr(config, "sources", {}), "kafka": kafka_values,
                           "kafka_sources": kafka_sources}))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import decimals
+from streams.errors import KafkaUnavailable
 from streams.topics import TopicSet
 
 if TYPE_CHECKING:
@@ -105,6 +106,11 @@ async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | No
     await consumer.start()
     try:
         tps = list(spans)
+        # A topic this principal may not Describe has no leader in the metadata, and
+        # aiokafka would wait for one forever: refuse it by name instead.
+        hidden = sorted({tp.topic for tp in tps} - await consumer.topics())
+        if hidden:
+            raise KafkaUnavailable(f"not authorized for topic {', '.join(hidden)} (Read), or no such topic")
         consumer.assign(tps)
         for tp, (start, _) in spans.items():
             if start is None:

@@ -36,11 +36,11 @@ def free_port() -> int:
 class Broker:
     """The project's KRaft broker on its own ports and data directory, for one test session."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, security: str = "plaintext") -> None:
         self.home = home
         self.port = free_port()
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(free_port())}
+                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SECURITY": security}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
