@@ -67,7 +67,7 @@ class Principal:
 
 def load_acls(path: Path, topics: TopicSet, app_id: str) -> list[Principal]:
     """Read `path` and expand its placeholders: `{signals}` ... `{config}` (the topic
-    names of `topics`, prefix included), `{topics}` (each of the seven) and
+    names of `topics`, prefix included), `{topics}` (each topic) and
     `{app_id}`. Raises ConfigError naming the principal and the entry at fault."""
     try:
         with Path(path).open("rb") as handle:
