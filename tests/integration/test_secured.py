@@ -224,6 +224,12 @@ def test_two_exactly_once_workers_decide_over_sasl_ssl_as_replay_does(secured, t
         assert (audit.returncode, report["ok"], report["verified"]) == (0, True, len(records)), audit.stderr
         whatif = secured.sizer("auditor", "replay", "--from-kafka", "--preset", "conviction", "--json", **ENV)
         assert whatif.returncode == 0, whatif.stderr
+
+        # an operator's command is applied by the workers and read back from their tables
+        halt = secured.sizer("operator", "control", "halt", "--portfolio", "pc", "--reason", "secured")
+        assert halt.returncode == 0, halt.stderr
+        status = secured.sizer("operator", "control", "status", "--portfolio", "pc")
+        assert status.returncode == 0 and "secured" in status.stdout, status.stdout + status.stderr
     finally:
         for worker in (first, second):
             if worker.process is not None:
@@ -278,7 +284,7 @@ def test_each_principal_is_confined_to_what_the_acl_file_grants(secured):
 
     assert can_write("signal-producer", "signals")  # the attempts can succeed
     assert not can_read("signal-producer", "orders")
-    assert [role for role in ("orders", "decisions", "fills") if can_write("signal-producer", role)] == []
+    assert [role for role in ("orders", "decisions", "fills", "controls") if can_write("signal-producer", role)] == []
     assert can_read("auditor", "orders")
     assert [role for role in ROLES if can_write("auditor", role)] == []
     assert not can_write("sizer-worker", "signals")
