@@ -23,7 +23,8 @@
 #   - the StandardAuthorizer, nothing allowed without an ACL; super users are admin
 #     (`sizer acls apply` runs as admin) and the broker itself.
 # KAFKA_SCRAM_USERS overrides the list of users; KAFKA_LISTEN_HOST (default
-# 127.0.0.1) the address listened on; KAFKA_ADVERTISED_HOST the one advertised.
+# 127.0.0.1) the address listened on; KAFKA_ADVERTISED_HOST the one advertised;
+# KAFKA_SECRETS_UID hands the passwords to that user (clients in other containers).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -104,6 +105,11 @@ SIZER_SASL_PASSWORD_FILE=$home/secrets/$user.password
 SIZER_SSL_CAFILE=$home/tls/ca.pem
 ENV
   done
+  # containers: the clients run as another user than the broker (docker-compose.secured.yml)
+  if [[ -n "${KAFKA_SECRETS_UID:-}" ]]; then
+    chown -R "$KAFKA_SECRETS_UID" "$home/secrets" "$home/clients"
+    chmod 755 "$home/tls"
+  fi
 }
 
 listener_config() {
@@ -201,6 +207,7 @@ run() {
   resolve_jars
   write_config
   format
+  echo $$ > "$pidfile"
   exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$home/log4j.properties" -cp "$libs/*" kafka.Kafka "$home/server.properties"
 }
