@@ -231,5 +231,5 @@ def test_the_secured_compose_variant_runs_the_secured_broker_and_each_client_as_
         pytest.skip(reason)
     done = subprocess.run([shutil.which("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "-f",
                            str(ROOT / "docker-compose.secured.yml"), "config", "-q"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=COMPOSE_ENV)
     assert done.returncode == 0, done.stderr
