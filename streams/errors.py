@@ -78,8 +78,12 @@ def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavai
     if isinstance(exc, CredentialsMissing):
         return KafkaUnavailable(f"authentication required{where}: {exc}")
     if isinstance(exc, ssl.SSLError) or isinstance(cause, ssl.SSLError):
-        reason = getattr(exc if isinstance(exc, ssl.SSLError) else cause, "reason", None) or exc
-        return KafkaUnavailable(f"TLS verification failed{where}: {reason}")
+        error = exc if isinstance(exc, ssl.SSLError) else cause
+        reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or error
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return KafkaUnavailable(f"TLS verification failed{where}: {reason} (SIZER_SSL_CAFILE names the CA "
+                                    f"that signed the broker's certificate)")
+        return KafkaUnavailable(f"TLS handshake failed{where}: {reason}")
     if isinstance(exc, (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
                         errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError)):
         return KafkaUnavailable(f"authentication failed{where}: {exc}")

@@ -176,7 +176,8 @@ class KafkaSettings(BaseSettings):
         options = self.client("probe")
         options.pop("bootstrap_servers")
         first: BaseException | None = None
-        lacking = "SASL credentials" if self.security_protocol == "SSL" else "TLS or SASL credentials"
+        lacking = {"SSL": "SASL credentials", "SASL_PLAINTEXT": "TLS"}.get(self.security_protocol,
+                                                                          "TLS or SASL credentials")
 
         def missing(exc: BaseException) -> BaseException:
             # connected, then dropped at the first request: the broker wanted what we did not send
