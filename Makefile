@@ -16,6 +16,7 @@ help:
 	@echo "make sweep-demo  a generated history swept over the three policies and a grid (table, plots)"
 	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker"
+	@echo "make broker-secured / broker-secured-stop   the same broker on SASL_SSL with ACLs (127.0.0.1:19094)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,5 +62,13 @@ broker:
 broker-stop:
 	@deploy/broker/broker.sh stop
 
+# SASL_SSL (SCRAM-SHA-512), its own CA, the StandardAuthorizer; each user's settings
+# in .kafka-secured/clients/<user>.env (README, "Security")
+broker-secured:
+	@KAFKA_SECURITY=sasl_ssl deploy/broker/broker.sh start
+
+broker-secured-stop:
+	@KAFKA_SECURITY=sasl_ssl deploy/broker/broker.sh stop
+
 clean:
-	rm -rf $(VENV) .kafka .pytest_cache .hypothesis
+	rm -rf $(VENV) .kafka .kafka-secured .pytest_cache .hypothesis

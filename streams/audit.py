@@ -19,6 +19,7 @@ from streams.config import SizingConfig
 from streams.errors import ConfigError, InvalidMessage
 from streams.history import Instruments, admitted, dead_lettered, recorded_interleaving, rederive
 from streams.kafka_io import Record, read_topic
+from streams.kafka_settings import ClientConfig
 from streams.models import parse_event_time, to_json
 from streams.progress import Progress
 from streams.topics import ROLES, TopicSet
@@ -116,11 +117,11 @@ class ConfigResolver:
         return config
 
 
-async def read_history(bootstrap: str, topics: TopicSet, progress: "Progress | None" = None) -> dict[str, list[Record]]:
+async def read_history(client: ClientConfig, topics: TopicSet, progress: "Progress | None" = None) -> dict[str, list[Record]]:
     """Every record of every topic the audit needs, read concurrently."""
     async def one(role: str) -> tuple[str, list[Record]]:
         spec = topics[role]
-        records = await read_topic(bootstrap, spec.name, spec.partitions, timeout_s=600)
+        records = await read_topic(client, spec.name, spec.partitions, timeout_s=600)
         if progress:
             progress.note(f"read {len(records)} {role}")
         return role, records

@@ -11,7 +11,7 @@ from streams.config import PRESETS, SizingConfig, load_config
 import asyncio
 import ssl
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams.errors import ConfigError, SizerError, exit_code, kafka_error
 
@@ -52,8 +52,9 @@ def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
     from streams.whatif import plot, what_if
 
     kafka, topics = _kafka(args)
-    asyncio.run(apply(kafka.bootstrap, topics, create=False))
-    history = settle(asyncio.run(read_history(kafka.bootstrap, topics, Progress())))
+    client = kafka.for_role("replay")
+    asyncio.run(apply(client, topics, create=False))
+    history = settle(asyncio.run(read_history(client, topics, Progress())))
     result = what_if(history, config, args.portfolio)
     print(json.dumps(result.as_json(), indent=1) if args.json else result.summary())
     if args.plot:
@@ -78,6 +79,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     kafka_values = {key: str(value) if value is not None else None for key, value in kafka.model_dump().items()}
     kafka_sources = {field: ("environment SIZER_" + field.upper()) if field in kafka.model_fields_set else "default"
                      for field in kafka_values}
+    if "bootstrap" not in kafka.model_fields_set and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        kafka_sources["bootstrap"] = "environment KAFKA_BOOTSTRAP_SERVERS"
+
     print(decimals.dumps({"config_hash": config.config_hash, "config": config.effective(),
                           "sources": getattr(config, "sources", {}), "kafka": kafka_values,
                           "kafka_sources": kafka_sources}))
@@ -96,6 +100,7 @@ def _kafka(args: argparse.Namespace, **overrides: object):
     from streams.topics import load_topics
 
     kafka = load_kafka_settings(bootstrap=args.bootstrap, **overrides)
+    args.kafka_settings = kafka  # main() explains a failed connection with these
     return kafka, load_topics(kafka.topics_file, kafka.topic_prefix)
 
 
@@ -105,7 +110,17 @@ def cmd_topics_apply(args: argparse.Namespace) -> int:
     from streams.topics import apply
 
     kafka, topics = _kafka(args)
-    for line in asyncio.run(apply(kafka.bootstrap, topics, create=not args.check, app_id=kafka.app_id)):
+    for line in asyncio.run(apply(kafka.for_role("topics"), topics, create=not args.check, app_id=kafka.app_id)):
+        print(line)
+    return 0
+
+
+def cmd_acls_apply(args: argparse.Namespace) -> int:
+    from streams.acls import apply_acls, load_acls
+
+    kafka, topics = _kafka(args)
+    principals = load_acls(kafka.acls_file, topics, kafka.app_id)
+    for line in apply_acls(kafka, principals, create=not args.check):
         print(line)
     return 0
 
@@ -130,9 +145,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     kafka, topics = _kafka(args)
-    asyncio.run(apply(kafka.bootstrap, topics, create=False))  # missing or drifted topics: exit 3
+    client = kafka.for_role("audit")
+    asyncio.run(apply(client, topics, create=False))  # missing or drifted topics: exit 3
     progress = Progress(unit="decisions re-derived", every=5_000)
-    history = settle(asyncio.run(read_history(kafka.bootstrap, topics, progress)))
+    history = settle(asyncio.run(read_history(client, topics, progress)))
     report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress)
     report.seconds = time.monotonic() - started  # the wall time a user waited, reading included
     print(json.dumps(report.as_json(), indent=1, default=str) if args.json else report.summary())
@@ -224,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(topics_apply)
     topics_apply.set_defaults(run=cmd_topics_apply)
 
+    acls = commands.add_parser("acls", help="ACLs as code: create or check every ACL in topics/acls.toml")
+    acl_commands = acls.add_subparsers(dest="acls_command", required=True)
+    acls_apply = acl_commands.add_parser(
+        "apply", help="create missing ACLs (as a super user); fail naming every ACL that differs")
+    acls_apply.add_argument("--check", action="store_true", help="create nothing; fail if any ACL is missing")
+    _add_kafka_args(acls_apply)
+    acls_apply.set_defaults(run=cmd_acls_apply)
+
     audit = commands.add_parser("audit", help="re-derive every decision from topic history and verify it")
     _add_kafka_args(audit)
     audit.add_argument("--portfolio", help="verify only this portfolio's decisions")
@@ -293,7 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except (KafkaError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as exc:
-        print(f"sizer: {kafka_error(exc, getattr(args, 'bootstrap', None))}", file=sys.stderr)
+        settings = getattr(args, "kafka_settings", None)
+        if settings is not None and isinstance(exc, KafkaConnectionError):
+            # aiokafka's "Unable to bootstrap" drops the cause (TLS, SASL): find it
+            exc = asyncio.run(settings.connection_error()) or exc
+        where = settings.bootstrap if settings is not None else getattr(args, "bootstrap", None)
+        print(f"sizer: {kafka_error(exc, where)}", file=sys.stderr)
         return 4
 
 

@@ -82,8 +82,8 @@ async def status(kafka: KafkaSettings, topics: TopicSet, portfolio_id: str | Non
     not (with who, why and when), the last command's offset, and equity."""
     width = topics["signals"].partitions
     controls, streaks = await asyncio.gather(
-        read_topic(kafka.bootstrap, changelog(kafka.app_id, "controls"), width),
-        read_topic(kafka.bootstrap, changelog(kafka.app_id, "streak"), width))
+        read_topic(kafka.for_role("control"), changelog(kafka.app_id, "controls"), width),
+        read_topic(kafka.for_role("control"), changelog(kafka.app_id, "streak"), width))
     latest: dict[str, dict[str, Any]] = {}
     for record in controls:  # in partition then offset order: the last value of a key wins
         if record.key is not None and record.value is not None:

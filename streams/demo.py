@@ -24,7 +24,7 @@ from streams import decimals, journal, table
 from streams.config import load_config
 from streams.demo_session import PRESET, phases, session
 from streams.kafka_io import publish, wait_consumed
-from streams.kafka_settings import PROJECT_ROOT, load_kafka_settings
+from streams.kafka_settings import PROJECT_ROOT, ClientConfig, load_kafka_settings
 from streams.models import to_json
 from streams.replay import replay
 from streams.topics import TopicSet, apply, load_topics
@@ -46,11 +46,11 @@ def _say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-async def _live_session(bootstrap: str, topics: TopicSet, group: str) -> Counter:
+async def _live_session(client: ClientConfig, topics: TopicSet, group: str) -> Counter:
     """Publish phase by phase; print decisions as they arrive. Returns outcome counts."""
     spec = topics["decisions"]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False,
+                                                 isolation_level="read_committed", auto_offset_reset="earliest"))
     await consumer.start()
     consumer.assign([TopicPartition(spec.name, p) for p in range(spec.partitions)])
     seen: Counter = Counter()
@@ -65,7 +65,7 @@ async def _live_session(bootstrap: str, topics: TopicSet, group: str) -> Counter
                 print(table.header())
             else:
                 print(f"   {len(entries)} {entries[0][0]} published")
-            await publish(bootstrap, topics, entries)
+            await publish(client, topics, entries)
             expected += signals
             deadline = time.monotonic() + 60
             while printed < expected:
@@ -79,7 +79,7 @@ async def _live_session(bootstrap: str, topics: TopicSet, group: str) -> Counter
                         notional += Decimal(decision["notional"] or 0)
                         printed += 1
             for role in ("signals", "fills"):
-                await wait_consumed(bootstrap, group, topics[role].name, topics[role].partitions)
+                await wait_consumed(client, group, topics[role].name, topics[role].partitions)
     finally:
         await consumer.stop()
     seen["_notional"] = notional  # type: ignore[assignment]
@@ -104,7 +104,8 @@ def run_live() -> int:
     kafka = load_kafka_settings(bootstrap=bootstrap, topic_prefix=prefix, app_id=app_id)
     topics = load_topics(kafka.topics_file, prefix)
     _say(f"applying topics (prefix {prefix})")
-    for line in asyncio.run(apply(bootstrap, topics)):
+    client = kafka.for_role("demo")
+    for line in asyncio.run(apply(client, topics)):
         print(f"   {line}")
 
     _say(f"starting a worker: preset {PRESET}, exactly_once, app {app_id}")
@@ -124,7 +125,7 @@ def run_live() -> int:
                 raise RuntimeError("the worker did not become ready")
             time.sleep(0.3)
         print(f"   ready (log: {log_path})")
-        counts = asyncio.run(_live_session(bootstrap, topics, app_id))
+        counts = asyncio.run(_live_session(client, topics, app_id))
         total = counts.pop("_notional")
         _say("summary")
         for outcome, count in sorted(counts.items()):

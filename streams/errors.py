@@ -7,6 +7,8 @@ reached or refuses us, and bugs.
     ├── TopicMismatch      a topic differs from its spec (exit 3)
     │   └── TopicRecreated an input topic was deleted and recreated under the worker group (exit 3)
     ├── KafkaUnavailable   the broker cannot be reached, or refuses us (exit 4)
+    │   └── CredentialsMissing  it wants TLS or SASL that the client does not use
+    ├── AclMismatch        an ACL on the broker differs from topics/acls.toml (exit 3)
     └── InvalidMessage     an input that cannot be admitted (dead-lettered)
 """
 
@@ -57,6 +59,14 @@ class KafkaUnavailable(SizerError):
     """The broker cannot be reached, or it refuses us (authentication, TLS, authorization)."""
 
 
+class CredentialsMissing(KafkaUnavailable):
+    """The broker accepted the connection and closed it: it requires TLS or SASL that the client does not use."""
+
+
+class AclMismatch(SizerError):
+    """ACLs on the broker differ from topics/acls.toml (missing ones that could not be made, or extra ones)."""
+
+
 def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavailable:
     """A foreign Kafka, TLS or socket error as ours, with one line naming the cause."""
     import ssl
@@ -65,16 +75,22 @@ def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavai
 
     where = f" at {bootstrap}" if bootstrap else ""
     cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, CredentialsMissing):
+        return KafkaUnavailable(f"authentication required{where}: {exc}")
     if isinstance(exc, ssl.SSLError) or isinstance(cause, ssl.SSLError):
-        reason = getattr(exc if isinstance(exc, ssl.SSLError) else cause, "reason", None) or exc
-        return KafkaUnavailable(f"TLS verification failed{where}: {reason}")
+        error = exc if isinstance(exc, ssl.SSLError) else cause
+        reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or error
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return KafkaUnavailable(f"TLS verification failed{where}: {reason} (SIZER_SSL_CAFILE names the CA "
+                                    f"that signed the broker's certificate)")
+        return KafkaUnavailable(f"TLS handshake failed{where}: {reason}")
     if isinstance(exc, (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
                         errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError)):
         return KafkaUnavailable(f"authentication failed{where}: {exc}")
     if isinstance(exc, (errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
                         errors.TransactionalIdAuthorizationFailed, errors.ClusterAuthorizationFailedError)):
         return KafkaUnavailable(f"not authorized{where}: {exc}")
-    if isinstance(exc, errors.KafkaConnectionError):
+    if isinstance(exc, (errors.KafkaConnectionError, OSError, TimeoutError)):
         return KafkaUnavailable(f"cannot reach the Kafka broker{where}: {exc}")
     return KafkaUnavailable(f"Kafka error{where}: {type(exc).__name__}: {exc}")
 
@@ -85,7 +101,7 @@ class TopicRecreated(TopicMismatch):
 
 def exit_code(error: SizerError) -> int:
     """The documented exit code of an error's class (README, "Exit codes")."""
-    for kind, code in ((ConfigError, 2), (TopicMismatch, 3), (KafkaUnavailable, 4)):
+    for kind, code in ((ConfigError, 2), (TopicMismatch, 3), (AclMismatch, 3), (KafkaUnavailable, 4)):
         if isinstance(error, kind):
             return code
     return 1

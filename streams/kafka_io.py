@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import decimals
+from streams.errors import KafkaUnavailable
 from streams.topics import TopicSet
 
 if TYPE_CHECKING:
     from streams.config import SizingConfig
+    from streams.kafka_settings import ClientConfig
 
 KEY_FIELD = {"signals": "portfolio_id", "fills": "portfolio_id", "instruments": "symbol"}
 
@@ -26,11 +28,11 @@ def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:
     return (str(key).encode() if key is not None else None), decimals.dumps(value).encode()
 
 
-async def publish(bootstrap: str, topics: TopicSet, entries: Iterable[tuple[str, Any]],
+async def publish(client: ClientConfig, topics: TopicSet, entries: Iterable[tuple[str, Any]],
                   keys: dict[int, bytes | None] | None = None) -> int:
     """Publish (role, value) inputs in order, waiting for every acknowledgement.
     `keys` overrides the key of the entry at that index."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True, linger_ms=5))
     await producer.start()
     try:
         pending = []
@@ -45,11 +47,11 @@ async def publish(bootstrap: str, topics: TopicSet, entries: Iterable[tuple[str,
         await producer.stop()
 
 
-async def publish_config(bootstrap: str, topic: str, config: "SizingConfig") -> None:
+async def publish_config(client: ClientConfig, topic: str, config: "SizingConfig") -> None:
     """Publish the effective configuration keyed by its hash (the topic is compacted),
     so every decision's `config_hash` resolves to the settings that produced it."""
     value = decimals.dumps({"config_hash": config.config_hash, "config": config.effective()}).encode()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True))
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=config.config_hash.encode())
@@ -78,32 +80,37 @@ class Record:
         return None
 
 
-async def read_topic(bootstrap: str, topic: str, partitions: int, isolation_level: str = "read_committed",
+async def read_topic(client: ClientConfig, topic: str, partitions: int, isolation_level: str = "read_committed",
                      timeout_s: float = 30.0) -> list[Record]:
     """Every record of `topic` (with `partitions` partitions, as its spec says) from
     the beginning to its end offsets as of now, in partition then offset order."""
-    records = await _read(bootstrap, {TopicPartition(topic, p): (None, None) for p in range(partitions)},
+    records = await _read(client, {TopicPartition(topic, p): (None, None) for p in range(partitions)},
                           isolation_level, timeout_s)
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
 
 
-async def read_range(bootstrap: str, topic: str, partition: int, start: int, stop: int,
+async def read_range(client: ClientConfig, topic: str, partition: int, start: int, stop: int,
                      isolation_level: str = "read_committed", timeout_s: float = 60.0) -> list[Record]:
     """The records of offsets [start, stop) of one partition, as the broker has them
     now (offsets taken by transaction markers, or deleted, are simply absent)."""
-    return await _read(bootstrap, {TopicPartition(topic, partition): (start, stop)}, isolation_level, timeout_s)
+    return await _read(client, {TopicPartition(topic, partition): (start, stop)}, isolation_level, timeout_s)
 
 
-async def _read(bootstrap: str, spans: dict[TopicPartition, tuple[int | None, int | None]], isolation_level: str,
+async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | None, int | None]], isolation_level: str,
                 timeout_s: float) -> list[Record]:
     """Records of each partition from its start (None: the beginning) up to its stop
     (None: its end offset as of now); only an explicit stop also bounds what is kept."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                isolation_level=isolation_level, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**client.options(enable_auto_commit=False, group_id=None,
+                                                isolation_level=isolation_level, auto_offset_reset="earliest"))
     await consumer.start()
     try:
         tps = list(spans)
+        # A topic this principal may not Describe has no leader in the metadata, and
+        # aiokafka would wait for one forever: refuse it by name instead.
+        hidden = sorted({tp.topic for tp in tps} - await consumer.topics())
+        if hidden:
+            raise KafkaUnavailable(f"not authorized for topic {', '.join(hidden)} (Read), or no such topic")
         consumer.assign(tps)
         for tp, (start, _) in spans.items():
             if start is None:
@@ -130,9 +137,9 @@ async def _read(bootstrap: str, spans: dict[TopicPartition, tuple[int | None, in
         await consumer.stop()
 
 
-async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+async def end_offsets(client: ClientConfig, topic: str, partitions: int) -> dict[int, int]:
     """The end offset of each partition of `topic`, as of now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
@@ -141,12 +148,12 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, 
         await consumer.stop()
 
 
-async def wait_consumed(bootstrap: str, group: str, topic: str, partitions: int, timeout_s: float = 60.0) -> None:
+async def wait_consumed(client: ClientConfig, group: str, topic: str, partitions: int, timeout_s: float = 60.0) -> None:
     """Wait until consumer group `group` has committed every offset of `topic` as of now."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    ends = await end_offsets(bootstrap, topic, partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    ends = await end_offsets(client, topic, partitions)
+    admin = AIOKafkaAdminClient(**client.options())
     await admin.start()
     try:
         loop = asyncio.get_running_loop()

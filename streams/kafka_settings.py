@@ -12,13 +12,14 @@ hashed."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.errors import ConfigError, field_errors
+from streams.errors import ConfigError, CredentialsMissing, field_errors
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -35,12 +36,14 @@ def default_bootstrap() -> str:
 class KafkaSettings(BaseSettings):
     """Connection and runtime settings, env prefix `SIZER_`."""
 
-    model_config = SettingsConfigDict(env_prefix="SIZER_", frozen=True, extra="forbid")
+    # an empty variable (`SIZER_SSL_CAFILE=`) is unset, as in a shell
+    model_config = SettingsConfigDict(env_prefix="SIZER_", frozen=True, extra="forbid", env_ignore_empty=True)
 
     bootstrap: str = Field(default_factory=default_bootstrap)
     app_id: str = Field("sizer", min_length=1)
     topic_prefix: str = ""
     topics_file: Path = PROJECT_ROOT / "topics" / "topics.toml"
+    acls_file: Path = PROJECT_ROOT / "topics" / "acls.toml"
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     store: str = "rocksdb://"  # faust backs it with rocksdict (the rocksdict extra)
     data_dir: Path = Path(".sizer-data")
@@ -155,6 +158,56 @@ class KafkaSettings(BaseSettings):
                            sasl_plain_password=self._secret(self.sasl_password, self.sasl_password_file))
         return options
 
+    def for_role(self, role: str) -> "ClientConfig":
+        """The client configuration of `role`, to hand to code that opens Kafka clients."""
+        return ClientConfig(self, role)
+
+    async def connection_error(self, timeout_s: float = 15.0) -> BaseException | None:
+        """Why a client of these settings cannot talk to the brokers: one connection to
+        each bootstrap address, as the clients open them (TLS, SASL), and one request on
+        it. aiokafka reports a failed bootstrap without its cause; this finds it. Returns
+        the first address's error, None when one address answered."""
+        import asyncio
+
+        from aiokafka.conn import create_conn
+        from aiokafka.errors import KafkaConnectionError
+        from aiokafka.protocol.metadata import MetadataRequest
+
+        options = self.client("probe")
+        options.pop("bootstrap_servers")
+        first: BaseException | None = None
+        lacking = {"SSL": "SASL credentials", "SASL_PLAINTEXT": "TLS"}.get(self.security_protocol,
+                                                                          "TLS or SASL credentials")
+
+        def missing(exc: BaseException) -> BaseException:
+            # connected, then dropped at the first request: the broker wanted what we did not send
+            if self.security_protocol == "SASL_SSL":
+                return exc
+            return CredentialsMissing(f"the broker closed the connection of a client without {lacking} "
+                                      f"(security_protocol {self.security_protocol})")
+
+        for address in self.bootstrap.split(","):
+            host, _, port = address.strip().rpartition(":")
+            try:
+                conn = await asyncio.wait_for(create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000),
+                                                          **options), timeout_s)
+            except KafkaConnectionError as exc:
+                first = first or missing(exc)
+                continue
+            except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - the cause is the result
+                first = first or exc
+                continue
+            try:
+                await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
+                return None
+            except KafkaConnectionError as exc:
+                first = first or missing(exc)
+            except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001
+                first = first or exc
+            finally:
+                conn.close()
+        return first
+
     def faust_credentials(self) -> Any:
         """The same security as faust's `broker_credentials` (None for PLAINTEXT)."""
         import faust
@@ -166,6 +219,26 @@ class KafkaSettings(BaseSettings):
         return faust.SASLCredentials(
             username=self.sasl_username, password=self._secret(self.sasl_password, self.sasl_password_file),
             ssl_context=self.ssl_context(), mechanism=self.sasl_mechanism)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """One role's Kafka client configuration: what every function that opens an
+    aiokafka producer, consumer or admin client takes instead of a bootstrap string."""
+
+    settings: KafkaSettings
+    role: str
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """aiokafka keyword arguments: `KafkaSettings.client(role)` plus `extra`."""
+        return {**self.settings.client(self.role), **extra}
+
+    def __repr__(self) -> str:  # never the settings' secrets, even masked
+        return f"ClientConfig({self.role!r}, {self.settings.bootstrap!r}, {self.settings.security_protocol})"
 
 
 def load_kafka_settings(**overrides: object) -> KafkaSettings:

@@ -104,8 +104,9 @@ def _read_history(args: argparse.Namespace, base: SizingConfig, kafka: Any, prog
         from streams.topics import apply
 
         settings, topics = kafka
-        asyncio.run(apply(settings.bootstrap, topics, create=False))
-        records = settle(asyncio.run(read_history(settings.bootstrap, topics, progress)))
+        client = settings.for_role("sweep")
+        asyncio.run(apply(client, topics, create=False))
+        records = settle(asyncio.run(read_history(client, topics, progress)))
         return from_kafka(records, base)
     recorded = policy_config(args.recorded)[1] if args.recorded else base
     try:

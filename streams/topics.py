@@ -10,9 +10,14 @@ import asyncio
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from streams.errors import ConfigError, TopicMismatch, TopicRecreated
+from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated
+
+if TYPE_CHECKING:
+    from streams.kafka_settings import ClientConfig
+
+TOPIC_AUTHORIZATION_FAILED = 29
 
 ROLES = ("signals", "fills", "controls", "instruments", "orders", "decisions", "dlq", "config")
 CLEANUP = ("delete", "compact")
@@ -124,7 +129,7 @@ def positions_changelog(app_id: str) -> str:
     return f"{app_id}-input-positions-changelog"
 
 
-async def stored_positions(admin: Any, bootstrap: str, topics: TopicSet, app_id: str) -> dict[tuple[str, int], int]:
+async def stored_positions(admin: Any, client: ClientConfig, topics: TopicSet, app_id: str) -> dict[tuple[str, int], int]:
     """(input topic, partition) -> the next offset the worker group `app_id` would
     process: its input positions (`streams.worker.positions`, read from their
     changelog) and, where higher, the group's committed offsets. Kafka drops a
@@ -146,7 +151,7 @@ async def stored_positions(admin: Any, bootstrap: str, topics: TopicSet, app_id:
         partitions = (await _partition_counts(admin, [changelog])).get(changelog, 0)
         # read whole: a compacted topic, one key per input partition once cleaned
         latest: dict[bytes, bytes | None] = {}
-        for record in await read_topic(bootstrap, changelog, partitions, timeout_s=300):
+        for record in await read_topic(client, changelog, partitions, timeout_s=300):
             if record.key is not None:
                 latest[record.key] = record.value
         for key, value in latest.items():
@@ -157,7 +162,7 @@ async def stored_positions(admin: Any, bootstrap: str, topics: TopicSet, app_id:
     return stored
 
 
-async def stored_positions_beyond_end(admin: Any, bootstrap: str, topics: TopicSet, app_id: str) -> list[str]:
+async def stored_positions_beyond_end(admin: Any, client: ClientConfig, topics: TopicSet, app_id: str) -> list[str]:
     """Input partitions where the worker group `app_id` has stored a position past
     the partition's end (the topic was recreated since: its offsets began again at
     0), or whose partition no longer exists. Kafka 3.9 gives aiokafka no topic ids,
@@ -165,7 +170,7 @@ async def stored_positions_beyond_end(admin: Any, bootstrap: str, topics: TopicS
     past the old positions is not seen. Empty when nothing is stored."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    stored = await stored_positions(admin, bootstrap, topics, app_id)
+    stored = await stored_positions(admin, client, topics, app_id)
     stored = {where: offset for where, offset in stored.items() if offset > 0}
     if not stored:
         return []
@@ -173,7 +178,7 @@ async def stored_positions_beyond_end(admin: Any, bootstrap: str, topics: TopicS
     present = [TopicPartition(topic, partition) for topic, partition in stored if partition < counts.get(topic, 0)]
     ends = {}
     if present:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
         await consumer.start()
         try:
             ends = await consumer.end_offsets(present)
@@ -189,7 +194,7 @@ async def stored_positions_beyond_end(admin: Any, bootstrap: str, topics: TopicS
     return found
 
 
-async def apply(bootstrap: str, topics: TopicSet, create: bool = True, app_id: str | None = None) -> list[str]:
+async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None) -> list[str]:
     """Create missing topics (when `create`) and verify every existing one; with
     `app_id`, also that the worker group's stored input positions belong to the
     input topics as they are now.
@@ -200,18 +205,26 @@ async def apply(bootstrap: str, topics: TopicSet, create: bool = True, app_id: s
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         report: list[str] = []
         to_create = [spec for spec in topics if spec.name not in existing]
+        if to_create:
+            # a topic we may not Describe is absent from the list: say so, not "missing"
+            hidden = [entry["topic"] for entry in await admin.describe_topics([spec.name for spec in to_create])
+                      if entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED]
+            if hidden and not create:
+                raise not_authorized(hidden, "Describe")
         if to_create and create:
             response = await admin.create_topics([
                 NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
                 for spec in to_create
             ])
             for name, code, message in (error[:3] for error in response.topic_errors):
+                if code == TOPIC_AUTHORIZATION_FAILED:
+                    raise not_authorized([name], "Create")
                 if code not in (0, 36):  # 36: created meanwhile by someone else; verified below
                     raise TopicMismatch(f"{name}: could not be created: error {code} {message or ''}".strip())
             report += [f"created {spec.name} ({spec.partitions} partitions, {spec.cleanup_policy})" for spec in to_create]
@@ -230,7 +243,7 @@ async def apply(bootstrap: str, topics: TopicSet, create: bool = True, app_id: s
         if problems:
             raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
         if app_id is not None:
-            found = await stored_positions_beyond_end(admin, bootstrap, topics, app_id)
+            found = await stored_positions_beyond_end(admin, client, topics, app_id)
             if found:
                 raise recreated(app_id, found)
         created = {spec.name for spec in to_create}
@@ -238,6 +251,12 @@ async def apply(bootstrap: str, topics: TopicSet, create: bool = True, app_id: s
         return report
     finally:
         await admin.close()
+
+
+def not_authorized(names: list[str], operation: str) -> KafkaUnavailable:
+    """One line for a topic operation the broker's ACLs refuse us."""
+    return KafkaUnavailable(f"not authorized for topic {', '.join(names)} ({operation}): "
+                            f"the principal lacks that ACL (see topics/acls.toml)")
 
 
 async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceType) -> list[str]:
@@ -248,6 +267,8 @@ async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceTy
     for response in await admin.describe_configs(resources):
         for resource in response.resources:
             error_code, _, _, name, entries = resource[:5]
+            if error_code == TOPIC_AUTHORIZATION_FAILED:
+                raise not_authorized([name], "DescribeConfigs")
             configs[name] = {entry[0]: entry[1] for entry in entries}
     problems = []
     for spec in topics:

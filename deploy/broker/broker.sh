@@ -4,23 +4,53 @@
 #   broker.sh start   resolve jars, format storage, start, wait until it answers
 #   broker.sh stop    stop it cleanly (SIGTERM, then wait for the controlled shutdown)
 #   broker.sh status  print the bootstrap address when it is up
+#   broker.sh run     format if needed and run in the foreground (containers)
 # KAFKA_HOME (default .kafka in the project) holds config, data, log and pid;
 # KAFKA_LIBS (default .kafka/libs) the jars; KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports.
+#
+# KAFKA_SECURITY=sasl_ssl starts the same broker secured (default home .kafka-secured,
+# ports 19094/19095, so both can run side by side):
+#   - one SASL_SSL listener for clients and between brokers, SCRAM-SHA-512 only;
+#   - TLS from a CA made at first start with the JDK's keytool: $home/tls/ca.pem is
+#     what clients trust (SIZER_SSL_CAFILE); the broker's certificate names
+#     127.0.0.1, localhost and KAFKA_ADVERTISED_HOST;
+#   - the controller listener is TLS with client certificates (the broker's own,
+#     principal User:CN=broker), so nothing reaches it anonymously;
+#   - SCRAM users created at format time (kafka-storage format --add-scram), one per
+#     principal of topics/acls.toml plus `admin`, each with a random password in
+#     $home/secrets/<user>.password (mode 600); $home/clients/<user>.env holds the
+#     SIZER_* settings of that user;
+#   - the StandardAuthorizer, nothing allowed without an ACL; super users are admin
+#     (`sizer acls apply` runs as admin) and the broker itself.
+# KAFKA_SCRAM_USERS overrides the list of users; KAFKA_LISTEN_HOST (default
+# 127.0.0.1) the address listened on; KAFKA_ADVERTISED_HOST the one advertised;
+# KAFKA_SECRETS_UID hands the passwords to that user (clients in other containers).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-home="${KAFKA_HOME:-$root/.kafka}"
+security="${KAFKA_SECURITY:-plaintext}"
+case "$security" in
+  plaintext) default_home="$root/.kafka"; default_port=19092; default_controller_port=19093 ;;
+  sasl_ssl) default_home="$root/.kafka-secured"; default_port=19094; default_controller_port=19095 ;;
+  *) echo "KAFKA_SECURITY: plaintext or sasl_ssl, not $security" >&2; exit 2 ;;
+esac
+home="${KAFKA_HOME:-$default_home}"
 libs="${KAFKA_LIBS:-$root/.kafka/libs}"
-port="${KAFKA_PORT:-19092}"
-controller_port="${KAFKA_CONTROLLER_PORT:-19093}"
-bootstrap="127.0.0.1:$port"
+port="${KAFKA_PORT:-$default_port}"
+controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
+listen_host="${KAFKA_LISTEN_HOST:-127.0.0.1}"
+advertised_host="${KAFKA_ADVERTISED_HOST:-127.0.0.1}"
+scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor}"
+bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
 
 running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
-answers() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+answers() { (exec 3<>"/dev/tcp/$advertised_host/$port") 2>/dev/null; }
 
 resolve_jars() {
+  # a KAFKA_LIBS given with the jars already in it (a Kafka image's libs) needs no Maven
+  if [[ -n "${KAFKA_LIBS:-}" ]] && compgen -G "$libs/kafka_2.13-*.jar" >/dev/null; then return 0; fi
   if [[ ! -f "$libs/.complete" ]]; then
     mkdir -p "$libs"
     mvn -q -B -Dstyle.color=never -f "$here/../pom.xml" dependency:copy-dependencies \
@@ -29,17 +59,102 @@ resolve_jars() {
   fi
 }
 
+# A CA, the broker's key and certificate signed by it (server and client use:
+# the broker presents it to the controller listener too), and a truststore.
+make_tls() {
+  local tls="$home/tls"
+  [[ -f "$tls/broker.p12" ]] && return 0
+  mkdir -p "$tls"; chmod 700 "$tls"
+  local pass; pass="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+  umask 077
+  printf '%s' "$pass" > "$tls/store.password"
+  local kt=(keytool -noprompt -storetype PKCS12 -storepass "$pass" -keypass "$pass")
+  "${kt[@]}" -genkeypair -alias ca -dname "CN=sizer local CA" -keyalg RSA -keysize 2048 -validity 3650 \
+    -ext bc:c -ext KU=keyCertSign,cRLSign -keystore "$tls/ca.p12" >/dev/null 2>&1
+  keytool -exportcert -rfc -alias ca -keystore "$tls/ca.p12" -storepass "$pass" -file "$tls/ca.pem" >/dev/null 2>&1
+  "${kt[@]}" -genkeypair -alias broker -dname "CN=broker" -keyalg RSA -keysize 2048 -validity 3650 \
+    -keystore "$tls/broker.p12" >/dev/null 2>&1
+  keytool -certreq -alias broker -keystore "$tls/broker.p12" -storepass "$pass" -file "$tls/broker.csr" >/dev/null 2>&1
+  local san="IP:127.0.0.1,DNS:localhost,DNS:kafka"
+  [[ "$advertised_host" =~ ^[0-9.]+$ ]] && san="$san,IP:$advertised_host" || san="$san,DNS:$advertised_host"
+  keytool -gencert -rfc -alias ca -keystore "$tls/ca.p12" -storepass "$pass" -validity 3650 \
+    -ext "SAN=$san" -ext EKU=serverAuth,clientAuth -ext KU=digitalSignature,keyEncipherment \
+    -infile "$tls/broker.csr" -outfile "$tls/broker.crt" >/dev/null 2>&1
+  "${kt[@]}" -importcert -alias ca -file "$tls/ca.pem" -keystore "$tls/broker.p12" >/dev/null 2>&1
+  "${kt[@]}" -importcert -alias broker -file "$tls/broker.crt" -keystore "$tls/broker.p12" >/dev/null 2>&1
+  "${kt[@]}" -importcert -alias ca -file "$tls/ca.pem" -keystore "$tls/truststore.p12" >/dev/null 2>&1
+  chmod 644 "$tls/ca.pem"
+  umask 022
+}
+
+# One random password per SCRAM user (kept across restarts: the users are created
+# at format time), and the SIZER_* settings of each.
+make_secrets() {
+  mkdir -p "$home/secrets" "$home/clients"; chmod 700 "$home/secrets"
+  local user
+  for user in $scram_users; do
+    if [[ ! -f "$home/secrets/$user.password" ]]; then
+      (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$home/secrets/$user.password")
+    fi
+    cat > "$home/clients/$user.env" <<ENV
+KAFKA_BOOTSTRAP_SERVERS=$bootstrap
+SIZER_SECURITY_PROTOCOL=SASL_SSL
+SIZER_SASL_MECHANISM=SCRAM-SHA-512
+SIZER_SASL_USERNAME=$user
+SIZER_SASL_PASSWORD_FILE=$home/secrets/$user.password
+SIZER_SSL_CAFILE=$home/tls/ca.pem
+ENV
+  done
+  # containers: the clients run as another user than the broker (docker-compose.secured.yml)
+  if [[ -n "${KAFKA_SECRETS_UID:-}" ]]; then
+    chown -R "$KAFKA_SECRETS_UID" "$home/secrets" "$home/clients"
+    chmod 755 "$home/tls"
+  fi
+}
+
+listener_config() {
+  if [[ "$security" == plaintext ]]; then
+    cat <<PROPS
+listeners=PLAINTEXT://$listen_host:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://$bootstrap
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+PROPS
+    return 0
+  fi
+  local store; store="$(cat "$home/tls/store.password")"
+  local admin; admin="$(cat "$home/secrets/admin.password")"
+  cat <<PROPS
+listeners=SASL_SSL://$listen_host:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=SASL_SSL://$bootstrap
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
+listener.name.controller.ssl.client.auth=required
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$home/tls/broker.p12
+ssl.keystore.password=$store
+ssl.key.password=$store
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$home/tls/truststore.p12
+ssl.truststore.password=$store
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin;User:CN=broker
+PROPS
+}
+
 write_config() {
   mkdir -p "$home/data"
-  cat > "$home/server.properties" <<PROPS
+  if [[ "$security" == sasl_ssl ]]; then make_tls; make_secrets; fi
+  (umask 077; cat > "$home/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+$(listener_config)
 log.dirs=$home/data
 num.partitions=1
 default.replication.factor=1
@@ -53,6 +168,7 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=168
 PROPS
+  )
   cat > "$home/log4j.properties" <<PROPS
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.RollingFileAppender
@@ -73,16 +189,34 @@ java_run() {
     -cp "$libs/*" "$@"
 }
 
+format() {
+  [[ -f "$home/data/meta.properties" ]] && return 0
+  local scram=() user
+  if [[ "$security" == sasl_ssl ]]; then
+    for user in $scram_users; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(cat "$home/secrets/$user.password")]")
+    done
+  fi
+  java_run kafka.tools.StorageTool format --standalone -t "$(java_run kafka.tools.StorageTool random-uuid)" \
+    -c "$home/server.properties" "${scram[@]}" >/dev/null 2>"$home/format.err" \
+    || java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
+         -c "$home/server.properties" "${scram[@]}" >/dev/null
+}
+
+run() {
+  resolve_jars
+  write_config
+  format
+  echo $$ > "$pidfile"
+  exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j.configuration="file:$home/log4j.properties" -cp "$libs/*" kafka.Kafka "$home/server.properties"
+}
+
 start() {
   if running; then echo "$bootstrap"; return 0; fi
   resolve_jars
   write_config
-  if [[ ! -f "$home/data/meta.properties" ]]; then
-    java_run kafka.tools.StorageTool format --standalone -t "$(java_run kafka.tools.StorageTool random-uuid)" \
-      -c "$home/server.properties" >/dev/null 2>"$home/format.err" \
-      || java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
-           -c "$home/server.properties" >/dev/null
-  fi
+  format
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$home/log4j.properties" \
     -cp "$libs/*" kafka.Kafka "$home/server.properties" \
@@ -119,6 +253,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  run) run ;;
   status) if running && answers; then echo "$bootstrap"; else echo "not running" >&2; exit 1; fi ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|run" >&2; exit 2 ;;
 esac

@@ -23,18 +23,18 @@ from streams.audit import audit, read_history, settle
 from streams.config import load_config
 from streams.engine import InputPosition
 from streams.kafka_io import encode, publish_config
-from streams.kafka_settings import load_kafka_settings
+from streams.kafka_settings import ClientConfig, load_kafka_settings
 from streams.models import Fill, Instrument, Signal, to_json, validate
 from streams.processor import MemoryStore, Processor
 from streams.topics import apply, load_topics
 from streams.bench.generate import session
 
 
-async def write_history(bootstrap: str, topics, signals: int, preset: str) -> int:
+async def write_history(client: ClientConfig, topics, signals: int, preset: str) -> int:
     config = load_config(preset)
-    await publish_config(bootstrap, topics.name("config"), config)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=20, max_batch_size=1 << 20)
+    await publish_config(client, topics.name("config"), config)
+    producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True, linger_ms=20,
+                                                 max_batch_size=1 << 20))
     await producer.start()
     width = topics["signals"].partitions
     try:
@@ -81,14 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     kafka = load_kafka_settings(topic_prefix=f"benchaudit{int(time.time())}-")
     topics = load_topics(kafka.topics_file, kafka.topic_prefix)
-    asyncio.run(apply(kafka.bootstrap, topics))
+    client = kafka.for_role("bench")
+    asyncio.run(apply(client, topics))
     started = time.perf_counter()
-    written = asyncio.run(write_history(kafka.bootstrap, topics, args.signals, args.preset))
+    written = asyncio.run(write_history(client, topics, args.signals, args.preset))
     print(f"history: {written:,} records written in {time.perf_counter() - started:.1f} s "
           f"(topics {kafka.topic_prefix}*, bootstrap {kafka.bootstrap}, pid {os.getpid()})")
 
     started = time.perf_counter()
-    history = settle(asyncio.run(read_history(kafka.bootstrap, topics)))
+    history = settle(asyncio.run(read_history(client, topics)))
     read_s = time.perf_counter() - started
     report = audit(history)
     verify_s = report.seconds

@@ -31,7 +31,9 @@ topics = load_topics(kafka.topics_file, kafka.topic_prefix)
 config = load_config(preset="conviction")
 width = topics["signals"].partitions
 app = faust.App(kafka.app_id, broker=brokers(kafka.bootstrap), store="memory://", topic_partitions=width,
-                web_port=kafka.web_port, consumer_auto_offset_reset="earliest", topic_disable_leader=True)
+                web_port=kafka.web_port, consumer_auto_offset_reset="earliest", topic_disable_leader=True,
+                broker_credentials=kafka.faust_credentials(), broker_client_id=kafka.client_id(f"bench-{kafka.app_id}"),
+                env={})
 signals = app.topic(topics.name("signals"), partitions=width, **RAW)
 orders = app.topic(topics.name("orders"), partitions=width, **RAW)
 decisions = app.topic(topics.name("decisions"), partitions=width, **RAW)
@@ -58,7 +60,7 @@ processor = Processor(config, TableState())
 @app.task
 async def load_instruments() -> None:
     spec = topics["instruments"]
-    for record in await read_topic(kafka.bootstrap, spec.name, spec.partitions):
+    for record in await read_topic(kafka.for_role(f"bench-{kafka.app_id}"), spec.name, spec.partitions):
         processor.on_instrument(decode(Instrument, record.value))
 
 

@@ -31,10 +31,11 @@ async def run() -> None:
     processor = Processor(config, MemoryStore(config))
     signals, instruments = topics.name("signals"), topics.name("instruments")
     orders, decisions = topics.name("orders"), topics.name("decisions")
-    consumer = AIOKafkaConsumer(signals, instruments, bootstrap_servers=kafka.bootstrap, group_id=kafka.app_id,
-                                auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000,
-                                fetch_max_wait_ms=10)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", linger_ms=1)
+    client = kafka.for_role(f"bench-{kafka.app_id}")
+    consumer = AIOKafkaConsumer(signals, instruments, **client.options(
+        group_id=kafka.app_id, auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000,
+        fetch_max_wait_ms=10))
+    producer = AIOKafkaProducer(**client.options(acks="all", linger_ms=1))
     await consumer.start()
     await producer.start()
     stop = asyncio.Event()

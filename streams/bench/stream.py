@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.bench.generate import session
 from streams.kafka_io import publish
-from streams.kafka_settings import default_bootstrap
+from streams.kafka_settings import ClientConfig, load_kafka_settings
 from streams.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,9 +74,10 @@ class Figures:
 class Contender:
     """One contender process on fresh topics and a fresh group."""
 
-    def __init__(self, bootstrap: str, command: list[str], env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, client: ClientConfig, command: list[str], env: dict[str, str], workdir: Path) -> None:
         tag = uuid.uuid4().hex[:8]
-        self.bootstrap = bootstrap
+        self.client = client
+        bootstrap = client.bootstrap
         self.topics: TopicSet = load_topics(ROOT / "topics" / "topics.toml", f"bench{tag}-")
         self.command = command
         self.workdir = workdir / tag
@@ -85,7 +86,7 @@ class Contender:
                     "SIZER_APP_ID": f"bench-{tag}", "SIZER_DATA_DIR": str(self.workdir / "data"),
                     "SIZER_WEB_PORT": str(free_port()), **env}
         self.process: subprocess.Popen[bytes] | None = None
-        asyncio.run(apply(bootstrap, self.topics))
+        asyncio.run(apply(client, self.topics))
 
     def start(self) -> None:
         log = open(self.workdir / "contender.log", "wb")
@@ -115,7 +116,7 @@ class Contender:
         partitions on the broker (thousands of them slow it down)."""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**self.client.options())
         await admin.start()
         try:
             prefixes = (self.env["SIZER_TOPIC_PREFIX"], self.env["SIZER_APP_ID"] + "-")
@@ -154,10 +155,10 @@ async def committed_count(consumer: AIOKafkaConsumer, tps: list[TopicPartition])
 
 async def throughput(contender: Contender, backlog: int, timeout_s: float) -> float:
     entries = signals_only(backlog, seed=11)
-    await publish(contender.bootstrap, contender.topics, entries)
+    await publish(contender.client, contender.topics, entries)
     spec = contender.topics["decisions"]
     tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=contender.bootstrap, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(**contender.client.options(isolation_level="read_committed"))
     await consumer.start()
     try:
         contender.start()
@@ -181,12 +182,12 @@ async def throughput(contender: Contender, backlog: int, timeout_s: float) -> fl
 async def latency(contender: Contender, rate: int, seconds: float) -> list[float]:
     """Offer `rate` signals a second for `seconds`; send-to-decision latencies in ms."""
     setup = signals_only(0, seed=3)  # the instruments
-    await publish(contender.bootstrap, contender.topics, setup)
+    await publish(contender.client, contender.topics, setup)
     contender.start()
     spec = contender.topics["decisions"]
-    consumer = AIOKafkaConsumer(spec.name, bootstrap_servers=contender.bootstrap, isolation_level="read_committed",
-                                auto_offset_reset="earliest", fetch_max_wait_ms=5)
-    producer = AIOKafkaProducer(bootstrap_servers=contender.bootstrap, acks="all", linger_ms=0)
+    consumer = AIOKafkaConsumer(spec.name, **contender.client.options(
+        isolation_level="read_committed", auto_offset_reset="earliest", fetch_max_wait_ms=5))
+    producer = AIOKafkaProducer(**contender.client.options(acks="all", linger_ms=0))
     await consumer.start()
     await producer.start()
     sent: dict[str, float] = {}
@@ -257,16 +258,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(bootstrap: str, name: str, command: list[str], env: dict[str, str], args: argparse.Namespace,
+def measure(client: ClientConfig, name: str, command: list[str], env: dict[str, str], args: argparse.Namespace,
             workdir: Path) -> Figures:
     figures = Figures(name)
-    contender = Contender(bootstrap, command, env, workdir)
+    contender = Contender(client, command, env, workdir)
     try:
         figures.rate = asyncio.run(throughput(contender, args.backlog, args.timeout))
         figures.rss_mb = contender.peak_rss_mb() if contender.alive() else 0.0
     finally:
         contender.close()
-    contender = Contender(bootstrap, command, env, workdir)
+    contender = Contender(client, command, env, workdir)
     try:
         samples = asyncio.run(latency(contender, args.rate, args.seconds))
         figures.latency_samples = len(samples)
@@ -285,14 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
     parser.add_argument("--only", default="", help="run only contenders whose name contains this")
     args = parser.parse_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or default_bootstrap()
+    client = load_kafka_settings().for_role("bench")
+    bootstrap = client.bootstrap
     workdir = Path(tempfile.mkdtemp(prefix="sizer-bench-"))
     results: list[Figures] = []
     for name, command, env in CONTENDERS:
         if args.only and args.only not in name:
             continue
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        results.append(measure(bootstrap, name, command, env, args, workdir))
+        results.append(measure(client, name, command, env, args, workdir))
     base = results[0].rate if results and results[0].name.startswith("(1)") else None
     naive = next((r.rate for r in results if r.name.startswith("(2)")), None)
     print(f"\nbroker {bootstrap}; backlog {args.backlog} signals; latency at {args.rate} signals/s "

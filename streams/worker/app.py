@@ -110,13 +110,14 @@ def build_app(
     metrics.built(package_version(), config.config_hash, kafka.processing_guarantee)
     roles = {topics.name(role): role for role in INPUTS}
 
-    view = InstrumentView(kafka.bootstrap, topics.name("instruments"), topics["instruments"].partitions)
+    view = InstrumentView(kafka.for_role(f"worker-{kafka.app_id}"), topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
     health = Health(app, view, kafka.liveness_timeout_s)
     health.install(app)
     tables = TableStore(exposure, streak, control_table, config, outputs, current_event)
     processor = Processor(config, tables, view)
-    positions = InputPositions(progress, outputs, [topics.name(role) for role in POSITIONED], kafka.bootstrap,
+    positions = InputPositions(progress, outputs, [topics.name(role) for role in POSITIONED],
+                               kafka.for_role(f"worker-{kafka.app_id}"),
                                "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
 
     handler = BatchHandler(

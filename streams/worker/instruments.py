@@ -23,6 +23,7 @@ from mode import Service
 
 from streams.admission import admit_record
 from streams.errors import InvalidMessage
+from streams.kafka_settings import ClientConfig
 from streams.models import Instrument
 
 log = logging.getLogger("streams.worker")
@@ -104,9 +105,9 @@ class InstrumentBook:
 
 
 class InstrumentView(Service, MutableMapping[str, Instrument]):
-    def __init__(self, bootstrap: str, topic: str, partitions: int, **kwargs: object) -> None:
+    def __init__(self, client: ClientConfig, topic: str, partitions: int, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self._bootstrap = bootstrap
+        self._client = client
         self._topic = topic
         self._partitions = partitions
         self._book = InstrumentBook()
@@ -137,10 +138,9 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
         return self._instruments.get(symbol, default)
 
     async def on_start(self) -> None:
-        consumer = self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None,
-            isolation_level="read_committed", auto_offset_reset="earliest",
-        )
+        consumer = self._consumer = AIOKafkaConsumer(**self._client.options(
+            enable_auto_commit=False, group_id=None, isolation_level="read_committed", auto_offset_reset="earliest",
+        ))
         await consumer.start()
         # The partition count comes from the topic spec, checked against the broker at start-up.
         partitions = [TopicPartition(self._topic, p) for p in range(self._partitions)]

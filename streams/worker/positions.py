@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from streams.kafka_io import Record, read_range
+from streams.kafka_settings import ClientConfig
 
 
 class Input:
@@ -71,11 +72,12 @@ def position_key(topic: str, partition: int) -> bytes:
 class InputPositions:
     """The next offset to process per input partition, kept in a faust table of bytes."""
 
-    def __init__(self, table: Any, outputs: Any, topics: Iterable[str], bootstrap: str, isolation_level: str) -> None:
+    def __init__(self, table: Any, outputs: Any, topics: Iterable[str], client: ClientConfig,
+                 isolation_level: str) -> None:
         self.table = table
         self.outputs = outputs  # faust_compat.outputs.Outputs: writes table entries
         self.topics = frozenset(topics)
-        self.bootstrap = bootstrap
+        self.client = client
         self.isolation_level = isolation_level
         self._moved: set[tuple[str, int]] = set()
         # (topic, partition) -> the next offset this worker wrote to the table; forgotten
@@ -112,7 +114,7 @@ class InputPositions:
 
     async def read(self, topic: str, partition: int, start: int, stop: int) -> list[Record]:
         """The records of [start, stop) of one input partition, read past faust."""
-        return await read_range(self.bootstrap, topic, partition, start, stop, self.isolation_level)
+        return await read_range(self.client, topic, partition, start, stop, self.isolation_level)
 
 
 class StallWatch:

@@ -39,9 +39,16 @@ def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, log
 
     # A topic that is missing or differs from its spec, or an input topic recreated
     # under the group's stored positions, stops start-up here.
-    asyncio.run(apply(kafka.bootstrap, topics, create=False, app_id=kafka.app_id))
-    # Before the first decision: the settings behind this worker's config hash.
-    asyncio.run(publish_config(kafka.bootstrap, topics.name("config"), config))
+    client = kafka.for_role(f"worker-{kafka.app_id}")
+    # aiokafka logs each failed connection; a refused start-up is reported once, as one line, by the CLI
+    aiokafka_log = logging.getLogger("aiokafka")
+    level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
+    try:
+        asyncio.run(apply(client, topics, create=False, app_id=kafka.app_id))
+        # Before the first decision: the settings behind this worker's config hash.
+        asyncio.run(publish_config(client, topics.name("config"), config))
+    finally:
+        aiokafka_log.setLevel(level)
     app = build_app(kafka, config, topics)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True,

@@ -205,3 +205,31 @@ def test_compose_v1_config_accepts_the_compose_file():
     done = subprocess.run([legacy, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                           capture_output=True, text=True, cwd=ROOT, env=COMPOSE_ENV)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_secured_compose_variant_runs_the_secured_broker_and_each_client_as_its_principal():
+    import tomllib
+
+    secured = yaml.safe_load((ROOT / "docker-compose.secured.yml").read_text())["services"]
+    kafka = secured["kafka"]
+    assert kafka["entrypoint"] == ["bash", "/broker/broker.sh", "run"]
+    assert kafka["environment"]["KAFKA_SECURITY"] == "sasl_ssl"
+    users = {name: service["environment"]["SIZER_SASL_USERNAME"] for name, service in secured.items()
+             if "SIZER_SASL_USERNAME" in service.get("environment", {})}
+    assert users == {"acls": "admin", "topics": "operator", "sizer-worker-1": "sizer-worker",
+                     "sizer-worker-2": "sizer-worker"}
+    assert secured["acls"]["command"] == ["acls", "apply"]
+    assert secured["topics"]["depends_on"]["acls"]["condition"] == "service_completed_successfully"
+    # every principal of the ACL file is a SCRAM user the broker creates at format time
+    script = (DEPLOY / "broker" / "broker.sh").read_text()
+    created = set(re.search(r'scram_users="\$\{KAFKA_SCRAM_USERS:-([^}]*)\}"', script).group(1).split())
+    with (ROOT / "topics" / "acls.toml").open("rb") as handle:
+        principals = {entry["user"] for entry in tomllib.load(handle)["principals"].values()}
+    assert principals | {"admin"} == created
+    reason = ensure_debian_package("docker-compose", "docker-compose")
+    if reason:
+        pytest.skip(reason)
+    done = subprocess.run([shutil.which("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "-f",
+                           str(ROOT / "docker-compose.secured.yml"), "config", "-q"],
+                          capture_output=True, text=True, cwd=ROOT, env=COMPOSE_ENV)
+    assert done.returncode == 0, done.stderr

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka_io import Record, end_offsets, publish, read_topic, wait_consumed
+from streams.kafka_settings import ClientConfig, KafkaSettings
 from streams.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +36,11 @@ def free_port() -> int:
 class Broker:
     """The project's KRaft broker on its own ports and data directory, for one test session."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, security: str = "plaintext") -> None:
         self.home = home
         self.port = free_port()
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(free_port())}
+                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SECURITY": security}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
@@ -64,11 +65,16 @@ class Deployment:
     def __post_init__(self) -> None:
         self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix)
 
+    @property
+    def client(self) -> ClientConfig:
+        """The tests' own Kafka client configuration (PLAINTEXT to the test broker)."""
+        return KafkaSettings(bootstrap=self.bootstrap).for_role("test")
+
     @classmethod
     def create(cls, bootstrap: str, workdir: Path) -> "Deployment":
         tag = uuid.uuid4().hex[:10]
         deployment = cls(bootstrap, f"t{tag}-", f"sizer-test-{tag}", workdir)
-        asyncio.run(apply(bootstrap, deployment.topics))
+        asyncio.run(apply(deployment.client, deployment.topics))
         return deployment
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -76,7 +82,7 @@ class Deployment:
                 "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **extra}
 
     def publish(self, entries: Iterable[tuple[str, Any]], keys: dict[int, bytes | None] | None = None) -> int:
-        return asyncio.run(publish(self.bootstrap, self.topics, list(entries), keys))
+        return asyncio.run(publish(self.client, self.topics, list(entries), keys))
 
     def publish_over(self, entries: list[tuple[str, Any]], seconds: float, chunks: int = 40) -> "Publisher":
         """Publish `entries` in order, in `chunks` spread over about `seconds`, from a
@@ -86,7 +92,7 @@ class Deployment:
 
     def read(self, role: str, isolation_level: str = "read_committed") -> list[Record]:
         spec = self.topics[role]
-        return asyncio.run(read_topic(self.bootstrap, spec.name, spec.partitions, isolation_level))
+        return asyncio.run(read_topic(self.client, spec.name, spec.partitions, isolation_level))
 
     def run_demo_session(self) -> list[Record]:
         """Publish the demo session and wait for a decision on every one of its signals."""
@@ -97,7 +103,7 @@ class Deployment:
         return self.wait_for("decisions", sum(1 for role, _ in session if role == "signals"))
 
     def end_offsets(self, role: str) -> dict[int, int]:
-        return asyncio.run(end_offsets(self.bootstrap, self.topics[role].name, self.topics[role].partitions))
+        return asyncio.run(end_offsets(self.client, self.topics[role].name, self.topics[role].partitions))
 
     def wait_for(self, role: str, count: int, timeout_s: float = 60.0) -> list[Record]:
         """Poll `role` until it holds at least `count` committed records."""
@@ -112,7 +118,7 @@ class Deployment:
 
     def wait_consumed(self, role: str, timeout_s: float = 60.0) -> None:
         """Wait until the worker group has committed every offset of `role` as of now."""
-        asyncio.run(wait_consumed(self.bootstrap, self.app_id, self.topics[role].name,
+        asyncio.run(wait_consumed(self.client, self.app_id, self.topics[role].name,
                                   self.topics[role].partitions, timeout_s))
 
     def audit(self, *args: str, prefix: str | None = None) -> tuple[int, dict[str, Any], str]:

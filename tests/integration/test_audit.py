@@ -17,7 +17,7 @@ def copy_history(deployment, prefix: str, change) -> None:
     to the same partitions in the same order; `change(role, record)` returns the
     value to write, or None to drop the record."""
     topics = load_topics(ROOT / "topics" / "topics.toml", prefix)
-    asyncio.run(apply(deployment.bootstrap, topics))
+    asyncio.run(apply(deployment.client, topics))
 
     history = {role: deployment.read(role)
                for role in ("instruments", "config", "signals", "fills", "dlq", "decisions", "orders")}

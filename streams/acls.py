@@ -1,0 +1,217 @@
+"""ACLs as code: `topics/acls.toml` names each principal of the product and what
+it may do on the broker; `apply_acls` creates what is missing and reports every
+ACL of those principals on the broker that the file does not grant.
+
+The admin calls (DescribeAcls, CreateAcls) go through kafka-python's
+`KafkaAdminClient` (aiokafka's admin client has none), configured from the same
+`KafkaSettings.client(role)` as every other client.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streams.errors import AclMismatch, ConfigError, KafkaUnavailable
+from streams.topics import ROLES, TopicSet
+
+if TYPE_CHECKING:
+    from streams.kafka_settings import KafkaSettings
+
+# Kafka's operation names, as written in the file (case-insensitive there).
+OPERATIONS = ("All", "Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction",
+              "DescribeConfigs", "AlterConfigs", "IdempotentWrite")
+# RESOURCE of an entry: (Kafka resource type, pattern type)
+RESOURCES = {
+    "topic": ("TOPIC", "LITERAL"), "topic-prefix": ("TOPIC", "PREFIXED"),
+    "group": ("GROUP", "LITERAL"), "group-prefix": ("GROUP", "PREFIXED"),
+    "transactional-id": ("TRANSACTIONAL_ID", "LITERAL"),
+    "transactional-id-prefix": ("TRANSACTIONAL_ID", "PREFIXED"),
+    "cluster": ("CLUSTER", "LITERAL"),
+}
+_SPELLING = {
+    "TOPIC": "topic", "GROUP": "group", "TRANSACTIONAL_ID": "transactional-id", "CLUSTER": "cluster",
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class AclEntry:
+    """One ALLOW ACL from any host: the wanted ones and the broker's are compared as values."""
+
+    principal: str  # "User:sizer-worker"
+    resource_type: str  # TOPIC, GROUP, TRANSACTIONAL_ID, CLUSTER
+    pattern: str  # LITERAL or PREFIXED
+    name: str
+    operation: str  # as in OPERATIONS
+    permission: str = "ALLOW"
+    host: str = "*"
+
+    def __str__(self) -> str:
+        where = _SPELLING.get(self.resource_type, self.resource_type.lower())
+        if self.pattern == "PREFIXED":
+            where += "-prefix"
+        resource = where if self.resource_type == "CLUSTER" else f"{where}:{self.name}"
+        extra = "" if (self.permission, self.host) == ("ALLOW", "*") else f" ({self.permission} from {self.host})"
+        return f"{self.principal} {self.operation} {resource}{extra}"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key: str  # the table name in the file: worker, auditor, ...
+    user: str
+    acls: tuple[AclEntry, ...]
+
+
+def load_acls(path: Path, topics: TopicSet, app_id: str) -> list[Principal]:
+    """Read `path` and expand its placeholders: `{signals}` ... `{config}` (the topic
+    names of `topics`, prefix included), `{topics}` (each topic) and
+    `{app_id}`. Raises ConfigError naming the principal and the entry at fault."""
+    try:
+        with Path(path).open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"ACL file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"ACL file {path} is not valid TOML: {exc}") from exc
+    names = {role: topics.name(role) for role in ROLES}
+    principals = []
+    for key, entry in (data.get("principals") or {}).items():
+        where = f"ACL file {path}: principals.{key}"
+        user = entry.get("user")
+        if not isinstance(user, str) or not user:
+            raise ConfigError(f"{where}.user: required (the SASL user name)")
+        allow = entry.get("allow")
+        if not isinstance(allow, list) or not all(isinstance(item, str) for item in allow):
+            raise ConfigError(f"{where}.allow: a list of \"OPERATIONS RESOURCE\" strings")
+        acls: list[AclEntry] = []
+        for item in allow:
+            acls += _parse(item, f"User:{user}", names, app_id, f"{where}.allow {item!r}")
+        principals.append(Principal(key, user, tuple(sorted(set(acls)))))
+    if not principals:
+        raise ConfigError(f"ACL file {path}: no [principals.*] table")
+    return principals
+
+
+def _parse(item: str, principal: str, names: dict[str, str], app_id: str, where: str) -> list[AclEntry]:
+    parts = item.split()
+    if len(parts) != 2:
+        raise ConfigError(f"{where}: must be \"OPERATIONS RESOURCE\", e.g. \"Read topic:{{signals}}\"")
+    operations, resource = parts
+    kind, _, name = resource.partition(":")
+    if kind not in RESOURCES:
+        raise ConfigError(f"{where}: resource must be one of {', '.join(RESOURCES)}")
+    resource_type, pattern = RESOURCES[kind]
+    if resource_type == "CLUSTER":
+        if name:
+            raise ConfigError(f"{where}: the cluster resource has no name")
+        name = "kafka-cluster"
+    elif not name:
+        raise ConfigError(f"{where}: {kind} needs a name ({kind}:NAME)")
+    known = {op.lower(): op for op in OPERATIONS}
+    ops = []
+    for op in operations.split(","):
+        if op.lower() not in known:
+            raise ConfigError(f"{where}: unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
+        ops.append(known[op.lower()])
+    expanded = [name.replace("{topics}", names[role]) for role in ROLES] if "{topics}" in name else [name]
+    result = []
+    for one in expanded:
+        try:
+            one = one.format(app_id=app_id, **names)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{where}: unknown placeholder {exc} (use {{app_id}}, {{topics}} or a topic role "
+                              f"such as {{signals}})") from None
+        result += [AclEntry(principal, resource_type, pattern, one, op) for op in ops]
+    return result
+
+
+def _to_kafka(entry: AclEntry) -> Any:
+    from kafka.admin import (ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern,
+                             ResourceType)
+
+    operation = ACLOperation[re.sub(r"(?<!^)([A-Z])", r"_\1", entry.operation).upper()]
+    return ACL(entry.principal, entry.host, operation, ACLPermissionType[entry.permission],
+               ResourcePattern(ResourceType[entry.resource_type], entry.name,
+                               ACLResourcePatternType[entry.pattern]))
+
+
+def _from_kafka(acl: Any) -> AclEntry:
+    words = acl.operation.name.split("_")
+    operation = "".join(word.capitalize() for word in words)
+    return AclEntry(acl.principal, acl.resource_pattern.resource_type.name, acl.resource_pattern.pattern_type.name,
+                    acl.resource_pattern.resource_name, operation, acl.permission_type.name, acl.host)
+
+
+def _admin(kafka: "KafkaSettings") -> Any:
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(**kafka.client("acls"), request_timeout_ms=30_000)
+
+
+def _refused(exc: BaseException, kafka: "KafkaSettings") -> KafkaUnavailable:
+    """kafka-python's errors as ours, one line naming the cause."""
+    import asyncio
+
+    from kafka import errors
+
+    from streams.errors import kafka_error
+
+    where = kafka.bootstrap
+    if isinstance(exc, errors.SecurityDisabledError):
+        return KafkaUnavailable(f"the broker at {where} has no authorizer: there are no ACLs to apply")
+    if isinstance(exc, errors.ClusterAuthorizationFailedError):
+        return KafkaUnavailable(f"not authorized at {where}: user {kafka.sasl_username or 'ANONYMOUS'} may not "
+                                f"describe or create ACLs (run `sizer acls apply` as a super user)")
+    if isinstance(exc, (errors.SaslAuthenticationFailedError, errors.AuthenticationFailedError)):
+        return KafkaUnavailable(f"authentication failed at {where}: {exc}")
+    # No broker answered: kafka-python, like aiokafka, does not say why; find out.
+    cause = asyncio.run(kafka.connection_error())
+    return kafka_error(cause or exc, where)
+
+
+def apply_acls(kafka: "KafkaSettings", principals: list[Principal], create: bool = True) -> list[str]:
+    """Create the ACLs of `principals` that the broker lacks (when `create`) and verify
+    that each principal holds exactly those. Returns one line per ACL created and
+    one per principal verified. Raises AclMismatch naming every ACL that is missing
+    (with `create=False`, or refused) or that the broker holds beyond the file, and
+    KafkaUnavailable (one line) when the broker cannot be reached or refuses us."""
+    from kafka import errors
+    from kafka.admin import (ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType,
+                             ResourcePatternFilter, ResourceType)
+
+    try:
+        admin = _admin(kafka)
+    except errors.KafkaError as exc:
+        raise _refused(exc, kafka) from exc
+    report: list[str] = []
+    problems: list[str] = []
+    try:
+        for principal in principals:
+            wanted = set(principal.acls)
+            found, _ = admin.describe_acls(ACLFilter(  # raises the broker's error
+                f"User:{principal.user}", None, ACLOperation.ANY, ACLPermissionType.ANY,
+                ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+            held = {_from_kafka(acl) for acl in found}
+            missing = sorted(wanted - held)
+            if missing and create:
+                result = admin.create_acls([_to_kafka(entry) for entry in missing])
+                failed = {_from_kafka(acl): err for acl, err in result.get("failed", [])}
+                for entry in missing:
+                    if entry in failed:
+                        problems.append(f"{entry}: could not be created: {failed[entry]}")
+                    else:
+                        report.append(f"created {entry}")
+            elif missing:
+                problems += [f"{entry}: missing on the broker (run `sizer acls apply`)" for entry in missing]
+            problems += [f"{entry}: on the broker, not in the ACL file" for entry in sorted(held - wanted)]
+            report.append(f"ok {principal.key} (User:{principal.user}): {len(wanted)} ACLs")
+    except errors.KafkaError as exc:
+        raise _refused(exc, kafka) from exc
+    finally:
+        admin.close()
+    if problems:
+        raise AclMismatch("ACLs differ from the ACL file:\n  " + "\n  ".join(problems))
+    return report

@@ -1,0 +1,66 @@
+"""The ACL file: placeholders expanded against the topics and app id, bad entries named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.acls import AclEntry, load_acls
+from streams.errors import ConfigError
+from streams.topics import ROLES, load_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_file_expands_to_the_prefixed_topics_and_the_app_id():
+    topics = load_topics(ROOT / "topics" / "topics.toml", "p-")
+    principals = {p.key: p for p in load_acls(ROOT / "topics" / "acls.toml", topics, "app")}
+
+    worker = set(principals["worker"].acls)
+    assert AclEntry("User:sizer-worker", "TOPIC", "LITERAL", "p-signals", "Read") in worker
+    assert AclEntry("User:sizer-worker", "TRANSACTIONAL_ID", "PREFIXED", "app-", "Write") in worker
+    assert AclEntry("User:sizer-worker", "GROUP", "LITERAL", "app", "Read") in worker
+    assert {e.name for e in worker if e.operation == "DescribeConfigs" and e.name.startswith("p-")} == {
+        topics.name(role) for role in ROLES}
+    assert not any(e.name == "p-signals" and e.operation == "Write" for e in worker)
+    assert {(e.operation, e.name) for e in principals["signal-producers"].acls} == {("Write", "p-signals")}
+    assert {e.operation for e in principals["auditors"].acls} == {"Read", "DescribeConfigs"}
+
+
+@pytest.mark.parametrize("entry, named", [
+    ('"Reed topic:{signals}"', "unknown operation 'Reed'"),
+    ('"Read tropic:{signals}"', "resource must be one of"),
+    ('"Read topic:{signalz}"', "unknown placeholder"),
+    ('"Read topic"', "needs a name"),
+    ('"IdempotentWrite cluster:x"', "has no name"),
+    ('"Read"', "OPERATIONS RESOURCE"),
+])
+def test_a_bad_entry_stops_with_the_principal_and_entry_named(tmp_path, entry, named):
+    path = tmp_path / "acls.toml"
+    path.write_text(f'[principals.worker]\nuser = "w"\nallow = [{entry}]\n')
+    topics = load_topics(ROOT / "topics" / "topics.toml")
+    with pytest.raises(ConfigError, match="principals.worker") as raised:
+        load_acls(path, topics, "app")
+    assert named in str(raised.value)
+
+
+def test_an_acl_reads_as_its_principal_operation_and_resource():
+    assert str(AclEntry("User:a", "TOPIC", "PREFIXED", "x-", "Write")) == "User:a Write topic-prefix:x-"
+    assert str(AclEntry("User:a", "CLUSTER", "LITERAL", "kafka-cluster", "IdempotentWrite")) == \
+        "User:a IdempotentWrite cluster"
+
+
+def test_every_client_gets_the_one_configuration_and_no_secret_in_its_repr(tmp_path):
+    from streams.kafka_settings import KafkaSettings
+
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    kafka = KafkaSettings(bootstrap="b:9093", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                          sasl_username="u", sasl_password_file=secret)
+    client = kafka.for_role("audit")
+    assert client.options(group_id=None) == {
+        "bootstrap_servers": "b:9093", "client_id": "sizer-audit", "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "u", "sasl_plain_password": "s3cret",
+        "group_id": None}
+    assert "s3cret" not in repr(client) and "s3cret" not in repr(kafka)
