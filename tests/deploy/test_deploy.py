@@ -78,7 +78,7 @@ def test_the_dashboard_references_only_metrics_the_worker_exports():
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "sizer.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     functions = {"sum", "by", "rate", "increase", "histogram_quantile", "le", "without", "avg", "max", "min",
-                 "topk", "topn", "and", "on", "changes", "portfolio", "instance"}
+                 "topk", "topn", "and", "or", "on", "vector", "changes", "portfolio", "instance"}
     used = set()
     for expr in exprs:
         without_labels = re.sub(r"\{[^}]*\}", "", expr)
