@@ -37,7 +37,7 @@ demo: $(STAMP)
 
 # No broker: a generated journal; plots and CSV under .sizer-data/sweep-demo/.
 sweep-demo: $(STAMP)
-	$(BIN)/python -m streams.sweep_demo
+	$(BIN)/python -m streams.history.sweep_demo
 
 # The worker against a plain aiokafka loop and a straightforward Faust agent.
 # Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the local broker.

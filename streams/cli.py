@@ -27,7 +27,7 @@ def _config(args: argparse.Namespace) -> SizingConfig:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from streams.replay import replay_file
+    from streams.history.replay import replay_file
 
     config = _config(args)
     if args.from_kafka:
@@ -46,10 +46,10 @@ def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
     import asyncio
     import json
 
-    from streams.audit import read_history, settle
-    from streams.progress import Progress
-    from streams.topics import apply
-    from streams.whatif import plot, what_if
+    from streams.history.audit import read_history, settle
+    from streams.history.progress import Progress
+    from streams.kafka.topics import apply
+    from streams.history.whatif import plot, what_if
 
     kafka, topics = _kafka(args)
     client = kafka.for_role("replay")
@@ -64,14 +64,14 @@ def _replay_kafka(args: argparse.Namespace, config: SizingConfig) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from streams.sweep_report import run_command
+    from streams.history.sweep_report import run_command
 
     return run_command(args, _kafka(args) if args.from_kafka else None)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from streams import decimals
-    from streams.kafka_settings import load_kafka_settings
+    from streams.wire import decimals
+    from streams.kafka.settings import load_kafka_settings
 
     config = _config(args)
     kafka = load_kafka_settings()
@@ -96,8 +96,8 @@ def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _kafka(args: argparse.Namespace, **overrides: object):
-    from streams.kafka_settings import load_kafka_settings
-    from streams.topics import load_topics
+    from streams.kafka.settings import load_kafka_settings
+    from streams.kafka.topics import load_topics
 
     kafka = load_kafka_settings(bootstrap=args.bootstrap, **overrides)
     args.kafka_settings = kafka  # main() explains a failed connection with these
@@ -107,7 +107,7 @@ def _kafka(args: argparse.Namespace, **overrides: object):
 def cmd_topics_apply(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streams.topics import apply
+    from streams.kafka.topics import apply
 
     kafka, topics = _kafka(args)
     for line in asyncio.run(apply(kafka.for_role("topics"), topics, create=not args.check, app_id=kafka.app_id)):
@@ -116,7 +116,7 @@ def cmd_topics_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_acls_apply(args: argparse.Namespace) -> int:
-    from streams.acls import apply_acls, load_acls
+    from streams.kafka.acls import apply_acls, load_acls
 
     kafka, topics = _kafka(args)
     principals = load_acls(kafka.acls_file, topics, kafka.app_id)
@@ -138,10 +138,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from streams.audit import audit, parse_time, read_history, settle
-    from streams.progress import Progress
+    from streams.history.audit import audit, parse_time, read_history, settle
+    from streams.history.progress import Progress
 
-    from streams.topics import apply
+    from streams.kafka.topics import apply
 
     started = time.monotonic()
     kafka, topics = _kafka(args)
@@ -158,7 +158,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     import json
 
-    from streams import control
+    from streams.kafka import control
 
     kafka, topics = _kafka(args)
     if args.action == "status":
@@ -182,7 +182,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from streams.console import publish_journal
+    from streams.kafka.console import publish_journal
 
     kafka, topics = _kafka(args)
     return publish_journal(kafka, topics, args.journal)
@@ -191,7 +191,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streams.console import tail
+    from streams.kafka.console import tail
 
     kafka, topics = _kafka(args)
     try:
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="--from-kafka: the report as JSON")
     replay.set_defaults(run=cmd_replay)
 
-    from streams.sweep_report import add_arguments as add_sweep_arguments
+    from streams.history.sweep_report import add_arguments as add_sweep_arguments
 
     sweep = commands.add_parser(
         "sweep", help="many configurations (a grid, or policies side by side) over a journal or Kafka history, "
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
-    from streams.decimals import use_engine_context
+    from streams.wire.decimals import use_engine_context
 
     use_engine_context()
     parser = build_parser()

@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from streams import decimals
+from streams.wire import decimals
 from streams.errors import ConfigError, field_errors
-from streams.models import Dec
+from streams.wire.models import Dec
 
 PresetName = Literal["conviction", "graduated"]
 Fraction = Annotated[Dec, Field(ge=0, le=1)]

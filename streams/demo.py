@@ -20,14 +20,18 @@ from decimal import Decimal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams import decimals, journal, table
+from streams.wire import decimals
+
+from streams.history import journal
+
+from streams.history import decision_table as table
 from streams.config import load_config
 from streams.demo_session import PRESET, phases, session
-from streams.kafka_io import publish, wait_consumed
-from streams.kafka_settings import PROJECT_ROOT, ClientConfig, load_kafka_settings
-from streams.models import to_json
-from streams.replay import replay
-from streams.topics import TopicSet, apply, load_topics
+from streams.kafka.io import publish, wait_consumed
+from streams.kafka.settings import PROJECT_ROOT, ClientConfig, load_kafka_settings
+from streams.wire.models import to_json
+from streams.history.replay import replay
+from streams.kafka.topics import TopicSet, apply, load_topics
 
 BROKER = PROJECT_ROOT / "deploy" / "broker" / "broker.sh"
 

@@ -19,11 +19,11 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from streams.admission import INPUTS
+from streams.wire.admission import INPUTS
 from streams.config import SizingConfig
 from streams.engine import REJECTION_REASONS, ControlOutcome, FillOutcome, PortfolioState
 from streams.errors import INPUT_ERROR_CODES
-from streams.models import Decision
+from streams.wire.models import Decision
 
 NOTIONAL_BUCKETS = (10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

@@ -13,7 +13,7 @@ from streams.config import SizingConfig
 from streams.engine import (
     ControlApplied, FillApplied, InputPosition, PortfolioState, Result, apply_control, apply_fill, decide,
 )
-from streams.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal
+from streams.wire.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal
 
 
 class StateStore(Protocol):

@@ -18,15 +18,15 @@ import zlib
 
 from aiokafka import AIOKafkaProducer
 
-from streams import decimals
-from streams.audit import audit, read_history, settle
+from streams.wire import decimals
+from streams.history.audit import audit, read_history, settle
 from streams.config import load_config
 from streams.engine import InputPosition
-from streams.kafka_io import encode, publish_config
-from streams.kafka_settings import ClientConfig, load_kafka_settings
-from streams.models import Fill, Instrument, Signal, to_json, validate
+from streams.kafka.io import encode, publish_config
+from streams.kafka.settings import ClientConfig, load_kafka_settings
+from streams.wire.models import Fill, Instrument, Signal, to_json, validate
 from streams.processor import MemoryStore, Processor
-from streams.topics import apply, load_topics
+from streams.kafka.topics import apply, load_topics
 from streams.bench.generate import session
 
 

@@ -14,12 +14,14 @@ import io
 import os
 import time
 
-from streams import decimals, journal
+from streams.wire import decimals
+
+from streams.history import journal
 from streams.config import load_config
 from streams.engine import InputPosition
-from streams.models import to_json
+from streams.wire.models import to_json
 from streams.processor import MemoryStore, Processor
-from streams.replay import replay
+from streams.history.replay import replay
 from streams.bench.generate import session
 
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import faust
 
-from streams import decimals
+from streams.wire import decimals
 from streams.config import load_config
 from streams.engine import InputPosition, PortfolioState
 from streams.engine.state import exposure_from_wire, streak_from_wire, to_wire
-from streams.kafka_io import read_topic
-from streams.kafka_settings import load_kafka_settings
-from streams.models import Instrument, Signal, decode, to_json
+from streams.kafka.io import read_topic
+from streams.kafka.settings import load_kafka_settings
+from streams.wire.models import Instrument, Signal, decode, to_json
 from streams.processor import Processor
-from streams.topics import load_topics
+from streams.kafka.topics import load_topics
 from streams.worker.app import RAW, brokers
 
 kafka = load_kafka_settings()

@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.config import load_config
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
-from streams.kafka_settings import load_kafka_settings
-from streams.models import Instrument, Signal, decode, to_json
+from streams.kafka.settings import load_kafka_settings
+from streams.wire.models import Instrument, Signal, decode, to_json
 from streams.processor import MemoryStore, Processor
-from streams.topics import load_topics
+from streams.kafka.topics import load_topics
 
 
 async def run() -> None:

@@ -40,9 +40,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.bench.generate import session
-from streams.kafka_io import publish
-from streams.kafka_settings import ClientConfig, load_kafka_settings
-from streams.topics import TopicSet, apply, load_topics
+from streams.kafka.io import publish
+from streams.kafka.settings import ClientConfig, load_kafka_settings
+from streams.kafka.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

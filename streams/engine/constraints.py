@@ -14,8 +14,8 @@ from functools import lru_cache
 from math import lcm
 from typing import NamedTuple
 
-from streams.decimals import canonical as c
-from streams.models import Leg
+from streams.wire.decimals import canonical as c
+from streams.wire.models import Leg
 
 _ZERO = Decimal(0)
 

@@ -13,13 +13,13 @@ from decimal import Decimal, localcontext
 from typing import Any, Literal, NamedTuple, get_args
 
 from streams.config import SizingConfig
-from streams.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
+from streams.wire.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
 from streams.engine.constraints import Fit, fit_to_legs
 from streams.engine.state import (
     Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, remember_ended, reservation,
     reserved_totals,
 )
-from streams.models import Decision, Instrument, Order, OrderLeg, Signal, build, format_event_time
+from streams.wire.models import Decision, Instrument, Order, OrderLeg, Signal, build, format_event_time
 
 _FLIP = {"buy": "sell", "sell": "buy"}
 

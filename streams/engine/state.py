@@ -12,9 +12,9 @@ from decimal import Decimal, localcontext
 from typing import Any, Literal, Mapping, NamedTuple
 
 from streams.config import SizingConfig
-from streams.decimals import ENGINE_CONTEXT, ZERO, canonical, engine_context_active
+from streams.wire.decimals import ENGINE_CONTEXT, ZERO, canonical, engine_context_active
 from streams.engine.recent import RecentIds
-from streams.models import OrderCanceled, OrderFilled, PositionClosed
+from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed
 
 
 class Position(NamedTuple):

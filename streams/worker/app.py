@@ -15,15 +15,15 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from streams import faust_compat
-from streams.admission import INPUTS
+from streams.wire.admission import INPUTS
 from streams.config import SizingConfig
 from streams.faust_compat.app import Inputs, SizerApp
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
-from streams.kafka_settings import KafkaSettings
+from streams.kafka.settings import KafkaSettings
 from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
-from streams.topics import POSITIONED, TopicSet
+from streams.kafka.topics import POSITIONED, TopicSet
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
 from streams.worker.health import Health

@@ -17,7 +17,7 @@ from typing import Any
 
 from faust.assignor import PartitionAssignor
 
-from streams.topics import recreated
+from streams.kafka.topics import recreated
 
 log = logging.getLogger("streams.worker")
 

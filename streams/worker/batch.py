@@ -28,13 +28,13 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any, Awaitable, Callable, NoReturn
 
-from streams.admission import admit_record
+from streams.wire.admission import admit_record
 from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
-from streams.models import to_json
+from streams.wire.models import to_json
 from streams.processor import Processor
-from streams.topics import recreated
+from streams.kafka.topics import recreated
 from streams.worker.dead_letters import dead_letter
 from streams.worker.instruments import RESTORES, admit_instrument, restores
 from streams.worker.positions import Input, StallWatch, record_timestamp_ms
@@ -119,7 +119,7 @@ class BatchHandler:
                           self.roles[m.topic], self.dlq_max_bytes)
 
     async def admitted(self, event: Any) -> Any:
-        """The input as its topic's message (`streams.admission`), or None once it has
+        """The input as its topic's message (`streams.wire.admission`), or None once it has
         been dead-lettered."""
         m = event.message
         try:

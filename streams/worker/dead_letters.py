@@ -1,4 +1,4 @@
-"""The one handler for input that is not admitted (`streams.admission`).
+"""The one handler for input that is not admitted (`streams.wire.admission`).
 
 The dead letter keeps the original bytes as its value and key, and says why and
 where it came from in headers, so an operator can fix and re-publish it as is.

@@ -21,10 +21,10 @@ from typing import Any, Iterator, MutableMapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from streams.admission import admit_record
+from streams.wire.admission import admit_record
 from streams.errors import InvalidMessage
-from streams.kafka_settings import ClientConfig
-from streams.models import Instrument
+from streams.kafka.settings import ClientConfig
+from streams.wire.models import Instrument
 
 log = logging.getLogger("streams.worker")
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from streams.kafka_io import Record, read_range
-from streams.kafka_settings import ClientConfig
+from streams.kafka.io import Record, read_range
+from streams.kafka.settings import ClientConfig
 
 
 class Input:

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 from streams.config import SizingConfig
-from streams.kafka_io import publish_config
-from streams.kafka_settings import KafkaSettings
+from streams.kafka.io import publish_config
+from streams.kafka.settings import KafkaSettings
 from streams.logs import logging_config
-from streams.topics import TopicSet, apply
+from streams.kafka.topics import TopicSet, apply
 
 log = logging.getLogger("streams.worker")
 

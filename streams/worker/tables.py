@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from streams import decimals
+from streams.wire import decimals
 from streams.config import SizingConfig
 from streams.engine import PortfolioState
 from streams.engine.state import (

@@ -13,7 +13,7 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
-from streams import sweep
+from streams.history import sweep
 from streams.config import load_config
 from streams.engine import order_id_for
 from tests.builders import T0, closed, filled, instrument, journal_text, leg, signal

@@ -30,8 +30,8 @@ def test_order_legs_carry_the_same_quantity_with_sides_relative_to_the_order(rep
 
     path = tmp_path / "j.jsonl"
     path.write_text(journal_text([PAIR, signal("p1", "ETH-BASIS", "0.5", "1000", T0, side="sell")]))
-    code = ("import sys,json;from streams.replay import replay;from streams.config import load_config;"
-            "from streams.models import to_json;"
+    code = ("import sys,json;from streams.history.replay import replay;from streams.config import load_config;"
+            "from streams.wire.models import to_json;"
             "replay(open(sys.argv[1]),load_config('conviction'),lambda d,o:print(to_json(o)),lambda n,r:None)")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
     order = json.loads(out)

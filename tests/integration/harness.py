@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable
 
 from aiokafka.errors import KafkaConnectionError
 
-from streams.kafka_io import Record, end_offsets, publish, read_topic, wait_consumed
-from streams.kafka_settings import ClientConfig, KafkaSettings
-from streams.topics import TopicSet, apply, load_topics
+from streams.kafka.io import Record, end_offsets, publish, read_topic, wait_consumed
+from streams.kafka.settings import ClientConfig, KafkaSettings
+from streams.kafka.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_SCRIPT = ROOT / "deploy" / "broker" / "broker.sh"

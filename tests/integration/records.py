@@ -11,9 +11,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streams.admission import admit_record
+from streams.wire.admission import admit_record
 from streams.errors import InvalidMessage
-from streams.kafka_io import Record
+from streams.kafka.io import Record
 from streams.worker.dead_letters import PREVIEW_BYTES
 from streams.worker.instruments import admit_instrument
 from tests.integration.harness import Deployment

@@ -8,7 +8,7 @@ import json
 from aiokafka import AIOKafkaProducer
 
 from streams import demo_session
-from streams.topics import apply, load_topics
+from streams.kafka.topics import apply, load_topics
 from tests.integration.harness import ROOT
 
 

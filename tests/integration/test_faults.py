@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.admission import admit_record
+from streams.wire.admission import admit_record
 from streams.errors import InvalidMessage
-from streams.models import Fill, Signal
+from streams.wire.models import Fill, Signal
 from tests.builders import T0
 from tests.integration.harness import Deployment, decisions_by_signal
 
@@ -91,7 +91,7 @@ def fill_payloads(draw) -> bytes:
 
 
 def expected_valid(model, raw: bytes) -> bool:
-    """Whether the worker admits the payload keyed b"fz" (`streams.admission`), its
+    """Whether the worker admits the payload keyed b"fz" (`streams.wire.admission`), its
     record timestamp about now (the producer's clock; an event time within a few
     seconds of the 60 s skew limit is too unlikely in these ranges to matter)."""
     role = "signals" if model is Signal else "fills"

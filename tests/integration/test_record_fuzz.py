@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from streams.models import MAX_EVENT_TIME_MS
+from streams.wire.models import MAX_EVENT_TIME_MS
 from tests.builders import T0
 from tests.integration.harness import Deployment
 from tests.integration.records import BROKER_MAX_BYTES, Raw, assert_every_offset_has_one_outcome, send_raw

@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from streams.errors import KafkaUnavailable
-from streams.kafka_io import end_offsets, publish, read_topic, wait_consumed
-from streams.kafka_settings import KafkaSettings
-from streams.topics import ROLES, load_topics
+from streams.kafka.io import end_offsets, publish, read_topic, wait_consumed
+from streams.kafka.settings import KafkaSettings
+from streams.kafka.topics import ROLES, load_topics
 from tests.builders import journal_text
 from tests.integration.harness import ROOT, SIZER, Broker, Worker, free_port
 from tests.integration.test_cap_on_broker import ENV, FILLS, FIRST, INSTRUMENTS, THEN, comparable

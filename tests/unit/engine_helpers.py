@@ -1,6 +1,6 @@
 
 from streams.engine import InputPosition
-from streams.models import Fill, Instrument, Signal, validate
+from streams.wire.models import Fill, Instrument, Signal, validate
 from streams.processor import MemoryStore, Processor
 
 

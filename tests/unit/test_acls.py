@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.acls import AclEntry, load_acls
+from streams.kafka.acls import AclEntry, load_acls
 from streams.errors import ConfigError
-from streams.topics import ROLES, load_topics
+from streams.kafka.topics import ROLES, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_an_acl_reads_as_its_principal_operation_and_resource():
 
 
 def test_every_client_gets_the_one_configuration_and_no_secret_in_its_repr(tmp_path):
-    from streams.kafka_settings import KafkaSettings
+    from streams.kafka.settings import KafkaSettings
 
     secret = tmp_path / "password"
     secret.write_text("s3cret\n")

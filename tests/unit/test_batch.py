@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from streams.config import load_config
 from streams.faust_compat.events import current, current_event
-from streams.kafka_io import Record
+from streams.kafka.io import Record
 from streams.metrics import SizerMetrics
-from streams.models import Instrument, validate
+from streams.wire.models import Instrument, validate
 from streams.processor import Processor
 from streams.worker.batch import BatchHandler, BatchStatus
 from streams.worker.positions import InputPositions

@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from streams.config import load_config
 from streams.engine import InputPosition
-from streams.models import Control, Decision, Fill, Instrument, Order, Signal, decode, to_json, validate
+from streams.wire.models import Control, Decision, Fill, Instrument, Order, Signal, decode, to_json, validate
 from streams.processor import MemoryStore, Processor
 from tests.builders import T0, instrument, leg
 

@@ -1,13 +1,13 @@
 from decimal import Decimal as D
 from decimal import localcontext
 
-from streams.decimals import ENGINE_CONTEXT
+from streams.wire.decimals import ENGINE_CONTEXT
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.engine.constraints import common_step, fit_to_legs
-from streams.models import Leg
+from streams.wire.models import Leg
 
 
 def make_leg(step, min_qty="0", max_qty=None, min_notional="0", name="L"):

@@ -4,7 +4,7 @@ import pytest
 
 from streams.config import load_config
 from streams.engine import order_id_for
-from streams.models import Fill, validate
+from streams.wire.models import Fill, validate
 from tests.builders import T0, canceled, closed, filled, instrument, leg, signal
 from tests.unit.engine_helpers import feed, processor
 

@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 
 from streams.errors import InvalidMessage
-from streams.models import Fill, Instrument, OrderFilled, Signal, decode, format_event_time, to_json
+from streams.wire.models import Fill, Instrument, OrderFilled, Signal, decode, format_event_time, to_json
 
 SIGNAL = b'{"signal_id":"s-1","portfolio_id":"p1","symbol":"X","side":"buy","score":%s,"price":%s,"ts":%s}'
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from streams.config import load_config
 from streams.engine import decide
-from streams.models import Fill, Instrument, Signal, validate
-from streams.replay import replay
-from streams.models import to_json
+from streams.wire.models import Fill, Instrument, Signal, validate
+from streams.history.replay import replay
+from streams.wire.models import to_json
 from tests.builders import T0, canceled, closed, filled, instrument, journal_text, leg, signal
 from tests.unit.engine_helpers import processor
 

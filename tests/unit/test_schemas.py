@@ -8,10 +8,10 @@ import json
 import jsonschema
 import pytest
 
-from streams import schemas
+from streams.wire import schemas
 from streams.config import load_config
 from streams.engine import InputPosition
-from streams.models import Instrument, Signal, to_json, validate
+from streams.wire.models import Instrument, Signal, to_json, validate
 from streams.processor import MemoryStore, Processor
 from tests.builders import T0
 
@@ -27,7 +27,7 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
 @pytest.mark.parametrize("name", sorted(schemas.MESSAGES))
 def test_the_checked_in_schema_is_what_the_models_generate(name):
     assert schemas.path(name).read_text() == schemas.render(name), (
-        f"{schemas.path(name)} is out of date: run python -m streams.schemas --write")
+        f"{schemas.path(name)} is out of date: run python -m streams.wire.schemas --write")
 
 
 def test_the_check_command_fails_on_a_stale_file(tmp_path, monkeypatch):

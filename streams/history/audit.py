@@ -14,15 +14,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from streams import decimals
+from streams.wire import decimals
 from streams.config import SizingConfig
 from streams.errors import ConfigError, InvalidMessage
-from streams.history import Instruments, admitted, dead_lettered, recorded_interleaving, rederive
-from streams.kafka_io import Record, read_topic
-from streams.kafka_settings import ClientConfig
-from streams.models import parse_event_time, to_json
-from streams.progress import Progress
-from streams.topics import ROLES, TopicSet
+from streams.history.interleaving import Instruments, admitted, dead_lettered, recorded_interleaving, rederive
+from streams.kafka.io import Record, read_topic
+from streams.kafka.settings import ClientConfig
+from streams.wire.models import parse_event_time, to_json
+from streams.history.progress import Progress
+from streams.kafka.topics import ROLES, TopicSet
 
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.errors import InvalidMessage
-from streams.models import Control, Fill, Instrument, Signal, decode, validate
+from streams.wire.models import Control, Fill, Instrument, Signal, decode, validate
 
 # role -> (the message model, the field the record must be keyed by)
 INPUTS: dict[str, tuple[Any, str]] = {

@@ -1,5 +1,5 @@
 """Data contracts: the JSON Schema (draft 2020-12) of every message the product
-reads or writes, generated from the pydantic models in `streams.models` and
+reads or writes, generated from the pydantic models in `streams.wire.models` and
 checked in under `topics/schemas/v<VERSION>/` (a test fails when the models and
 the files differ).
 
@@ -8,7 +8,7 @@ accepts them (a decimal as a JSON-number string or a JSON number, `ts` as RFC
 3339 or epoch milliseconds); outputs (orders, decisions) as it writes them
 (decimals as strings, `ts` as RFC 3339 UTC). Regenerate after changing a model:
 
-    python -m streams.schemas --write
+    python -m streams.wire.schemas --write
 
 and raise `VERSION` (a new folder) when the change is not backward compatible
 for the readers of a topic.
@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
-from streams import models
+from streams.wire import models
 
 VERSION = 1
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "topics" / "schemas" / f"v{VERSION}"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "topics" / "schemas" / f"v{VERSION}"
 
 # file name -> (model, topic, direction)
 MESSAGES: dict[str, tuple[Any, str, Literal["validation", "serialization"]]] = {
@@ -50,7 +50,7 @@ def schema(name: str) -> dict[str, Any]:
         "$id": f"urn:sizer:schema:v{VERSION}:{name}",
         "title": f"sizer {name} v{VERSION}",
         "description": f"A {name} message as {direction} the `{topic}` topic (JSON, UTF-8). Generated from "
-                       f"streams/models.py by `python -m streams.schemas --write`; do not edit.",
+                       f"streams/wire/models.py by `python -m streams.wire.schemas --write`; do not edit.",
         **{key: value for key, value in generated.items() if key != "title"},
     }
 
@@ -64,7 +64,7 @@ def path(name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streams.schemas", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m streams.wire.schemas", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write the files (default: check them)")
     args = parser.parse_args(argv)
     stale = []
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not path(name).exists() or path(name).read_text() != text:
             stale.append(str(path(name)))
     if stale:
-        print("out of date (run python -m streams.schemas --write): " + ", ".join(stale), file=sys.stderr)
+        print("out of date (run python -m streams.wire.schemas --write): " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
 

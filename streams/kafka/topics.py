@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated
 
 if TYPE_CHECKING:
-    from streams.kafka_settings import ClientConfig
+    from streams.kafka.settings import ClientConfig
 
 TOPIC_AUTHORIZATION_FAILED = 29
 
@@ -135,7 +135,7 @@ async def stored_positions(admin: Any, client: ClientConfig, topics: TopicSet, a
     changelog) and, where higher, the group's committed offsets. Kafka drops a
     group's committed offsets when their topic is deleted; the positions changelog
     keeps them, and it is what the worker skips by."""
-    from streams.kafka_io import read_topic
+    from streams.kafka.io import read_topic
 
     names = {topics.name(role) for role in POSITIONED}
     stored: dict[tuple[str, int], int] = {}

@@ -20,10 +20,12 @@ from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
-from streams import decimals, journal
+from streams.wire import decimals
+
+from streams.history import journal
 from streams.demo_session import INSTRUMENTS
 from streams.engine import order_id_for
-from streams.kafka_settings import PROJECT_ROOT
+from streams.kafka.settings import PROJECT_ROOT
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 PRICES = {"BTC-PERP-BASIS": Decimal(50_000), "ETH-USD": Decimal(2_500), "SOL-USD": Decimal(150)}

@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
 )
 
-from streams import decimals
+from streams.wire import decimals
 from streams.errors import InvalidMessage, field_errors
 
 _NUMBER = decimals.JSON_NUMBER.pattern

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams import decimals
+from streams.wire import decimals
 from streams.errors import KafkaUnavailable
-from streams.topics import TopicSet
+from streams.kafka.topics import TopicSet
 
 if TYPE_CHECKING:
     from streams.config import SizingConfig
-    from streams.kafka_settings import ClientConfig
+    from streams.kafka.settings import ClientConfig
 
 KEY_FIELD = {"signals": "portfolio_id", "fills": "portfolio_id", "instruments": "symbol"}
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable
 
-from streams import decimals
+from streams.wire import decimals
 from streams.config import SizingConfig
-from streams.history import Instruments, dead_lettered, recorded_interleaving, rederive
-from streams.kafka_io import Record
-from streams.models import parse_event_time, to_json
+from streams.history.interleaving import Instruments, dead_lettered, recorded_interleaving, rederive
+from streams.kafka.io import Record
+from streams.wire.models import parse_event_time, to_json
 
 
 @dataclass

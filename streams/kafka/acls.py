@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.errors import AclMismatch, ConfigError, KafkaUnavailable
-from streams.topics import ROLES, TopicSet
+from streams.kafka.topics import ROLES, TopicSet
 
 if TYPE_CHECKING:
-    from streams.kafka_settings import KafkaSettings
+    from streams.kafka.settings import KafkaSettings
 
 # Kafka's operation names, as written in the file (case-insensitive there).
 OPERATIONS = ("All", "Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction",

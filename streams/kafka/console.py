@@ -20,12 +20,12 @@ from typing import IO, Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams import decimals
+from streams.wire import decimals
 from streams.errors import ConfigError
-from streams import journal
-from streams.kafka_io import KEY_FIELD
-from streams.kafka_settings import KafkaSettings
-from streams.topics import TopicSet
+from streams.history import journal
+from streams.kafka.io import KEY_FIELD
+from streams.kafka.settings import KafkaSettings
+from streams.kafka.topics import TopicSet
 
 KEYS = {**KEY_FIELD, "controls": "portfolio_id"}
 TAILED = ("decisions", "orders", "dlq")

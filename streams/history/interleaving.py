@@ -14,12 +14,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from streams.admission import admit_record
+from streams.wire.admission import admit_record
 from streams.config import SizingConfig
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
 from streams.errors import InvalidMessage
-from streams.kafka_io import Record
-from streams.models import Decision, Instrument, Order
+from streams.kafka.io import Record
+from streams.wire.models import Decision, Instrument, Order
 from streams.worker.instruments import InstrumentBook
 
 # (topic, partition, offset) of an input record

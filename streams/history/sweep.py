@@ -38,13 +38,15 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal, ROUND_HALF_EVEN, localcontext
 from typing import Any, Callable, Iterable, Sequence
 
-from streams import decimals, journal
+from streams.wire import decimals
+
+from streams.history import journal
 from streams.config import PRESETS, SizingConfig, load_config
-from streams.decimals import ZERO
+from streams.wire.decimals import ZERO
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
 from streams.engine.state import reservation
 from streams.errors import ConfigError
-from streams.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal, build, to_json
+from streams.wire.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal, build, to_json
 
 SCALE_QUANTUM = Decimal("1e-18")
 
@@ -201,7 +203,7 @@ def from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
     """Topic history in the interleaving the decisions recorded (as the audit rebuilds
     it), each signal with the instrument record its decision names. `config` only
     sizes the recorded positions' dedupe windows."""
-    from streams.history import Instruments, dead_lettered, recorded_interleaving
+    from streams.history.interleaving import Instruments, dead_lettered, recorded_interleaving
 
     builder = _Builder(History("kafka"), RecordedPositions(config))
     instruments = Instruments(records["instruments"])

@@ -12,11 +12,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
-from streams import decimals
+from streams.wire import decimals
 from streams.config import SizingConfig, load_config
 from streams.errors import ConfigError
-from streams.progress import Progress
-from streams.sweep import Configuration, History, Outcome, configurations, from_journal, from_kafka, parse_grid, \
+from streams.history.progress import Progress
+from streams.history.sweep import Configuration, History, Outcome, configurations, from_journal, from_kafka, parse_grid, \
     policy_config, sweep
 
 # rank column -> True when higher is better
@@ -100,8 +100,8 @@ def _read_history(args: argparse.Namespace, base: SizingConfig, kafka: Any, prog
     if args.from_kafka:
         import asyncio
 
-        from streams.audit import read_history, settle
-        from streams.topics import apply
+        from streams.history.audit import read_history, settle
+        from streams.kafka.topics import apply
 
         settings, topics = kafka
         client = settings.for_role("sweep")

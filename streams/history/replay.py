@@ -6,12 +6,12 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, TextIO
 
-from streams import journal
+from streams.history import journal
 from streams.config import SizingConfig
 from streams.engine import InputPosition
-from streams.models import Decision, Order, to_json
+from streams.wire.models import Decision, Order, to_json
 from streams.processor import MemoryStore, Processor
-from streams.progress import Progress
+from streams.history.progress import Progress
 
 
 @dataclass

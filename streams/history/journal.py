@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from streams import decimals
-from streams.admission import INPUTS, admit_message
+from streams.wire import decimals
+from streams.wire.admission import INPUTS, admit_message
 from streams.errors import InvalidMessage
 
 TOPICS = tuple(INPUTS)

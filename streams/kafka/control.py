@@ -19,14 +19,14 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams import decimals
-from streams.admission import admit_message
+from streams.wire import decimals
+from streams.wire.admission import admit_message
 from streams.engine.state import controls_from_wire, streak_from_wire
 from streams.errors import ConfigError, InvalidMessage, SizerError
-from streams.kafka_io import read_topic
-from streams.kafka_settings import KafkaSettings
-from streams.models import format_event_time
-from streams.topics import TopicSet
+from streams.kafka.io import read_topic
+from streams.kafka.settings import KafkaSettings
+from streams.wire.models import format_event_time
+from streams.kafka.topics import TopicSet
 
 
 class CommandNotApplied(SizerError):

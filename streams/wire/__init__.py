@@ -1,0 +1,1 @@
+"""The wire format: messages, decimals, the admission rule, JSON Schemas."""
