@@ -37,7 +37,7 @@ def test_publish_a_journal_then_tail_decisions_orders_and_dead_letters(deploymen
 
     done = sizer(deployment, "publish", "--journal", str(journal))
     assert done.returncode == 1, done.stderr  # one line could not be published
-    assert f"{journal}:4: not valid JSON" in done.stderr
+    assert f"{journal}:4: INVALID_JSON: not valid JSON" in done.stderr  # as sizer replay reports a bad line
     assert done.stdout.strip() == (f"published 4 records: 1 to {deployment.topics.name('instruments')}, "
                                    f"3 to {deployment.topics.name('signals')}")
     deployment.wait_for("decisions", 2)
