@@ -67,6 +67,10 @@ class SizerMetrics:
         self.dead_letter_failures = Counter(
             "sizer_dead_letter_failures", "Dead letters the producer refused, sent again as a summary without "
             "the original bytes", ["topic"], registry=registry)
+        self.instruments_restore_failures = Counter(
+            "sizer_instrument_restore_failures", "Valid instrument records that could not be re-published after an "
+            "invalid update (the log names the symbol; compaction may then keep only the invalid one)",
+            registry=registry)
         self.instruments_restored = Counter(
             "sizer_instruments_restored", "Valid instrument records re-published after an invalid update of "
             "their symbol, so that compaction keeps a valid version", registry=registry)

@@ -370,11 +370,18 @@ def _apply_fill(
 
 
 def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:
-    """The kill switch: equity `max_drawdown_pct` or more below its peak. Returns the
-    `key=value` detail of the halt, or None."""
+    """The kill switch: equity `max_drawdown_pct` or more below its peak (or, with no
+    positive peak left, any loss below it). Returns the `key=value` detail of the
+    halt, or None."""
     limit = config.max_drawdown_pct
     peak = streak.peak
-    if limit is None or peak <= 0:
+    if limit is None:
+        return None
+    if peak <= 0:
+        # no equity left to measure a percentage of: any further loss trips it
+        if streak.equity < peak:
+            return f"equity={canonical(streak.equity)} peak_equity={canonical(peak)} drawdown_pct=unbounded " \
+                   f"max_drawdown_pct={canonical(limit)}"
         return None
     drawdown_pct = (peak - streak.equity) * 100 / peak
     if drawdown_pct < limit:

@@ -37,6 +37,9 @@ class Inputs:
     handle_inputs: Callable[[list[Any]], Awaitable[None]]
     positions: InputPositionsLike
     partitions: Mapping[str, int]
+    # commit a done batch at once when nothing more waits, at most once per this many
+    # seconds (0: only on faust's commit interval); see `transport.DirectInputConsumer`
+    eager_commit_floor_s: float = 0.0
 
 
 class MissingWiring(RuntimeError):

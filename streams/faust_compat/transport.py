@@ -147,6 +147,11 @@ class DirectInputConsumer(WholeBatchConsumer):
       collected instead of passing through faust's read-offset bookkeeping, gap
       tracking and `callback`; the collected batch goes to
       `app.inputs.handle_inputs` once the fetched records are all seen;
+    - under exactly-once, once a batch is handled and the fetch returned fewer
+      records than a full batch (nothing more was waiting), its transaction is
+      committed at once, at most once per `Inputs.eager_commit_floor_s`, instead of
+      waiting for faust's commit timer: an order is readable downstream only when its
+      transaction commits, so the timer's interval was the order's latency;
     - nothing else: faust's yield every 100 records, its `commit_every` commit,
       its dropped-message log and its exception log are kept for the records it
       still delivers."""
@@ -164,6 +169,9 @@ class DirectInputConsumer(WholeBatchConsumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         yield_every = 100
         num_since_yield = 0
+        floor = inputs_contract.eager_commit_floor_s
+        full_batch = self.app.conf.broker_max_poll_records
+        last_eager = 0.0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -192,6 +200,11 @@ class DirectInputConsumer(WholeBatchConsumer):
                             self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
                     if inputs:
                         await handle_inputs(inputs)
+                        if floor and self.in_transaction and len(inputs) < full_batch:
+                            now = asyncio.get_running_loop().time()
+                            if now - last_eager >= floor:
+                                last_eager = now
+                                await self.commit()
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -51,6 +51,10 @@ class KafkaSettings(BaseSettings):
     web_host: str = "127.0.0.1"
     standby_replicas: int = Field(0, ge=0)
     commit_interval_s: float = Field(0.5, gt=0)
+    # under exactly-once, a batch's transaction is committed as soon as the batch is
+    # done and nothing more was waiting (a fetch shorter than batch_max), at most once
+    # per this interval; 0 turns it off (commits on commit_interval_s only)
+    eager_commit_floor_s: float = Field(0.02, ge=0)
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(3.0, gt=0)
     metrics_portfolio_limit: int = Field(1000, ge=1)

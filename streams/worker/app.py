@@ -33,6 +33,11 @@ from streams.worker.tables import TableStore
 
 log = logging.getLogger("streams.worker")
 
+PRODUCER_MAX_REQUEST_BYTES = 1_048_588 + 65_536
+# what a dead letter may carry of its original, below the broker's default limit for
+# the dead-letter topic (larger originals are cut, with their size and digest)
+DEAD_LETTER_MAX_BYTES = 1_000_000
+
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
@@ -72,6 +77,10 @@ def build_app(
         stream_wait_empty=False,
         broker_max_poll_records=kafka.batch_max,
         producer_acks=-1,
+        # room for any record the broker accepts on an input topic (its default
+        # message.max.bytes, 1,048,588, plus headers): a valid instrument that big must
+        # be re-published whole if an invalid update follows it (`BatchHandler.check_instrument`)
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         web_enabled=True,
         web_port=kafka.web_port,
         web_bind=kafka.web_host,
@@ -124,10 +133,10 @@ def build_app(
         app_id=kafka.app_id, config=config, processor=processor, tables=tables, positions=positions, view=view,
         outputs=outputs, metrics=metrics, consumer=lambda: app.consumer, lock=app.processing_lock, roles=roles,
         outputs_topics={role: topics.name(role) for role in ("orders", "decisions", "dlq")},
-        dlq_max_bytes=app.conf.producer_max_request_size, current=current, refuse=refuse, health=health,
+        dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health,
     )
     app.wire(Inputs(handler.handle_inputs, positions,
-                    {topics.name(role): topics[role].partitions for role in POSITIONED}))
+                    {topics.name(role): topics[role].partitions for role in POSITIONED}, kafka.eager_commit_floor_s))
     # consumed by the fetch loop itself, not by agents: subscribe them here
     app.topics.add(signals)
     app.topics.add(fills)

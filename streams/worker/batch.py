@@ -325,8 +325,15 @@ class BatchHandler:
         if in_force is not None and in_force[0] == m.offset:
             return  # the view applied this copy: it is the valid latest
         if in_force is not None and in_force[0] < m.offset:
-            await self.outputs.send(m.topic, m.key, in_force[1], m.partition,
-                                    headers=[(RESTORES, str(m.offset).encode())])
+            try:
+                await self.outputs.send(m.topic, m.key, in_force[1], m.partition,
+                                        headers=[(RESTORES, str(m.offset).encode())])
+            except Exception as exc:  # noqa: BLE001 - refused before it was queued: handled, on purpose
+                log.error("%s[%d]@%d: the valid record of %s could not be re-published (%r); compaction may keep "
+                          "only the invalid update: re-publish the instrument", m.topic, m.partition, m.offset,
+                          symbol, exc)
+                self.metrics.instruments_restore_failures.inc()
+                return
             self.metrics.instruments_restored.inc()
             log.warning("%s[%d]@%d: re-published the valid record of %s from offset %d over it",
                         m.topic, m.partition, m.offset, symbol, in_force[0])

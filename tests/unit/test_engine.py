@@ -189,3 +189,17 @@ def test_a_cancel_of_no_open_order_moves_no_clock_but_is_placed_for_the_audit(co
     assert result.outcome == "unknown_order"
     assert result.state.exposure.latest_ts == before.latest_ts == T0
     assert result.state.exposure.last_fill_offset == 41  # the audit rebuilds the interleaving by it
+
+
+def test_the_kill_switch_trips_on_any_loss_once_no_positive_peak_is_left(monkeypatch):
+    from streams.wire.models import Control
+
+    monkeypatch.setenv("SIZING_MAX_DRAWDOWN_PCT", "5")
+    proc = processor(load_config("conviction"))
+    withdraw = {"command_id": "w", "portfolio_id": "p1", "ts": T0, "type": "adjust_equity", "operator": "ops",
+                "reason": "all out", "amount": "-100000"}
+    proc.on_control(validate(Control, withdraw), 0)
+    assert proc.store.load("p1").controls.halt is None  # a withdrawal is not a loss
+    feed(proc, [closed("p1", "BTC", "1", "1", "-1000")])
+    halt = proc.store.load("p1").controls.halt
+    assert halt is not None and halt.reason == "MAX_DRAWDOWN" and "drawdown_pct=unbounded" in halt.text
