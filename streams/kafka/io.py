@@ -97,6 +97,12 @@ async def read_range(client: ClientConfig, topic: str, partition: int, start: in
     return await _read(client, {TopicPartition(topic, partition): (start, stop)}, isolation_level, timeout_s)
 
 
+async def read_spans(client: ClientConfig, spans: dict[TopicPartition, tuple[int, int]],
+                     isolation_level: str = "read_uncommitted", timeout_s: float = 60.0) -> list[Record]:
+    """The records of offsets [start, stop) of several partitions, with one consumer."""
+    return await _read(client, spans, isolation_level, timeout_s)
+
+
 async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | None, int | None]], isolation_level: str,
                 timeout_s: float) -> list[Record]:
     """Records of each partition from its start (None: the beginning) up to its stop

@@ -129,13 +129,17 @@ def positions_changelog(app_id: str) -> str:
     return f"{app_id}-input-positions-changelog"
 
 
-async def stored_positions(admin: Any, client: ClientConfig, topics: TopicSet, app_id: str) -> dict[tuple[str, int], int]:
+async def stored_positions(admin: Any, client: ClientConfig, topics: TopicSet, app_id: str,
+                           fingerprints: dict[tuple[str, int], str] | None = None) -> dict[tuple[str, int], int]:
     """(input topic, partition) -> the next offset the worker group `app_id` would
     process: its input positions (`streams.worker.positions`, read from their
     changelog) and, where higher, the group's committed offsets. Kafka drops a
     group's committed offsets when their topic is deleted; the positions changelog
-    keeps them, and it is what the worker skips by."""
+    keeps them, and it is what the worker skips by. `fingerprints`, when given, is
+    filled with the fingerprint of the last record processed before each stored
+    position (`worker.positions.record_fingerprint`), where one was stored."""
     from streams.kafka.io import read_topic
+    from streams.worker.positions import parse_position
 
     names = {topics.name(role) for role in POSITIONED}
     stored: dict[tuple[str, int], int] = {}
@@ -156,9 +160,12 @@ async def stored_positions(admin: Any, client: ClientConfig, topics: TopicSet, a
                 latest[record.key] = record.value
         for key, value in latest.items():
             topic, _, partition = key.decode("utf-8", "replace").rpartition(":")
-            if topic in names and partition.isdigit() and value and value.isdigit():
+            if topic in names and partition.isdigit() and value and value.split(b":")[0].isdigit():
                 where = (topic, int(partition))
-                stored[where] = max(stored.get(where, 0), int(value))
+                offset, fingerprint = parse_position(value)
+                if fingerprints is not None and fingerprint is not None and offset >= stored.get(where, 0):
+                    fingerprints[where] = fingerprint
+                stored[where] = max(stored.get(where, 0), offset)
     return stored
 
 
@@ -170,7 +177,8 @@ async def stored_positions_beyond_end(admin: Any, client: ClientConfig, topics: 
     past the old positions is not seen. Empty when nothing is stored."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    stored = await stored_positions(admin, client, topics, app_id)
+    fingerprints: dict[tuple[str, int], str] = {}
+    stored = await stored_positions(admin, client, topics, app_id, fingerprints)
     stored = {where: offset for where, offset in stored.items() if offset > 0}
     if not stored:
         return []
@@ -185,12 +193,36 @@ async def stored_positions_beyond_end(admin: Any, client: ClientConfig, topics: 
         finally:
             await consumer.stop()
     found = []
+    to_compare = {}
     for (topic, partition), offset in sorted(stored.items()):
         end = ends.get(TopicPartition(topic, partition))
         if end is None:
             found.append(f"{topic}[{partition}]: stored position {offset}, the partition no longer exists")
         elif offset > end:
             found.append(f"{topic}[{partition}]: stored position {offset} is past the end offset {end}")
+        elif (topic, partition) in fingerprints:
+            to_compare[TopicPartition(topic, partition)] = (offset - 1, offset)
+    # the record just before each position must be the one the group processed there
+    found += await _unlike_processed(client, to_compare, fingerprints)
+    return found
+
+
+async def _unlike_processed(client: ClientConfig, spans: dict[Any, tuple[int, int]],
+                            fingerprints: dict[tuple[str, int], str]) -> list[str]:
+    """Partitions whose record before the stored position is not the record the group
+    processed there (by fingerprint): the topic was recreated and has grown past the
+    old position. A record no longer there (retention) cannot be compared: passed."""
+    from streams.kafka.io import read_spans
+    from streams.worker.positions import record_fingerprint
+
+    if not spans:
+        return []
+    found = []
+    for record in await read_spans(client, spans):
+        where = (record.topic, record.partition)
+        if record_fingerprint(record.key, record.value, record.timestamp) != fingerprints[where]:
+            found.append(f"{record.topic}[{record.partition}]: the record at offset {record.offset} is not the one "
+                         f"this group processed there")
     return found
 
 

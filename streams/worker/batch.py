@@ -37,7 +37,7 @@ from streams.processor import Processor
 from streams.kafka.topics import recreated
 from streams.worker.dead_letters import dead_letter
 from streams.worker.instruments import RESTORES, admit_instrument, restores
-from streams.worker.positions import Input, StallWatch, record_timestamp_ms
+from streams.worker.positions import Input, StallWatch, record_fingerprint, record_timestamp_ms
 
 log = logging.getLogger("streams.worker")
 
@@ -236,8 +236,10 @@ class BatchHandler:
             with self.current(event):
                 await self.tables.write(portfolio_id)
         for (topic, partition), (next_offset, event) in batch.moved.items():
+            m = event.message
             with self.current(event):
-                await self.positions.advance(topic, partition, next_offset)
+                await self.positions.advance(topic, partition, next_offset,
+                                             record_fingerprint(m.key, m.value, record_timestamp_ms(m)))
         await self.outputs.delivered()
         batch.delivered()
         # every input is keyed by its portfolio (admission): where each one lives

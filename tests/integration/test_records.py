@@ -232,3 +232,26 @@ def test_an_input_topic_recreated_under_the_worker_stops_it_with_a_message_sayin
         SIZER_DATA_DIR=str(deployment.workdir / "data")), capture_output=True, text=True, timeout=120)
     assert refused.returncode == 3
     assert refused.stderr.strip().splitlines()[-1] == lines[0]
+
+
+def test_an_input_topic_recreated_and_grown_past_the_stored_positions_is_still_recognised(deployment, workers):
+    """The end offset alone cannot tell: the record before each stored position
+    must be the one the group processed there (its stored fingerprint)."""
+    worker = workers("--preset", "conviction")
+    deployment.publish([("instruments", json.loads(instrument("ETH-USD")))]
+                       + [("signals", json.loads(signal(f"s{i}", ts=T0 + i))) for i in range(3)])
+    deployment.wait_for("decisions", 3)
+    deployment.wait_consumed("signals")
+    worker.stop()
+    _recreate(deployment, "signals")
+    # the new topic grows past the old positions before anything looks at it
+    deployment.publish([("signals", json.loads(signal(f"new{i}", ts=T0 + 100 + i))) for i in range(6)])
+
+    applied = subprocess.run([SIZER, "topics", "apply"], env=deployment.env(), capture_output=True, text=True)
+    assert applied.returncode == 3, applied
+    line, = applied.stderr.strip().splitlines()
+    assert "is not the one this group processed there" in line and "the topic was deleted and recreated" in line
+    refused = subprocess.run([SIZER, "worker", "--preset", "conviction"], env=deployment.env(
+        SIZER_DATA_DIR=str(deployment.workdir / "data")), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 3
+    assert refused.stderr.strip().splitlines()[-1] == line
