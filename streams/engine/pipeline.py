@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal, localcontext
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, NamedTuple, get_args
 
 from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
@@ -19,16 +19,13 @@ from streams.engine.state import (
     Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, remember_ended, reservation,
     reserved_totals,
 )
-from streams.wire.models import Decision, Instrument, Order, OrderLeg, Signal, build, format_event_time
+from streams.wire.models import (
+    Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, format_event_time,
+)
 
 _FLIP = {"buy": "sell", "sell": "buy"}
 
-RejectionReason = Literal[
-    "DUPLICATE_SIGNAL", "HALTED", "MAX_DRAWDOWN", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "NO_SCORE", "LOW_CONFIDENCE", "PAIR_CAP_REACHED",
-    "EXPOSURE_CAP_REACHED", "BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL", "ORDER_OUT_OF_BOUNDS",
-]
-# Every reason a decision can be rejected for.
-REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)
+REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)  # defined with the decision it fills
 
 
 class Rejection(NamedTuple):

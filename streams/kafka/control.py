@@ -81,9 +81,19 @@ async def status(kafka: KafkaSettings, topics: TopicSet, portfolio_id: str | Non
     """Each portfolio's control state as the worker group's tables hold it: halted or
     not (with who, why and when), the last command's offset, and equity."""
     width = topics["signals"].partitions
-    controls, streaks = await asyncio.gather(
-        read_topic(kafka.for_role("control"), changelog(kafka.app_id, "controls"), width),
-        read_topic(kafka.for_role("control"), changelog(kafka.app_id, "streak"), width))
+    names = [changelog(kafka.app_id, "controls"), changelog(kafka.app_id, "streak")]
+    admin = AIOKafkaAdminClient(**kafka.client("control"))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+    async def read(name: str) -> list[Any]:
+        # a changelog the workers have not created yet (no worker of the group has run): no state
+        return await read_topic(kafka.for_role("control"), name, width) if name in existing else []
+
+    controls, streaks = await asyncio.gather(*(read(name) for name in names))
     latest: dict[str, dict[str, Any]] = {}
     for record in controls:  # in partition then offset order: the last value of a key wins
         if record.key is not None and record.value is not None:

@@ -295,6 +295,12 @@ class Order(BaseModel):
 
 
 Outcome = Literal["accepted", "rejected"]
+# Every reason a decision can be rejected for: the engine (`engine.pipeline`), this
+# model and the metrics use this one type.
+RejectionReason = Literal[
+    "DUPLICATE_SIGNAL", "HALTED", "MAX_DRAWDOWN", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "NO_SCORE", "LOW_CONFIDENCE",
+    "PAIR_CAP_REACHED", "EXPOSURE_CAP_REACHED", "BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL", "ORDER_OUT_OF_BOUNDS",
+]
 
 
 class Decision(BaseModel):
@@ -306,7 +312,7 @@ class Decision(BaseModel):
     signal_id: str
     portfolio_id: str
     outcome: Outcome
-    reason: str | None
+    reason: RejectionReason | None
     order_id: str | None
     qty: Dec | None
     notional: Dec | None
