@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-import tomllib
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from streams.wire import decimals
-from streams.errors import ConfigError, field_errors
+from streams.errors import ConfigError, field_errors, read_toml
 from streams.wire.models import Dec
 
 PresetName = Literal["conviction", "graduated"]
@@ -314,16 +313,7 @@ def load_config(
     check_environment("SIZING_", SizingConfig)
     file_values: dict[str, Any] = {}
     if config_file is not None:
-        path = Path(config_file)
-        try:
-            with path.open("rb") as handle:
-                file_values = tomllib.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except OSError as exc:  # a directory, unreadable, ...
-            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        file_values = read_toml(config_file, "config file")
         file_values = file_values.get("sizing", file_values)
     from_env = os.environ.get("SIZING_PRESET")
     if preset and from_env and preset != from_env:

@@ -44,6 +44,23 @@ class TopicMismatch(SizerError):
     """A topic exists on the broker with a partition count or config that differs from its spec."""
 
 
+def read_toml(path: Any, what: str) -> dict[str, Any]:
+    """A TOML file (the config, topics and ACL files) as data. Raises ConfigError
+    naming `what` and the path: missing, unreadable (a directory) or not TOML."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        with Path(path).open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except OSError as exc:  # a directory, unreadable, ...
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
 def field_errors(error: Any, whole: str) -> list[tuple[str, str, str]]:
     """A pydantic ValidationError as (field path, rule, error type) triples, in
     order; `whole` names the object itself when an error has no field. The one

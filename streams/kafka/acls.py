@@ -10,12 +10,11 @@ The admin calls (DescribeAcls, CreateAcls) go through kafka-python's
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streams.errors import AclMismatch, ConfigError, KafkaUnavailable
+from streams.errors import AclMismatch, ConfigError, KafkaUnavailable, read_toml
 from streams.kafka.topics import ROLES, TopicSet
 
 if TYPE_CHECKING:
@@ -69,13 +68,7 @@ def load_acls(path: Path, topics: TopicSet, app_id: str) -> list[Principal]:
     """Read `path` and expand its placeholders: `{signals}` ... `{config}` (the topic
     names of `topics`, prefix included), `{topics}` (each topic) and
     `{app_id}`. Raises ConfigError naming the principal and the entry at fault."""
-    try:
-        with Path(path).open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"ACL file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"ACL file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path, "ACL file")
     names = {role: topics.name(role) for role in ROLES}
     principals = []
     for key, entry in (data.get("principals") or {}).items():

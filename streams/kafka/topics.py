@@ -7,12 +7,11 @@ with another partition count or configuration is an error, never silently used.
 from __future__ import annotations
 
 import asyncio
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated
+from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated, read_toml
 
 if TYPE_CHECKING:
     from streams.kafka.settings import ClientConfig
@@ -54,13 +53,7 @@ class TopicSet:
 
 def load_topics(path: Path, prefix: str = "") -> TopicSet:
     """Read and validate the topic definitions; every name gets `prefix`."""
-    try:
-        with Path(path).open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"topics file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"topics file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path, "topics file")
     defaults = data.get("defaults", {})
     entries = data.get("topics", {})
     missing = [role for role in ROLES if role not in entries]
