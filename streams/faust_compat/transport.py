@@ -53,17 +53,32 @@ class PausingConsumer(Consumer):
     them all the time: after each start or rebalance, the first record fetched
     from each changelog partition stalled the inputs for 100 ms (seen in `make
     bench` as 100-150 ms latencies over the first 0.3 s). Here every pause and
-    resume is mirrored to aiokafka, in the consumer's thread."""
+    resume is mirrored to aiokafka, in the consumer's thread.
+
+    faust's stall check (`verify_event_path`) then expects fetches of partitions
+    it paused itself and, five minutes after start, logs an ERROR for every
+    paused changelog partition every few seconds; it is skipped for those."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._paused_here: set[Any] = set()  # faust's TPs paused in aiokafka too
 
     def pause_partitions(self, tps: Any) -> None:
         tps = list(tps)
         super().pause_partitions(tps)
+        self._paused_here.update(tps)
         self._mirror("pause", tps)
 
     def resume_partitions(self, tps: Any) -> None:
         tps = list(tps)
         super().resume_partitions(tps)
+        self._paused_here.difference_update(tps)
         self._mirror("resume", tps)
+
+    def verify_event_path(self, now: float, tp: Any) -> None:
+        if tp in self._paused_here:
+            return None  # paused on purpose: no fetch is due
+        return super().verify_event_path(now, tp)
 
     def _mirror(self, action: str, tps: list[Any]) -> None:
         thread = self._thread
@@ -152,9 +167,18 @@ class DirectInputConsumer(WholeBatchConsumer):
       committed at once, at most once per `Inputs.eager_commit_floor_s`, instead of
       waiting for faust's commit timer: an order is readable downstream only when its
       transaction commits, so the timer's interval was the order's latency;
+    - faust's stall check (`verify_event_path`) skips those inputs: it reads the
+      inbound times of faust's streams, which they never pass through;
     - nothing else: faust's yield every 100 records, its `commit_every` commit,
       its dropped-message log and its exception log are kept for the records it
       still delivers."""
+
+    def verify_event_path(self, now: float, tp: Any) -> None:
+        # the positioned inputs never pass through faust's streams, whose inbound times
+        # this check reads; `worker.positions.StallWatch` watches them instead
+        if self.app.inputs.positions.tracks(tp.topic):
+            return None
+        return super().verify_event_path(now, tp)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         inputs_contract = self.app.inputs  # required: `SizerApp.wire`
