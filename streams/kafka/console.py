@@ -21,7 +21,7 @@ from typing import IO, Any, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.wire import decimals
-from streams.errors import ConfigError
+from streams.errors import ConfigError, TopicMismatch
 from streams.history import journal
 from streams.kafka.io import KEY_FIELD
 from streams.kafka.settings import KafkaSettings
@@ -57,7 +57,11 @@ async def publish_records(kafka: KafkaSettings, topics: TopicSet,
                           records: list[tuple[str, bytes | None, bytes, int | None]]) -> dict[str, int]:
     """Send in order, idempotently, waiting for every acknowledgement; a count per topic role."""
     producer = AIOKafkaProducer(**kafka.client("publish"), acks="all", enable_idempotence=True, linger_ms=5)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # a client that failed to start is closed, not left to the GC
+        raise
     counts: dict[str, int] = {}
     try:
         pending = []
@@ -152,10 +156,16 @@ async def tail(kafka: KafkaSettings, topics: TopicSet, role: str, follow: bool, 
     tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
     consumer = AIOKafkaConsumer(**kafka.client("tail"), group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest")
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()  # a client that failed to start is closed, not left to the GC
+        raise
     printed = 0
     columns = COLUMNS[role]
     try:
+        if spec.name not in await consumer.topics():  # else it would wait for the topic forever
+            raise TopicMismatch(f"missing topics: {spec.name} (run `sizer topics apply`)")
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

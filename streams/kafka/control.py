@@ -52,14 +52,22 @@ async def send(kafka: KafkaSettings, topics: TopicSet, value: dict[str, Any], ti
     """Publish one command and wait until the worker group has applied it.
     Returns its (partition, offset). Raises CommandNotApplied after `timeout_s`."""
     producer = AIOKafkaProducer(**kafka.client("control"), acks="all", enable_idempotence=True)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # a client that failed to start is closed, not left to the GC
+        raise
     try:
         sent = await producer.send_and_wait(topics.name("controls"), decimals.dumps(value).encode(),
                                             key=value["portfolio_id"].encode())
     finally:
         await producer.stop()
     admin = AIOKafkaAdminClient(**kafka.client("control"))
-    await admin.start()
+    try:
+        await admin.start()
+    except BaseException:
+        await admin.close()  # a client that failed to start is closed, not left to the GC
+        raise
     try:
         tp = TopicPartition(sent.topic, sent.partition)
         deadline = time.monotonic() + timeout_s
@@ -83,7 +91,11 @@ async def status(kafka: KafkaSettings, topics: TopicSet, portfolio_id: str | Non
     width = topics["signals"].partitions
     names = [changelog(kafka.app_id, "controls"), changelog(kafka.app_id, "streak")]
     admin = AIOKafkaAdminClient(**kafka.client("control"))
-    await admin.start()
+    try:
+        await admin.start()
+    except BaseException:
+        await admin.close()  # a client that failed to start is closed, not left to the GC
+        raise
     try:
         existing = set(await admin.list_topics())
     finally:
