@@ -79,8 +79,13 @@ def test_metrics_report_exact_counts_exposure_streaks_and_phase(deployment, work
     assert value(samples, "sizer_portfolio_series") == 2
 
     # consumer lag per input partition, caught up; faust's own sensors beside ours
-    eventually(lambda: all(v == 0 for (name, _), v in scrape(worker.web_port).items()
-                           if name == "sizer_consumer_lag_messages"), what="lag at zero")
+    def lag_at_zero() -> bool:
+        # every input partition's series published (the first reading comes one lag
+        # interval after start) and at zero; an empty set must not pass
+        readings = [v for (name, _), v in scrape(worker.web_port).items() if name == "sizer_consumer_lag_messages"]
+        return len(readings) == 3 * deployment.topics["signals"].partitions and all(v == 0 for v in readings)
+
+    eventually(lag_at_zero, what="lag at zero on every input partition")
     lag = [labels for (name, labels) in scrape(worker.web_port) if name == "sizer_consumer_lag_messages"]
     assert {dict(labels)["topic"] for labels in lag} == {"signals", "fills", "controls"}
     assert len(lag) == 3 * deployment.topics["signals"].partitions
