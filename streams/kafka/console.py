@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.wire import decimals
 from streams.errors import ConfigError, TopicMismatch
 from streams.history import journal
-from streams.kafka.io import KEY_FIELD
+from streams.kafka.io import KEY_FIELD, start_or_close
 from streams.kafka.settings import KafkaSettings
 from streams.kafka.topics import TopicSet
 
@@ -57,11 +57,7 @@ async def publish_records(kafka: KafkaSettings, topics: TopicSet,
                           records: list[tuple[str, bytes | None, bytes, int | None]]) -> dict[str, int]:
     """Send in order, idempotently, waiting for every acknowledgement; a count per topic role."""
     producer = AIOKafkaProducer(**kafka.client("publish"), acks="all", enable_idempotence=True, linger_ms=5)
-    try:
-        await producer.start()
-    except BaseException:
-        await producer.stop()  # a client that failed to start is closed, not left to the GC
-        raise
+    await start_or_close(producer)
     counts: dict[str, int] = {}
     try:
         pending = []
@@ -156,11 +152,7 @@ async def tail(kafka: KafkaSettings, topics: TopicSet, role: str, follow: bool, 
     tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
     consumer = AIOKafkaConsumer(**kafka.client("tail"), group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest")
-    try:
-        await consumer.start()
-    except BaseException:
-        await consumer.stop()  # a client that failed to start is closed, not left to the GC
-        raise
+    await start_or_close(consumer)
     printed = 0
     columns = COLUMNS[role]
     try:

@@ -23,7 +23,7 @@ from streams.wire import decimals
 from streams.wire.admission import admit_message
 from streams.engine.state import controls_from_wire, streak_from_wire
 from streams.errors import ConfigError, InvalidMessage, SizerError
-from streams.kafka.io import read_topic
+from streams.kafka.io import read_topic, start_or_close
 from streams.kafka.settings import KafkaSettings
 from streams.wire.models import format_event_time
 from streams.kafka.topics import TopicSet
@@ -52,22 +52,14 @@ async def send(kafka: KafkaSettings, topics: TopicSet, value: dict[str, Any], ti
     """Publish one command and wait until the worker group has applied it.
     Returns its (partition, offset). Raises CommandNotApplied after `timeout_s`."""
     producer = AIOKafkaProducer(**kafka.client("control"), acks="all", enable_idempotence=True)
-    try:
-        await producer.start()
-    except BaseException:
-        await producer.stop()  # a client that failed to start is closed, not left to the GC
-        raise
+    await start_or_close(producer)
     try:
         sent = await producer.send_and_wait(topics.name("controls"), decimals.dumps(value).encode(),
                                             key=value["portfolio_id"].encode())
     finally:
         await producer.stop()
     admin = AIOKafkaAdminClient(**kafka.client("control"))
-    try:
-        await admin.start()
-    except BaseException:
-        await admin.close()  # a client that failed to start is closed, not left to the GC
-        raise
+    await start_or_close(admin)
     try:
         tp = TopicPartition(sent.topic, sent.partition)
         deadline = time.monotonic() + timeout_s
@@ -91,11 +83,7 @@ async def status(kafka: KafkaSettings, topics: TopicSet, portfolio_id: str | Non
     width = topics["signals"].partitions
     names = [changelog(kafka.app_id, "controls"), changelog(kafka.app_id, "streak")]
     admin = AIOKafkaAdminClient(**kafka.client("control"))
-    try:
-        await admin.start()
-    except BaseException:
-        await admin.close()  # a client that failed to start is closed, not left to the GC
-        raise
+    await start_or_close(admin)
     try:
         existing = set(await admin.list_topics())
     finally:

@@ -97,6 +97,17 @@ async def read_range(client: ClientConfig, topic: str, partition: int, start: in
     return await _read(client, {TopicPartition(topic, partition): (start, stop)}, isolation_level, timeout_s)
 
 
+async def start_or_close(client: Any) -> None:
+    """Start an aiokafka producer, consumer or admin client; one that fails to start
+    is closed before the error goes on, not left to the garbage collector (whose
+    'Unclosed AIOKafka...' log would follow the CLI's one-line error)."""
+    try:
+        await client.start()
+    except BaseException:
+        await (client.stop() if hasattr(client, "stop") else client.close())  # the admin client has only close()
+        raise
+
+
 async def read_spans(client: ClientConfig, spans: dict[TopicPartition, tuple[int, int]],
                      isolation_level: str = "read_uncommitted", timeout_s: float = 60.0) -> list[Record]:
     """The records of offsets [start, stop) of several partitions, with one consumer."""
