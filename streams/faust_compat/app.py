@@ -40,6 +40,8 @@ class Inputs:
     # commit a done batch at once when nothing more waits, at most once per this many
     # seconds (0: only on faust's commit interval); see `transport.DirectInputConsumer`
     eager_commit_floor_s: float = 0.0
+    # the most a fetch may wait at the broker for new records (`transport.ShortFetchWaitThread`)
+    fetch_max_wait_ms: int = 500
 
 
 class MissingWiring(RuntimeError):

@@ -55,6 +55,12 @@ class KafkaSettings(BaseSettings):
     # done and nothing more was waiting (a fetch shorter than batch_max), at most once
     # per this interval; 0 turns it off (commits on commit_interval_s only)
     eager_commit_floor_s: float = Field(0.02, ge=0)
+    # the most the worker's fetch waits at the broker for new records (Kafka's
+    # fetch.max.wait.ms; faust fixes 1,500). It bounds how long a fetch that left out
+    # a partition with unconsumed records holds that partition's next records back
+    # (`faust_compat.transport.ShortFetchWaitThread`); an idle worker sends about
+    # 1000 / this fetches a second.
+    fetch_max_wait_ms: int = Field(20, ge=1, le=60_000)
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(3.0, gt=0)
     metrics_portfolio_limit: int = Field(1000, ge=1)

@@ -136,7 +136,8 @@ def build_app(
         dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health,
     )
     app.wire(Inputs(handler.handle_inputs, positions,
-                    {topics.name(role): topics[role].partitions for role in POSITIONED}, kafka.eager_commit_floor_s))
+                    {topics.name(role): topics[role].partitions for role in POSITIONED},
+                    eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms))
     # consumed by the fetch loop itself, not by agents: subscribe them here
     app.topics.add(signals)
     app.topics.add(fills)

@@ -1,0 +1,116 @@
+"""The transport's departures from faust-streaming that need no broker to check:
+the worker consumer's fetch wait, and concurrent commits of a commit's transactions.
+(Their effect on latency is measured by `make bench`; the exactly-once guarantees
+they must keep are held by the broker tests.)"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streams.config import load_config
+from streams.faust_compat.transport import ConcurrentCommitProducer
+from streams.kafka.settings import KafkaSettings
+from streams.kafka.topics import load_topics
+from streams.worker.app import build_app
+
+
+def test_the_worker_consumer_waits_at_the_broker_at_most_fetch_max_wait_ms(tmp_path):
+    kafka = KafkaSettings(bootstrap="127.0.0.1:1", fetch_max_wait_ms=7, data_dir=tmp_path)
+    app = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
+
+    async def consumer_options() -> int:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # what faust starts
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(consumer_options()) == 7  # faust 0.15.3 fixes 1,500
+
+
+def test_the_default_fetch_wait_is_short():
+    assert KafkaSettings(bootstrap="127.0.0.1:1").fetch_max_wait_ms == 20
+
+
+class FakeTransactionProducer:
+    """Records the transaction calls; each commit waits until `release` is set."""
+
+    def __init__(self, name: str, journal: list[tuple[str, str]], release: asyncio.Event, fail: bool = False):
+        self.name, self.journal, self.release, self.fail = name, journal, release, fail
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        self.journal.append(("offsets", self.name, dict(offsets), group_id))
+
+    async def commit_transaction(self):
+        self.journal.append(("commit started", self.name))
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError(f"{self.name} refused")
+        self.journal.append(("committed", self.name))
+
+    async def begin_transaction(self):
+        self.journal.append(("begun", self.name))
+
+
+def producer_with(transaction_producers: dict) -> ConcurrentCommitProducer:
+    producer = object.__new__(ConcurrentCommitProducer)  # only the transaction bookkeeping is used
+    producer._transaction_producers = transaction_producers
+    producer._trn_locks = {name: asyncio.Lock() for name in transaction_producers}
+    return producer
+
+
+def test_the_transactions_of_one_commit_are_committed_concurrently():
+    async def scenario():
+        journal: list = []
+        release = asyncio.Event()
+        names = [f"sizer-1-{p}" for p in range(3)]
+        producer = producer_with({n: FakeTransactionProducer(n, journal, release) for n in names})
+        commit = asyncio.create_task(producer.commit_transactions(
+            {n: {("signals", p): 10 + p} for p, n in enumerate(names)}, "sizer"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        started_before_any_ended = sorted(e[1] for e in journal if e[0] == "commit started")
+        release.set()
+        await commit
+        return journal, started_before_any_ended, names
+
+    journal, started, names = asyncio.run(scenario())
+    assert started == names  # every commit was under way before the first one ended
+    for name in names:
+        mine = [e[0] for e in journal if e[1] == name]
+        assert mine == ["offsets", "commit started", "committed", "begun"]  # in order, per transaction
+    assert sorted(e[3] for e in journal if e[0] == "offsets") == ["sizer"] * 3
+
+
+def test_a_failed_transaction_is_raised_after_the_others_are_committed(caplog):
+    async def scenario():
+        journal: list = []
+        release = asyncio.Event()
+        release.set()
+        producer = producer_with({"a": FakeTransactionProducer("a", journal, release, fail=True),
+                                  "b": FakeTransactionProducer("b", journal, release)})
+        with pytest.raises(RuntimeError, match="a refused"):
+            await producer.commit_transactions({"a": {}, "b": {}, "gone": {}}, "sizer")
+        return journal
+
+    with caplog.at_level(logging.WARNING, logger="streams.worker"):
+        journal = asyncio.run(scenario())
+    assert ("committed", "b") in journal and ("begun", "b") in journal
+    assert ("committed", "a") not in journal and ("begun", "a") not in journal
+    assert "unknown transaction gone" in caplog.text
+
+
+def test_start_new_transaction_false_begins_none():
+    async def scenario():
+        journal: list = []
+        release = asyncio.Event()
+        release.set()
+        producer = producer_with({"a": FakeTransactionProducer("a", journal, release)})
+        await producer.commit_transactions({"a": {}}, "sizer", start_new_transaction=False)
+        return journal
+
+    assert [e[0] for e in asyncio.run(scenario())] == ["offsets", "commit started", "committed"]
