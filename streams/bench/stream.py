@@ -490,8 +490,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measuring scale, {portfolios:,} portfolios, {backlog:,} signals ...", file=sys.stderr,
                   flush=True)
             points.append(measure_scale(client, portfolios, backlog, args, workdir))
-    print(f"\nbroker {bootstrap}; runs {','.join(args.runs)}; backlog {args.backlog} signals; latency at "
-          f"{args.rate} signals/s for {args.seconds:g} s (hog: a busy loop on the last CPU); logs in {workdir}\n")
+    parts = [f"broker {bootstrap}", f"runs {','.join(args.runs)}"]
+    if "throughput" in args.runs:
+        parts.append(f"backlog {args.backlog:,} signals")
+    if "latency" in args.runs or "hog" in args.runs:
+        parts.append(f"latency at {args.rate:,} signals/s for {args.seconds:g} s")
+    if "hog" in args.runs:
+        parts.append("hog: a busy loop on the last CPU")
+    print(f"\n{'; '.join(parts)}; logs in {workdir}\n")
     if results:
         print_table(results)
     for note in skipped:
