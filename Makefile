@@ -56,7 +56,7 @@ sweep-demo: $(STAMP)
 
 # The worker against a bare consume-and-produce loop, a plain aiokafka loop, a
 # straightforward Faust agent and a Quix Streams application (run from .venv-bench);
-# BENCH_ARGS picks parts, e.g. BENCH_ARGS="--runs scale" or "--only (3) --runs latency,hog".
+# BENCH_ARGS picks parts, e.g. BENCH_ARGS="--runs scale" or BENCH_ARGS='--only "(3)" --runs latency,hog'.
 # Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the local broker.
 bench: $(STAMP) $(BENCH_STAMP)
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
