@@ -109,6 +109,7 @@ class Figures:
     hog_p99_ms: float = float("nan")
     hog_samples: int = 0
     rss_mb: float = 0.0
+    failures: list[str] = field(default_factory=list)  # "run: why (log)", the run's figures left out
 
 
 @dataclass
@@ -363,6 +364,8 @@ def scale_backlog(backlog: int, portfolios: Iterable[int]) -> int:
 
 def measure(client: ClientConfig, name: str, command: list[str], env: dict[str, str], args: argparse.Namespace,
             workdir: Path) -> Figures:
+    """The contender's runs, each on a fresh process and topics. A run whose contender
+    exits or never answers is recorded in `failures` and the others still run."""
     figures = Figures(name)
     if "throughput" in args.runs:
         contender = Contender(client, command, env, workdir)
@@ -370,10 +373,13 @@ def measure(client: ClientConfig, name: str, command: list[str], env: dict[str, 
             figures.rate = asyncio.run(throughput(contender, signals_only(args.backlog, seed=11), args.backlog,
                                                   args.timeout))
             figures.rss_mb = contender.peak_rss_mb()
+        except RuntimeError as exc:
+            figures.failures.append(f"throughput: {str(exc).splitlines()[0]} (log {contender.workdir})")
         finally:
             contender.close()
     for hog in (False, True):
-        if ("hog" if hog else "latency") not in args.runs:
+        run = "hog" if hog else "latency"
+        if run not in args.runs:
             continue
         contender = Contender(client, command, env, workdir)
         try:
@@ -384,6 +390,8 @@ def measure(client: ClientConfig, name: str, command: list[str], env: dict[str, 
             else:
                 figures.latency_samples, figures.p50_ms, figures.p99_ms = len(samples), p50, p99
             figures.rss_mb = max(figures.rss_mb, contender.peak_rss_mb())
+        except RuntimeError as exc:
+            figures.failures.append(f"{run}: {str(exc).splitlines()[0]} (log {contender.workdir})")
         finally:
             contender.close()
     return figures
@@ -417,6 +425,9 @@ def print_table(results: list[Figures]) -> None:
         print(f"| {r.name:<{width}} | {rate:>9} | {ratio(r.rate, bare):>6} | {ratio(r.rate, plain):>6} | "
               f"{r.p50_ms:>7.1f} | {r.p99_ms:>7.1f} | {r.hog_p50_ms:>7.1f} | {r.hog_p99_ms:>7.1f} | "
               f"{r.rss_mb:>11.0f} |")
+    for r in results:
+        for failure in r.failures:
+            print(f"{r.name} failed, {failure}")
 
 
 def print_scale(points: list[ScalePoint], backlog: int) -> None:
