@@ -64,3 +64,24 @@ def session(signals: int, portfolios: int = 100, seed: int = 7) -> Iterator[tupl
                 pnl = f"{(rng.random() - 0.45) * 40:.2f}"
                 yield "fills", {**base, "type": "position_closed", "symbol": sym, "qty": "0.01",
                                 "price": px, "realized_pnl": pnl}
+
+
+def spread_signals(signals: int, portfolios: int, seed: int = 7) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (topic, value) pairs: every instrument, then `signals` signals (no fills)
+    going round the portfolios p0..p{portfolios - 1} in turn, so that any `signals` >=
+    `portfolios` touches every portfolio; symbol, side, score and price vary as in
+    `session`."""
+    if portfolios < 1:
+        raise ValueError(f"portfolios must be >= 1, not {portfolios}")
+    rng = random.Random(seed)
+    for instrument in INSTRUMENTS:
+        yield "instruments", instrument
+    symbols = list(PRICES)
+    ts = T0
+    for n in range(signals):
+        ts += rng.randint(1, 40)
+        symbol = rng.choice(symbols)
+        price = PRICES[symbol] * (1 + (rng.random() - 0.5) / 50)
+        yield "signals", {"signal_id": f"s-{n}", "portfolio_id": f"p{n % portfolios}", "symbol": symbol,
+                          "side": rng.choice(("buy", "sell")), "score": f"{rng.random():.3f}",
+                          "price": f"{price:.4f}" if price < 1 else f"{price:.2f}", "ts": ts}

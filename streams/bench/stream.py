@@ -1,10 +1,11 @@
-"""`make bench`: the worker against the practical limit and the naive baseline, on one broker.
+"""`make bench`: the worker against the limits and the alternatives, on one broker.
 
-For each contender, on its own fresh topics and group:
+For each contender, on its own fresh topics and group, the runs chosen with
+`--runs` (all by default):
 
-- sustained throughput: a backlog of signals is published, the contender
-  started, and the rate is measured between 10% and 90% of the decisions being
-  readable (read_committed, so exactly-once counts only committed ones);
+- throughput: a backlog of signals is published, the contender started, and
+  the rate is measured between 10% and 90% of the decisions being readable
+  (read_committed, so exactly-once counts only committed ones);
 - latency: on fresh topics, after a warm-up of one signal per portfolio (all
   decided), signals are offered at a fixed rate (1,000/s by default), each
   stamped with its send time, and counted from the second second on (the
@@ -13,18 +14,34 @@ For each contender, on its own fresh topics and group:
   the worker, on the build machine); a read_committed consumer of the
   decisions gives send-to-decision latency (the order, when there is one, is in
   the same transaction or batch as its decision), p50 and p99;
-- peak RSS of the contender's process (VmHWM).
+- hog: the latency run again with a CPU hog (a busy Python loop in its own
+  process, pinned to the machine's last CPU) spinning from the end of the
+  warm-up to the end of the run;
+- peak RSS of the contender's process (VmHWM), the largest over its runs.
 
-Contenders: (1) a plain aiokafka loop doing the same decode, engine and encode
-work (`plain_loop`), (2) a straightforward Faust agent (`naive_agent`), (3) the
-product's worker, at-least-once and exactly-once. Prints a table and the ratios
-to (1). Uses KAFKA_BOOTSTRAP_SERVERS (the Makefile starts the local broker).
+And `scale`: the worker at-least-once, throughput and peak RSS with the signals
+spread over 100, 10,000 and 100,000 portfolios (one backlog for all three, at
+least twice the largest count, so that every portfolio is touched), and the RSS
+per 1,000 portfolios.
+
+Contenders: (0) a bare consume-and-produce loop that copies each signal's bytes
+to the decisions topic, no decode or engine: the limit Kafka and the client set
+here (`bare_loop`); (1) a plain aiokafka loop doing the same decode, engine and
+encode work (`plain_loop`); (2) a straightforward Faust agent (`naive_agent`);
+(3) the product's worker, at-least-once and exactly-once; (4) a Quix Streams
+application doing the same work with its state in Quix' RocksDB state and
+changelog (`quix_app`), at-least-once and exactly-once at the worker's commit
+interval and at its eager commit floor. Prints a table with the throughput
+ratios to (0) and to (1). Uses KAFKA_BOOTSTRAP_SERVERS (the Makefile starts the
+local broker). (4) runs in .venv-bench (the `bench` extra, which `make bench`
+installs); without it, (4) is skipped with a note.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -33,42 +50,74 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.bench.generate import session
+from streams.bench.generate import session, spread_signals
 from streams.kafka.io import publish
-from streams.kafka.settings import ClientConfig, load_kafka_settings
+from streams.kafka.settings import ClientConfig, KafkaSettings, load_kafka_settings
 from streams.kafka.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 SIZER = str(Path(sys.executable).with_name("sizer"))
+# Quix Streams pins pydantic below the product's: contender (4) runs in its own environment
+QUIX_PYTHON = os.environ.get("SIZER_BENCH_QUIX_PYTHON") or str(ROOT / ".venv-bench" / "bin" / "python")
 
 PORTFOLIOS = 100  # signals of the latency run go round-robin to p0..p99
 LOADED_WARM_UP_S = 1.0  # the offered load runs this long before latencies count
+RUNS = ("throughput", "latency", "hog", "scale")
+SCALE_PORTFOLIOS = (100, 10_000, 100_000)
+WORKER = [SIZER, "worker", "--preset", "conviction"]
+AT_LEAST_ONCE = {"SIZER_PROCESSING_GUARANTEE": "at_least_once"}
 
-CONTENDERS: list[tuple[str, list[str], dict[str, str]]] = [
-    ("(1) plain aiokafka loop", [PYTHON, "-m", "streams.bench.plain_loop"], {}),
-    ("(2) straightforward Faust agent", [PYTHON, "-m", "streams.bench.naive_agent"], {}),
-    ("(3) worker, at-least-once", [SIZER, "worker", "--preset", "conviction"],
-     {"SIZER_PROCESSING_GUARANTEE": "at_least_once"}),
-    ("(3) worker, exactly-once", [SIZER, "worker", "--preset", "conviction"],
-     {"SIZER_PROCESSING_GUARANTEE": "exactly_once"}),
-]
+
+def contenders(kafka: KafkaSettings) -> list[tuple[str, list[str], dict[str, str]]]:
+    """(name, command, environment) of every contender; the Quix ones at the worker's
+    commit interval and, exactly-once, also at its eager commit floor (Quix has no
+    eager commit: its timer is the only way to commit sooner)."""
+    interval, floor = kafka.commit_interval_s, kafka.eager_commit_floor_s
+    quix = [QUIX_PYTHON, "-m", "streams.bench.quix_app"]
+    exactly_once = [(f"(4) Quix Streams, exactly-once, commit {interval:g} s", quix,
+                     {"SIZER_PROCESSING_GUARANTEE": "exactly_once", "SIZER_COMMIT_INTERVAL_S": str(interval)})]
+    if floor and floor != interval:
+        exactly_once.append((f"(4) Quix Streams, exactly-once, commit {floor:g} s", quix,
+                             {"SIZER_PROCESSING_GUARANTEE": "exactly_once", "SIZER_COMMIT_INTERVAL_S": str(floor)}))
+    return [
+        ("(0) bare consume-and-produce loop", [PYTHON, "-m", "streams.bench.bare_loop"], {}),
+        ("(1) plain aiokafka loop", [PYTHON, "-m", "streams.bench.plain_loop"], {}),
+        ("(2) straightforward Faust agent", [PYTHON, "-m", "streams.bench.naive_agent"], {}),
+        ("(3) worker, at-least-once", WORKER, AT_LEAST_ONCE),
+        ("(3) worker, exactly-once", WORKER, {"SIZER_PROCESSING_GUARANTEE": "exactly_once"}),
+        (f"(4) Quix Streams, at-least-once, commit {interval:g} s", quix,
+         {"SIZER_PROCESSING_GUARANTEE": "at_least_once", "SIZER_COMMIT_INTERVAL_S": str(interval)}),
+        *exactly_once,
+    ]
 
 
 @dataclass
 class Figures:
     name: str
-    rate: float = 0.0
+    rate: float = float("nan")
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
     latency_samples: int = 0
+    hog_p50_ms: float = float("nan")
+    hog_p99_ms: float = float("nan")
+    hog_samples: int = 0
     rss_mb: float = 0.0
+    failures: list[str] = field(default_factory=list)  # "run: why (log)", the run's figures left out
+
+
+@dataclass
+class ScalePoint:
+    portfolios: int
+    rate: float = float("nan")
+    rss_mb: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
 
 class Contender:
@@ -76,6 +125,7 @@ class Contender:
 
     def __init__(self, client: ClientConfig, command: list[str], env: dict[str, str], workdir: Path) -> None:
         tag = uuid.uuid4().hex[:8]
+        self.tag = tag
         self.client = client
         bootstrap = client.bootstrap
         self.topics: TopicSet = load_topics(ROOT / "topics" / "topics.toml", f"bench{tag}-")
@@ -94,11 +144,10 @@ class Contender:
                                         cwd=self.workdir)
 
     def peak_rss_mb(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return proc_status_mb(self.process.pid, "VmHWM") if self.alive() else 0.0  # type: ignore[union-attr]
+
+    def rss_mb(self) -> float:
+        return proc_status_mb(self.process.pid, "VmRSS") if self.alive() else 0.0  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Stop the process and delete the topics."""
@@ -112,15 +161,15 @@ class Contender:
         asyncio.run(self.delete_topics())
 
     async def delete_topics(self) -> None:
-        """Its topics and faust's (changelogs, assignor), so that runs do not pile up
-        partitions on the broker (thousands of them slow it down)."""
+        """Its topics and the framework's (faust's changelogs and assignor, Quix'
+        `changelog__<group>--...`), so that runs do not pile up partitions on the
+        broker (thousands of them slow it down): every name with its tag in it."""
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(**self.client.options())
         await admin.start()
         try:
-            prefixes = (self.env["SIZER_TOPIC_PREFIX"], self.env["SIZER_APP_ID"] + "-")
-            names = [name for name in await admin.list_topics() if name.startswith(prefixes)]
+            names = [name for name in await admin.list_topics() if self.tag in name]
             if names:
                 await admin.delete_topics(names)
         finally:
@@ -135,12 +184,39 @@ class Contender:
             raise RuntimeError(f"{' '.join(self.command)} exited:\n{log}")
 
 
+def proc_status_mb(pid: int, field_name: str) -> float:
+    """A memory figure of /proc/<pid>/status (VmRSS, VmHWM) in MB; 0 when absent."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cpu_hog() -> Iterator[subprocess.Popen[bytes]]:
+    """A busy loop in its own process for the duration, pinned to the last CPU (the
+    'other core' of a two-core machine: the scheduler moves everything else off it)."""
+    hog = subprocess.Popen([PYTHON, "-c", "while True: pass"])
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) > 1:
+            os.sched_setaffinity(hog.pid, {cpus[-1]})
+        yield hog
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def signals_only(count: int, seed: int) -> list[tuple[str, Any]]:
@@ -153,8 +229,10 @@ async def committed_count(consumer: AIOKafkaConsumer, tps: list[TopicPartition])
     return sum(ends.values())
 
 
-async def throughput(contender: Contender, backlog: int, timeout_s: float) -> float:
-    entries = signals_only(backlog, seed=11)
+async def throughput(contender: Contender, entries: Iterable[tuple[str, Any]], backlog: int,
+                     timeout_s: float) -> float:
+    """Publish `entries` (with `backlog` signals among them), start the contender and
+    measure decisions/s between 10% and 90% of `backlog` readable; 0 if it never got there."""
     await publish(contender.client, contender.topics, entries)
     spec = contender.topics["decisions"]
     tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
@@ -179,8 +257,9 @@ async def throughput(contender: Contender, backlog: int, timeout_s: float) -> fl
     return (samples[-1][1] - started[1]) / (samples[-1][0] - started[0])
 
 
-async def latency(contender: Contender, rate: int, seconds: float) -> list[float]:
-    """Offer `rate` signals a second for `seconds`; send-to-decision latencies in ms."""
+async def latency(contender: Contender, rate: int, seconds: float, hog: bool = False) -> list[float]:
+    """Offer `rate` signals a second for `seconds`; send-to-decision latencies in ms.
+    `hog`: a CPU hog spins from the end of the warm-up to the end of the run."""
     setup = signals_only(0, seed=3)  # the instruments
     await publish(contender.client, contender.topics, setup)
     contender.start()
@@ -209,45 +288,48 @@ async def latency(contender: Contender, rate: int, seconds: float) -> list[float
                     if signal_id in sent and signal_id not in received:
                         received[signal_id] = now
 
-    try:
-        # warm up: one signal per portfolio, all decided, so that the measurement is
-        # of the steady state (every portfolio and every output partition in use),
-        # not of first writes to fresh topics
-        tag = uuid.uuid4().hex[:6]
-        for n in range(PORTFOLIOS):
-            sent[f"warm-{tag}-{n}"] = time.monotonic()
-            await producer.send(topic, signal_value(f"warm-{tag}-{n}", n), key=f"p{n}".encode())
-        await producer.flush()
-        deadline = time.monotonic() + 120
-        while len(received) < PORTFOLIOS and time.monotonic() < deadline:
-            contender.check_alive()
-            await receive(time.monotonic() + 0.2)
-        if len(received) < PORTFOLIOS:
-            raise RuntimeError(f"the contender decided {len(received)} of {PORTFOLIOS} warm-up signals")
-        sent.clear()
-        received.clear()
-        receiver = asyncio.create_task(receive(time.monotonic() + LOADED_WARM_UP_S + seconds + 10))
-        interval = 0.01
-        per_tick = max(1, int(rate * interval))
-        start = time.monotonic()
-        measured_from = start + LOADED_WARM_UP_S
-        n = 0
-        while time.monotonic() - start < LOADED_WARM_UP_S + seconds:
-            tick = start + (n // per_tick) * interval
-            delay = tick - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            for _ in range(per_tick):
-                signal_id = f"lat-{n}"
-                n += 1
-                sent[signal_id] = time.monotonic()
-                await producer.send(topic, signal_value(signal_id, n), key=f"p{n % PORTFOLIOS}".encode())
-        while len(received) < len(sent) and not receiver.done():
-            await asyncio.sleep(0.1)
-        receiver.cancel()
-    finally:
-        await producer.stop()
-        await consumer.stop()
+    with contextlib.ExitStack() as hogging:
+        try:
+            # warm up: one signal per portfolio, all decided, so that the measurement is
+            # of the steady state (every portfolio and every output partition in use),
+            # not of first writes to fresh topics
+            tag = uuid.uuid4().hex[:6]
+            for n in range(PORTFOLIOS):
+                sent[f"warm-{tag}-{n}"] = time.monotonic()
+                await producer.send(topic, signal_value(f"warm-{tag}-{n}", n), key=f"p{n}".encode())
+            await producer.flush()
+            deadline = time.monotonic() + 120
+            while len(received) < PORTFOLIOS and time.monotonic() < deadline:
+                contender.check_alive()
+                await receive(time.monotonic() + 0.2)
+            if len(received) < PORTFOLIOS:
+                raise RuntimeError(f"the contender decided {len(received)} of {PORTFOLIOS} warm-up signals")
+            sent.clear()
+            received.clear()
+            if hog:
+                hogging.enter_context(cpu_hog())
+            receiver = asyncio.create_task(receive(time.monotonic() + LOADED_WARM_UP_S + seconds + 10))
+            interval = 0.01
+            per_tick = max(1, int(rate * interval))
+            start = time.monotonic()
+            measured_from = start + LOADED_WARM_UP_S
+            n = 0
+            while time.monotonic() - start < LOADED_WARM_UP_S + seconds:
+                tick = start + (n // per_tick) * interval
+                delay = tick - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for _ in range(per_tick):
+                    signal_id = f"lat-{n}"
+                    n += 1
+                    sent[signal_id] = time.monotonic()
+                    await producer.send(topic, signal_value(signal_id, n), key=f"p{n % PORTFOLIOS}".encode())
+            while len(received) < len(sent) and not receiver.done():
+                await asyncio.sleep(0.1)
+            receiver.cancel()
+        finally:
+            await producer.stop()
+            await consumer.stop()
     return [(received[s] - sent[s]) * 1000 for s in received if sent[s] >= measured_from]
 
 
@@ -258,24 +340,125 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def ratio(value: float, base: float | None) -> str:
+    """`value / base` to two places, '-' when either is missing or the base is zero."""
+    if base is None or base != base or not base or value != value:
+        return "-"
+    return f"{value / base:.2f}"
+
+
+def rss_per_thousand(points: list[tuple[int, float]]) -> float:
+    """MB of peak RSS per 1,000 portfolios between the smallest and the largest count of
+    (portfolios, peak RSS MB) points; nan with fewer than two distinct counts."""
+    if len({p for p, _ in points}) < 2:
+        return float("nan")
+    (low, low_mb), (high, high_mb) = min(points), max(points)
+    return (high_mb - low_mb) / ((high - low) / 1000)
+
+
+def scale_backlog(backlog: int, portfolios: Iterable[int]) -> int:
+    """The scale run's backlog: at least `backlog` and twice the largest portfolio count,
+    so that with signals going round the portfolios every one is touched twice."""
+    return max(backlog, 2 * max(portfolios))
+
+
 def measure(client: ClientConfig, name: str, command: list[str], env: dict[str, str], args: argparse.Namespace,
             workdir: Path) -> Figures:
+    """The contender's runs, each on a fresh process and topics. A run whose contender
+    exits or never answers is recorded in `failures` and the others still run."""
     figures = Figures(name)
-    contender = Contender(client, command, env, workdir)
-    try:
-        figures.rate = asyncio.run(throughput(contender, args.backlog, args.timeout))
-        figures.rss_mb = contender.peak_rss_mb() if contender.alive() else 0.0
-    finally:
-        contender.close()
-    contender = Contender(client, command, env, workdir)
-    try:
-        samples = asyncio.run(latency(contender, args.rate, args.seconds))
-        figures.latency_samples = len(samples)
-        figures.p50_ms, figures.p99_ms = percentile(samples, 0.50), percentile(samples, 0.99)
-        figures.rss_mb = max(figures.rss_mb, contender.peak_rss_mb() if contender.alive() else 0.0)
-    finally:
-        contender.close()
+    if "throughput" in args.runs:
+        contender = Contender(client, command, env, workdir)
+        try:
+            figures.rate = asyncio.run(throughput(contender, signals_only(args.backlog, seed=11), args.backlog,
+                                                  args.timeout))
+            figures.rss_mb = contender.peak_rss_mb()
+        except RuntimeError as exc:
+            figures.failures.append(f"throughput: {str(exc).splitlines()[0]} (log {contender.workdir})")
+        finally:
+            contender.close()
+    for hog in (False, True):
+        run = "hog" if hog else "latency"
+        if run not in args.runs:
+            continue
+        contender = Contender(client, command, env, workdir)
+        try:
+            samples = asyncio.run(latency(contender, args.rate, args.seconds, hog=hog))
+            p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
+            if hog:
+                figures.hog_samples, figures.hog_p50_ms, figures.hog_p99_ms = len(samples), p50, p99
+            else:
+                figures.latency_samples, figures.p50_ms, figures.p99_ms = len(samples), p50, p99
+            figures.rss_mb = max(figures.rss_mb, contender.peak_rss_mb())
+        except RuntimeError as exc:
+            figures.failures.append(f"{run}: {str(exc).splitlines()[0]} (log {contender.workdir})")
+        finally:
+            contender.close()
     return figures
+
+
+def measure_scale(client: ClientConfig, portfolios: int, backlog: int, args: argparse.Namespace,
+                  workdir: Path) -> ScalePoint:
+    point = ScalePoint(portfolios)
+    contender = Contender(client, WORKER, AT_LEAST_ONCE, workdir)
+    try:
+        # room for a slower machine: the backlog is larger than the throughput run's
+        timeout = max(args.timeout, backlog / 1000)
+        point.rate = asyncio.run(throughput(contender, spread_signals(backlog, portfolios, seed=13), backlog,
+                                            timeout))
+        point.rss_mb = contender.peak_rss_mb()
+    finally:
+        contender.close()
+    return point
+
+
+def print_table(results: list[Figures]) -> None:
+    bare = next((r.rate for r in results if r.name.startswith("(0)")), None)
+    plain = next((r.rate for r in results if r.name.startswith("(1)")), None)
+    width = max([33, *(len(r.name) for r in results)])
+    print(f"| {'contender':<{width}} | {'signals/s':>9} | {'x (0)':>6} | {'x (1)':>6} | {'p50 ms':>7} | "
+          f"{'p99 ms':>7} | {'p50 hog':>7} | {'p99 hog':>7} | {'peak RSS MB':>11} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 10}:|{'-' * 7}:|{'-' * 7}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|"
+          f"{'-' * 12}:|")
+    for r in results:
+        rate = f"{r.rate:,.0f}" if r.rate == r.rate else "-"
+        print(f"| {r.name:<{width}} | {rate:>9} | {ratio(r.rate, bare):>6} | {ratio(r.rate, plain):>6} | "
+              f"{r.p50_ms:>7.1f} | {r.p99_ms:>7.1f} | {r.hog_p50_ms:>7.1f} | {r.hog_p99_ms:>7.1f} | "
+              f"{r.rss_mb:>11.0f} |")
+    for r in results:
+        for failure in r.failures:
+            print(f"{r.name} failed, {failure}")
+
+
+def print_scale(points: list[ScalePoint], backlog: int) -> None:
+    print(f"\nscale: the worker, at-least-once, {backlog:,} signals spread round the portfolios\n")
+    smallest = points[0].rate if points else None
+    print(f"| {'portfolios':>10} | {'signals/s':>9} | {'x first':>7} | {'peak RSS MB':>11} |")
+    print(f"|{'-' * 11}:|{'-' * 10}:|{'-' * 8}:|{'-' * 12}:|")
+    for p in points:
+        print(f"| {p.portfolios:>10,} | {p.rate:>9,.0f} | {ratio(p.rate, smallest):>7} | {p.rss_mb:>11.0f} |")
+    per_thousand = rss_per_thousand([(p.portfolios, p.rss_mb) for p in points])
+    if per_thousand == per_thousand:
+        low, high = min(p.portfolios for p in points), max(p.portfolios for p in points)
+        print(f"\npeak RSS per 1,000 portfolios: {per_thousand:.2f} MB (from {low:,} to {high:,} portfolios)")
+
+
+def parse_runs(text: str) -> tuple[str, ...]:
+    runs = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in runs if r not in RUNS]
+    if unknown or not runs:
+        raise argparse.ArgumentTypeError(f"runs are a comma-separated choice of {', '.join(RUNS)}, not {text!r}")
+    return runs
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(c.replace("_", "")) for c in text.split(",") if c.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"portfolio counts are comma-separated integers >= 1, not {text!r}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,28 +468,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=1000, help="offered signals per second for latency")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
     parser.add_argument("--only", default="", help="run only contenders whose name contains this")
+    parser.add_argument("--runs", type=parse_runs, default=None,
+                        help=f"comma-separated runs among {','.join(RUNS)} (default: all; with --only, all but "
+                             "scale, which is the worker's alone)")
+    parser.add_argument("--portfolios", type=parse_counts, default=SCALE_PORTFOLIOS,
+                        help="portfolio counts of the scale run (default: 100,10000,100000)")
+    parser.add_argument("--scale-backlog", type=int, default=0,
+                        help="signals for each scale run (default: the backlog, at least twice the largest count)")
     args = parser.parse_args(argv)
-    client = load_kafka_settings().for_role("bench")
+    if args.runs is None:
+        args.runs = tuple(r for r in RUNS if r != "scale") if args.only else RUNS
+    kafka = load_kafka_settings()
+    client = kafka.for_role("bench")
     bootstrap = client.bootstrap
     workdir = Path(tempfile.mkdtemp(prefix="sizer-bench-"))
     results: list[Figures] = []
-    for name, command, env in CONTENDERS:
-        if args.only and args.only not in name:
-            continue
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        results.append(measure(client, name, command, env, args, workdir))
-    base = results[0].rate if results and results[0].name.startswith("(1)") else None
-    naive = next((r.rate for r in results if r.name.startswith("(2)")), None)
-    print(f"\nbroker {bootstrap}; backlog {args.backlog} signals; latency at {args.rate} signals/s "
-          f"for {args.seconds:.0f} s; logs in {workdir}\n")
-    print(f"| {'contender':<33} | {'signals/s':>9} | {'x (1)':>6} | {'x (2)':>6} | {'p50 ms':>7} | "
-          f"{'p99 ms':>7} | {'peak RSS MB':>11} |")
-    print(f"|{'-' * 35}|{'-' * 10}:|{'-' * 7}:|{'-' * 7}:|{'-' * 8}:|{'-' * 8}:|{'-' * 12}:|")
-    for r in results:
-        ratio = f"{r.rate / base:.2f}" if base else "-"
-        versus_naive = f"{r.rate / naive:.1f}" if naive else "-"
-        print(f"| {r.name:<33} | {r.rate:>9,.0f} | {ratio:>6} | {versus_naive:>6} | {r.p50_ms:>7.1f} | "
-              f"{r.p99_ms:>7.1f} | {r.rss_mb:>11.0f} |")
+    skipped: list[str] = []
+    per_contender = [r for r in args.runs if r != "scale"]
+    if per_contender:
+        for name, command, env in contenders(kafka):
+            if args.only and args.only not in name:
+                continue
+            if not Path(command[0]).exists():
+                skipped.append(f"{name}: {command[0]} not found (`make bench` installs it)")
+                continue
+            print(f"measuring {name} ({', '.join(per_contender)}) ...", file=sys.stderr, flush=True)
+            results.append(measure(client, name, command, env, args, workdir))
+    points: list[ScalePoint] = []
+    backlog = args.scale_backlog or scale_backlog(args.backlog, args.portfolios)
+    if "scale" in args.runs:
+        for portfolios in args.portfolios:
+            print(f"measuring scale, {portfolios:,} portfolios, {backlog:,} signals ...", file=sys.stderr,
+                  flush=True)
+            points.append(measure_scale(client, portfolios, backlog, args, workdir))
+    parts = [f"broker {bootstrap}", f"runs {','.join(args.runs)}"]
+    if "throughput" in args.runs:
+        parts.append(f"backlog {args.backlog:,} signals")
+    if "latency" in args.runs or "hog" in args.runs:
+        parts.append(f"latency at {args.rate:,} signals/s for {args.seconds:g} s")
+    if "hog" in args.runs:
+        parts.append("hog: a busy loop on the last CPU")
+    print(f"\n{'; '.join(parts)}; logs in {workdir}\n")
+    if results:
+        print_table(results)
+    for note in skipped:
+        print(f"skipped {note}")
+    if points:
+        print_scale(points, backlog)
     return 0
 
 

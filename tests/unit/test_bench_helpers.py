@@ -1,0 +1,145 @@
+"""The benchmark's pure helpers: the soak's RSS slope, the scale run's arithmetic, the
+generators and the simulated desk (figures computed by hand)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+
+from streams.bench.generate import spread_signals
+from streams.bench.soak import Desk, Trend, default_warm_up, least_squares, report, rss_trend, Minute
+from streams.bench.stream import parse_counts, parse_runs, ratio, rss_per_thousand, scale_backlog
+
+
+def test_least_squares_slope_and_standard_error_match_the_hand_computation():
+    # mean x 2.5, mean y 12.5, Sxx 5, Sxy 8: slope 1.6, intercept 8.5;
+    # residuals -0.1, 0.3, -0.3, 0.1: SSR 0.2, stderr sqrt(0.2 / 2 / 5)
+    trend = least_squares([(1, 10), (2, 12), (3, 13), (4, 15)])
+
+    assert trend.slope == pytest.approx(1.6)
+    assert trend.stderr == pytest.approx(math.sqrt(0.02))
+    assert trend.points == 4
+    assert trend.within_noise is False
+
+
+def test_a_noisy_flat_series_is_within_noise_of_zero():
+    # Sxy -1: slope -0.2; residuals -0.3, 0.9, -0.9, 0.3: SSR 1.8, stderr sqrt(0.18) = 0.424
+    trend = least_squares([(1, 100), (2, 101), (3, 99), (4, 100)])
+
+    assert trend.slope == pytest.approx(-0.2)
+    assert trend.stderr == pytest.approx(math.sqrt(0.18))
+    assert trend.within_noise is True
+
+
+def test_a_constant_series_has_zero_slope_within_noise():
+    trend = least_squares([(1, 50.0), (2, 50.0), (3, 50.0)])
+
+    assert (trend.slope, trend.stderr, trend.within_noise) == (0.0, 0.0, True)
+
+
+def test_two_points_give_a_slope_but_no_noise_estimate():
+    trend = least_squares([(1, 10), (3, 14)])
+
+    assert trend.slope == pytest.approx(2.0)
+    assert math.isnan(trend.stderr)
+    assert trend.within_noise is None
+
+
+@pytest.mark.parametrize("points", [[], [(1, 1.0)], [(2, 1.0), (2, 3.0)]])
+def test_a_slope_of_too_few_points_or_one_x_is_refused(points):
+    with pytest.raises(ValueError):
+        least_squares(points)
+
+
+def test_rss_trend_leaves_the_warm_up_minutes_out():
+    # minutes 1-2 climb steeply (warm-up); 3-5 rise 1 MB a minute
+    rss = [(1, 100.0), (2, 150.0), (3, 160.0), (4, 161.0), (5, 162.0)]
+
+    trend = rss_trend(rss, warm_up_minutes=2)
+
+    assert trend == Trend(pytest.approx(1.0), pytest.approx(0.0), 3)
+    assert rss_trend(rss, warm_up_minutes=4) is None
+
+
+def test_the_default_warm_up_is_five_minutes_or_a_third_of_a_short_soak():
+    assert [default_warm_up(m) for m in (30, 15, 9, 2)] == [5, 5, 3, 0]
+
+
+def test_the_report_says_when_the_minutes_are_too_few_to_judge():
+    def minute(m: int, rss: float) -> Minute:
+        return Minute(m, rss, 5.0, 60_000, 0, 60_000, 500, 100, 0)
+
+    assert "too few minutes" in report([minute(1, 100.0)], 0)
+    assert "noise unknown" in report([minute(1, 100.0), minute(2, 101.0)], 0)
+    assert "within noise of zero" in report([minute(m, 100.0) for m in range(1, 5)], 0)
+    assert "NOT within noise" in report([minute(m, 100.0 + m) for m in range(1, 5)], 0)
+
+
+def test_rss_per_thousand_portfolios_runs_from_the_smallest_to_the_largest_count():
+    # (190 - 90) MB over (100,000 - 100) / 1,000 = 99.9 thousand portfolios
+    assert rss_per_thousand([(10_000, 100.0), (100, 90.0), (100_000, 190.0)]) == pytest.approx(100 / 99.9)
+    assert math.isnan(rss_per_thousand([(100, 90.0)]))
+
+
+def test_the_scale_backlog_covers_the_largest_portfolio_count_twice():
+    assert scale_backlog(60_000, (100, 10_000, 100_000)) == 200_000
+    assert scale_backlog(60_000, (100, 1_000)) == 60_000
+
+
+def test_ratios_print_a_dash_without_a_base():
+    assert ratio(3_000.0, 6_000.0) == "0.50"
+    assert ratio(3_000.0, None) == "-"
+    assert ratio(3_000.0, 0.0) == "-"
+    assert ratio(float("nan"), 6_000.0) == "-"
+
+
+def test_runs_and_portfolio_counts_are_parsed_and_bad_ones_refused():
+    assert parse_runs("latency, hog") == ("latency", "hog")
+    assert parse_counts("100,10_000") == (100, 10_000)
+    for bad in ("latency,speed", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_runs(bad)
+    for bad in ("0", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_counts(bad)
+
+
+def test_spread_signals_touch_every_portfolio():
+    entries = list(spread_signals(2_000, 1_000, seed=1))
+
+    signals = [value for role, value in entries if role == "signals"]
+    assert len(signals) == 2_000
+    assert {s["portfolio_id"] for s in signals} == {f"p{n}" for n in range(1_000)}
+    assert [role for role, _ in entries[:4]] == ["instruments"] * 4
+
+
+def test_the_desk_fills_every_leg_in_full_then_closes_or_else_cancels():
+    desk = Desk(seed=3)
+    orders = [{"order_id": f"o-{n}", "portfolio_id": "p1", "symbol": "BTC-PERP-BASIS", "qty": "0.013",
+               "price": "50000", "legs": [{"venue_symbol": "BTCUSDT", "qty": "0.013"},
+                                          {"venue_symbol": "BTCUSDT-PERP", "qty": "0.013"}]} for n in range(200)]
+    for order in orders:
+        desk.on_order(order, now=0.0)
+
+    events = [value for _, value in desk.due(1e9)]
+    by_order: dict[str, list[dict]] = defaultdict(list)
+    for event in events:
+        by_order[event.get("order_id", "")].append(event)
+    closes = [e for e in events if e["type"] == "position_closed"]
+    canceled = {e["order_id"] for e in events if e["type"] == "order_canceled"}
+    filled = {e["order_id"] for e in events if e["type"] == "order_filled"}
+    assert not canceled & filled
+    assert canceled | filled == {o["order_id"] for o in orders}
+    assert len(closes) == len(filled)
+    for order_id in filled:
+        unique = {e["event_id"]: e for e in by_order[order_id]}.values()  # repeats are the same event
+        for leg in ("BTCUSDT", "BTCUSDT-PERP"):
+            parts = [e for e in unique if e["venue_symbol"] == leg]
+            assert sum(Decimal(e["qty"]) for e in parts) == Decimal("0.013")
+            assert [e["final"] for e in parts][-1] is True
+    assert 0 < len(canceled) < 60
+    assert len(events) > len({e["event_id"] for e in events})  # some fills were sent twice
