@@ -1,5 +1,6 @@
-"""The transport's departures from faust-streaming that need no broker to check:
-the worker consumer's fetch wait, and concurrent commits of a commit's transactions.
+"""The worker's departures from faust-streaming's defaults that need no broker to
+check: the consumer's fetch wait, concurrent commits of a commit's transactions,
+and the size of the tables' local stores.
 (Their effect on latency is measured by `make bench`; the exactly-once guarantees
 they must keep are held by the broker tests.)"""
 
@@ -114,3 +115,14 @@ def test_start_new_transaction_false_begins_none():
         return journal
 
     assert [e[0] for e in asyncio.run(scenario())] == ["offsets", "commit started", "committed"]
+
+
+def test_every_table_store_is_sized_for_the_worker_not_faust_defaults(tmp_path):
+    """faust's RocksDB defaults (64 MB write buffers x 3, a 2 GB cache, per partition)
+    let the worker's memory grow by what it wrote (`make soak`)."""
+    kafka = KafkaSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path)
+    app = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
+    sizes = {name: (table.data.rocksdb_options.write_buffer_size, table.data.rocksdb_options.max_write_buffer_number,
+                    table.data.rocksdb_options.block_cache_size) for name, table in app.tables.items()}
+    assert set(sizes) == {"exposure", "streak", "controls", "input-positions"}
+    assert set(sizes.values()) == {(4 * 2**20, 2, 8 * 2**20)}
