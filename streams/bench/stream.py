@@ -19,6 +19,10 @@ For each contender, on its own fresh topics and group, the runs chosen with
   warm-up to the end of the run;
 - peak RSS of the contender's process (VmHWM), the largest over its runs.
 
+And `curve`: the worker exactly-once at its eager commit floor
+(`SIZER_EAGER_COMMIT_FLOOR_S`), the latency run at offered loads from 250 to
+8,000 signals a second: p50, p99 and the rate decisions became readable at.
+
 And `scale`: the worker at-least-once, throughput and peak RSS with the signals
 spread over 100, 10,000 and 100,000 portfolios (one backlog for all three, at
 least twice the largest count, so that every portfolio is touched), and the RSS
@@ -69,8 +73,9 @@ QUIX_PYTHON = os.environ.get("SIZER_BENCH_QUIX_PYTHON") or str(ROOT / ".venv-ben
 
 PORTFOLIOS = 100  # signals of the latency run go round-robin to p0..p99
 LOADED_WARM_UP_S = 1.0  # the offered load runs this long before latencies count
-RUNS = ("throughput", "latency", "hog", "scale")
+RUNS = ("throughput", "latency", "hog", "scale", "curve")
 SCALE_PORTFOLIOS = (100, 10_000, 100_000)
+CURVE_RATES = (250, 500, 1_000, 2_000, 4_000, 8_000)
 WORKER = [SIZER, "worker", "--preset", "conviction"]
 AT_LEAST_ONCE = {"SIZER_PROCESSING_GUARANTEE": "at_least_once"}
 
@@ -257,9 +262,12 @@ async def throughput(contender: Contender, entries: Iterable[tuple[str, Any]], b
     return (samples[-1][1] - started[1]) / (samples[-1][0] - started[0])
 
 
-async def latency(contender: Contender, rate: int, seconds: float, hog: bool = False) -> list[float]:
+async def latency(contender: Contender, rate: int, seconds: float, hog: bool = False,
+                  readable: list[float] | None = None) -> list[float]:
     """Offer `rate` signals a second for `seconds`; send-to-decision latencies in ms.
-    `hog`: a CPU hog spins from the end of the warm-up to the end of the run."""
+    `hog`: a CPU hog spins from the end of the warm-up to the end of the run.
+    `readable`, when given, gets the rate (decisions a second) at which the measured
+    signals' decisions became readable, from the first offered to the last read."""
     setup = signals_only(0, seed=3)  # the instruments
     await publish(contender.client, contender.topics, setup)
     contender.start()
@@ -330,7 +338,11 @@ async def latency(contender: Contender, rate: int, seconds: float, hog: bool = F
         finally:
             await producer.stop()
             await consumer.stop()
-    return [(received[s] - sent[s]) * 1000 for s in received if sent[s] >= measured_from]
+    measured = [s for s in received if sent[s] >= measured_from]
+    if readable is not None and measured:
+        last = max(received[s] for s in measured)
+        readable.append(len(measured) / (last - measured_from) if last > measured_from else float("nan"))
+    return [(received[s] - sent[s]) * 1000 for s in measured]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -412,6 +424,42 @@ def measure_scale(client: ClientConfig, portfolios: int, backlog: int, args: arg
     return point
 
 
+@dataclass
+class CurvePoint:
+    rate: int
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    readable: float = float("nan")
+
+
+def measure_curve(client: ClientConfig, rates: Iterable[int], args: argparse.Namespace,
+                  workdir: Path) -> list[CurvePoint]:
+    points = []
+    for rate in rates:
+        print(f"measuring curve, the worker exactly-once at {rate:,} signals/s ...", file=sys.stderr, flush=True)
+        point = CurvePoint(rate)
+        contender = Contender(client, WORKER, {"SIZER_PROCESSING_GUARANTEE": "exactly_once"}, workdir)
+        try:
+            readable: list[float] = []
+            samples = asyncio.run(latency(contender, rate, args.seconds, readable=readable))
+            point.p50_ms, point.p99_ms = percentile(samples, 0.50), percentile(samples, 0.99)
+            point.readable = readable[0] if readable else float("nan")
+        except Exception as exc:  # noqa: BLE001 - one failed point must not lose the others
+            print(f"curve at {rate:,}/s failed: {exc!r} (logs in {contender.workdir})", file=sys.stderr)
+        finally:
+            contender.close()
+        points.append(point)
+    return points
+
+
+def print_curve(points: list[CurvePoint], floor_s: float) -> None:
+    print(f"\ncurve: the worker, exactly-once, eager commit floor {floor_s * 1000:g} ms\n")
+    print(f"| {'offered /s':>10} | {'readable /s':>11} | {'p50 ms':>7} | {'p99 ms':>7} |")
+    print(f"|{'-' * 11}:|{'-' * 12}:|{'-' * 8}:|{'-' * 8}:|")
+    for p in points:
+        print(f"| {p.rate:>10,} | {p.readable:>11,.0f} | {p.p50_ms:>7.1f} | {p.p99_ms:>7.1f} |")
+
+
 def print_table(results: list[Figures]) -> None:
     bare = next((r.rate for r in results if r.name.startswith("(0)")), None)
     plain = next((r.rate for r in results if r.name.startswith("(1)")), None)
@@ -457,7 +505,7 @@ def parse_counts(text: str) -> tuple[int, ...]:
     except ValueError:
         counts = ()
     if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"portfolio counts are comma-separated integers >= 1, not {text!r}")
+        raise argparse.ArgumentTypeError(f"counts are comma-separated integers >= 1, not {text!r}")
     return counts
 
 
@@ -470,21 +518,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run only contenders whose name contains this")
     parser.add_argument("--runs", type=parse_runs, default=None,
                         help=f"comma-separated runs among {','.join(RUNS)} (default: all; with --only, all but "
-                             "scale, which is the worker's alone)")
+                             "scale and curve, which are the worker's alone)")
     parser.add_argument("--portfolios", type=parse_counts, default=SCALE_PORTFOLIOS,
                         help="portfolio counts of the scale run (default: 100,10000,100000)")
+    parser.add_argument("--curve-rates", type=parse_counts, default=CURVE_RATES,
+                        help="offered loads of the curve run (default: 250,500,1000,2000,4000,8000)")
     parser.add_argument("--scale-backlog", type=int, default=0,
                         help="signals for each scale run (default: the backlog, at least twice the largest count)")
     args = parser.parse_args(argv)
     if args.runs is None:
-        args.runs = tuple(r for r in RUNS if r != "scale") if args.only else RUNS
+        args.runs = tuple(r for r in RUNS if r not in ("scale", "curve")) if args.only else RUNS
     kafka = load_kafka_settings()
     client = kafka.for_role("bench")
     bootstrap = client.bootstrap
     workdir = Path(tempfile.mkdtemp(prefix="sizer-bench-"))
     results: list[Figures] = []
     skipped: list[str] = []
-    per_contender = [r for r in args.runs if r != "scale"]
+    per_contender = [r for r in args.runs if r not in ("scale", "curve")]
     if per_contender:
         for name, command, env in contenders(kafka):
             if args.only and args.only not in name:
@@ -501,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measuring scale, {portfolios:,} portfolios, {backlog:,} signals ...", file=sys.stderr,
                   flush=True)
             points.append(measure_scale(client, portfolios, backlog, args, workdir))
+    curve = measure_curve(client, args.curve_rates, args, workdir) if "curve" in args.runs else []
     parts = [f"broker {bootstrap}", f"runs {','.join(args.runs)}"]
     if "throughput" in args.runs:
         parts.append(f"backlog {args.backlog:,} signals")
@@ -515,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {note}")
     if points:
         print_scale(points, backlog)
+    if curve:
+        print_curve(curve, kafka.eager_commit_floor_s)
     return 0
 
 
