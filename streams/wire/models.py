@@ -136,7 +136,18 @@ def parse_event_time(value: Any) -> int:
 def format_event_time(epoch_ms: int) -> str:
     """RFC 3339 UTC with millisecond precision, e.g. 2026-01-01T00:00:00.000Z.
     Defined for every time `parse_event_time` accepts."""
-    return _second(epoch_ms // 1000) + f".{epoch_ms % 1000:03d}Z"
+    text = _FORMATTED.get(epoch_ms)
+    if text is None:
+        # a decision writes the same few times several times (signal, clock, order):
+        # keep the recent ones, forgetting them all at once past the bound
+        if len(_FORMATTED) >= _FORMATTED_KEPT:
+            _FORMATTED.clear()
+        text = _FORMATTED[epoch_ms] = _second(epoch_ms // 1000) + f".{epoch_ms % 1000:03d}Z"
+    return text
+
+
+_FORMATTED: dict[int, str] = {}
+_FORMATTED_KEPT = 4096
 
 
 @lru_cache(maxsize=4096)
