@@ -358,7 +358,18 @@ def build(model: type[B], **values: Any) -> B:
 
 def to_json(message: BaseModel) -> str:
     """The wire form of a message: compact JSON, field order as declared, Decimals canonical."""
+    fields = _AS_STORED.get(type(message))
+    if fields is not None:
+        stored = message.__dict__
+        return decimals.dumps({name: stored[name] for name in fields})
     return decimals.dumps(message.model_dump())
+
+
+# Models whose every field is written as `decimals.dumps` writes its value (a Decimal
+# as `canonical`, like `Dec`'s serializer; the rest as is, the trace's nested data
+# included): their wire form needs no pass of pydantic's serializer first, one per
+# signal for decisions. Not Order: its `ts` is written as RFC 3339 and its legs are models.
+_AS_STORED: dict[type, tuple[str, ...]] = {Decision: tuple(Decision.model_fields)}
 
 
 M = TypeVar("M")
