@@ -410,9 +410,9 @@ def _apply_fill(
                 else:
                     reservations[fill.order_id] = progressed
         if added:
-            positions = dict(positions)
             held = positions.get(symbol, NO_POSITION)
-            positions[symbol] = Position(held.qty + added, held.entry_notional + added * fill.price)
+            positions = book(positions).with_entry(
+                symbol, Position(held.qty + added, held.entry_notional + added * fill.price))
     elif isinstance(fill, OrderCanceled):
         if fill.order_id not in reservations:
             # nothing to release: the clock stays, but the event id is remembered and its

@@ -350,10 +350,16 @@ def build(model: type[B], **values: Any) -> B:
     fields_set = _FIELDS_SET.get(model)
     if fields_set is None:
         fields_set = _FIELDS_SET[model] = set(model.model_fields)
-    _set(message, "__pydantic_fields_set__", fields_set)
-    _set(message, "__pydantic_extra__", None)
-    _set(message, "__pydantic_private__", None)
+    _set_fields_set(message, fields_set)
+    _set_extra(message, None)
+    _set_private(message, None)
     return message
+
+
+# BaseModel's slots, set through their descriptors (what object.__setattr__ looks up each time)
+_set_fields_set = vars(BaseModel)["__pydantic_fields_set__"].__set__
+_set_extra = vars(BaseModel)["__pydantic_extra__"].__set__
+_set_private = vars(BaseModel)["__pydantic_private__"].__set__
 
 
 def to_json(message: BaseModel) -> str:
@@ -374,14 +380,16 @@ _AS_STORED: dict[type, tuple[str, ...]] = {Decision: tuple(Decision.model_fields
 
 M = TypeVar("M")
 
-_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+# by id, with the model itself held (so the id stays its own): hashing an Annotated
+# union such as `Fill` walks its arguments in Python, once per message
+_ADAPTERS: dict[int, tuple[Any, TypeAdapter[Any]]] = {}
 
 
 def _adapter(model: Any) -> TypeAdapter[Any]:
-    adapter = _ADAPTERS.get(model)
-    if adapter is None:
-        adapter = _ADAPTERS[model] = TypeAdapter(model)
-    return adapter
+    known = _ADAPTERS.get(id(model))
+    if known is None or known[0] is not model:
+        known = _ADAPTERS[id(model)] = (model, TypeAdapter(model))
+    return known[1]
 
 
 def describe(error: ValidationError) -> tuple[str, str]:
