@@ -16,7 +16,7 @@ from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
 from streams.engine.constraints import Fit, fit_to_legs
 from streams.engine.state import (
-    Exposure, Mark, PortfolioState, Streak, advance_clock, held_value, open_reservations, remember_ended, reservation,
+    Exposure, Mark, PortfolioState, Streak, advance_clock, book, held_value, open_reservations, remember_ended, reservation,
     reserved_totals,
 )
 from streams.wire.models import (
@@ -87,12 +87,13 @@ def _decide(
     config: SizingConfig,
     position: InputPosition,
 ) -> Result:
+    controls = state.controls
     trace: dict[str, Any] = {
         "input": {
             "topic": position.topic, "partition": position.partition, "offset": position.offset,
             "last_fill_offset": state.exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
-            "last_control_offset": state.controls.last_control_offset,
-            "controls_applied": [list(pair) for pair in state.controls.applied],
+            "last_control_offset": controls.last_control_offset,
+            "controls_applied": [list(pair) for pair in controls.applied] if controls.applied else [],
         },
         "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
                    "price": signal.price, "ts": trace_time(signal.ts)},
@@ -166,11 +167,13 @@ def _passed_gates(signal: Signal, state: PortfolioState, config: SizingConfig, t
         if mark is None or (signal.ts >= mark.ts and mark != (signal.price, signal.ts)):
             marks = {**marks, signal.symbol: Mark(signal.price, signal.ts)}
     ended_orders = exposure.ended_orders
-    for lapsed in open_.lapsed:
-        ended_orders = remember_ended(ended_orders, lapsed, exposure.reservations[lapsed])
-    made = exposure.reservations
-    lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
-               "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
+    lapsed: list[dict[str, Any]] = []
+    if open_.lapsed:
+        made = exposure.reservations
+        for oid in open_.lapsed:
+            ended_orders = remember_ended(ended_orders, oid, made[oid])
+        lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
+                   "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
     exposure = Exposure(
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders,
@@ -195,13 +198,17 @@ def _caps(budget: Decimal, read: Read, state: PortfolioState, config: SizingConf
     pair_cap = config.pair_cap
     if pair_cap is not None:
         pair_exposure = read.held_symbol + read.reserved_symbol
-        budget, refused = _under_cap(budget, pair_cap, pair_exposure, cap_mode, "PAIR_CAP_REACHED", "pair_remaining")
-        caps.update(pair_cap=pair_cap, pair_exposure=pair_exposure, pair_remaining=pair_cap - pair_exposure)
+        budget, remaining, refused = _under_cap(budget, pair_cap, pair_exposure, cap_mode, "PAIR_CAP_REACHED",
+                                                "pair_remaining")
+        caps["pair_cap"] = pair_cap
+        caps["pair_exposure"] = pair_exposure
+        caps["pair_remaining"] = remaining
         if refused is not None:
             return refused
     cap = config.portfolio_cap.amount(state.streak.equity)
-    budget, refused = _under_cap(budget, cap, read.exposure, cap_mode, "EXPOSURE_CAP_REACHED", "remaining")
-    caps.update(portfolio_cap=cap, remaining=cap - read.exposure)
+    budget, remaining, refused = _under_cap(budget, cap, read.exposure, cap_mode, "EXPOSURE_CAP_REACHED", "remaining")
+    caps["portfolio_cap"] = cap
+    caps["remaining"] = remaining
     if refused is not None:
         return refused
     caps["capped_budget"] = budget
@@ -235,7 +242,7 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
     exposure = state.exposure
     legs = tuple(leg.venue_symbol for leg in instrument.legs)
     made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs)
-    state = PortfolioState(exposure._replace(reservations={**exposure.reservations, order_id: made}),
+    state = PortfolioState(exposure._replace(reservations=book(exposure.reservations).with_entry(order_id, made)),
                            state.streak, state.controls)
     order = build(
         Order,
@@ -267,7 +274,7 @@ def _gate(
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)}")
     if order_id in exposure.reservations:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=open")
-    if exposure.ended(order_id) is not None:
+    if order_id in exposure.ended_orders:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=ended")
     halt = state.controls.halt
     if halt is not None:
@@ -331,13 +338,14 @@ def _conviction(signal: Signal, config: SizingConfig, trace: dict[str, Any]) -> 
 
 def _under_cap(
     budget: Decimal, cap: Decimal, exposure: Decimal, cap_mode: str, reason: RejectionReason, name: str,
-) -> tuple[Decimal, Rejection | None]:
+) -> tuple[Decimal, Decimal, Rejection | None]:
     """Step 6, for one cap: remaining = cap - exposure; nothing remaining, or (in
-    `skip` mode) a budget beyond it, is a rejection; else the budget shrinks to it."""
+    `skip` mode) a budget beyond it, is a rejection; else the budget shrinks to it.
+    Returns (the budget, remaining, the rejection or None)."""
     remaining = cap - exposure
     if remaining <= 0 or (cap_mode == "skip" and budget > remaining):
-        return budget, Rejection(reason, f"{name}={canonical(remaining)} budget={canonical(budget)}")
-    return min(budget, remaining), None
+        return budget, remaining, Rejection(reason, f"{name}={canonical(remaining)} budget={canonical(budget)}")
+    return min(budget, remaining), remaining, None
 
 
 def _out_of_bounds(**values: Decimal) -> Rejection | None:
@@ -355,8 +363,10 @@ def _state_read(
     streak: Streak,
 ) -> dict[str, Any]:
     """The state a decision read: the trace's `state`."""
+    latest_ts = trace_time(clock)
     return {
-        "latest_ts": trace_time(clock), "clock": trace_time(clock_now), "positions": held, "reserved": reserved,
+        "latest_ts": latest_ts, "clock": latest_ts if clock_now == clock else trace_time(clock_now),
+        "positions": held, "reserved": reserved,
         "exposure": held + reserved,
         "lapsed_reservations": len(lapsed),
         "consecutive_wins": streak.consecutive_wins, "consecutive_losses": streak.consecutive_losses,

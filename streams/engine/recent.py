@@ -7,6 +7,7 @@ thousands, and the value can live in a changelog-backed table.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import NamedTuple
 
 CHUNK = 64
@@ -17,14 +18,12 @@ class RecentIds(NamedTuple):
 
     chunks: tuple[frozenset[str], ...] = ()
 
-    def __contains__(self, item: str) -> bool:
-        for chunk in reversed(self.chunks):
-            if item in chunk:
-                return True
-        return False
+    def __contains__(self, item: object) -> bool:
+        # the chunks are frozensets (`add`, `from_wire`): one C-level pass over them
+        return any(map(frozenset.__contains__, self.chunks, repeat(item)))
 
     def __len__(self) -> int:
-        return sum(len(chunk) for chunk in self.chunks)
+        return sum(map(len, self.chunks))
 
     def add(self, item: str, capacity: int) -> "RecentIds":
         """A window that also holds `item`, forgetting the oldest chunk once `capacity` is covered without it."""
@@ -35,7 +34,7 @@ class RecentIds(NamedTuple):
         else:
             chunks = chunks + (frozenset((item,)),)
         if len(chunks) * size > capacity:  # only then can the oldest chunk be spare
-            total = sum(len(chunk) for chunk in chunks)
+            total = sum(map(len, chunks))
             while len(chunks) > 1 and total - len(chunks[0]) >= capacity:
                 total -= len(chunks[0])
                 chunks = chunks[1:]

@@ -30,6 +30,56 @@ ENTRY_NOTIONAL_QUANTUM = Decimal("1e-18")
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+class Book(dict):  # type: ignore[type-arg]
+    """A mapping of the state (reservations, positions) that nobody changes once it is
+    made: a transition makes a new one. What a decision derives from it (the totals
+    per symbol) is computed once and kept with it, since most decisions read a
+    portfolio's book unchanged. Changing it in place raises TypeError."""
+
+    __slots__ = ("derived",)
+
+    def _frozen(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a state book is immutable: build a new one")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _frozen  # type: ignore
+
+    def __reduce__(self) -> Any:
+        return (type(self), (dict(self),))
+
+    def __copy__(self) -> "Book":
+        return self
+
+    def __deepcopy__(self, memo: Any) -> "Book":
+        return self
+
+    def with_entry(self, key: str, value: Any) -> "Book":
+        """A new book with `key` set to `value`."""
+        book = Book(self)
+        dict.__setitem__(book, key, value)
+        return book
+
+
+def book(mapping: Mapping[str, Any]) -> Book:
+    """`mapping` as a Book (itself when it is one already)."""
+    return mapping if type(mapping) is Book else Book(mapping)
+
+
+def _totals_by_symbol(book_: Book) -> tuple[Decimal, dict[str, Decimal]]:
+    """(all reserved notional, reserved notional per symbol) of a reservations book,
+    summed in the book's order (the same Decimals as a pass over it), once per book."""
+    try:
+        return book_.derived  # type: ignore[no-any-return]
+    except AttributeError:
+        pass
+    total = ZERO
+    per_symbol: dict[str, Decimal] = {}
+    for r in book_.values():
+        total += r.notional
+        per_symbol[r.symbol] = per_symbol.get(r.symbol, ZERO) + r.notional
+    book_.derived = (total, per_symbol)
+    return book_.derived
+
+
 class Reservation(NamedTuple):
     """Notional held for an order that is not terminal yet (not filled final,
     canceled, released or lapsed).
@@ -119,7 +169,9 @@ class Streak(NamedTuple):
 
     def remembering(self, seen_fills: RecentIds) -> "Streak":
         """The same record with another fill-dedupe window."""
-        return self._replace(seen_fills=seen_fills)
+        fields = list(self)
+        fields[_SEEN_FILLS] = seen_fills
+        return Streak._make(fields)
 
     @property
     def win_rate(self) -> Decimal:
@@ -131,6 +183,9 @@ class Streak(NamedTuple):
         if self.gross_loss:
             return self.gross_profit / self.gross_loss
         return None if self.gross_profit else ZERO
+
+
+_SEEN_FILLS = Streak._fields.index("seen_fills")
 
 
 class Halt(NamedTuple):
@@ -185,7 +240,11 @@ def advance_clock(clock: int | None, ts: int) -> int:
 
 
 def reserved_totals(reservations: Mapping[str, Reservation], symbol: str | None) -> tuple[Decimal, Decimal]:
-    """(all reserved notional, the part reserved for `symbol`), in one pass."""
+    """(all reserved notional, the part reserved for `symbol`), in one pass (once per
+    `Book`: a decision that leaves the reservations alone leaves them to the next)."""
+    if type(reservations) is Book:
+        total, per_symbol = _totals_by_symbol(reservations)
+        return total, per_symbol.get(symbol, ZERO) if symbol is not None else ZERO
     total = for_symbol = ZERO
     for r in reservations.values():
         total += r.notional
@@ -224,14 +283,18 @@ def open_reservations(
             for_symbol += r.notional
     if lapsed:
         gone = set(lapsed)
-        reservations = {oid: r for oid, r in reservations.items() if oid not in gone}
+        reservations = Book((oid, r) for oid, r in reservations.items() if oid not in gone)
     return OpenReservations(reservations, tuple(lapsed), total, for_symbol)
 
 
 def held_value(exposure: Exposure, symbol: str | None, config: SizingConfig) -> tuple[Decimal, Decimal]:
-    """In one pass: open positions in USD on the configured basis, in all and in `symbol`."""
-    total = in_symbol = ZERO
+    """In one pass: open positions in USD on the configured basis, in all and in `symbol`
+    (on the entry basis, once per positions `Book`)."""
     mark_basis = config.exposure_basis == "mark"
+    if not mark_basis and type(exposure.positions) is Book:
+        total, per_symbol = _entry_values(exposure.positions)
+        return total, per_symbol.get(symbol, ZERO) if symbol is not None else ZERO
+    total = in_symbol = ZERO
     marks = exposure.marks
     for name, position in exposure.positions.items():
         mark = marks.get(name) if mark_basis else None
@@ -240,6 +303,19 @@ def held_value(exposure: Exposure, symbol: str | None, config: SizingConfig) -> 
         if name == symbol:
             in_symbol = value
     return total, in_symbol
+
+
+def _entry_values(positions: Book) -> tuple[Decimal, dict[str, Decimal]]:
+    """(entry notional of all open positions, entry notional per symbol), once per book."""
+    try:
+        return positions.derived  # type: ignore[no-any-return]
+    except AttributeError:
+        pass
+    total = ZERO
+    for position in positions.values():
+        total += position.entry_notional
+    positions.derived = (total, {name: position.entry_notional for name, position in positions.items()})
+    return positions.derived
 
 
 FillOutcome = Literal["applied", "duplicate", "overfill", "unknown_order"]
@@ -334,9 +410,9 @@ def _apply_fill(
                 else:
                     reservations[fill.order_id] = progressed
         if added:
-            positions = dict(positions)
             held = positions.get(symbol, NO_POSITION)
-            positions[symbol] = Position(held.qty + added, held.entry_notional + added * fill.price)
+            positions = book(positions).with_entry(
+                symbol, Position(held.qty + added, held.entry_notional + added * fill.price))
     elif isinstance(fill, OrderCanceled):
         if fill.order_id not in reservations:
             # nothing to release: the clock stays, but the event id is remembered and its
@@ -345,7 +421,7 @@ def _apply_fill(
                 exposure = exposure._replace(last_fill_offset=offset)
             return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
         ended_orders = remember_ended(ended_orders, fill.order_id, reservations[fill.order_id])
-        reservations = {oid: r for oid, r in reservations.items() if oid != fill.order_id}
+        reservations = Book((oid, r) for oid, r in reservations.items() if oid != fill.order_id)
     else:
         held = positions.get(fill.symbol)
         if held is not None:
@@ -358,7 +434,7 @@ def _apply_fill(
                 positions[fill.symbol] = Position(left, share)
         streak = book_close(streak, fill.realized_pnl, config)
     exposure = Exposure(
-        positions, reservations, exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
+        book(positions), book(reservations), exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
         exposure.last_fill_offset if offset is None else offset, exposure.seen_signals, ended_orders,
     )
     controls = state.controls
@@ -445,7 +521,7 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
         released = exposure.reservations.get(command.order_id)
         if released is not None:
             exposure = exposure._replace(
-                reservations={oid: r for oid, r in exposure.reservations.items() if oid != command.order_id},
+                reservations=Book((oid, r) for oid, r in exposure.reservations.items() if oid != command.order_id),
                 ended_orders=remember_ended(exposure.ended_orders, command.order_id, released))
         else:
             outcome = "no_effect"
@@ -544,8 +620,8 @@ def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
         return Exposure()
     D = Decimal
     return Exposure(
-        positions={k: Position(D(q), D(n)) for k, (q, n) in data["positions"].items()},
-        reservations={k: _reservation_from_wire(v) for k, v in data["reservations"].items()},
+        positions=Book((k, Position(D(q), D(n))) for k, (q, n) in data["positions"].items()),
+        reservations=Book((k, _reservation_from_wire(v)) for k, v in data["reservations"].items()),
         marks={k: _mark_from_wire(v) for k, v in data["marks"].items()},
         latest_ts=data["latest_ts"],
         last_fill_offset=data["last_fill_offset"],

@@ -14,6 +14,7 @@ from decimal import (
 )
 from typing import Any
 
+import msgspec
 import orjson
 
 ZERO = Decimal(0)
@@ -25,6 +26,7 @@ ONE = Decimal(1)
 # would also take "1_00", " 1", "+1", "Infinity" and non-ASCII digits.
 JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _SHOWN = 40  # characters of a rejected value quoted back in an error
+_json_number = JSON_NUMBER.fullmatch
 
 
 def to_decimal(value: Any) -> Decimal:
@@ -34,20 +36,20 @@ def to_decimal(value: Any) -> Decimal:
     Strings must follow the JSON number grammar (`JSON_NUMBER`).
     Raises ValueError with the rule that failed.
     """
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError("must be a decimal string or an integer, not a float")
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int):
-        result = Decimal(value)
-    elif isinstance(value, str):
-        if JSON_NUMBER.fullmatch(value) is None:
+    if isinstance(value, str):  # the usual wire shape first (a str is never a bool or a float)
+        if _json_number(value) is None:
             shown = value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
             raise ValueError(f"is not a decimal number in JSON number form: {shown!r}")
         try:
             result = Decimal(value)
         except ArithmeticError:  # an exponent past what Decimal can hold: "1e1000000000000000000"
             raise ValueError("is out of range") from None
+    elif isinstance(value, bool) or isinstance(value, float):
+        raise ValueError("must be a decimal string or an integer, not a float")
+    elif isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
     else:
         raise ValueError(f"must be a decimal string or number, got {type(value).__name__}")
     if not result.is_finite():
@@ -87,6 +89,9 @@ def bounded(value: Decimal) -> Decimal:
     sign, digits, exponent = value.as_tuple()
     if not isinstance(exponent, int):
         raise ValueError("must be a finite number")
+    if exponent >= -MAX_PLACES and value.adjusted() <= MAX_ADJUSTED_EXPONENT:
+        # within both bounds as written: stripping trailing zeros cannot change that
+        return value
     significant = len(digits)
     while significant > 1 and digits[significant - 1] == 0 and exponent < 0:
         significant -= 1
@@ -103,7 +108,12 @@ def canonical(value: Decimal) -> str:
     no trailing zeros (`Decimal("930.00")` -> `"930"`, `Decimal("1E+3")` -> `"1000"`)."""
     if not value:
         return "0"
-    text = format(value.normalize(), "f")
+    normal = value.normalize()
+    # str() is plain notation unless the exponent is positive or the value is below 1e-6;
+    # format(.., "f") always is, at five times the cost
+    text = str(normal)
+    if "E" in text or "e" in text:
+        return format(normal, "f")
     return text
 
 
@@ -111,10 +121,32 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+# The fast decoder: msgspec hands a float's own text to Decimal, like json's parse_float.
+_FAST = msgspec.json.Decoder(float_hook=Decimal)
+# Inputs up to this length (characters or bytes) go to it first: short enough that no
+# number in them reaches Python's 4,300-digit int limit and no nesting reaches the
+# recursion limit, the two places where the two parsers could part.
+FAST_DECODE_LIMIT = 1024
+
+
 def loads(raw: bytes | str) -> Any:
     """Parse JSON with every number as Decimal (ints stay int) and NaN/Infinity refused.
     Raises ValueError (or UnicodeDecodeError) for anything that is not such JSON,
-    nesting too deep for the parser included."""
+    nesting too deep for the parser included.
+
+    msgspec decodes what it accepts, to the same value; whatever it refuses goes to
+    the reference parser (`json`), which decides and words the error, so a rejection
+    reads the same whichever parser saw the input first (tests/unit/test_codec.py)."""
+    if len(raw) <= FAST_DECODE_LIMIT:
+        try:
+            return _FAST.decode(raw)
+        except Exception:  # noqa: BLE001 - the reference parser gives the verdict and its words
+            pass
+    return reference_loads(raw)
+
+
+def reference_loads(raw: bytes | str) -> Any:
+    """`loads` by the standard library's parser alone: the definition `loads` keeps to."""
     try:
         return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
     except RecursionError:
@@ -131,7 +163,7 @@ def loads_output(raw: bytes | str) -> Any:
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
+    if type(value) is Decimal or isinstance(value, Decimal):
         return canonical(value)
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 

@@ -136,7 +136,18 @@ def parse_event_time(value: Any) -> int:
 def format_event_time(epoch_ms: int) -> str:
     """RFC 3339 UTC with millisecond precision, e.g. 2026-01-01T00:00:00.000Z.
     Defined for every time `parse_event_time` accepts."""
-    return _second(epoch_ms // 1000) + f".{epoch_ms % 1000:03d}Z"
+    text = _FORMATTED.get(epoch_ms)
+    if text is None:
+        # a decision writes the same few times several times (signal, clock, order):
+        # keep the recent ones, forgetting them all at once past the bound
+        if len(_FORMATTED) >= _FORMATTED_KEPT:
+            _FORMATTED.clear()
+        text = _FORMATTED[epoch_ms] = _second(epoch_ms // 1000) + f".{epoch_ms % 1000:03d}Z"
+    return text
+
+
+_FORMATTED: dict[int, str] = {}
+_FORMATTED_KEPT = 4096
 
 
 @lru_cache(maxsize=4096)
@@ -339,27 +350,46 @@ def build(model: type[B], **values: Any) -> B:
     fields_set = _FIELDS_SET.get(model)
     if fields_set is None:
         fields_set = _FIELDS_SET[model] = set(model.model_fields)
-    _set(message, "__pydantic_fields_set__", fields_set)
-    _set(message, "__pydantic_extra__", None)
-    _set(message, "__pydantic_private__", None)
+    _set_fields_set(message, fields_set)
+    _set_extra(message, None)
+    _set_private(message, None)
     return message
+
+
+# BaseModel's slots, set through their descriptors (what object.__setattr__ looks up each time)
+_set_fields_set = vars(BaseModel)["__pydantic_fields_set__"].__set__
+_set_extra = vars(BaseModel)["__pydantic_extra__"].__set__
+_set_private = vars(BaseModel)["__pydantic_private__"].__set__
 
 
 def to_json(message: BaseModel) -> str:
     """The wire form of a message: compact JSON, field order as declared, Decimals canonical."""
+    fields = _AS_STORED.get(type(message))
+    if fields is not None:
+        stored = message.__dict__
+        return decimals.dumps({name: stored[name] for name in fields})
     return decimals.dumps(message.model_dump())
+
+
+# Models whose every field is written as `decimals.dumps` writes its value (a Decimal
+# as `canonical`, like `Dec`'s serializer; the rest as is, the trace's nested data
+# included): their wire form needs no pass of pydantic's serializer first, one per
+# signal for decisions. Not Order: its `ts` is written as RFC 3339 and its legs are models.
+_AS_STORED: dict[type, tuple[str, ...]] = {Decision: tuple(Decision.model_fields)}
 
 
 M = TypeVar("M")
 
-_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+# by id, with the model itself held (so the id stays its own): hashing an Annotated
+# union such as `Fill` walks its arguments in Python, once per message
+_ADAPTERS: dict[int, tuple[Any, TypeAdapter[Any]]] = {}
 
 
 def _adapter(model: Any) -> TypeAdapter[Any]:
-    adapter = _ADAPTERS.get(model)
-    if adapter is None:
-        adapter = _ADAPTERS[model] = TypeAdapter(model)
-    return adapter
+    known = _ADAPTERS.get(id(model))
+    if known is None or known[0] is not model:
+        known = _ADAPTERS[id(model)] = (model, TypeAdapter(model))
+    return known[1]
 
 
 def describe(error: ValidationError) -> tuple[str, str]:
