@@ -42,7 +42,7 @@ from streams.wire import decimals
 
 from streams.history import journal
 from streams.config import PRESETS, SizingConfig, load_config
-from streams.wire.decimals import ZERO
+from streams.wire.decimals import ENGINE_CONTEXT, ZERO
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
 from streams.engine.state import reservation
 from streams.errors import ConfigError
@@ -161,6 +161,13 @@ def from_journal(lines: Iterable[str | bytes], recorded: SizingConfig,
                  report_bad_line: Callable[[int, str], None] = lambda n, r: None) -> History:
     """A journal's events, its decisions made under `recorded` (the configuration its
     fills were recorded with), with positions as `sizer replay` numbers them."""
+    # In the engine's context throughout: each engine call then skips setting up its own.
+    with localcontext(ENGINE_CONTEXT):
+        return _from_journal(lines, recorded, report_bad_line)
+
+
+def _from_journal(lines: Iterable[str | bytes], recorded: SizingConfig,
+                  report_bad_line: Callable[[int, str], None]) -> History:
     builder = _Builder(History("journal"), None)
     states: dict[str, PortfolioState] = {}
     instruments: dict[str, Instrument] = {}
@@ -203,6 +210,11 @@ def from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
     """Topic history in the interleaving the decisions recorded (as the audit rebuilds
     it), each signal with the instrument record its decision names. `config` only
     sizes the recorded positions' dedupe windows."""
+    with localcontext(ENGINE_CONTEXT):  # as `from_journal`
+        return _from_kafka(records, config)
+
+
+def _from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
     from streams.history.interleaving import Instruments, dead_lettered, recorded_interleaving
 
     builder = _Builder(History("kafka"), RecordedPositions(config))
@@ -617,7 +629,7 @@ class Outcome:
 
 # The history and configurations of the running sweep: forked worker processes
 # inherit them instead of receiving a copy through a pipe.
-_SHARED: tuple[History, list[Configuration]] | None = None
+_SHARED: tuple[History, list[Configuration], bool] | None = None
 
 
 def _one(index: int) -> Outcome:
@@ -625,22 +637,24 @@ def _one(index: int) -> Outcome:
 
     gc.disable()  # every object a run makes lives until it ends: nothing for the collector to find
     decimals.use_engine_context()
-    history, chosen = _SHARED  # type: ignore[misc]
+    history, chosen, with_curves = _SHARED  # type: ignore[misc]
     started = time.perf_counter()
     configuration = chosen[index]
     run = simulate(history, configuration.config)
     return Outcome(configuration, metrics(history, configuration.config, run),
-                   curves(history, configuration.config, run), run.identical, run.compared, run.first_changes,
-                   time.perf_counter() - started)
+                   curves(history, configuration.config, run) if with_curves else {}, run.identical,
+                   run.compared, run.first_changes, time.perf_counter() - started)
 
 
 def sweep(history: History, chosen: list[Configuration], workers: int | None = None,
-          progress: Callable[[int, int], None] = lambda done, total: None) -> list[Outcome]:
+          progress: Callable[[int, int], None] = lambda done, total: None, with_curves: bool = True
+          ) -> list[Outcome]:
     """Run every configuration over the history, `workers` processes at a time
-    (default: one per core). Results come back in the order of `chosen`."""
+    (default: one per core). Results come back in the order of `chosen`; each
+    outcome's `curves` only `with_curves` (they are for plots), else empty."""
     global _SHARED
     workers = max(1, min(workers or os.cpu_count() or 1, len(chosen)))
-    _SHARED = (history, chosen)
+    _SHARED = (history, chosen, with_curves)
     try:
         if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
             results = []

@@ -61,7 +61,8 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
     history = _history(args, base, kafka, progress)
     read_s = time.perf_counter() - started
     outcomes = sweep(history, chosen, args.workers,
-                     lambda done, total: progress.note(f"{done}/{total} configurations swept"))
+                     lambda done, total: progress.note(f"{done}/{total} configurations swept"),
+                     with_curves=bool(args.plot))
     progress.close()
     total_s = time.perf_counter() - started
     report = as_json(history, outcomes, args.rank, [name for name, _ in grid])
