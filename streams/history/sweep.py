@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, ROUND_HALF_EVEN, localcontext
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from streams.wire import decimals
 
@@ -158,52 +158,136 @@ class _Builder:
 
 
 def from_journal(lines: Iterable[str | bytes], recorded: SizingConfig,
-                 report_bad_line: Callable[[int, str], None] = lambda n, r: None) -> History:
+                 report_bad_line: Callable[[int, str], None] = lambda n, r: None, workers: int = 1) -> History:
     """A journal's events, its decisions made under `recorded` (the configuration its
-    fills were recorded with), with positions as `sizer replay` numbers them."""
+    fills were recorded with), with positions as `sizer replay` numbers them.
+
+    The journal is decoded here; with `workers` > 1 (and a journal of at least
+    PARALLEL_READ_MIN_INPUTS inputs) the recorded decisions are re-made in that many
+    forked processes, each over its share of the portfolios (they share no state).
+    The history is the same whatever the number of workers."""
     # In the engine's context throughout: each engine call then skips setting up its own.
     with localcontext(ENGINE_CONTEXT):
-        return _from_journal(lines, recorded, report_bad_line)
+        builder = _Builder(History("journal"), None)
+        entries = []
+        for entry in journal.read(lines, recorded.max_future_skew_ms):
+            if entry.error is not None:
+                builder.history.bad_lines += 1
+                report_bad_line(entry.line, str(entry.error))
+                continue
+            entries.append(entry)
+        recorded_of = _recorded(entries, recorded, workers)
+        for topic, message, offset, instrument in _inputs(entries):
+            said = next(recorded_of[message.portfolio_id])
+            if topic == "fills":
+                builder.fill(message, offset, said)
+            elif topic == "controls":
+                builder.control(message, offset)
+            else:
+                outcome, reason, order_id, qty, config_hash = said
+                builder.signal(message, instrument, InputPosition("signals", 0, offset), outcome, reason, order_id,
+                               qty, config_hash, None)
+        return builder.done()
 
 
-def _from_journal(lines: Iterable[str | bytes], recorded: SizingConfig,
-                  report_bad_line: Callable[[int, str], None]) -> History:
-    builder = _Builder(History("journal"), None)
-    states: dict[str, PortfolioState] = {}
+# Below this many inputs the recorded decisions are re-made in one process: forking
+# would cost more than it saves.
+PARALLEL_READ_MIN_INPUTS = 20_000
+
+
+def _inputs(entries: Sequence[journal.Entry]) -> Iterator[tuple[str, Any, int, Instrument | None]]:
+    """(topic, message, offset in its topic, the instrument in force for a signal) of
+    every decoded input of the journal in order; instrument records are applied, not yielded."""
     instruments: dict[str, Instrument] = {}
     offsets = {"signals": 0, "fills": 0, "controls": 0}
-    for entry in journal.read(lines, recorded.max_future_skew_ms):
-        if entry.error is not None:
-            builder.history.bad_lines += 1
-            report_bad_line(entry.line, str(entry.error))
-            continue
+    for entry in entries:
         message = entry.message
-        if entry.topic == "instruments":
+        topic = entry.topic
+        if topic == "instruments":
             instruments[message.symbol] = message
             continue
-        offset = offsets[entry.topic]
-        offsets[entry.topic] += 1
+        offset = offsets[topic]
+        offsets[topic] += 1
+        yield topic, message, offset, instruments.get(message.symbol) if topic == "signals" else None
+
+
+def _recorded(entries: Sequence[journal.Entry], recorded: SizingConfig, workers: int) -> dict[str, Iterator[Any]]:
+    """Per portfolio, what the recording said of each of its inputs in order: a signal's
+    (outcome, reason, order id, qty, config hash), a close's recorded position in its
+    symbol before it (None for other fills and for commands)."""
+    inputs: Counter = Counter()
+    for entry in entries:
+        if entry.topic != "instruments":
+            inputs[entry.message.portfolio_id] += 1
+    groups = _groups(inputs, workers if sum(inputs.values()) >= PARALLEL_READ_MIN_INPUTS else 1)
+    global _READING
+    if len(groups) == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        parts = [_recorded_part(entries, recorded, None)]
+        groups = [set(inputs)]
+    else:
+        _READING = (entries, recorded, groups)
+        try:
+            with multiprocessing.get_context("fork").Pool(len(groups)) as pool:
+                parts = pool.map(_recorded_group, range(len(groups)), chunksize=1)
+        finally:
+            _READING = None
+    said: dict[str, Iterator[Any]] = {}
+    for group, part in zip(groups, parts):
+        shared = iter(part)  # the group's inputs in journal order: each portfolio takes its own in turn
+        for portfolio in group:
+            said[portfolio] = shared
+    return said
+
+
+def _groups(inputs: Counter, count: int) -> list[set[str]]:
+    """Portfolios in `count` groups of about equal inputs (largest first, to the lightest group)."""
+    count = max(1, min(count, len(inputs)))
+    groups: list[set[str]] = [set() for _ in range(count)]
+    loads = [0] * count
+    for portfolio, n in sorted(inputs.items(), key=lambda item: (-item[1], item[0])):
+        lightest = loads.index(min(loads))
+        groups[lightest].add(portfolio)
+        loads[lightest] += n
+    return groups
+
+
+# The decoded journal of a read in progress: forked processes inherit it.
+_READING: tuple[Sequence[journal.Entry], SizingConfig, list[set[str]]] | None = None
+
+
+def _recorded_group(index: int) -> list[Any]:
+    entries, recorded, groups = _READING  # type: ignore[misc]
+    with localcontext(ENGINE_CONTEXT):
+        return _recorded_part(entries, recorded, groups[index])
+
+
+def _recorded_part(entries: Sequence[journal.Entry], recorded: SizingConfig, portfolios: set[str] | None
+                   ) -> list[Any]:
+    """What the recording said of the inputs of `portfolios` (None: all), in journal order."""
+    said: list[Any] = []
+    states: dict[str, PortfolioState] = {}
+    fresh = PortfolioState.fresh(recorded)
+    for topic, message, offset, instrument in _inputs(entries):
         portfolio = message.portfolio_id
-        state = states.get(portfolio) or PortfolioState.fresh(recorded)
-        if entry.topic == "fills":
+        if portfolios is not None and portfolio not in portfolios:
+            continue
+        state = states.get(portfolio, fresh)
+        if topic == "fills":
             held = None
             if isinstance(message, PositionClosed):
                 position = state.exposure.positions.get(message.symbol)
                 held = ZERO if position is None else position.qty
             states[portfolio] = apply_fill(message, state, recorded, offset).state
-            builder.fill(message, offset, held)
-            continue
-        if entry.topic == "controls":
+            said.append(held)
+        elif topic == "controls":
             states[portfolio] = apply_control(message, state, recorded, offset).state
-            builder.control(message, offset)
-            continue
-        instrument = instruments.get(message.symbol)
-        position = InputPosition("signals", 0, offset)
-        result = decide(message, instrument, state, recorded, position)
-        states[portfolio] = result.state
-        d = result.decision
-        builder.signal(message, instrument, position, d.outcome, d.reason, d.order_id, d.qty, d.config_hash, None)
-    return builder.done()
+            said.append(None)
+        else:
+            result = decide(message, instrument, state, recorded, InputPosition("signals", 0, offset))
+            states[portfolio] = result.state
+            d = result.decision
+            said.append((d.outcome, d.reason, d.order_id, d.qty, d.config_hash))
+    return said
 
 
 def from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:

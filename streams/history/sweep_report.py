@@ -115,7 +115,8 @@ def _read_history(args: argparse.Namespace, base: SizingConfig, kafka: Any, prog
     except OSError as exc:
         raise ConfigError(f"--journal: cannot read {args.journal}: {exc.strerror}") from exc
     with handle:
-        return from_journal(handle, recorded, lambda n, r: print(f"{args.journal}:{n}: {r}", file=sys.stderr))
+        return from_journal(handle, recorded, lambda n, r: print(f"{args.journal}:{n}: {r}", file=sys.stderr),
+                            args.workers or _cores())
 
 
 def _key(rank: str, row: dict[str, Any]) -> tuple[int, Decimal]:
