@@ -409,7 +409,7 @@ def _scaled(value: Decimal, numerator: Decimal, denominator: Decimal) -> Decimal
 
 def _with(message: Any, **values: Any) -> Any:
     """A copy of a decoded fill with some values replaced (already checked: no validation)."""
-    return build(type(message), **{**message.__dict__, **values})
+    return build(type(message), **message.__dict__ | values)
 
 
 def _released(state: PortfolioState, order_id: str) -> PortfolioState:
@@ -452,41 +452,44 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
     fresh = PortfolioState.fresh(config)
     cap_of = config.portfolio_cap.amount
     config_hash = config.config_hash
-    exposure_samples, close_samples = run.exposure, run.closes
+    rejected, first_changes = run.rejected, run.first_changes
+    accepted = unfilled = changed = compared = identical = 0
+    notional = ZERO
+    # Bound once: this loop runs once per event and configuration.
+    exposure_sample, close_sample = run.exposure.append, run.closes.append
+    get_state, get_qty = states.get, what_if_qty.get
     for sequence, event in enumerate(history.events):
         kind, message = event[0], event[1]
         portfolio = message.portfolio_id
-        state = states.get(portfolio, fresh)
+        state = get_state(portfolio, fresh)
         if kind == SIGNAL:
             _, signal, instrument, position, recorded_qty, recorded, raw = event
-            result = decide(signal, instrument, state, config, position)
-            decision, state = result.decision, result.state
+            decision, _, state = decide(signal, instrument, state, config, position)
             after = decision.trace["state"]["exposure"]
-            if decision.outcome == "accepted":
-                run.accepted += 1
-                run.notional += decision.notional
+            outcome, reason, qty = decision.outcome, decision.reason, decision.qty
+            if outcome == "accepted":
+                accepted += 1
+                notional += decision.notional
                 if recorded_qty is None:
                     state = _released(state, decision.order_id)
-                    run.unfilled += 1
+                    unfilled += 1
                 else:
-                    what_if_qty[decision.order_id] = decision.qty
+                    what_if_qty[decision.order_id] = qty
                     after += decision.notional
             else:
-                run.rejected[decision.reason] += 1
-            mine = (decision.outcome, decision.reason, decision.qty)
-            if mine != recorded:
-                run.changed += 1
-                if len(run.first_changes) < 20:
-                    run.first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
-                                              "recorded": _said(recorded), "what_if": _said(mine)})
+                rejected[reason] += 1
+            if outcome != recorded[0] or reason != recorded[1] or qty != recorded[2]:
+                changed += 1
+                if len(first_changes) < 20:
+                    first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
+                                          "recorded": _said(recorded), "what_if": _said((outcome, reason, qty))})
             if raw is not None and decision.config_hash == config_hash and _hash_of(raw) == config_hash:
-                run.compared += 1
-                run.identical += to_json(decision).encode() == raw
+                compared += 1
+                identical += to_json(decision).encode() == raw
             states[portfolio] = state
             if trail is not None:
-                trail.append(("decision", signal.signal_id, decision.outcome, decision.reason, decision.qty,
-                              decision.notional))
-            exposure_samples.append((signal.ts, sequence, index[portfolio], after, cap_of(state.streak.equity)))
+                trail.append(("decision", signal.signal_id, outcome, reason, qty, decision.notional))
+            exposure_sample((signal.ts, sequence, index[portfolio], after, cap_of(state.streak.equity)))
             continue
         offset = event[2]
         if kind == CONTROL:
@@ -495,7 +498,7 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
         if kind == FILL:
             recorded_qty = event[3]
             if recorded_qty is not None:
-                qty = what_if_qty.get(message.order_id)
+                qty = get_qty(message.order_id)
                 if qty is None:
                     continue  # the what-if rejected this order: none of its fills
                 if qty != recorded_qty:
@@ -522,12 +525,14 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
             trail.append((("fill", "cancel", "close")[kind - 1], message.event_id, getattr(message, "qty", None),
                           getattr(message, "realized_pnl", None)))
         if kind == CLOSE:
-            close_samples.append((message.ts, sequence, index[portfolio], message.realized_pnl, equity_before))
-        exposure_samples.append((message.ts, sequence, index[portfolio],
-                                 state.position_value(config) + state.reserved(), cap_of(state.streak.equity)))
+            close_sample((message.ts, sequence, index[portfolio], message.realized_pnl, equity_before))
+        exposure_sample((message.ts, sequence, index[portfolio], state.position_value(config) + state.reserved(),
+                         cap_of(state.streak.equity)))
+    run.accepted, run.notional, run.unfilled, run.changed = accepted, notional, unfilled, changed
+    run.compared, run.identical = compared, identical
     # By event time; the sequence number keeps the recorded order among equal times.
-    exposure_samples.sort()
-    close_samples.sort()
+    run.exposure.sort()
+    run.closes.sort()
     for portfolio in history.portfolios:
         state = states.get(portfolio, fresh)
         run.final_equity[portfolio] = state.streak.equity
@@ -748,8 +753,9 @@ def sweep(history: History, chosen: list[Configuration], workers: int | None = N
             return results
         import gc
 
-        gc.collect()
-        gc.freeze()  # the history is read-only in the children: keep their pages shared
+        # The history is read-only in the children: keep their pages shared. No collection
+        # first: a full pass over the history's objects costs about a second and frees nothing.
+        gc.freeze()
         results_at: dict[int, Outcome] = {}
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for i, outcome in pool.imap_unordered(_indexed, range(len(chosen))):
