@@ -36,13 +36,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, ROUND_HALF_EVEN, localcontext
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from streams.wire import decimals
 
 from streams.history import journal
 from streams.config import PRESETS, SizingConfig, load_config
-from streams.wire.decimals import ZERO
+from streams.wire.decimals import ENGINE_CONTEXT, ZERO
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
 from streams.engine.state import reservation
 from streams.errors import ConfigError
@@ -158,51 +158,147 @@ class _Builder:
 
 
 def from_journal(lines: Iterable[str | bytes], recorded: SizingConfig,
-                 report_bad_line: Callable[[int, str], None] = lambda n, r: None) -> History:
+                 report_bad_line: Callable[[int, str], None] = lambda n, r: None, workers: int = 1) -> History:
     """A journal's events, its decisions made under `recorded` (the configuration its
-    fills were recorded with), with positions as `sizer replay` numbers them."""
-    builder = _Builder(History("journal"), None)
-    states: dict[str, PortfolioState] = {}
+    fills were recorded with), with positions as `sizer replay` numbers them.
+
+    The journal is decoded here; with `workers` > 1 (and a journal of at least
+    PARALLEL_READ_MIN_INPUTS inputs) the recorded decisions are re-made in that many
+    forked processes, each over its share of the portfolios (they share no state).
+    The history is the same whatever the number of workers."""
+    # In the engine's context throughout: each engine call then skips setting up its own.
+    with localcontext(ENGINE_CONTEXT):
+        builder = _Builder(History("journal"), None)
+        entries = []
+        for entry in journal.read(lines, recorded.max_future_skew_ms):
+            if entry.error is not None:
+                builder.history.bad_lines += 1
+                report_bad_line(entry.line, str(entry.error))
+                continue
+            entries.append(entry)
+        recorded_of = _recorded(entries, recorded, workers)
+        for topic, message, offset, instrument in _inputs(entries):
+            said = next(recorded_of[message.portfolio_id])
+            if topic == "fills":
+                builder.fill(message, offset, said)
+            elif topic == "controls":
+                builder.control(message, offset)
+            else:
+                outcome, reason, order_id, qty, config_hash = said
+                builder.signal(message, instrument, InputPosition("signals", 0, offset), outcome, reason, order_id,
+                               qty, config_hash, None)
+        return builder.done()
+
+
+# Below this many inputs the recorded decisions are re-made in one process: forking
+# would cost more than it saves.
+PARALLEL_READ_MIN_INPUTS = 20_000
+
+
+def _inputs(entries: Sequence[journal.Entry]) -> Iterator[tuple[str, Any, int, Instrument | None]]:
+    """(topic, message, offset in its topic, the instrument in force for a signal) of
+    every decoded input of the journal in order; instrument records are applied, not yielded."""
     instruments: dict[str, Instrument] = {}
     offsets = {"signals": 0, "fills": 0, "controls": 0}
-    for entry in journal.read(lines, recorded.max_future_skew_ms):
-        if entry.error is not None:
-            builder.history.bad_lines += 1
-            report_bad_line(entry.line, str(entry.error))
-            continue
+    for entry in entries:
         message = entry.message
-        if entry.topic == "instruments":
+        topic = entry.topic
+        if topic == "instruments":
             instruments[message.symbol] = message
             continue
-        offset = offsets[entry.topic]
-        offsets[entry.topic] += 1
+        offset = offsets[topic]
+        offsets[topic] += 1
+        yield topic, message, offset, instruments.get(message.symbol) if topic == "signals" else None
+
+
+def _recorded(entries: Sequence[journal.Entry], recorded: SizingConfig, workers: int) -> dict[str, Iterator[Any]]:
+    """Per portfolio, what the recording said of each of its inputs in order: a signal's
+    (outcome, reason, order id, qty, config hash), a close's recorded position in its
+    symbol before it (None for other fills and for commands)."""
+    inputs: Counter = Counter()
+    for entry in entries:
+        if entry.topic != "instruments":
+            inputs[entry.message.portfolio_id] += 1
+    groups = _groups(inputs, workers if sum(inputs.values()) >= PARALLEL_READ_MIN_INPUTS else 1)
+    global _READING
+    if len(groups) == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        parts = [_recorded_part(entries, recorded, None)]
+        groups = [set(inputs)]
+    else:
+        _READING = (entries, recorded, groups)
+        try:
+            with multiprocessing.get_context("fork").Pool(len(groups)) as pool:
+                parts = pool.map(_recorded_group, range(len(groups)), chunksize=1)
+        finally:
+            _READING = None
+    said: dict[str, Iterator[Any]] = {}
+    for group, part in zip(groups, parts):
+        shared = iter(part)  # the group's inputs in journal order: each portfolio takes its own in turn
+        for portfolio in group:
+            said[portfolio] = shared
+    return said
+
+
+def _groups(inputs: Counter, count: int) -> list[set[str]]:
+    """Portfolios in `count` groups of about equal inputs (largest first, to the lightest group)."""
+    count = max(1, min(count, len(inputs)))
+    groups: list[set[str]] = [set() for _ in range(count)]
+    loads = [0] * count
+    for portfolio, n in sorted(inputs.items(), key=lambda item: (-item[1], item[0])):
+        lightest = loads.index(min(loads))
+        groups[lightest].add(portfolio)
+        loads[lightest] += n
+    return groups
+
+
+# The decoded journal of a read in progress: forked processes inherit it.
+_READING: tuple[Sequence[journal.Entry], SizingConfig, list[set[str]]] | None = None
+
+
+def _recorded_group(index: int) -> list[Any]:
+    entries, recorded, groups = _READING  # type: ignore[misc]
+    with localcontext(ENGINE_CONTEXT):
+        return _recorded_part(entries, recorded, groups[index])
+
+
+def _recorded_part(entries: Sequence[journal.Entry], recorded: SizingConfig, portfolios: set[str] | None
+                   ) -> list[Any]:
+    """What the recording said of the inputs of `portfolios` (None: all), in journal order."""
+    said: list[Any] = []
+    states: dict[str, PortfolioState] = {}
+    fresh = PortfolioState.fresh(recorded)
+    for topic, message, offset, instrument in _inputs(entries):
         portfolio = message.portfolio_id
-        state = states.get(portfolio) or PortfolioState.fresh(recorded)
-        if entry.topic == "fills":
+        if portfolios is not None and portfolio not in portfolios:
+            continue
+        state = states.get(portfolio, fresh)
+        if topic == "fills":
             held = None
             if isinstance(message, PositionClosed):
                 position = state.exposure.positions.get(message.symbol)
                 held = ZERO if position is None else position.qty
             states[portfolio] = apply_fill(message, state, recorded, offset).state
-            builder.fill(message, offset, held)
-            continue
-        if entry.topic == "controls":
+            said.append(held)
+        elif topic == "controls":
             states[portfolio] = apply_control(message, state, recorded, offset).state
-            builder.control(message, offset)
-            continue
-        instrument = instruments.get(message.symbol)
-        position = InputPosition("signals", 0, offset)
-        result = decide(message, instrument, state, recorded, position)
-        states[portfolio] = result.state
-        d = result.decision
-        builder.signal(message, instrument, position, d.outcome, d.reason, d.order_id, d.qty, d.config_hash, None)
-    return builder.done()
+            said.append(None)
+        else:
+            result = decide(message, instrument, state, recorded, InputPosition("signals", 0, offset))
+            states[portfolio] = result.state
+            d = result.decision
+            said.append((d.outcome, d.reason, d.order_id, d.qty, d.config_hash))
+    return said
 
 
 def from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
     """Topic history in the interleaving the decisions recorded (as the audit rebuilds
     it), each signal with the instrument record its decision names. `config` only
     sizes the recorded positions' dedupe windows."""
+    with localcontext(ENGINE_CONTEXT):  # as `from_journal`
+        return _from_kafka(records, config)
+
+
+def _from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
     from streams.history.interleaving import Instruments, dead_lettered, recorded_interleaving
 
     builder = _Builder(History("kafka"), RecordedPositions(config))
@@ -313,7 +409,7 @@ def _scaled(value: Decimal, numerator: Decimal, denominator: Decimal) -> Decimal
 
 def _with(message: Any, **values: Any) -> Any:
     """A copy of a decoded fill with some values replaced (already checked: no validation)."""
-    return build(type(message), **{**message.__dict__, **values})
+    return build(type(message), **message.__dict__ | values)
 
 
 def _released(state: PortfolioState, order_id: str) -> PortfolioState:
@@ -356,41 +452,44 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
     fresh = PortfolioState.fresh(config)
     cap_of = config.portfolio_cap.amount
     config_hash = config.config_hash
-    exposure_samples, close_samples = run.exposure, run.closes
+    rejected, first_changes = run.rejected, run.first_changes
+    accepted = unfilled = changed = compared = identical = 0
+    notional = ZERO
+    # Bound once: this loop runs once per event and configuration.
+    exposure_sample, close_sample = run.exposure.append, run.closes.append
+    get_state, get_qty = states.get, what_if_qty.get
     for sequence, event in enumerate(history.events):
         kind, message = event[0], event[1]
         portfolio = message.portfolio_id
-        state = states.get(portfolio, fresh)
+        state = get_state(portfolio, fresh)
         if kind == SIGNAL:
             _, signal, instrument, position, recorded_qty, recorded, raw = event
-            result = decide(signal, instrument, state, config, position)
-            decision, state = result.decision, result.state
+            decision, _, state = decide(signal, instrument, state, config, position)
             after = decision.trace["state"]["exposure"]
-            if decision.outcome == "accepted":
-                run.accepted += 1
-                run.notional += decision.notional
+            outcome, reason, qty = decision.outcome, decision.reason, decision.qty
+            if outcome == "accepted":
+                accepted += 1
+                notional += decision.notional
                 if recorded_qty is None:
                     state = _released(state, decision.order_id)
-                    run.unfilled += 1
+                    unfilled += 1
                 else:
-                    what_if_qty[decision.order_id] = decision.qty
+                    what_if_qty[decision.order_id] = qty
                     after += decision.notional
             else:
-                run.rejected[decision.reason] += 1
-            mine = (decision.outcome, decision.reason, decision.qty)
-            if mine != recorded:
-                run.changed += 1
-                if len(run.first_changes) < 20:
-                    run.first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
-                                              "recorded": _said(recorded), "what_if": _said(mine)})
+                rejected[reason] += 1
+            if outcome != recorded[0] or reason != recorded[1] or qty != recorded[2]:
+                changed += 1
+                if len(first_changes) < 20:
+                    first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
+                                          "recorded": _said(recorded), "what_if": _said((outcome, reason, qty))})
             if raw is not None and decision.config_hash == config_hash and _hash_of(raw) == config_hash:
-                run.compared += 1
-                run.identical += to_json(decision).encode() == raw
+                compared += 1
+                identical += to_json(decision).encode() == raw
             states[portfolio] = state
             if trail is not None:
-                trail.append(("decision", signal.signal_id, decision.outcome, decision.reason, decision.qty,
-                              decision.notional))
-            exposure_samples.append((signal.ts, sequence, index[portfolio], after, cap_of(state.streak.equity)))
+                trail.append(("decision", signal.signal_id, outcome, reason, qty, decision.notional))
+            exposure_sample((signal.ts, sequence, index[portfolio], after, cap_of(state.streak.equity)))
             continue
         offset = event[2]
         if kind == CONTROL:
@@ -399,7 +498,7 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
         if kind == FILL:
             recorded_qty = event[3]
             if recorded_qty is not None:
-                qty = what_if_qty.get(message.order_id)
+                qty = get_qty(message.order_id)
                 if qty is None:
                     continue  # the what-if rejected this order: none of its fills
                 if qty != recorded_qty:
@@ -426,12 +525,14 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
             trail.append((("fill", "cancel", "close")[kind - 1], message.event_id, getattr(message, "qty", None),
                           getattr(message, "realized_pnl", None)))
         if kind == CLOSE:
-            close_samples.append((message.ts, sequence, index[portfolio], message.realized_pnl, equity_before))
-        exposure_samples.append((message.ts, sequence, index[portfolio],
-                                 state.position_value(config) + state.reserved(), cap_of(state.streak.equity)))
+            close_sample((message.ts, sequence, index[portfolio], message.realized_pnl, equity_before))
+        exposure_sample((message.ts, sequence, index[portfolio], state.position_value(config) + state.reserved(),
+                         cap_of(state.streak.equity)))
+    run.accepted, run.notional, run.unfilled, run.changed = accepted, notional, unfilled, changed
+    run.compared, run.identical = compared, identical
     # By event time; the sequence number keeps the recorded order among equal times.
-    exposure_samples.sort()
-    close_samples.sort()
+    run.exposure.sort()
+    run.closes.sort()
     for portfolio in history.portfolios:
         state = states.get(portfolio, fresh)
         run.final_equity[portfolio] = state.streak.equity
@@ -617,7 +718,7 @@ class Outcome:
 
 # The history and configurations of the running sweep: forked worker processes
 # inherit them instead of receiving a copy through a pipe.
-_SHARED: tuple[History, list[Configuration]] | None = None
+_SHARED: tuple[History, list[Configuration], bool] | None = None
 
 
 def _one(index: int) -> Outcome:
@@ -625,22 +726,24 @@ def _one(index: int) -> Outcome:
 
     gc.disable()  # every object a run makes lives until it ends: nothing for the collector to find
     decimals.use_engine_context()
-    history, chosen = _SHARED  # type: ignore[misc]
+    history, chosen, with_curves = _SHARED  # type: ignore[misc]
     started = time.perf_counter()
     configuration = chosen[index]
     run = simulate(history, configuration.config)
     return Outcome(configuration, metrics(history, configuration.config, run),
-                   curves(history, configuration.config, run), run.identical, run.compared, run.first_changes,
-                   time.perf_counter() - started)
+                   curves(history, configuration.config, run) if with_curves else {}, run.identical,
+                   run.compared, run.first_changes, time.perf_counter() - started)
 
 
 def sweep(history: History, chosen: list[Configuration], workers: int | None = None,
-          progress: Callable[[int, int], None] = lambda done, total: None) -> list[Outcome]:
+          progress: Callable[[int, int], None] = lambda done, total: None, with_curves: bool = True
+          ) -> list[Outcome]:
     """Run every configuration over the history, `workers` processes at a time
-    (default: one per core). Results come back in the order of `chosen`."""
+    (default: one per core). Results come back in the order of `chosen`; each
+    outcome's `curves` only `with_curves` (they are for plots), else empty."""
     global _SHARED
     workers = max(1, min(workers or os.cpu_count() or 1, len(chosen)))
-    _SHARED = (history, chosen)
+    _SHARED = (history, chosen, with_curves)
     try:
         if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
             results = []
@@ -650,8 +753,9 @@ def sweep(history: History, chosen: list[Configuration], workers: int | None = N
             return results
         import gc
 
-        gc.collect()
-        gc.freeze()  # the history is read-only in the children: keep their pages shared
+        # The history is read-only in the children: keep their pages shared. No collection
+        # first: a full pass over the history's objects costs about a second and frees nothing.
+        gc.freeze()
         results_at: dict[int, Outcome] = {}
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for i, outcome in pool.imap_unordered(_indexed, range(len(chosen))):

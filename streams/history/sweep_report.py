@@ -61,7 +61,8 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
     history = _history(args, base, kafka, progress)
     read_s = time.perf_counter() - started
     outcomes = sweep(history, chosen, args.workers,
-                     lambda done, total: progress.note(f"{done}/{total} configurations swept"))
+                     lambda done, total: progress.note(f"{done}/{total} configurations swept"),
+                     with_curves=bool(args.plot))
     progress.close()
     total_s = time.perf_counter() - started
     report = as_json(history, outcomes, args.rank, [name for name, _ in grid])
@@ -114,7 +115,8 @@ def _read_history(args: argparse.Namespace, base: SizingConfig, kafka: Any, prog
     except OSError as exc:
         raise ConfigError(f"--journal: cannot read {args.journal}: {exc.strerror}") from exc
     with handle:
-        return from_journal(handle, recorded, lambda n, r: print(f"{args.journal}:{n}: {r}", file=sys.stderr))
+        return from_journal(handle, recorded, lambda n, r: print(f"{args.journal}:{n}: {r}", file=sys.stderr),
+                            args.workers or _cores())
 
 
 def _key(rank: str, row: dict[str, Any]) -> tuple[int, Decimal]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from streams.history import sweep
 from streams.config import load_config
 from streams.engine import order_id_for
-from tests.builders import T0, closed, filled, instrument, journal_text, leg, signal
+from tests.builders import T0, canceled, closed, control, filled, instrument, journal_text, leg, signal
 
 SIZER = str(Path(sys.executable).with_name("sizer"))
 ETH = instrument("ETH-USD", leg("ETHUSDT", qty_step="0.001", min_qty="0.001"))
@@ -215,6 +215,33 @@ def test_policies_and_a_grid_rank_and_the_same_sweep_twice_is_byte_identical(tmp
     lines = table.stdout.splitlines()
     assert [line.split("  ")[1].strip() for line in lines[3:15]] == [r["label"] for r in rows]
     assert "signals x 12 configurations in" in table.stderr
+
+
+def test_a_journal_read_by_several_processes_gives_the_history_read_by_one(monkeypatch):
+    # Four portfolios over two instruments (one re-listed half-way), with a halt and a
+    # resume, a cancel, a bad line and a fill of an order of another portfolio: the
+    # recorded decisions re-made per group of portfolios are those made in one pass.
+    entries = [ETH, SOL]
+    for i in range(24):
+        portfolio, symbol = f"p{i % 4 + 1}", ("ETH-USD", "SOL-USD")[i % 2]
+        entries += trade(portfolio, f"s{i}", symbol, ("0.95", "0.35", "0.7")[i % 3], T0 + i * MINUTE,
+                         ("50", "-80", "30")[i % 3], "100")
+        if i == 9:
+            entries += [instrument("SOL-USD", leg("SOLUSDT", qty_step="0.01", min_qty="0.01")),
+                        control("p2", "halt", T0 + i * MINUTE), canceled("p3", order_id_for("p3", "s6"))]
+        if i == 17:
+            entries += [control("p2", "resume", T0 + i * MINUTE), filled("p1", order_id_for("p4", "s3"), "ETH-USD",
+                                                                         "5", "10", T0 + i * MINUTE)]
+    lines = [*journal_text(entries).splitlines(), "not json"]
+    bad_one: list = []
+    one = sweep.from_journal(lines, load_config("conviction"), lambda n, r: bad_one.append((n, r)))
+    monkeypatch.setattr(sweep, "PARALLEL_READ_MIN_INPUTS", 0)
+    bad_three: list = []
+    three = sweep.from_journal(lines, load_config("conviction"), lambda n, r: bad_three.append((n, r)), workers=3)
+
+    assert three == one and bad_three == bad_one and len(bad_one) == 1
+    assert one.signals == 24 and len(one.portfolios) == 4
+    assert {event[5][0] for event in one.events if event[0] == sweep.SIGNAL} == {"accepted", "rejected"}
 
 
 def test_a_bad_grid_or_policy_is_a_configuration_error(tmp_path):
