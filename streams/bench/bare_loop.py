@@ -11,38 +11,21 @@ what the product's work costs.
 from __future__ import annotations
 
 import asyncio
-import signal
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
+from streams.bench.plain_loop import consume_and_produce
 from streams.kafka.settings import load_kafka_settings
 from streams.kafka.topics import load_topics
 
 
 async def run() -> None:
     kafka = load_kafka_settings()
-    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
-    signals, decisions = topics.name("signals"), topics.name("decisions")
-    client = kafka.for_role(f"bench-{kafka.app_id}")
-    # the plain loop's consumer and producer settings, so that only the work differs
-    consumer = AIOKafkaConsumer(signals, **client.options(
-        group_id=kafka.app_id, auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000,
-        fetch_max_wait_ms=10))
-    producer = AIOKafkaProducer(**client.options(acks="all", linger_ms=1))
-    await consumer.start()
-    await producer.start()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print("bare loop ready", flush=True)
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100)
-            for tp, records in batches.items():
-                for record in records:
-                    await producer.send(decisions, record.value, key=record.key, partition=tp.partition)
-    finally:
-        await producer.stop()
-        await consumer.stop()
+    decisions = load_topics(kafka.topics_file, kafka.topic_prefix).name("decisions")
+
+    async def copy(producer: Any, tp: Any, record: Any) -> None:
+        await producer.send(decisions, record.value, key=record.key, partition=tp.partition)
+
+    await consume_and_produce("bare loop", ["signals"], copy)
 
 
 if __name__ == "__main__":

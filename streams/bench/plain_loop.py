@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any, Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -24,15 +25,15 @@ from streams.processor import MemoryStore, Processor
 from streams.kafka.topics import load_topics
 
 
-async def run() -> None:
+async def consume_and_produce(name: str, inputs: list[str], handle: Callable[[Any, Any, Any], Awaitable[None]]
+                              ) -> None:
+    """The loop of contenders (0) and (1): consume `inputs` (role names) and hand each
+    record to `handle(producer, tp, record)` until SIGTERM. One set of client
+    settings for both, so that only the work differs."""
     kafka = load_kafka_settings()
     topics = load_topics(kafka.topics_file, kafka.topic_prefix)
-    config = load_config(preset="conviction")
-    processor = Processor(config, MemoryStore(config))
-    signals, instruments = topics.name("signals"), topics.name("instruments")
-    orders, decisions = topics.name("orders"), topics.name("decisions")
     client = kafka.for_role(f"bench-{kafka.app_id}")
-    consumer = AIOKafkaConsumer(signals, instruments, **client.options(
+    consumer = AIOKafkaConsumer(*(topics.name(role) for role in inputs), **client.options(
         group_id=kafka.app_id, auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000,
         fetch_max_wait_ms=10))
     producer = AIOKafkaProducer(**client.options(acks="all", linger_ms=1))
@@ -40,28 +41,40 @@ async def run() -> None:
     await producer.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print("plain loop ready", flush=True)
+    print(f"{name} ready", flush=True)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=100)
             for tp, records in batches.items():
                 for record in records:
-                    try:
-                        if tp.topic == instruments:
-                            processor.on_instrument(decode(Instrument, record.value))
-                            continue
-                        signal_ = decode(Signal, record.value)
-                    except InvalidMessage:
-                        continue
-                    result = processor.on_signal(signal_, InputPosition(tp.topic, tp.partition, record.offset))
-                    key = record.key
-                    if result.order is not None:
-                        await producer.send(orders, to_json(result.order).encode(), key=key, partition=tp.partition)
-                    await producer.send(decisions, to_json(result.decision).encode(), key=key,
-                                        partition=tp.partition)
+                    await handle(producer, tp, record)
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def run() -> None:
+    kafka = load_kafka_settings()
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    config = load_config(preset="conviction")
+    processor = Processor(config, MemoryStore(config))
+    instruments, orders, decisions = topics.name("instruments"), topics.name("orders"), topics.name("decisions")
+
+    async def handle(producer: Any, tp: Any, record: Any) -> None:
+        try:
+            if tp.topic == instruments:
+                processor.on_instrument(decode(Instrument, record.value))
+                return
+            signal_ = decode(Signal, record.value)
+        except InvalidMessage:
+            return
+        result = processor.on_signal(signal_, InputPosition(tp.topic, tp.partition, record.offset))
+        key = record.key
+        if result.order is not None:
+            await producer.send(orders, to_json(result.order).encode(), key=key, partition=tp.partition)
+        await producer.send(decisions, to_json(result.decision).encode(), key=key, partition=tp.partition)
+
+    await consume_and_produce("plain loop", ["signals", "instruments"], handle)
 
 
 if __name__ == "__main__":

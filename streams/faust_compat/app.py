@@ -39,9 +39,9 @@ class Inputs:
     partitions: Mapping[str, int]
     # commit a done batch at once when nothing more waits, at most once per this many
     # seconds (0: only on faust's commit interval); see `transport.DirectInputConsumer`
-    eager_commit_floor_s: float = 0.0
+    eager_commit_floor_s: float
     # the most a fetch may wait at the broker for new records (`transport.ShortFetchWaitThread`)
-    fetch_max_wait_ms: int = 500
+    fetch_max_wait_ms: int
 
 
 class MissingWiring(RuntimeError):

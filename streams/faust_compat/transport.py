@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import ProducerFenced
 from faust.transport.consumer import CONSUMER_FETCHING, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Producer, Transport
 
@@ -57,13 +58,11 @@ class ConcurrentCommitProducer(Producer):
     async def commit_transactions(self, tid_to_offset_map: Any, group_id: str,
                                   start_new_transaction: bool = True) -> None:
         async def commit_one(transactional_id: str, offsets: Any) -> None:
-            lock = self._trn_locks.get(transactional_id)
-            if lock is None or self._transaction_producers.get(transactional_id) is None:
-                log.warning("commit invoked for unknown transaction %s", transactional_id)
-                return
-            async with lock:
+            # as faust does: a transaction with no lock is an error (KeyError), one whose
+            # producer is gone is skipped with a warning
+            async with self._trn_locks[transactional_id]:
                 producer = self._transaction_producers.get(transactional_id)
-                if producer is None:  # stopped while this waited for the lock
+                if producer is None:
                     log.warning("commit invoked for unknown transaction %s", transactional_id)
                     return
                 await producer.send_offsets_to_transaction(offsets, group_id)
@@ -71,14 +70,17 @@ class ConcurrentCommitProducer(Producer):
                 if start_new_transaction:
                     await producer.begin_transaction()
 
-        results = await asyncio.gather(*(commit_one(transactional_id, offsets)
-                                          for transactional_id, offsets in tid_to_offset_map.items()),
+        names = list(tid_to_offset_map)
+        results = await asyncio.gather(*(commit_one(name, tid_to_offset_map[name]) for name in names),
                                        return_exceptions=True)
-        failures = [result for result in results if isinstance(result, BaseException)]
+        failures = [(name, result) for name, result in zip(names, results) if isinstance(result, BaseException)]
+        for name, failure in failures:
+            log.warning("commit of transaction %s failed: %r", name, failure)
         if failures:
-            # the first failure, as faust's sequential loop would raise it (ProducerFenced
-            # crashes the app in faust's TransactionManager.commit)
-            raise failures[0]
+            # a fence first, whatever else failed: faust's TransactionManager.commit
+            # crashes the app on ProducerFenced, and only on it
+            fenced = [failure for _, failure in failures if isinstance(failure, ProducerFenced)]
+            raise fenced[0] if fenced else failures[0][1]
 
 
 class ShortFetchWaitThread(AIOKafkaConsumerThread):

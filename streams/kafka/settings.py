@@ -50,29 +50,29 @@ class KafkaSettings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535)
     web_host: str = "127.0.0.1"
     standby_replicas: int = Field(0, ge=0)
-    commit_interval_s: float = Field(0.5, gt=0)
+    commit_interval_s: float = Field(0.5, gt=0, allow_inf_nan=False)
     # under exactly-once, a batch's transaction is committed as soon as the batch is
     # done and nothing more was waiting (a fetch shorter than batch_max), at most once
     # per this interval; 0 turns it off (commits on commit_interval_s only)
-    eager_commit_floor_s: float = Field(0.02, ge=0)
+    eager_commit_floor_s: float = Field(0.02, ge=0, allow_inf_nan=False)
     # the most the worker's fetch waits at the broker for new records (Kafka's
     # fetch.max.wait.ms; faust fixes 1,500). It bounds how long a fetch that left out
     # a partition with unconsumed records holds that partition's next records back
     # (`faust_compat.transport.ShortFetchWaitThread`); an idle worker sends about
     # 1000 / this fetches a second.
     fetch_max_wait_ms: int = Field(20, ge=1, le=60_000)
-    session_timeout_s: float = Field(10.0, gt=0)
-    heartbeat_interval_s: float = Field(3.0, gt=0)
+    session_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    heartbeat_interval_s: float = Field(3.0, gt=0, allow_inf_nan=False)
     metrics_portfolio_limit: int = Field(1000, ge=1)
-    lag_interval_s: float = Field(5.0, gt=0)
+    lag_interval_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     # at most this many inputs per fetch, handled as one batch: one lock, one state
     # write per portfolio, one wait for the sends (2,000 measured fastest in `make
     # bench`, against 500, 1,000 and 4,000)
     batch_max: int = Field(2000, ge=1)
     # how often to look for partitions whose delivery stopped short of the fetch
-    stall_interval_s: float = Field(2.0, gt=0)
+    stall_interval_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     # /health/live turns false once a batch has run this long without finishing
-    liveness_timeout_s: float = Field(60.0, gt=0)
+    liveness_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     # text (the default) or one JSON object a line (streams.logs)
     log_format: Literal["text", "json"] = "text"
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 import pytest
+from aiokafka.errors import ProducerFenced
 from prometheus_client import CollectorRegistry
 
 from streams.config import load_config
@@ -94,6 +95,7 @@ def test_a_failed_transaction_is_raised_after_the_others_are_committed(caplog):
         release.set()
         producer = producer_with({"a": FakeTransactionProducer("a", journal, release, fail=True),
                                   "b": FakeTransactionProducer("b", journal, release)})
+        producer._trn_locks["gone"] = asyncio.Lock()  # its producer was stopped
         with pytest.raises(RuntimeError, match="a refused"):
             await producer.commit_transactions({"a": {}, "b": {}, "gone": {}}, "sizer")
         return journal
@@ -103,6 +105,38 @@ def test_a_failed_transaction_is_raised_after_the_others_are_committed(caplog):
     assert ("committed", "b") in journal and ("begun", "b") in journal
     assert ("committed", "a") not in journal and ("begun", "a") not in journal
     assert "unknown transaction gone" in caplog.text
+    assert "commit of transaction a failed" in caplog.text
+
+
+def test_a_fence_is_raised_whatever_failed_before_it(caplog):
+    """faust crashes the app on ProducerFenced only: a fence behind another failure
+    must not be lost."""
+
+    class Fenced(FakeTransactionProducer):
+        async def commit_transaction(self):
+            raise ProducerFenced()
+
+    async def scenario():
+        journal: list = []
+        release = asyncio.Event()
+        release.set()
+        producer = producer_with({"a": FakeTransactionProducer("a", journal, release, fail=True),
+                                  "b": Fenced("b", journal, release)})
+        with pytest.raises(ProducerFenced):
+            await producer.commit_transactions({"a": {}, "b": {}}, "sizer")
+
+    with caplog.at_level(logging.WARNING, logger="streams.worker"):
+        asyncio.run(scenario())
+    assert "commit of transaction a failed" in caplog.text and "commit of transaction b failed" in caplog.text
+
+
+def test_a_transaction_faust_never_began_is_an_error_not_a_commit():
+    async def scenario():
+        producer = producer_with({})
+        with pytest.raises(KeyError):
+            await producer.commit_transactions({"never-begun": {"x": 1}}, "sizer")
+
+    asyncio.run(scenario())
 
 
 def test_start_new_transaction_false_begins_none():
