@@ -20,7 +20,7 @@ For each contender, on its own fresh topics and group, the runs chosen with
 - peak RSS of the contender's process (VmHWM), the largest over its runs.
 
 And `curve`: the worker exactly-once at its eager commit floor
-(`SIZER_EAGER_COMMIT_FLOOR_S`), the latency run at offered loads from 250 to
+(`SIZER_EAGER_COMMIT_FLOOR_S`), the latency run at offered loads from 200 to
 8,000 signals a second: p50, p99 and the rate decisions became readable at.
 
 And `scale`: the worker at-least-once, throughput and peak RSS with the signals
@@ -75,7 +75,7 @@ PORTFOLIOS = 100  # signals of the latency run go round-robin to p0..p99
 LOADED_WARM_UP_S = 1.0  # the offered load runs this long before latencies count
 RUNS = ("throughput", "latency", "hog", "scale", "curve")
 SCALE_PORTFOLIOS = (100, 10_000, 100_000)
-CURVE_RATES = (250, 500, 1_000, 2_000, 4_000, 8_000)
+CURVE_RATES = (200, 500, 1_000, 2_000, 4_000, 8_000)  # the 10 ms ticks offer multiples of 100/s
 WORKER = [SIZER, "worker", "--preset", "conviction"]
 AT_LEAST_ONCE = {"SIZER_PROCESSING_GUARANTEE": "at_least_once"}
 
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--portfolios", type=parse_counts, default=SCALE_PORTFOLIOS,
                         help="portfolio counts of the scale run (default: 100,10000,100000)")
     parser.add_argument("--curve-rates", type=parse_counts, default=CURVE_RATES,
-                        help="offered loads of the curve run (default: 250,500,1000,2000,4000,8000)")
+                        help="offered loads of the curve run (default: 200,500,1000,2000,4000,8000)")
     parser.add_argument("--scale-backlog", type=int, default=0,
                         help="signals for each scale run (default: the backlog, at least twice the largest count)")
     args = parser.parse_args(argv)

@@ -1,16 +1,16 @@
 """The only code that touches private names of faust-streaming or aiokafka.
 
-The worker needs seven things faust-streaming 0.15.3 does not do right (README,
-"Exactly-once, and the faust-streaming defects it works around"); each
-workaround lives in one module here, next to the defect it answers:
+The worker needs several things faust-streaming 0.15.3 and aiokafka 0.14.0 do
+not do right (README, "Exactly-once, and the faust-streaming defects it works
+around"); each workaround lives in one module here, next to the defect it
+answers (the assignor's lives in `streams/worker/assignor.py`):
 
 | module | defect (README) |
 |---|---|
 | `events`    | outputs and table writes must be routed by the input being processed: faust's current event |
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
-| `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path |
+| `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed one after another |
 | `app`       | a rebalance that starts while a batch is half done |
-| `assignor`  | a partition-count change under running workers ends in a KeyError deep in faust |
 
 `SUPPORTED` names the versions this was written and tested against, and
 `PRIVATE_NAMES` every private name used; `check()` (run at start-up and by
