@@ -20,12 +20,13 @@ from streams.kafka.topics import load_topics
 
 async def run() -> None:
     kafka = load_kafka_settings()
-    decisions = load_topics(kafka.topics_file, kafka.topic_prefix).name("decisions")
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    decisions = topics.name("decisions")
 
     async def copy(producer: Any, tp: Any, record: Any) -> None:
         await producer.send(decisions, record.value, key=record.key, partition=tp.partition)
 
-    await consume_and_produce("bare loop", ["signals"], copy)
+    await consume_and_produce("bare loop", kafka, topics, ["signals"], copy)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.config import load_config
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
-from streams.kafka.settings import load_kafka_settings
+from streams.kafka.settings import KafkaSettings, load_kafka_settings
 from streams.wire.models import Instrument, Signal, decode, to_json
 from streams.processor import MemoryStore, Processor
-from streams.kafka.topics import load_topics
+from streams.kafka.topics import TopicSet, load_topics
 
 
-async def consume_and_produce(name: str, inputs: list[str], handle: Callable[[Any, Any, Any], Awaitable[None]]
-                              ) -> None:
+async def consume_and_produce(name: str, kafka: KafkaSettings, topics: TopicSet, inputs: list[str],
+                              handle: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
     """The loop of contenders (0) and (1): consume `inputs` (role names) and hand each
     record to `handle(producer, tp, record)` until SIGTERM. One set of client
     settings for both, so that only the work differs."""
-    kafka = load_kafka_settings()
-    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
     client = kafka.for_role(f"bench-{kafka.app_id}")
     consumer = AIOKafkaConsumer(*(topics.name(role) for role in inputs), **client.options(
         group_id=kafka.app_id, auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000,
@@ -74,7 +72,7 @@ async def run() -> None:
             await producer.send(orders, to_json(result.order).encode(), key=key, partition=tp.partition)
         await producer.send(decisions, to_json(result.decision).encode(), key=key, partition=tp.partition)
 
-    await consume_and_produce("plain loop", ["signals", "instruments"], handle)
+    await consume_and_produce("plain loop", kafka, topics, ["signals", "instruments"], handle)
 
 
 if __name__ == "__main__":

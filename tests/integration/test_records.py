@@ -221,7 +221,8 @@ def _recreate(deployment, role: str, partitions: int | None = None) -> None:
     asyncio.run(run())
 
 
-def test_an_input_topic_recreated_under_the_worker_stops_it_with_a_message_saying_how_to_reset(deployment, workers):
+def _three_signals_decided_then_signals_recreated(deployment, workers) -> None:
+    """A worker decides three signals and stops; then `signals` is deleted and recreated."""
     worker = workers("--preset", "conviction")
     deployment.publish([("instruments", json.loads(instrument("ETH-USD")))]
                        + [("signals", json.loads(signal(f"s{i}", ts=T0 + i))) for i in range(3)])
@@ -229,6 +230,10 @@ def test_an_input_topic_recreated_under_the_worker_stops_it_with_a_message_sayin
     deployment.wait_consumed("signals")
     worker.stop()
     _recreate(deployment, "signals")
+
+
+def test_an_input_topic_recreated_under_the_worker_stops_it_with_a_message_saying_how_to_reset(deployment, workers):
+    _three_signals_decided_then_signals_recreated(deployment, workers)
 
     applied = subprocess.run([SIZER, "topics", "apply"], env=deployment.env(), capture_output=True, text=True)
     assert applied.returncode == 3, applied
@@ -246,13 +251,7 @@ def test_an_input_topic_recreated_under_the_worker_stops_it_with_a_message_sayin
 def test_an_input_topic_recreated_and_grown_past_the_stored_positions_is_still_recognised(deployment, workers):
     """The end offset alone cannot tell: the record before each stored position
     must be the one the group processed there (its stored fingerprint)."""
-    worker = workers("--preset", "conviction")
-    deployment.publish([("instruments", json.loads(instrument("ETH-USD")))]
-                       + [("signals", json.loads(signal(f"s{i}", ts=T0 + i))) for i in range(3)])
-    deployment.wait_for("decisions", 3)
-    deployment.wait_consumed("signals")
-    worker.stop()
-    _recreate(deployment, "signals")
+    _three_signals_decided_then_signals_recreated(deployment, workers)
     # the new topic grows past the old positions before anything looks at it
     deployment.publish([("signals", json.loads(signal(f"new{i}", ts=T0 + 100 + i))) for i in range(6)])
 
