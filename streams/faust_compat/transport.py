@@ -91,7 +91,7 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
     records have waited unconsumed for its prefetch backoff (100 ms: a long batch,
     a commit), the next fetch to that broker goes out without that partition, and
     the broker holds it for up to the fetch's maximum wait when nothing new arrived
-    on the others (fills and commands are quiet). Until it returns, no signal of
+    on the others (fills and controls are quiet). Until it returns, no signal of
     any partition on that broker is fetched: with faust's 1,500 ms that stalled the
     worker for a second and a half, then it fetched a backlog big enough to stall
     again (seen in `make bench`: exactly-once p50 between 0.3 s and 2.4 s, p99 up to
