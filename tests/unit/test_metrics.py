@@ -66,3 +66,25 @@ def test_build_info_and_process_metrics_are_exported():
                   processing_guarantee="exactly_once") == 1
     assert sample(registry, "process_resident_memory_bytes") > 0
     assert sample(registry, "process_start_time_seconds") > 0
+
+
+def test_portfolio_figures_are_read_from_the_latest_state_at_each_scrape():
+    from decimal import Decimal
+
+    from streams.engine.state import Book, Exposure, reservation
+
+    registry = CollectorRegistry()
+    metrics = SizerMetrics(registry)
+    config = load_config("conviction")
+    fresh = PortfolioState.fresh(config)
+    metrics.portfolio_state("p", fresh, config)
+    assert sample(registry, "sizer_portfolio_reserved_usd", portfolio="p") == 0
+
+    held = Book({"o-1": reservation("BTC-USDT", Decimal("0.5"), Decimal("400"), 1)})
+    metrics.portfolio_state("p", fresh._replace(exposure=Exposure(reservations=held)), config)
+
+    # 0.5 x 400 reserved against the conviction preset's 5,000 USD cap
+    assert sample(registry, "sizer_portfolio_reserved_usd", portfolio="p") == 200
+    assert sample(registry, "sizer_portfolio_exposure_usd", portfolio="p") == 200
+    assert sample(registry, "sizer_portfolio_cap_utilisation_ratio", portfolio="p") == 0.04
+    assert sample(registry, "sizer_portfolio_series") == 1
