@@ -155,6 +155,14 @@ class SizerMetrics:
                                   ["topic", "partition"], registry=registry)
         self.batch_size = Histogram("sizer_batch_inputs", "Inputs handled per batch (one lock, one flush)",
                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000), registry=registry)
+        # with the commit time, what an order's latency is made of once its signal is fetched
+        self.batch_seconds = Histogram(
+            "sizer_batch_seconds", "Wall time to handle one batch: decide, write state, send and wait for every "
+            "acknowledgement", buckets=LATENCY_BUCKETS, registry=registry)
+        self.commit_seconds = Histogram(
+            "sizer_commit_seconds", "Wall time of one commit of the input positions (exactly-once: sending the "
+            "offsets and ending every open transaction, after which the orders are readable)",
+            buckets=LATENCY_BUCKETS, registry=registry)
         self.redelivered = Counter("sizer_inputs_redelivered", "Inputs delivered again after processing; skipped",
                                    ["topic"], registry=registry)
         self.recovered = Counter("sizer_inputs_recovered", "Inputs faust skipped, read back and processed in order",

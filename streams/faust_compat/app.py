@@ -42,6 +42,8 @@ class Inputs:
     eager_commit_floor_s: float
     # the most a fetch may wait at the broker for new records (`transport.ShortFetchWaitThread`)
     fetch_max_wait_ms: int
+    # told the wall time in seconds of each commit that committed something
+    observe_commit: Callable[[float], None]
 
 
 class MissingWiring(RuntimeError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -204,8 +205,10 @@ class WholeBatchConsumer(PausingConsumer):
         return offsets
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        started = time.perf_counter()
         did_commit = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
         if did_commit:
+            self.app.inputs.observe_commit(time.perf_counter() - started)
             self.app.inputs.positions.committed((tp.topic, tp.partition) for tp in offsets)
         return did_commit
 

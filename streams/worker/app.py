@@ -152,7 +152,8 @@ def build_app(
     )
     app.wire(Inputs(handler.handle_inputs, positions,
                     {topics.name(role): topics[role].partitions for role in POSITIONED},
-                    eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms))
+                    eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+                    observe_commit=metrics.commit_seconds.observe))
     # consumed by the fetch loop itself, not by agents: subscribe them here
     app.topics.add(signals)
     app.topics.add(fills)

@@ -197,9 +197,11 @@ class BatchHandler:
             assigned = consumer.assignment()
             batch = Batch([Input(m) for m in messages if m.tp in assigned])
             self.metrics.batch_size.observe(len(batch.events))
+            started = time.perf_counter()
             try:
                 await self._process(batch, consumer)
                 await self._deliver(batch)
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
             except Exception as exc:  # noqa: BLE001 - a half-done batch must not be committed
                 batch.failed()
                 self.on_failure(exc)

@@ -90,6 +90,10 @@ def test_metrics_report_exact_counts_exposure_streaks_and_phase(deployment, work
     assert {dict(labels)["topic"] for labels in lag} == {"signals", "fills", "controls"}
     assert len(lag) == 3 * deployment.topics["signals"].partitions
     assert any(name.startswith("faust_") for name, _ in samples)
+    # every batch handled is timed, and (exactly-once) the commits that made its orders readable
+    samples = scrape(worker.web_port)
+    assert value(samples, "sizer_batch_seconds_count") == value(samples, "sizer_batch_inputs_count") > 0
+    assert value(samples, "sizer_commit_seconds_count") > 0
 
 
 def test_portfolio_series_are_bounded(deployment, workers):

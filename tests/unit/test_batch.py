@@ -162,6 +162,7 @@ def test_inputs_are_decided_in_offset_order_and_the_positions_move_past_them():
     assert [d["trace"]["input"]["offset"] for d in decisions] == [0, 1, 2]
     assert world.positions.next_offset("signals", 0) == 3
     assert world.sink.delivered_batches == 1
+    assert world.counter("sizer_batch_seconds_count") == 1 and world.counter("sizer_batch_seconds_sum") > 0
     # state was written once per portfolio, at the end of the batch, under an input event
     assert json.loads(world.tables.exposure[b"p1"])["reservations"]
 
@@ -208,6 +209,7 @@ def test_a_batch_that_fails_half_way_is_abandoned_and_moves_no_position():
     assert len(world.failures) == 1 and "refused" in str(world.failures[0])
     assert world.positions.next_offset("signals", 0) == 0
     assert world.sink.delivered_batches == 0
+    assert world.counter("sizer_batch_seconds_count") == 0  # only batches handled whole are timed
     assert b"p1" not in world.tables.exposure  # nothing of the batch reached the tables
 
 
