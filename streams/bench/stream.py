@@ -56,7 +56,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -115,6 +115,54 @@ class Figures:
     hog_samples: int = 0
     rss_mb: float = 0.0
     failures: list[str] = field(default_factory=list)  # "run: why (log)", the run's figures left out
+    # the worker's own account of the latency run (its /metrics): batch and commit times
+    stages: dict[str, "Stage"] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """One of the worker's timing histograms over a run: how many, mean, p50, p99 (ms,
+    interpolated within buckets as Prometheus' histogram_quantile does)."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p99_ms: float
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus' histogram_quantile over cumulative (upper bound, count) buckets,
+    +Inf last: linear within the bucket the rank falls in; the highest finite bound
+    when it falls in +Inf; nan with no observations."""
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return float("nan")
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+def worker_stages(text: str, names: Sequence[str] = ("sizer_batch_seconds", "sizer_commit_seconds")
+                  ) -> dict[str, Stage]:
+    """The `names` histograms of a /metrics page, as Stages (ms)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stages = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in names:
+            continue
+        buckets = sorted((float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket"))
+        count = next((s.value for s in family.samples if s.name.endswith("_count")), 0.0)
+        total = next((s.value for s in family.samples if s.name.endswith("_sum")), 0.0)
+        stages[family.name] = Stage(int(count), 1000 * total / count if count else float("nan"),
+                                    1000 * histogram_quantile(0.50, buckets), 1000 * histogram_quantile(0.99, buckets))
+    return stages
 
 
 @dataclass
@@ -182,6 +230,17 @@ class Contender:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def stages(self) -> dict[str, Stage]:
+        """The worker's batch and commit times so far, from its /metrics (empty for a
+        contender that serves none)."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.env['SIZER_WEB_PORT']}/metrics", timeout=5) as page:
+                return worker_stages(page.read().decode())
+        except OSError:
+            return {}
 
     def check_alive(self) -> None:
         if not self.alive():
@@ -401,6 +460,7 @@ def measure(client: ClientConfig, name: str, command: list[str], env: dict[str, 
                 figures.hog_samples, figures.hog_p50_ms, figures.hog_p99_ms = len(samples), p50, p99
             else:
                 figures.latency_samples, figures.p50_ms, figures.p99_ms = len(samples), p50, p99
+                figures.stages = contender.stages()
             figures.rss_mb = max(figures.rss_mb, contender.peak_rss_mb())
         except RuntimeError as exc:
             figures.failures.append(f"{run}: {str(exc).splitlines()[0]} (log {contender.workdir})")
@@ -476,6 +536,18 @@ def print_table(results: list[Figures]) -> None:
     for r in results:
         for failure in r.failures:
             print(f"{r.name} failed, {failure}")
+    staged = [r for r in results if r.stages]
+    if staged:
+        print("\nthe worker's own account of its latency run (/metrics, warm-up included; p50/p99 "
+              "interpolated within buckets):\n")
+        print(f"| {'contender':<{width}} | {'stage':<7} | {'count':>6} | {'mean ms':>7} | {'p50 ms':>7} | "
+              f"{'p99 ms':>7} |")
+        print(f"|{'-' * (width + 2)}|{'-' * 9}|{'-' * 7}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
+        for r in staged:
+            for name, stage in r.stages.items():
+                label = name.removeprefix("sizer_").removesuffix("_seconds")
+                print(f"| {r.name:<{width}} | {label:<7} | {stage.count:>6,} | {stage.mean_ms:>7.1f} | "
+                      f"{stage.p50_ms:>7.1f} | {stage.p99_ms:>7.1f} |")
 
 
 def print_scale(points: list[ScalePoint], backlog: int) -> None:

@@ -12,7 +12,9 @@ import pytest
 
 from streams.bench.generate import spread_signals
 from streams.bench.soak import Desk, Trend, default_warm_up, least_squares, report, rss_trend, Minute
-from streams.bench.stream import parse_counts, parse_runs, ratio, rss_per_thousand, scale_backlog
+from streams.bench.stream import (
+    histogram_quantile, parse_counts, parse_runs, ratio, rss_per_thousand, scale_backlog, worker_stages,
+)
 
 
 def test_least_squares_slope_and_standard_error_match_the_hand_computation():
@@ -143,3 +145,34 @@ def test_the_desk_fills_every_leg_in_full_then_closes_or_else_cancels():
             assert [e["final"] for e in parts][-1] is True
     assert 0 < len(canceled) < 60
     assert len(events) > len({e["event_id"] for e in events})  # some fills were sent twice
+
+
+def test_histogram_quantile_interpolates_within_the_bucket_as_prometheus_does():
+    # 10 observations: 4 up to 10 ms, 5 more up to 20 ms, 1 more up to 50 ms
+    buckets = [(0.01, 4.0), (0.02, 9.0), (0.05, 10.0), (float("inf"), 10.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.012)  # rank 5: 1/5 into (10, 20]
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.047)  # rank 9.9: 0.9 into (20, 50]
+    assert histogram_quantile(0.4, buckets) == pytest.approx(0.01)
+    # a rank in +Inf gives the highest finite bound; no observations give nan
+    assert histogram_quantile(0.99, [(0.01, 1.0), (float("inf"), 3.0)]) == 0.01
+    assert math.isnan(histogram_quantile(0.5, [(0.01, 0.0), (float("inf"), 0.0)]))
+
+
+def test_worker_stages_read_the_batch_and_commit_histograms_of_a_metrics_page():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streams.metrics import SizerMetrics
+
+    registry = CollectorRegistry()
+    metrics = SizerMetrics(registry)
+    for seconds in (0.004, 0.006, 0.008, 0.012):
+        metrics.batch_seconds.observe(seconds)
+    metrics.commit_seconds.observe(0.03)
+
+    stages = worker_stages(generate_latest(registry).decode())
+
+    batch, commit = stages["sizer_batch_seconds"], stages["sizer_commit_seconds"]
+    assert batch.count == 4 and batch.mean_ms == pytest.approx(7.5)
+    # rank 2 of 4: 1 observation up to 5 ms, 2 in (5, 10] ms, so half-way into that bucket
+    assert batch.p50_ms == pytest.approx(7.5)
+    assert commit.count == 1 and commit.p99_ms == pytest.approx(20 + 30 * 0.99)  # within (20, 50] ms
