@@ -55,16 +55,23 @@ class Outputs:
         future = await self._producer().send(topic, value, key=key, partition=partition, headers=headers)
         self._pending.append(future)
 
-    async def put(self, table: Any, key: bytes, value: bytes) -> None:
-        """Set `key` of a faust table of bytes as `table[key] = value` would: into the
-        local store and onto the changelog, both in the partition of the current
-        event, and the changelog offset recorded as persisted once sent (under
-        exactly-once, when the transaction commits)."""
+    async def put(self, table: Any, key: bytes, value: bytes | None) -> None:
+        """Set `key` of a faust table of bytes as `table[key] = value` would (None:
+        delete it, as `del table[key]`): into the local store and onto the changelog
+        (a tombstone for a delete), both in the partition of the current event, and
+        the changelog offset recorded as persisted once sent (under exactly-once,
+        when the transaction commits)."""
         event = current_event()
         if event is None:
             raise RuntimeError("a table written outside of any input event")
         partition = event.message.partition
-        table.data[key] = value
+        if value is None:
+            try:
+                del table.data[key]
+            except KeyError:
+                pass
+        else:
+            table.data[key] = value
         future = await self._producer().send(table.changelog_topic_name, value, key=key, partition=partition)
         self._pending.append(future)
         self._changelog.append((table.data, future))

@@ -114,7 +114,9 @@ async def status(kafka: KafkaSettings, topics: TopicSet, portfolio_id: str | Non
                                                "operator": halt.operator, "detail": halt.text,
                                                "since": format_event_time(halt.ts)},
             "last_control_offset": state.last_control_offset,
-            "equity": decimals.canonical(streak_from_wire(equity, _NoConfig()).equity) if equity else None,
+            # the fill window is not read here (its chunks live in the `windows` table)
+            "equity": decimals.canonical(streak_from_wire({**equity, "seen_fills": []}, _NoConfig()).equity)
+            if equity else None,
         })
     if portfolio_id is not None and not rows:
         rows.append({"portfolio_id": portfolio_id, "halted": False, "halt": None, "last_control_offset": None,

@@ -55,12 +55,12 @@ def store_options() -> dict[str, int]:
     fresh mapping each time (faust pops keys out of it).
 
     faust's defaults size each database for a big store of its own: 64 MB write
-    buffers, up to three of them, and a 2 GB block cache. The worker has four tables
+    buffers, up to three of them, and a 2 GB block cache. The worker has five tables
     of six partitions, writes a few kB per portfolio per batch and reads its stores
     only after partitions move (it keeps what it wrote decoded): with the defaults its
     memory grew by the bytes it wrote, 150-190 MB a minute at 1,000 signals a second
     (`make soak`), until each buffer filled. Here a database holds at most two 4 MB
-    buffers and an 8 MB cache: at most 384 MB over the 24 databases, far less in use."""
+    buffers and an 8 MB cache: at most 480 MB over the 30 databases, far less in use."""
     return {"write_buffer_size": 4 * 2**20, "max_write_buffer_number": 2, "block_cache_size": 8 * 2**20}
 
 
@@ -124,6 +124,8 @@ def build_app(
     exposure = app.Table("exposure", options=store_options(), **raw)
     streak = app.Table("streak", options=store_options(), **raw)
     control_table = app.Table("controls", options=store_options(), **raw)
+    # the dedupe windows' chunks, each written once (see `tables`)
+    windows = app.Table("windows", options=store_options(), **raw)
     # the next offset to process of every input partition (see `positions`)
     progress = app.Table("input-positions", options=store_options(), **raw)
     registry = registry if registry is not None else CollectorRegistry()
@@ -138,7 +140,7 @@ def build_app(
     app.add_dependency(view)
     health = Health(app, view, kafka.liveness_timeout_s)
     health.install(app)
-    tables = TableStore(exposure, streak, control_table, config, outputs, current_event)
+    tables = TableStore(exposure, streak, control_table, windows, config, outputs, current_event)
     processor = Processor(config, tables, view)
     positions = InputPositions(progress, outputs, [topics.name(role) for role in POSITIONED],
                                kafka.for_role(f"worker-{kafka.app_id}"),

@@ -138,3 +138,28 @@ def test_a_restarted_worker_resumes_from_its_changelog(deployment, workers, guar
     # And the whole history re-derives bit for bit across the restart.
     code, report, _ = deployment.audit()
     assert (code, report["verified"], report["mismatches"]) == (0, 5, [])
+
+
+def test_a_restarted_worker_still_knows_every_id_of_its_dedupe_windows(deployment, workers):
+    """The windows' older chunks live in the `windows` table, each written once: after
+    a restart a resent signal or fill of an old chunk is still a duplicate."""
+    first = workers("--preset", "graduated")
+    closes = [fill(f"c{i}", "p1", "position_closed", T0 + i, symbol="ETH-USD", qty="0.01", price="2500",
+                   realized_pnl="1") for i in range(70)]  # a chunk of 64 fill ids closed, 6 open
+    deployment.publish([("instruments", ETH)] + closes)
+    deployment.wait_consumed("fills")
+    deployment.publish([sig(f"s{i}", "p1", "0.9", ts=T0 + 100 + i) for i in range(150)])  # chunks 0, 1 closed
+    deployment.wait_for("decisions", 150)
+    assert first.stop() == 0
+
+    workers("--preset", "graduated")
+    deployment.publish([closes[3]])  # in the fills' closed chunk
+    deployment.wait_consumed("fills")
+    deployment.publish([sig("s5", "p1", "0.9", ts=T0 + 300), sig("s149", "p1", "0.9", ts=T0 + 301),
+                        sig("new", "p1", "0.9", ts=T0 + 302)])
+    decisions = decisions_by_signal(deployment.wait_for("decisions", 153))
+    assert decisions["s5"][-1]["reason"] == "DUPLICATE_SIGNAL"  # chunk 0
+    assert decisions["s149"][-1]["reason"] == "DUPLICATE_SIGNAL"  # the open chunk
+    state = decisions["new"][0]["trace"]["state"]
+    assert state["closed_trades"] == 70  # the resent close changed nothing
+    assert decisions["new"][0]["reason"] != "DUPLICATE_SIGNAL"

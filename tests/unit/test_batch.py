@@ -65,9 +65,12 @@ class Sink:
         assert current_event() is not None, "an output sent outside of any input event"
         self.sent.append((topic, key, value, headers))
 
-    async def put(self, table: Table, key: bytes, value: bytes) -> None:
+    async def put(self, table: Table, key: bytes, value: bytes | None) -> None:
         assert current_event() is not None, "a table written outside of any input event"
-        table[key] = value
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
 
     async def delivered(self) -> None:
         self.delivered_batches += 1
@@ -120,8 +123,8 @@ class World:
     def __init__(self) -> None:
         self.config = load_config("conviction")
         self.sink = Sink()
-        self.tables = TableStore(Table("exposure"), Table("streak"), Table("controls"), self.config, self.sink,
-                                 current_event)
+        self.tables = TableStore(Table("exposure"), Table("streak"), Table("controls"), Table("windows"),
+                                 self.config, self.sink, current_event)
         self.log: dict[tuple[str, int], list[Message]] = {("signals", 0): [], ("fills", 0): []}
         self.positions = Positions(Table("input-positions"), self.sink, self.log)
         self.metrics = SizerMetrics(CollectorRegistry())
@@ -235,3 +238,68 @@ def test_the_lifecycle_refuses_to_deliver_twice():
     assert batch.status is BatchStatus.DELIVERED
     with pytest.raises(RuntimeError, match="only while open"):
         batch.delivered()
+
+
+def test_dedupe_windows_are_stored_chunk_by_chunk_each_chunk_once():
+    world = World()
+    world.config = world.config.model_copy(update={"signal_dedupe_window": 128})
+    world.tables.config = world.handler.config = world.handler.processor.config = world.config
+    world.run([world.record("signals", sig(n)) for n in range(70)])  # one chunk of 64 closed, 6 ids open
+    exposure = json.loads(world.tables.exposure[b"p1"])
+    assert exposure["seen_signals"] == {"first": 0, "closed": 1, "open": sorted(f"s{n}" for n in range(64, 70))}
+    assert sorted(json.loads(world.tables.windows[b"p1\x1fseen_signals\x1f0"])) == sorted(f"s{n}" for n in range(64))
+
+    # more batches: the closed chunk is not written again; a second closes; the first
+    # is let go (128 ids are covered without it) and deleted
+    puts: list[bytes] = []
+    original = world.sink.put
+
+    async def recording(table, key, value):
+        puts.append(key)
+        await original(table, key, value)
+
+    world.sink.put = recording
+    world.run([world.record("signals", sig(n)) for n in range(70, 100)])
+    assert b"p1\x1fseen_signals\x1f0" not in puts
+    world.run([world.record("signals", sig(n)) for n in range(100, 200)])
+    exposure = json.loads(world.tables.exposure[b"p1"])
+    assert exposure["seen_signals"] == {"first": 1, "closed": 2, "open": sorted(f"s{n}" for n in range(192, 200))}
+    assert b"p1\x1fseen_signals\x1f0" not in world.tables.windows
+    assert sorted(json.loads(world.tables.windows[b"p1\x1fseen_signals\x1f2"])) == sorted(
+        f"s{n}" for n in range(128, 192))
+
+    # a worker that reads the tables afresh sees the same window: an old id is a duplicate
+    world.tables.forget()
+    state = world.tables.load("p1")
+    assert len(state.exposure.seen_signals) == 136 and "s64" in state.exposure.seen_signals
+    assert "s63" not in state.exposure.seen_signals
+    world.tables.end_batch()
+    world.run([world.record("signals", sig(64))])
+    assert world.sink.to("decisions")[-1]["reason"] == "DUPLICATE_SIGNAL"
+
+
+def test_a_window_written_whole_before_is_read_and_then_stored_by_chunks():
+    world = World()
+    ids = [[f"s{n}" for n in range(64)], ["s64"]]
+    world.tables.exposure[b"p1"] = json.dumps({
+        "positions": {}, "reservations": {}, "marks": {}, "latest_ts": None, "last_fill_offset": None,
+        "seen_signals": ids, "ended_orders": []}).encode()
+    world.run([world.record("signals", sig(3)), world.record("signals", sig(65))])
+    decisions = world.sink.to("decisions")
+    assert decisions[0]["reason"] == "DUPLICATE_SIGNAL" and decisions[1]["outcome"] == "accepted"
+    exposure = json.loads(world.tables.exposure[b"p1"])
+    assert exposure["seen_signals"] == {"first": 0, "closed": 1, "open": ["s64", "s65"]}
+    assert json.loads(world.tables.windows[b"p1\x1fseen_signals\x1f0"]) == sorted(ids[0])
+
+
+def test_a_missing_chunk_forgets_its_ids_and_the_window_is_stored_again():
+    world = World()
+    world.run([world.record("signals", sig(n)) for n in range(130)])  # chunks 0 and 1 closed
+    del world.tables.windows[b"p1\x1fseen_signals\x1f0"]
+    world.tables.forget()
+    world.run([world.record("signals", sig(130))])
+    exposure = json.loads(world.tables.exposure[b"p1"])
+    assert exposure["seen_signals"]["first"] == 2 and exposure["seen_signals"]["closed"] == 1
+    assert b"p1\x1fseen_signals\x1f1" not in world.tables.windows  # the old numbers deleted
+    assert sorted(json.loads(world.tables.windows[b"p1\x1fseen_signals\x1f2"])) == sorted(
+        f"s{n}" for n in range(64, 128))

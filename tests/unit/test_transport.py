@@ -158,5 +158,5 @@ def test_every_table_store_is_sized_for_the_worker_not_faust_defaults(tmp_path):
     app = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
     sizes = {name: (table.data.rocksdb_options.write_buffer_size, table.data.rocksdb_options.max_write_buffer_number,
                     table.data.rocksdb_options.block_cache_size) for name, table in app.tables.items()}
-    assert set(sizes) == {"exposure", "streak", "controls", "input-positions"}
+    assert set(sizes) == {"exposure", "streak", "controls", "windows", "input-positions"}
     assert set(sizes.values()) == {(4 * 2**20, 2, 8 * 2**20)}
