@@ -12,7 +12,7 @@ from streams.config import SizingConfig
 from streams.kafka.io import publish_config
 from streams.kafka.settings import KafkaSettings
 from streams.logs import logging_config
-from streams.kafka.topics import TopicSet, apply
+from streams.kafka.topics import TopicSet, apply, declare_changelogs
 
 log = logging.getLogger("streams.worker")
 
@@ -50,6 +50,13 @@ def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, log
     finally:
         aiokafka_log.setLevel(level)
     app = build_app(kafka, config, topics)
+    level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
+    try:
+        asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
+                                                for table in app.tables.values()},
+                                       app.conf.topic_replication_factor))
+    finally:
+        aiokafka_log.setLevel(level)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True,
                           logging_config=logging_config(kafka.log_format, loglevel))

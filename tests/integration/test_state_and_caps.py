@@ -163,3 +163,35 @@ def test_a_restarted_worker_still_knows_every_id_of_its_dedupe_windows(deploymen
     state = decisions["new"][0]["trace"]["state"]
     assert state["closed_trades"] == 70  # the resent close changed nothing
     assert decisions["new"][0]["reason"] != "DUPLICATE_SIGNAL"
+
+
+def test_the_worker_creates_its_changelogs_before_its_consumer_subscribes(deployment, workers):
+    """A changelog faust creates as it starts may be missing from its consumer's first
+    metadata: the group then rebalances five minutes later (a stall in recovery)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    worker = workers("--preset", "conviction")
+    names = [f"{deployment.app_id}-{table}-changelog"
+             for table in ("exposure", "streak", "controls", "windows", "input-positions")]
+
+    async def described() -> tuple[dict[str, int], dict[str, str]]:
+        admin = AIOKafkaAdminClient(**deployment.client.options())
+        await admin.start()
+        try:
+            partitions = {entry["topic"]: len(entry["partitions"]) for entry in await admin.describe_topics(names)}
+            policies = {}
+            for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names]):
+                for resource in response.resources:
+                    policies[resource[3]] = {entry[0]: entry[1] for entry in resource[4]}["cleanup.policy"]
+            return partitions, policies
+        finally:
+            await admin.close()
+
+    partitions, policies = asyncio.run(described())
+    width = deployment.topics["signals"].partitions
+    assert partitions == {name: width for name in names}
+    assert policies == {name: "compact" for name in names}
+    assert "not found in cluster metadata" not in worker.log()
