@@ -16,8 +16,8 @@ from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
 from streams.engine.constraints import Fit, fit_to_legs
 from streams.engine.state import (
-    Exposure, Mark, PortfolioState, Streak, advance_clock, book, held_value, open_reservations, remember_ended, reservation,
-    reserved_totals,
+    Exposure, Mark, PortfolioState, Streak, advance_clock, book, held_value, open_reservations, record, remember_ended,
+    reservation, reserved_totals,
 )
 from streams.wire.models import (
     Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, format_event_time,
@@ -88,54 +88,53 @@ def _decide(
     position: InputPosition,
 ) -> Result:
     controls = state.controls
+    exposure = state.exposure
+    applied = controls.applied
+    signal_time = format_event_time(signal.ts)
     trace: dict[str, Any] = {
         "input": {
             "topic": position.topic, "partition": position.partition, "offset": position.offset,
-            "last_fill_offset": state.exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
+            "last_fill_offset": exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
             "last_control_offset": controls.last_control_offset,
-            "controls_applied": [list(pair) for pair in controls.applied] if controls.applied else [],
+            "controls_applied": [list(pair) for pair in applied] if applied else [],
         },
         "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
-                   "price": signal.price, "ts": trace_time(signal.ts)},
+                   "price": signal.price, "ts": signal_time},
     }
     order_id = order_id_for(signal.portfolio_id, signal.signal_id)
-
-    def rejected(rejection: Rejection, new_state: PortfolioState) -> Result:
-        trace["detail"] = rejection.detail
-        return Result(_rejected(signal, rejection.reason, trace, config), None, new_state)
 
     # 1. Gates. A signal that fails one changes nothing at all: not the clock, not
     # the marks, not the dedupe window, not a reservation.
     gate = _gate(signal, instrument, state, config, order_id)
     if gate is not None:
-        exposure = state.exposure
         held = held_value(exposure, signal.symbol, config)[0]
         reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
-        trace["state"] = _state_read(exposure.latest_ts, exposure.latest_ts, held, reserved, (), state.streak)
-        return rejected(gate, state)
+        clock = exposure.latest_ts
+        trace["state"] = _state_read(clock, clock, None, held, reserved, (), state.streak)
+        return _rejected(signal, gate, trace, config, state)
     assert instrument is not None  # the gate rejects an unknown instrument
-    state, read = _passed_gates(signal, state, config, trace)
+    state, read = _passed_gates(signal, signal_time, state, config, trace)
 
     # 2-5. Budget.
     budget = _budget(signal, state.streak, config, trace)
-    if isinstance(budget, Rejection):
-        return rejected(budget, state)
+    if type(budget) is Rejection:
+        return _rejected(signal, budget, trace, config, state)
     trace["budget"] = budget
 
     # 6. Caps.
     budget = _caps(budget, read, state, config, trace)
-    if isinstance(budget, Rejection):
-        return rejected(budget, state)
+    if type(budget) is Rejection:
+        return _rejected(signal, budget, trace, config, state)
 
     # 7. Exchange constraints, for every leg at once.
     fit = _exchange(budget, signal.price, instrument, trace)
-    if isinstance(fit, Rejection):
-        return rejected(fit, state)
+    if type(fit) is Rejection:
+        return _rejected(signal, fit, trace, config, state)
 
     # 8. Accept.
     accepted = _accept(signal, instrument, fit, order_id, state, config, trace)
-    if isinstance(accepted, Rejection):
-        return rejected(accepted, state)
+    if type(accepted) is Rejection:
+        return _rejected(signal, accepted, trace, config, state)
     return accepted
 
 
@@ -152,14 +151,16 @@ class Read(NamedTuple):
         return self.held + self.reserved
 
 
-def _passed_gates(signal: Signal, state: PortfolioState, config: SizingConfig, trace: dict[str, Any]
-                  ) -> tuple[PortfolioState, Read]:
+def _passed_gates(signal: Signal, signal_time: str, state: PortfolioState, config: SizingConfig,
+                  trace: dict[str, Any]) -> tuple[PortfolioState, Read]:
     """A signal that passed the gates moves the clock, its symbol's mark (forward in
     event time only) and the dedupe window; reservations lapse on the clock, if
-    ever (each named in the trace). Returns the new state and the exposure read."""
+    ever (each named in the trace). `signal_time` is the signal's `ts` as the trace
+    writes it. Returns the new state and the exposure read."""
     exposure = state.exposure
     clock = exposure.latest_ts
-    clock_now = advance_clock(clock, signal.ts)
+    signal_ts = signal.ts
+    clock_now = signal_ts if clock is None or signal_ts > clock else clock  # `advance_clock`
     open_ = open_reservations(exposure.reservations, clock_now, signal.symbol, config)
     marks = exposure.marks
     if config.exposure_basis == "mark":
@@ -174,18 +175,22 @@ def _passed_gates(signal: Signal, state: PortfolioState, config: SizingConfig, t
             ended_orders = remember_ended(ended_orders, oid, made[oid])
         lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
                    "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
-    exposure = Exposure(
+    exposure = record(Exposure, (
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders,
-    )
+    ))
     # the commands applied since the last decision that passed the gates are in this trace
-    controls = state.controls._replace(applied=()) if state.controls.applied else state.controls
+    controls = state.controls
+    if controls.applied:
+        controls = controls._replace(applied=())
+    streak = state.streak
     held, held_symbol = held_value(exposure, signal.symbol, config)
-    trace["state"] = _state_read(clock, clock_now, held, open_.reserved, open_.lapsed, state.streak)
+    trace["state"] = _state_read(clock, clock_now, signal_time if clock_now == signal_ts else None, held,
+                                 open_.reserved, open_.lapsed, streak)
     if lapsed:
         trace["lapsed"] = lapsed
-    return PortfolioState(exposure, state.streak, controls), Read(held, held_symbol, open_.reserved,
-                                                                  open_.reserved_symbol)
+    return (record(PortfolioState, (exposure, streak, controls)),
+            record(Read, (held, held_symbol, open_.reserved, open_.reserved_symbol)))
 
 
 def _caps(budget: Decimal, read: Read, state: PortfolioState, config: SizingConfig, trace: dict[str, Any]
@@ -236,14 +241,16 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
     back as input is emitted (closure: ORDER_OUT_OF_BOUNDS otherwise)."""
     qty = fit.qty
     notional = qty * signal.price
-    unwritable = _out_of_bounds(qty=qty, notional=notional)
+    unwritable = _out_of_bounds("qty", qty) or _out_of_bounds("notional", notional)
     if unwritable is not None:
         return unwritable
     exposure = state.exposure
     legs = tuple(leg.venue_symbol for leg in instrument.legs)
     made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs)
-    state = PortfolioState(exposure._replace(reservations=book(exposure.reservations).with_entry(order_id, made)),
-                           state.streak, state.controls)
+    positions, reservations, marks, latest_ts, last_fill_offset, seen_signals, ended_orders = exposure
+    exposure = record(Exposure, (positions, book(reservations).with_entry(order_id, made), marks, latest_ts,
+                                 last_fill_offset, seen_signals, ended_orders))
+    state = record(PortfolioState, (exposure, state.streak, state.controls))
     order = build(
         Order,
         order_id=order_id, signal_id=signal.signal_id, portfolio_id=signal.portfolio_id,
@@ -260,7 +267,7 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
         signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="accepted", reason=None,
         order_id=order_id, qty=qty, notional=notional, trace=trace, config_hash=config.config_hash,
     )
-    return Result(decision, order, state)
+    return record(Result, (decision, order, state))
 
 
 def _gate(
@@ -344,28 +351,32 @@ def _under_cap(
     Returns (the budget, remaining, the rejection or None)."""
     remaining = cap - exposure
     if remaining <= 0 or (cap_mode == "skip" and budget > remaining):
-        return budget, remaining, Rejection(reason, f"{name}={canonical(remaining)} budget={canonical(budget)}")
+        return budget, remaining, record(Rejection, (reason, f"{name}={canonical(remaining)} budget={canonical(budget)}"))
     return min(budget, remaining), remaining, None
 
 
-def _out_of_bounds(**values: Decimal) -> Rejection | None:
+def _out_of_bounds(name: str, value: Decimal) -> Rejection | None:
     """An order value the product would refuse as input (`decimals.bounded`)."""
-    for name, value in values.items():
-        try:
-            bounded(value)
-        except ValueError as exc:
-            return Rejection("ORDER_OUT_OF_BOUNDS", f"{name}={canonical(value)}: {exc}")
+    try:
+        bounded(value)
+    except ValueError as exc:
+        return Rejection("ORDER_OUT_OF_BOUNDS", f"{name}={canonical(value)}: {exc}")
     return None
 
 
 def _state_read(
-    clock: int | None, clock_now: int | None, held: Decimal, reserved: Decimal, lapsed: tuple[str, ...],
-    streak: Streak,
+    clock: int | None, clock_now: int | None, clock_now_text: str | None, held: Decimal, reserved: Decimal,
+    lapsed: tuple[str, ...], streak: Streak,
 ) -> dict[str, Any]:
-    """The state a decision read: the trace's `state`."""
+    """The state a decision read: the trace's `state`. `clock_now_text`: `clock_now`
+    as the trace writes it, when the caller has it (None: written here)."""
     latest_ts = trace_time(clock)
+    if clock_now == clock:
+        clock_now_text = latest_ts
+    elif clock_now_text is None:
+        clock_now_text = trace_time(clock_now)
     return {
-        "latest_ts": latest_ts, "clock": latest_ts if clock_now == clock else trace_time(clock_now),
+        "latest_ts": latest_ts, "clock": clock_now_text,
         "positions": held, "reserved": reserved,
         "exposure": held + reserved,
         "lapsed_reservations": len(lapsed),
@@ -375,12 +386,17 @@ def _state_read(
     }
 
 
-def _rejected(signal: Signal, reason: RejectionReason, trace: dict[str, Any], config: SizingConfig) -> Decision:
-    return build(
+def _rejected(signal: Signal, rejection: Rejection, trace: dict[str, Any], config: SizingConfig,
+              state: PortfolioState) -> Result:
+    """The result of a rejected signal: its decision (the detail in the trace), no
+    order, and `state` (the state after the gates, or the state read if a gate refused)."""
+    trace["detail"] = rejection.detail
+    decision = build(
         Decision,
-        signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=reason,
+        signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=rejection.reason,
         order_id=None, qty=None, notional=None, trace=trace, config_hash=config.config_hash,
     )
+    return record(Result, (decision, None, state))
 
 
 def _text(value: Any) -> str:

@@ -29,6 +29,11 @@ NO_POSITION = Position(ZERO, ZERO)
 ENTRY_NOTIONAL_QUANTUM = Decimal("1e-18")
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
+# `record(Kind, (field, ...))`: a NamedTuple value of every field, in declaration order,
+# built without the generated constructor's Python frame (a transition builds several
+# per input).
+record: Any = tuple.__new__
+
 
 class Book(dict):  # type: ignore[type-arg]
     """A mapping of the state (reservations, positions) that nobody changes once it is
@@ -36,7 +41,8 @@ class Book(dict):  # type: ignore[type-arg]
     per symbol) is computed once and kept with it, since most decisions read a
     portfolio's book unchanged. Changing it in place raises TypeError."""
 
-    __slots__ = ("derived",)
+    # what a decision derives from the book, computed on first use (None: not yet)
+    derived: Any = None
 
     def _frozen(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("a state book is immutable: build a new one")
@@ -67,10 +73,9 @@ def book(mapping: Mapping[str, Any]) -> Book:
 def _totals_by_symbol(book_: Book) -> tuple[Decimal, dict[str, Decimal]]:
     """(all reserved notional, reserved notional per symbol) of a reservations book,
     summed in the book's order (the same Decimals as a pass over it), once per book."""
-    try:
-        return book_.derived  # type: ignore[no-any-return]
-    except AttributeError:
-        pass
+    derived = book_.derived
+    if derived is not None:
+        return derived  # type: ignore[no-any-return]
     total = ZERO
     per_symbol: dict[str, Decimal] = {}
     for r in book_.values():
@@ -170,9 +175,7 @@ class Streak(NamedTuple):
 
     def remembering(self, seen_fills: RecentIds) -> "Streak":
         """The same record with another fill-dedupe window."""
-        fields = list(self)
-        fields[_SEEN_FILLS] = seen_fills
-        return Streak._make(fields)
+        return record(Streak, self[:_SEEN_FILLS] + (seen_fills,) + self[_SEEN_FILLS + 1:])  # type: ignore[no-any-return]
 
     @property
     def win_rate(self) -> Decimal:
@@ -271,7 +274,7 @@ def open_reservations(
     ttl = config.reservation_ttl_ms
     if ttl is None:
         total, for_symbol = reserved_totals(reservations, symbol)
-        return OpenReservations(reservations, (), total, for_symbol)
+        return record(OpenReservations, (reservations, (), total, for_symbol))  # type: ignore[no-any-return]
     horizon = clock - ttl
     total = for_symbol = ZERO
     lapsed: list[str] = []
@@ -308,10 +311,9 @@ def held_value(exposure: Exposure, symbol: str | None, config: SizingConfig) -> 
 
 def _entry_values(positions: Book) -> tuple[Decimal, dict[str, Decimal]]:
     """(entry notional of all open positions, entry notional per symbol), once per book."""
-    try:
-        return positions.derived  # type: ignore[no-any-return]
-    except AttributeError:
-        pass
+    derived = positions.derived
+    if derived is not None:
+        return derived  # type: ignore[no-any-return]
     total = ZERO
     for position in positions.values():
         total += position.entry_notional
@@ -434,16 +436,16 @@ def _apply_fill(
                 share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
                 positions[fill.symbol] = Position(left, share)
         streak = book_close(streak, fill.realized_pnl, config)
-    exposure = Exposure(
+    exposure = record(Exposure, (
         book(positions), book(reservations), exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
         exposure.last_fill_offset if offset is None else offset, exposure.seen_signals, ended_orders,
-    )
+    ))
     controls = state.controls
     if isinstance(fill, PositionClosed) and controls.halt is None:
         tripped = drawdown_tripped(streak, config)
         if tripped is not None:
             controls = controls._replace(halt=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
-    return FillApplied(PortfolioState(exposure, streak, controls), outcome)
+    return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)), outcome))  # type: ignore[no-any-return]
 
 
 def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-import orjson
-
 from streams.wire import decimals
 from streams.wire.admission import INPUTS, admit_message
 from streams.errors import InvalidMessage
@@ -62,29 +60,9 @@ def lines_of(lines: Iterable[str | bytes]) -> Iterator[Line]:
 
 
 def _parsed(raw: str | bytes) -> Any:
-    """`decimals.loads(raw)`: the same value, or the same error. A line the fast
-    parser reads without a float (it reads a number with a fraction or an exponent,
-    or an integer beyond 64 bits, as float, and refuses what the other parser would
-    only refuse later or word differently) is taken from it as is."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return decimals.loads(raw)
-    return decimals.loads(raw) if _has_float(data) else data
-
-
-def _has_float(value: Any) -> bool:
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        kind = type(item)
-        if kind is float:
-            return True
-        if kind is dict:
-            pending.extend(item.values())
-        elif kind is list:
-            pending.extend(item)
-    return False
+    """`decimals.loads(raw)`: one pass of the fast parser, numbers with a fraction or
+    an exponent straight to Decimal."""
+    return decimals.loads(raw)
 
 
 def read(lines: Iterable[str | bytes], max_future_skew_ms: int) -> Iterator[Entry]:

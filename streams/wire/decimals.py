@@ -108,6 +108,12 @@ def canonical(value: Decimal) -> str:
     no trailing zeros (`Decimal("930.00")` -> `"930"`, `Decimal("1E+3")` -> `"1000"`)."""
     if not value:
         return "0"
+    text = str(value)
+    # Plain notation as written, of at most 28 digits (so normalizing could not round
+    # them in any context of at least the default precision): the normalized value's
+    # digits are these, less the trailing zeros of the fraction.
+    if len(text) <= 28 and "E" not in text and "e" not in text:
+        return text.rstrip("0").rstrip(".") if "." in text else text
     normal = value.normalize()
     # str() is plain notation unless the exponent is positive or the value is below 1e-6;
     # format(.., "f") always is, at five times the cost

@@ -142,12 +142,14 @@ def format_event_time(epoch_ms: int) -> str:
         # keep the recent ones, forgetting them all at once past the bound
         if len(_FORMATTED) >= _FORMATTED_KEPT:
             _FORMATTED.clear()
-        text = _FORMATTED[epoch_ms] = _second(epoch_ms // 1000) + f".{epoch_ms % 1000:03d}Z"
+        seconds, millis = divmod(epoch_ms, 1000)
+        text = _FORMATTED[epoch_ms] = _second(seconds) + _MILLIS[millis]
     return text
 
 
 _FORMATTED: dict[int, str] = {}
 _FORMATTED_KEPT = 4096
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 @lru_cache(maxsize=4096)
