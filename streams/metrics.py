@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from decimal import Decimal
-from typing import Any, Iterable, get_args
+from typing import Any, Callable, Iterable, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
@@ -159,6 +159,9 @@ class SizerMetrics:
         self.batch_seconds = Histogram(
             "sizer_batch_seconds", "Wall time to handle one batch: decide, write state, send and wait for every "
             "acknowledgement", buckets=LATENCY_BUCKETS, registry=registry)
+        self.gc_pause_seconds = Histogram(
+            "sizer_gc_pause_seconds", "Wall time of each garbage collection of the worker's process, by generation "
+            "(the event loop stands still meanwhile)", ["generation"], buckets=LATENCY_BUCKETS, registry=registry)
         self.commit_seconds = Histogram(
             "sizer_commit_seconds", "Wall time of one commit of the input positions (exactly-once: sending the "
             "offsets and ending every open transaction, after which the orders are readable)",
@@ -198,6 +201,25 @@ class SizerMetrics:
             self.dead_letter_failures.labels(role)
             for code in INPUT_ERROR_CODES:
                 self.dead_letters.labels(role, code)
+
+    def time_collections(self) -> Callable[[str, dict[str, Any]], None]:
+        """Time every garbage collection from now on into `sizer_gc_pause_seconds`
+        (a `gc.callbacks` entry, returned so that it can be removed)."""
+        import gc
+        import time
+
+        series = {generation: self.gc_pause_seconds.labels(str(generation)) for generation in range(3)}
+        clock = time.perf_counter
+        started = [0.0]
+
+        def callback(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started[0] = clock()
+            else:
+                series[info["generation"]].observe(clock() - started[0])
+
+        gc.callbacks.append(callback)
+        return callback
 
     def decided(self, decision: Decision, latency_s: float | None) -> None:
         labels = (decision.outcome, decision.reason or "")

@@ -148,20 +148,26 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lower
 
 
-def worker_stages(text: str, names: Sequence[str] = ("sizer_batch_seconds", "sizer_commit_seconds")
-                  ) -> dict[str, Stage]:
-    """The `names` histograms of a /metrics page, as Stages (ms)."""
+def worker_stages(text: str, names: Sequence[str] = ("sizer_batch_seconds", "sizer_commit_seconds",
+                                                     "sizer_gc_pause_seconds")) -> dict[str, Stage]:
+    """The `names` histograms of a /metrics page, as Stages (ms); a labelled one (the
+    collections, by generation) as one Stage per label value, `name{value}`."""
     from prometheus_client.parser import text_string_to_metric_families
 
     stages = {}
     for family in text_string_to_metric_families(text):
         if family.name not in names:
             continue
-        buckets = sorted((float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket"))
-        count = next((s.value for s in family.samples if s.name.endswith("_count")), 0.0)
-        total = next((s.value for s in family.samples if s.name.endswith("_sum")), 0.0)
-        stages[family.name] = Stage(int(count), 1000 * total / count if count else float("nan"),
-                                    1000 * histogram_quantile(0.50, buckets), 1000 * histogram_quantile(0.99, buckets))
+        series: dict[str, list[Any]] = {}
+        for s in family.samples:
+            label = ",".join(v for k, v in sorted(s.labels.items()) if k != "le")
+            series.setdefault(f"{family.name}{{{label}}}" if label else family.name, []).append(s)
+        for name, samples in series.items():
+            buckets = sorted((float(s.labels["le"]), s.value) for s in samples if s.name.endswith("_bucket"))
+            count = next((s.value for s in samples if s.name.endswith("_count")), 0.0)
+            total = next((s.value for s in samples if s.name.endswith("_sum")), 0.0)
+            stages[name] = Stage(int(count), 1000 * total / count if count else float("nan"),
+                                 1000 * histogram_quantile(0.50, buckets), 1000 * histogram_quantile(0.99, buckets))
     return stages
 
 
@@ -545,7 +551,7 @@ def print_table(results: list[Figures]) -> None:
         print(f"|{'-' * (width + 2)}|{'-' * 9}|{'-' * 7}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
         for r in staged:
             for name, stage in r.stages.items():
-                label = name.removeprefix("sizer_").removesuffix("_seconds")
+                label = name.removeprefix("sizer_").replace("_seconds", "").replace("_pause", "")
                 print(f"| {r.name:<{width}} | {label:<7} | {stage.count:>6,} | {stage.mean_ms:>7.1f} | "
                       f"{stage.p50_ms:>7.1f} | {stage.p99_ms:>7.1f} |")
 

@@ -134,6 +134,7 @@ def build_app(
     process_collectors(registry)
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
     metrics.built(package_version(), config.config_hash, kafka.processing_guarantee)
+    metrics.time_collections()
     roles = {topics.name(role): role for role in INPUTS}
 
     view = InstrumentView(kafka.for_role(f"worker-{kafka.app_id}"), topics.name("instruments"), topics["instruments"].partitions)

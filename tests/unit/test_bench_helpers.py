@@ -171,6 +171,9 @@ def test_worker_stages_read_the_batch_and_commit_histograms_of_a_metrics_page():
 
     stages = worker_stages(generate_latest(registry).decode())
 
+    metrics.gc_pause_seconds.labels("2").observe(0.04)
+    stages = worker_stages(generate_latest(registry).decode())
+    assert stages["sizer_gc_pause_seconds{2}"].count == 1 and stages["sizer_gc_pause_seconds{2}"].mean_ms == 40
     batch, commit = stages["sizer_batch_seconds"], stages["sizer_commit_seconds"]
     assert batch.count == 4 and batch.mean_ms == pytest.approx(7.5)
     # rank 2 of 4: 1 observation up to 5 ms, 2 in (5, 10] ms, so half-way into that bucket

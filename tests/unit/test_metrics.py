@@ -88,3 +88,20 @@ def test_portfolio_figures_are_read_from_the_latest_state_at_each_scrape():
     assert sample(registry, "sizer_portfolio_exposure_usd", portfolio="p") == 200
     assert sample(registry, "sizer_portfolio_cap_utilisation_ratio", portfolio="p") == 0.04
     assert sample(registry, "sizer_portfolio_series") == 1
+
+
+def test_every_garbage_collection_is_timed_by_generation():
+    import gc
+
+    registry = CollectorRegistry()
+    metrics = SizerMetrics(registry)
+    callback = metrics.time_collections()
+    try:
+        before = sample(registry, "sizer_gc_pause_seconds_count", generation="2")
+        gc.collect()
+        gc.collect(1)
+    finally:
+        gc.callbacks.remove(callback)
+    assert sample(registry, "sizer_gc_pause_seconds_count", generation="2") == before + 1
+    assert sample(registry, "sizer_gc_pause_seconds_count", generation="1") >= 1
+    assert sample(registry, "sizer_gc_pause_seconds_sum", generation="2") > 0
