@@ -713,7 +713,8 @@ class Outcome:
     identical: int
     compared: int
     first_changes: list[dict[str, Any]]
-    seconds: float  # 0 for a configuration that shared another's run (`same_run`)
+    seconds: float  # the run's CPU-bound wall time; 0 when it shares another's run
+    shares_run_of: Configuration | None = None  # the configuration whose run gave these figures (`same_run`)
 
 
 class SettingsRead:
@@ -805,7 +806,7 @@ def sweep(history: History, chosen: list[Configuration], workers: int | None = N
         for other in [j for j in pending if same_run(read, ran, chosen[j].config, compares_records)]:
             pending.remove(other)
             results_at[other] = Outcome(chosen[other], outcome.metrics, outcome.curves, outcome.identical,
-                                        outcome.compared, outcome.first_changes, 0.0)
+                                        outcome.compared, outcome.first_changes, 0.0, chosen[index])
         progress(len(results_at), len(chosen))
 
     _SHARED = (history, chosen, with_curves)
