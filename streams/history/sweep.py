@@ -823,15 +823,18 @@ def sweep(history: History, chosen: list[Configuration], workers: int | None = N
         gc.freeze()
         done: queue.SimpleQueue = queue.SimpleQueue()
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            running = 0
+            running: dict[int, str] = {}  # index -> policy
             while pending or running:
-                while pending and running < workers:
-                    pool.apply_async(_one, (pending.pop(0),), callback=done.put, error_callback=done.put)
-                    running += 1
+                while pending and len(running) < workers:
+                    # another policy first: what a run on shows may spare its policy's next ones
+                    index = next((j for j in pending if chosen[j].policy not in running.values()), pending[0])
+                    pending.remove(index)
+                    running[index] = chosen[index].policy
+                    pool.apply_async(_one, (index,), callback=done.put, error_callback=done.put)
                 result = done.get()
-                running -= 1
                 if isinstance(result, BaseException):
                     raise result
+                del running[result[0]]
                 finished(*result)
         gc.unfreeze()
         return [results_at[i] for i in range(len(chosen))]
