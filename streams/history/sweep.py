@@ -5,7 +5,9 @@ The history is either an offline journal (its decisions are re-made under the
 configuration the journal was recorded with) or Kafka topic history in the
 interleaving the worker recorded (`history.recorded_interleaving`). It is turned
 once into a list of events; every configuration then runs the engine over the
-same events in its own worker process.
+same events in worker processes, except one that differs from a configuration
+already run only in settings that run never read: it takes that run's figures
+(`same_run`).
 
 The PnL model. Each what-if order's fills are the recorded fills of the same
 order (order ids are derived from portfolio and signal, so they are shared)
@@ -713,7 +715,7 @@ class Outcome:
     identical: int
     compared: int
     first_changes: list[dict[str, Any]]
-    seconds: float  # the run's CPU-bound wall time; 0 when it shares another's run
+    seconds: float  # wall time of its run; 0 when it shares another's run
     shares_run_of: Configuration | None = None  # the configuration whose run gave these figures (`same_run`)
 
 
@@ -736,9 +738,10 @@ class SettingsRead:
 def same_run(read: Iterable[str], ran: SizingConfig, other: SizingConfig, compares_records: bool) -> bool:
     """Whether `other` gives exactly the run (and figures) `ran` gave over the same
     history: both hold the same value, of the same type and written the same, for
-    every setting the run of `ran` read (`SettingsRead.read`). The run is a function
-    of the history and of those values alone, so `other`, read from the same start,
-    reads the same settings in the same order and makes every step the same. The
+    every setting the run of `ran` read (`SettingsRead.read`). The engine and the sweep
+    read a configuration only by its attributes, so a run is a function of the history
+    and of the values it read: `other`, from the same start, reads the same settings,
+    gets the same values and makes every step the same. The
     config hash only stamps the decisions a run makes; it counts only when the
     history has recorded decisions to compare them with (`compares_records`)."""
     for name in read:
