@@ -73,8 +73,10 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
         for path in plot(report, outcomes, Path(args.plot), [name for name, _ in grid], args.rank):
             print(f"plot: {path}", file=sys.stderr)
     workers = max(1, min(args.workers or _cores(), len(chosen)))
+    runs = sum(outcome.shares_run_of is None for outcome in outcomes)
     print(f"sweep: {history.signals:,} signals x {len(chosen)} configurations in {total_s:.1f} s wall "
-          f"(history {read_s:.1f} s, configurations {total_s - read_s:.1f} s on {workers} processes): "
+          f"(history {read_s:.1f} s, configurations {total_s - read_s:.1f} s on {workers} processes, "
+          f"{runs} runs: the other {len(chosen) - runs} differ from one only in settings its run never read): "
           f"{history.signals * len(chosen) / max(total_s, 1e-9):,.0f} signal decisions/s", file=sys.stderr)
     return 0
 

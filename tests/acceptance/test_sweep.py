@@ -252,3 +252,66 @@ def test_a_bad_grid_or_policy_is_a_configuration_error(tmp_path):
         done = subprocess.run([SIZER, "sweep", "--journal", str(path), *options], capture_output=True, text=True)
         assert done.returncode == 2, (options, done.stderr)
         assert done.stderr.startswith("sizer: ")
+
+
+def losing_streaks() -> list[dict]:
+    """Two portfolios, each with two losing streaks among wins: a graduated policy
+    enters drawdown mode and sizes by its cut."""
+    entries = [ETH, SOL]
+    for i in range(16):
+        portfolio, symbol = ("p1", "p2")[i % 2], ("ETH-USD", "SOL-USD")[i // 2 % 2]
+        entries += trade(portfolio, f"s{i}", symbol, ("1", "0.9", "0.7", "0.95")[i % 4], T0 + i * 2 * MINUTE,
+                         ("-100", "-100", "-80", "60", "-90", "-70", "50", "40")[i // 2 % 8], "100")
+    return entries
+
+
+def test_configurations_that_differ_only_in_settings_their_run_never_reads_share_one_run(monkeypatch):
+    # conviction never reads the drawdown settings (no drawdown mode); graduated does.
+    history = history_of(losing_streaks(), "conviction")
+    chosen = sweep.configurations([sweep.policy_config("conviction"), sweep.policy_config("graduated")],
+                                  sweep.parse_grid(["drawdown_cut=0.25,0.5", "loss_streak=2,3"]))
+    runs: list = []
+    simulate = sweep.simulate
+    monkeypatch.setattr(sweep, "simulate", lambda h, config: runs.append(config) or simulate(h, config))
+
+    outcomes = sweep.sweep(history, chosen, workers=1)
+
+    # one conviction run for its four configurations, four graduated runs
+    assert len(runs) == 5
+    assert [o.shares_run_of for o in outcomes] == [None, chosen[0], chosen[0], chosen[0], None, None, None, None]
+    # every configuration's figures are those of its own run
+    for configuration, outcome in zip(chosen, outcomes):
+        run = simulate(history, configuration.config)
+        assert outcome.configuration is configuration
+        assert outcome.metrics == sweep.metrics(history, configuration.config, run)
+        assert (outcome.first_changes, outcome.compared, outcome.identical) == \
+            (run.first_changes, run.compared, run.identical)
+    assert len({str(o.metrics) for o in outcomes[4:]}) == 4  # the cut and the streak matter to graduated
+
+
+def test_a_setting_a_run_read_with_another_value_is_another_run():
+    conviction = load_config("conviction")
+    config = sweep.SettingsRead(conviction)
+    assert config.pair_max_usd == conviction.pair_max_usd and config.read == {"pair_max_usd"}
+    more = sweep.with_values(conviction, {"pair_max_usd": "2000", "drawdown_cut": "0.25"})
+    written_otherwise = sweep.with_values(conviction, {"pair_max_usd": "1000.0"})
+
+    assert sweep.same_run({"pair_max_usd", "config_hash"}, conviction, more, False) is False
+    assert sweep.same_run({"drawdown_cut"}, conviction, more, False) is False
+    assert sweep.same_run({"min_fraction", "config_hash"}, conviction, more, False) is True
+    assert sweep.same_run({"min_fraction", "config_hash"}, conviction, more, True) is False  # Kafka history
+    assert sweep.same_run({"pair_max_usd"}, conviction, written_otherwise, False) is False
+
+
+def test_a_sweep_over_two_processes_gives_exactly_what_one_gives():
+    history = history_of(losing_streaks(), "conviction")
+    chosen = sweep.configurations([sweep.policy_config(p) for p in sweep.POLICIES],
+                                  sweep.parse_grid(["drawdown_cut=0.25,0.5", "pair_max_usd=500,1000"]))
+
+    one, two = sweep.sweep(history, chosen, workers=1), sweep.sweep(history, chosen, workers=2)
+
+    def shown(outcomes: list) -> list:
+        # which run a configuration shares depends on which finished first: not its figures
+        return [(o.configuration, o.metrics, o.curves, o.first_changes, o.compared, o.identical) for o in outcomes]
+    assert shown(two) == shown(one)
+    assert [o.configuration for o in one] == chosen
