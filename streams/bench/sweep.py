@@ -22,6 +22,10 @@ def main() -> int:
     parser.add_argument("--signals", type=int, default=100_000)
     parser.add_argument("--portfolios", type=int, default=20)
     parser.add_argument("--workers", type=int, help="default: one per core")
+    parser.add_argument("--set", action="append", dest="grid", metavar="NAME=V1,V2",
+                        help="the grid instead of the default drawdown_cut=0.25,0.5 and loss_streak=2,3 (which the "
+                             "static and conviction policies never read, so that their configurations share runs); "
+                             "e.g. --set portfolio_cap=4000,5000 --set max_signal_age_s=30,60: 12 runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as directory:
         path, recorded = Path(directory) / "history.jsonl", Path(directory) / "recording.toml"
@@ -31,9 +35,10 @@ def main() -> int:
         print(f"history: {lines:,} lines generated in {time.perf_counter() - started:.1f} s "
               f"({os.cpu_count()} cores, pid {os.getpid()})", file=sys.stderr, flush=True)
         options = ["--workers", str(args.workers)] if args.workers else []
+        grid = args.grid or ["drawdown_cut=0.25,0.5", "loss_streak=2,3"]
         return cli.main(["sweep", "--journal", str(path), "--recorded", str(recorded), "--policy", "static",
-                         "--policy", "conviction", "--policy", "graduated", "--set", "drawdown_cut=0.25,0.5",
-                         "--set", "loss_streak=2,3", *options])
+                         "--policy", "conviction", "--policy", "graduated",
+                         *(option for spec in grid for option in ("--set", spec)), *options])
 
 
 if __name__ == "__main__":
