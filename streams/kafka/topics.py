@@ -291,20 +291,46 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
     topics before a new one is visible: it then joins without that changelog and
     rebalances when its metadata next refreshes, five minutes later (seen in `make
     soak` on fresh topics: the worker stalled about 45 s in recovery, under load).
-    Existing topics are left as they are (faust checks nothing more either)."""
+
+    An existing changelog with another partition count, or not compacted, raises
+    TopicMismatch naming it: its writes would fail only later (a partition it lacks)
+    or its records be deleted by retention (state lost)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
     await admin.start()
     try:
-        missing = sorted(set(changelogs) - set(await admin.list_topics()))
+        existing = set(await admin.list_topics())
+        missing = sorted(set(changelogs) - existing)
+        present = sorted(set(changelogs) & existing)
+        problems = []
+        if present:
+            described = {entry["topic"]: entry for entry in await admin.describe_topics(present)}
+            for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)
+                                                          for name in present]):
+                for resource in response.resources:
+                    error_code, _, _, name, entries = resource[:5]
+                    if error_code == TOPIC_AUTHORIZATION_FAILED:
+                        raise not_authorized([name], "DescribeConfigs")
+                    policy = {entry[0]: entry[1] for entry in entries}.get("cleanup.policy", "")
+                    partitions = len(described.get(name, {}).get("partitions", []))
+                    if partitions != changelogs[name]:
+                        problems.append(f"{name}: {partitions} partitions on the broker, the worker's tables "
+                                        f"have {changelogs[name]} (the input topics' count)")
+                    if "compact" not in policy.split(","):
+                        problems.append(f"{name}: cleanup.policy={policy} on the broker, a changelog must be "
+                                        f"compacted")
+        if problems:
+            raise TopicMismatch("changelog topics differ from what the worker's tables need:\n  "
+                                + "\n  ".join(problems))
         if not missing:
             return []
         await _create(admin, [NewTopic(name, changelogs[name], replication,
                                        topic_configs={"cleanup.policy": "compact"}) for name in missing])
         for _ in range(100):
-            described = await admin.describe_topics(missing)
-            if all(len(entry.get("partitions", [])) == changelogs[entry["topic"]] for entry in described):
+            described_new = await admin.describe_topics(missing)
+            if all(len(entry.get("partitions", [])) == changelogs[entry["topic"]] for entry in described_new):
                 break
             await asyncio.sleep(0.1)
         return missing

@@ -24,7 +24,8 @@ def prepare_local_state(tabledir: Path, processing_guarantee: str) -> bool:
     changelog offsets as persisted on commit; a crash, or a rebalance that fences
     an open transaction, can leave values of an aborted transaction in RocksDB
     that recovery from the persisted offset never overwrites. Rebuilding from the
-    compacted changelog (read_committed) is cheap: one record per portfolio.
+    compacted changelog (read_committed) is cheap: per portfolio one record of each
+    table, and one for every 64 ids of its dedupe windows (`tables`).
     Returns True when local state was removed."""
     if processing_guarantee != "exactly_once" or not tabledir.exists():
         return False

@@ -19,7 +19,7 @@ each by default) are most of a portfolio's state, and they change with every
 input. Their chunks (`engine.recent.RecentIds`) other than the newest never
 change, so each is written once, under its own key in `windows`, and deleted
 when the window lets it go; the `exposure` and `streak` records carry only the
-newest chunk and the numbers of the others (`WindowRef`). Written whole, a
+newest chunk and the numbers of the others (`CHUNKED`). Written whole, a
 portfolio with full windows wrote about 46 KB to its changelogs per batch.
 """
 
@@ -39,6 +39,12 @@ from streams.engine.state import (
 log = logging.getLogger("streams.worker")
 
 NO_IDS = RecentIds()
+# A window by reference is `<window>_chunks` in its record, and `<window>` itself is
+# null: a worker of an earlier release, which reads `<window>` as a list of chunks,
+# then fails on the record (its inputs dead-lettered as PROCESSING_ERROR, original
+# bytes kept) instead of reading the reference as a window and deciding resent
+# inputs again (README, "Upgrading").
+CHUNKED = "_chunks"
 
 
 def window_key(portfolio_id: str, window: str, number: int) -> bytes:
@@ -104,8 +110,8 @@ class TableStore:
         without a reference (none, or written before)."""
         if not record:
             return None
-        ref = record.get(window)
-        if not isinstance(ref, dict):
+        ref = record.get(window + CHUNKED)
+        if ref is None:
             return None
         first, count = ref["first"], ref["closed"]
         chunks = []
@@ -144,10 +150,12 @@ class TableStore:
                                                   state.streak.remembering(NO_IDS), state.controls))
         key = portfolio_id.encode()
         if stored is None or state.exposure is not stored.exposure:
-            exposure["seen_signals"] = await self._write_window(portfolio_id, "seen_signals", state)
+            exposure["seen_signals"] = None  # see CHUNKED
+            exposure["seen_signals" + CHUNKED] = await self._write_window(portfolio_id, "seen_signals", state)
             await self.outputs.put(self.exposure, key, decimals.dumps(exposure).encode())
         if stored is None or state.streak is not stored.streak:
-            streak["seen_fills"] = await self._write_window(portfolio_id, "seen_fills", state)
+            streak["seen_fills"] = None
+            streak["seen_fills" + CHUNKED] = await self._write_window(portfolio_id, "seen_fills", state)
             await self.outputs.put(self.streak, key, decimals.dumps(streak).encode())
         if (stored is None and state.controls != Controls()) or (
                 stored is not None and state.controls is not stored.controls):

@@ -121,3 +121,26 @@ def test_a_topic_that_differs_from_its_spec_is_an_error_never_used(deployment):
                             text=True, timeout=120)
     assert worker.returncode == 3
     assert "topics differ from topics/topics.toml" in worker.stderr
+
+
+def test_a_changelog_that_exists_with_another_width_or_policy_stops_the_worker_naming_it(deployment):
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def make_wrong() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([
+                NewTopic(f"{deployment.app_id}-windows-changelog", 1, 1, topic_configs={"cleanup.policy": "compact"}),
+                NewTopic(f"{deployment.app_id}-streak-changelog", 6, 1, topic_configs={"cleanup.policy": "delete"})])
+        finally:
+            await admin.close()
+
+    asyncio.run(make_wrong())
+    worker = subprocess.run([SIZER, "worker", "--preset", "conviction"], env=deployment.env(), capture_output=True,
+                            text=True, timeout=120)
+    assert worker.returncode == 3
+    assert (f"{deployment.app_id}-windows-changelog: 1 partitions on the broker, the worker's tables have 6"
+            in worker.stderr)
+    assert f"{deployment.app_id}-streak-changelog: cleanup.policy=delete on the broker" in worker.stderr
+    assert "Traceback" not in worker.stderr

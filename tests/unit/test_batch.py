@@ -246,7 +246,8 @@ def test_dedupe_windows_are_stored_chunk_by_chunk_each_chunk_once():
     world.tables.config = world.handler.config = world.handler.processor.config = world.config
     world.run([world.record("signals", sig(n)) for n in range(70)])  # one chunk of 64 closed, 6 ids open
     exposure = json.loads(world.tables.exposure[b"p1"])
-    assert exposure["seen_signals"] == {"first": 0, "closed": 1, "open": sorted(f"s{n}" for n in range(64, 70))}
+    assert exposure["seen_signals"] is None
+    assert exposure["seen_signals_chunks"] == {"first": 0, "closed": 1, "open": sorted(f"s{n}" for n in range(64, 70))}
     assert sorted(json.loads(world.tables.windows[b"p1\x1fseen_signals\x1f0"])) == sorted(f"s{n}" for n in range(64))
 
     # more batches: the closed chunk is not written again; a second closes; the first
@@ -263,7 +264,8 @@ def test_dedupe_windows_are_stored_chunk_by_chunk_each_chunk_once():
     assert b"p1\x1fseen_signals\x1f0" not in puts
     world.run([world.record("signals", sig(n)) for n in range(100, 200)])
     exposure = json.loads(world.tables.exposure[b"p1"])
-    assert exposure["seen_signals"] == {"first": 1, "closed": 2, "open": sorted(f"s{n}" for n in range(192, 200))}
+    assert exposure["seen_signals_chunks"] == {
+        "first": 1, "closed": 2, "open": sorted(f"s{n}" for n in range(192, 200))}
     assert b"p1\x1fseen_signals\x1f0" not in world.tables.windows
     assert sorted(json.loads(world.tables.windows[b"p1\x1fseen_signals\x1f2"])) == sorted(
         f"s{n}" for n in range(128, 192))
@@ -288,7 +290,7 @@ def test_a_window_written_whole_before_is_read_and_then_stored_by_chunks():
     decisions = world.sink.to("decisions")
     assert decisions[0]["reason"] == "DUPLICATE_SIGNAL" and decisions[1]["outcome"] == "accepted"
     exposure = json.loads(world.tables.exposure[b"p1"])
-    assert exposure["seen_signals"] == {"first": 0, "closed": 1, "open": ["s64", "s65"]}
+    assert exposure["seen_signals_chunks"] == {"first": 0, "closed": 1, "open": ["s64", "s65"]}
     assert json.loads(world.tables.windows[b"p1\x1fseen_signals\x1f0"]) == sorted(ids[0])
 
 
@@ -299,7 +301,25 @@ def test_a_missing_chunk_forgets_its_ids_and_the_window_is_stored_again():
     world.tables.forget()
     world.run([world.record("signals", sig(130))])
     exposure = json.loads(world.tables.exposure[b"p1"])
-    assert exposure["seen_signals"]["first"] == 2 and exposure["seen_signals"]["closed"] == 1
+    assert exposure["seen_signals_chunks"]["first"] == 2 and exposure["seen_signals_chunks"]["closed"] == 1
     assert b"p1\x1fseen_signals\x1f1" not in world.tables.windows  # the old numbers deleted
     assert sorted(json.loads(world.tables.windows[b"p1\x1fseen_signals\x1f2"])) == sorted(
         f"s{n}" for n in range(64, 128))
+
+
+def test_a_worker_of_the_earlier_format_fails_on_a_chunked_record_rather_than_misreading_it():
+    """Before the windows table, a window was read as a list of chunks
+    (`tuple(frozenset(chunk) for chunk in data)`): a reference under the same field
+    would have been read as chunks of its keys' letters, and resent inputs decided again."""
+    world = World()
+    world.run([world.record("signals", sig(n)) for n in range(70)])
+    world.run([world.record("fills", {"event_id": "c1", "portfolio_id": "p1", "ts": T0 + 99,
+                                      "type": "position_closed", "symbol": "X", "qty": "1", "price": "10",
+                                      "realized_pnl": "1"})])
+
+    def earlier_reader(data):
+        return tuple(frozenset(chunk) for chunk in data)
+
+    for table, window in ((world.tables.exposure, "seen_signals"), (world.tables.streak, "seen_fills")):
+        with pytest.raises(TypeError):
+            earlier_reader(json.loads(table[b"p1"])[window])
