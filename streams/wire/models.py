@@ -366,18 +366,34 @@ _set_private = vars(BaseModel)["__pydantic_private__"].__set__
 
 def to_json(message: BaseModel) -> str:
     """The wire form of a message: compact JSON, field order as declared, Decimals canonical."""
-    fields = _AS_STORED.get(type(message))
+    kind = type(message)
+    fields = _AS_STORED.get(kind)
     if fields is not None:
         stored = message.__dict__
         return decimals.dumps({name: stored[name] for name in fields})
+    if kind is Order:
+        return decimals.dumps(_order_wire(message.__dict__))
     return decimals.dumps(message.model_dump())
 
 
 # Models whose every field is written as `decimals.dumps` writes its value (a Decimal
 # as `canonical`, like `Dec`'s serializer; the rest as is, the trace's nested data
 # included): their wire form needs no pass of pydantic's serializer first, one per
-# signal for decisions. Not Order: its `ts` is written as RFC 3339 and its legs are models.
+# signal for decisions. Not Order: its `ts` is written as RFC 3339 and its legs are models
+# (`_order_wire`).
 _AS_STORED: dict[type, tuple[str, ...]] = {Decision: tuple(Decision.model_fields)}
+
+
+def _order_wire(stored: dict[str, Any]) -> dict[str, Any]:
+    # Order.model_dump() as `decimals.dumps` then writes it (its Decimals as `canonical`):
+    # the legs as plain objects, `ts` as RFC 3339 UTC, without pydantic's serializer
+    return {
+        "order_id": stored["order_id"], "signal_id": stored["signal_id"], "portfolio_id": stored["portfolio_id"],
+        "symbol": stored["symbol"], "side": stored["side"], "qty": stored["qty"], "price": stored["price"],
+        "notional": stored["notional"],
+        "legs": [{"venue_symbol": leg.venue_symbol, "side": leg.side, "qty": leg.qty} for leg in stored["legs"]],
+        "ts": format_event_time(stored["ts"]), "config_hash": stored["config_hash"],
+    }
 
 
 M = TypeVar("M")

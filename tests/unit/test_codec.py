@@ -5,6 +5,7 @@ is refused with the reference parser's words: a dead letter reads the same."""
 import json
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from streams.errors import InvalidMessage
 from streams.wire import decimals
 from streams.wire.admission import admit_record
-from streams.wire.models import Fill, Instrument, Signal, decode
+from streams.wire.models import (
+    MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Fill, Instrument, Order, OrderLeg, Signal, build, decode, to_json,
+)
 
 
 def exact(value):
@@ -219,6 +222,35 @@ def test_bounded_accepts_and_refuses_as_its_definition(value):
     assert outcome(decimals.bounded, value) == outcome(reference_bounded, value)
 
 
+def reference_dumps(value):
+    def default(item):
+        if isinstance(item, Decimal):
+            return reference_canonical(item)
+        raise TypeError(f"cannot encode {type(item).__name__} as JSON")
+    return orjson.dumps(value, default=default).decode()
+
+
+class _SubDecimal(Decimal):
+    pass
+
+
+@settings(max_examples=600, deadline=None)
+@given(_DECIMALS)
+def test_dumps_writes_each_decimal_as_its_canonical_definition(value):
+    message = {"qty": value, "trace": {"legs": [value, _SubDecimal(value)], "n": 1}}
+    assert decimals.dumps(message) == reference_dumps(message)
+    from decimal import localcontext
+    with localcontext(decimals.ENGINE_CONTEXT):
+        assert decimals.dumps(message) == reference_dumps(message)
+
+
+def test_dumps_refuses_what_is_not_json_or_decimal():
+    from fractions import Fraction
+    message = {"a": Decimal("1"), "b": Fraction(1)}
+    assert outcome(decimals.dumps, message) == outcome(reference_dumps, message)
+    assert outcome(decimals.dumps, message)[0] == "error"
+
+
 def reference_to_decimal(value):
     if isinstance(value, bool) or isinstance(value, float):
         raise ValueError("must be a decimal string or an integer, not a float")
@@ -262,13 +294,14 @@ def test_a_decision_is_written_as_its_model_dump_would_be():
     from streams.engine import InputPosition
     from streams.history import journal
     from streams.processor import MemoryStore, Processor
-    from streams.wire.models import Decision, to_json
+    from streams.wire.models import Decision, Order, to_json
 
     for preset in ("conviction", "graduated"):
         config = load_config(preset)
         lines = [decimals.dumps({"topic": topic, "value": value}) for topic, value in session(3000, portfolios=5)]
         proc = Processor(config, MemoryStore(config))
         reasons = set()
+        orders = 0
         for offset, entry in enumerate(journal.read(lines, config.max_future_skew_ms)):
             if entry.topic == "signals":
                 result = proc.on_signal(entry.message, InputPosition("signals", 0, offset))
@@ -276,8 +309,22 @@ def test_a_decision_is_written_as_its_model_dump_would_be():
                 assert to_json(result.decision) == decimals.dumps(result.decision.model_dump())
                 validated = Decision.model_validate(result.decision.model_dump())
                 assert to_json(validated) == to_json(result.decision)
+                if result.order is not None:
+                    orders += 1
+                    assert to_json(result.order) == decimals.dumps(result.order.model_dump())
+                    assert to_json(Order.model_validate(result.order.model_dump())) == to_json(result.order)
             elif entry.topic == "fills":
                 proc.on_fill(entry.message, offset)
             else:
                 proc.on_instrument(entry.message)
-        assert None in reasons and len(reasons) > 2
+        assert None in reasons and len(reasons) > 2 and orders > 20
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DECIMALS, _DECIMALS, st.integers(0, 3), st.integers(MIN_EVENT_TIME_MS, MAX_EVENT_TIME_MS))
+def test_an_order_is_written_as_its_model_dump_would_be(qty, price, legs, ts):
+    order = build(Order, order_id="o-1", signal_id="1.50", portfolio_id="p\u00e9", symbol="X", side="sell", qty=qty,
+                  price=price, notional=qty * price if abs(qty) < 10**20 and abs(price) < 10**20 else qty,
+                  legs=tuple(build(OrderLeg, venue_symbol=f"V{n}", side=("buy", "sell")[n % 2], qty=qty * n)
+                             for n in range(legs)), ts=ts, config_hash="h")
+    assert to_json(order) == decimals.dumps(order.model_dump())
