@@ -103,6 +103,21 @@ def bounded(value: Decimal) -> Decimal:
     return value
 
 
+def wire_decimal(value: Any) -> Decimal:
+    """`bounded(to_decimal(value))`: a wire value as a finite Decimal within the
+    bounds, or ValueError with the rule that failed (the same error, the same words).
+
+    The usual input, a JSON-number string in plain notation, is checked on its text:
+    written without an exponent, its decimal places are the digits after the point."""
+    if type(value) is str and _json_number(value) is not None and "e" not in value and "E" not in value:
+        point = value.find(".")
+        if point < 0 or len(value) - point - 1 <= MAX_PLACES:
+            result = Decimal(value)
+            if result.adjusted() <= MAX_ADJUSTED_EXPONENT:
+                return result
+    return bounded(to_decimal(value))
+
+
 def canonical(value: Decimal) -> str:
     """The one string form of a Decimal on the wire: plain notation, no exponent,
     no trailing zeros (`Decimal("930.00")` -> `"930"`, `Decimal("1E+3")` -> `"1000"`)."""

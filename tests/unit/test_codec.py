@@ -328,3 +328,62 @@ def test_an_order_is_written_as_its_model_dump_would_be(qty, price, legs, ts):
                   legs=tuple(build(OrderLeg, venue_symbol=f"V{n}", side=("buy", "sell")[n % 2], qty=qty * n)
                              for n in range(legs)), ts=ts, config_hash="h")
     assert to_json(order) == decimals.dumps(order.model_dump())
+
+
+# The decimal fields' one validator against the chain it replaces: to_decimal, the
+# decimal type, bounded, then the field's bounds, each a validator of its own.
+
+def _reference_field(**bounds):
+    from typing import Annotated
+
+    from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter
+    chain = Annotated[Decimal, BeforeValidator(reference_to_decimal), AfterValidator(reference_bounded)]
+    return TypeAdapter(Annotated[chain, Field(**bounds)] if bounds else chain)
+
+
+def _field_outcomes():
+    from pydantic import TypeAdapter
+
+    from streams.wire.models import Dec, NonNegativeDec, PositiveDec, Score
+    return [(TypeAdapter(fast), _reference_field(**bounds)) for fast, bounds in [
+        (Dec, {}), (PositiveDec, {"gt": 0}), (NonNegativeDec, {"ge": 0}), (Score, {"ge": 0, "le": 1})]]
+
+
+_FIELDS = _field_outcomes()
+
+
+def field_outcome(adapter, value):
+    from pydantic import ValidationError
+    try:
+        return ("ok", exact(adapter.validate_python(value)))
+    except ValidationError as exc:
+        return ("error", [(e["loc"], e["msg"], e["type"], repr(e.get("ctx"))) for e in exc.errors(include_url=False)])
+
+
+def same_field_outcomes(value):
+    for fast, reference in _FIELDS:
+        assert field_outcome(fast, value) == field_outcome(reference, value), value
+
+
+@pytest.mark.parametrize("value", [
+    "1", "0", "-0", "0.0", "-0.0", "1.50", "0.5", "1", "1.0", "1.000000000000000000", "1.0000000000000000000",
+    "0.000000000000000001", "0.0000000000000000001", "-0.0000000000000000001", "0.0000000000000000000",
+    "9999999999999999", "9999999999999999.999999999999999999", "10000000000000000", "-10000000000000000",
+    "1e15", "1e16", "1E+16", "-1e17", "1e-18", "1e-19", "0e-30", "0e30", "1.5e1", "100e-20",
+    "1e1000000000000000000", "1_00", " 1", "+1", "١", "NaN", "Infinity", "", "01", "1.", ".1", "x" * 60, "1\n",
+    "9" * 400, "0." + "0" * 400 + "1", 0, 1, -1, 2, 10**16, 10**15, True, False, 0.5, None, [1],
+    Decimal("1.50"), Decimal("-0"), Decimal("0E-30"), Decimal("1E+16"), Decimal("1E-19"), Decimal("NaN"),
+    Decimal("-Infinity"), Decimal("sNaN"), _SubDecimal("1.50"), _SubDecimal("2"), _SubDecimal("1E+20"),
+])
+def test_a_decimal_field_accepts_and_refuses_as_its_validators_did(value):
+    same_field_outcomes(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    _DECIMALS, _DECIMALS.map(str), _DECIMALS.map(lambda d: format(d, "f")), st.integers(-10**20, 10**20),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,20})(\.[0-9]{0,25})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.text(max_size=12),
+))
+def test_any_decimal_field_value_is_validated_as_by_its_validators(value):
+    same_field_outcomes(value)
