@@ -70,9 +70,17 @@ def _wire_decimal(gt: int | None = None, ge: int | None = None, le: int | None =
     """A wire decimal field's one validator: `decimals.wire_decimal` (conversion and
     bounds), then the field's own bounds, in that order and with the errors that
     `BeforeValidator(to_decimal)`, `AfterValidator(bounded)` and `Field(gt=, ge=, le=)`
-    raise in turn; one call per field instead of one per rule."""
+    raise in turn; one call per field instead of one per rule.
+
+    A string it accepted is remembered with its Decimal (the same text makes the same
+    Decimal, in any context: conversion from text is exact): prices and scores recur."""
+    known: dict[str, Decimal] = {}
 
     def validate(value: Any) -> Decimal:
+        if type(value) is str:
+            seen = known.get(value)
+            if seen is not None:
+                return seen
         result = decimals.wire_decimal(value)
         if type(result) is not Decimal:  # a Decimal subclass from a Python caller, as pydantic's decimal type
             result = Decimal(result)
@@ -82,11 +90,16 @@ def _wire_decimal(gt: int | None = None, ge: int | None = None, le: int | None =
             raise PydanticKnownError("greater_than_equal", {"ge": ge})
         if le is not None and not result <= le:
             raise PydanticKnownError("less_than_equal", {"le": le})
+        if type(value) is str:
+            if len(known) >= _KNOWN_KEPT:  # forgotten all at once past the bound
+                known.clear()
+            known[value] = result
         return result
 
     return PlainValidator(validate)
 
 
+_KNOWN_KEPT = 4096
 _WRITTEN = PlainSerializer(decimals.canonical)
 Dec = Annotated[Decimal, _wire_decimal(), _WRITTEN, WireDecimal()]
 PositiveDec = Annotated[Decimal, _wire_decimal(gt=0), _WRITTEN, WireDecimal(0, exclusive=True)]

@@ -387,3 +387,22 @@ def test_a_decimal_field_accepts_and_refuses_as_its_validators_did(value):
 ))
 def test_any_decimal_field_value_is_validated_as_by_its_validators(value):
     same_field_outcomes(value)
+
+
+def test_a_remembered_decimal_string_is_validated_per_field_as_the_first_time():
+    # "2" is a price but not a score; "0" a quantity minimum but not a price: each
+    # field remembers only what it accepted, and the second reading is the first's
+    for value in ["2", "0", "0.5", "1.50", "-3", "1e17", "0.0000000000000000001", "2", "0", "0.5", "1.50", "-3"]:
+        same_field_outcomes(value)
+        same_field_outcomes(value)
+
+
+def test_remembered_decimal_strings_are_bounded():
+    from typing import get_args
+
+    from streams.wire import models
+    validate = get_args(models.PositiveDec)[1].func
+    for n in range(1, 3 * models._KNOWN_KEPT):
+        assert exact(validate(f"{n}.50")) == exact(Decimal(f"{n}.50"))
+    known = [cell.cell_contents for cell in validate.__closure__ if isinstance(cell.cell_contents, dict)]
+    assert len(known) == 1 and 0 < len(known[0]) <= models._KNOWN_KEPT
