@@ -109,9 +109,12 @@ def wire_decimal(value: Any) -> Decimal:
 
     The usual input, a JSON-number string in plain notation, is checked on its text:
     written without an exponent, its decimal places are the digits after the point."""
-    if type(value) is str and _json_number(value) is not None and "e" not in value and "E" not in value:
-        point = value.find(".")
-        if point < 0 or len(value) - point - 1 <= MAX_PLACES:
+    if type(value) is str and value.isascii():
+        whole, point, fraction = (value[1:] if value[:1] == "-" else value).partition(".")
+        # JSON_NUMBER without an exponent: -?(0|[1-9][0-9]*)(\.[0-9]+)? (an ASCII
+        # isdigit() is [0-9]; the one leading zero is a lone "0")
+        if (whole.isdigit() and (whole[0] != "0" or len(whole) == 1) and (not point or fraction.isdigit())
+                and len(fraction) <= MAX_PLACES):
             result = Decimal(value)
             if result.adjusted() <= MAX_ADJUSTED_EXPONENT:
                 return result

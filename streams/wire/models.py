@@ -137,6 +137,8 @@ def parse_event_time(value: Any) -> int:
     """Event time in epoch milliseconds from an RFC 3339 string (with an offset) or
     an integer of epoch ms, between `MIN_EVENT_TIME_MS` and `MAX_EVENT_TIME_MS`.
     Raises ValueError naming the rule that failed."""
+    if type(value) is int and MIN_EVENT_TIME_MS <= value <= MAX_EVENT_TIME_MS:  # the usual input, as is
+        return value
     if isinstance(value, bool):
         raise ValueError("must be RFC 3339 or epoch milliseconds")
     if isinstance(value, Decimal):

@@ -406,3 +406,53 @@ def test_remembered_decimal_strings_are_bounded():
         assert exact(validate(f"{n}.50")) == exact(Decimal(f"{n}.50"))
     known = [cell.cell_contents for cell in validate.__closure__ if isinstance(cell.cell_contents, dict)]
     assert len(known) == 1 and 0 < len(known[0]) <= models._KNOWN_KEPT
+
+
+_NUMBER_TEXT = st.one_of(
+    st.from_regex(r"-?(0|[1-9][0-9]{0,20})(\.[0-9]{0,25})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.text("-+.0123456789eE_ \u0660\u00b2", max_size=24), st.text(max_size=12),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_NUMBER_TEXT)
+def test_wire_decimal_is_to_decimal_then_bounded(text):
+    assert outcome(decimals.wire_decimal, text) == outcome(lambda v: reference_bounded(reference_to_decimal(v)), text)
+
+
+@pytest.mark.parametrize("text", [
+    "0", "-0", "00", "-00", "01", "-01", "0.5", "-0.5", ".5", "-.5", "5.", "-", "", ".", "-.", "1.2.3", "--1",
+    "1..2", "1_0", "١", "1\u00b2", "\u00b2", "1 ", " 1", "+1", "1.000000000000000000", "1.0000000000000000000",
+    "9999999999999999", "10000000000000000", "9999999999999999.5", "0.00000000000000000000", "1e5", "1E5", "x",
+])
+def test_wire_decimal_reads_edge_texts_as_to_decimal_then_bounded(text):
+    assert outcome(decimals.wire_decimal, text) == outcome(lambda v: reference_bounded(reference_to_decimal(v)), text)
+
+
+def reference_parse_event_time(value):
+    from streams.wire.models import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
+    if isinstance(value, bool) or not isinstance(value, int):
+        return parse_event_time_other(value)
+    if value < MIN_EVENT_TIME_MS:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z (epoch milliseconds must not be negative)")
+    if value > MAX_EVENT_TIME_MS:
+        raise ValueError(f"must not be after 9999-12-31T23:59:59.999Z (epoch milliseconds at most {MAX_EVENT_TIME_MS})")
+    return value
+
+
+def parse_event_time_other(value):
+    from streams.wire.models import parse_event_time
+    return parse_event_time(value)
+
+
+class _SubInt(int):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    0, 1, -1, 1767225600000, MAX_EVENT_TIME_MS, MAX_EVENT_TIME_MS + 1, MIN_EVENT_TIME_MS - 1, 10**30, -10**30,
+    True, False, _SubInt(5), _SubInt(-5), Decimal("1767225600000"), "2026-01-01T00:00:00Z",
+])
+def test_an_epoch_millisecond_time_is_read_as_its_definition(value):
+    from streams.wire.models import parse_event_time
+    assert outcome(parse_event_time, value) == outcome(reference_parse_event_time, value)
