@@ -15,15 +15,17 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
 )
+
+from pydantic_core import PydanticKnownError
 
 from streams.wire import decimals
 from streams.errors import InvalidMessage, field_errors
@@ -64,11 +66,45 @@ class WireDecimal:
         return {"anyOf": [string, number], "description": text}
 
 
-Dec = Annotated[Decimal, BeforeValidator(decimals.to_decimal), AfterValidator(decimals.bounded),
-                PlainSerializer(decimals.canonical), WireDecimal()]
-PositiveDec = Annotated[Dec, Field(gt=0), WireDecimal(0, exclusive=True)]
-NonNegativeDec = Annotated[Dec, Field(ge=0), WireDecimal(0)]
-Score = Annotated[Dec, Field(ge=0, le=1), WireDecimal(0, maximum=1)]
+def _wire_decimal(gt: int | None = None, ge: int | None = None, le: int | None = None) -> PlainValidator:
+    """A wire decimal field's one validator: `decimals.wire_decimal` (conversion and
+    bounds), then the field's own bounds, in that order and with the errors that
+    `BeforeValidator(to_decimal)`, `AfterValidator(bounded)` and `Field(gt=, ge=, le=)`
+    raise in turn; one call per field instead of one per rule.
+
+    A string it accepted is remembered with its Decimal (the same text makes the same
+    Decimal, in any context: conversion from text is exact): prices and scores recur."""
+    known: dict[str, Decimal] = {}
+
+    def validate(value: Any) -> Decimal:
+        if type(value) is str:
+            seen = known.get(value)
+            if seen is not None:
+                return seen
+        result = decimals.wire_decimal(value)
+        if type(result) is not Decimal:  # a Decimal subclass from a Python caller, as pydantic's decimal type
+            result = Decimal(result)
+        if gt is not None and not result > gt:
+            raise PydanticKnownError("greater_than", {"gt": gt})
+        if ge is not None and not result >= ge:
+            raise PydanticKnownError("greater_than_equal", {"ge": ge})
+        if le is not None and not result <= le:
+            raise PydanticKnownError("less_than_equal", {"le": le})
+        if type(value) is str:
+            if len(known) >= _KNOWN_KEPT:  # forgotten all at once past the bound
+                known.clear()
+            known[value] = result
+        return result
+
+    return PlainValidator(validate)
+
+
+_KNOWN_KEPT = 4096
+_WRITTEN = PlainSerializer(decimals.canonical)
+Dec = Annotated[Decimal, _wire_decimal(), _WRITTEN, WireDecimal()]
+PositiveDec = Annotated[Decimal, _wire_decimal(gt=0), _WRITTEN, WireDecimal(0, exclusive=True)]
+NonNegativeDec = Annotated[Decimal, _wire_decimal(ge=0), _WRITTEN, WireDecimal(0)]
+Score = Annotated[Decimal, _wire_decimal(ge=0, le=1), _WRITTEN, WireDecimal(0, maximum=1)]
 Side = Literal["buy", "sell"]
 # An identifier: 1..256 characters, no control characters (order ids are derived
 # from portfolio and signal ids joined by one, `engine.order_id_for`).
@@ -101,6 +137,8 @@ def parse_event_time(value: Any) -> int:
     """Event time in epoch milliseconds from an RFC 3339 string (with an offset) or
     an integer of epoch ms, between `MIN_EVENT_TIME_MS` and `MAX_EVENT_TIME_MS`.
     Raises ValueError naming the rule that failed."""
+    if type(value) is int and MIN_EVENT_TIME_MS <= value <= MAX_EVENT_TIME_MS:  # the usual input, as is
+        return value
     if isinstance(value, bool):
         raise ValueError("must be RFC 3339 or epoch milliseconds")
     if isinstance(value, Decimal):
@@ -366,18 +404,34 @@ _set_private = vars(BaseModel)["__pydantic_private__"].__set__
 
 def to_json(message: BaseModel) -> str:
     """The wire form of a message: compact JSON, field order as declared, Decimals canonical."""
-    fields = _AS_STORED.get(type(message))
+    kind = type(message)
+    fields = _AS_STORED.get(kind)
     if fields is not None:
         stored = message.__dict__
         return decimals.dumps({name: stored[name] for name in fields})
+    if kind is Order:
+        return decimals.dumps(_order_wire(message.__dict__))
     return decimals.dumps(message.model_dump())
 
 
 # Models whose every field is written as `decimals.dumps` writes its value (a Decimal
 # as `canonical`, like `Dec`'s serializer; the rest as is, the trace's nested data
 # included): their wire form needs no pass of pydantic's serializer first, one per
-# signal for decisions. Not Order: its `ts` is written as RFC 3339 and its legs are models.
+# signal for decisions. Not Order: its `ts` is written as RFC 3339 and its legs are models
+# (`_order_wire`).
 _AS_STORED: dict[type, tuple[str, ...]] = {Decision: tuple(Decision.model_fields)}
+
+
+def _order_wire(stored: dict[str, Any]) -> dict[str, Any]:
+    # Order.model_dump() as `decimals.dumps` then writes it (its Decimals as `canonical`):
+    # the legs as plain objects, `ts` as RFC 3339 UTC, without pydantic's serializer
+    return {
+        "order_id": stored["order_id"], "signal_id": stored["signal_id"], "portfolio_id": stored["portfolio_id"],
+        "symbol": stored["symbol"], "side": stored["side"], "qty": stored["qty"], "price": stored["price"],
+        "notional": stored["notional"],
+        "legs": [{"venue_symbol": leg.venue_symbol, "side": leg.side, "qty": leg.qty} for leg in stored["legs"]],
+        "ts": format_event_time(stored["ts"]), "config_hash": stored["config_hash"],
+    }
 
 
 M = TypeVar("M")

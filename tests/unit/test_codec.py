@@ -5,6 +5,7 @@ is refused with the reference parser's words: a dead letter reads the same."""
 import json
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from streams.errors import InvalidMessage
 from streams.wire import decimals
 from streams.wire.admission import admit_record
-from streams.wire.models import Fill, Instrument, Signal, decode
+from streams.wire.models import (
+    MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Fill, Instrument, Order, OrderLeg, Signal, build, decode, to_json,
+)
 
 
 def exact(value):
@@ -219,6 +222,35 @@ def test_bounded_accepts_and_refuses_as_its_definition(value):
     assert outcome(decimals.bounded, value) == outcome(reference_bounded, value)
 
 
+def reference_dumps(value):
+    def default(item):
+        if isinstance(item, Decimal):
+            return reference_canonical(item)
+        raise TypeError(f"cannot encode {type(item).__name__} as JSON")
+    return orjson.dumps(value, default=default).decode()
+
+
+class _SubDecimal(Decimal):
+    pass
+
+
+@settings(max_examples=600, deadline=None)
+@given(_DECIMALS)
+def test_dumps_writes_each_decimal_as_its_canonical_definition(value):
+    message = {"qty": value, "trace": {"legs": [value, _SubDecimal(value)], "n": 1}}
+    assert decimals.dumps(message) == reference_dumps(message)
+    from decimal import localcontext
+    with localcontext(decimals.ENGINE_CONTEXT):
+        assert decimals.dumps(message) == reference_dumps(message)
+
+
+def test_dumps_refuses_what_is_not_json_or_decimal():
+    from fractions import Fraction
+    message = {"a": Decimal("1"), "b": Fraction(1)}
+    assert outcome(decimals.dumps, message) == outcome(reference_dumps, message)
+    assert outcome(decimals.dumps, message)[0] == "error"
+
+
 def reference_to_decimal(value):
     if isinstance(value, bool) or isinstance(value, float):
         raise ValueError("must be a decimal string or an integer, not a float")
@@ -262,13 +294,14 @@ def test_a_decision_is_written_as_its_model_dump_would_be():
     from streams.engine import InputPosition
     from streams.history import journal
     from streams.processor import MemoryStore, Processor
-    from streams.wire.models import Decision, to_json
+    from streams.wire.models import Decision, Order, to_json
 
     for preset in ("conviction", "graduated"):
         config = load_config(preset)
         lines = [decimals.dumps({"topic": topic, "value": value}) for topic, value in session(3000, portfolios=5)]
         proc = Processor(config, MemoryStore(config))
         reasons = set()
+        orders = 0
         for offset, entry in enumerate(journal.read(lines, config.max_future_skew_ms)):
             if entry.topic == "signals":
                 result = proc.on_signal(entry.message, InputPosition("signals", 0, offset))
@@ -276,8 +309,150 @@ def test_a_decision_is_written_as_its_model_dump_would_be():
                 assert to_json(result.decision) == decimals.dumps(result.decision.model_dump())
                 validated = Decision.model_validate(result.decision.model_dump())
                 assert to_json(validated) == to_json(result.decision)
+                if result.order is not None:
+                    orders += 1
+                    assert to_json(result.order) == decimals.dumps(result.order.model_dump())
+                    assert to_json(Order.model_validate(result.order.model_dump())) == to_json(result.order)
             elif entry.topic == "fills":
                 proc.on_fill(entry.message, offset)
             else:
                 proc.on_instrument(entry.message)
-        assert None in reasons and len(reasons) > 2
+        assert None in reasons and len(reasons) > 2 and orders > 20
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DECIMALS, _DECIMALS, st.integers(0, 3), st.integers(MIN_EVENT_TIME_MS, MAX_EVENT_TIME_MS))
+def test_an_order_is_written_as_its_model_dump_would_be(qty, price, legs, ts):
+    order = build(Order, order_id="o-1", signal_id="1.50", portfolio_id="p\u00e9", symbol="X", side="sell", qty=qty,
+                  price=price, notional=qty * price if abs(qty) < 10**20 and abs(price) < 10**20 else qty,
+                  legs=tuple(build(OrderLeg, venue_symbol=f"V{n}", side=("buy", "sell")[n % 2], qty=qty * n)
+                             for n in range(legs)), ts=ts, config_hash="h")
+    assert to_json(order) == decimals.dumps(order.model_dump())
+
+
+# The decimal fields' one validator against the chain it replaces: to_decimal, the
+# decimal type, bounded, then the field's bounds, each a validator of its own.
+
+def _reference_field(**bounds):
+    from typing import Annotated
+
+    from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter
+    chain = Annotated[Decimal, BeforeValidator(reference_to_decimal), AfterValidator(reference_bounded)]
+    return TypeAdapter(Annotated[chain, Field(**bounds)] if bounds else chain)
+
+
+def _field_outcomes():
+    from pydantic import TypeAdapter
+
+    from streams.wire.models import Dec, NonNegativeDec, PositiveDec, Score
+    return [(TypeAdapter(fast), _reference_field(**bounds)) for fast, bounds in [
+        (Dec, {}), (PositiveDec, {"gt": 0}), (NonNegativeDec, {"ge": 0}), (Score, {"ge": 0, "le": 1})]]
+
+
+_FIELDS = _field_outcomes()
+
+
+def field_outcome(adapter, value):
+    from pydantic import ValidationError
+    try:
+        return ("ok", exact(adapter.validate_python(value)))
+    except ValidationError as exc:
+        return ("error", [(e["loc"], e["msg"], e["type"], repr(e.get("ctx"))) for e in exc.errors(include_url=False)])
+
+
+def same_field_outcomes(value):
+    for fast, reference in _FIELDS:
+        assert field_outcome(fast, value) == field_outcome(reference, value), value
+
+
+@pytest.mark.parametrize("value", [
+    "1", "0", "-0", "0.0", "-0.0", "1.50", "0.5", "1", "1.0", "1.000000000000000000", "1.0000000000000000000",
+    "0.000000000000000001", "0.0000000000000000001", "-0.0000000000000000001", "0.0000000000000000000",
+    "9999999999999999", "9999999999999999.999999999999999999", "10000000000000000", "-10000000000000000",
+    "1e15", "1e16", "1E+16", "-1e17", "1e-18", "1e-19", "0e-30", "0e30", "1.5e1", "100e-20",
+    "1e1000000000000000000", "1_00", " 1", "+1", "١", "NaN", "Infinity", "", "01", "1.", ".1", "x" * 60, "1\n",
+    "9" * 400, "0." + "0" * 400 + "1", 0, 1, -1, 2, 10**16, 10**15, True, False, 0.5, None, [1],
+    Decimal("1.50"), Decimal("-0"), Decimal("0E-30"), Decimal("1E+16"), Decimal("1E-19"), Decimal("NaN"),
+    Decimal("-Infinity"), Decimal("sNaN"), _SubDecimal("1.50"), _SubDecimal("2"), _SubDecimal("1E+20"),
+])
+def test_a_decimal_field_accepts_and_refuses_as_its_validators_did(value):
+    same_field_outcomes(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    _DECIMALS, _DECIMALS.map(str), _DECIMALS.map(lambda d: format(d, "f")), st.integers(-10**20, 10**20),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,20})(\.[0-9]{0,25})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.text(max_size=12),
+))
+def test_any_decimal_field_value_is_validated_as_by_its_validators(value):
+    same_field_outcomes(value)
+
+
+def test_a_remembered_decimal_string_is_validated_per_field_as_the_first_time():
+    # "2" is a price but not a score; "0" a quantity minimum but not a price: each
+    # field remembers only what it accepted, and the second reading is the first's
+    for value in ["2", "0", "0.5", "1.50", "-3", "1e17", "0.0000000000000000001", "2", "0", "0.5", "1.50", "-3"]:
+        same_field_outcomes(value)
+        same_field_outcomes(value)
+
+
+def test_remembered_decimal_strings_are_bounded():
+    from typing import get_args
+
+    from streams.wire import models
+    validate = get_args(models.PositiveDec)[1].func
+    for n in range(1, 3 * models._KNOWN_KEPT):
+        assert exact(validate(f"{n}.50")) == exact(Decimal(f"{n}.50"))
+    known = [cell.cell_contents for cell in validate.__closure__ if isinstance(cell.cell_contents, dict)]
+    assert len(known) == 1 and 0 < len(known[0]) <= models._KNOWN_KEPT
+
+
+_NUMBER_TEXT = st.one_of(
+    st.from_regex(r"-?(0|[1-9][0-9]{0,20})(\.[0-9]{0,25})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.text("-+.0123456789eE_ \u0660\u00b2", max_size=24), st.text(max_size=12),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_NUMBER_TEXT)
+def test_wire_decimal_is_to_decimal_then_bounded(text):
+    assert outcome(decimals.wire_decimal, text) == outcome(lambda v: reference_bounded(reference_to_decimal(v)), text)
+
+
+@pytest.mark.parametrize("text", [
+    "0", "-0", "00", "-00", "01", "-01", "0.5", "-0.5", ".5", "-.5", "5.", "-", "", ".", "-.", "1.2.3", "--1",
+    "1..2", "1_0", "١", "1\u00b2", "\u00b2", "1 ", " 1", "+1", "1.000000000000000000", "1.0000000000000000000",
+    "9999999999999999", "10000000000000000", "9999999999999999.5", "0.00000000000000000000", "1e5", "1E5", "x",
+])
+def test_wire_decimal_reads_edge_texts_as_to_decimal_then_bounded(text):
+    assert outcome(decimals.wire_decimal, text) == outcome(lambda v: reference_bounded(reference_to_decimal(v)), text)
+
+
+def reference_parse_event_time(value):
+    from streams.wire.models import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
+    if isinstance(value, bool) or not isinstance(value, int):
+        return parse_event_time_other(value)
+    if value < MIN_EVENT_TIME_MS:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z (epoch milliseconds must not be negative)")
+    if value > MAX_EVENT_TIME_MS:
+        raise ValueError(f"must not be after 9999-12-31T23:59:59.999Z (epoch milliseconds at most {MAX_EVENT_TIME_MS})")
+    return value
+
+
+def parse_event_time_other(value):
+    from streams.wire.models import parse_event_time
+    return parse_event_time(value)
+
+
+class _SubInt(int):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    0, 1, -1, 1767225600000, MAX_EVENT_TIME_MS, MAX_EVENT_TIME_MS + 1, MIN_EVENT_TIME_MS - 1, 10**30, -10**30,
+    True, False, _SubInt(5), _SubInt(-5), Decimal("1767225600000"), "2026-01-01T00:00:00Z",
+])
+def test_an_epoch_millisecond_time_is_read_as_its_definition(value):
+    from streams.wire.models import parse_event_time
+    assert outcome(parse_event_time, value) == outcome(reference_parse_event_time, value)
