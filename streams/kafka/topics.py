@@ -307,20 +307,15 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
         problems = []
         if present:
             described = {entry["topic"]: entry for entry in await admin.describe_topics(present)}
-            for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)
-                                                          for name in present]):
-                for resource in response.resources:
-                    error_code, _, _, name, entries = resource[:5]
-                    if error_code == TOPIC_AUTHORIZATION_FAILED:
-                        raise not_authorized([name], "DescribeConfigs")
-                    policy = {entry[0]: entry[1] for entry in entries}.get("cleanup.policy", "")
-                    partitions = len(described.get(name, {}).get("partitions", []))
-                    if partitions != changelogs[name]:
-                        problems.append(f"{name}: {partitions} partitions on the broker, the worker's tables "
-                                        f"have {changelogs[name]} (the input topics' count)")
-                    if "compact" not in policy.split(","):
-                        problems.append(f"{name}: cleanup.policy={policy} on the broker, a changelog must be "
-                                        f"compacted")
+            configs = await _configs(admin, present, ConfigResource, ConfigResourceType)
+            for name in present:
+                policy = configs.get(name, {}).get("cleanup.policy", "")
+                partitions = len(described.get(name, {}).get("partitions", []))
+                if partitions != changelogs[name]:
+                    problems.append(f"{name}: {partitions} partitions on the broker, the worker's tables "
+                                    f"have {changelogs[name]} (the input topics' count)")
+                if "compact" not in policy.split(","):
+                    problems.append(f"{name}: cleanup.policy={policy} on the broker, a changelog must be compacted")
         if problems:
             raise TopicMismatch("changelog topics differ from what the worker's tables need:\n  "
                                 + "\n  ".join(problems))
@@ -344,17 +339,24 @@ def not_authorized(names: list[str], operation: str) -> KafkaUnavailable:
                             f"the principal lacks that ACL (see topics/acls.toml)")
 
 
-async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceType) -> list[str]:
-    names = [spec.name for spec in topics]
-    described = {entry["topic"]: entry for entry in await admin.describe_topics(names)}
-    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+async def _configs(admin, names: list[str], ConfigResource, ConfigResourceType) -> dict[str, dict[str, str]]:
+    """Each topic's broker configs (name -> key -> value). A topic we may not
+    DescribeConfigs raises KafkaUnavailable naming it."""
     configs: dict[str, dict[str, str]] = {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
     for response in await admin.describe_configs(resources):
         for resource in response.resources:
             error_code, _, _, name, entries = resource[:5]
             if error_code == TOPIC_AUTHORIZATION_FAILED:
                 raise not_authorized([name], "DescribeConfigs")
             configs[name] = {entry[0]: entry[1] for entry in entries}
+    return configs
+
+
+async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceType) -> list[str]:
+    names = [spec.name for spec in topics]
+    described = {entry["topic"]: entry for entry in await admin.describe_topics(names)}
+    configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
     problems = []
     for spec in topics:
         partitions = len(described.get(spec.name, {}).get("partitions", []))
