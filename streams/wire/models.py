@@ -187,13 +187,23 @@ def format_event_time(epoch_ms: int) -> str:
 
 _FORMATTED: dict[int, str] = {}
 _FORMATTED_KEPT = 4096
+_MINUTES = tuple(f"T{minute // 60:02d}:{minute % 60:02d}:" for minute in range(1440))  # of the day
+_SECONDS = tuple(f"{second:02d}" for second in range(60))
 _MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 @lru_cache(maxsize=4096)
 def _second(epoch_s: int) -> str:
-    # inputs of one second share it: strftime is most of the cost of a trace's times
-    return (_EPOCH + timedelta(seconds=epoch_s)).strftime("%Y-%m-%dT%H:%M:%S")
+    # inputs of one second share it; integer arithmetic and tables otherwise, with the
+    # calendar date the only strftime, once a day
+    days, seconds = divmod(epoch_s, 86_400)
+    minutes, seconds = divmod(seconds, 60)
+    return _day(days) + _MINUTES[minutes] + _SECONDS[seconds]
+
+
+@lru_cache(maxsize=1024)
+def _day(epoch_day: int) -> str:
+    return date.fromordinal(_EPOCH_DAY + epoch_day).strftime("%Y-%m-%d")
 
 
 class WireTime:

@@ -1,9 +1,15 @@
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.errors import InvalidMessage
-from streams.wire.models import Fill, Instrument, OrderFilled, Signal, decode, format_event_time, to_json
+from streams.wire.models import (
+    MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Fill, Instrument, OrderFilled, Signal, decode, format_event_time,
+    parse_event_time, to_json,
+)
 
 SIGNAL = b'{"signal_id":"s-1","portfolio_id":"p1","symbol":"X","side":"buy","score":%s,"price":%s,"ts":%s}'
 
@@ -60,6 +66,27 @@ def test_event_time_round_trips_in_milliseconds():
     assert format_event_time(1_767_225_600_123) == "2026-01-01T00:00:00.123Z"
     signal = decode(Signal, SIGNAL % (b'"1"', b'"1"', b'"2026-01-01T01:00:00.123+01:00"'))
     assert signal.ts == 1_767_225_600_123
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=MIN_EVENT_TIME_MS, max_value=MAX_EVENT_TIME_MS))
+def test_every_event_time_is_written_as_the_calendar_writes_it(epoch_ms):
+    # the model: the standard library's calendar, to the millisecond
+    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=epoch_ms)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
+
+    assert format_event_time(epoch_ms) == expected
+    assert parse_event_time(expected) == epoch_ms
+
+
+@pytest.mark.parametrize("epoch_ms, text", [
+    (0, "1970-01-01T00:00:00.000Z"),
+    (86_399_999, "1970-01-01T23:59:59.999Z"),
+    (951_782_400_000, "2000-02-29T00:00:00.000Z"),  # a leap day of a century divisible by 400
+    (MAX_EVENT_TIME_MS, "9999-12-31T23:59:59.999Z"),
+])
+def test_event_times_at_the_edges_of_days_and_of_the_range(epoch_ms, text):
+    assert format_event_time(epoch_ms) == text
 
 
 @pytest.mark.parametrize(
