@@ -71,13 +71,20 @@ def decide(
     state: PortfolioState,
     config: SizingConfig,
     position: InputPosition = InputPosition(),
+    explained: bool = True,
 ) -> Result:
     """Size one signal. A rejection is a decision with a reason code, never an exception.
-    All arithmetic is exact (`decimals.ENGINE_CONTEXT`), whatever the caller's context."""
+    All arithmetic is exact (`decimals.ENGINE_CONTEXT`), whatever the caller's context.
+
+    `explained=False` is for what-if runs that neither publish nor compare the
+    decision record (`sizer sweep`): the same steps give the same outcome, reason,
+    order id, qty, notional and new state, but the decision's trace holds only
+    `state.exposure` (the exposure the decision read) and what the sizing steps
+    wrote, and no order is built (`Result.order` is None even when accepted)."""
     if engine_context_active():
-        return _decide(signal, instrument, state, config, position)
+        return _decide(signal, instrument, state, config, position, explained)
     with localcontext(ENGINE_CONTEXT):
-        return _decide(signal, instrument, state, config, position)
+        return _decide(signal, instrument, state, config, position, explained)
 
 
 def _decide(
@@ -86,21 +93,25 @@ def _decide(
     state: PortfolioState,
     config: SizingConfig,
     position: InputPosition,
+    explained: bool,
 ) -> Result:
-    controls = state.controls
     exposure = state.exposure
-    applied = controls.applied
-    signal_time = format_event_time(signal.ts)
-    trace: dict[str, Any] = {
-        "input": {
-            "topic": position.topic, "partition": position.partition, "offset": position.offset,
-            "last_fill_offset": exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
-            "last_control_offset": controls.last_control_offset,
-            "controls_applied": [list(pair) for pair in applied] if applied else [],
-        },
-        "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
-                   "price": signal.price, "ts": signal_time},
-    }
+    if explained:
+        controls = state.controls
+        applied = controls.applied
+        signal_time: str | None = format_event_time(signal.ts)
+        trace: dict[str, Any] = {
+            "input": {
+                "topic": position.topic, "partition": position.partition, "offset": position.offset,
+                "last_fill_offset": exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
+                "last_control_offset": controls.last_control_offset,
+                "controls_applied": [list(pair) for pair in applied] if applied else [],
+            },
+            "signal": {"symbol": signal.symbol, "side": signal.side, "score": signal.score,
+                       "price": signal.price, "ts": signal_time},
+        }
+    else:
+        signal_time, trace = None, {}
     order_id = order_id_for(signal.portfolio_id, signal.signal_id)
 
     # 1. Gates. A signal that fails one changes nothing at all: not the clock, not
@@ -110,10 +121,11 @@ def _decide(
         held = held_value(exposure, signal.symbol, config)[0]
         reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
         clock = exposure.latest_ts
-        trace["state"] = _state_read(clock, clock, None, held, reserved, (), state.streak)
+        trace["state"] = _state_read(clock, clock, None, held, reserved, (), state.streak) if explained \
+            else {"exposure": held + reserved}
         return _rejected(signal, gate, trace, config, state)
     assert instrument is not None  # the gate rejects an unknown instrument
-    state, read = _passed_gates(signal, signal_time, state, config, trace)
+    state, read = _passed_gates(signal, signal_time, state, config, trace, explained)
 
     # 2-5. Budget.
     budget = _budget(signal, state.streak, config, trace)
@@ -132,7 +144,7 @@ def _decide(
         return _rejected(signal, fit, trace, config, state)
 
     # 8. Accept.
-    accepted = _accept(signal, instrument, fit, order_id, state, config, trace)
+    accepted = _accept(signal, instrument, fit, order_id, state, config, trace, explained)
     if type(accepted) is Rejection:
         return _rejected(signal, accepted, trace, config, state)
     return accepted
@@ -151,12 +163,13 @@ class Read(NamedTuple):
         return self.held + self.reserved
 
 
-def _passed_gates(signal: Signal, signal_time: str, state: PortfolioState, config: SizingConfig,
-                  trace: dict[str, Any]) -> tuple[PortfolioState, Read]:
+def _passed_gates(signal: Signal, signal_time: str | None, state: PortfolioState, config: SizingConfig,
+                  trace: dict[str, Any], explained: bool) -> tuple[PortfolioState, Read]:
     """A signal that passed the gates moves the clock, its symbol's mark (forward in
     event time only) and the dedupe window; reservations lapse on the clock, if
     ever (each named in the trace). `signal_time` is the signal's `ts` as the trace
-    writes it. Returns the new state and the exposure read."""
+    writes it (None: not `explained`, the trace gets only the exposure read).
+    Returns the new state and the exposure read."""
     exposure = state.exposure
     clock = exposure.latest_ts
     signal_ts = signal.ts
@@ -173,8 +186,9 @@ def _passed_gates(signal: Signal, signal_time: str, state: PortfolioState, confi
         made = exposure.reservations
         for oid in open_.lapsed:
             ended_orders = remember_ended(ended_orders, oid, made[oid])
-        lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
-                   "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
+        if explained:
+            lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
+                       "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
     exposure = record(Exposure, (
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders,
@@ -185,8 +199,11 @@ def _passed_gates(signal: Signal, signal_time: str, state: PortfolioState, confi
         controls = controls._replace(applied=())
     streak = state.streak
     held, held_symbol = held_value(exposure, signal.symbol, config)
-    trace["state"] = _state_read(clock, clock_now, signal_time if clock_now == signal_ts else None, held,
-                                 open_.reserved, open_.lapsed, streak)
+    if explained:
+        trace["state"] = _state_read(clock, clock_now, signal_time if clock_now == signal_ts else None, held,
+                                     open_.reserved, open_.lapsed, streak)
+    else:
+        trace["state"] = {"exposure": held + open_.reserved}
     if lapsed:
         trace["lapsed"] = lapsed
     return (record(PortfolioState, (exposure, streak, controls)),
@@ -235,10 +252,10 @@ def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, trace: di
 
 
 def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, state: PortfolioState,
-            config: SizingConfig, trace: dict[str, Any]) -> Result | Rejection:
-    """Step 8: the order, its notional reserved at once (stamped with the portfolio
-    clock) so a burst cannot overshoot the cap; only an order the product could take
-    back as input is emitted (closure: ORDER_OUT_OF_BOUNDS otherwise)."""
+            config: SizingConfig, trace: dict[str, Any], explained: bool) -> Result | Rejection:
+    """Step 8: the order (when `explained`), its notional reserved at once (stamped
+    with the portfolio clock) so a burst cannot overshoot the cap; only an order the
+    product could take back as input is emitted (closure: ORDER_OUT_OF_BOUNDS otherwise)."""
     qty = fit.qty
     notional = qty * signal.price
     unwritable = _out_of_bounds("qty", qty) or _out_of_bounds("notional", notional)
@@ -251,7 +268,7 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
     exposure = record(Exposure, (positions, book(reservations).with_entry(order_id, made), marks, latest_ts,
                                  last_fill_offset, seen_signals, ended_orders))
     state = record(PortfolioState, (exposure, state.streak, state.controls))
-    order = build(
+    order = None if not explained else build(
         Order,
         order_id=order_id, signal_id=signal.signal_id, portfolio_id=signal.portfolio_id,
         symbol=signal.symbol, side=signal.side, qty=qty, price=signal.price, notional=notional,

@@ -285,7 +285,7 @@ def _recorded_part(entries: Sequence[journal.Entry], recorded: SizingConfig, por
             states[portfolio] = apply_control(message, state, recorded, offset).state
             said.append(None)
         else:
-            result = decide(message, instrument, state, recorded, InputPosition("signals", 0, offset))
+            result = decide(message, instrument, state, recorded, InputPosition("signals", 0, offset), False)
             states[portfolio] = result.state
             d = result.decision
             said.append((d.outcome, d.reason, d.order_id, d.qty, d.config_hash))
@@ -466,7 +466,8 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
         state = get_state(portfolio, fresh)
         if kind == SIGNAL:
             _, signal, instrument, position, recorded_qty, recorded, raw = event
-            decision, _, state = decide(signal, instrument, state, config, position)
+            # explained only where the record it makes is compared with the recorded one
+            decision, _, state = decide(signal, instrument, state, config, position, raw is not None)
             after = decision.trace["state"]["exposure"]
             outcome, reason, qty = decision.outcome, decision.reason, decision.qty
             if outcome == "accepted":

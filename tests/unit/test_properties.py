@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.config import load_config
-from streams.engine import decide
+from streams.engine import InputPosition, PortfolioState, apply_fill, decide
 from streams.wire.models import Fill, Instrument, Signal, validate
 from streams.history.replay import replay
 from streams.wire.models import to_json
@@ -26,17 +26,15 @@ LEGS = {entry["value"]["symbol"]: entry["value"]["legs"] for entry in INSTRUMENT
 
 scores = st.decimals(min_value=0, max_value=1, places=3)
 prices = st.sampled_from(["0.5", "3", "17.25", "150", "999.9", "2500", "48000"])
-actions = st.lists(
-    st.one_of(
-        st.tuples(st.just("signal"), st.integers(0, 2), st.integers(0, 2), scores, prices,
-                  st.integers(0, 5_000)),
-        st.tuples(st.just("fill"), st.integers(0, 50), st.sampled_from(["0.25", "0.5", "1"]), st.booleans()),
-        st.tuples(st.just("cancel"), st.integers(0, 50)),
-        st.tuples(st.just("close"), st.integers(0, 2), st.integers(0, 2), st.sampled_from(["0.5", "1"]),
-                  st.sampled_from(["-30", "-1", "0", "2", "45"])),
-    ),
-    max_size=120,
+action = st.one_of(
+    st.tuples(st.just("signal"), st.integers(0, 2), st.integers(0, 2), scores, prices,
+              st.integers(0, 5_000)),
+    st.tuples(st.just("fill"), st.integers(0, 50), st.sampled_from(["0.25", "0.5", "1"]), st.booleans()),
+    st.tuples(st.just("cancel"), st.integers(0, 50)),
+    st.tuples(st.just("close"), st.integers(0, 2), st.integers(0, 2), st.sampled_from(["0.5", "1"]),
+              st.sampled_from(["-30", "-1", "0", "2", "45"])),
 )
+actions = st.lists(action, max_size=120)
 
 CONFIGS = {
     "conviction": {},
@@ -164,3 +162,44 @@ def test_replaying_a_journal_twice_gives_byte_identical_output(plan, monkeypatch
         outputs.append(out.getvalue().encode())
     assert outputs[0] == outputs[1]
     assert outputs[0].count(b'"outcome"') == text.count('"signals"')
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=st.lists(action, min_size=40, max_size=100))
+def test_an_unexplained_decision_is_the_explained_one_without_its_trace(name, plan, monkeypatch):
+    """`decide(..., explained=False)` (what-if runs): the same outcome, reason, order id,
+    qty, notional, config hash and new state as the explained decision, and the
+    exposure it read; no order. Reservations lapse here too (a 5 s TTL)."""
+    entries = run(plan, config_for(name, monkeypatch))
+    monkeypatch.setenv("SIZING_MAX_SIGNAL_AGE_S", "5")
+    monkeypatch.setenv("SIZING_RESERVATION_TTL_S", "5")
+    config = config_for(name, monkeypatch)
+    instruments, states = {}, {}
+    fresh = PortfolioState.fresh(config)
+    compared = 0
+    for offset, entry in enumerate(entries):
+        if entry["topic"] == "instruments":
+            message = validate(Instrument, entry["value"])
+            instruments[message.symbol] = message
+            continue
+        if entry["topic"] == "fills":
+            message = validate(Fill, entry["value"])
+            states[message.portfolio_id] = apply_fill(message, states.get(message.portfolio_id, fresh), config).state
+            continue
+        message = validate(Signal, entry["value"])
+        state = states.get(message.portfolio_id, fresh)
+        position = InputPosition("signals", 0, offset)
+        full = decide(message, instruments.get(message.symbol), state, config, position)
+        lean = decide(message, instruments.get(message.symbol), state, config, position, explained=False)
+        said = ("signal_id", "portfolio_id", "outcome", "reason", "order_id", "qty", "notional", "config_hash")
+        assert [getattr(lean.decision, f) for f in said] == [getattr(full.decision, f) for f in said]
+        assert lean.state == full.state
+        assert lean.decision.trace == {"state": {"exposure": full.decision.trace["state"]["exposure"]}} | (
+            {key: full.decision.trace[key] for key in ("budget", "caps", "exchange", "detail", "static", "base",
+                                                       "conviction", "drawdown_multiplier")
+             if key in full.decision.trace})
+        assert lean.order is None
+        compared += 1
+        states[message.portfolio_id] = full.state
+    assert compared == sum(entry["topic"] == "signals" for entry in entries)
