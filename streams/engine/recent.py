@@ -49,9 +49,12 @@ class RecentIds(NamedTuple):
         chunks, settled = self.chunks, self.settled
         if chunks and len(chunks[-1]) < size:
             newest = chunks[-1]
-            at = bisect_left(newest, item)
-            if at == len(newest) or newest[at] != item:
-                chunks = chunks[:-1] + (newest[:at] + (item,) + newest[at:],)
+            if not newest or item > newest[-1]:  # ids that grow (sequence numbers, times): one copy, no search
+                chunks = chunks[:-1] + (newest + (item,),)
+            else:
+                at = bisect_left(newest, item)
+                if newest[at] != item:
+                    chunks = chunks[:-1] + (newest[:at] + (item,) + newest[at:],)
         else:
             if chunks:
                 settled = settled.union(chunks[-1])

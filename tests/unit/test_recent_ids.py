@@ -56,3 +56,21 @@ def test_a_full_window_forgets_its_oldest_chunk_of_64_ids_at_a_time():
     assert window.to_wire() == _reference_window(ids, [1024] * len(ids))
     assert [len(chunk) for chunk in window.to_wire()] == [64] * 16 + [16]
     assert "s-959" not in window and "s-960" in window and "s-1999" in window
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=700), st.sampled_from([1, 3, 64, 100, 1024]))
+def test_ids_that_mostly_grow_keep_the_chunks_of_the_reference_window(steps, capacity):
+    """Sequence-numbered ids (the common case), with repeats of the newest and some older ones."""
+    ids, n = [], 0
+    for stride, back in steps:
+        n += stride  # stride 0: the newest id again
+        ids.append(f"f-{(n - 5 if back and n >= 5 else n):08d}")
+    window = RecentIds()
+    for item in ids:
+        window = window.add(item, capacity)
+    assert window.to_wire() == _reference_window(ids, [capacity] * len(ids))
+
+
+def test_a_window_read_back_with_an_empty_newest_chunk_still_takes_ids():
+    window = RecentIds.from_wire([["a", "b"], []]).add("0", 64)
+    assert window.to_wire() == [["a", "b"], ["0"]] and "0" in window
