@@ -628,16 +628,29 @@ def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], por
     peak_at: tuple[Decimal, Decimal] | None = None  # (exposure, cap) at the highest exposure / cap
     last_ts: int | None = None
     for ts, _, p, after, cap_now in ordered:
-        if last_ts is not None and ts > last_ts:
+        if last_ts is None:
+            last_ts = ts
+        elif ts > last_ts:
             weighted_exposure += total_exposure * (ts - last_ts)
             weighted_cap += total_cap * (ts - last_ts)
-        last_ts = ts if last_ts is None or ts > last_ts else last_ts
+            last_ts = ts
         total_exposure += after - exposure[p]
-        total_cap += cap_now - cap[p]
-        exposure[p], cap[p] = after, cap_now
-        peak = max(peak, total_exposure)
-        if cap_now > 0 and (peak_at is None or after * peak_at[1] > peak_at[0] * cap_now):
-            peak_at = (after, cap_now)
+        exposure[p] = after
+        was = cap[p]
+        if cap_now is not was:  # a USD cap is one Decimal throughout: nothing to add
+            total_cap += cap_now - was
+            cap[p] = cap_now
+        if total_exposure > peak:
+            peak = total_exposure
+        if cap_now > 0:
+            # the highest exposure / cap, compared without dividing; under one cap, by exposure alone
+            if peak_at is None:
+                peak_at = (after, cap_now)
+            elif cap_now is peak_at[1]:
+                if after > peak_at[0]:
+                    peak_at = (after, cap_now)
+            elif after * peak_at[1] > peak_at[0] * cap_now:
+                peak_at = (after, cap_now)
     if weighted_cap:
         mean, mean_vs_cap = weighted_exposure / ((ordered[-1][0] - ordered[0][0]) or 1), \
             weighted_exposure * 100 / weighted_cap
