@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -125,9 +126,30 @@ def cmd_acls_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_interrupt() -> None:
+    """Let Ctrl-C and SIGTERM stop a command that runs until it is stopped.
+
+    A shell without job control (`cmd &` in a script) starts its children with
+    SIGINT ignored, and Python keeps it ignored: Ctrl-C would never reach them.
+    SIGTERM is taken as Ctrl-C, so a supervisor's stop ends the command the same
+    way, with the same exit code and output."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Whatever handles SIGINT now: inside asyncio.run, its handler cancels the
+    # running task (so `finally` blocks close the clients), else KeyboardInterrupt.
+    handler = signal.getsignal(signal.SIGINT)
+    (handler if callable(handler) else signal.default_int_handler)(signal.SIGINT, frame)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from streams.worker.run import run_worker
 
+    # SIGINT only: once started, faust's worker (mode.Worker) installs its own
+    # handlers for SIGINT and SIGTERM, which stop it gracefully.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config = _config(args)
     kafka, topics = _kafka(args, processing_guarantee=args.processing_guarantee, web_port=args.web_port)
     return run_worker(kafka, config, topics, loglevel=args.loglevel)
@@ -193,6 +215,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     from streams.kafka.console import tail
 
+    _stop_on_interrupt()
     kafka, topics = _kafka(args)
     try:
         asyncio.run(tail(kafka, topics, args.topic, args.follow, args.json))
@@ -277,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail_ = commands.add_parser("tail", help="print what the worker wrote (read_committed), from the beginning")
     tail_.add_argument("topic", choices=["decisions", "orders", "dlq"])
-    tail_.add_argument("--follow", "-f", action="store_true", help="then keep printing new records (Ctrl-C stops)")
+    tail_.add_argument("--follow", "-f", action="store_true",
+                       help="then keep printing new records (Ctrl-C or SIGTERM stops)")
     tail_.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
     _add_kafka_args(tail_)
     tail_.set_defaults(run=cmd_tail)
