@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--operator", help="who (default: the OS user)")
     control.add_argument("--order-id", help="release: the order whose reservation to release")
     control.add_argument("--amount", help="adjust-equity: USD, negative for a withdrawal")
-    control.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the workers to apply it")
+    control.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to wait for the workers to apply it (default: %(default)s)")
     _add_kafka_args(control)
     control.set_defaults(run=cmd_control)
 
@@ -312,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--processing-guarantee", choices=["exactly_once", "at_least_once"],
                         help="default: $SIZER_PROCESSING_GUARANTEE, else exactly_once")
     worker.add_argument("--web-port", type=int, help="web and /metrics port (default: $SIZER_WEB_PORT, else 6066)")
-    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
+                        help="the worker's log level (default: %(default)s)")
     worker.set_defaults(run=cmd_worker)
     return parser
 

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a grid axis: every policy at every combination of the values; repeat for more axes")
     parser.add_argument("--recorded", metavar="NAME|FILE",
                         help="--journal: the configuration its fills were recorded under (default: --preset/--config)")
-    parser.add_argument("--rank", default="pnl", choices=sorted(RANKS), help="order the table by this column")
+    parser.add_argument("--rank", default="pnl", choices=sorted(RANKS),
+                        help="order the table by this column (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="the results as JSON on stdout instead of the table")
     parser.add_argument("--csv", metavar="FILE", help="also write one CSV row per configuration")
     parser.add_argument("--plot", metavar="DIR", help="write equity.png, exposure.png (and heatmap.png for a 2-axis grid)")
