@@ -12,6 +12,7 @@ from streams.wire import decimals
 from streams.config import SizingConfig
 from streams.history.interleaving import Instruments, dead_lettered, recorded_interleaving, rederive
 from streams.kafka.io import Record
+from streams.text import counted
 from streams.wire.models import parse_event_time, to_json
 
 
@@ -61,7 +62,8 @@ class WhatIf:
         }
 
     def summary(self) -> str:
-        lines = [f"what-if under config {self.config_hash}: {len(self.changed)} decisions change"]
+        lines = [f"what-if under config {self.config_hash}: {counted(len(self.changed), 'decision')} "
+                 f"{'changes' if len(self.changed) == 1 else 'change'}"]
         header = f"  {'portfolio':<12} {'':<9} {'accepted':>8} {'notional':>12} {'highest exposure':>17}  rejected"
         lines.append(header)
         for portfolio in sorted(self.recorded):

@@ -217,6 +217,26 @@ def test_policies_and_a_grid_rank_and_the_same_sweep_twice_is_byte_identical(tmp
     assert "signals x 12 configurations in" in table.stderr
 
 
+def test_the_figure_lines_say_one_in_the_singular_and_mention_shared_runs_only_when_there_are_some(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    path.write_text(journal_text([ETH, *trade("p1", "s1", "ETH-USD", "1", T0, "30", "100")]))
+    sweep_of = [SIZER, "sweep", "--journal", str(path), "--preset", "conviction", "--workers", "1"]
+
+    alone = subprocess.run(sweep_of, capture_output=True, text=True, check=False)
+    # conviction never reads the drawdown cut: the second configuration takes the first one's run
+    shared = subprocess.run([*sweep_of, "--set", "drawdown_cut=0.25,0.5"], capture_output=True, text=True,
+                            check=False)
+
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.splitlines()[0] == \
+        "sweep over journal history: 1 signal, 2 fills (1 close), 1 portfolio; ranked by pnl"
+    assert "sweep: 1 signal x 1 configuration in " in alone.stderr
+    assert " on 1 process, 1 run): " in alone.stderr
+    assert shared.returncode == 0, shared.stderr
+    assert (" on 1 process, 1 run: the other 1 differs from one only in settings its run never read): "
+            in shared.stderr)
+
+
 def test_a_journal_read_by_several_processes_gives_the_history_read_by_one(monkeypatch):
     # Four portfolios over two instruments (one re-listed half-way), with a halt and a
     # resume, a cancel, a bad line and a fill of an order of another portfolio: the
