@@ -70,6 +70,7 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
     report = as_json(history, outcomes, args.rank, [name for name, _ in grid])
     print(decimals.dumps(report) if args.json else table(report))
     if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         Path(args.csv).write_text(as_csv(report, [name for name, _ in grid]))
     if args.plot:
         for path in plot(report, outcomes, Path(args.plot), [name for name, _ in grid], args.rank):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Iterable
 
 from streams.wire import decimals
@@ -150,6 +151,7 @@ def plot(result: WhatIf, path: str, portfolios: Iterable[str] | None = None, mos
         axis.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("decisions in the order they were made (ticks: their event time, UTC)")
     figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
     return chosen

@@ -186,8 +186,8 @@ def test_policies_and_a_grid_rank_and_the_same_sweep_twice_is_byte_identical(tmp
     command = [SIZER, "sweep", "--journal", str(path), "--recorded", "static", "--policy", "static",
                "--policy", "conviction", "--policy", "graduated", "--set", "drawdown_cut=0.25,0.5",
                "--set", "pair_max_usd=500,1000", "--rank", "max_drawdown", "--workers", "2"]
-    first = subprocess.run([*command, "--json", "--csv", str(tmp_path / "a.csv"), "--plot", str(tmp_path / "plots")],
-                           capture_output=True, check=False)
+    first = subprocess.run([*command, "--json", "--csv", str(tmp_path / "csv" / "a.csv"),
+                            "--plot", str(tmp_path / "plots")], capture_output=True, check=False)
     second = subprocess.run([*command, "--json"], capture_output=True, check=False)
     table = subprocess.run(command, capture_output=True, text=True, check=False)
 
@@ -203,7 +203,7 @@ def test_policies_and_a_grid_rank_and_the_same_sweep_twice_is_byte_identical(tmp
     static = by_label(report)["static drawdown_cut=0.5 pair_max_usd=1000"]
     assert static["decisions_changed"] == 0  # the recorded configuration decides as recorded
     # the CSV holds the same rows in the same order, grid values in their own columns
-    with open(tmp_path / "a.csv") as handle:
+    with open(tmp_path / "csv" / "a.csv") as handle:  # the folder made by --csv
         csv_rows = list(csv.DictReader(handle))
     assert [r["label"] for r in csv_rows] == [r["label"] for r in rows]
     assert [r["pnl"] for r in csv_rows] == [r["pnl"] for r in rows]
