@@ -11,11 +11,12 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS ?=
 MINUTES ?= 30
 
-.PHONY: help venv bench-venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep soak broker broker-stop clean
+.PHONY: help venv bench-venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep soak broker broker-stop broker-secured broker-secured-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
 	@echo "make test        run every test"
+	@echo "make test-unit   the unit and acceptance tests alone: no broker"
 	@echo "make bench       worker vs bare loop, plain aiokafka loop, Faust agent, Quix Streams (BENCH_ARGS=...)"
 	@echo "make soak        the worker at 1,000 signals/s with fills for MINUTES (30): RSS, p99, lag a minute"
 	@echo "make bench-core  decisions per second of the pure engine"
@@ -24,6 +25,9 @@ help:
 	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker"
 	@echo "make broker-secured / broker-secured-stop   the same broker on SASL_SSL with ACLs (127.0.0.1:19094)"
+	@echo "make venv        .venv: the project with its test and plot extras (targets that need it make it)"
+	@echo "make bench-venv  .venv-bench: the project with Quix Streams, for make bench (which makes it)"
+	@echo "make clean       remove .venv, .venv-bench, the local brokers' data and jars (.kafka, .kafka-secured), .sizer-data, the test caches"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,4 +98,4 @@ broker-secured-stop:
 	@KAFKA_SECURITY=sasl_ssl deploy/broker/broker.sh stop
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .kafka .kafka-secured .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) .kafka .kafka-secured .sizer-data .pytest_cache .hypothesis

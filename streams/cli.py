@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -125,9 +126,30 @@ def cmd_acls_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_interrupt() -> None:
+    """Let Ctrl-C and SIGTERM stop a command that runs until it is stopped.
+
+    A shell without job control (`cmd &` in a script) starts its children with
+    SIGINT ignored, and Python keeps it ignored: Ctrl-C would never reach them.
+    SIGTERM is taken as Ctrl-C, so a supervisor's stop ends the command the same
+    way, with the same exit code and output."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Whatever handles SIGINT now: inside asyncio.run, its handler cancels the
+    # running task (so `finally` blocks close the clients), else KeyboardInterrupt.
+    handler = signal.getsignal(signal.SIGINT)
+    (handler if callable(handler) else signal.default_int_handler)(signal.SIGINT, frame)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from streams.worker.run import run_worker
 
+    # SIGINT only: once started, faust's worker (mode.Worker) installs its own
+    # handlers for SIGINT and SIGTERM, which stop it gracefully.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config = _config(args)
     kafka, topics = _kafka(args, processing_guarantee=args.processing_guarantee, web_port=args.web_port)
     return run_worker(kafka, config, topics, loglevel=args.loglevel)
@@ -193,6 +215,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     from streams.kafka.console import tail
 
+    _stop_on_interrupt()
     kafka, topics = _kafka(args)
     try:
         asyncio.run(tail(kafka, topics, args.topic, args.follow, args.json))
@@ -264,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--operator", help="who (default: the OS user)")
     control.add_argument("--order-id", help="release: the order whose reservation to release")
     control.add_argument("--amount", help="adjust-equity: USD, negative for a withdrawal")
-    control.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the workers to apply it")
+    control.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to wait for the workers to apply it (default: %(default)s)")
     _add_kafka_args(control)
     control.set_defaults(run=cmd_control)
 
@@ -277,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail_ = commands.add_parser("tail", help="print what the worker wrote (read_committed), from the beginning")
     tail_.add_argument("topic", choices=["decisions", "orders", "dlq"])
-    tail_.add_argument("--follow", "-f", action="store_true", help="then keep printing new records (Ctrl-C stops)")
+    tail_.add_argument("--follow", "-f", action="store_true",
+                       help="then keep printing new records (Ctrl-C or SIGTERM stops)")
     tail_.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
     _add_kafka_args(tail_)
     tail_.set_defaults(run=cmd_tail)
@@ -288,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--processing-guarantee", choices=["exactly_once", "at_least_once"],
                         help="default: $SIZER_PROCESSING_GUARANTEE, else exactly_once")
     worker.add_argument("--web-port", type=int, help="web and /metrics port (default: $SIZER_WEB_PORT, else 6066)")
-    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
+                        help="the worker's log level (default: %(default)s)")
     worker.set_defaults(run=cmd_worker)
     return parser
 

@@ -32,6 +32,7 @@ from streams.kafka.settings import PROJECT_ROOT, ClientConfig, load_kafka_settin
 from streams.wire.models import to_json
 from streams.history.replay import replay
 from streams.kafka.topics import TopicSet, apply, load_topics
+from streams.text import counted
 
 BROKER = PROJECT_ROOT / "deploy" / "broker" / "broker.sh"
 
@@ -39,7 +40,7 @@ BROKER = PROJECT_ROOT / "deploy" / "broker" / "broker.sh"
 def run_offline() -> int:
     config = load_config(PRESET)
     lines = [journal.line(topic, value) for topic, value in session()]
-    print(f"preset {PRESET}, config {config.config_hash}: {len(lines)} inputs replayed offline\n")
+    print(f"preset {PRESET}, config {config.config_hash}: {counted(len(lines), 'input')} replayed offline\n")
     print(table.header())
     replay(lines, config, lambda d, o: print(table.row(decimals.loads(to_json(d)))),
            lambda n, r: print(f"line {n}: {r}", file=sys.stderr))
@@ -74,7 +75,7 @@ async def _live_session(client: ClientConfig, topics: TopicSet, group: str) -> C
             deadline = time.monotonic() + 60
             while printed < expected:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"only {printed} of {expected} decisions arrived")
+                    raise TimeoutError(f"only {printed} of {counted(expected, 'decision')} arrived")
                 for records in (await consumer.getmany(timeout_ms=300)).values():
                     for record in records:
                         decision = decimals.loads(record.value)

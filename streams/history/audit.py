@@ -23,6 +23,7 @@ from streams.kafka.settings import ClientConfig
 from streams.wire.models import parse_event_time, to_json
 from streams.history.progress import Progress
 from streams.kafka.topics import ROLES, TopicSet
+from streams.text import counted
 
 
 
@@ -71,10 +72,11 @@ class AuditReport:
         return {"ok": self.ok, **data}
 
     def summary(self) -> str:
-        lines = [f"audit: {self.verified} decisions verified, {self.events} events read, audit took {self.seconds:.1f} s"]
+        lines = [f"audit: {counted(self.verified, 'decision')} verified, {counted(self.events, 'event')} read, "
+                 f"audit took {self.seconds:.1f} s"]
         if self.instrument_versions_missing:
-            lines.append(f"  note: {self.instrument_versions_missing} decisions used an instrument version the "
-                         "compacted topic no longer holds; the latest version stood in")
+            lines.append(f"  note: {counted(self.instrument_versions_missing, 'decision')} used an instrument "
+                         "version the compacted topic no longer holds; the latest version stood in")
         for name in self.PROBLEMS:
             items = getattr(self, name)
             if not items:

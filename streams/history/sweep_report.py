@@ -18,6 +18,7 @@ from streams.errors import ConfigError
 from streams.history.progress import Progress
 from streams.history.sweep import Configuration, History, Outcome, configurations, from_journal, from_kafka, parse_grid, \
     policy_config, sweep
+from streams.text import counted
 
 # rank column -> True when higher is better
 RANKS: dict[str, bool] = {
@@ -40,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a grid axis: every policy at every combination of the values; repeat for more axes")
     parser.add_argument("--recorded", metavar="NAME|FILE",
                         help="--journal: the configuration its fills were recorded under (default: --preset/--config)")
-    parser.add_argument("--rank", default="pnl", choices=sorted(RANKS), help="order the table by this column")
+    parser.add_argument("--rank", default="pnl", choices=sorted(RANKS),
+                        help="order the table by this column (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="the results as JSON on stdout instead of the table")
     parser.add_argument("--csv", metavar="FILE", help="also write one CSV row per configuration")
     parser.add_argument("--plot", metavar="DIR", help="write equity.png, exposure.png (and heatmap.png for a 2-axis grid)")
@@ -61,22 +63,26 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
     history = _history(args, base, kafka, progress)
     read_s = time.perf_counter() - started
     outcomes = sweep(history, chosen, args.workers,
-                     lambda done, total: progress.note(f"{done}/{total} configurations swept"),
+                     lambda done, total: progress.note(f"{done}/{counted(total, 'configuration')} swept"),
                      with_curves=bool(args.plot))
     progress.close()
     total_s = time.perf_counter() - started
     report = as_json(history, outcomes, args.rank, [name for name, _ in grid])
     print(decimals.dumps(report) if args.json else table(report))
     if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         Path(args.csv).write_text(as_csv(report, [name for name, _ in grid]))
     if args.plot:
         for path in plot(report, outcomes, Path(args.plot), [name for name, _ in grid], args.rank):
             print(f"plot: {path}", file=sys.stderr)
     workers = max(1, min(args.workers or _cores(), len(chosen)))
     runs = sum(outcome.shares_run_of is None for outcome in outcomes)
-    print(f"sweep: {history.signals:,} signals x {len(chosen)} configurations in {total_s:.1f} s wall "
-          f"(history {read_s:.1f} s, configurations {total_s - read_s:.1f} s on {workers} processes, "
-          f"{runs} runs: the other {len(chosen) - runs} differ from one only in settings its run never read): "
+    shared = len(chosen) - runs
+    sharing = (f": the other {shared} {'differs' if shared == 1 else 'differ'} from one only in settings its run "
+               "never read") if shared else ""
+    print(f"sweep: {counted(history.signals, 'signal', spec=',')} x {counted(len(chosen), 'configuration')} in "
+          f"{total_s:.1f} s wall (history {read_s:.1f} s, configurations {total_s - read_s:.1f} s on "
+          f"{counted(workers, 'process', 'processes')}, {counted(runs, 'run')}{sharing}): "
           f"{history.signals * len(chosen) / max(total_s, 1e-9):,.0f} signal decisions/s", file=sys.stderr)
     return 0
 
@@ -188,8 +194,9 @@ def table(report: dict[str, Any]) -> str:
     cells = [[_cell(key, row) for _, _, key in columns] for row in rows]
     widths = [max(w, *(len(c[i]) for c in cells)) if cells else w for i, (_, w, _) in enumerate(columns)]
     history = report["history"]
-    lines = [f"sweep over {report['source']} history: {history['signals']:,} signals, {history['fills']:,} fills "
-             f"({history['closes']:,} closes), {history['portfolios']} portfolios; ranked by {report['rank']}"]
+    lines = [f"sweep over {report['source']} history: {counted(history['signals'], 'signal', spec=',')}, "
+             f"{counted(history['fills'], 'fill', spec=',')} ({counted(history['closes'], 'close', spec=',')}), "
+             f"{counted(history['portfolios'], 'portfolio')}; ranked by {report['rank']}"]
     head = "  ".join(name.ljust(w) if i == 1 else name.rjust(w) for i, ((name, _, _), w) in
                      enumerate(zip(columns, widths)))
     lines += [head, "-" * len(head)]
@@ -204,8 +211,9 @@ def table(report: dict[str, Any]) -> str:
         for row in rows:
             compared = row["recorded_decisions"]["compared"]
             if compared:
+                identical = row["recorded_decisions"]["identical"]
                 lines.append(f"  {row['label']} is the recorded configuration: "
-                             f"{row['recorded_decisions']['identical']} of {compared} decisions identical to the record")
+                             f"{identical} of {counted(compared, 'decision')} identical to the record")
     return "\n".join(lines)
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Iterable
 
 from streams.wire import decimals
 from streams.config import SizingConfig
 from streams.history.interleaving import Instruments, dead_lettered, recorded_interleaving, rederive
 from streams.kafka.io import Record
+from streams.text import counted
 from streams.wire.models import parse_event_time, to_json
 
 
@@ -61,7 +63,8 @@ class WhatIf:
         }
 
     def summary(self) -> str:
-        lines = [f"what-if under config {self.config_hash}: {len(self.changed)} decisions change"]
+        lines = [f"what-if under config {self.config_hash}: {counted(len(self.changed), 'decision')} "
+                 f"{'changes' if len(self.changed) == 1 else 'change'}"]
         header = f"  {'portfolio':<12} {'':<9} {'accepted':>8} {'notional':>12} {'highest exposure':>17}  rejected"
         lines.append(header)
         for portfolio in sorted(self.recorded):
@@ -148,6 +151,7 @@ def plot(result: WhatIf, path: str, portfolios: Iterable[str] | None = None, mos
         axis.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("decisions in the order they were made (ticks: their event time, UTC)")
     figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
     return chosen

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from streams.errors import AclMismatch, ConfigError, KafkaUnavailable, read_toml
 from streams.kafka.topics import ROLES, TopicSet
+from streams.text import counted
 
 if TYPE_CHECKING:
     from streams.kafka.settings import KafkaSettings
@@ -200,7 +201,7 @@ def apply_acls(kafka: "KafkaSettings", principals: list[Principal], create: bool
             elif missing:
                 problems += [f"{entry}: missing on the broker (run `sizer acls apply`)" for entry in missing]
             problems += [f"{entry}: on the broker, not in the ACL file" for entry in sorted(held - wanted)]
-            report.append(f"ok {principal.key} (User:{principal.user}): {len(wanted)} ACLs")
+            report.append(f"ok {principal.key} (User:{principal.user}): {counted(len(wanted), 'ACL')}")
     except errors.KafkaError as exc:
         raise _refused(exc, kafka) from exc
     finally:

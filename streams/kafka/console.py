@@ -26,6 +26,7 @@ from streams.history import journal
 from streams.kafka.io import KEY_FIELD, start_or_close
 from streams.kafka.settings import KafkaSettings
 from streams.kafka.topics import TopicSet
+from streams.text import counted
 
 KEYS = {**KEY_FIELD, "controls": "portfolio_id"}
 TAILED = ("decisions", "orders", "dlq")
@@ -82,7 +83,7 @@ def publish_journal(kafka: KafkaSettings, topics: TopicSet, path: str, err: IO[s
         print(problem, file=err)
     counts = asyncio.run(publish_records(kafka, topics, records))
     shown = ", ".join(f"{counts[role]} to {topics.name(role)}" for role in counts)  # in the order sent
-    print(f"published {len(records)} records{': ' + shown if shown else ''}")
+    print(f"published {counted(len(records), 'record')}{': ' + shown if shown else ''}")
     return 1 if problems else 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated, read_toml
+from streams.text import counted
 
 if TYPE_CHECKING:
     from streams.kafka.settings import ClientConfig
@@ -245,7 +246,8 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         if to_create and create:
             await _create(admin, [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
                                   for spec in to_create])
-            report += [f"created {spec.name} ({spec.partitions} partitions, {spec.cleanup_policy})" for spec in to_create]
+            report += [f"created {spec.name} ({counted(spec.partitions, 'partition')}, {spec.cleanup_policy})"
+                       for spec in to_create]
         elif to_create:
             raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
                                 + " (run `sizer topics apply`)")
@@ -312,7 +314,7 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
                 policy = configs.get(name, {}).get("cleanup.policy", "")
                 partitions = len(described.get(name, {}).get("partitions", []))
                 if partitions != changelogs[name]:
-                    problems.append(f"{name}: {partitions} partitions on the broker, the worker's tables "
+                    problems.append(f"{name}: {counted(partitions, 'partition')} on the broker, the worker's tables "
                                     f"have {changelogs[name]} (the input topics' count)")
                 if "compact" not in policy.split(","):
                     problems.append(f"{name}: cleanup.policy={policy} on the broker, a changelog must be compacted")
@@ -361,7 +363,8 @@ async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceTy
     for spec in topics:
         partitions = len(described.get(spec.name, {}).get("partitions", []))
         if partitions != spec.partitions:
-            problems.append(f"{spec.name}: {partitions} partitions on the broker, {spec.partitions} in the spec")
+            problems.append(f"{spec.name}: {counted(partitions, 'partition')} on the broker, "
+                            f"{spec.partitions} in the spec")
         for key, wanted in spec.configs.items():
             actual = configs.get(spec.name, {}).get(key)
             if actual != wanted:

@@ -18,6 +18,7 @@ from typing import Any
 from faust.assignor import PartitionAssignor
 
 from streams.kafka.topics import recreated
+from streams.text import counted
 
 log = logging.getLogger("streams.worker")
 
@@ -42,7 +43,7 @@ class SpecAssignor(PartitionAssignor):
         for topic, partitions in expected.items():
             actual = len(cluster.partitions_for_topic(topic) or ())
             if actual != partitions:
-                found.append(f"{topic}: {actual} partitions on the broker, {partitions} in the spec")
+                found.append(f"{topic}: {counted(actual, 'partition')} on the broker, {partitions} in the spec")
         if found:
             refuse(str(recreated(self.app.conf.id, found)))
         return super().assign(cluster, member_metadata)

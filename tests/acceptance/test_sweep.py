@@ -186,8 +186,8 @@ def test_policies_and_a_grid_rank_and_the_same_sweep_twice_is_byte_identical(tmp
     command = [SIZER, "sweep", "--journal", str(path), "--recorded", "static", "--policy", "static",
                "--policy", "conviction", "--policy", "graduated", "--set", "drawdown_cut=0.25,0.5",
                "--set", "pair_max_usd=500,1000", "--rank", "max_drawdown", "--workers", "2"]
-    first = subprocess.run([*command, "--json", "--csv", str(tmp_path / "a.csv"), "--plot", str(tmp_path / "plots")],
-                           capture_output=True, check=False)
+    first = subprocess.run([*command, "--json", "--csv", str(tmp_path / "csv" / "a.csv"),
+                            "--plot", str(tmp_path / "plots")], capture_output=True, check=False)
     second = subprocess.run([*command, "--json"], capture_output=True, check=False)
     table = subprocess.run(command, capture_output=True, text=True, check=False)
 
@@ -203,7 +203,7 @@ def test_policies_and_a_grid_rank_and_the_same_sweep_twice_is_byte_identical(tmp
     static = by_label(report)["static drawdown_cut=0.5 pair_max_usd=1000"]
     assert static["decisions_changed"] == 0  # the recorded configuration decides as recorded
     # the CSV holds the same rows in the same order, grid values in their own columns
-    with open(tmp_path / "a.csv") as handle:
+    with open(tmp_path / "csv" / "a.csv") as handle:  # the folder made by --csv
         csv_rows = list(csv.DictReader(handle))
     assert [r["label"] for r in csv_rows] == [r["label"] for r in rows]
     assert [r["pnl"] for r in csv_rows] == [r["pnl"] for r in rows]
@@ -215,6 +215,26 @@ def test_policies_and_a_grid_rank_and_the_same_sweep_twice_is_byte_identical(tmp
     lines = table.stdout.splitlines()
     assert [line.split("  ")[1].strip() for line in lines[3:15]] == [r["label"] for r in rows]
     assert "signals x 12 configurations in" in table.stderr
+
+
+def test_the_figure_lines_say_one_in_the_singular_and_mention_shared_runs_only_when_there_are_some(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    path.write_text(journal_text([ETH, *trade("p1", "s1", "ETH-USD", "1", T0, "30", "100")]))
+    sweep_of = [SIZER, "sweep", "--journal", str(path), "--preset", "conviction", "--workers", "1"]
+
+    alone = subprocess.run(sweep_of, capture_output=True, text=True, check=False)
+    # conviction never reads the drawdown cut: the second configuration takes the first one's run
+    shared = subprocess.run([*sweep_of, "--set", "drawdown_cut=0.25,0.5"], capture_output=True, text=True,
+                            check=False)
+
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.splitlines()[0] == \
+        "sweep over journal history: 1 signal, 2 fills (1 close), 1 portfolio; ranked by pnl"
+    assert "sweep: 1 signal x 1 configuration in " in alone.stderr
+    assert " on 1 process, 1 run): " in alone.stderr
+    assert shared.returncode == 0, shared.stderr
+    assert (" on 1 process, 1 run: the other 1 differs from one only in settings its run never read): "
+            in shared.stderr)
 
 
 def test_a_journal_read_by_several_processes_gives_the_history_read_by_one(monkeypatch):

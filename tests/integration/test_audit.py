@@ -107,7 +107,7 @@ def test_a_what_if_with_a_tighter_cap_accepts_less_and_plots_both_curves(deploym
 
     workers("--preset", "graduated")
     deployment.run_demo_session()
-    plot = tmp_path / "what-if.png"
+    plot = tmp_path / "plots" / "what-if.png"  # a folder --plot makes
 
     done = subprocess.run([SIZER, "replay", "--from-kafka", "--preset", "graduated", "--json", "--plot", str(plot)],
                           env=deployment.env(SIZING_PORTFOLIO_CAP="0.5%"), capture_output=True, text=True, timeout=300)

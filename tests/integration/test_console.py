@@ -77,7 +77,9 @@ def test_tail_follow_prints_new_decisions_as_they_commit_until_interrupted(deplo
         assert sizer(deployment, "publish", "--journal", str(journal)).returncode == 0
         line = follower.stdout.readline()  # blocks until the decision is committed and printed
         assert json.loads(line)["value"]["signal_id"] == "late-1"
-    finally:
         follower.send_signal(signal.SIGINT)
         code = follower.wait(timeout=30)
+    finally:
+        follower.kill()  # nothing once it has exited; a failure never leaves a `sizer tail` behind
+        follower.wait()
     assert code == 0, follower.stderr.read()

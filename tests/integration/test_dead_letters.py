@@ -140,7 +140,7 @@ def test_a_changelog_that_exists_with_another_width_or_policy_stops_the_worker_n
     worker = subprocess.run([SIZER, "worker", "--preset", "conviction"], env=deployment.env(), capture_output=True,
                             text=True, timeout=120)
     assert worker.returncode == 3
-    assert (f"{deployment.app_id}-windows-changelog: 1 partitions on the broker, the worker's tables have 6"
+    assert (f"{deployment.app_id}-windows-changelog: 1 partition on the broker, the worker's tables have 6"
             in worker.stderr)
     assert f"{deployment.app_id}-streak-changelog: cleanup.policy=delete on the broker" in worker.stderr
     assert "Traceback" not in worker.stderr
