@@ -45,7 +45,7 @@ from streams.wire import decimals
 from streams.history import journal
 from streams.config import PRESETS, SizingConfig, load_config
 from streams.wire.decimals import ENGINE_CONTEXT, ZERO
-from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
+from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide, order_id_for
 from streams.engine.state import reservation
 from streams.errors import ConfigError
 from streams.wire.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal, build, to_json
@@ -481,6 +481,11 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
                     after += decision.notional
             else:
                 rejected[reason] += 1
+                if recorded_qty is not None:
+                    # the recording placed an order under this id again (its signal id resent
+                    # past the dedupe windows): the fills that follow are that order's, which
+                    # this configuration refused; an earlier order of the same id is over
+                    what_if_qty.pop(order_id_for(portfolio, signal.signal_id), None)
             if outcome != recorded[0] or reason != recorded[1] or qty != recorded[2]:
                 changed += 1
                 if len(first_changes) < 20:
