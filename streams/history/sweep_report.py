@@ -211,17 +211,20 @@ def table(report: dict[str, Any]) -> str:
 
 def as_csv(report: dict[str, Any], axes: Sequence[str]) -> str:
     """One row per configuration, in rank order; rejections as REASON=n;... ."""
-    fields = ["rank", "label", "policy", *axes, "config_hash", "accepted", "accepted_notional", "rejected",
-              "unfilled", "closes", "pnl", "max_drawdown", "max_drawdown_pct", "recovery_s", "sharpe",
-              "peak_exposure", "mean_exposure", "peak_vs_cap_pct", "mean_vs_cap_pct", "pnl_per_exposure",
-              "drawdown_per_exposure", "decisions_changed"]
+    figures = ["config_hash", "accepted", "accepted_notional", "rejected", "unfilled", "closes", "pnl",
+               "max_drawdown", "max_drawdown_pct", "recovery_s", "sharpe", "peak_exposure", "mean_exposure",
+               "peak_vs_cap_pct", "mean_vs_cap_pct", "pnl_per_exposure", "drawdown_per_exposure", "decisions_changed"]
+    leading = ["rank", "label", "policy"]
+    # an axis named like a figure (the setting max_drawdown_pct) gets a column of its own
+    axis_columns = [f"set {axis}" if axis in figures or axis in leading else axis for axis in axes]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(fields)
+    writer.writerow([*leading, *axis_columns, *figures])
     for row in report["configurations"]:
-        values = {**row, **row["params"],
-                  "rejected": ";".join(f"{reason}={n}" for reason, n in row["rejected"].items())}
-        writer.writerow(["" if values.get(f) is None else values[f] for f in fields])
+        values = {**row, "rejected": ";".join(f"{reason}={n}" for reason, n in row["rejected"].items())}
+        cells = [*(values.get(f) for f in leading), *(row["params"].get(axis) for axis in axes),
+                 *(values.get(f) for f in figures)]
+        writer.writerow(["" if value is None else value for value in cells])
     return out.getvalue()
 
 
