@@ -631,6 +631,7 @@ def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], por
     weighted_exposure = weighted_cap = ZERO
     peak = ZERO
     peak_at: tuple[Decimal, Decimal] | None = None  # (exposure, cap) at the highest exposure / cap
+    summed = ZERO  # the total after every sample: its plain mean when no event time passes
     last_ts: int | None = None
     for ts, _, p, after, cap_now in ordered:
         if last_ts is not None and ts > last_ts:
@@ -641,14 +642,13 @@ def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], por
         total_cap += cap_now - cap[p]
         exposure[p], cap[p] = after, cap_now
         peak = max(peak, total_exposure)
+        summed += total_exposure
         if cap_now > 0 and (peak_at is None or after * peak_at[1] > peak_at[0] * cap_now):
             peak_at = (after, cap_now)
-    if weighted_cap:
-        mean, mean_vs_cap = weighted_exposure / ((ordered[-1][0] - ordered[0][0]) or 1), \
-            weighted_exposure * 100 / weighted_cap
-    else:  # no event time passed: every sample weighs the same
-        mean = (sum((s[3] for s in ordered), ZERO) / len(ordered)) if ordered else ZERO
-        mean_vs_cap = None
+    span = ordered[-1][0] - ordered[0][0] if ordered else 0
+    # no event time passed: every sample (of the total over portfolios) weighs the same
+    mean = weighted_exposure / span if span else (summed / len(ordered) if ordered else ZERO)
+    mean_vs_cap = weighted_exposure * 100 / weighted_cap if weighted_cap else None
     peak_vs_cap = None if peak_at is None else peak_at[0] * 100 / peak_at[1]
     return {"peak": peak, "mean": mean, "peak_vs_cap": peak_vs_cap, "mean_vs_cap": mean_vs_cap}
 
