@@ -47,7 +47,9 @@ from streams.config import PRESETS, SizingConfig, load_config
 from streams.wire.decimals import ENGINE_CONTEXT, ZERO
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide, order_id_for
 from streams.engine.state import reservation
-from streams.errors import ConfigError
+from pydantic import ValidationError
+
+from streams.errors import ConfigError, field_errors
 from streams.wire.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal, build, to_json
 
 SCALE_QUANTUM = Decimal("1e-18")
@@ -346,10 +348,11 @@ class Configuration:
     config: SizingConfig
 
 
-def policy_config(spec: str) -> tuple[str, SizingConfig]:
+def policy_config(spec: str, option: str = "--policy") -> tuple[str, SizingConfig]:
     """`static` (the conviction preset with sizing disabled: the per-pair maximum for
     every signal), `conviction`, `graduated`, or a TOML config file: (name, config).
-    Presets take `SIZING_*` from the environment like every other command."""
+    Presets take `SIZING_*` from the environment like every other command. `option`:
+    the command-line option that named it, for the error."""
     if spec == "static":
         base = load_config("conviction")
         return "static", with_values(base, {"enabled": False})
@@ -357,7 +360,7 @@ def policy_config(spec: str) -> tuple[str, SizingConfig]:
         return spec, load_config(spec)
     if os.path.exists(spec):
         return os.path.splitext(os.path.basename(spec))[0], load_config(config_file=spec)
-    raise ConfigError(f"--policy: must be one of {', '.join(POLICIES)} or a TOML config file, got {spec!r}")
+    raise ConfigError(f"{option}: must be one of {', '.join(POLICIES)} or a TOML config file, got {spec!r}")
 
 
 def with_values(config: SizingConfig, values: dict[str, Any]) -> SizingConfig:
@@ -393,7 +396,11 @@ def configurations(bases: Sequence[tuple[str, SizingConfig]], grid: Sequence[tup
             try:
                 config = with_values(base, dict(params)) if params else base
             except ConfigError as exc:
-                raise ConfigError(f"--set {' '.join(f'{n}={v}' for n, v in params)} on {policy}: {exc}") from exc
+                # one line, naming the values given (not "recorded configuration", from_effective's word)
+                cause = exc.__cause__
+                problems = "; ".join(f"{name}: {rule}" for name, rule, _ in field_errors(cause, "config")) \
+                    if isinstance(cause, ValidationError) else str(exc)
+                raise ConfigError(f"--set {' '.join(f'{n}={v}' for n, v in params)} on {policy}: {problems}") from exc
             label = " ".join([policy, *(f"{n}={v}" for n, v in params)])
             result.append(Configuration(label, policy, params, config))
     labels = Counter(c.label for c in result)

@@ -57,8 +57,16 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
     chosen = configurations(bases, grid)
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers: must be at least 1")
+    if args.plot:
+        try:  # before the sweep: an unusable directory must not cost a whole run
+            Path(args.plot).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--plot: cannot write to {args.plot}: {exc.strerror}") from exc
     progress = Progress(unit="configurations", every=1)
     history = _history(args, base, kafka, progress)
+    if not history.signals:
+        where = f"--journal: {args.journal}" if not args.from_kafka else "--from-kafka: the topic history"
+        raise ConfigError(f"{where} holds no signal to sweep ({history.bad_lines} bad lines)")
     read_s = time.perf_counter() - started
     outcomes = sweep(history, chosen, args.workers,
                      lambda done, total: progress.note(f"{done}/{total} configurations swept"),
@@ -68,9 +76,16 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
     report = as_json(history, outcomes, args.rank, [name for name, _ in grid])
     print(decimals.dumps(report) if args.json else table(report))
     if args.csv:
-        Path(args.csv).write_text(as_csv(report, [name for name, _ in grid]))
+        try:
+            Path(args.csv).write_text(as_csv(report, [name for name, _ in grid]))
+        except OSError as exc:
+            raise ConfigError(f"--csv: cannot write {args.csv}: {exc.strerror}") from exc
     if args.plot:
-        for path in plot(report, outcomes, Path(args.plot), [name for name, _ in grid], args.rank):
+        try:
+            written = plot(report, outcomes, Path(args.plot), [name for name, _ in grid], args.rank)
+        except OSError as exc:
+            raise ConfigError(f"--plot: cannot write to {args.plot}: {exc.strerror}") from exc
+        for path in written:
             print(f"plot: {path}", file=sys.stderr)
     workers = max(1, min(args.workers or _cores(), len(chosen)))
     runs = sum(outcome.shares_run_of is None for outcome in outcomes)
@@ -111,7 +126,7 @@ def _read_history(args: argparse.Namespace, base: SizingConfig, kafka: Any, prog
         asyncio.run(apply(client, topics, create=False))
         records = settle(asyncio.run(read_history(client, topics, progress)))
         return from_kafka(records, base)
-    recorded = policy_config(args.recorded)[1] if args.recorded else base
+    recorded = policy_config(args.recorded, "--recorded")[1] if args.recorded else base
     try:
         handle = open(args.journal, "rb")
     except OSError as exc:
