@@ -45,9 +45,11 @@ from streams.wire import decimals
 from streams.history import journal
 from streams.config import PRESETS, SizingConfig, load_config
 from streams.wire.decimals import ENGINE_CONTEXT, ZERO
-from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
+from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide, order_id_for
 from streams.engine.state import reservation
-from streams.errors import ConfigError
+from pydantic import ValidationError
+
+from streams.errors import ConfigError, field_errors
 from streams.wire.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal, build, to_json
 
 SCALE_QUANTUM = Decimal("1e-18")
@@ -346,10 +348,11 @@ class Configuration:
     config: SizingConfig
 
 
-def policy_config(spec: str) -> tuple[str, SizingConfig]:
+def policy_config(spec: str, option: str = "--policy") -> tuple[str, SizingConfig]:
     """`static` (the conviction preset with sizing disabled: the per-pair maximum for
     every signal), `conviction`, `graduated`, or a TOML config file: (name, config).
-    Presets take `SIZING_*` from the environment like every other command."""
+    Presets take `SIZING_*` from the environment like every other command. `option`:
+    the command-line option that named it, for the error."""
     if spec == "static":
         base = load_config("conviction")
         return "static", with_values(base, {"enabled": False})
@@ -357,7 +360,7 @@ def policy_config(spec: str) -> tuple[str, SizingConfig]:
         return spec, load_config(spec)
     if os.path.exists(spec):
         return os.path.splitext(os.path.basename(spec))[0], load_config(config_file=spec)
-    raise ConfigError(f"--policy: must be one of {', '.join(POLICIES)} or a TOML config file, got {spec!r}")
+    raise ConfigError(f"{option}: must be one of {', '.join(POLICIES)} or a TOML config file, got {spec!r}")
 
 
 def with_values(config: SizingConfig, values: dict[str, Any]) -> SizingConfig:
@@ -393,7 +396,11 @@ def configurations(bases: Sequence[tuple[str, SizingConfig]], grid: Sequence[tup
             try:
                 config = with_values(base, dict(params)) if params else base
             except ConfigError as exc:
-                raise ConfigError(f"--set {' '.join(f'{n}={v}' for n, v in params)} on {policy}: {exc}") from exc
+                # one line, naming the values given (not "recorded configuration", from_effective's word)
+                cause = exc.__cause__
+                problems = "; ".join(f"{name}: {rule}" for name, rule, _ in field_errors(cause, "config")) \
+                    if isinstance(cause, ValidationError) else str(exc)
+                raise ConfigError(f"--set {' '.join(f'{n}={v}' for n, v in params)} on {policy}: {problems}") from exc
             label = " ".join([policy, *(f"{n}={v}" for n, v in params)])
             result.append(Configuration(label, policy, params, config))
     labels = Counter(c.label for c in result)
@@ -481,6 +488,11 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
                     after += decision.notional
             else:
                 rejected[reason] += 1
+                if recorded_qty is not None:
+                    # the recording placed an order under this id again (its signal id resent
+                    # past the dedupe windows): the fills that follow are that order's, which
+                    # this configuration refused; an earlier order of the same id is over
+                    what_if_qty.pop(order_id_for(portfolio, signal.signal_id), None)
             if outcome != recorded[0] or reason != recorded[1] or qty != recorded[2]:
                 changed += 1
                 if len(first_changes) < 20:
@@ -626,6 +638,7 @@ def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], por
     weighted_exposure = weighted_cap = ZERO
     peak = ZERO
     peak_at: tuple[Decimal, Decimal] | None = None  # (exposure, cap) at the highest exposure / cap
+    summed = ZERO  # the total after every sample: its plain mean when no event time passes
     last_ts: int | None = None
     for ts, _, p, after, cap_now in ordered:
         if last_ts is None:
@@ -642,6 +655,7 @@ def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], por
             cap[p] = cap_now
         if total_exposure > peak:
             peak = total_exposure
+        summed += total_exposure
         if cap_now > 0:
             # the highest exposure / cap, compared without dividing; under one cap, by exposure alone
             if peak_at is None:
@@ -651,12 +665,10 @@ def _exposure_figures(samples: list[tuple[int, int, int, Decimal, Decimal]], por
                     peak_at = (after, cap_now)
             elif after * peak_at[1] > peak_at[0] * cap_now:
                 peak_at = (after, cap_now)
-    if weighted_cap:
-        mean, mean_vs_cap = weighted_exposure / ((ordered[-1][0] - ordered[0][0]) or 1), \
-            weighted_exposure * 100 / weighted_cap
-    else:  # no event time passed: every sample weighs the same
-        mean = (sum((s[3] for s in ordered), ZERO) / len(ordered)) if ordered else ZERO
-        mean_vs_cap = None
+    span = ordered[-1][0] - ordered[0][0] if ordered else 0
+    # no event time passed: every sample (of the total over portfolios) weighs the same
+    mean = weighted_exposure / span if span else (summed / len(ordered) if ordered else ZERO)
+    mean_vs_cap = weighted_exposure * 100 / weighted_cap if weighted_cap else None
     peak_vs_cap = None if peak_at is None else peak_at[0] * 100 / peak_at[1]
     return {"peak": peak, "mean": mean, "peak_vs_cap": peak_vs_cap, "mean_vs_cap": mean_vs_cap}
 

@@ -59,8 +59,16 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
     chosen = configurations(bases, grid)
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers: must be at least 1")
+    if args.plot:
+        try:  # before the sweep: an unusable directory must not cost a whole run
+            Path(args.plot).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--plot: cannot write to {args.plot}: {exc.strerror}") from exc
     progress = Progress(unit="configurations", every=1)
     history = _history(args, base, kafka, progress)
+    if not history.signals:
+        where = f"--journal: {args.journal}" if not args.from_kafka else "--from-kafka: the topic history"
+        raise ConfigError(f"{where} holds no signal to sweep ({history.bad_lines} bad lines)")
     read_s = time.perf_counter() - started
     outcomes = sweep(history, chosen, args.workers,
                      lambda done, total: progress.note(f"{done}/{counted(total, 'configuration')} swept"),
@@ -70,10 +78,17 @@ def run_command(args: argparse.Namespace, kafka: Any = None) -> int:
     report = as_json(history, outcomes, args.rank, [name for name, _ in grid])
     print(decimals.dumps(report) if args.json else table(report))
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.csv).write_text(as_csv(report, [name for name, _ in grid]))
+        try:
+            Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.csv).write_text(as_csv(report, [name for name, _ in grid]))
+        except OSError as exc:
+            raise ConfigError(f"--csv: cannot write {args.csv}: {exc.strerror}") from exc
     if args.plot:
-        for path in plot(report, outcomes, Path(args.plot), [name for name, _ in grid], args.rank):
+        try:
+            written = plot(report, outcomes, Path(args.plot), [name for name, _ in grid], args.rank)
+        except OSError as exc:
+            raise ConfigError(f"--plot: cannot write to {args.plot}: {exc.strerror}") from exc
+        for path in written:
             print(f"plot: {path}", file=sys.stderr)
     workers = max(1, min(args.workers or _cores(), len(chosen)))
     runs = sum(outcome.shares_run_of is None for outcome in outcomes)
@@ -117,7 +132,7 @@ def _read_history(args: argparse.Namespace, base: SizingConfig, kafka: Any, prog
         asyncio.run(apply(client, topics, create=False))
         records = settle(asyncio.run(read_history(client, topics, progress)))
         return from_kafka(records, base)
-    recorded = policy_config(args.recorded)[1] if args.recorded else base
+    recorded = policy_config(args.recorded, "--recorded")[1] if args.recorded else base
     try:
         handle = open(args.journal, "rb")
     except OSError as exc:
@@ -219,17 +234,20 @@ def table(report: dict[str, Any]) -> str:
 
 def as_csv(report: dict[str, Any], axes: Sequence[str]) -> str:
     """One row per configuration, in rank order; rejections as REASON=n;... ."""
-    fields = ["rank", "label", "policy", *axes, "config_hash", "accepted", "accepted_notional", "rejected",
-              "unfilled", "closes", "pnl", "max_drawdown", "max_drawdown_pct", "recovery_s", "sharpe",
-              "peak_exposure", "mean_exposure", "peak_vs_cap_pct", "mean_vs_cap_pct", "pnl_per_exposure",
-              "drawdown_per_exposure", "decisions_changed"]
+    figures = ["config_hash", "accepted", "accepted_notional", "rejected", "unfilled", "closes", "pnl",
+               "max_drawdown", "max_drawdown_pct", "recovery_s", "sharpe", "peak_exposure", "mean_exposure",
+               "peak_vs_cap_pct", "mean_vs_cap_pct", "pnl_per_exposure", "drawdown_per_exposure", "decisions_changed"]
+    leading = ["rank", "label", "policy"]
+    # an axis named like a figure (the setting max_drawdown_pct) gets a column of its own
+    axis_columns = [f"set {axis}" if axis in figures or axis in leading else axis for axis in axes]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(fields)
+    writer.writerow([*leading, *axis_columns, *figures])
     for row in report["configurations"]:
-        values = {**row, **row["params"],
-                  "rejected": ";".join(f"{reason}={n}" for reason, n in row["rejected"].items())}
-        writer.writerow(["" if values.get(f) is None else values[f] for f in fields])
+        values = {**row, "rejected": ";".join(f"{reason}={n}" for reason, n in row["rejected"].items())}
+        cells = [*(values.get(f) for f in leading), *(row["params"].get(axis) for axis in axes),
+                 *(values.get(f) for f in figures)]
+        writer.writerow(["" if value is None else value for value in cells])
     return out.getvalue()
 
 
