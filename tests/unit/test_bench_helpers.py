@@ -179,3 +179,32 @@ def test_worker_stages_read_the_batch_and_commit_histograms_of_a_metrics_page():
     # rank 2 of 4: 1 observation up to 5 ms, 2 in (5, 10] ms, so half-way into that bucket
     assert batch.p50_ms == pytest.approx(7.5)
     assert commit.count == 1 and commit.p99_ms == pytest.approx(20 + 30 * 0.99)  # within (20, 50] ms
+
+
+def test_the_scale_runs_reservations_lapse_so_every_count_accepts_the_same_signals(monkeypatch):
+    """The scale run compares portfolio counts on the same work: with its settings
+    every signal of the backlog is accepted, at 100 portfolios as at 1,000; without
+    them the fewer portfolios' caps fill and most signals are rejected."""
+    from collections import Counter
+
+    from streams.bench.generate import spread_signals
+    from streams.bench.stream import SCALE_SETTINGS
+    from streams.config import load_config
+    from streams.processor import MemoryStore, Processor
+    from streams.wire.models import Instrument, Signal, validate
+
+    def outcomes(portfolios):
+        config = load_config("conviction")
+        proc, counts = Processor(config, MemoryStore(config)), Counter()
+        for topic, value in spread_signals(3_000, portfolios, seed=13):
+            if topic == "instruments":
+                proc.on_instrument(validate(Instrument, value))
+            else:
+                counts[proc.on_signal(validate(Signal, value)).decision.outcome] += 1
+        return counts
+
+    assert outcomes(100)["rejected"] > 2_000
+    for name, value in SCALE_SETTINGS.items():
+        if name.startswith("SIZING_"):
+            monkeypatch.setenv(name, value)
+    assert outcomes(100) == outcomes(1_000) == Counter(accepted=3_000)
