@@ -24,6 +24,16 @@ from typing import Any, Optional
 from streams.faust_compat.events import current_event
 
 
+def stored_value(table: Any, key: bytes) -> bytes | None:
+    """`table.get(key)` of a faust table of bytes with no default, read from its local
+    store as `Outputs.put` writes it: one store lookup. faust's own read looks the key
+    up twice (`key in store`, then `store[key]`) and reports every read to its sensors
+    (a labelled Prometheus counter): a third of reading a new portfolio's state at
+    100,000 portfolios. Under a current event the store reads that event's partition,
+    as faust's read does."""
+    return table.data.get(key)  # type: ignore[no-any-return]
+
+
 def transactional_id_for(app: Any, source: Any) -> str:
     """The transaction of an input partition: faust's id for the partition group
     (faust `TransactionManager._tps_to_transactional_ids`)."""

@@ -32,6 +32,7 @@ from streams.wire import decimals
 from streams.config import SizingConfig
 from streams.engine import PortfolioState
 from streams.engine.recent import RecentIds
+from streams.faust_compat.outputs import stored_value
 from streams.engine.state import (
     Controls, controls_from_wire, controls_to_wire, exposure_from_wire, streak_from_wire, to_wire,
 )
@@ -79,9 +80,9 @@ class TableStore:
         state = self._stored.get(portfolio_id)
         if state is None:
             key = portfolio_id.encode()
-            raw_exposure = self.exposure.get(key)
-            raw_streak = self.streak.get(key)
-            raw_controls = self.controls.get(key)
+            raw_exposure = stored_value(self.exposure, key)
+            raw_streak = stored_value(self.streak, key)
+            raw_controls = stored_value(self.controls, key)
             exposure = decimals.loads(raw_exposure) if raw_exposure else None
             streak = decimals.loads(raw_streak) if raw_streak else None
             refs = {"seen_signals": self._read_window(portfolio_id, "seen_signals", exposure),
@@ -117,7 +118,7 @@ class TableStore:
         chunks = []
         complete = True
         for number in range(first, first + count):
-            raw = self.windows.get(window_key(portfolio_id, window, number))
+            raw = stored_value(self.windows, window_key(portfolio_id, window, number))
             if raw is None:  # written in another topic's changelog: lost only with a crash at-least-once
                 log.warning("portfolio %s: chunk %d of its %s window is missing; those ids are forgotten",
                             portfolio_id, number, window)
