@@ -121,8 +121,7 @@ def _decide(
         held = held_value(exposure, signal.symbol, config)[0]
         reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
         clock = exposure.latest_ts
-        trace["state"] = _state_read(clock, clock, None, held, reserved, (), state.streak) if explained \
-            else {"exposure": held + reserved}
+        trace["state"] = _state_read(clock, clock, None, held, reserved, (), state.streak, explained)
         return _rejected(signal, gate, trace, config, state)
     assert instrument is not None  # the gate rejects an unknown instrument
     state, read = _passed_gates(signal, signal_time, state, config, trace, explained)
@@ -199,11 +198,8 @@ def _passed_gates(signal: Signal, signal_time: str | None, state: PortfolioState
         controls = controls._replace(applied=())
     streak = state.streak
     held, held_symbol = held_value(exposure, signal.symbol, config)
-    if explained:
-        trace["state"] = _state_read(clock, clock_now, signal_time if clock_now == signal_ts else None, held,
-                                     open_.reserved, open_.lapsed, streak)
-    else:
-        trace["state"] = {"exposure": held + open_.reserved}
+    trace["state"] = _state_read(clock, clock_now, signal_time if clock_now == signal_ts else None, held,
+                                 open_.reserved, open_.lapsed, streak, explained)
     if lapsed:
         trace["lapsed"] = lapsed
     return (record(PortfolioState, (exposure, streak, controls)),
@@ -383,10 +379,13 @@ def _out_of_bounds(name: str, value: Decimal) -> Rejection | None:
 
 def _state_read(
     clock: int | None, clock_now: int | None, clock_now_text: str | None, held: Decimal, reserved: Decimal,
-    lapsed: tuple[str, ...], streak: Streak,
+    lapsed: tuple[str, ...], streak: Streak, explained: bool,
 ) -> dict[str, Any]:
-    """The state a decision read: the trace's `state`. `clock_now_text`: `clock_now`
-    as the trace writes it, when the caller has it (None: written here)."""
+    """The state a decision read: the trace's `state` (not `explained`: only its
+    exposure). `clock_now_text`: `clock_now` as the trace writes it, when the caller
+    has it (None: written here)."""
+    if not explained:
+        return {"exposure": held + reserved}
     latest_ts = trace_time(clock)
     if clock_now == clock:
         clock_now_text = latest_ts
