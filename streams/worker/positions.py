@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 from streams.kafka.io import Record, read_range
 from streams.kafka.settings import ClientConfig
+from streams.faust_compat.outputs import stored_value
 
 
 class Input:
@@ -115,7 +116,7 @@ class InputPositions:
     def next_offset(self, topic: str, partition: int) -> int:
         known = self._known.get((topic, partition))
         if known is None:
-            raw = self.table.get(position_key(topic, partition))
+            raw = stored_value(self.table, position_key(topic, partition))
             return parse_position(raw)[0] if raw else 0
         return known
 
