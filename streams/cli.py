@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from streams.config import PRESETS, SizingConfig, load_config
 import asyncio
@@ -335,22 +335,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure("json" if os.environ.get("SIZER_LOG_FORMAT") == "json" else "text", logging.ERROR)
         # a broker that cannot be reached is reported once, as one line, by main()
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    return reporting(lambda: args.run(args), settings=lambda: getattr(args, "kafka_settings", None),
+                     where=getattr(args, "bootstrap", None))
+
+
+def reporting(run: Callable[[], int], prog: str = "sizer", settings: Callable[[], Any] = lambda: None,
+              where: str | None = None) -> int:
+    """`run()`'s exit code; what went wrong that the user can act on is one line on
+    stderr, never a traceback: a `SizerError` (configuration, topics, ACLs) with its
+    documented exit code, a broker that cannot be reached or refuses us with 4
+    (README, "Exit codes"). `settings()`: the Kafka settings in use, if any, to find
+    the cause aiokafka's "Unable to bootstrap" drops (TLS, SASL) and to name the
+    brokers; else `where` names them."""
     try:
-        return args.run(args)
+        return run()
     except SizerError as exc:
-        print(f"sizer: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return exit_code(exc)
     except BrokenPipeError:
         return 0
     except (KafkaError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as exc:
-        settings = getattr(args, "kafka_settings", None)
-        if settings is not None and isinstance(exc, KafkaConnectionError):
-            # aiokafka's "Unable to bootstrap" drops the cause (TLS, SASL): find it
-            exc = asyncio.run(settings.connection_error()) or exc
-        where = settings.bootstrap if settings is not None else getattr(args, "bootstrap", None)
-        print(f"sizer: {kafka_error(exc, where)}", file=sys.stderr)
+        kafka_settings = settings()
+        if kafka_settings is not None and isinstance(exc, KafkaConnectionError):
+            exc = asyncio.run(kafka_settings.connection_error()) or exc
+        where = kafka_settings.bootstrap if kafka_settings is not None else where
+        print(f"{prog}: {kafka_error(exc, where)}", file=sys.stderr)
         return 4
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,23 @@
+"""The benchmarks (`make bench`, `bench-core`, `bench-sweep`, `bench-audit`, `soak`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+
+def run_bench(main: Callable[[], Any]) -> int:
+    """A benchmark's exit code, with what the user can act on (a broker that cannot
+    be reached or refuses us, bad settings) as one line, as `sizer` reports it;
+    aiokafka's own retry logs are left out of the benchmark's output."""
+    from streams.cli import reporting
+    from streams.kafka.settings import load_kafka_settings
+
+    def settings() -> Any:
+        try:
+            return load_kafka_settings()
+        except Exception:  # noqa: BLE001 - the settings were the failure, already reported
+            return None
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    return reporting(lambda: main() or 0, "bench", settings=settings)

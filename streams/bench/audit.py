@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 import zlib
 
 from aiokafka import AIOKafkaProducer
 
+from streams.bench import run_bench
 from streams.wire import decimals
 from streams.history.audit import audit, read_history, settle
 from streams.config import load_config
@@ -102,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_bench(main))

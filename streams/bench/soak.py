@@ -46,6 +46,7 @@ from typing import Any, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streams.bench import run_bench
 from streams.bench.generate import PRICES
 from streams.bench.stream import WORKER, Contender, percentile, signals_only
 from streams.kafka.io import publish
@@ -358,4 +359,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

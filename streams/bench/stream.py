@@ -64,6 +64,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streams.bench import run_bench
 from streams.bench.generate import session, spread_signals
 from streams.kafka.io import publish
 from streams.kafka.settings import ClientConfig, KafkaSettings, load_kafka_settings
@@ -657,4 +658,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))
