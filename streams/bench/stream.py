@@ -34,7 +34,9 @@ against 0.3% at 100,000, which would compare rejections with orders.
 
 Contenders: (0) a bare consume-and-produce loop that copies each signal's bytes
 to the decisions topic, no decode or engine: the limit Kafka and the client set
-here (`bare_loop`); (1) a plain aiokafka loop doing the same decode, engine and
+here (`bare_loop`), at-least-once and exactly-once (in transactions made as the
+worker's are, each partition on its own: the limit on the worker's exactly-once
+latency); (1) a plain aiokafka loop doing the same decode, engine and
 encode work (`plain_loop`); (2) a straightforward Faust agent (`naive_agent`);
 (3) the product's worker, at-least-once and exactly-once; (4) a Quix Streams
 application doing the same work with its state in Quix' RocksDB state and
@@ -99,7 +101,9 @@ def contenders(kafka: KafkaSettings) -> list[tuple[str, list[str], dict[str, str
         exactly_once.append((f"(4) Quix Streams, exactly-once, commit {floor:g} s", quix,
                              {"SIZER_PROCESSING_GUARANTEE": "exactly_once", "SIZER_COMMIT_INTERVAL_S": str(floor)}))
     return [
-        ("(0) bare consume-and-produce loop", [PYTHON, "-m", "streams.bench.bare_loop"], {}),
+        ("(0) bare consume-and-produce loop", [PYTHON, "-m", "streams.bench.bare_loop"], AT_LEAST_ONCE),
+        ("(0) bare consume-and-produce loop, exactly-once", [PYTHON, "-m", "streams.bench.bare_loop"],
+         {"SIZER_PROCESSING_GUARANTEE": "exactly_once"}),
         ("(1) plain aiokafka loop", [PYTHON, "-m", "streams.bench.plain_loop"], {}),
         ("(2) straightforward Faust agent", [PYTHON, "-m", "streams.bench.naive_agent"], {}),
         ("(3) worker, at-least-once", WORKER, AT_LEAST_ONCE),
