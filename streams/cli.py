@@ -362,5 +362,6 @@ def reporting(run: Callable[[], int], prog: str = "sizer", settings: Callable[[]
         print(f"{prog}: {kafka_error(exc, where)}", file=sys.stderr)
         return 4
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -75,7 +75,7 @@ async def write_history(client: ClientConfig, topics, signals: int, preset: str)
         await producer.stop()
 
 
-def main() -> None:
+def main() -> int:
     decimals.use_engine_context()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--signals", type=int, default=100_000)
@@ -101,6 +101,7 @@ def main() -> None:
     print(f"  read    {report.events:,} events in {read_s:.1f} s ({report.events / read_s:,.0f} events/s)")
     print(f"  verify  {report.events:,} events in {verify_s:.1f} s ({report.events / verify_s:,.0f} events/s)")
     print(f"audit throughput: {report.events / total:,.0f} events/s end to end (target >= 20,000)")
+    return 0 if report.ok else 1  # as `sizer audit`
 
 
 if __name__ == "__main__":

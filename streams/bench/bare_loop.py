@@ -1,24 +1,31 @@
 """Benchmark contender (0): the limit Kafka and the client set, a bare consume-and-produce loop.
 
 Each signal's bytes are copied unchanged to the decisions topic (same key, same
-partition): no decode, no engine, no encode, no state. Offsets auto-committed,
-as in the plain loop (1), whose work this leaves out; the gap between the two is
-what the product's work costs.
+partition): no decode, no engine, no encode, no state. The mode follows
+`SIZER_PROCESSING_GUARANTEE` (default exactly-once, as for the worker); the
+bench runs both.
 
-With `SIZER_PROCESSING_GUARANTEE=exactly_once`, the limit on the worker's
-exactly-once latency: the copies and the offsets in transactions made as the
-worker's are, one transactional producer per input partition (faust's scheme,
-which the worker keeps: aiokafka 0.14 sends a transaction's offsets without the
-consumer's group metadata, TxnOffsetCommit v0, so only a transactional id per
-partition fences a previous owner; one producer per worker needs KIP-447), in
-the quickest way found for it here:
-- each input partition is its own loop (fetch, copy, commit), so a record waits
-  for its own partition's transaction only, never for the slowest of a batch;
-- a transaction that Kafka refuses to start while the previous one's markers are
+At-least-once: offsets auto-committed, as in the plain loop (1), whose work this
+leaves out; the gap between the two is what the product's work costs.
+
+Exactly-once: the limit on the worker's exactly-once latency. The copies and the
+offsets go in transactions made as the worker's are, one transactional producer
+per input partition (faust's scheme, which the worker keeps: aiokafka 0.14 sends
+a transaction's offsets without the consumer's group metadata, TxnOffsetCommit
+v0, so only a transactional id per partition fences a previous owner; one
+producer per worker needs KIP-447), read_committed, in the quickest form found:
+- each input partition is drained, copied and committed on its own (one
+  consumer fetches for all), so a record waits for its own partition's
+  transaction only, never for the slowest of a batch;
+- its producers retry after 2 ms instead of 100 (`retry_backoff_ms`), and a
+  transaction that Kafka refuses to start while the previous one's markers are
   still being written (CONCURRENT_TRANSACTIONS, every time a partition commits and
-  starts again at once) is retried after 2 ms, not aiokafka's 20 ms (the Java
-  client's value, KAFKA-5477; KIP-890 removes the refusal from Kafka 4.0).
-It assumes it is its group's only member (no rebalance handling): bench only.
+  starts again at once) after 2 ms instead of aiokafka's 20 (the Java client's
+  value, KAFKA-5477; KIP-890 removes the refusal from Kafka 4.0). Harsh on a
+  broker in trouble: for the bench only.
+It handles no rebalance (the partitions it serves are those of its first
+assignment): any rebalance can stall it or copy records twice. For the bench
+only, where it is its group's one member.
 
     python -m streams.bench.bare_loop   (SIZER_* settings as for the worker)
 """
@@ -26,6 +33,7 @@ It assumes it is its group's only member (no rebalance handling): bench only.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from typing import Any
 
@@ -37,6 +45,15 @@ from streams.kafka.settings import KafkaSettings, load_kafka_settings
 from streams.kafka.topics import TopicSet, load_topics
 
 CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.002
+
+
+async def pause_in_transaction() -> None:
+    """Seconds to wait in every transaction before its commit: none, unless
+    `BENCH_PAUSE_IN_TRANSACTION_S` says (for the broker test that kills the loop
+    with a transaction open)."""
+    seconds = float(os.environ.get("BENCH_PAUSE_IN_TRANSACTION_S", "0"))
+    if seconds > 0:
+        await asyncio.sleep(seconds)
 
 
 async def exactly_once(kafka: KafkaSettings, topics: TopicSet) -> None:
@@ -56,16 +73,27 @@ async def exactly_once(kafka: KafkaSettings, topics: TopicSet) -> None:
         producer = AIOKafkaProducer(**client.options(
             acks="all", linger_ms=0, retry_backoff_ms=int(CONCURRENT_TRANSACTIONS_BACKOFF_S * 1000),
             transactional_id=f"{kafka.app_id}-{tp.partition}"))
-        await producer.start()
+        await producer.start()  # fences the partition's previous producer: its transaction is ended
+        # the offset committed with the last transaction, now that no other is pending
+        # (the consumer fetched one at assignment, which may predate the fence)
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
         try:
             while not stop.is_set():
                 records = (await consumer.getmany(tp, timeout_ms=100)).get(tp)
                 if not records:
                     continue
                 async with producer.transaction():
-                    for record in records:
-                        await producer.send(decisions, record.value, key=record.key, partition=tp.partition)
+                    sent = [await producer.send(decisions, record.value, key=record.key, partition=tp.partition)
+                            for record in records]
                     await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, kafka.app_id)
+                    # aiokafka commits a transaction whatever its produce batches' results
+                    # (`Sender._do_txn_commit`): a failed copy must abort it
+                    await asyncio.gather(*sent)
+                    await pause_in_transaction()
         finally:
             await producer.stop()
 

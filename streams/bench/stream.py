@@ -76,7 +76,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 SIZER = str(Path(sys.executable).with_name("sizer"))
 # Quix Streams pins pydantic below the product's: contender (4) runs in its own environment
-QUIX_PYTHON = os.environ.get("SIZER_BENCH_QUIX_PYTHON") or str(ROOT / ".venv-bench" / "bin" / "python")
+QUIX_PYTHON = os.environ.get("BENCH_QUIX_PYTHON") or str(ROOT / ".venv-bench" / "bin" / "python")
 
 PORTFOLIOS = 100  # signals of the latency run go round-robin to p0..p99
 LOADED_WARM_UP_S = 1.0  # the offered load runs this long before latencies count

@@ -42,8 +42,15 @@ def test_a_broker_that_cannot_be_reached_is_one_line_and_exit_4(module, args):
                      f"[Errno 111] Connect call failed ('127.0.0.1', {port})"], done.stderr
 
 
-def test_bad_settings_name_the_field_and_exit_2():
-    done = bench("streams.bench.stream", "--only", "(0)", SIZER_COMMIT_INTERVAL_S="0")
+@pytest.mark.parametrize("variable, value, named", [
+    ("SIZER_COMMIT_INTERVAL_S", "0", "commit_interval_s: Input should be greater than 0"),
+    ("SIZING_PORTFOLIO_CAPP", "5000", "SIZING_PORTFOLIO_CAPP: not a known setting; did you mean SIZING_PORTFOLIO_CAP?"),
+    ("SIZING_PORTFOLIO_CAP", "-1", "portfolio_cap"),
+], ids=["kafka setting", "unknown sizing setting", "bad sizing value"])
+def test_bad_settings_name_the_field_and_exit_2_before_any_contender_starts(variable, value, named):
+    # a closed port: were the settings taken, the bench would fail to reach a broker, not run
+    done = bench("streams.bench.stream", "--only", "(0)", "--runs", "latency",
+                 KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{closed_port()}", **{variable: value})
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert "commit_interval_s: Input should be greater than 0" in done.stderr
+    assert named in done.stderr
