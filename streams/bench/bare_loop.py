@@ -47,19 +47,13 @@ from streams.kafka.topics import TopicSet, load_topics
 CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.002
 
 
-async def pause_in_transaction() -> None:
-    """Seconds to wait in every transaction before its commit: none, unless
-    `BENCH_PAUSE_IN_TRANSACTION_S` says (for the broker test that kills the loop
-    with a transaction open)."""
-    seconds = float(os.environ.get("BENCH_PAUSE_IN_TRANSACTION_S", "0"))
-    if seconds > 0:
-        await asyncio.sleep(seconds)
-
-
 async def exactly_once(kafka: KafkaSettings, topics: TopicSet) -> None:
     """The copy loop with one transaction per input partition, each partition fetched,
     copied and committed on its own, read_committed, until SIGTERM."""
     aiokafka.producer.sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_BACKOFF_S
+    # seconds to wait in every transaction before its commit: for the broker test that
+    # kills the loop with transactions open
+    pause_s = float(os.environ.get("BENCH_PAUSE_IN_TRANSACTION_S", "0"))
     client = kafka.for_role(f"bench-{kafka.app_id}")
     decisions = topics.name("decisions")
     consumer = AIOKafkaConsumer(topics.name("signals"), **client.options(
@@ -93,7 +87,8 @@ async def exactly_once(kafka: KafkaSettings, topics: TopicSet) -> None:
                     # aiokafka commits a transaction whatever its produce batches' results
                     # (`Sender._do_txn_commit`): a failed copy must abort it
                     await asyncio.gather(*sent)
-                    await pause_in_transaction()
+                    if pause_s > 0:
+                        await asyncio.sleep(pause_s)
         finally:
             await producer.stop()
 

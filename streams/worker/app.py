@@ -50,7 +50,7 @@ def package_version() -> str:
         return "unknown"
 
 
-def store_options() -> dict[str, int]:
+def store_options(write_buffer_mb: int = 4) -> dict[str, int]:
     """RocksDB options of one table's local stores (one database per partition), a
     fresh mapping each time (faust pops keys out of it).
 
@@ -59,9 +59,20 @@ def store_options() -> dict[str, int]:
     of six partitions, writes a few kB per portfolio per batch and reads its stores
     only after partitions move (it keeps what it wrote decoded): with the defaults its
     memory grew by the bytes it wrote, 150-190 MB a minute at 1,000 signals a second
-    (`make soak`), until each buffer filled. Here a database holds at most two 4 MB
-    buffers and an 8 MB cache: at most 480 MB over the 30 databases, far less in use."""
-    return {"write_buffer_size": 4 * 2**20, "max_write_buffer_number": 2, "block_cache_size": 8 * 2**20}
+    (`make soak`), until each buffer filled. Here a database holds at most two
+    `write_buffer_mb` buffers and an 8 MB cache.
+
+    A buffer is memory until it fills and is flushed, so a table written slowly
+    holds the worker's memory rising for as long as its buffers take to fill: the
+    dedupe windows (a chunk per touched portfolio per batch) wrote 2.4 MB a minute
+    over their six databases in `make soak` and their 4 MB buffers were still
+    filling after 30 minutes (an RSS slope of +0.28 MB/min over minutes 6-30). They
+    get 1 MB buffers (`WINDOWS_WRITE_BUFFER_MB`), filled within minutes."""
+    return {"write_buffer_size": write_buffer_mb * 2**20, "max_write_buffer_number": 2,
+            "block_cache_size": 8 * 2**20}
+
+
+WINDOWS_WRITE_BUFFER_MB = 1
 
 
 def brokers(bootstrap: str) -> list[str]:
@@ -125,7 +136,7 @@ def build_app(
     streak = app.Table("streak", options=store_options(), **raw)
     control_table = app.Table("controls", options=store_options(), **raw)
     # the dedupe windows' chunks, each written once (see `tables`)
-    windows = app.Table("windows", options=store_options(), **raw)
+    windows = app.Table("windows", options=store_options(WINDOWS_WRITE_BUFFER_MB), **raw)
     # the next offset to process of every input partition (see `positions`)
     progress = app.Table("input-positions", options=store_options(), **raw)
     registry = registry if registry is not None else CollectorRegistry()

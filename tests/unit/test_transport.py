@@ -153,10 +153,13 @@ def test_start_new_transaction_false_begins_none():
 
 def test_every_table_store_is_sized_for_the_worker_not_faust_defaults(tmp_path):
     """faust's RocksDB defaults (64 MB write buffers x 3, a 2 GB cache, per partition)
-    let the worker's memory grow by what it wrote (`make soak`)."""
+    let the worker's memory grow by what it wrote (`make soak`); the dedupe windows,
+    written slowly, get small buffers that fill within minutes."""
     kafka = KafkaSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path)
     app = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
     sizes = {name: (table.data.rocksdb_options.write_buffer_size, table.data.rocksdb_options.max_write_buffer_number,
                     table.data.rocksdb_options.block_cache_size) for name, table in app.tables.items()}
     assert set(sizes) == {"exposure", "streak", "controls", "windows", "input-positions"}
-    assert set(sizes.values()) == {(4 * 2**20, 2, 8 * 2**20)}
+    assert sizes == {"exposure": (4 * 2**20, 2, 8 * 2**20), "streak": (4 * 2**20, 2, 8 * 2**20),
+                     "controls": (4 * 2**20, 2, 8 * 2**20), "windows": (1 * 2**20, 2, 8 * 2**20),
+                     "input-positions": (4 * 2**20, 2, 8 * 2**20)}
