@@ -38,9 +38,9 @@ import signal
 from typing import Any
 
 import aiokafka.producer.sender
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
-from streams.bench.plain_loop import consume_and_produce
+from streams.bench.plain_loop import consume_and_produce, loop_consumer
 from streams.kafka.settings import KafkaSettings, load_kafka_settings
 from streams.kafka.topics import TopicSet, load_topics
 
@@ -56,9 +56,8 @@ async def exactly_once(kafka: KafkaSettings, topics: TopicSet) -> None:
     pause_s = float(os.environ.get("BENCH_PAUSE_IN_TRANSACTION_S", "0"))
     client = kafka.for_role(f"bench-{kafka.app_id}")
     decisions = topics.name("decisions")
-    consumer = AIOKafkaConsumer(topics.name("signals"), **client.options(
-        group_id=kafka.app_id, auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000,
-        fetch_max_wait_ms=10, isolation_level="read_committed"))
+    consumer = loop_consumer(kafka, [topics.name("signals")], enable_auto_commit=False,
+                             isolation_level="read_committed")
     await consumer.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -25,15 +25,22 @@ from streams.processor import MemoryStore, Processor
 from streams.kafka.topics import TopicSet, load_topics
 
 
+def loop_consumer(kafka: KafkaSettings, topics: list[str], **overrides: Any) -> AIOKafkaConsumer:
+    """The consumer of the bench's loops, (0) and (1), at-least-once and exactly-once:
+    one set of client settings, so that only the work and the guarantee differ."""
+    client = kafka.for_role(f"bench-{kafka.app_id}")
+    return AIOKafkaConsumer(*topics, **client.options(**{
+        "group_id": kafka.app_id, "auto_offset_reset": "earliest", "enable_auto_commit": True,
+        "max_poll_records": 2000, "fetch_max_wait_ms": 10, **overrides}))
+
+
 async def consume_and_produce(name: str, kafka: KafkaSettings, topics: TopicSet, inputs: list[str],
                               handle: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
     """The loop of contenders (0) and (1): consume `inputs` (role names) and hand each
     record to `handle(producer, tp, record)` until SIGTERM. One set of client
     settings for both, so that only the work differs."""
     client = kafka.for_role(f"bench-{kafka.app_id}")
-    consumer = AIOKafkaConsumer(*(topics.name(role) for role in inputs), **client.options(
-        group_id=kafka.app_id, auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000,
-        fetch_max_wait_ms=10))
+    consumer = loop_consumer(kafka, [topics.name(role) for role in inputs])
     producer = AIOKafkaProducer(**client.options(acks="all", linger_ms=1))
     await consumer.start()
     await producer.start()

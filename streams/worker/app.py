@@ -65,9 +65,10 @@ def store_options(write_buffer_mb: int = 4) -> dict[str, int]:
     A buffer is memory until it fills and is flushed, so a table written slowly
     holds the worker's memory rising for as long as its buffers take to fill: the
     dedupe windows (a chunk per touched portfolio per batch) wrote 2.4 MB a minute
-    over their six databases in `make soak` and their 4 MB buffers were still
-    filling after 30 minutes (an RSS slope of +0.28 MB/min over minutes 6-30). They
-    get 1 MB buffers (`WINDOWS_WRITE_BUFFER_MB`), filled within minutes."""
+    over their six databases in `make soak`, their 4 MB buffers going from 3 to
+    21 MB in eight minutes, towards 48 MB (that soak's RSS slope: +0.28 MB/min over
+    minutes 6-30). They get 1 MB buffers (`WINDOWS_WRITE_BUFFER_MB`): 2.5-4.5 MB from
+    the sixth minute on."""
     return {"write_buffer_size": write_buffer_mb * 2**20, "max_write_buffer_number": 2,
             "block_cache_size": 8 * 2**20}
 
