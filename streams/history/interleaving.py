@@ -199,7 +199,7 @@ def rederive(
     unknown_since: dict[str, str] = {}  # portfolio -> the config hash its state was lost to
 
     def apply(portfolio: str, step: Step, config: SizingConfig) -> None:
-        state = states.get(portfolio) or PortfolioState.fresh(config)
+        state = states.get(portfolio) or PortfolioState.fresh(config, portfolio)
         transition = apply_fill if step.role == "fills" else apply_control
         states[portfolio] = transition(step.message, state, config, step.record.offset)[0]
 
@@ -228,7 +228,7 @@ def rederive(
         current[portfolio] = config
         for held in waiting.pop(portfolio, ()):
             apply(portfolio, held, config)
-        state = states.get(portfolio) or PortfolioState.fresh(config)
+        state = states.get(portfolio) or PortfolioState.fresh(config, portfolio)
         position = recorded.get("trace", {}).get("input", {})
         instrument, exact = instruments.at(message.symbol, position.get("instrument_offset"))
         result = decide(message, instrument, state, config, InputPosition(

@@ -46,7 +46,7 @@ from streams.history import journal
 from streams.config import PRESETS, SizingConfig, load_config
 from streams.wire.decimals import ENGINE_CONTEXT, ZERO
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide, order_id_for
-from streams.engine.state import reservation
+from streams.engine.state import remember_ended, reservation
 from pydantic import ValidationError
 
 from streams.errors import ConfigError, field_errors
@@ -93,13 +93,17 @@ class RecordedPositions:
 
     def _state(self, portfolio: str) -> PortfolioState:
         state = self._states.get(portfolio)
-        return state if state is not None else PortfolioState.fresh(self._config)
+        return state if state is not None else PortfolioState.fresh(self._config, portfolio)
 
     def accepted(self, signal: Signal, instrument: Instrument | None, order_id: str, qty: Decimal) -> None:
         state = self._state(signal.portfolio_id)
         legs = tuple(leg.venue_symbol for leg in instrument.legs) if instrument is not None else ("",)
-        held = reservation(signal.symbol, qty, signal.price, signal.ts, legs)
-        exposure = state.exposure._replace(reservations={**state.exposure.reservations, order_id: held})
+        held = reservation(signal.symbol, qty, signal.price, signal.ts, legs, signal.side, instrument and instrument.group)
+        if signal.intent == "reduce":  # reserves nothing; its fills never add to the position
+            exposure = state.exposure._replace(ended_orders=remember_ended(
+                state.exposure.ended_orders, order_id, held._replace(reduce=True)))
+        else:
+            exposure = state.exposure._replace(reservations={**state.exposure.reservations, order_id: held})
         self._states[signal.portfolio_id] = state._replace(exposure=exposure)
 
     def held(self, portfolio: str, symbol: str) -> Decimal:
@@ -275,7 +279,7 @@ def _recorded_part(entries: Sequence[journal.Entry], recorded: SizingConfig, por
         portfolio = message.portfolio_id
         if portfolios is not None and portfolio not in portfolios:
             continue
-        state = states.get(portfolio, fresh)
+        state = states.get(portfolio) or (fresh if not recorded.portfolios else PortfolioState.fresh(recorded, portfolio))
         if topic == "fills":
             held = None
             if isinstance(message, PositionClosed):
@@ -459,8 +463,12 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
     what_if_qty: dict[str, Decimal] = {}
     index = {p: i for i, p in enumerate(history.portfolios)}
     fresh = PortfolioState.fresh(config)
-    cap_of = config.portfolio_cap.amount
+    def cap_of(portfolio: str) -> Any:
+        return config.for_portfolio(portfolio).portfolio_cap.amount
+
     config_hash = config.config_hash
+    # the effective configurations of the portfolios' own tables: their decisions are compared too
+    portfolio_hashes = {c.config_hash for c in config.effective_configurations()} if config.portfolios else set()
     rejected, first_changes = run.rejected, run.first_changes
     accepted = unfilled = changed = compared = identical = 0
     notional = ZERO
@@ -470,7 +478,9 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
     for sequence, event in enumerate(history.events):
         kind, message = event[0], event[1]
         portfolio = message.portfolio_id
-        state = get_state(portfolio, fresh)
+        state = get_state(portfolio)
+        if state is None:
+            state = fresh if not config.portfolios else PortfolioState.fresh(config, portfolio)
         if kind == SIGNAL:
             _, signal, instrument, position, recorded_qty, recorded, raw = event
             # explained only where the record it makes is compared with the recorded one
@@ -498,13 +508,14 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
                 if len(first_changes) < 20:
                     first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
                                           "recorded": _said(recorded), "what_if": _said((outcome, reason, qty))})
-            if raw is not None and decision.config_hash == config_hash and _hash_of(raw) == config_hash:
+            if raw is not None and decision.config_hash == _hash_of(raw) and (
+                    decision.config_hash == config_hash or decision.config_hash in portfolio_hashes):
                 compared += 1
                 identical += to_json(decision).encode() == raw
             states[portfolio] = state
             if trail is not None:
                 trail.append(("decision", signal.signal_id, outcome, reason, qty, decision.notional))
-            exposure_sample((signal.ts, sequence, index[portfolio], after, cap_of(state.streak.equity)))
+            exposure_sample((signal.ts, sequence, index[portfolio], after, cap_of(portfolio)(state.streak.equity)))
             continue
         offset = event[2]
         if kind == CONTROL:
@@ -542,7 +553,7 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
         if kind == CLOSE:
             close_sample((message.ts, sequence, index[portfolio], message.realized_pnl, equity_before))
         exposure_sample((message.ts, sequence, index[portfolio], state.position_value(config) + state.reserved(),
-                         cap_of(state.streak.equity)))
+                         cap_of(portfolio)(state.streak.equity)))
     run.accepted, run.notional, run.unfilled, run.changed = accepted, notional, unfilled, changed
     run.compared, run.identical = compared, identical
     # By event time; the sequence number keeps the recorded order among equal times.
@@ -759,6 +770,15 @@ class SettingsRead:
         self.read.add(name)
         self.__dict__[name] = value
         return value
+
+    def for_portfolio(self, portfolio_id: str) -> Any:
+        """The engine's per-portfolio lookup (`SizingConfig.for_portfolio`), read
+        through: without portfolio tables, this same reader; with them, a run reads
+        every setting (its portfolios' own), so it shares its figures with no other."""
+        if not self.portfolios:
+            return self
+        self.read.update(type(self._config).model_fields)
+        return self._config.for_portfolio(portfolio_id)
 
 
 def same_run(read: Iterable[str], ran: SizingConfig, other: SizingConfig, compares_records: bool) -> bool:
