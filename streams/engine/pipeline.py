@@ -295,20 +295,13 @@ def _reduce(signal: Signal, instrument: Instrument, order_id: str, state: Portfo
     if type(size) is Rejection:
         return _rejected(signal, size, trace, config, state)
     assert type(size) is ReduceSize
-    fit = fit_qty_to_legs(size.qty, signal.price, instrument.legs, minimums=not size.whole)
-    exchange: dict[str, Any] = {"step": fit.step, "qty": fit.qty}
-    if fit.clamped_by is not None:
-        exchange.update(unclamped_qty=fit.unclamped, clamped_by={
-            "leg": fit.clamped_by.venue_symbol, "rule": fit.clamped_by.rule, "limit": fit.clamped_by.limit})
-    trace["exchange"] = exchange
-    if fit.reason is not None:
-        if fit.qty <= 0 and fit.clamped_by is None:
-            refused = Rejection("NOTHING_TO_REDUCE", f"symbol={signal.symbol} held_qty="
-                                                     f"{canonical(trace['reduce']['held_qty'])} is less than one "
-                                                     f"step: {fit.detail}")
-        else:
-            refused = Rejection(fit.reason, fit.detail or "")  # type: ignore[arg-type]
-        return _rejected(signal, refused, trace, config, state)
+    fit = _traced(fit_qty_to_legs(size.qty, signal.price, instrument.legs, minimums=not size.whole), trace)
+    if type(fit) is Rejection:
+        if trace["exchange"]["qty"] <= 0 and "clamped_by" not in trace["exchange"]:
+            fit = Rejection("NOTHING_TO_REDUCE", f"symbol={signal.symbol} held_qty="
+                                                 f"{canonical(trace['reduce']['held_qty'])}: less than one step to "
+                                                 f"reduce ({fit.detail})")
+        return _rejected(signal, fit, trace, config, state)
     accepted = _accept(signal, instrument, fit, order_id, state, config, trace, explained, reserve=False)
     if type(accepted) is Rejection:
         return _rejected(signal, accepted, trace, config, state)
@@ -318,7 +311,12 @@ def _reduce(signal: Signal, instrument: Instrument, order_id: str, state: Portfo
 def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, trace: dict[str, Any]) -> Fit | Rejection:
     """Step 7: the quantity every leg trades (`constraints.fit_to_legs`), the leg
     that clamped it in the trace."""
-    fit = fit_to_legs(budget, price, instrument.legs)
+    return _traced(fit_to_legs(budget, price, instrument.legs), trace)
+
+
+def _traced(fit: Fit, trace: dict[str, Any]) -> Fit | Rejection:
+    """A fit written into the trace (`exchange`: step, qty, and the leg that clamped
+    it), then the fit or its rejection."""
     exchange: dict[str, Any] = {"step": fit.step, "qty": fit.qty}
     if fit.clamped_by is not None:
         exchange.update(unclamped_qty=fit.unclamped, clamped_by={

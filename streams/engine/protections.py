@@ -36,9 +36,10 @@ class Rejection(NamedTuple):
 
 def passes_halt(signal: Signal, halt: Halt) -> bool:
     """Whether `signal` is sized while `halt` is in force: only a reduce signal, and
-    only under a halt whose `mode` is `reduce_only` (NautilusTrader's REDUCING).
-    A halt without a mode (the operator's full halt, MAX_DRAWDOWN) stops everything."""
-    return signal.intent == "reduce" and getattr(halt, "mode", "full") == "reduce_only"
+    only under an operator's halt in mode `reduce_only` (NautilusTrader's REDUCING),
+    whose opens are rejected REDUCE_ONLY. A full halt (HALTED) and the drawdown
+    latch (MAX_DRAWDOWN) stop everything."""
+    return signal.intent == "reduce" and halt.reason == "REDUCE_ONLY"
 
 
 def open_forbidden(signal: Signal, streak: Streak, exposure: Exposure, clock: int, config: SizingConfig,

@@ -244,3 +244,24 @@ def test_per_portfolio_starting_equity_is_each_portfolios_own():
     proc = processor(conviction(portfolios={"big": {"starting_equity": "500000"}}))
     assert proc.store.load("big").streak.equity == D("500000")
     assert proc.store.load("small").streak.equity == D("100000")
+
+
+def test_only_a_reduce_passes_a_reduce_only_halt_and_nothing_passes_a_full_one():
+    from types import SimpleNamespace
+
+    from streams.engine.protections import passes_halt
+    from streams.wire.models import Signal, validate
+
+    open_ = validate(Signal, signal("p1", "ETH", "1", "100")["value"])
+    exit_ = validate(Signal, reduce("p1", "ETH", "100", "sell")["value"])
+    reduce_only, full, latch = (SimpleNamespace(reason=r) for r in ("REDUCE_ONLY", "HALTED", "MAX_DRAWDOWN"))
+    assert passes_halt(exit_, reduce_only) and not passes_halt(open_, reduce_only)
+    assert not passes_halt(exit_, full) and not passes_halt(exit_, latch)
+
+
+def test_a_reduce_of_less_than_one_step_is_nothing_to_reduce():
+    proc = processor(conviction())
+    feed(proc, [ETH, filled("p1", "external", "ETH", "0.0015", "100")])
+    result, = feed(proc, [reduce("p1", "ETH", "100", "sell", fraction="0.5", ts=T0 + 1)])
+    assert result.decision.reason == "NOTHING_TO_REDUCE"
+    assert result.decision.trace["detail"].startswith("symbol=ETH held_qty=0.0015: less than one step to reduce")
