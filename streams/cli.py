@@ -228,7 +228,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sizer", description="Streaming position sizer on Kafka.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_offline_commands(commands)
+    _add_as_code_and_audit_commands(commands)
+    _add_operator_commands(commands)
+    _add_worker_command(commands)
+    return parser
 
+
+Commands = Any  # argparse's subparsers action (a private class)
+
+
+def _add_offline_commands(commands: Commands) -> None:
+    """replay, sweep, config."""
     replay = commands.add_parser(
         "replay", help="the engine over an offline journal (one decision per signal line), or over Kafka history "
                        "under another configuration (what-if)")
@@ -257,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(config)
     config.set_defaults(run=cmd_config)
 
+
+def _add_as_code_and_audit_commands(commands: Commands) -> None:
+    """topics apply, acls apply, audit."""
     topics = commands.add_parser("topics", help="topics as code: create or check every topic in topics/topics.toml")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True)
     topics_apply = topic_commands.add_parser("apply", help="create missing topics; fail on any that differ")
@@ -280,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="the full report as JSON")
     audit.set_defaults(run=cmd_audit)
 
+
+def _add_operator_commands(commands: Commands) -> None:
+    """control, publish, tail."""
     control = commands.add_parser(
         "control", help="operator commands: halt, resume, release, adjust-equity (applied by the workers); status")
     control.add_argument("action", choices=["halt", "resume", "release", "adjust-equity", "status"])
@@ -308,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(tail_)
     tail_.set_defaults(run=cmd_tail)
 
+
+def _add_worker_command(commands: Commands) -> None:
     worker = commands.add_parser("worker", help="run a stream-processing worker")
     _add_config_args(worker)
     _add_kafka_args(worker)
@@ -317,7 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
                         help="the worker's log level (default: %(default)s)")
     worker.set_defaults(run=cmd_worker)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -345,7 +363,7 @@ def reporting(run: Callable[[], int], prog: str = "sizer", settings: Callable[[]
     """`run()`'s exit code; what went wrong that the user can act on is one line on
     stderr, never a traceback: a `SizerError` (configuration, topics, ACLs) with its
     documented exit code, a broker that cannot be reached or refuses us with 4
-    (README, "Exit codes"). `settings()`: the Kafka settings in use, if any, to find
+    (docs: operating, "Exit codes"). `settings()`: the Kafka settings in use, if any, to find
     the cause aiokafka's "Unable to bootstrap" drops (TLS, SASL) and to name the
     brokers; else `where` names them."""
     try:
