@@ -66,7 +66,7 @@ from streams.errors import ConfigError
 from streams.history import markets as mk
 from streams.history.sweep import Configuration, configurations, from_journal, parse_grid, policy_config, \
     simulate, with_values
-from streams.history import journal as wire_journal
+from streams.wire import journal as wire_journal
 
 DAY_MS = 86_400_000
 POLICIES = ("static", "conviction", "graduated")
