@@ -38,3 +38,10 @@ def test_the_layout_page_heads_every_package():
     packages = sorted(f"{path.parent.relative_to(ROOT)}/" for path in (ROOT / "streams").rglob("__init__.py"))
     headed = re.findall(r"^\| \*\*`(streams/[^`]*)`", LAYOUT.read_text(), flags=re.M)
     assert sorted(set(packages) - set(headed)) == []
+
+
+def test_the_readme_fits_under_300_lines_and_its_links_lead_somewhere():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 300
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    assert targets and [target for target in targets if not (ROOT / target).exists()] == []
