@@ -131,7 +131,13 @@ def _decide(
 
     if signal.intent == "reduce":
         return _reduce(signal, instrument, order_id, state, config, trace, explained)
+    return _open(signal, instrument, order_id, state, read, clock, config, trace, explained)
 
+
+def _open(signal: Signal, instrument: Instrument, order_id: str, state: PortfolioState, read: "Read", clock: int,
+          config: SizingConfig, trace: dict[str, Any], explained: bool) -> Result:
+    """Steps 2-8 for an open signal that passed the gates, the protections first;
+    `state` and `read` as the gates left them, `clock` the portfolio clock (ms)."""
     # Protections an open must pass (loss guard, cooldown, order rate).
     forbidden = open_forbidden(signal, state.streak, state.exposure, clock, config, trace)
     if forbidden is not None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka.acls import AclEntry, load_acls
+from streams.ops.acls import AclEntry, load_acls
 from streams.errors import ConfigError
-from streams.kafka.topics import ROLES, load_topics
+from streams.kafka.topics import load_topics
+from streams.wire.roles import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,13 +30,14 @@ def test_the_shipped_file_expands_to_the_prefixed_topics_and_the_app_id():
     assert {e.operation for e in principals["auditors"].acls} == {"Read", "DescribeConfigs"}
 
 
-def test_the_readme_names_every_changelog_the_worker_is_granted():
+def test_the_security_page_names_every_changelog_the_worker_is_granted():
     topics = load_topics(ROOT / "topics" / "topics.toml")
     principals = {p.key: p for p in load_acls(ROOT / "topics" / "acls.toml", topics, "app")}
     granted = {e.name.removeprefix("app-").removesuffix("-changelog") for e in principals["worker"].acls
                if e.name.endswith("-changelog")}
 
-    row, = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| worker |")]
+    row, = [line for line in (ROOT / "docs" / "pages" / "security.md").read_text().splitlines()
+            if line.startswith("| worker |")]
     listed = re.search(r"`<app_id>-\{([^}]*)\}-changelog`", row).group(1).split(",")
 
     assert sorted(listed) == sorted(granted)
@@ -65,11 +67,11 @@ def test_an_acl_reads_as_its_principal_operation_and_resource():
 
 
 def test_every_client_gets_the_one_configuration_and_no_secret_in_its_repr(tmp_path):
-    from streams.kafka.settings import KafkaSettings
+    from streams.worker.settings import WorkerSettings
 
     secret = tmp_path / "password"
     secret.write_text("s3cret\n")
-    kafka = KafkaSettings(bootstrap="b:9093", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+    kafka = WorkerSettings(bootstrap="b:9093", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
                           sasl_username="u", sasl_password_file=secret)
     client = kafka.for_role("audit")
     assert client.options(group_id=None) == {
