@@ -302,6 +302,11 @@ class SizingConfig(BaseSettings):
             return None
         return self.max_orders_per_window, int(self.order_rate_window_s * 1000)
 
+    @cached_property
+    def open_protections(self) -> bool:
+        """Whether any protection an open must pass is configured (cooldown, loss guard, order rate)."""
+        return self.cooldown_ms is not None or self.loss_guard_ms is not None or self.order_rate_ms is not None
+
     def for_portfolio(self, portfolio_id: str) -> "SizingConfig":
         """The effective configuration of one portfolio: this one with every matching
         `[portfolios."ID"]` table applied, least specific first (so the most specific
