@@ -29,7 +29,7 @@ from streams.wire.admission import INPUTS
 from streams.config import SizingConfig
 from streams.engine import REJECTION_REASONS, ControlOutcome, FillOutcome, PortfolioState
 from streams.errors import INPUT_ERROR_CODES
-from streams.wire.models import Decision
+from streams.wire.models import COMMAND_TYPES, Decision
 
 NOTIONAL_BUCKETS = (10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -188,7 +188,7 @@ class SizerMetrics:
         self._decided = {("accepted", ""): self.decisions.labels("accepted", "")}
         for reason in REJECTION_REASONS:
             self._decided[("rejected", reason)] = self.decisions.labels("rejected", reason)
-        for command_type in ("halt", "resume", "release", "adjust_equity"):
+        for command_type in COMMAND_TYPES:
             for outcome in get_args(ControlOutcome):
                 self.commands.labels(command_type, outcome)
         for fill_type in ("order_filled", "order_canceled", "position_closed"):

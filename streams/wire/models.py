@@ -328,7 +328,18 @@ class AdjustEquity(Command):
     amount: Dec
 
 
-Control = Annotated[Union[Halt, Resume, Release, AdjustEquity], Field(discriminator="type")]
+class ResetClock(Command):
+    """Sets the portfolio clock back to the command's `ts`, after an input stamped in
+    the future moved it ahead (admitted before the broker bounded record timestamps,
+    DESIGN.md "Production Kafka"): every later signal would otherwise be STALE_SIGNAL.
+    Reservations and marks stamped after `ts` are restamped at `ts`."""
+
+    type: Literal["reset_clock"]
+
+
+Control = Annotated[Union[Halt, Resume, Release, AdjustEquity, ResetClock], Field(discriminator="type")]
+COMMAND_TYPES: tuple[str, ...] = tuple(
+    command.model_fields["type"].annotation.__args__[0] for command in (Halt, Resume, Release, AdjustEquity, ResetClock))
 
 
 class OrderLeg(BaseModel):

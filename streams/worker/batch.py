@@ -80,14 +80,18 @@ class BatchHandler:
     `tables`: the state store (`worker.tables.TableStore`); `positions`: the
     input positions (`worker.positions.InputPositions`); `consumer`: assignment(),
     flow_active, highwater(tp); `current`: a context manager factory making an
-    input the current event (faust's, in the worker)."""
+    input the current event (faust's, in the worker); `roles`: input topic name ->
+    role; `partitions`: input topic name -> partition count, by which each record's
+    partition is checked against its key's (`admission.check_partition`);
+    `portfolios`: the registered portfolios (`worker.registry`), None when every
+    portfolio is admitted."""
 
     def __init__(
         self, *, app_id: str, config: SizingConfig, processor: Processor, tables: Any, positions: Any, view: Any,
         outputs: Any, metrics: Any, consumer: Callable[[], Any], lock: Any, roles: dict[str, str],
-        outputs_topics: dict[str, str], dlq_max_bytes: int, current: Callable[[Any], AbstractContextManager[None]],
+        partitions: dict[str, int], outputs_topics: dict[str, str], dlq_max_bytes: int, current: Callable[[Any], AbstractContextManager[None]],
         on_failure: Callable[[BaseException], NoReturn] = abandon, refuse: Callable[[str], None] | None = None,
-        health: Any = None,
+        health: Any = None, portfolios: Any = None,
     ) -> None:
         self.app_id = app_id
         self.config = config
@@ -100,12 +104,14 @@ class BatchHandler:
         self.consumer = consumer
         self.lock = lock
         self.roles = roles
+        self.partitions = partitions  # input topic -> its partition count (verified against the broker at start)
         self.orders, self.decisions, self.dlq = (outputs_topics[role] for role in ("orders", "decisions", "dlq"))
         self.dlq_max_bytes = dlq_max_bytes
         self.current = current
         self.on_failure = on_failure
         self.refuse = refuse
         self.health = health  # worker.health.Health: liveness watches each batch (None in tests)
+        self.portfolios = portfolios  # worker.registry.PortfolioRegistry; None: registration off
         self.stall_watch = StallWatch()
         self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "signals": self.size_signal, "fills": self.apply_fill, "controls": self.apply_control}
@@ -123,8 +129,11 @@ class BatchHandler:
         been dead-lettered."""
         m = event.message
         try:
-            return admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
-                                self.config.max_future_skew_ms)
+            message = admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
+                                   self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
+            if self.portfolios is not None:
+                await self.portfolios.check(message.portfolio_id)
+            return message
         except InvalidMessage as exc:
             await self.dead(event, exc)
             return None
@@ -190,6 +199,8 @@ class BatchHandler:
     async def _handle_inputs(self, messages: list[Any]) -> None:
         if not self.view.caught_up.is_set():
             await self.view.caught_up.wait()
+        if self.portfolios is not None and not self.portfolios.caught_up.is_set():
+            await self.portfolios.caught_up.wait()
         async with self.lock:
             consumer = self.consumer()
             if not consumer.flow_active:
