@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import shutil
 from pathlib import Path
 
 from streams.config import SizingConfig
 from streams.kafka.io import publish_config
-from streams.worker.settings import WorkerSettings
+from streams.kafka.settings import KafkaSettings
 from streams.logs import logging_config
 from streams.kafka.topics import TopicSet, apply, declare_changelogs
 
@@ -33,7 +34,16 @@ def prepare_local_state(tabledir: Path, processing_guarantee: str) -> bool:
     return True
 
 
-def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
+def private_state(data_dir: Path) -> None:
+    """The worker's local state (its tables: every portfolio's positions, reservations
+    and equity) readable by its own user only: the data directory is made or set
+    owner-only (0700), and everything the worker creates from now on is too (umask 077)."""
+    os.umask(0o077)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+
+
+def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
     import faust
 
     from streams.worker.app import build_app
@@ -58,6 +68,7 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
                                        app.conf.topic_replication_factor))
     finally:
         aiokafka_log.setLevel(level)
+    private_state(kafka.data_dir)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True,
                           logging_config=logging_config(kafka.log_format, loglevel))

@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterable
 from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka.io import Record, end_offsets, publish, read_topic, wait_consumed
-from streams.kafka.settings import ClientConfig
-from streams.worker.settings import WorkerSettings
+from streams.kafka.settings import ClientConfig, KafkaSettings
 from streams.kafka.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +40,8 @@ class Broker:
         self.home = home
         self.port = free_port()
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SECURITY": security}
+                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_INTERNAL_PORT": str(free_port()),
+                    "KAFKA_SECURITY": security}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
@@ -69,7 +69,7 @@ class Deployment:
     @property
     def client(self) -> ClientConfig:
         """The tests' own Kafka client configuration (PLAINTEXT to the test broker)."""
-        return WorkerSettings(bootstrap=self.bootstrap).for_role("test")
+        return KafkaSettings(bootstrap=self.bootstrap).for_role("test")
 
     @classmethod
     def create(cls, bootstrap: str, workdir: Path) -> "Deployment":
