@@ -25,11 +25,11 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from streams.wire.admission import INPUTS
+from streams.wire.roles import INPUTS, message_types
 from streams.config import SizingConfig
 from streams.engine import REJECTION_REASONS, ControlOutcome, FillOutcome, PortfolioState
 from streams.errors import INPUT_ERROR_CODES
-from streams.wire.models import COMMAND_TYPES, Decision
+from streams.wire.models import Decision
 
 NOTIONAL_BUCKETS = (10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -188,10 +188,10 @@ class SizerMetrics:
         self._decided = {("accepted", ""): self.decisions.labels("accepted", "")}
         for reason in REJECTION_REASONS:
             self._decided[("rejected", reason)] = self.decisions.labels("rejected", reason)
-        for command_type in COMMAND_TYPES:
+        for command_type in message_types("controls"):
             for outcome in get_args(ControlOutcome):
                 self.commands.labels(command_type, outcome)
-        for fill_type in ("order_filled", "order_canceled", "position_closed"):
+        for fill_type in message_types("fills"):
             for outcome in get_args(FillOutcome):
                 self.fills.labels(fill_type, outcome)
         for role in INPUTS:

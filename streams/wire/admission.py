@@ -19,19 +19,10 @@ from typing import Any
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.errors import InvalidMessage
-from streams.wire.models import Control, Fill, Instrument, Signal, decode, validate
-
-# role -> (the message model, the field the record must be keyed by)
-INPUTS: dict[str, tuple[Any, str]] = {
-    "instruments": (Instrument, "symbol"),
-    "signals": (Signal, "portfolio_id"),
-    "fills": (Fill, "portfolio_id"),
-    "controls": (Control, "portfolio_id"),
-}
-# the roles whose messages carry an event time (`ts`)
-TIMED = frozenset({"signals", "fills", "controls"})
-# the roles keyed by portfolio, whose records must sit on their key's partition
-PORTFOLIO_KEYED = frozenset({"signals", "fills", "controls"})
+from streams.wire.models import decode, validate
+from streams.wire.roles import INPUTS, TIMED
+# the inputs keyed by portfolio, whose records must sit on their key's partition
+PORTFOLIO_KEYED = frozenset(role for role, (_, key_field) in INPUTS.items() if key_field == "portfolio_id")
 
 
 def check_key(role: str, message: Any, key: bytes | None) -> None:

@@ -338,8 +338,6 @@ class ResetClock(Command):
 
 
 Control = Annotated[Union[Halt, Resume, Release, AdjustEquity, ResetClock], Field(discriminator="type")]
-COMMAND_TYPES: tuple[str, ...] = tuple(
-    command.model_fields["type"].annotation.__args__[0] for command in (Halt, Resume, Release, AdjustEquity, ResetClock))
 
 
 class OrderLeg(BaseModel):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from streams.config import SizingConfig
 from streams.kafka.io import publish_config
-from streams.kafka.settings import KafkaSettings
+from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
 from streams.kafka.topics import TopicSet, apply, declare_changelogs
 
@@ -43,7 +43,7 @@ def private_state(data_dir: Path) -> None:
     data_dir.chmod(0o700)
 
 
-def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
+def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
     import faust
 
     from streams.worker.app import build_app

@@ -223,10 +223,10 @@ def test_a_portfolio_off_its_keys_partition_is_dead_lettered_wrong_partition_nev
 
 
 def test_with_registration_on_inputs_of_unregistered_portfolios_are_dead_lettered_unknown_portfolio():
-    from streams.kafka.settings import KafkaSettings
+    from streams.kafka.settings import ConnectionSettings
     from streams.worker.registry import PortfolioRegistry
 
-    registry = PortfolioRegistry(KafkaSettings().for_role("test"), "sizer-portfolios", 1)
+    registry = PortfolioRegistry(ConnectionSettings().for_role("test"), "sizer-portfolios", 1)
     registry.apply(b"p1", b'{"portfolio_id": "p1"}', 0)
     registry.apply(b"gone", b'{"portfolio_id": "gone"}', 1)
     registry.apply(b"gone", None, 2)  # deregistered

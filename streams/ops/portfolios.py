@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from streams.errors import ConfigError
 from streams.kafka.io import read_topic, start_or_close
-from streams.kafka.settings import KafkaSettings
+from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import TopicSet
 from streams.wire import decimals
 from streams.wire.models import Id
@@ -27,7 +27,7 @@ from streams.wire.models import Id
 _ID = TypeAdapter(Id)
 
 
-async def change(kafka: KafkaSettings, topics: TopicSet, portfolio_ids: list[str], register: bool,
+async def change(kafka: ConnectionSettings, topics: TopicSet, portfolio_ids: list[str], register: bool,
                  reason: str, operator: str | None = None) -> int:
     """Register (or, `register=False`, deregister) each id; returns how many records were
     written. Raises ConfigError naming an id the workers could never admit."""
@@ -52,7 +52,7 @@ async def change(kafka: KafkaSettings, topics: TopicSet, portfolio_ids: list[str
     return len(portfolio_ids)
 
 
-async def registered(kafka: KafkaSettings, topics: TopicSet) -> list[dict[str, Any]]:
+async def registered(kafka: ConnectionSettings, topics: TopicSet) -> list[dict[str, Any]]:
     """The registered portfolios as the workers read them (the last record of each id,
     tombstones removing it), with what their registration says."""
     spec = topics["portfolios"]
