@@ -183,6 +183,28 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         await admin.close()
 
 
+async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int) -> list[str]:
+    """The input topics whose broker does not refuse record timestamps more than
+    `max_future_skew_ms` ahead of its clock (`message.timestamp.after.max.ms` unset,
+    larger, or not readable), one line each; empty when all are bounded."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    names = [topics.name(role) for role in TIMED]
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await admin.start()
+    try:
+        configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
+    finally:
+        await admin.close()
+    found = []
+    for name in names:
+        bound = configs.get(name, {}).get(TIMESTAMP_BOUND)
+        if bound is None or not bound.lstrip("-").isdigit() or int(bound) > max_future_skew_ms:
+            found.append(f"{name}: {TIMESTAMP_BOUND}={bound}")
+    return found
+
+
 async def _bound_timestamps(client: ClientConfig, admin: Any, topics: TopicSet, ConfigResource, ConfigResourceType,
                             created: set[str]) -> list[str]:
     """Set `message.timestamp.after.max.ms` on the existing input topics that lack the

@@ -13,7 +13,7 @@ from streams.config import SizingConfig
 from streams.kafka.io import publish_config
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
-from streams.kafka.topics import TopicSet, apply, declare_changelogs
+from streams.kafka.topics import TopicSet, apply, declare_changelogs, unbounded_inputs
 
 log = logging.getLogger("streams.worker")
 
@@ -56,6 +56,11 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
     try:
         asyncio.run(apply(client, topics, create=False, app_id=kafka.app_id))
+        unbounded = asyncio.run(unbounded_inputs(client, topics, config.max_future_skew_ms))
+        if unbounded:
+            log.warning("input topics do not bound record timestamps to max_future_skew_s (%d ms): %s; a producer "
+                        "can stamp a record far ahead and poison a portfolio clock: run `sizer topics apply "
+                        "--config ...` with this configuration", config.max_future_skew_ms, "; ".join(unbounded))
         # Before the first decision: the settings behind this worker's config hash.
         asyncio.run(publish_config(client, topics.name("config"), config))
     finally:

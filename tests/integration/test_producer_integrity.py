@@ -107,7 +107,8 @@ def test_a_crc32_producer_gets_nothing_sized_for_a_halted_or_a_capped_portfolio(
 def test_a_clock_poisoned_a_year_ahead_is_bounded_by_the_broker_and_repaired_by_reset_clock(deployment, workers):
     now = int(time.time() * 1000)
     deployment.publish([("instruments", instrument("X", leg("XUSDT", qty_step="0.01"))["value"])])
-    workers("--preset", "conviction")
+    worker = workers("--preset", "conviction")
+    assert "input topics do not bound record timestamps to max_future_skew_s (60000 ms)" in worker.log()
     # before the bound: a year ahead, record timestamp too, is admitted and poisons the clock
     asyncio.run(_send(deployment, [(signal("p1", "future", now + YEAR_MS), now + YEAR_MS),
                                    (signal("p1", "stale", now), None)]))
