@@ -244,8 +244,9 @@ def _alter_bound(client: ClientConfig, specs: list[TopicSpec]) -> None:
                                f"{', '.join(spec.name for spec in specs)}: {exc}") from exc
     finally:
         admin.close()
+    # kafka-python answers {resource type: {name: "OK" or the error, as text}}
     refused = [f"{name}: {outcome}" for by_name in result.values() for name, outcome in by_name.items()
-               if getattr(outcome, "errno", 0)]
+               if outcome != "OK"]
     if refused:
         raise KafkaUnavailable(f"the broker refused {TIMESTAMP_BOUND}: {'; '.join(refused)}")
 
