@@ -322,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     control = commands.add_parser(
         "control", help="operator commands: halt, resume, release, adjust-equity, reset-clock (applied by the "
                         "workers); status")
-    control.add_argument("action", choices=["halt", "resume", "release", "adjust-equity", "reset-clock", "status"])
+    from streams.wire.roles import message_types
+
+    control.add_argument("action", choices=[kind.replace("_", "-") for kind in message_types("controls")] + ["status"])
     control.add_argument("--portfolio", help="the portfolio (status: all when omitted)")
     control.add_argument("--reason", help="why (recorded with the command and in every HALTED trace)")
     control.add_argument("--operator", help="who, as recorded in the command (default: the SASL user name, else "

@@ -77,8 +77,8 @@ KEY_FIELD: dict[str, str] = {role.name: role.key_field for role in TABLE.values(
 def message_types(role: str) -> tuple[str, ...]:
     """The `type` values of a role whose model is a union discriminated by `type`
     (fills: order_filled, order_canceled, position_closed; controls: halt, resume,
-    release, adjust_equity), in the model's order. KeyError for an unknown role,
-    ValueError for a role whose messages have no `type`."""
+    release, adjust_equity, reset_clock), in the model's order. KeyError for an
+    unknown role, ValueError for a role whose messages have no `type`."""
     union = get_args(TABLE[role].model)
     if not union:
         raise ValueError(f"{role}: its messages are not a union discriminated by type")
