@@ -206,7 +206,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise ConfigError("control release: --order-id is required")
     if kind == "adjust_equity" and args.amount is None:
         raise ConfigError("control adjust-equity: --amount is required (USD; negative for a withdrawal)")
-    # self-declared (Kafka does not tell the worker who wrote a record: docs/producers.md);
+    # self-declared (Kafka does not tell the worker who wrote a record: docs/pages/producers.md);
     # by default the SASL user this command authenticates as, else the OS user
     value = control.validate_command(kind, args.portfolio, args.reason, args.operator or kafka.sasl_username,
                                      order_id=args.order_id if kind == "release" else None,
@@ -258,7 +258,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sizer", description="Streaming position sizer on Kafka.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_offline_commands(commands)
+    _add_as_code_and_audit_commands(commands)
+    _add_operator_commands(commands)
+    _add_worker_command(commands)
+    return parser
 
+
+Commands = Any  # argparse's subparsers action (a private class)
+
+
+def _add_offline_commands(commands: Commands) -> None:
+    """replay, sweep, config."""
     replay = commands.add_parser(
         "replay", help="the engine over an offline journal (one decision per signal line), or over Kafka history "
                        "under another configuration (what-if)")
@@ -295,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(config)
     config.set_defaults(run=cmd_config)
 
+
+def _add_as_code_and_audit_commands(commands: Commands) -> None:
+    """topics apply, acls apply, audit."""
     topics = commands.add_parser("topics", help="topics as code: create or check every topic in topics/topics.toml")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True)
     topics_apply = topic_commands.add_parser("apply", help="create missing topics; fail on any that differ")
@@ -319,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="the full report as JSON")
     audit.set_defaults(run=cmd_audit)
 
+
+def _add_operator_commands(commands: Commands) -> None:
+    """control, publish, tail."""
     control = commands.add_parser(
         "control", help="operator commands: halt, resume, release, adjust-equity, reset-clock (applied by the "
                         "workers); status")
@@ -328,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--portfolio", help="the portfolio (status: all when omitted)")
     control.add_argument("--reason", help="why (recorded with the command and in every HALTED trace)")
     control.add_argument("--operator", help="who, as recorded in the command (default: the SASL user name, else "
-                                            "the OS user; self-declared: see docs/producers.md)")
+                                            "the OS user; self-declared: see docs/pages/producers.md)")
     control.add_argument("--order-id", help="release: the order whose reservation to release")
     control.add_argument("--amount", help="adjust-equity: USD, negative for a withdrawal")
     control.add_argument("--timeout", type=float, default=60.0,
@@ -361,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(tail_)
     tail_.set_defaults(run=cmd_tail)
 
+
+def _add_worker_command(commands: Commands) -> None:
     worker = commands.add_parser("worker", help="run a stream-processing worker")
     _add_config_args(worker)
     _add_kafka_args(worker)
@@ -370,7 +389,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
                         help="the worker's log level (default: %(default)s)")
     worker.set_defaults(run=cmd_worker)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -398,7 +416,7 @@ def reporting(run: Callable[[], int], prog: str = "sizer", settings: Callable[[]
     """`run()`'s exit code; what went wrong that the user can act on is one line on
     stderr, never a traceback: a `SizerError` (configuration, topics, ACLs) with its
     documented exit code, a broker that cannot be reached or refuses us with 4
-    (README, "Exit codes"). `settings()`: the Kafka settings in use, if any, to find
+    (docs: operating, "Exit codes"). `settings()`: the Kafka settings in use, if any, to find
     the cause aiokafka's "Unable to bootstrap" drops (TLS, SASL) and to name the
     brokers; else `where` names them."""
     try:

@@ -118,7 +118,7 @@ class TopicRecreated(TopicMismatch):
 
 
 def exit_code(error: SizerError) -> int:
-    """The documented exit code of an error's class (README, "Exit codes")."""
+    """The documented exit code of an error's class (docs: operating, "Exit codes")."""
     for kind, code in ((ConfigError, 2), (TopicMismatch, 3), (AclMismatch, 3), (KafkaUnavailable, 4)):
         if isinstance(error, kind):
             return code

@@ -115,6 +115,17 @@ class SizerMetrics:
     def __init__(self, registry: CollectorRegistry, portfolio_limit: int = 1000) -> None:
         self.registry = registry
         self.portfolio_limit = portfolio_limit
+        self._halted: dict[str, tuple[str, str]] = {}  # portfolio -> its halted series' labels
+        self._declare_outcomes(registry)
+        self._declare_processing(registry)
+        self._tracked = PortfolioSeries(portfolio_limit)
+        registry.register(self._tracked)
+        self._partition_of: dict[str, int] = {}  # portfolio -> the input partition it lives on
+        self._lagging: set[tuple[str, str]] = set()  # (topic role, partition) carrying a lag series
+        self._zero_known_series()
+
+    def _declare_outcomes(self, registry: CollectorRegistry) -> None:
+        """What the worker decided and did: decisions, dead letters, fills, commands, halts."""
         self.build_info = Info("sizer_build", "The worker's version, configuration hash and processing guarantee",
                                registry=registry)
         self.decisions = Counter("sizer_decisions", "Decisions by outcome and reason",
@@ -147,10 +158,12 @@ class SizerMetrics:
                             ["portfolio", "reason", "operator"], registry=registry)
         self.portfolios_halted = Gauge("sizer_portfolios_halted", "Portfolios of this worker that are halted",
                                        registry=registry)
-        self._halted: dict[str, tuple[str, str]] = {}  # portfolio -> its halted series' labels
         self.lapsed = Counter("sizer_reservations_lapsed", "Reservations lapsed by reservation_ttl_s on the "
                               "portfolio clock (each named in the trace of the decision that lapsed it)",
                               registry=registry)
+
+    def _declare_processing(self, registry: CollectorRegistry) -> None:
+        """How the worker processes: lag, batches, collections, commits, redeliveries, series kept."""
         self.consumer_lag = Gauge("sizer_consumer_lag_messages", "High watermark minus the next offset to process",
                                   ["topic", "partition"], registry=registry)
         self.batch_size = Histogram("sizer_batch_inputs", "Inputs handled per batch (one lock, one flush)",
@@ -177,10 +190,8 @@ class SizerMetrics:
         self.portfolios_dropped = Counter("sizer_portfolio_series_dropped",
                                           "Portfolios whose series were dropped to respect the limit",
                                           registry=registry)
-        self._tracked = PortfolioSeries(portfolio_limit)
-        registry.register(self._tracked)
-        self._partition_of: dict[str, int] = {}  # portfolio -> the input partition it lives on
-        self._lagging: set[tuple[str, str]] = set()  # (topic role, partition) carrying a lag series
+
+    def _zero_known_series(self) -> None:
         # Every known label set starts at zero: a counter series that first appears at 1
         # has no earlier sample, and increase() (so every alert on it) would miss it.
         # (outcome, reason) -> its series, looked up once (per decision, labels() costs

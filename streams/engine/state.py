@@ -376,66 +376,20 @@ def _apply_fill(
         return FillApplied(state, "duplicate")
     streak = streak.remembering(streak.seen_fills.add(fill.event_id, config.fill_dedupe_window))
     exposure = state.exposure
-    positions, reservations = exposure.positions, exposure.reservations
-    outcome: FillOutcome = "applied"
-
-    ended_orders = exposure.ended_orders
     if isinstance(fill, OrderFilled):
-        held_order = reservations.get(fill.order_id)
-        order = held_order if held_order is not None else exposure.ended(fill.order_id)
-        symbol = fill.symbol
-        if order is None:
-            added = fill.qty
-            outcome = "unknown_order"
-        else:
-            symbol = order.symbol  # the order's own symbol, whatever the fill calls it
-            legs = order.legs
-            hit = (fill.venue_symbol,) if fill.venue_symbol in legs else legs
-            filled = dict(order.filled)
-            for leg in hit:
-                filled[leg] = filled.get(leg, ZERO) + fill.qty
-            now_filled = max(filled.values())
-            added = now_filled - order.filled_qty
-            if any(filled[leg] > order.qty for leg in hit):
-                outcome = "overfill"
-            finals = order.finals | frozenset(hit) if fill.final else order.finals
-            left = order.qty - now_filled
-            progressed = order._replace(filled=filled, finals=finals,
-                                        notional=left * order.price if left > 0 else ZERO)
-            if held_order is None:
-                # a fill of an order that already ended: only its legs' growth counts
-                ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
-            else:
-                reservations = dict(reservations)
-                if finals.issuperset(legs) or all(filled.get(leg, ZERO) >= order.qty for leg in legs):
-                    del reservations[fill.order_id]
-                    ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
-                else:
-                    reservations[fill.order_id] = progressed
-        if added:
-            held = positions.get(symbol, NO_POSITION)
-            positions = book(positions).with_entry(
-                symbol, Position(held.qty + added, held.entry_notional + added * fill.price))
+        books = _order_filled(fill, exposure)
     elif isinstance(fill, OrderCanceled):
-        if fill.order_id not in reservations:
+        if fill.order_id not in exposure.reservations:
             # nothing to release: the clock stays, but the event id is remembered and its
             # offset recorded (the audit places every applied fill by it)
             if offset is not None:
                 exposure = exposure._replace(last_fill_offset=offset)
             return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
-        ended_orders = remember_ended(ended_orders, fill.order_id, reservations[fill.order_id])
-        reservations = Book((oid, r) for oid, r in reservations.items() if oid != fill.order_id)
+        books = _order_canceled(fill, exposure)
     else:
-        held = positions.get(fill.symbol)
-        if held is not None:
-            positions = dict(positions)
-            if fill.qty >= held.qty:
-                del positions[fill.symbol]
-            else:
-                left = held.qty - fill.qty
-                share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
-                positions[fill.symbol] = Position(left, share)
+        books = _position_closed(fill, exposure)
         streak = book_close(streak, fill.realized_pnl, config)
+    positions, reservations, ended_orders, outcome = books
     exposure = record(Exposure, (
         book(positions), book(reservations), exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
         exposure.last_fill_offset if offset is None else offset, exposure.seen_signals, ended_orders,
@@ -446,6 +400,86 @@ def _apply_fill(
         if tripped is not None:
             controls = controls._replace(halt=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
     return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)), outcome))  # type: ignore[no-any-return]
+
+
+class _Books(NamedTuple):
+    """What one fill event changed in the exposure: its positions, its reservations,
+    the orders that ended, and the fill's outcome."""
+
+    positions: Mapping[str, Position]
+    reservations: Mapping[str, Reservation]
+    ended_orders: Mapping[str, Reservation]
+    outcome: FillOutcome
+
+
+def _order_filled(fill: OrderFilled, exposure: Exposure) -> _Books:
+    """A fill of an order: the order's legs progress (its reservation ends once every
+    leg is final or filled), and the position grows by what the order's fill grew by.
+    A fill of an order that already ended counts only its legs' growth; of an order
+    never seen, its whole quantity (`unknown_order`). More than the order's quantity
+    on a leg is `overfill`."""
+    positions, reservations, ended_orders = exposure.positions, exposure.reservations, exposure.ended_orders
+    outcome: FillOutcome = "applied"
+    held_order = reservations.get(fill.order_id)
+    order = held_order if held_order is not None else exposure.ended(fill.order_id)
+    symbol = fill.symbol
+    if order is None:
+        added = fill.qty
+        outcome = "unknown_order"
+    else:
+        symbol = order.symbol  # the order's own symbol, whatever the fill calls it
+        legs = order.legs
+        hit = (fill.venue_symbol,) if fill.venue_symbol in legs else legs
+        filled = dict(order.filled)
+        for leg in hit:
+            filled[leg] = filled.get(leg, ZERO) + fill.qty
+        now_filled = max(filled.values())
+        added = now_filled - order.filled_qty
+        if any(filled[leg] > order.qty for leg in hit):
+            outcome = "overfill"
+        finals = order.finals | frozenset(hit) if fill.final else order.finals
+        left = order.qty - now_filled
+        progressed = order._replace(filled=filled, finals=finals,
+                                    notional=left * order.price if left > 0 else ZERO)
+        if held_order is None:
+            # a fill of an order that already ended: only its legs' growth counts
+            ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
+        else:
+            reservations = dict(reservations)
+            if finals.issuperset(legs) or all(filled.get(leg, ZERO) >= order.qty for leg in legs):
+                del reservations[fill.order_id]
+                ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
+            else:
+                reservations[fill.order_id] = progressed
+    if added:
+        held = positions.get(symbol, NO_POSITION)
+        positions = book(positions).with_entry(
+            symbol, Position(held.qty + added, held.entry_notional + added * fill.price))
+    return _Books(positions, reservations, ended_orders, outcome)
+
+
+def _order_canceled(fill: OrderCanceled, exposure: Exposure) -> _Books:
+    """A cancel of a held order: its reservation is released and the order ended."""
+    reservations = exposure.reservations
+    ended_orders = remember_ended(exposure.ended_orders, fill.order_id, reservations[fill.order_id])
+    reservations = Book((oid, r) for oid, r in reservations.items() if oid != fill.order_id)
+    return _Books(exposure.positions, reservations, ended_orders, "applied")
+
+
+def _position_closed(fill: PositionClosed, exposure: Exposure) -> _Books:
+    """A close of (part of) a position: the position shrinks, its entry notional in
+    proportion; a close of a symbol with no position changes nothing held."""
+    positions = exposure.positions
+    held = positions.get(fill.symbol)
+    if held is not None:
+        positions = dict(positions)
+        if fill.qty >= held.qty:
+            del positions[fill.symbol]
+        else:
+            left = held.qty - fill.qty
+            share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
+            positions[fill.symbol] = Position(left, share)
+    return _Books(positions, exposure.reservations, exposure.ended_orders, "applied")
 
 
 def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from streams.wire.admission import admit_record
 from streams.config import SizingConfig
-from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
+from streams.engine import InputPosition, PortfolioState, Result, apply_control, apply_fill, decide
 from streams.errors import InvalidMessage
 from streams.kafka.io import Record
 from streams.wire.models import Decision, Instrument, Order
@@ -228,11 +228,20 @@ def rederive(
         current[portfolio] = config
         for held in waiting.pop(portfolio, ()):
             apply(portfolio, held, config)
-        state = states.get(portfolio) or PortfolioState.fresh(config)
-        position = recorded.get("trace", {}).get("input", {})
-        instrument, exact = instruments.at(message.symbol, position.get("instrument_offset"))
-        result = decide(message, instrument, state, config, InputPosition(
-            position.get("topic", step.record.topic), step.record.partition, step.record.offset,
-            position.get("instrument_offset")))
+        result, exact = _decide_at_recorded_position(step, states.get(portfolio) or PortfolioState.fresh(config),
+                                                      config, instruments)
         states[portfolio] = result.state
         yield Rederived(step, result.decision, result.order, exact)
+
+
+def _decide_at_recorded_position(step: Step, state: PortfolioState, config: SizingConfig,
+                                 instruments: Instruments) -> tuple[Result, bool]:
+    """The engine's result for a recorded signal, at the input position and with the
+    instrument version its recorded decision names; and whether that exact version
+    was found."""
+    position = (step.recorded or {}).get("trace", {}).get("input", {})
+    instrument, exact = instruments.at(step.message.symbol, position.get("instrument_offset"))
+    result = decide(step.message, instrument, state, config, InputPosition(
+        position.get("topic", step.record.topic), step.record.partition, step.record.offset,
+        position.get("instrument_offset")))
+    return result, exact

@@ -2,7 +2,7 @@
 journal's inputs onto their topics the way the worker needs them, and `sizer
 tail decisions|orders|dlq` reads what it wrote.
 
-What these commands take care of (README, "Running it yourself"): the topic
+What these commands take care of (docs: operating, "Running it yourself"): the topic
 names carry `SIZER_TOPIC_PREFIX`; each input is keyed by its `portfolio_id`
 (`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`, and
 written to its key's murmur2 partition, or the worker dead-letters it

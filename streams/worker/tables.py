@@ -44,7 +44,7 @@ NO_IDS = RecentIds()
 # null: a worker of an earlier release, which reads `<window>` as a list of chunks,
 # then fails on the record (its inputs dead-lettered as PROCESSING_ERROR, original
 # bytes kept) instead of reading the reference as a window and deciding resent
-# inputs again (README, "Upgrading").
+# inputs again (docs: production Kafka, "Upgrading").
 CHUNKED = "_chunks"
 
 

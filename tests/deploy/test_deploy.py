@@ -51,10 +51,10 @@ def test_every_alert_rule_has_unit_tests_that_fire_and_that_do_not(promtool):
         "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerPortfolioHalted",
         "SizerConsumerLagGrowing", "SizerWorkerDown", "SizerInputsRecoveredRepeatedly", "SizerPartitionReseeksRepeated",
         "SizerProducerErrors", "SizerWorkerRestarting", "SizerWrongPartition"}
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "pages" / "operating.md").read_text()
     for rule in rules:
         url = rule["annotations"]["runbook_url"]
-        assert url == f"README.md#{rule['alert'].lower()}", rule["alert"]
+        assert url == f"docs/pages/operating.md#{rule['alert'].lower()}", rule["alert"]
         assert f'<a id="{rule["alert"].lower()}"></a>' in readme, f"no runbook anchor for {rule['alert']}"
     drawdown, = [rule for rule in rules if rule["alert"] == "SizerPortfolioInDrawdown"]
     assert drawdown["for"] == "5m"

@@ -30,13 +30,14 @@ def test_the_shipped_file_expands_to_the_prefixed_topics_and_the_app_id():
     assert {e.operation for e in principals["auditors"].acls} == {"Read", "DescribeConfigs"}
 
 
-def test_the_readme_names_every_changelog_the_worker_is_granted():
+def test_the_security_page_names_every_changelog_the_worker_is_granted():
     topics = load_topics(ROOT / "topics" / "topics.toml")
     principals = {p.key: p for p in load_acls(ROOT / "topics" / "acls.toml", topics, "app")}
     granted = {e.name.removeprefix("app-").removesuffix("-changelog") for e in principals["worker"].acls
                if e.name.endswith("-changelog")}
 
-    row, = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| worker |")]
+    row, = [line for line in (ROOT / "docs" / "pages" / "security.md").read_text().splitlines()
+            if line.startswith("| worker |")]
     listed = re.search(r"`<app_id>-\{([^}]*)\}-changelog`", row).group(1).split(",")
 
     assert sorted(listed) == sorted(granted)

@@ -281,6 +281,28 @@ def test_the_lifecycle_refuses_to_deliver_twice():
         batch.delivered()
 
 
+def test_a_delivered_batch_takes_no_more_inputs_and_a_failed_one_is_never_delivered():
+    from streams.worker.batch import Batch, BatchStateError
+    from streams.worker.positions import Input
+
+    event = Input(Message("signals", 0, 7, b"p1", b"{}"))
+    delivered = Batch([event])
+    delivered.processed(("signals", 0), 8, event)
+    delivered.delivered()
+    with pytest.raises(BatchStateError, match="processed only while open, not delivered"):
+        delivered.processed(("signals", 0), 9, event)
+    assert delivered.next_offset(("signals", 0)) == 8
+
+    failed = Batch([event])
+    failed.processed(("signals", 0), 8, event)
+    failed.failed()
+    with pytest.raises(BatchStateError, match="delivered only while open, not failed"):
+        failed.delivered()
+    with pytest.raises(BatchStateError, match="processed only while open, not failed"):
+        failed.processed(("signals", 0), 9, event)
+    assert failed.status is BatchStatus.FAILED
+
+
 def test_dedupe_windows_are_stored_chunk_by_chunk_each_chunk_once():
     world = World()
     world.config = world.config.model_copy(update={"signal_dedupe_window": 128})

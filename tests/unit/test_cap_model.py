@@ -300,7 +300,7 @@ class CapMachine(RuleBasedStateMachine):
             else:
                 left = held[0] - qty
                 # the closed quantity's share of the entry notional goes; the rest stays,
-                # rounded half-even to 1e-18 USD (README, "State")
+                # rounded half-even to 1e-18 USD (docs: the pipeline, "State")
                 held[1] = (held[1] * left / held[0]).quantize(D("1e-18"), rounding=ROUND_HALF_EVEN)
                 held[0] = left
 
