@@ -98,6 +98,10 @@ def test_a_crc32_producer_gets_nothing_sized_for_a_halted_or_a_capped_portfolio(
     decisions = [r.json() for r in deployment.read("decisions")]
     assert [d["signal_id"] for d in decisions] == ["first"]
     assert len(deployment.read("orders")) == 1
+    # one copy of each portfolio's state, on its key's partition: none was made where CRC32 sent them
+    for table, portfolio in (("exposure", capped), ("controls", halted)):
+        copies = [r for r in asyncio.run(read_changelog(deployment, table)) if r.key == portfolio.encode()]
+        assert copies and {r.partition for r in copies} == {murmur2_partition(portfolio.encode())}, table
 
     code, report, _ = deployment.audit()
     assert (code, report["ok"], report["wrong_partition_admitted"]) == (0, True, []), report
