@@ -562,12 +562,14 @@ class ControlApplied(NamedTuple):
 
 def apply_control(command: Any, state: PortfolioState, config: SizingConfig, offset: int | None = None) -> ControlApplied:
     """Apply one operator command (DESIGN.md, "Operator controls") as a pure state
-    transition. Commands are not market events: they never move the portfolio clock.
+    transition. Commands are not market events: they never move the portfolio clock
+    forward; only `reset_clock` sets it back, to the command's `ts`.
 
     `halt` halts the portfolio (its signals are HALTED); `resume` lifts any halt,
     MAX_DRAWDOWN's included, and re-arms the kill switch from the equity now;
     `release` drops one order's reservation; `adjust_equity` adds `amount` (USD,
-    signed) to equity and to its peak, leaving streaks, trade counts and PnL alone.
+    signed) to equity and to its peak, leaving streaks, trade counts and PnL alone;
+    `reset_clock` repairs a clock a future-stamped input poisoned (`reset_clock`).
     `offset` is the command's input offset, recorded for the decision traces.
     `config` may hold `[portfolios."ID"]` tables: the command's portfolio's own applies."""
     config = config.for_portfolio(command.portfolio_id)
@@ -610,9 +612,27 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
                 ended_orders=remember_ended(exposure.ended_orders, command.order_id, released))
         else:
             outcome = "no_effect"
+    elif kind == "reset_clock":
+        if exposure.latest_ts is None or exposure.latest_ts <= command.ts:
+            outcome = "no_effect"
+        else:
+            exposure = reset_clock(exposure, command.ts)
     else:  # adjust_equity
         streak = streak._replace(equity=streak.equity + command.amount, peak_equity=streak.peak + command.amount)
     return ControlApplied(PortfolioState(exposure, streak, controls), outcome)
+
+
+def reset_clock(exposure: Exposure, ts: int) -> Exposure:
+    """The portfolio clock set back to `ts` (epoch ms, before the clock), with every
+    reservation and mark stamped after `ts` restamped at `ts`: a reservation's
+    `reservation_ttl_s` then runs from `ts`, and a mark moves again with the next
+    signal after `ts`. Positions, reservations' notionals and the dedupe windows
+    are kept as they are."""
+    return exposure._replace(
+        latest_ts=ts,
+        reservations=Book((oid, r._replace(ts=ts) if r.ts > ts else r) for oid, r in exposure.reservations.items()),
+        marks=dict((symbol, m._replace(ts=ts) if m.ts > ts else m) for symbol, m in exposure.marks.items()),
+    )
 
 
 def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:

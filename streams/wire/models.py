@@ -336,7 +336,16 @@ class AdjustEquity(Command):
     amount: Dec
 
 
-Control = Annotated[Union[Halt, Resume, Release, AdjustEquity], Field(discriminator="type")]
+class ResetClock(Command):
+    """Sets the portfolio clock back to the command's `ts`, after an input stamped in
+    the future moved it ahead (admitted before the broker bounded record timestamps,
+    DESIGN.md "Production Kafka"): every later signal would otherwise be STALE_SIGNAL.
+    Reservations and marks stamped after `ts` are restamped at `ts`."""
+
+    type: Literal["reset_clock"]
+
+
+Control = Annotated[Union[Halt, Resume, Release, AdjustEquity, ResetClock], Field(discriminator="type")]
 
 
 class OrderLeg(BaseModel):
