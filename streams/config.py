@@ -307,6 +307,11 @@ class SizingConfig(BaseSettings):
         """Whether any protection an open must pass is configured (cooldown, loss guard, order rate)."""
         return self.cooldown_ms is not None or self.loss_guard_ms is not None or self.order_rate_ms is not None
 
+    def configures(self, portfolio_id: str) -> bool:
+        """Whether a `[portfolios."ID"]` table (an exact id or a glob) names this portfolio:
+        such a portfolio is registered by configuration (DESIGN.md, "Production Kafka")."""
+        return any(fnmatchcase(portfolio_id, pattern) for pattern in self.portfolios)
+
     def for_portfolio(self, portfolio_id: str) -> "SizingConfig":
         """The effective configuration of one portfolio: this one with every matching
         `[portfolios."ID"]` table applied, least specific first (so the most specific

@@ -286,3 +286,9 @@ def test_the_audit_resolves_every_portfolios_configuration_from_what_the_worker_
     # desk-b matches two globs at once: no record holds it, it is derived from the tables
     assert base.for_portfolio("desk-b").config_hash not in {c.config_hash for c in base.effective_configurations()}
     assert resolver("0000000000000000", "desk-b") is None and resolver.unresolvable == {"0000000000000000"}
+
+
+def test_a_portfolio_table_registers_the_ids_it_names():
+    config = conviction(portfolios={"desk-a-*": {"portfolio_cap": "1500"}, "ops": {}})
+    assert config.configures("desk-a-7") and config.configures("ops")
+    assert not config.configures("desk-b-1") and not conviction().configures("ops")
