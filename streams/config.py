@@ -184,7 +184,8 @@ class SizingConfig(BaseSettings):
     def _protections_whole(self) -> "SizingConfig":
         guard = (self.loss_guard_count, self.loss_guard_window_s, self.loss_guard_pause_s)
         if any(v is not None for v in guard) and any(v is None for v in guard):
-            raise ValueError("loss_guard_count, loss_guard_window_s and loss_guard_pause_s are set together or not at all")
+            raise ValueError("loss_guard_count, loss_guard_window_s and loss_guard_pause_s are set together "
+                             "or not at all")
         rate = (self.max_orders_per_window, self.order_rate_window_s)
         if (rate[0] is None) != (rate[1] is None):
             raise ValueError("max_orders_per_window and order_rate_window_s are set together or not at all")
