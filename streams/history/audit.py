@@ -26,6 +26,7 @@ from streams.history.progress import Progress
 from streams.kafka.topics import TopicSet
 from streams.wire.roles import ROLES
 from streams.text import counted
+from streams.wire.admission import PORTFOLIO_KEYED, home_partition
 
 
 
@@ -57,12 +58,16 @@ class AuditReport:
     unverifiable: list[dict[str, Any]] = field(default_factory=list)
     # input records with no outcome, or with two (a decision and a dead letter)
     inputs_unaccounted: list[dict[str, Any]] = field(default_factory=list)
+    # input records on another partition than their key's, used by a worker anyway
+    wrong_partition_admitted: list[dict[str, Any]] = field(default_factory=list)
+    # input records on another partition than their key's, dead-lettered as they must be (not a failure)
+    wrong_partition_refused: list[dict[str, Any]] = field(default_factory=list)
     instrument_versions_missing: int = 0
     seconds: float = 0.0  # wall time of the whole audit, reading the topics included (set by the caller)
 
     PROBLEMS = ("mismatches", "signals_without_decision", "decisions_without_order", "orders_without_decision",
                 "duplicate_decisions", "duplicate_orders", "unresolvable_config_hashes",
-                "decisions_for_unknown_signals", "unverifiable", "inputs_unaccounted")
+                "decisions_for_unknown_signals", "unverifiable", "inputs_unaccounted", "wrong_partition_admitted")
 
     @property
     def ok(self) -> bool:
@@ -70,12 +75,18 @@ class AuditReport:
 
     def as_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in ("events", "verified", *self.PROBLEMS,
-                                                        "instrument_versions_missing", "seconds")}
+                                                        "wrong_partition_refused", "instrument_versions_missing",
+                                                        "seconds")}
         return {"ok": self.ok, **data}
 
     def summary(self) -> str:
         lines = [f"audit: {counted(self.verified, 'decision')} verified, {counted(self.events, 'event')} read, "
                  f"audit took {self.seconds:.1f} s"]
+        if self.wrong_partition_refused:
+            lines.append(f"  note: {counted(len(self.wrong_partition_refused), 'input record')} sent to another "
+                         "partition than its key's, dead-lettered WRONG_PARTITION (a producer's partitioner is not "
+                         "murmur2):")
+            lines += [f"    {_line(item)}" for item in self.wrong_partition_refused[:20]]
         if self.instrument_versions_missing:
             lines.append(f"  note: {counted(self.instrument_versions_missing, 'decision')} used an instrument "
                          "version the compacted topic no longer holds; the latest version stood in")
@@ -113,9 +124,18 @@ class ConfigResolver:
                 continue
             if config.config_hash == data.get("config_hash"):
                 self._configs[config.config_hash] = config
+        # configurations with `[portfolios."ID"]` tables: a portfolio's own effective
+        # configuration is derived from them when no record holds it by its hash
+        self._with_tables = [c for c in self._configs.values() if c.portfolios]
 
-    def __call__(self, config_hash: str) -> SizingConfig | None:
+    def __call__(self, config_hash: str, portfolio_id: str | None = None) -> SizingConfig | None:
         config = self._configs.get(config_hash)
+        if config is None and portfolio_id is not None:
+            for tables in self._with_tables:
+                derived = tables.for_portfolio(portfolio_id)
+                if derived.config_hash == config_hash:
+                    config = self._configs[config_hash] = derived
+                    break
         if config is None:
             self.unresolvable.add(config_hash)
         return config
@@ -187,16 +207,20 @@ class Recorded:
 
 
 def audit(history: dict[str, list[Record]], portfolio: str | None = None, start: int | None = None,
-          end: int | None = None, progress: "Progress | None" = None) -> AuditReport:
+          end: int | None = None, progress: "Progress | None" = None, partitions: int | None = None) -> AuditReport:
     """Verify every decision in scope; state is always rebuilt from the beginning.
     Each check is its own function below, run in this order (the report's lists
-    keep the order their entries were found in)."""
+    keep the order their entries were found in). `partitions`: the input topics'
+    partition count, by which every input record's partition is checked against
+    its key's (None: not checked)."""
     report = AuditReport(events=sum(len(records) for records in history.values()))
     resolver = ConfigResolver(history["config"])
     recorded = Recorded.read(history)
     check_decided_signals(history["signals"], recorded, report)
     check_signals_decided(history["signals"], recorded, portfolio, report)
     check_inputs_accounted(history, recorded, report)
+    if partitions is not None:
+        check_partitions(history, partitions, recorded, portfolio, report)
     check_duplicate_orders(recorded, report)
     accepted_ids = check_rederived(history, recorded, resolver, (portfolio, start, end), progress, report)
     check_orders_decided(recorded, accepted_ids, portfolio, report)
@@ -318,6 +342,27 @@ def check_orders_decided(recorded: Recorded, accepted_ids: set[str], portfolio: 
     for order_id, orders in recorded.orders_by_id.items():
         if order_id not in accepted_ids and (portfolio is None or orders[0][1]["portfolio_id"] == portfolio):
             report.orders_without_decision.append({"order_id": order_id, "signal_id": orders[0][1]["signal_id"]})
+
+
+def check_partitions(history: dict[str, list[Record]], partitions: int, recorded: Recorded, portfolio: str | None,
+                     report: AuditReport) -> None:
+    """Every signal, fill and command on another partition than its key's: refused
+    (dead-lettered WRONG_PARTITION) as it must be, or else used by a worker, which
+    sized it against a second copy of its portfolio."""
+    for role in PORTFOLIO_KEYED:
+        for record in history[role]:
+            if record.key is None or (portfolio is not None and record.key != portfolio.encode()):
+                continue
+            home = home_partition(record.key, partitions)
+            if record.partition == home:
+                continue
+            where = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                     "portfolio": record.key.decode("utf-8", "replace")[:80], "key_partition": home}
+            reason = recorded.dead_letters.get((record.topic, record.partition, record.offset))
+            if reason is None:
+                report.wrong_partition_admitted.append(where)
+            else:
+                report.wrong_partition_refused.append({**where, "dead_lettered": reason})
 
 
 def _admitted_input(role: str, record: Record) -> bool:

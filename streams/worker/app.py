@@ -28,6 +28,7 @@ from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
 from streams.worker.health import Health
 from streams.worker.instruments import InstrumentView
+from streams.worker.registry import PortfolioRegistry
 from streams.worker.positions import InputPositions
 from streams.worker.tables import TableStore
 
@@ -96,6 +97,10 @@ def build_app(
     client = kafka.for_role(f"worker-{kafka.app_id}")
     view = InstrumentView(client, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
+    portfolios = None
+    if kafka.require_registration:
+        portfolios = PortfolioRegistry(client, topics.name("portfolios"), topics["portfolios"].partitions)
+        app.add_dependency(portfolios)
     health = Health(app, view, kafka.liveness_timeout_s)
     health.install(app)
     store = TableStore(tables["exposure"], tables["streak"], tables["controls"], tables["windows"], config, outputs,
@@ -104,15 +109,15 @@ def build_app(
     positions = InputPositions(tables["input-positions"], outputs, [topics.name(role) for role in POSITIONED], client,
                                "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
 
+    input_widths = {topics.name(role): topics[role].partitions for role in POSITIONED}
     handler = BatchHandler(
         app_id=kafka.app_id, config=config, processor=processor, tables=store, positions=positions, view=view,
         outputs=outputs, metrics=metrics, consumer=lambda: app.consumer, lock=app.processing_lock,
-        roles={topics.name(role): role for role in INPUTS},
+        roles={topics.name(role): role for role in INPUTS}, partitions=input_widths,
         outputs_topics={role: topics.name(role) for role in OUTPUTS},
-        dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health,
+        dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health, portfolios=portfolios,
     )
-    app.wire(Inputs(handler.handle_inputs, positions,
-                    {topics.name(role): topics[role].partitions for role in POSITIONED},
+    app.wire(Inputs(handler.handle_inputs, positions, input_widths,
                     eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms,
                     observe_commit=metrics.commit_seconds.observe))
     # consumed by the fetch loop itself, not by agents: subscribe them here

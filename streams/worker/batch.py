@@ -129,6 +129,14 @@ class Event(Protocol):
     def message(self) -> Any: ...
 
 
+class Registry(Protocol):
+    """The registered portfolios (`worker.registry.PortfolioRegistry`)."""
+
+    caught_up: asyncio.Event
+
+    async def check(self, portfolio_id: str) -> None: ...
+
+
 class Liveness(Protocol):
     """Watches each batch (`worker.health.Health`): a batch running too long is not live."""
 
@@ -191,15 +199,20 @@ class BatchHandler:
     `tables`: the state store (`worker.tables.TableStore`); `positions`: the
     input positions (`worker.positions.InputPositions`); `consumer`: assignment(),
     flow_active, highwater(tp); `current`: a context manager factory making an
-    input the current event (faust's, in the worker)."""
+    input the current event (faust's, in the worker); `roles`: input topic name ->
+    role; `partitions`: input topic name -> partition count, by which each record's
+    partition is checked against its key's (`admission.check_partition`);
+    `portfolios`: the registered portfolios (`worker.registry`), None when every
+    portfolio is admitted."""
 
     def __init__(
         self, *, app_id: str, config: SizingConfig, processor: Processor, tables: StateStore, positions: Positions,
         view: Instruments, outputs: OutputSink, metrics: SizerMetrics, consumer: Callable[[], Consumer],
-        lock: asyncio.Lock, roles: dict[str, str], outputs_topics: dict[str, str], dlq_max_bytes: int,
+        lock: asyncio.Lock, roles: dict[str, str], partitions: dict[str, int], outputs_topics: dict[str, str],
+        dlq_max_bytes: int,
         current: Callable[[Input], AbstractContextManager[None]],
         on_failure: Callable[[BaseException], NoReturn] = abandon, refuse: Callable[[str], None] | None = None,
-        health: Liveness | None = None,
+        health: Liveness | None = None, portfolios: Registry | None = None,
     ) -> None:
         self.app_id = app_id
         self.config = config
@@ -212,12 +225,14 @@ class BatchHandler:
         self.consumer = consumer
         self.lock = lock
         self.roles = roles
+        self.partitions = partitions  # input topic -> its partition count (verified against the broker at start)
         self.orders, self.decisions, self.dlq = outputs_topics["orders"], outputs_topics["decisions"], outputs_topics["dlq"]
         self.dlq_max_bytes = dlq_max_bytes
         self.current = current
         self.on_failure = on_failure
         self.refuse = refuse
         self.health = health  # worker.health.Health: liveness watches each batch (None in tests)
+        self.portfolios = portfolios  # worker.registry.PortfolioRegistry; None: registration off
         self.stall_watch = StallWatch()
         self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "signals": self.size_signal, "fills": self.apply_fill, "controls": self.apply_control}
@@ -235,8 +250,11 @@ class BatchHandler:
         been dead-lettered."""
         m = event.message
         try:
-            return admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
-                                self.config.max_future_skew_ms)
+            message = admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
+                                   self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
+            if self.portfolios is not None:
+                await self.portfolios.check(message.portfolio_id)
+            return message
         except InvalidMessage as exc:
             await self.dead(event, exc)
             return None
@@ -302,6 +320,8 @@ class BatchHandler:
     async def _handle_inputs(self, messages: list[Any]) -> None:
         if not self.view.caught_up.is_set():
             await self.view.caught_up.wait()
+        if self.portfolios is not None and not self.portfolios.caught_up.is_set():
+            await self.portfolios.caught_up.wait()
         async with self.lock:
             consumer = self.consumer()
             if not consumer.flow_active:

@@ -21,12 +21,14 @@ def test_the_inputs_are_what_producers_write_and_the_outputs_what_the_worker_wri
     assert list(roles.INPUTS) == ["instruments", "signals", "fills", "controls"]
     assert roles.OUTPUTS == ("decisions", "orders", "dlq")
     assert set(roles.POSITIONED) == set(roles.TIMED) == {"signals", "fills", "controls"}
-    assert roles.COMPACTED == ("instruments", "config")
+    # DESIGN.md, "Production Kafka": registered portfolios on a compacted registry topic
+    assert roles.COMPACTED == ("instruments", "config", "portfolios")
+    assert roles.KEY_FIELD["portfolios"] == "portfolio_id" and "portfolios" not in roles.INPUTS
     assert set(roles.CO_PARTITIONED) == {"fills", "controls", "orders", "decisions"}
 
 
 def test_fill_and_command_types_are_the_wire_types():
     assert roles.message_types("fills") == ("order_filled", "order_canceled", "position_closed")
-    assert roles.message_types("controls") == ("halt", "resume", "release", "adjust_equity")
+    assert roles.message_types("controls") == ("halt", "resume", "release", "adjust_equity", "reset_clock")
     with pytest.raises(ValueError, match="not a union"):
         roles.message_types("signals")
