@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,16 +20,11 @@ from aiokafka.errors import KafkaConnectionError
 from streams.kafka.io import Record, end_offsets, publish, read_topic, wait_consumed
 from streams.kafka.settings import ClientConfig, KafkaSettings
 from streams.kafka.topics import TopicSet, apply, load_topics
+from streams.ports import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_SCRIPT = ROOT / "deploy" / "broker" / "broker.sh"
 SIZER = str(Path(sys.executable).with_name("sizer"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Broker:
@@ -38,9 +32,9 @@ class Broker:
 
     def __init__(self, home: Path, security: str = "plaintext") -> None:
         self.home = home
-        self.port = free_port()
+        self.port, controller_port = free_ports(2)  # one reservation: never the same port twice
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SECURITY": security}
+                    "KAFKA_CONTROLLER_PORT": str(controller_port), "KAFKA_SECURITY": security}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
