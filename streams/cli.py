@@ -102,7 +102,7 @@ def _kafka(args: argparse.Namespace, **overrides: object):
 
     kafka = load_kafka_settings(bootstrap=args.bootstrap, **overrides)
     args.kafka_settings = kafka  # main() explains a failed connection with these
-    return kafka, load_topics(kafka.topics_file, kafka.topic_prefix)
+    return kafka, load_topics(kafka.topics_file, kafka.topic_prefix, kafka.replication)
 
 
 def cmd_topics_apply(args: argparse.Namespace) -> int:

@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--preset", default="graduated")
     args = parser.parse_args()
     kafka = load_kafka_settings(topic_prefix=f"benchaudit{int(time.time())}-")
-    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix, kafka.replication)
     client = kafka.for_role("bench")
     asyncio.run(apply(client, topics))
     started = time.perf_counter()

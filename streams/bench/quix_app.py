@@ -89,7 +89,7 @@ def guarantee(kafka: KafkaSettings) -> str:
 
 
 def build(kafka: KafkaSettings) -> Application:
-    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix, kafka.replication)
     config = load_config(preset="conviction")
     store = QuixStateStore(config)
     processor = Processor(config, store)

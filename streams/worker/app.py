@@ -92,7 +92,9 @@ def build_app(
         datadir=str(kafka.data_dir),
         processing_guarantee=kafka.processing_guarantee,
         topic_partitions=width,
-        topic_replication_factor=topics["signals"].replication,
+        # every changelog faust creates (and `declare_changelogs` before it): the
+        # deployment's replication, as every topic of the spec
+        topic_replication_factor=kafka.replication.factor,
         topic_disable_leader=True,
         table_standby_replicas=kafka.standby_replicas,
         broker_commit_interval=kafka.commit_interval_s,
@@ -132,7 +134,8 @@ def build_app(
 
     # bytes key and value types make faust store and changelog them raw: the
     # values are our canonical JSON, written and read only by TableStore.
-    raw = {"default": None, "partitions": width, "key_type": bytes, "value_type": bytes}
+    raw = {"default": None, "partitions": width, "key_type": bytes, "value_type": bytes,
+           "extra_topic_configs": kafka.replication.configs}
     exposure = app.Table("exposure", options=store_options(), **raw)
     streak = app.Table("streak", options=store_options(), **raw)
     control_table = app.Table("controls", options=store_options(), **raw)

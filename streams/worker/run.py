@@ -12,7 +12,8 @@ from streams.config import SizingConfig
 from streams.kafka.io import publish_config
 from streams.kafka.settings import KafkaSettings
 from streams.logs import logging_config
-from streams.kafka.topics import TopicSet, apply, declare_changelogs
+from streams.kafka.topics import (TopicSet, apply, declare_changelogs, internal_replication,
+                                  internal_replication_warnings)
 
 log = logging.getLogger("streams.worker")
 
@@ -55,9 +56,12 @@ def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, log
     try:
         asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
                                                 for table in app.tables.values()},
-                                       app.conf.topic_replication_factor))
+                                       kafka.replication))
+        warnings = internal_replication_warnings(asyncio.run(internal_replication(client)), kafka.replication)
     finally:
         aiokafka_log.setLevel(level)
+    for warning in warnings:  # once, at start-up: the broker's settings are not the worker's to change
+        log.warning("replication: %s", warning)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True,
                           logging_config=logging_config(kafka.log_format, loglevel))

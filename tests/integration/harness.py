@@ -57,7 +57,9 @@ class Deployment:
     topics: TopicSet = field(init=False)
 
     def __post_init__(self) -> None:
-        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix)
+        # the replication of SIZER_REPLICATION_FACTOR / SIZER_MIN_INSYNC_REPLICAS, as the workers read it
+        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix,
+                                  KafkaSettings(bootstrap=self.bootstrap).replication)
 
     @property
     def client(self) -> ClientConfig:
