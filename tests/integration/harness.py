@@ -27,6 +27,15 @@ BROKER_SCRIPT = ROOT / "deploy" / "broker" / "broker.sh"
 SIZER = str(Path(sys.executable).with_name("sizer"))
 
 
+def kafka_version() -> str:
+    """The Kafka release the test broker runs: KAFKA_VERSION, else deploy/pom.xml's
+    default (what broker.sh starts)."""
+    import re
+
+    pom = (ROOT / "deploy" / "pom.xml").read_text()
+    return os.environ.get("KAFKA_VERSION") or re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
+
+
 class Broker:
     """The project's KRaft broker on its own ports and data directory, for one test session."""
 
