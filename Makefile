@@ -23,7 +23,7 @@ KAFKA4_TESTS ?= tests/integration/test_worker_pipeline.py tests/integration/test
 	tests/integration/test_failover.py tests/integration/test_positions.py tests/integration/test_controls.py \
 	tests/integration/test_secured.py tests/integration/test_kafka_rules.py
 
-.PHONY: help venv bench-venv test test-unit test-kafka4 demo sweep-demo bench bench-core bench-audit bench-sweep soak broker broker-stop broker-secured broker-secured-stop clean
+.PHONY: help venv bench-venv test test-unit test-kafka4 demo sweep-demo bench bench-core bench-audit bench-sweep evaluate soak broker broker-stop broker-secured broker-secured-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
@@ -37,6 +37,7 @@ help:
 	@echo "make bench-audit audit throughput over a 100,000-signal history on the broker"
 	@echo "make sweep-demo  a generated history swept over the three policies and a grid (table, plots)"
 	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
+	@echo "make evaluate    the graduated design's promises on real markets (table, JSON, CSV, plots in .sizer-data/evaluate)"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker (KAFKA_VERSION=... for another release)"
 	@echo "make broker-secured / broker-secured-stop   the same broker on SASL_SSL with ACLs (127.0.0.1:19094)"
 	@echo "make venv        .venv: the project with its test and plot extras (targets that need it make it)"
@@ -73,7 +74,7 @@ demo: $(STAMP)
 
 # No broker: a generated journal; plots and CSV under .sizer-data/sweep-demo/.
 sweep-demo: $(STAMP)
-	$(BIN)/python -m streams.history.sweep_demo
+	$(BIN)/python -m streams.sweep_demo
 
 # The worker against a bare consume-and-produce loop, a plain aiokafka loop, a
 # straightforward Faust agent and a Quix Streams application (run from .venv-bench);
@@ -88,6 +89,10 @@ bench: $(STAMP) $(BENCH_STAMP)
 soak: $(STAMP)
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
 	$(BIN)/python -m streams.bench.soak --minutes $(MINUTES)
+
+# Real market history from the arch and backtesting packages (the test extra has them).
+evaluate: $(STAMP)
+	$(BIN)/sizer evaluate --out .sizer-data/evaluate --journals .sizer-data/evaluate/journals
 
 bench-core: $(STAMP)
 	$(BIN)/python -m streams.bench.core

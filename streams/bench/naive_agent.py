@@ -20,14 +20,14 @@ from streams.config import load_config
 from streams.engine import InputPosition, PortfolioState
 from streams.engine.state import exposure_from_wire, streak_from_wire, to_wire
 from streams.kafka.io import read_topic
-from streams.kafka.settings import load_kafka_settings
+from streams.worker.settings import load_settings
 from streams.wire.models import Instrument, Signal, decode, to_json
 from streams.processor import Processor
 from streams.kafka.topics import load_topics
 from streams.worker.app import RAW, brokers
 
-kafka = load_kafka_settings()
-topics = load_topics(kafka.topics_file, kafka.topic_prefix, kafka.replication)
+kafka = load_settings()
+topics = load_topics(kafka.topics_file, kafka.topic_prefix, replication=kafka.replication)
 config = load_config(preset="conviction")
 width = topics["signals"].partitions
 app = faust.App(kafka.app_id, broker=brokers(kafka.bootstrap), store="memory://", topic_partitions=width,

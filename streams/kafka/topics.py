@@ -15,18 +15,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated, read_toml
+from streams.kafka.positions import stored_positions_beyond_end
 from streams.text import counted
+from streams.wire.roles import CO_PARTITIONED, COMPACTED, ROLES, TIMED
 
 if TYPE_CHECKING:
     from streams.kafka.settings import ClientConfig
 
 TOPIC_AUTHORIZATION_FAILED = 29
 
-ROLES = ("signals", "fills", "controls", "instruments", "orders", "decisions", "dlq", "config")
 CLEANUP = ("delete", "compact")
+# The input topics whose record timestamps the FUTURE_TIMESTAMP rule trusts (the
+# timed roles) are bounded: the broker refuses a record stamped further ahead of its
+# own clock than the bound.
+TIMESTAMP_BOUND = "message.timestamp.after.max.ms"
 
 # the topic configs a spec sets from its own fields or from `Replication`: never in a topic's `configs` table
-OWN_CONFIGS = ("cleanup.policy", "retention.ms", "min.insync.replicas")
+OWN_CONFIGS = ("cleanup.policy", "retention.ms", "min.insync.replicas", TIMESTAMP_BOUND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +73,20 @@ class TopicSpec:
     cleanup_policy: str
     retention_ms: int
     min_insync_replicas: int = 1
+    # how far ahead of the broker's clock a record timestamp may be (Kafka 3.6+,
+    # `message.timestamp.after.max.ms`); None: not pinned by this spec
+    timestamp_after_max_ms: int | None = None
     # any further topic configs of the topics file (`configs` tables), as the broker reports them
     extra_configs: tuple[tuple[str, str], ...] = ()
 
     @property
     def configs(self) -> dict[str, str]:
         """Every broker config this spec pins, as the broker reports them (strings)."""
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms),
-                "min.insync.replicas": str(self.min_insync_replicas), **dict(self.extra_configs)}
+        pinned = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms),
+                  "min.insync.replicas": str(self.min_insync_replicas), **dict(self.extra_configs)}
+        if self.timestamp_after_max_ms is not None:
+            pinned[TIMESTAMP_BOUND] = str(self.timestamp_after_max_ms)
+        return pinned
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +121,16 @@ def _extra_configs(where: str, defaults: Mapping[str, Any], own: Any) -> tuple[t
     return tuple(sorted((key, _config_value(value)) for key, value in merged.items()))
 
 
-def load_topics(path: Path, prefix: str = "", replication: Replication = LOCAL_REPLICATION) -> TopicSet:
+def load_topics(path: Path, prefix: str = "", max_future_skew_ms: int | None = None,
+                replication: Replication = LOCAL_REPLICATION) -> TopicSet:
     """Read and validate the topic definitions; every name gets `prefix`, every
-    topic `replication` (the deployment's settings, `KafkaSettings.replication`).
+    topic `replication` (the deployment's settings, `ConnectionSettings.replication`).
+
+    `max_future_skew_ms`: the sizing configuration's `max_future_skew_s` in ms,
+    pinned as the input topics' `message.timestamp.after.max.ms` (DESIGN.md,
+    "Production Kafka": a producer cannot forge the record timestamp the
+    FUTURE_TIMESTAMP rule trusts); None for commands that run without a sizing
+    configuration, which then neither set nor check it.
     Raises ConfigError naming the entry and the rule."""
     data = read_toml(path, "topics file")
     defaults = dict(data.get("defaults", {}))
@@ -135,6 +153,7 @@ def load_topics(path: Path, prefix: str = "", replication: Replication = LOCAL_R
                 role=role, name=prefix + str(entry["name"]), partitions=int(entry["partitions"]),
                 replication=replication.factor, cleanup_policy=str(entry["cleanup_policy"]),
                 retention_ms=int(entry["retention_ms"]), min_insync_replicas=replication.min_insync,
+                timestamp_after_max_ms=max_future_skew_ms if role in TIMED else None,
                 extra_configs=_extra_configs(where, default_configs, entry.get("configs", {})),
             )
         except KeyError as exc:
@@ -144,25 +163,20 @@ def load_topics(path: Path, prefix: str = "", replication: Replication = LOCAL_R
         if spec.cleanup_policy not in CLEANUP:
             raise ConfigError(f"{where}.cleanup_policy: must be one of {', '.join(CLEANUP)}")
         specs[role] = spec
-    for role in ("instruments", "config"):
+    for role in COMPACTED:
         if specs[role].cleanup_policy != "compact":
             raise ConfigError(f"topics file {path}: topics.{role}.cleanup_policy: must be compact")
     # One portfolio's whole state lives on one partition: its signals, fills and
     # commands must arrive there, and its orders and decisions go to the same
     # partition number.
     width = specs["signals"].partitions
-    for role in ("fills", "controls", "orders", "decisions"):
+    for role in CO_PARTITIONED:
         if specs[role].partitions != width:
             raise ConfigError(
                 f"topics file {path}: topics.{role}.partitions: must equal topics.signals.partitions "
                 f"({width}) so that portfolios stay co-partitioned"
             )
     return TopicSet(specs)
-
-
-# The input topics whose offsets the worker stores (the group's commits, the
-# input-positions table): a recreated one starts its offsets again from 0.
-POSITIONED = ("signals", "fills", "controls")
 
 
 def reset_advice(app_id: str) -> str:
@@ -179,112 +193,6 @@ def recreated(app_id: str, found: list[str]) -> TopicRecreated:
     return TopicRecreated(f"{'; '.join(found)}: the topic was deleted and recreated (or repartitioned) since "
                           f"worker group {app_id} read it, and its stored positions would skip or misplace new "
                           f"records; {reset_advice(app_id)}")
-
-
-async def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
-    return {entry["topic"]: len(entry.get("partitions") or ()) for entry in await admin.describe_topics(names)}
-
-
-def positions_changelog(app_id: str) -> str:
-    """The changelog of the worker's `input-positions` table (faust's naming)."""
-    return f"{app_id}-input-positions-changelog"
-
-
-async def stored_positions(admin: Any, client: ClientConfig, topics: TopicSet, app_id: str,
-                           fingerprints: dict[tuple[str, int], str] | None = None) -> dict[tuple[str, int], int]:
-    """(input topic, partition) -> the next offset the worker group `app_id` would
-    process: its input positions (`streams.worker.positions`, read from their
-    changelog) and, where higher, the group's committed offsets. Kafka drops a
-    group's committed offsets when their topic is deleted; the positions changelog
-    keeps them, and it is what the worker skips by. `fingerprints`, when given, is
-    filled with the fingerprint of the last record processed before each stored
-    position (`worker.positions.record_fingerprint`), where one was stored."""
-    from streams.kafka.io import read_topic
-    from streams.worker.positions import parse_position
-
-    names = {topics.name(role) for role in POSITIONED}
-    stored: dict[tuple[str, int], int] = {}
-    try:
-        committed = await admin.list_consumer_group_offsets(app_id)
-    except Exception:  # noqa: BLE001 - no such group: nothing committed
-        committed = {}
-    for tp, meta in committed.items():
-        if tp.topic in names and meta.offset >= 0:
-            stored[(tp.topic, tp.partition)] = meta.offset
-    changelog = positions_changelog(app_id)
-    if changelog in set(await admin.list_topics()):
-        partitions = (await _partition_counts(admin, [changelog])).get(changelog, 0)
-        # read whole: a compacted topic, one key per input partition once cleaned
-        latest: dict[bytes, bytes | None] = {}
-        for record in await read_topic(client, changelog, partitions, timeout_s=300):
-            if record.key is not None:
-                latest[record.key] = record.value
-        for key, value in latest.items():
-            topic, _, partition = key.decode("utf-8", "replace").rpartition(":")
-            if topic in names and partition.isdigit() and value and value.split(b":")[0].isdigit():
-                where = (topic, int(partition))
-                offset, fingerprint = parse_position(value)
-                if fingerprints is not None and fingerprint is not None and offset >= stored.get(where, 0):
-                    fingerprints[where] = fingerprint
-                stored[where] = max(stored.get(where, 0), offset)
-    return stored
-
-
-async def stored_positions_beyond_end(admin: Any, client: ClientConfig, topics: TopicSet, app_id: str) -> list[str]:
-    """Input partitions where the worker group `app_id` has stored a position past
-    the partition's end (the topic was recreated since: its offsets began again at
-    0), or whose partition no longer exists. Kafka 3.9 gives aiokafka no topic ids,
-    so the end offset is the evidence: a recreated topic that has already grown
-    past the old positions is not seen. Empty when nothing is stored."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    fingerprints: dict[tuple[str, int], str] = {}
-    stored = await stored_positions(admin, client, topics, app_id, fingerprints)
-    stored = {where: offset for where, offset in stored.items() if offset > 0}
-    if not stored:
-        return []
-    counts = await _partition_counts(admin, sorted({topic for topic, _ in stored}))
-    present = [TopicPartition(topic, partition) for topic, partition in stored if partition < counts.get(topic, 0)]
-    ends = {}
-    if present:
-        consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(present)
-        finally:
-            await consumer.stop()
-    found = []
-    to_compare = {}
-    for (topic, partition), offset in sorted(stored.items()):
-        end = ends.get(TopicPartition(topic, partition))
-        if end is None:
-            found.append(f"{topic}[{partition}]: stored position {offset}, the partition no longer exists")
-        elif offset > end:
-            found.append(f"{topic}[{partition}]: stored position {offset} is past the end offset {end}")
-        elif (topic, partition) in fingerprints:
-            to_compare[TopicPartition(topic, partition)] = (offset - 1, offset)
-    # the record just before each position must be the one the group processed there
-    found += await _unlike_processed(client, to_compare, fingerprints)
-    return found
-
-
-async def _unlike_processed(client: ClientConfig, spans: dict[Any, tuple[int, int]],
-                            fingerprints: dict[tuple[str, int], str]) -> list[str]:
-    """Partitions whose record before the stored position is not the record the group
-    processed there (by fingerprint): the topic was recreated and has grown past the
-    old position. A record no longer there (retention) cannot be compared: passed."""
-    from streams.kafka.io import read_spans
-    from streams.worker.positions import record_fingerprint
-
-    if not spans:
-        return []
-    found = []
-    for record in await read_spans(client, spans):
-        where = (record.topic, record.partition)
-        if record_fingerprint(record.key, record.value, record.timestamp) != fingerprints[where]:
-            found.append(f"{record.topic}[{record.partition}]: the record at offset {record.offset} is not the one "
-                         f"this group processed there")
-    return found
 
 
 async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None) -> list[str]:
@@ -321,6 +229,9 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         elif to_create:
             raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
                                 + " (run `sizer topics apply`)")
+        if create:
+            report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
+                                              {spec.name for spec in to_create})
         problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
         # A topic just created can be reported with no partitions until its metadata
         # has propagated; give those a moment, never a topic that was already there.
@@ -350,6 +261,74 @@ async def _enough_brokers(admin: Any, factor: int) -> None:
     if brokers < factor:
         raise TopicMismatch(f"replication factor {factor} (SIZER_REPLICATION_FACTOR) needs at least {factor} "
                             f"brokers; the cluster at the bootstrap address has {brokers}: nothing was created")
+
+
+async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int) -> list[str]:
+    """The input topics whose broker does not refuse record timestamps more than
+    `max_future_skew_ms` ahead of its clock (`message.timestamp.after.max.ms` unset,
+    larger, or not readable), one line each; empty when all are bounded."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    names = [topics.name(role) for role in TIMED]
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await admin.start()
+    try:
+        configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
+    finally:
+        await admin.close()
+    found = []
+    for name in names:
+        bound = configs.get(name, {}).get(TIMESTAMP_BOUND)
+        if bound is None or not bound.lstrip("-").isdigit() or int(bound) > max_future_skew_ms:
+            found.append(f"{name}: {TIMESTAMP_BOUND}={bound}")
+    return found
+
+
+async def _bound_timestamps(client: ClientConfig, admin: Any, topics: TopicSet, ConfigResource, ConfigResourceType,
+                            created: set[str]) -> list[str]:
+    """Set `message.timestamp.after.max.ms` on the existing input topics that lack the
+    spec's value (created before the bound existed, or before `max_future_skew_s`
+    changed), by IncrementalAlterConfigs: no other setting of the topic changes.
+    Returns one line per topic changed. A broker that refuses raises
+    KafkaUnavailable (one line)."""
+    bounded = [spec for spec in topics if spec.timestamp_after_max_ms is not None and spec.name not in created]
+    if not bounded:
+        return []
+    configs = await _configs(admin, [spec.name for spec in bounded], ConfigResource, ConfigResourceType)
+    stale = [spec for spec in bounded if configs.get(spec.name, {}).get(TIMESTAMP_BOUND) != spec.configs[TIMESTAMP_BOUND]]
+    if not stale:
+        return []
+    await asyncio.to_thread(_alter_bound, client, stale)
+    return [f"bounded {spec.name}: {TIMESTAMP_BOUND}={spec.timestamp_after_max_ms} (was "
+            f"{configs.get(spec.name, {}).get(TIMESTAMP_BOUND)})" for spec in stale]
+
+
+def _alter_bound(client: ClientConfig, specs: list[TopicSpec]) -> None:
+    # aiokafka's admin client has no IncrementalAlterConfigs (its AlterConfigs resets
+    # every setting it is not given); kafka-python's has, as `acls` uses it
+    from kafka import errors
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(**client.options(request_timeout_ms=30_000))
+    except errors.KafkaError as exc:
+        raise KafkaUnavailable(f"cannot reach {client.bootstrap} to bound record timestamps: {exc}") from exc
+    try:
+        result = admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, spec.name,
+                            configs={TIMESTAMP_BOUND: str(spec.timestamp_after_max_ms)}) for spec in specs],
+            raise_on_unknown=False, incremental=True)
+    except errors.KafkaError as exc:
+        raise KafkaUnavailable(f"the broker refused {TIMESTAMP_BOUND} on "
+                               f"{', '.join(spec.name for spec in specs)}: {exc}") from exc
+    finally:
+        admin.close()
+    # kafka-python answers {resource type: {name: "OK" or the error, as text}}
+    refused = [f"{name}: {outcome}" for by_name in result.values() for name, outcome in by_name.items()
+               if outcome != "OK"]
+    if refused:
+        raise KafkaUnavailable(f"the broker refused {TIMESTAMP_BOUND}: {'; '.join(refused)}")
 
 
 async def _create(admin: Any, new_topics: list[Any]) -> None:

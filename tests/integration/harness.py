@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable
 from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka.io import Record, end_offsets, publish, read_topic, wait_consumed
-from streams.kafka.settings import ClientConfig, KafkaSettings
+from streams.kafka.settings import ClientConfig, ConnectionSettings
+from streams.worker.settings import WorkerSettings
 from streams.kafka.topics import TopicSet, apply, load_topics
 from streams.ports import free_port, free_ports
 
@@ -41,9 +42,10 @@ class Broker:
 
     def __init__(self, home: Path, security: str = "plaintext") -> None:
         self.home = home
-        self.port, controller_port = free_ports(2)  # one reservation: never the same port twice
+        self.port, controller_port, internal_port = free_ports(3)  # one reservation: never one port twice
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(controller_port), "KAFKA_SECURITY": security}
+                    "KAFKA_CONTROLLER_PORT": str(controller_port), "KAFKA_INTERNAL_PORT": str(internal_port),
+                    "KAFKA_SECURITY": security}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
@@ -68,12 +70,12 @@ class Deployment:
     def __post_init__(self) -> None:
         # the replication of SIZER_REPLICATION_FACTOR / SIZER_MIN_INSYNC_REPLICAS, as the workers read it
         self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix,
-                                  KafkaSettings(bootstrap=self.bootstrap).replication)
+                                  replication=ConnectionSettings(bootstrap=self.bootstrap).replication)
 
     @property
     def client(self) -> ClientConfig:
         """The tests' own Kafka client configuration (PLAINTEXT to the test broker)."""
-        return KafkaSettings(bootstrap=self.bootstrap).for_role("test")
+        return WorkerSettings(bootstrap=self.bootstrap).for_role("test")
 
     @classmethod
     def create(cls, bootstrap: str, workdir: Path) -> "Deployment":

@@ -15,7 +15,7 @@ import uuid
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.kafka.settings import KafkaSettings
+from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import INTERNAL_TOPICS, internal_replication
 from tests.integration.harness import SIZER, kafka_version
 
@@ -24,7 +24,7 @@ HOUR_MS = 3_600_000
 
 def admin_call(bootstrap: str, call):
     async def run():
-        admin = AIOKafkaAdminClient(**KafkaSettings(bootstrap=bootstrap).for_role("test").options())
+        admin = AIOKafkaAdminClient(**ConnectionSettings(bootstrap=bootstrap).for_role("test").options())
         await admin.start()
         try:
             return await call(admin)
@@ -84,7 +84,7 @@ def test_check_names_every_replication_min_isr_and_config_difference(deployment)
 
 
 def test_the_transaction_log_and_offsets_topic_replication_is_read_from_the_broker(bootstrap):
-    found = asyncio.run(internal_replication(KafkaSettings(bootstrap=bootstrap).for_role("test")))
+    found = asyncio.run(internal_replication(ConnectionSettings(bootstrap=bootstrap).for_role("test")))
     assert set(found) == set(INTERNAL_TOPICS)
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # the project's broker: broker.sh sets 1 and 1
         assert found == {"__transaction_state": (1, 1), "__consumer_offsets": (1, 1)}

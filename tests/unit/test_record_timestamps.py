@@ -10,7 +10,7 @@ import time
 from aiokafka.errors import InvalidTimestampError
 
 from streams.errors import RECORD_TIMESTAMP_RULE, exit_code, kafka_error
-from streams.kafka.console import journal_records, timestamp_refused
+from streams.ops.console import journal_records, timestamp_refused
 
 HOUR_MS = 3_600_000
 

@@ -11,9 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from streams.config import load_config
 from streams.errors import ConfigError
-from streams.kafka.settings import KafkaSettings, load_kafka_settings
+from streams.worker.settings import WorkerSettings, load_settings
 from streams.kafka.topics import (ROLES, Replication, _replication_differences, internal_replication_warnings,
                                    load_topics)
+from streams.wire.roles import COMPACTED, CO_PARTITIONED
 from streams.worker.app import build_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,17 +24,17 @@ TOPICS = ROOT / "topics" / "topics.toml"
 def test_the_local_default_is_one_copy_and_one_in_sync(monkeypatch):
     monkeypatch.delenv("SIZER_REPLICATION_FACTOR", raising=False)
     monkeypatch.delenv("SIZER_MIN_INSYNC_REPLICAS", raising=False)
-    kafka = load_kafka_settings(bootstrap="127.0.0.1:1")
+    kafka = load_settings(bootstrap="127.0.0.1:1")
     assert kafka.replication == Replication(1, 1)
-    for spec in load_topics(TOPICS, "", kafka.replication):
+    for spec in load_topics(TOPICS, "", replication=kafka.replication):
         assert (spec.replication, spec.configs["min.insync.replicas"]) == (1, "1")
 
 
 def test_the_settings_give_every_topic_its_replication_and_min_isr(monkeypatch):
     monkeypatch.setenv("SIZER_REPLICATION_FACTOR", "3")
     monkeypatch.setenv("SIZER_MIN_INSYNC_REPLICAS", "2")
-    kafka = load_kafka_settings(bootstrap="127.0.0.1:1")
-    topics = load_topics(TOPICS, "p-", kafka.replication)
+    kafka = load_settings(bootstrap="127.0.0.1:1")
+    topics = load_topics(TOPICS, "p-", replication=kafka.replication)
     assert {spec.role for spec in topics} == set(ROLES)
     for spec in topics:
         assert spec.replication == 3
@@ -46,13 +47,13 @@ def test_a_min_isr_above_the_factor_or_a_count_below_one_stops_with_the_field(mo
     monkeypatch.setenv("SIZER_REPLICATION_FACTOR", factor)
     monkeypatch.setenv("SIZER_MIN_INSYNC_REPLICAS", min_isr)
     with pytest.raises(ConfigError) as error:
-        load_kafka_settings(bootstrap="127.0.0.1:1")
+        load_settings(bootstrap="127.0.0.1:1")
     assert field in str(error.value)
 
 
 def test_the_changelogs_faust_creates_get_the_same_replication(tmp_path):
-    kafka = KafkaSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path, replication_factor=3, min_insync_replicas=2)
-    topics = load_topics(kafka.topics_file, "", kafka.replication)
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path, replication_factor=3, min_insync_replicas=2)
+    topics = load_topics(kafka.topics_file, "", replication=kafka.replication)
     app = build_app(kafka, load_config("conviction"), topics, CollectorRegistry())
     assert app.conf.topic_replication_factor == 3  # faust's factor for the topics it declares
     assert len(app.tables) == 5
@@ -71,9 +72,9 @@ def write(tmp_path: Path, text: str) -> Path:
 def spec_file(tmp_path: Path, defaults: str = "", signals: str = "") -> Path:
     lines = ["[defaults]", defaults]
     for role in ROLES:
-        compact = role in ("instruments", "config")
-        lines += [f"[topics.{role}]", f'name = "{role}"', f"partitions = {1 if role in ('instruments', 'dlq', 'config') else 6}",
-                  f'cleanup_policy = "{"compact" if compact else "delete"}"', "retention_ms = -1"]
+        lines += [f"[topics.{role}]", f'name = "{role}"',
+                  f"partitions = {6 if role in CO_PARTITIONED or role == 'signals' else 1}",
+                  f'cleanup_policy = "{"compact" if role in COMPACTED else "delete"}"', "retention_ms = -1"]
         if role == "signals":
             lines.append(signals)
     return write(tmp_path, "\n".join(lines) + "\n")

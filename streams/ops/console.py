@@ -2,12 +2,14 @@
 journal's inputs onto their topics the way the worker needs them, and `sizer
 tail decisions|orders|dlq` reads what it wrote.
 
-What these commands take care of (README, "Running it yourself"): the topic
+What these commands take care of (docs: operating, "Running it yourself"): the topic
 names carry `SIZER_TOPIC_PREFIX`; each input is keyed by its `portfolio_id`
-(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`;
+(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`, and
+written to its key's murmur2 partition, or the worker dead-letters it
+`WRONG_PARTITION`;
 instruments are published before everything else; decisions and orders are
 written in transactions, so they are read `read_committed`. Both open their
-Kafka clients from `KafkaSettings.client(role)`, so they use the same security
+Kafka clients from `ConnectionSettings.client(role)`, so they use the same security
 as every other client.
 """
 
@@ -23,15 +25,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidTimestampError
 
 from streams.wire import decimals
+from streams.wire.admission import PORTFOLIO_KEYED, home_partition
 from streams.errors import RECORD_TIMESTAMP_RULE, ConfigError, KafkaUnavailable, TopicMismatch
-from streams.history import journal
-from streams.kafka.io import KEY_FIELD, start_or_close
-from streams.kafka.settings import KafkaSettings
+from streams.wire import journal
+from streams.kafka.io import start_or_close
+from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import TopicSet
 from streams.text import counted
-
-KEYS = {**KEY_FIELD, "controls": "portfolio_id"}
-TAILED = ("decisions", "orders", "dlq")
+from streams.wire.roles import KEY_FIELD
 
 
 def journal_records(lines: Iterable[str | bytes], source: str = "journal",
@@ -50,9 +51,9 @@ def journal_records(lines: Iterable[str | bytes], source: str = "journal",
             problems.append(f"{source}:{parsed.line}: {parsed.error}")
             continue
         topic, value = parsed.topic, parsed.value
-        key = value.get(KEYS[topic]) if isinstance(value, dict) else None
+        key = value.get(KEY_FIELD[topic]) if isinstance(value, dict) else None
         if not isinstance(key, str):
-            problems.append(f"{source}:{parsed.line}: value must be an object with a {KEYS[topic]} string (its key)")
+            problems.append(f"{source}:{parsed.line}: value must be an object with a {KEY_FIELD[topic]} string (its key)")
             continue
         record = (topic, key.encode(), decimals.dumps(value).encode(), parsed.timestamp)
         (instruments if topic == "instruments" else others).append(record)
@@ -62,16 +63,27 @@ def journal_records(lines: Iterable[str | bytes], source: str = "journal",
     return instruments + others, problems
 
 
-async def publish_records(kafka: KafkaSettings, topics: TopicSet,
+def input_partition(topics: TopicSet, role: str, key: bytes | None) -> int | None:
+    """The partition a portfolio-keyed input must be written to (its key's, by Kafka's
+    murmur2 partitioner: the one the worker admits it on); None, the producer's choice,
+    for the others."""
+    if role not in PORTFOLIO_KEYED or key is None:
+        return None
+    return home_partition(key, topics[role].partitions)
+
+
+async def publish_records(kafka: ConnectionSettings, topics: TopicSet,
                           records: list[tuple[str, bytes | None, bytes, int | None]]) -> dict[str, int]:
-    """Send in order, idempotently, waiting for every acknowledgement; a count per topic role."""
+    """Send in order, idempotently, waiting for every acknowledgement, each portfolio's
+    inputs on their key's partition (`input_partition`); a count per topic role."""
     producer = AIOKafkaProducer(**kafka.client("publish"), acks="all", enable_idempotence=True, linger_ms=5)
     await start_or_close(producer)
     counts: dict[str, int] = {}
     try:
         pending = []
         for role, key, value, timestamp in records:
-            pending.append(await producer.send(topics.name(role), value, key=key, timestamp_ms=timestamp))
+            pending.append(await producer.send(topics.name(role), value, key=key, timestamp_ms=timestamp,
+                                               partition=input_partition(topics, role, key)))
             counts[role] = counts.get(role, 0) + 1
         await asyncio.gather(*pending)
     finally:
@@ -79,7 +91,7 @@ async def publish_records(kafka: KafkaSettings, topics: TopicSet,
     return counts
 
 
-def publish_journal(kafka: KafkaSettings, topics: TopicSet, path: str, err: IO[str] = sys.stderr) -> int:
+def publish_journal(kafka: ConnectionSettings, topics: TopicSet, path: str, err: IO[str] = sys.stderr) -> int:
     """`sizer publish --journal FILE`: exit 0 when every line was published, 1 when
     some line could not be (each reported on stderr; the others are published)."""
     numbers: list[int] = []
@@ -174,7 +186,7 @@ def _line(cells: Iterable[str], columns: tuple[tuple[str, int], ...]) -> str:
     return " ".join(f"{str(cell):<{width}.{width}}" for cell, (_, width) in zip(cells, columns)).rstrip()
 
 
-async def tail(kafka: KafkaSettings, topics: TopicSet, role: str, follow: bool, json_lines: bool,
+async def tail(kafka: ConnectionSettings, topics: TopicSet, role: str, follow: bool, json_lines: bool,
                out: IO[str] = sys.stdout, idle_stop: asyncio.Event | None = None) -> int:
     """Print every committed record of `role` from the beginning, in partition then
     offset order up to the current ends; with `follow`, then every new one as it
