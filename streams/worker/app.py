@@ -99,7 +99,8 @@ def build_app(
     app.add_dependency(view)
     portfolios = None
     if kafka.require_registration:
-        portfolios = PortfolioRegistry(client, topics.name("portfolios"), topics["portfolios"].partitions)
+        registry_topic = topics["portfolios"]
+        portfolios = PortfolioRegistry(client, registry_topic.name, registry_topic.partitions, config.configures)
         app.add_dependency(portfolios)
     health = Health(app, view, kafka.liveness_timeout_s)
     health.install(app)
@@ -108,7 +109,6 @@ def build_app(
     processor = Processor(config, store, view)
     positions = InputPositions(tables["input-positions"], outputs, [topics.name(role) for role in POSITIONED], client,
                                "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
-
     input_widths = {topics.name(role): topics[role].partitions for role in POSITIONED}
     handler = BatchHandler(
         app_id=kafka.app_id, config=config, processor=processor, tables=store, positions=positions, view=view,
