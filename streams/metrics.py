@@ -44,6 +44,14 @@ PORTFOLIO_GAUGES = {
     "drawdown": ("sizer_portfolio_drawdown_mode", "1 while the portfolio is in drawdown mode"),
     "phase": ("sizer_portfolio_phase", "Graduated phase (1, 2, 3)"),
     "equity": ("sizer_portfolio_equity_usd", "Starting equity plus realized PnL, USD"),
+    "cooldown": ("sizer_portfolio_symbols_in_cooldown",
+                 "Symbols whose opens are in cooldown after a losing close, at the portfolio clock"),
+    "paused": ("sizer_portfolio_loss_guard_paused", "1 while the loss guard pauses every open, at the portfolio clock"),
+}
+# Worker-wide: how many of the tracked portfolios are in each state now.
+PROTECTION_TOTALS = {
+    "cooldown": ("sizer_portfolios_in_cooldown", "Portfolios of this worker with at least one symbol in cooldown"),
+    "paused": ("sizer_portfolios_loss_guard_paused", "Portfolios of this worker whose opens the loss guard pauses"),
 }
 
 
@@ -53,11 +61,18 @@ def portfolio_figures(state: PortfolioState, config: SizingConfig) -> dict[str, 
     exposure = state.position_value(config) + reserved
     cap = config.portfolio_cap.amount(state.streak.equity)
     streak = state.streak
+    clock = state.exposure.latest_ts
+    cooldown = config.cooldown_ms
+    in_cooldown = 0 if cooldown is None or clock is None else sum(
+        1 for lost in streak.last_loss.values() if clock < lost + cooldown)
+    paused = int(config.loss_guard_ms is not None and streak.paused_until is not None and clock is not None
+                 and clock < streak.paused_until)
     return {
         "exposure": exposure, "reserved": reserved, "cap": cap,
         "utilisation": exposure / cap if cap > 0 else Decimal(1),
         "wins": streak.consecutive_wins, "losses": streak.consecutive_losses,
         "drawdown": int(streak.drawdown), "phase": streak.phase, "equity": streak.equity,
+        "cooldown": in_cooldown, "paused": paused,
     }
 
 
@@ -85,22 +100,27 @@ class PortfolioSeries(Collector):
             latest.move_to_end(portfolio_id)
         elif len(latest) >= self.limit:
             dropped = latest.popitem(last=False)[0]
-        latest[portfolio_id] = (state, config)
+        latest[portfolio_id] = (state, config.for_portfolio(portfolio_id))
         return dropped
 
     def discard(self, portfolio_id: str) -> None:
         self._latest.pop(portfolio_id, None)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
-        return [GaugeMetricFamily(name, text, labels=["portfolio"]) for name, text in PORTFOLIO_GAUGES.values()]
+        return [GaugeMetricFamily(name, text, labels=["portfolio"]) for name, text in PORTFOLIO_GAUGES.values()] + [
+            GaugeMetricFamily(name, text) for name, text in PROTECTION_TOTALS.values()]
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         families = {key: GaugeMetricFamily(name, text, labels=["portfolio"])
                     for key, (name, text) in PORTFOLIO_GAUGES.items()}
+        totals = dict.fromkeys(PROTECTION_TOTALS, 0)
         for portfolio_id, (state, config) in list(self._latest.items()):
             for key, value in portfolio_figures(state, config).items():
                 families[key].add_metric([portfolio_id], float(value))
-        return families.values()
+                if key in totals and value:
+                    totals[key] += 1
+        return [*families.values(), *(GaugeMetricFamily(name, text, value=totals[key])
+                                      for key, (name, text) in PROTECTION_TOTALS.items())]
 
 
 def process_collectors(registry: CollectorRegistry) -> None:

@@ -124,9 +124,18 @@ class ConfigResolver:
                 continue
             if config.config_hash == data.get("config_hash"):
                 self._configs[config.config_hash] = config
+        # configurations with `[portfolios."ID"]` tables: a portfolio's own effective
+        # configuration is derived from them when no record holds it by its hash
+        self._with_tables = [c for c in self._configs.values() if c.portfolios]
 
-    def __call__(self, config_hash: str) -> SizingConfig | None:
+    def __call__(self, config_hash: str, portfolio_id: str | None = None) -> SizingConfig | None:
         config = self._configs.get(config_hash)
+        if config is None and portfolio_id is not None:
+            for tables in self._with_tables:
+                derived = tables.for_portfolio(portfolio_id)
+                if derived.config_hash == config_hash:
+                    config = self._configs[config_hash] = derived
+                    break
         if config is None:
             self.unresolvable.add(config_hash)
         return config

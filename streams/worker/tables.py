@@ -89,7 +89,7 @@ class TableStore:
                     "seen_fills": self._read_window(portfolio_id, "seen_fills", streak)}
             state = PortfolioState(
                 exposure_from_wire(exposure),
-                streak_from_wire(streak, self.config),
+                streak_from_wire(streak, self.config, portfolio_id),
                 controls_from_wire(decimals.loads(raw_controls) if raw_controls else None),
             )
             for window, ref in refs.items():

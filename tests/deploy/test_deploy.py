@@ -49,6 +49,7 @@ def test_every_alert_rule_has_unit_tests_that_fire_and_that_do_not(promtool):
         assert any(not case["exp_alerts"] for case in cases), f"{rule['alert']}: no case where it stays quiet"
     assert {rule["alert"] for rule in rules} == {
         "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerPortfolioHalted",
+        "SizerLossGuardPaused",
         "SizerConsumerLagGrowing", "SizerWorkerDown", "SizerInputsRecoveredRepeatedly", "SizerPartitionReseeksRepeated",
         "SizerProducerErrors", "SizerWorkerRestarting", "SizerWrongPartition"}
     readme = (ROOT / "docs" / "pages" / "operating.md").read_text()

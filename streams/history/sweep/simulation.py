@@ -87,15 +87,18 @@ class _Simulation:
         self.what_if_qty: dict[str, Decimal] = {}
         self.index = {p: i for i, p in enumerate(history.portfolios)}
         self.fresh = PortfolioState.fresh(config)
-        self.cap_of = config.portfolio_cap.amount
+        self.per_portfolio = bool(config.portfolios)
         self.config_hash = config.config_hash
+        # the effective configurations of the portfolios' own tables: their decisions are compared too
+        self.hashes = {c.config_hash for c in config.effective_configurations()} if self.per_portfolio else {
+            self.config_hash}
         self.exposure_sample, self.close_sample = self.run.exposure.append, self.run.closes.append
 
     def signal(self, sequence: int, event: tuple[Any, ...]) -> None:
         """A signal decided under the configuration, compared with the recorded decision."""
         _, signal, instrument, position, recorded_qty, recorded, raw = event
         portfolio, run, config = signal.portfolio_id, self.run, self.config
-        state = self.states.get(portfolio, self.fresh)
+        state = self._state(portfolio)
         # explained only where the record it makes is compared with the recorded one
         decision, _, state = decide(signal, instrument, state, config, position, raw is not None)
         after = decision.trace["state"]["exposure"]
@@ -121,27 +124,26 @@ class _Simulation:
             if len(run.first_changes) < 20:
                 run.first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
                                           "recorded": _said(recorded), "what_if": _said((outcome, reason, qty))})
-        if raw is not None and decision.config_hash == self.config_hash and _hash_of(raw) == self.config_hash:
+        if raw is not None and decision.config_hash in self.hashes and _hash_of(raw) == decision.config_hash:
             run.compared += 1
             run.identical += to_json(decision).encode() == raw
         self.states[portfolio] = state
         if self.trail is not None:
             self.trail.append(("decision", signal.signal_id, outcome, reason, qty, decision.notional))
-        self.exposure_sample((signal.ts, sequence, self.index[portfolio], after, self.cap_of(state.streak.equity)))
+        self.exposure_sample((signal.ts, sequence, self.index[portfolio], after, self.cap_of(portfolio, state)))
 
     def control(self, event: tuple[Any, ...]) -> None:
         """An operator command, applied as recorded."""
         message = event[1]
         portfolio = message.portfolio_id
-        self.states[portfolio] = apply_control(message, self.states.get(portfolio, self.fresh), self.config,
-                                               event[2]).state
+        self.states[portfolio] = apply_control(message, self._state(portfolio), self.config, event[2]).state
 
     def fill_event(self, sequence: int, event: tuple[Any, ...]) -> None:
         """A fill, cancel or close, scaled to the what-if's own order or position (or
         left out where the what-if has none), then applied."""
         kind, message, offset = event[0], event[1], event[2]
         portfolio = message.portfolio_id
-        state = self.states.get(portfolio, self.fresh)
+        state = self._state(portfolio)
         equity_before = state.streak.equity
         message = self._scaled_to_what_if(kind, message, event[3], state)
         if message is None:
@@ -157,7 +159,19 @@ class _Simulation:
         if kind == CLOSE:
             self.close_sample((message.ts, sequence, self.index[portfolio], message.realized_pnl, equity_before))
         self.exposure_sample((message.ts, sequence, self.index[portfolio],
-                              state.position_value(self.config) + state.reserved(), self.cap_of(state.streak.equity)))
+                              state.position_value(self.config) + state.reserved(), self.cap_of(portfolio, state)))
+
+    def _state(self, portfolio: str) -> PortfolioState:
+        """The portfolio's what-if state (fresh under its own configuration at first)."""
+        state = self.states.get(portfolio)
+        if state is None:
+            return self.fresh if not self.per_portfolio else PortfolioState.fresh(self.config, portfolio)
+        return state
+
+    def cap_of(self, portfolio: str, state: PortfolioState) -> Decimal:
+        """The portfolio's exposure cap now (its own configuration's, USD)."""
+        config = self.config.for_portfolio(portfolio) if self.per_portfolio else self.config
+        return config.portfolio_cap.amount(state.streak.equity)
 
     def _scaled_to_what_if(self, kind: int, message: Any, recorded: Any, state: PortfolioState) -> Any:
         """The fill event as the what-if sees it, or None when it has nothing to apply it
@@ -189,7 +203,7 @@ class _Simulation:
         run.exposure.sort()
         run.closes.sort()
         for portfolio in self.history.portfolios:
-            state = self.states.get(portfolio, self.fresh)
+            state = self._state(portfolio)
             run.final_equity[portfolio] = state.streak.equity
             run.phases[portfolio] = state.streak.phase
         return run
