@@ -302,6 +302,16 @@ class SizingConfig(BaseSettings):
             return None
         return self.max_orders_per_window, int(self.order_rate_window_s * 1000)
 
+    def tables_of(self, portfolio_id: str) -> tuple[str, ...]:
+        """The `[portfolios."ID"]` patterns (exact ids or globs) that match a portfolio
+        id, least specific first; empty when none does."""
+        return tuple(sorted((p for p in self.portfolios if fnmatchcase(portfolio_id, p)), key=_specificity))
+
+    def names_portfolio(self, portfolio_id: str) -> bool:
+        """Whether a `[portfolios."ID"]` table names the portfolio (by its id or a glob):
+        such a portfolio is registered (`worker.registry`)."""
+        return bool(self.portfolios) and bool(self.tables_of(portfolio_id))
+
     def for_portfolio(self, portfolio_id: str) -> "SizingConfig":
         """The effective configuration of one portfolio: this one with every matching
         `[portfolios."ID"]` table applied, least specific first (so the most specific
@@ -314,7 +324,7 @@ class SizingConfig(BaseSettings):
         found = cache.get(portfolio_id)
         if found is not None:
             return found  # type: ignore[no-any-return]
-        matching = tuple(sorted((p for p in self.portfolios if fnmatchcase(portfolio_id, p)), key=_specificity))
+        matching = self.tables_of(portfolio_id)
         layered = self.__dict__.setdefault("_layered", {})
         found = layered.get(matching)
         if found is None:

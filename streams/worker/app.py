@@ -99,7 +99,8 @@ def build_app(
     app.add_dependency(view)
     portfolios = None
     if kafka.require_registration:
-        portfolios = PortfolioRegistry(client, topics.name("portfolios"), topics["portfolios"].partitions)
+        portfolios = PortfolioRegistry(client, topics.name("portfolios"), topics["portfolios"].partitions,
+                                       configured=config.names_portfolio)
         app.add_dependency(portfolios)
     health = Health(app, view, kafka.liveness_timeout_s)
     health.install(app)
