@@ -6,8 +6,8 @@ workers' state (a few KB per portfolio, never released) without bound.
 A portfolio is registered by a record keyed by its id on the compacted registry
 topic (`sizer-portfolios`, written by operators with `sizer portfolios register`;
 a tombstone deregisters it), which every worker reads whole like the instruments
-(`instruments.TopicView`), or by a `[portfolios."ID"]` table of the configuration
-naming it, by its id or a glob (`SizingConfig.names_portfolio`).
+(`instruments.TopicView`), or by the per-portfolio settings of the configuration
+(`configured`, see `PortfolioRegistry`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ class PortfolioRegistry(TopicView):
     """The registered portfolio ids, from the registry topic, plus those the
     configuration's per-portfolio settings name.
 
-    `configured(portfolio_id)`: whether the configuration registers the id (the
-    worker passes `SizingConfig.names_portfolio`: a `[portfolios."ID"]` table, an
-    exact id or a glob, DESIGN.md "Configuration"); by default none."""
+    `configured(portfolio_id)`: whether the configuration registers the id: the
+    worker passes `SizingConfig.configures`, true for an id a `[portfolios."ID"]`
+    table (an exact id or a glob, DESIGN.md "Configuration") names."""
 
     what = "registered portfolios"
 

@@ -396,7 +396,7 @@ def test_a_portfolio_named_by_a_per_portfolio_table_is_registered_without_a_regi
     config = SizingConfig.from_effective({**load_config("conviction").effective(),
                                           "portfolios": {"desk-a-*": {"portfolio_cap": "1500"}, "solo": {}}})
     registry = PortfolioRegistry(ConnectionSettings().for_role("test"), "sizer-portfolios", 1,
-                                 configured=config.names_portfolio)
+                                 configured=config.configures)
     registry.caught_up.set()
     world = World(portfolios=registry)
     batch = [world.record("signals", signal(pid, "X", "0.5", "10", T0, signal_id=pid)["value"], key=pid.encode())
