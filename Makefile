@@ -11,7 +11,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS ?=
 MINUTES ?= 30
 
-.PHONY: help venv bench-venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep soak broker broker-stop broker-secured broker-secured-stop clean
+.PHONY: help venv bench-venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep soak broker broker-stop broker-secured broker-secured-stop cluster cluster-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
@@ -24,10 +24,11 @@ help:
 	@echo "make sweep-demo  a generated history swept over the three policies and a grid (table, plots)"
 	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker"
+	@echo "make cluster / cluster-stop start / stop the local 3-broker cluster (replication 3, min ISR 2; 127.0.0.1:19101-19103)"
 	@echo "make broker-secured / broker-secured-stop   the same broker on SASL_SSL with ACLs (127.0.0.1:19094)"
 	@echo "make venv        .venv: the project with its test and plot extras (targets that need it make it)"
 	@echo "make bench-venv  .venv-bench: the project with Quix Streams, for make bench (which makes it)"
-	@echo "make clean       remove .venv, .venv-bench, the local brokers' data and jars (.kafka, .kafka-secured), .sizer-data, the test caches"
+	@echo "make clean       remove .venv, .venv-bench, the local brokers' data and jars (.kafka, .kafka-secured, .kafka-cluster), .sizer-data, the test caches"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,5 +98,12 @@ broker-secured:
 broker-secured-stop:
 	@KAFKA_SECURITY=sasl_ssl deploy/broker/broker.sh stop
 
+# three nodes, each broker and controller; topics replicated 3 with min.insync.replicas 2
+cluster:
+	@deploy/broker/cluster.sh start
+
+cluster-stop:
+	@deploy/broker/cluster.sh stop
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .kafka .kafka-secured .sizer-data .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) .kafka .kafka-secured .kafka-cluster .sizer-data .pytest_cache .hypothesis

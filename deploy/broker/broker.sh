@@ -8,6 +8,12 @@
 # KAFKA_HOME (default .kafka in the project) holds config, data, log and pid;
 # KAFKA_LIBS (default .kafka/libs) the jars; KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports.
 #
+# deploy/broker/cluster.sh sources this file for its functions and runs one node of a
+# replicated cluster per KAFKA_HOME, with KAFKA_NODE_ID, KAFKA_QUORUM_VOTERS (the
+# controllers, id@host:port,...), KAFKA_CLUSTER_ID (every node formatted with it),
+# KAFKA_REPLICATION / KAFKA_MIN_ISR (defaults and internal topics; 1 and 1 here) and
+# KAFKA_HEAP (java heap flags).
+#
 # KAFKA_SECURITY=sasl_ssl starts the same broker secured (default home .kafka-secured,
 # ports 19094/19095, so both can run side by side):
 #   - one SASL_SSL listener for clients and between brokers, SCRAM-SHA-512 only;
@@ -43,6 +49,12 @@ advertised_host="${KAFKA_ADVERTISED_HOST:-127.0.0.1}"
 scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor}"
 bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
+node_id="${KAFKA_NODE_ID:-1}"
+quorum_voters="${KAFKA_QUORUM_VOTERS:-$node_id@127.0.0.1:$controller_port}"
+cluster_id="${KAFKA_CLUSTER_ID:-}"
+replication="${KAFKA_REPLICATION:-1}"
+min_isr="${KAFKA_MIN_ISR:-1}"
+read -r -a heap <<< "${KAFKA_HEAP:--Xms256m -Xmx1g}"
 
 running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -151,19 +163,19 @@ write_config() {
   if [[ "$security" == sasl_ssl ]]; then make_tls; make_secrets; fi
   (umask 077; cat > "$home/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
+node.id=$node_id
+controller.quorum.voters=$quorum_voters
 controller.listener.names=CONTROLLER
 $(listener_config)
 log.dirs=$home/data
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
+default.replication.factor=$replication
+offsets.topic.replication.factor=$replication
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=8
-min.insync.replicas=1
+min.insync.replicas=$min_isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=168
@@ -184,7 +196,7 @@ PROPS
 }
 
 java_run() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+  java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$home/log4j.properties" \
     -cp "$libs/*" "$@"
 }
@@ -197,6 +209,10 @@ format() {
       scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(cat "$home/secrets/$user.password")]")
     done
   fi
+  if [[ -n "$cluster_id" ]]; then  # one node of a cluster: its voters are in the config
+    java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$home/server.properties" "${scram[@]}" >/dev/null
+    return 0
+  fi
   java_run kafka.tools.StorageTool format --standalone -t "$(java_run kafka.tools.StorageTool random-uuid)" \
     -c "$home/server.properties" "${scram[@]}" >/dev/null 2>"$home/format.err" \
     || java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
@@ -208,23 +224,37 @@ run() {
   write_config
   format
   echo $$ > "$pidfile"
-  exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+  exec java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$home/log4j.properties" -cp "$libs/*" kafka.Kafka "$home/server.properties"
 }
 
-start() {
-  if running; then echo "$bootstrap"; return 0; fi
+# Every open descriptor above stderr closed in this (sub)shell: a background broker
+# must not inherit its caller's, such as the lock of `flock LOCK broker.sh start`,
+# which it would otherwise hold for as long as it runs.
+close_inherited() {
+  local fd
+  for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do
+    if (( fd > 2 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
+# Start the broker in the background and return at once (its pid in $pidfile).
+launch() {
   resolve_jars
   write_config
   format
-  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+  (close_inherited; exec nohup java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$home/log4j.properties" \
     -cp "$libs/*" kafka.Kafka "$home/server.properties" \
-    >"$home/broker.out" 2>&1 </dev/null &
+    >"$home/broker.out" 2>&1 </dev/null) &
   echo $! > "$pidfile"
+}
+
+# Wait until the launched broker answers and has started (60 s), or exit 1 saying why.
+wait_started() {
   for _ in $(seq 1 240); do
     if answers && grep -q "Kafka Server started" "$home/broker.log" 2>/dev/null; then
-      echo "$bootstrap"; return 0
+      return 0
     fi
     if ! running; then
       echo "broker exited during start-up; last lines of $home/broker.out and broker.log:" >&2
@@ -235,6 +265,13 @@ start() {
   done
   echo "broker did not answer on $bootstrap within 60 s (log: $home/broker.log)" >&2
   exit 1
+}
+
+start() {
+  if running; then echo "$bootstrap"; return 0; fi
+  launch
+  wait_started
+  echo "$bootstrap"
 }
 
 stop() {
@@ -249,6 +286,9 @@ stop() {
   kill -KILL "$pid" 2>/dev/null || true
   rm -f "$pidfile"
 }
+
+# sourced (cluster.sh): the functions only
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
 case "${1:-}" in
   start) start ;;

@@ -62,6 +62,7 @@ class Deployment:
     app_id: str
     workdir: Path
     topics: TopicSet = field(init=False)
+    topics_file: Path = ROOT / "topics" / "topics.toml"
 
     def __post_init__(self) -> None:
         self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix)
@@ -72,15 +73,24 @@ class Deployment:
         return WorkerSettings(bootstrap=self.bootstrap).for_role("test")
 
     @classmethod
-    def create(cls, bootstrap: str, workdir: Path) -> "Deployment":
+    def create(cls, bootstrap: str, workdir: Path, replication: int = 1) -> "Deployment":
+        """This test's topics from the spec, at `replication` (and so the changelogs,
+        which copy the signals topic's)."""
         tag = uuid.uuid4().hex[:10]
         deployment = cls(bootstrap, f"t{tag}-", f"sizer-test-{tag}", workdir)
+        if replication != 1:
+            spec = (ROOT / "topics" / "topics.toml").read_text()
+            deployment.topics_file = workdir / "topics.toml"
+            deployment.topics_file.write_text(spec.replace("[defaults]\nreplication = 1",
+                                                           f"[defaults]\nreplication = {replication}"))
+            deployment.topics = load_topics(deployment.topics_file, deployment.prefix)
+            assert deployment.topics["signals"].replication == replication
         asyncio.run(apply(deployment.client, deployment.topics))
         return deployment
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "SIZER_TOPIC_PREFIX": self.prefix, "SIZER_APP_ID": self.app_id,
-                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **extra}
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "SIZER_TOPICS_FILE": str(self.topics_file), **extra}
 
     def publish(self, entries: Iterable[tuple[str, Any]], keys: dict[int, bytes | None] | None = None) -> int:
         return asyncio.run(publish(self.client, self.topics, list(entries), keys))
