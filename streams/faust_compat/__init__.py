@@ -11,6 +11,7 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
 | `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed one after another |
 | `app`       | a rebalance that starts while a batch is half done |
+| `recovery`  | a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; active recovery that ends only after two empty 5 s polls under exactly-once (#47) |
 
 `SUPPORTED` names the versions this was written and tested against, and
 `PRIVATE_NAMES` every private name used; `check()` (run at start-up and by
@@ -53,6 +54,10 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.wait_for_pid"),
+    ("faust.tables.recovery", "Recovery._set_recovery_ended"),
+    ("faust.tables.recovery", "Recovery._seek_offsets"),
+    ("faust.tables.manager", "TableManager._recovery"),
+    ("asyncio.queues", "Queue._getters"),
 )
 
 

@@ -195,34 +195,46 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
     try:
         existing = set(await admin.list_topics())
         missing = sorted(set(changelogs) - existing)
-        present = sorted(set(changelogs) & existing)
+        if missing:
+            await _create(admin, [NewTopic(name, changelogs[name], replication,
+                                           topic_configs={"cleanup.policy": "compact"}) for name in missing])
+        # Listed is not described: a changelog another worker has just created is listed
+        # by the controller before the broker asked has its partitions (a cluster; seen
+        # with two workers started together on a fresh install as "0 partitions on the
+        # broker", and the second worker exiting). Wait until each lists partitions.
+        names = sorted(changelogs)
+        described = await _described(admin, names)
         problems = []
-        if present:
-            described = {entry["topic"]: entry for entry in await admin.describe_topics(present)}
-            configs = await _configs(admin, present, ConfigResource, ConfigResourceType)
-            for name in present:
-                policy = configs.get(name, {}).get("cleanup.policy", "")
-                partitions = len(described.get(name, {}).get("partitions", []))
-                if partitions != changelogs[name]:
-                    problems.append(f"{name}: {counted(partitions, 'partition')} on the broker, the worker's tables "
-                                    f"have {changelogs[name]} (the input topics' count)")
-                if "compact" not in policy.split(","):
-                    problems.append(f"{name}: cleanup.policy={policy} on the broker, a changelog must be compacted")
+        present = [name for name in names if name not in missing]
+        configs = await _configs(admin, present, ConfigResource, ConfigResourceType) if present else {}
+        for name in present:
+            policy = configs.get(name, {}).get("cleanup.policy", "")
+            partitions = len(described.get(name, {}).get("partitions") or ())
+            if partitions != changelogs[name]:
+                problems.append(f"{name}: {counted(partitions, 'partition')} on the broker, the worker's tables "
+                                f"have {changelogs[name]} (the input topics' count)")
+            if "compact" not in policy.split(","):
+                problems.append(f"{name}: cleanup.policy={policy} on the broker, a changelog must be compacted")
         if problems:
             raise TopicMismatch("changelog topics differ from what the worker's tables need:\n  "
                                 + "\n  ".join(problems))
-        if not missing:
-            return []
-        await _create(admin, [NewTopic(name, changelogs[name], replication,
-                                       topic_configs={"cleanup.policy": "compact"}) for name in missing])
-        for _ in range(100):
-            described_new = await admin.describe_topics(missing)
-            if all(len(entry.get("partitions", [])) == changelogs[entry["topic"]] for entry in described_new):
-                break
-            await asyncio.sleep(0.1)
         return missing
     finally:
         await admin.close()
+
+
+async def _described(admin: Any, names: list[str], timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+    """`describe_topics` of existing topics (name -> entry), once every one lists its
+    partitions or after `timeout_s`: a topic's metadata reaches each broker of a
+    cluster some time after it is created."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = {entry["topic"]: entry for entry in await admin.describe_topics(names)}
+        if all(described.get(name, {}).get("partitions") for name in names):
+            return described
+        if asyncio.get_running_loop().time() > deadline:
+            return described
+        await asyncio.sleep(0.1)
 
 
 def not_authorized(names: list[str], operation: str) -> KafkaUnavailable:

@@ -19,6 +19,7 @@ from streams.config import SizingConfig
 from streams.faust_compat.app import Inputs, SizerApp
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
+from streams.faust_compat.recovery import SizerTableManager
 from streams.worker.settings import WorkerSettings
 from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
@@ -123,6 +124,7 @@ def build_app(
         web_router_enabled=False,
         web_tables_enabled=False,
         PartitionAssignor=SpecAssignor,
+        TableManager=SizerTableManager,
     )
     signals = app.topic(topics.name("signals"), partitions=width, **RAW)
     fills = app.topic(topics.name("fills"), partitions=width, **RAW)
