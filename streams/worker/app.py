@@ -20,6 +20,7 @@ from streams.faust_compat.app import Inputs, SizerApp
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
 from streams.faust_compat.recovery import SizerTableManager
+from streams.kafka.outages import OUTAGES
 from streams.worker.settings import WorkerSettings
 from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
@@ -170,7 +171,7 @@ def build_app(
     app.wire(Inputs(handler.handle_inputs, positions,
                     {topics.name(role): topics[role].partitions for role in POSITIONED},
                     eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-                    observe_commit=metrics.commit_seconds.observe))
+                    observe_commit=metrics.commit_seconds.observe, group_instance_id=kafka.group_instance_id))
     # consumed by the fetch loop itself, not by agents: subscribe them here
     app.topics.add(signals)
     app.topics.add(fills)
@@ -188,6 +189,12 @@ def build_app(
 
     app.timer(interval=kafka.stall_interval_s)(handler.reseek_stalled)
     app.timer(interval=kafka.lag_interval_s)(handler.publish_lag)
+    OUTAGES.on_change = lambda source, unavailable: metrics.broker_unavailable.labels(source).set(int(unavailable))
+
+    @app.timer(interval=1.0)
+    async def end_outages() -> None:
+        OUTAGES.expire()
+
     app.forget_on_rebalance += [tables.forget, positions.forget]
     signals_topic = topics.name("signals")
     app.on_assigned.append(lambda assigned: metrics.retain(tp.partition for tp in assigned
