@@ -10,8 +10,10 @@ BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS ?=
 MINUTES ?= 30
+CHAOS_ARGS ?=
+RECOVERY_ARGS ?=
 
-.PHONY: help venv bench-venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep soak broker broker-stop broker-secured broker-secured-stop cluster cluster-stop clean
+.PHONY: help venv bench-venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep soak chaos bench-recovery broker broker-stop broker-secured broker-secured-stop cluster cluster-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
@@ -23,6 +25,8 @@ help:
 	@echo "make bench-audit audit throughput over a 100,000-signal history on the broker"
 	@echo "make sweep-demo  a generated history swept over the three policies and a grid (table, plots)"
 	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
+	@echo "make chaos       exactly-once workers on the 3-broker cluster through broker and worker faults: stalls, counts, audit"
+	@echo "make bench-recovery  a worker's restart (clean, SIGKILL) with 1,000 / 100,000 / 1,000,000 portfolios: time to first decision"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker"
 	@echo "make cluster / cluster-stop start / stop the local 3-broker cluster (replication 3, min ISR 2; 127.0.0.1:19101-19103)"
 	@echo "make broker-secured / broker-secured-stop   the same broker on SASL_SSL with ACLs (127.0.0.1:19094)"
@@ -83,6 +87,15 @@ bench-sweep: $(STAMP)
 bench-audit: $(STAMP)
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
 	$(BIN)/python -m streams.bench.audit
+
+# Starts the local 3-broker cluster (.kafka-cluster) unless it runs; `make cluster-stop` stops it.
+chaos: $(STAMP)
+	$(BIN)/python -m streams.bench.chaos $(CHAOS_ARGS)
+
+# Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the local broker.
+bench-recovery: $(STAMP)
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
+	$(BIN)/python -m streams.bench.recovery $(RECOVERY_ARGS)
 
 broker:
 	@deploy/broker/broker.sh start
