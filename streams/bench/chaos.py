@@ -2,8 +2,8 @@
 stream with fills, through the faults a platform team meets every week.
 
 The cluster is `deploy/broker/cluster.sh` (replication 3, min.insync.replicas 2,
-transaction log 3/2). The run's topics are replicated 3, and so are the workers'
-changelogs. `--workers` exactly-once workers (static members, one standby
+transaction log 3/2). The run's topics and the workers' changelogs are replicated
+3 with min.insync.replicas 2 (SIZER_REPLICATION_FACTOR, SIZER_MIN_INSYNC_REPLICAS). `--workers` exactly-once workers (static members, one standby
 replica) share the group; a publisher sends signals (with about one fill event
 for two signals) for `--portfolios` portfolios at `--rate` a second throughout,
 and a reader notes when each decision becomes readable (read_committed). Then,
@@ -49,11 +49,12 @@ from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.bench.cluster import Cluster, free_port
+from streams.bench.cluster import Cluster
+from streams.ports import free_port
 from streams.bench.generate import session
 from streams.kafka.io import encode, read_topic
 from streams.kafka.settings import ConnectionSettings
-from streams.kafka.topics import TopicSet, apply, load_topics
+from streams.kafka.topics import Replication, TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZER = str(Path(sys.executable).with_name("sizer"))
@@ -258,14 +259,6 @@ class Result:
     rebalances_in_worker_restarts: int
 
 
-def replicated_topics(workdir: Path, prefix: str) -> tuple[Path, TopicSet]:
-    """The spec's topics at replication 3 (the changelogs copy the signals topic's)."""
-    spec = (ROOT / "topics" / "topics.toml").read_text()
-    path = workdir / "topics.toml"
-    path.write_text(spec.replace("[defaults]\nreplication = 1", "[defaults]\nreplication = 3"))
-    return path, load_topics(path, prefix)
-
-
 async def leaders(client: Any, topic: str) -> dict[int, int]:
     """partition -> the node id leading it."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -315,12 +308,13 @@ def run_chaos(cluster: Cluster, workdir: Path, workers: int = 2, rate: float = 1
     """Run the scenario (see the module) and return its figures and counts."""
     tag = uuid.uuid4().hex[:8]
     prefix, app_id = f"chaos{tag}-", f"chaos-{tag}"
-    topics_file, topics = replicated_topics(workdir, prefix)
+    # replication 3, min.insync.replicas 2: every topic and the workers' changelogs
+    topics = load_topics(ROOT / "topics" / "topics.toml", prefix, replication=Replication(3, 2))
     client = ConnectionSettings(bootstrap=cluster.bootstrap).for_role("chaos")
     asyncio.run(apply(client, topics))
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap, "SIZER_TOPIC_PREFIX": prefix,
-           "SIZER_APP_ID": app_id, "SIZER_TOPICS_FILE": str(topics_file), "SIZER_STANDBY_REPLICAS": "1",
-           "SIZER_PROCESSING_GUARANTEE": "exactly_once"}
+           "SIZER_APP_ID": app_id, "SIZER_REPLICATION_FACTOR": "3", "SIZER_MIN_INSYNC_REPLICAS": "2",
+           "SIZER_STANDBY_REPLICAS": "1", "SIZER_PROCESSING_GUARANTEE": "exactly_once"}
     pool = [Worker(f"{app_id}-{n}", workdir, env) for n in range(workers)]
     for worker in pool:
         worker.start()

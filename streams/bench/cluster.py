@@ -4,17 +4,12 @@ chaos`, the recovery benchmark and the broker tests."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
+from streams.ports import free_ports
+
 CLUSTER_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "broker" / "cluster.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Cluster:
@@ -34,8 +29,9 @@ class Cluster:
         if home is not None:
             env["KAFKA_CLUSTER_HOME"] = str(home)
         if fresh_ports:
-            env["KAFKA_CLUSTER_PORTS"] = " ".join(str(free_port()) for _ in range(3))
-            env["KAFKA_CLUSTER_CONTROLLER_PORTS"] = " ".join(str(free_port()) for _ in range(3))
+            ports = free_ports(6)
+            env["KAFKA_CLUSTER_PORTS"] = " ".join(map(str, ports[:3]))
+            env["KAFKA_CLUSTER_CONTROLLER_PORTS"] = " ".join(map(str, ports[3:]))
         return cls(env)
 
     def run(self, *args: str) -> str:

@@ -87,7 +87,7 @@ def measure(portfolios: int, workdir: Path, say=print) -> dict[str, tuple[float,
     client = kafka.for_role("bench-recovery")
     tag = uuid.uuid4().hex[:8]
     prefix, app_id = f"recovery{tag}-", f"recovery-{tag}"
-    topics = load_topics(ROOT / "topics" / "topics.toml", prefix)
+    topics = load_topics(ROOT / "topics" / "topics.toml", prefix, replication=kafka.replication)
     asyncio.run(apply(client, topics))
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "SIZER_TOPIC_PREFIX": prefix,
            "SIZER_APP_ID": app_id, "SIZER_PROCESSING_GUARANTEE": "exactly_once"}

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from streams.config import SizingConfig
 from streams.kafka.io import end_offsets, publish_config
 from streams.kafka.settings import ClientConfig
+from streams.worker.checkpoint import keep_local_state
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
-from streams.kafka.topics import TopicSet, apply, declare_changelogs
-from streams.worker.checkpoint import keep_local_state
+from streams.kafka.topics import (TopicSet, apply, declare_changelogs, internal_replication,
+                                  internal_replication_warnings, unbounded_inputs)
 
 log = logging.getLogger("streams.worker")
 
@@ -36,6 +38,15 @@ async def prepare_local_state(client: ClientConfig, tabledir: Path, app_id: str,
         return found
 
     return await keep_local_state(tabledir, app_id, changelogs, ends)
+
+
+def private_state(data_dir: Path) -> None:
+    """The worker's local state (its tables: every portfolio's positions, reservations
+    and equity) readable by its own user only: the data directory is made or set
+    owner-only (0700), and everything the worker creates from now on is too (umask 077)."""
+    os.umask(0o077)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
 
 
 def bounded_shutdown(worker_class: type, timeout_s: float) -> type:
@@ -74,6 +85,11 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
     try:
         asyncio.run(apply(client, topics, create=False, app_id=kafka.app_id))
+        unbounded = asyncio.run(unbounded_inputs(client, topics, config.max_future_skew_ms))
+        if unbounded:
+            log.warning("input topics do not bound record timestamps to max_future_skew_s (%d ms): %s; a producer "
+                        "can stamp a record far ahead and poison a portfolio clock: run `sizer topics apply "
+                        "--config ...` with this configuration", config.max_future_skew_ms, "; ".join(unbounded))
         # Before the first decision: the settings behind this worker's config hash.
         asyncio.run(publish_config(client, topics.name("config"), config))
     finally:
@@ -83,9 +99,13 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     try:
         asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
                                                 for table in app.tables.values()},
-                                       app.conf.topic_replication_factor))
+                                       kafka.replication))
+        warnings = internal_replication_warnings(asyncio.run(internal_replication(client)), kafka.replication)
     finally:
         aiokafka_log.setLevel(level)
+    for warning in warnings:  # once, at start-up: the broker's settings are not the worker's to change
+        log.warning("replication: %s", warning)
+    private_state(kafka.data_dir)
     level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
     try:
         local_state = asyncio.run(prepare_local_state(client, Path(app.conf.tabledir), kafka.app_id,

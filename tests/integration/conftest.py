@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from streams.bench.cluster import Cluster
+from streams.kafka.topics import Replication
 from tests.integration.harness import Broker, Deployment
 from tests.integration.prometheus import prometheus  # noqa: F401 - a fixture of every integration test
 
@@ -50,7 +51,7 @@ def cluster(tmp_path_factory) -> Cluster:
 def replicated(cluster: Cluster, tmp_path: Path) -> Deployment:
     """This test's own topics on the cluster, replicated 3 (min.insync.replicas 2)."""
     cluster.start()  # a node an earlier test killed
-    return Deployment.create(cluster.bootstrap, tmp_path, replication=3)
+    return Deployment.create(cluster.bootstrap, tmp_path, replication=Replication(3, 2))
 
 
 @pytest.fixture
