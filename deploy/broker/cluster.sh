@@ -49,7 +49,7 @@ cluster_id() {
     # shellcheck source=broker.sh
     source "$here/broker.sh"
     resolve_jars
-    java_run kafka.tools.StorageTool random-uuid > "$cluster_home/cluster.id"
+    java_run kafka.tools.StorageTool random-uuid 2>/dev/null > "$cluster_home/cluster.id"
   )
 }
 
