@@ -70,6 +70,9 @@ class SizerApp(faust.App):
         # (None: they hold committed writes only); see `streams.worker.checkpoint`
         self.unclean: str | None = None
         self.checkpoint_written: Path | None = None  # removed by any table write after it
+        # writes the checkpoint (table dir, app id, the stores) and returns its path; None:
+        # no checkpoint (`streams.worker.checkpoint.write_checkpoint`, wired by the worker)
+        self.write_checkpoint: Callable[[Path, str, list[Any]], Path] | None = None
 
     def wire(self, inputs: Inputs) -> None:
         self._inputs = inputs
@@ -140,9 +143,8 @@ class SizerApp(faust.App):
         every table write of the run is committed; called under the processing lock
         by the last commit. Under exactly-once only."""
         from streams.faust_compat.checkpoint import committed_stores
-        from streams.worker.checkpoint import write_checkpoint
 
-        if self.checkpoint_written is not None:
+        if self.checkpoint_written is not None or self.write_checkpoint is None:
             return
         if self.unclean is None and self.inputs.positions.uncommitted():
             self.unclean = "the last commit did not commit every input position"
@@ -150,7 +152,7 @@ class SizerApp(faust.App):
             log.info("no checkpoint of the local tables: %s; the next start rebuilds them", self.unclean)
             return
         try:
-            path = write_checkpoint(Path(self.conf.tabledir), self.conf.id, committed_stores(self))
+            path = self.write_checkpoint(Path(self.conf.tabledir), self.conf.id, committed_stores(self))
         except Exception as exc:  # noqa: BLE001 - without it the next start rebuilds; never fail a stop
             log.warning("no checkpoint of the local tables (%r); the next start rebuilds them", exc)
             return

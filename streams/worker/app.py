@@ -28,6 +28,7 @@ from streams.kafka.topics import Replication, TopicSet
 from streams.wire.roles import INPUTS, OUTPUTS, POSITIONED
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
+from streams.worker.checkpoint import write_checkpoint
 from streams.worker.health import Health
 from streams.worker.instruments import InstrumentView
 from streams.worker.registry import PortfolioRegistry
@@ -138,12 +139,6 @@ def build_app(
 
     app.timer(interval=kafka.stall_interval_s)(handler.reseek_stalled)
     app.timer(interval=kafka.lag_interval_s)(handler.publish_lag)
-    OUTAGES.on_change = lambda source, unavailable: metrics.broker_unavailable.labels(source).set(int(unavailable))
-
-    @app.timer(interval=1.0)
-    async def end_outages() -> None:
-        OUTAGES.expire()
-
     app.forget_on_rebalance += [store.forget, positions.forget]
     signals_topic = topics.name("signals")
     app.on_assigned.append(lambda assigned: metrics.retain(tp.partition for tp in assigned
@@ -151,11 +146,21 @@ def build_app(
     return app
 
 
+def report_outages(app: SizerApp, metrics: SizerMetrics) -> None:
+    """A lost broker into `sizer_broker_unavailable`, and outages quiet for long enough
+    ended, every second (`streams.kafka.outages`)."""
+    OUTAGES.on_change = lambda source, unavailable: metrics.broker_unavailable.labels(source).set(int(unavailable))
+
+    @app.timer(interval=1.0)
+    async def end_outages() -> None:
+        OUTAGES.expire()
+
+
 def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
     """The faust app under the worker's settings: its group, store, guarantee, the
     broker timing, the web server, the one Kafka client configuration."""
     width = topics["signals"].partitions
-    return SizerApp(
+    app = SizerApp(
         kafka.app_id,
         broker=brokers(kafka.bootstrap),
         store=kafka.store,
@@ -197,6 +202,9 @@ def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
         PartitionAssignor=SpecAssignor,
         TableManager=SizerTableManager,
     )
+    # under exactly-once, a clean stop's checkpoint of the local tables (`worker.checkpoint`)
+    app.write_checkpoint = write_checkpoint
+    return app
 
 
 def declare_tables(app: SizerApp, width: int, replication: Replication) -> dict[str, Any]:
@@ -228,4 +236,5 @@ def worker_metrics(app: SizerApp, kafka: WorkerSettings, config: SizingConfig,
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
     metrics.built(package_version(), config.config_hash, kafka.processing_guarantee)
     metrics.time_collections()
+    report_outages(app, metrics)
     return metrics
