@@ -14,7 +14,7 @@ CHAOS_ARGS ?=
 RECOVERY_ARGS ?=
 # The Kafka release of the local broker and the broker tests: empty is deploy/pom.xml's
 # default (3.9.x); `make test KAFKA_VERSION=4.4.0` runs every test on 4.4.0. Each
-# release has its own jars (.kafka/libs/<version>) and data (.kafka/data-<version>).
+# release has its own jars (.kafka/libs/<version>) and data (.kafka/data/<version>).
 KAFKA_VERSION ?=
 export KAFKA_VERSION
 # The newest Kafka 4.x that resolves and runs here, and the broker tests CI runs on it

@@ -9,7 +9,7 @@
 # KAFKA_VERSION (default the kafka.version of deploy/pom.xml, 3.9.x) picks the
 # Kafka release: 3.9 (logging through reload4j) and 4.x (log4j2) alike. Each
 # version has its own jars (KAFKA_LIBS, default .kafka/libs/<version>) and its own
-# data directory ($home/data-<version>), so switching versions mixes neither.
+# data directory ($home/data/<version>), so switching versions mixes neither.
 # KAFKA_HOME (default .kafka in the project) holds config, data, log and pid;
 # KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports; KAFKA_START_TIMEOUT_S (120) how long
 # `start` waits for the broker to answer.
@@ -69,7 +69,7 @@ if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
   echo "KAFKA_VERSION: a Kafka release such as $pom_version, not '$version'" >&2; exit 2
 fi
 libs="${KAFKA_LIBS:-$root/.kafka/libs/$version}"
-data="$home/data-$version"
+data="$home/data/$version"
 start_timeout_s="${KAFKA_START_TIMEOUT_S:-120}"
 port="${KAFKA_PORT:-$default_port}"
 controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
@@ -224,7 +224,7 @@ PROPS
 write_config() {
   mkdir -p "$data"
   # also on a home made before this script set its umask
-  chmod 700 "$home" "$data"
+  chmod 700 "$home" "$home/data" "$data"
   if [[ "$security" == sasl_ssl ]]; then make_tls; make_secrets; fi
   (cat > "$home/server.properties" <<PROPS
 process.roles=broker,controller
