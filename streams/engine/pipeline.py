@@ -16,8 +16,8 @@ from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
 from streams.engine.constraints import Fit, fit_to_legs
 from streams.engine.state import (
-    Exposure, Mark, PortfolioState, Streak, advance_clock, book, held_value, open_reservations, record, remember_ended,
-    reservation, reserved_totals,
+    Exposure, Mark, PortfolioState, Streak, advance_clock, book, drawdown_percent, held_value, open_reservations,
+    record, remember_ended, reservation, reserved_totals,
 )
 from streams.wire.models import (
     Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, format_event_time,
@@ -122,9 +122,16 @@ def _decide(
         reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
         clock = exposure.latest_ts
         trace["state"] = _state_read(clock, clock, None, held, reserved, (), state.streak, explained)
+        if explained:
+            _trace_latches(state, config, trace)
+        controls = state.controls
+        if controls.applied:  # the commands listed in this trace are in no later one
+            state = record(PortfolioState, (exposure, state.streak, controls._replace(applied=())))
         return _rejected(signal, gate, trace, config, state)
     assert instrument is not None  # the gate rejects an unknown instrument
     state, read = _passed_gates(signal, signal_time, state, config, trace, explained)
+    if explained:
+        _trace_latches(state, config, trace)
 
     # 2-5. Budget.
     budget = _budget(signal, state.streak, config, trace)
@@ -138,7 +145,7 @@ def _decide(
         return _rejected(signal, budget, trace, config, state)
 
     # 7. Exchange constraints, for every leg at once.
-    fit = _exchange(budget, signal.price, instrument, trace)
+    fit = _exchange(budget, signal.price, instrument, config, trace)
     if type(fit) is Rejection:
         return _rejected(signal, fit, trace, config, state)
 
@@ -192,7 +199,7 @@ def _passed_gates(signal: Signal, signal_time: str | None, state: PortfolioState
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders,
     ))
-    # the commands applied since the last decision that passed the gates are in this trace
+    # the commands applied since the last decision are in this trace, and in no later one
     controls = state.controls
     if controls.applied:
         controls = controls._replace(applied=())
@@ -233,18 +240,29 @@ def _caps(budget: Decimal, read: Read, state: PortfolioState, config: SizingConf
     return budget
 
 
-def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, trace: dict[str, Any]) -> Fit | Rejection:
-    """Step 7: the quantity every leg trades (`constraints.fit_to_legs`), the leg
-    that clamped it in the trace."""
-    fit = fit_to_legs(budget, price, instrument.legs)
+def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, config: SizingConfig,
+              trace: dict[str, Any]) -> Fit | Rejection:
+    """Step 7: the base quantity every leg holds (`constraints.fit_to_legs`), the leg
+    that clamped it in the trace; with contract legs, each leg's quantity in its
+    venue's units (`leg_qty`) and each inverse leg's `hedge_residual` (quote)."""
+    fit = fit_to_legs(budget, price, instrument.legs, config.max_hedge_residual_pct)
     exchange: dict[str, Any] = {"step": fit.step, "qty": fit.qty}
     if fit.clamped_by is not None:
         exchange.update(unclamped_qty=fit.unclamped, clamped_by={
             "leg": fit.clamped_by.venue_symbol, "rule": fit.clamped_by.rule, "limit": fit.clamped_by.limit})
+    if fit.leg_qty and _has_contracts(instrument):
+        exchange["leg_qty"] = {leg.venue_symbol: q for leg, q in zip(instrument.legs, fit.leg_qty)}
+    if fit.hedge_residual:
+        exchange["hedge_residual"] = dict(fit.hedge_residual)
     trace["exchange"] = exchange
     if fit.reason is not None:
         return Rejection(fit.reason, fit.detail or "")  # type: ignore[arg-type]
     return fit
+
+
+def _has_contracts(instrument: Instrument) -> bool:
+    """Whether any leg is in contracts (not spot)."""
+    return any(leg.kind != "spot" for leg in instrument.legs)
 
 
 def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, state: PortfolioState,
@@ -259,7 +277,8 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
         return unwritable
     exposure = state.exposure
     legs = tuple(leg.venue_symbol for leg in instrument.legs)
-    made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs)
+    units = tuple((leg.kind, leg.contract_size) for leg in instrument.legs) if _has_contracts(instrument) else ()
+    made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs, units)
     positions, reservations, marks, latest_ts, last_fill_offset, seen_signals, ended_orders = exposure
     exposure = record(Exposure, (positions, book(reservations).with_entry(order_id, made), marks, latest_ts,
                                  last_fill_offset, seen_signals, ended_orders))
@@ -270,10 +289,10 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
         symbol=signal.symbol, side=signal.side, qty=qty, price=signal.price, notional=notional,
         legs=tuple(
             build(OrderLeg, venue_symbol=leg.venue_symbol, side=leg.side if signal.side == "buy" else _FLIP[leg.side],
-                  qty=qty)
-            for leg in instrument.legs
+                  qty=leg_qty, kind=leg.kind, contract_size=leg.contract_size)
+            for leg, leg_qty in zip(instrument.legs, fit.leg_qty)
         ),
-        ts=signal.ts, config_hash=config.config_hash,
+        ts=signal.ts, config_hash=config.config_hash, base_qty=qty,
     )
     decision = build(
         Decision,
@@ -296,16 +315,53 @@ def _gate(
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=open")
     if order_id in exposure.ended_orders:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=ended")
-    halt = state.controls.halt
-    if halt is not None:
-        by = f"command_id={halt.command_id} " if halt.command_id is not None else ""
-        return Rejection(halt.reason, f"{by}operator={halt.operator} reason={halt.text}")  # type: ignore[arg-type]
+    latched = _kill_switch(state)
+    if latched is not None:
+        return latched
     if instrument is None:
         return Rejection("UNKNOWN_INSTRUMENT", f"symbol={_text(signal.symbol)}")
     max_age, clock = config.max_signal_age_ms, exposure.latest_ts
     if max_age is not None and clock is not None and clock - signal.ts > max_age:
         return Rejection("STALE_SIGNAL", f"age_ms={clock - signal.ts} max_age_ms={max_age}")
     return None
+
+
+def _kill_switch(state: PortfolioState) -> Rejection | None:
+    """Step 1, the kill switch (DESIGN.md, "Operator controls"): the drawdown latch
+    (MAX_DRAWDOWN), then the operator's halt (HALTED; REDUCE_ONLY in mode
+    `reduce_only`, which refuses opens), then equity at or below zero
+    (EQUITY_EXHAUSTED, whatever the preset or base size). Two independent latches:
+    the detail of MAX_DRAWDOWN names an operator's halt also in force."""
+    controls = state.controls
+    latch, halt = controls.max_drawdown, controls.halt
+    if latch is not None:
+        also = f" halt={halt.reason}" if halt is not None else ""
+        return Rejection("MAX_DRAWDOWN", f"operator={latch.operator} reason={latch.text}{also}")
+    if halt is not None:
+        by = f"command_id={halt.command_id} " if halt.command_id is not None else ""
+        return Rejection(halt.reason, f"{by}operator={halt.operator} reason={halt.text}")  # type: ignore[arg-type]
+    equity = state.streak.equity
+    if equity <= 0:
+        return Rejection("EQUITY_EXHAUSTED", f"equity={canonical(equity)}")
+    return None
+
+
+def _trace_latches(state: PortfolioState, config: SizingConfig, trace: dict[str, Any]) -> None:
+    """The kill switch as the decision read it, in the trace's `state`: the
+    operator's halt (its reason code, or None), the drawdown latch (its detail, or
+    None), and, with `max_drawdown_pct` configured, the peak and the drawdown."""
+    controls = state.controls
+    read = trace["state"]
+    read["halt"] = None if controls.halt is None else controls.halt.reason
+    read["max_drawdown"] = None if controls.max_drawdown is None else controls.max_drawdown.text
+    if config.max_drawdown_pct is not None:
+        streak = state.streak
+        peak = streak.peak
+        read["peak_equity"] = peak
+        read["drawdown_pct"] = drawdown_percent(streak).quantize(_PCT) if peak > 0 else None
+
+
+_PCT = Decimal("0.0001")
 
 
 def _budget(signal: Signal, streak: Streak, config: SizingConfig, trace: dict[str, Any]) -> Decimal | Rejection:

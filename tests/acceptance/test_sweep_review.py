@@ -225,7 +225,7 @@ RECORDED = {
     "conviction": ("conviction", {}),
     "graduated": ("graduated", {}),
     "static": ("conviction", {"enabled": False}),
-    "lapsing-mark-skip-pct": ("conviction", {"max_signal_age_s": "30", "reservation_ttl_s": "60", "exposure_basis": "mark",
+    "lapsing-mark-skip-pct": ("conviction", {"max_signal_age_s": "30", "max_future_skew_s": "30", "reservation_ttl_s": "60", "exposure_basis": "mark",
                                              "cap_mode": "skip", "portfolio_cap": "2%", "min_score": "0.2"}),
     "graduated-shrink-kill-switch": ("graduated", {"cap_mode": "shrink", "portfolio_cap": "0.5%", "pair_cap_usd": "300",
                                                    "max_drawdown_pct": "1", "unscored_signals": "static"}),
