@@ -16,7 +16,7 @@ from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
 from streams.engine.constraints import Fit, fit_to_legs
 from streams.engine.state import (
-    Exposure, Mark, PortfolioState, Streak, advance_clock, book, drawdown_percent, held_value, open_reservations,
+    Exposure, Mark, PortfolioState, Streak, advance_clock, book, drawdown_shown, held_value, open_reservations,
     record, remember_ended, reservation, reserved_totals,
 )
 from streams.wire.models import (
@@ -356,12 +356,8 @@ def _trace_latches(state: PortfolioState, config: SizingConfig, trace: dict[str,
     read["max_drawdown"] = None if controls.max_drawdown is None else controls.max_drawdown.text
     if config.max_drawdown_pct is not None:
         streak = state.streak
-        peak = streak.peak
-        read["peak_equity"] = peak
-        read["drawdown_pct"] = drawdown_percent(streak).quantize(_PCT) if peak > 0 else None
-
-
-_PCT = Decimal("0.0001")
+        read["peak_equity"] = streak.peak
+        read["drawdown_pct"] = drawdown_shown(streak)
 
 
 def _budget(signal: Signal, streak: Streak, config: SizingConfig, trace: dict[str, Any]) -> Decimal | Rejection:

@@ -483,11 +483,10 @@ def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:
             return f"equity={canonical(streak.equity)} peak_equity={canonical(peak)} drawdown_pct=unbounded " \
                    f"max_drawdown_pct={canonical(limit)}"
         return None
-    drawdown_pct = drawdown_percent(streak)
-    if drawdown_pct < limit:
+    if drawdown_percent(streak) < limit:
         return None
     return (f"equity={canonical(streak.equity)} peak_equity={canonical(peak)} "
-            f"drawdown_pct={canonical(drawdown_pct.quantize(Decimal('0.0001')))} max_drawdown_pct={canonical(limit)}")
+            f"drawdown_pct={canonical(drawdown_shown(streak))} max_drawdown_pct={canonical(limit)}")
 
 
 def drawdown_percent(streak: Streak) -> Decimal:
@@ -495,6 +494,15 @@ def drawdown_percent(streak: Streak) -> Decimal:
     the peak must be positive)."""
     peak = streak.peak
     return (peak - streak.equity) * 100 / peak
+
+
+def drawdown_shown(streak: Streak) -> Decimal | None:
+    """The drawdown as traces, details and `control status` write it: percent to 4
+    places (half-even); None without a positive peak."""
+    return drawdown_percent(streak).quantize(_PCT_SHOWN) if streak.peak > 0 else None
+
+
+_PCT_SHOWN = Decimal("0.0001")
 
 
 def scaled_peak(streak: Streak, new_equity: Decimal) -> Decimal | None:

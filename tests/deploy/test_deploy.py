@@ -50,7 +50,7 @@ def test_every_alert_rule_has_unit_tests_that_fire_and_that_do_not(promtool):
     assert {rule["alert"] for rule in rules} == {
         "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerPortfolioHalted",
         "SizerConsumerLagGrowing", "SizerWorkerDown", "SizerInputsRecoveredRepeatedly", "SizerPartitionReseeksRepeated",
-        "SizerProducerErrors", "SizerWorkerRestarting"}
+        "SizerProducerErrors", "SizerWorkerRestarting", "SizerMaxDrawdownLatched"}
     readme = (ROOT / "README.md").read_text()
     for rule in rules:
         url = rule["annotations"]["runbook_url"]
