@@ -49,6 +49,14 @@ PORTFOLIO_GAUGES = {
                                                 "by deposits and withdrawals)"),
     "drawdown_pct": ("sizer_portfolio_drawdown_pct", "How far equity is below its peak, percent (0 without a "
                                                      "positive peak)"),
+    "cooldown": ("sizer_portfolio_symbols_in_cooldown",
+                 "Symbols whose opens are in cooldown after a losing close, at the portfolio clock"),
+    "paused": ("sizer_portfolio_loss_guard_paused", "1 while the loss guard pauses every open, at the portfolio clock"),
+}
+# Worker-wide: how many of the tracked portfolios are in each state now.
+PROTECTION_TOTALS = {
+    "cooldown": ("sizer_portfolios_in_cooldown", "Portfolios of this worker with at least one symbol in cooldown"),
+    "paused": ("sizer_portfolios_loss_guard_paused", "Portfolios of this worker whose opens the loss guard pauses"),
 }
 
 
@@ -58,11 +66,18 @@ def portfolio_figures(state: PortfolioState, config: SizingConfig) -> dict[str, 
     exposure = state.position_value(config) + reserved
     cap = config.portfolio_cap.amount(state.streak.equity)
     streak = state.streak
+    clock = state.exposure.latest_ts
+    cooldown = config.cooldown_ms
+    in_cooldown = 0 if cooldown is None or clock is None else sum(
+        1 for lost in streak.last_loss.values() if clock < lost + cooldown)
+    paused = int(config.loss_guard_ms is not None and streak.paused_until is not None and clock is not None
+                 and clock < streak.paused_until)
     return {
         "exposure": exposure, "reserved": reserved, "cap": cap,
         "utilisation": exposure / cap if cap > 0 else Decimal(1),
         "wins": streak.consecutive_wins, "losses": streak.consecutive_losses,
         "drawdown": int(streak.drawdown), "phase": streak.phase, "equity": streak.equity,
+        "cooldown": in_cooldown, "paused": paused,
         "peak": streak.peak, "drawdown_pct": drawdown_shown(streak) or Decimal(0),
     }
 
@@ -91,22 +106,27 @@ class PortfolioSeries(Collector):
             latest.move_to_end(portfolio_id)
         elif len(latest) >= self.limit:
             dropped = latest.popitem(last=False)[0]
-        latest[portfolio_id] = (state, config)
+        latest[portfolio_id] = (state, config.for_portfolio(portfolio_id))
         return dropped
 
     def discard(self, portfolio_id: str) -> None:
         self._latest.pop(portfolio_id, None)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
-        return [GaugeMetricFamily(name, text, labels=["portfolio"]) for name, text in PORTFOLIO_GAUGES.values()]
+        return [GaugeMetricFamily(name, text, labels=["portfolio"]) for name, text in PORTFOLIO_GAUGES.values()] + [
+            GaugeMetricFamily(name, text) for name, text in PROTECTION_TOTALS.values()]
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         families = {key: GaugeMetricFamily(name, text, labels=["portfolio"])
                     for key, (name, text) in PORTFOLIO_GAUGES.items()}
+        totals = dict.fromkeys(PROTECTION_TOTALS, 0)
         for portfolio_id, (state, config) in list(self._latest.items()):
             for key, value in portfolio_figures(state, config).items():
                 families[key].add_metric([portfolio_id], float(value))
-        return families.values()
+                if key in totals and value:
+                    totals[key] += 1
+        return [*families.values(), *(GaugeMetricFamily(name, text, value=totals[key])
+                                      for key, (name, text) in PROTECTION_TOTALS.items())]
 
 
 def process_collectors(registry: CollectorRegistry) -> None:
@@ -121,6 +141,17 @@ class SizerMetrics:
     def __init__(self, registry: CollectorRegistry, portfolio_limit: int = 1000) -> None:
         self.registry = registry
         self.portfolio_limit = portfolio_limit
+        self._halted: dict[str, tuple[str, str]] = {}  # portfolio -> its halted series' labels
+        self._declare_outcomes(registry)
+        self._declare_processing(registry)
+        self._tracked = PortfolioSeries(portfolio_limit)
+        registry.register(self._tracked)
+        self._partition_of: dict[str, int] = {}  # portfolio -> the input partition it lives on
+        self._lagging: set[tuple[str, str]] = set()  # (topic role, partition) carrying a lag series
+        self._zero_known_series()
+
+    def _declare_outcomes(self, registry: CollectorRegistry) -> None:
+        """What the worker decided and did: decisions, dead letters, fills, commands, halts."""
         self.build_info = Info("sizer_build", "The worker's version, configuration hash and processing guarantee",
                                registry=registry)
         self.decisions = Counter("sizer_decisions", "Decisions by outcome and reason",
@@ -157,7 +188,7 @@ class SizerMetrics:
                                        registry=registry)
         self._halted: dict[str, tuple[str, str]] = {}  # portfolio -> its halted series' labels
         self.latched = Gauge("sizer_portfolio_max_drawdown_latched", "1 while the drawdown latch is set "
-                             "(MAX_DRAWDOWN: every open rejected until a resume that clears max_drawdown), "
+                             "(MAX_DRAWDOWN: every signal rejected until a resume that clears max_drawdown), "
                              "whatever an operator's halt", ["portfolio"], registry=registry)
         self.portfolios_latched = Gauge("sizer_portfolios_max_drawdown_latched",
                                         "Portfolios of this worker whose drawdown latch is set", registry=registry)
@@ -165,6 +196,9 @@ class SizerMetrics:
         self.lapsed = Counter("sizer_reservations_lapsed", "Reservations lapsed by reservation_ttl_s on the "
                               "portfolio clock (each named in the trace of the decision that lapsed it)",
                               registry=registry)
+
+    def _declare_processing(self, registry: CollectorRegistry) -> None:
+        """How the worker processes: lag, batches, collections, commits, redeliveries, series kept."""
         self.consumer_lag = Gauge("sizer_consumer_lag_messages", "High watermark minus the next offset to process",
                                   ["topic", "partition"], registry=registry)
         self.batch_size = Histogram("sizer_batch_inputs", "Inputs handled per batch (one lock, one flush)",
@@ -191,10 +225,8 @@ class SizerMetrics:
         self.portfolios_dropped = Counter("sizer_portfolio_series_dropped",
                                           "Portfolios whose series were dropped to respect the limit",
                                           registry=registry)
-        self._tracked = PortfolioSeries(portfolio_limit)
-        registry.register(self._tracked)
-        self._partition_of: dict[str, int] = {}  # portfolio -> the input partition it lives on
-        self._lagging: set[tuple[str, str]] = set()  # (topic role, partition) carrying a lag series
+
+    def _zero_known_series(self) -> None:
         # Every known label set starts at zero: a counter series that first appears at 1
         # has no earlier sample, and increase() (so every alert on it) would miss it.
         # (outcome, reason) -> its series, looked up once (per decision, labels() costs

@@ -146,6 +146,26 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...],
     lot = price * step  # the notional of one common step
     # Integer division of positive operands is the exact floor: whole steps that fit.
     unclamped = (budget // lot) * step if budget > 0 else _ZERO
+    return _fit(unclamped, step, price, legs, True, f"budget={c(budget)} price={c(price)}", max_hedge_residual_pct)
+
+
+def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool) -> Fit:
+    """Turn a base quantity (>= 0) at `price` (> 0) into one quantity valid on every
+    leg, as `fit_to_legs` does for a budget: rounded down to the common step, clamped
+    to every leg's maximum; the legs' minimums are enforced only with `minimums`
+    (a reduce of the whole position is never refused for dust). Each leg's quantity
+    in its venue's units as `fit_to_legs` gives it."""
+    step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
+    unclamped = (qty // step) * step if qty > 0 else _ZERO
+    return _fit(unclamped, step, price, legs, minimums, f"qty_wanted={c(qty)} price={c(price)}", None)
+
+
+def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool, wanted: str,
+         max_hedge_residual_pct: Decimal | None) -> Fit:
+    """The one rule of exchange constraints, from a base quantity already on the
+    common base step: the legs' maximums, each leg's quantity in its units, then
+    (with `minimums`) the legs' minimums and the hedge residual."""
+    lot = price * step
     qty = unclamped
     clamped_by: Clamp | None = None
     for leg in legs:
@@ -165,12 +185,14 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...],
         if clamped_by is not None:
             return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
         # no leg's rule bound it: the budget buys less than one step common to every leg
-        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} budget={c(budget)} price={c(price)}")
-    clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
+        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} {wanted}")
     leg_qty = tuple(venue_qty(leg, qty, price) for leg in legs)
     notional = qty * price
     residual = tuple((leg.venue_symbol, notional - leg_notional(leg, q, price))
                      for leg, q in zip(legs, leg_qty) if leg.kind == "inverse")
+    if not minimums:
+        return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
+    clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
     for leg, q in zip(legs, leg_qty):
         if q < leg.min_qty or q <= 0:
             return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)} min_qty={c(leg.min_qty)}{clamp_note}",

@@ -2,9 +2,11 @@
 journal's inputs onto their topics the way the worker needs them, and `sizer
 tail decisions|orders|dlq` reads what it wrote.
 
-What these commands take care of (README, "Running it yourself"): the topic
+What these commands take care of (docs: operating, "Running it yourself"): the topic
 names carry `SIZER_TOPIC_PREFIX`; each input is keyed by its `portfolio_id`
-(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`;
+(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`, and
+written to its key's murmur2 partition, or the worker dead-letters it
+`WRONG_PARTITION`;
 instruments are published before everything else; decisions and orders are
 written in transactions, so they are read `read_committed`. Both open their
 Kafka clients from `ConnectionSettings.client(role)`, so they use the same security
@@ -16,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from typing import IO, Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import InvalidTimestampError
 
 from streams.wire import decimals
-from streams.errors import ConfigError, TopicMismatch
+from streams.wire.admission import PORTFOLIO_KEYED, home_partition
+from streams.errors import RECORD_TIMESTAMP_RULE, ConfigError, KafkaUnavailable, TopicMismatch
 from streams.wire import journal
 from streams.kafka.io import start_or_close
 from streams.kafka.settings import ConnectionSettings
@@ -30,14 +35,17 @@ from streams.text import counted
 from streams.wire.roles import KEY_FIELD
 
 
-def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tuple[list[tuple[str, bytes | None, bytes,
-                                                                                             int | None]], list[str]]:
+def journal_records(lines: Iterable[str | bytes], source: str = "journal",
+                    numbers: list[int] | None = None) -> tuple[list[tuple[str, bytes | None, bytes, int | None]],
+                                                               list[str]]:
     """(topic role, key, value, record timestamp) for every usable journal line,
     instruments first, the rest in file order; and the lines that cannot be
     published (`FILE:LINE: reason`). The values go out as written (the worker
     judges them, and dead-letters what it refuses); only the line's shape is
-    checked here: JSON, a known topic, an object value with its key field."""
+    checked here: JSON, a known topic, an object value with its key field.
+    `numbers`, when given, receives each record's line number, in the same order."""
     instruments, others, problems = [], [], []
+    instrument_lines, other_lines = [], []
     for parsed in journal.lines_of(lines):
         if parsed.error is not None:
             problems.append(f"{source}:{parsed.line}: {parsed.error}")
@@ -49,19 +57,33 @@ def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tu
             continue
         record = (topic, key.encode(), decimals.dumps(value).encode(), parsed.timestamp)
         (instruments if topic == "instruments" else others).append(record)
+        (instrument_lines if topic == "instruments" else other_lines).append(parsed.line)
+    if numbers is not None:
+        numbers[:] = instrument_lines + other_lines
     return instruments + others, problems
+
+
+def input_partition(topics: TopicSet, role: str, key: bytes | None) -> int | None:
+    """The partition a portfolio-keyed input must be written to (its key's, by Kafka's
+    murmur2 partitioner: the one the worker admits it on); None, the producer's choice,
+    for the others."""
+    if role not in PORTFOLIO_KEYED or key is None:
+        return None
+    return home_partition(key, topics[role].partitions)
 
 
 async def publish_records(kafka: ConnectionSettings, topics: TopicSet,
                           records: list[tuple[str, bytes | None, bytes, int | None]]) -> dict[str, int]:
-    """Send in order, idempotently, waiting for every acknowledgement; a count per topic role."""
+    """Send in order, idempotently, waiting for every acknowledgement, each portfolio's
+    inputs on their key's partition (`input_partition`); a count per topic role."""
     producer = AIOKafkaProducer(**kafka.client("publish"), acks="all", enable_idempotence=True, linger_ms=5)
     await start_or_close(producer)
     counts: dict[str, int] = {}
     try:
         pending = []
         for role, key, value, timestamp in records:
-            pending.append(await producer.send(topics.name(role), value, key=key, timestamp_ms=timestamp))
+            pending.append(await producer.send(topics.name(role), value, key=key, timestamp_ms=timestamp,
+                                               partition=input_partition(topics, role, key)))
             counts[role] = counts.get(role, 0) + 1
         await asyncio.gather(*pending)
     finally:
@@ -72,17 +94,39 @@ async def publish_records(kafka: ConnectionSettings, topics: TopicSet,
 def publish_journal(kafka: ConnectionSettings, topics: TopicSet, path: str, err: IO[str] = sys.stderr) -> int:
     """`sizer publish --journal FILE`: exit 0 when every line was published, 1 when
     some line could not be (each reported on stderr; the others are published)."""
+    numbers: list[int] = []
     try:
         with open(path, "rb") as journal:
-            records, problems = journal_records(journal, path)
+            records, problems = journal_records(journal, path, numbers)
     except OSError as exc:
         raise ConfigError(f"--journal: cannot read {path}: {exc.strerror}") from exc
     for problem in problems:
         print(problem, file=err)
-    counts = asyncio.run(publish_records(kafka, topics, records))
+    try:
+        counts = asyncio.run(publish_records(kafka, topics, records))
+    except InvalidTimestampError as exc:
+        raise timestamp_refused(records, numbers, path) from exc
     shown = ", ".join(f"{counts[role]} to {topics.name(role)}" for role in counts)  # in the order sent
     print(f"published {counted(len(records), 'record')}{': ' + shown if shown else ''}")
     return 1 if problems else 0
+
+
+def timestamp_refused(records: list[tuple[str, bytes | None, bytes, int | None]], numbers: list[int],
+                      path: str) -> KafkaUnavailable:
+    """One line for a journal the broker refused a record timestamp of: the line
+    stamped furthest from this machine's clock, how far, and Kafka's rule
+    (`errors.RECORD_TIMESTAMP_RULE`). The records of the refused batch are not
+    stored; others may have been."""
+    now = time.time() * 1000
+    stamped = [(abs(timestamp - now), timestamp, number) for (_, _, _, timestamp), number in zip(records, numbers)
+               if timestamp is not None]
+    if not stamped:
+        return KafkaUnavailable(f"{path}: the broker refused a record's timestamp: {RECORD_TIMESTAMP_RULE}")
+    _, timestamp, number = max(stamped)
+    offset_s = (timestamp - now) / 1000
+    way = f"{abs(offset_s) / 3600:.1f} h {'ahead of' if offset_s > 0 else 'behind'}"
+    return KafkaUnavailable(f"{path}:{number}: the broker refused its record timestamp, {timestamp} ({way} this "
+                            f"machine's clock): {RECORD_TIMESTAMP_RULE}")
 
 
 # -- tail ---------------------------------------------------------------------------

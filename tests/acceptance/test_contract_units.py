@@ -75,7 +75,8 @@ def test_430_crv_is_43_contracts_and_a_fill_of_43_contracts_is_430_crv_held(tmp_
     state = decisions[1]["trace"]["state"]
     assert (state["positions"], state["reserved"]) == ("997.385", "0")  # 430 CRV held, not 43
     # the pair cap of 1,000 has 2.615 left: not one contract's worth, never 380 CRV more
-    assert (decisions[1]["outcome"], decisions[1]["reason"]) == ("rejected", "BELOW_MIN_QTY")
+    assert (decisions[1]["outcome"], decisions[1]["reason"]) == ("rejected", "PAIR_CAP_REACHED")
+    assert decisions[1]["trace"]["caps"]["pair_remaining"] == "2.615"
 
 
 def test_a_spot_and_linear_pair_hold_one_base_quantity(tmp_path):

@@ -96,10 +96,61 @@ def test_workers_are_probed_non_root_limited_and_get_secrets_from_files(helm):
     job, = kinds["Job"]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
-    assert script == "sizer topics apply && sizer acls apply"
+    assert script == "sizer topics apply --config /etc/sizer/sizing.toml && sizer acls apply"
+    # the job's configuration is the workers' (a hook of its own: it runs before the release's ConfigMap exists)
+    worker_config, job_config = kinds["ConfigMap"]
+    assert job_config["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job_config["data"] == worker_config["data"]
+    mounted, = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "sizing"]
+    assert mounted["configMap"]["name"] == job_config["metadata"]["name"]
+    # registration on: no producer grows the workers' state without bound
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SIZER_REQUIRE_REGISTRATION"] == "true"
+
+
+def test_each_pod_mounts_only_its_own_principals_secret(helm):
+    rendered = subprocess.run([helm, "template", "sizer", str(CHART), "--set", "kafka.securityProtocol=SASL_SSL",
+                               "--set", "kafka.sasl.password=w", "--set", "setupJob.sasl.password=a"],
+                              capture_output=True, text=True, check=True).stdout
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    secrets = {doc["metadata"]["name"]: doc["stringData"] for doc in docs if doc["kind"] == "Secret"}
+    worker_secret, = [name for name, data in secrets.items() if "w" in data.values()]
+    admin_secret, = [name for name, data in secrets.items() if "a" in data.values()]
+
+    def mounted(kind: str) -> set[str]:
+        pod, = [doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] == kind]
+        return {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+
+    assert mounted("Deployment") == {worker_secret}
+    assert mounted("Job") == {admin_secret}
 
 
 def test_sasl_without_a_password_or_secret_does_not_render(helm):
     done = subprocess.run([helm, "template", "sizer", str(CHART), "--set", "kafka.securityProtocol=SASL_SSL"],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "kafka.sasl.password" in done.stderr
+
+
+def env_of(resource: dict) -> dict[str, str | None]:
+    container, = resource["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item.get("value") for item in container["env"]}
+
+
+@pytest.mark.parametrize("args, factor, min_isr", [
+    ([], "3", "2"),
+    (["--set", "topics.replicationFactor=5", "--set", "topics.minInsyncReplicas=3"], "5", "3"),
+], ids=["defaults", "set"])
+def test_the_topics_replication_reaches_the_setup_job_and_every_worker(helm, args, factor, min_isr):
+    kinds = by_kind(render(helm, *args))
+    job, = kinds["Job"]
+    workers = [doc for kind in ("Deployment", "StatefulSet") for doc in kinds.get(kind, [])]
+    assert workers
+    for resource in [job, *workers]:
+        env = env_of(resource)
+        assert (env["SIZER_REPLICATION_FACTOR"], env["SIZER_MIN_INSYNC_REPLICAS"]) == (factor, min_isr)
+
+
+def test_a_min_isr_above_the_replication_factor_does_not_render(helm):
+    done = subprocess.run([helm, "template", "sizer", str(CHART), "--set", "topics.replicationFactor=2",
+                           "--set", "topics.minInsyncReplicas=3"], capture_output=True, text=True)
+    assert done.returncode != 0 and "topics.minInsyncReplicas" in done.stderr
