@@ -98,3 +98,27 @@ def test_each_command_is_in_exactly_one_trace_and_a_trace_does_not_grow_with_his
     halted = sizes[1:-1]
     assert max(halted) - min(halted) < 16, (min(halted), max(halted))
     assert decisions[-1]["outcome"] == "accepted" and sizes[-1] < 1500
+
+
+def test_a_reduce_passes_a_reduce_only_halt_and_a_bust_account_but_never_the_drawdown_latch(replay):
+    from tests.builders import filled, reduce
+
+    opened = replay([X, signal("p1", "X", "1", "10", T0, signal_id="a")], "--preset", "conviction")
+    order_id = opened[0]["order_id"]
+    held = [X, signal("p1", "X", "1", "10", T0, signal_id="a"), filled("p1", order_id, "X", "100", "10", T0 + 1)]
+    decisions = replay([
+        *held, control("p1", "halt", T0 + 2, reason="de-risk", mode="reduce_only"),
+        signal("p1", "X", "1", "10", T0 + 3), reduce("p1", "X", "10", "sell", "0.5", T0 + 4, signal_id="r1"),
+    ], "--preset", "conviction")
+    assert reasons(decisions[1:]) == ["REDUCE_ONLY", None]
+    assert decisions[2]["qty"] == "50"
+    decisions = replay([
+        *held, closed("p1", "OTHER", "1", "10", "-100000", T0 + 2),  # equity 0
+        signal("p1", "X", "1", "10", T0 + 3), reduce("p1", "X", "10", "sell", "0.5", T0 + 4, signal_id="r1"),
+    ], "--preset", "conviction")
+    assert reasons(decisions[1:]) == ["EQUITY_EXHAUSTED", None]
+    decisions = replay([
+        *held, closed("p1", "OTHER", "1", "10", "-10000", T0 + 2),  # 10% down: latched
+        reduce("p1", "X", "10", "sell", "0.5", T0 + 4, signal_id="r1"),
+    ], "--preset", "conviction", env=DRAWDOWN_5)
+    assert reasons(decisions[1:]) == ["MAX_DRAWDOWN"]
