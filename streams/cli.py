@@ -207,11 +207,14 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise ConfigError("control release: --order-id is required")
     if kind == "adjust_equity" and args.amount is None:
         raise ConfigError("control adjust-equity: --amount is required (USD; negative for a withdrawal)")
+    if args.mode is not None and kind != "halt" or args.clear and kind != "resume":
+        raise ConfigError(f"control {args.action}: --mode is for halt, --clear for resume")
     # self-declared (Kafka does not tell the worker who wrote a record: docs/pages/producers.md);
     # by default the SASL user this command authenticates as, else the OS user
     value = control.validate_command(kind, args.portfolio, args.reason, args.operator or kafka.sasl_username,
                                      order_id=args.order_id if kind == "release" else None,
-                                     amount=args.amount if kind == "adjust_equity" else None)
+                                     amount=args.amount if kind == "adjust_equity" else None,
+                                     mode=args.mode, clear=args.clear)
     partition, offset = asyncio.run(control.send(kafka, topics, value, args.timeout))
     rows = asyncio.run(control.status(kafka, topics, args.portfolio))
     print(json.dumps({"command": value, "partition": partition, "offset": offset, "state": rows[0]}, indent=1))
@@ -349,6 +352,11 @@ def _add_operator_commands(commands: Commands) -> None:
                                             "the OS user; self-declared: see docs/pages/producers.md)")
     control.add_argument("--order-id", help="release: the order whose reservation to release")
     control.add_argument("--amount", help="adjust-equity: USD, negative for a withdrawal")
+    control.add_argument("--mode", choices=["full", "reduce_only"],
+                         help="halt: full (default: every signal HALTED) or reduce_only (opens REDUCE_ONLY)")
+    control.add_argument("--clear", choices=["max_drawdown"], action="append",
+                         help="resume: also clear the drawdown latch (MAX_DRAWDOWN), re-arming it from the equity "
+                              "now; a plain resume lifts only the operator's halt")
     control.add_argument("--timeout", type=float, default=60.0,
                          help="seconds to wait for the workers to apply it (default: %(default)s)")
     _add_kafka_args(control)

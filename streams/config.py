@@ -146,6 +146,10 @@ class SizingConfig(BaseSettings):
     max_drawdown_pct: Annotated[Dec, Field(gt=0, lt=100)] | None = None
     """Unset: off. Set: a portfolio whose equity falls this many percent below its peak
     halts itself (MAX_DRAWDOWN) until an operator resumes it."""
+    max_hedge_residual_pct: Annotated[Dec, Field(gt=0, le=100)] | None = Decimal("5")
+    """An inverse leg's contracts round down: the base quantity they leave unhedged,
+    in quote notional, above this percentage of the order's notional is HEDGE_MISMATCH;
+    unset: never (the residual is still in the trace)."""
     unscored_signals: Literal["static", "reject"] = "static"
     """A signal without a score: `static` sizes it with conviction multiplier 1; `reject` is NO_SCORE."""
     signal_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
@@ -243,14 +247,25 @@ class SizingConfig(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _reservations_outlive_signals(self) -> "SizingConfig":
-        # A reservation that could lapse before its signal goes stale would free
-        # the cap while a signal of the same age is still being sized.
-        ttl, age = self.reservation_ttl_s, self.max_signal_age_s
-        if ttl is not None and age is not None and ttl < age:
+    def _clock_rules(self) -> "SizingConfig":
+        # The clock rules (DESIGN.md, "Configuration"): an input inside the allowed
+        # future skew moves the portfolio clock up to `max_future_skew_s` ahead, and
+        # that must never make an on-time signal stale or lapse a reservation early.
+        c = decimals.canonical
+        ttl, age, skew = self.reservation_ttl_s, self.max_signal_age_s, self.max_future_skew_s
+        if age is not None and age < skew:
             raise ValueError(
-                f"reservation_ttl_s must be unset or at least max_signal_age_s ({decimals.canonical(age)}), "
-                f"got {decimals.canonical(ttl)}")
+                f"max_signal_age_s ({c(age)}) must be at least max_future_skew_s ({c(skew)}): an input stamped "
+                f"within the allowed skew would make an on-time signal STALE_SIGNAL")
+        if ttl is not None and age is not None and ttl < age + skew:
+            raise ValueError(
+                f"reservation_ttl_s ({c(ttl)}) must be unset or at least max_signal_age_s + max_future_skew_s "
+                f"({c(age)} + {c(skew)} = {c(age + skew)}): an input stamped within the allowed skew would "
+                f"lapse a reservation while a signal of its age is still being sized")
+        if ttl is not None and age is None and ttl < skew:
+            raise ValueError(
+                f"reservation_ttl_s ({c(ttl)}) must be unset or at least max_future_skew_s ({c(skew)}): an input "
+                f"stamped within the allowed skew would lapse a reservation at once")
         return self
 
     @classmethod

@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.wire import decimals
 from streams.wire.admission import admit_message, home_partition
-from streams.engine.state import controls_from_wire, streak_from_wire
+from streams.engine.state import controls_from_wire, drawdown_shown, streak_from_wire
 from streams.errors import ConfigError, InvalidMessage, SizerError
 from streams.kafka.io import read_topic, start_or_close
 from streams.kafka.settings import ConnectionSettings
@@ -79,8 +79,11 @@ async def send(kafka: ConnectionSettings, topics: TopicSet, value: dict[str, Any
 
 
 async def status(kafka: ConnectionSettings, topics: TopicSet, portfolio_id: str | None = None) -> list[dict[str, Any]]:
-    """Each portfolio's control state as the worker group's tables hold it: halted or
-    not (with who, why and when), the last command's offset, and equity."""
+    """Each portfolio's control state as the worker group's tables hold it: the two
+    latches apart (`halted`/`halt`: the operator's, full or reduce-only, with who,
+    why and when; `max_drawdown`: the kill switch's latch, with the drawdown that
+    tripped it and when), the last command's offset, equity, its peak and the
+    drawdown now (percent below the peak; None without a positive peak)."""
     width = topics["signals"].partitions
     names = [changelog(kafka.app_id, "controls"), changelog(kafka.app_id, "streak")]
     admin = AIOKafkaAdminClient(**kafka.client("control"))
@@ -107,22 +110,33 @@ async def status(kafka: ConnectionSettings, topics: TopicSet, portfolio_id: str 
         if portfolio_id is not None and portfolio != portfolio_id:
             continue
         state = controls_from_wire(latest[portfolio].get("controls"))
-        equity = latest[portfolio].get("streak")
-        halt = state.halt
+        stored = latest[portfolio].get("streak")
+        halt, latch = state.halt, state.max_drawdown
+        # the fill window is not read here (its chunks live in the `windows` table)
+        streak = streak_from_wire({**stored, "seen_fills": []}, _NoConfig()) if stored else None
         rows.append({
             "portfolio_id": portfolio, "halted": halt is not None,
             "halt": None if halt is None else {"reason": halt.reason, "command_id": halt.command_id,
                                                "operator": halt.operator, "detail": halt.text,
                                                "since": format_event_time(halt.ts)},
+            "max_drawdown": None if latch is None else {"detail": latch.text, "since": format_event_time(latch.ts)},
             "last_control_offset": state.last_control_offset,
-            # the fill window is not read here (its chunks live in the `windows` table)
-            "equity": decimals.canonical(streak_from_wire({**equity, "seen_fills": []}, _NoConfig()).equity)
-            if equity else None,
+            **_equity_row(streak),
         })
     if portfolio_id is not None and not rows:
-        rows.append({"portfolio_id": portfolio_id, "halted": False, "halt": None, "last_control_offset": None,
-                     "equity": None})
+        rows.append({"portfolio_id": portfolio_id, "halted": False, "halt": None, "max_drawdown": None,
+                     "last_control_offset": None, **_equity_row(None)})
     return rows
+
+
+def _equity_row(streak: Any) -> dict[str, Any]:
+    """Equity, its peak and the drawdown (percent below the peak, to 4 places) of a
+    stored streak; None for each without one (or, the drawdown, without a positive peak)."""
+    if streak is None:
+        return {"equity": None, "peak_equity": None, "drawdown_pct": None}
+    drawdown = drawdown_shown(streak)
+    return {"equity": decimals.canonical(streak.equity), "peak_equity": decimals.canonical(streak.peak),
+            "drawdown_pct": None if drawdown is None else decimals.canonical(drawdown)}
 
 
 class _NoConfig:

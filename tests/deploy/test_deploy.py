@@ -51,7 +51,7 @@ def test_every_alert_rule_has_unit_tests_that_fire_and_that_do_not(promtool):
         "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerPortfolioHalted",
         "SizerLossGuardPaused",
         "SizerConsumerLagGrowing", "SizerWorkerDown", "SizerInputsRecoveredRepeatedly", "SizerPartitionReseeksRepeated",
-        "SizerProducerErrors", "SizerWorkerRestarting", "SizerWrongPartition"}
+        "SizerProducerErrors", "SizerWorkerRestarting", "SizerWrongPartition", "SizerMaxDrawdownLatched"}
     readme = (ROOT / "docs" / "pages" / "operating.md").read_text()
     for rule in rules:
         url = rule["annotations"]["runbook_url"]

@@ -98,3 +98,36 @@ def test_the_shipped_example_sizing_toml_is_its_preset_written_out(preset, monke
     from_file = load_config(config_file=example)
     assert from_file.config_hash == load_config(preset).config_hash
     assert from_file.effective() == load_config(preset).effective()
+
+
+@pytest.mark.parametrize("env, names", [
+    # the example: a 10 s age and TTL with the default 60 s skew
+    ({"SIZING_MAX_SIGNAL_AGE_S": "10", "SIZING_RESERVATION_TTL_S": "10"},
+     "max_signal_age_s (10) must be at least max_future_skew_s (60)"),
+    ({"SIZING_MAX_SIGNAL_AGE_S": "30", "SIZING_MAX_FUTURE_SKEW_S": "30.5"},
+     "max_signal_age_s (30) must be at least max_future_skew_s (30.5)"),
+    ({"SIZING_MAX_SIGNAL_AGE_S": "60", "SIZING_RESERVATION_TTL_S": "119.999"},
+     "reservation_ttl_s (119.999) must be unset or at least max_signal_age_s + max_future_skew_s (60 + 60 = 120)"),
+])
+def test_clock_settings_that_contradict_each_other_are_refused_naming_the_settings_and_the_rule(monkeypatch, env, names):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_config("conviction")
+    assert names in str(raised.value)
+
+
+def test_a_ttl_without_a_signal_age_must_still_outlast_the_skew():
+    from pydantic import ValidationError
+
+    from streams.config import SizingConfig
+    with pytest.raises(ValidationError, match=r"reservation_ttl_s \(59\) must be unset or at least "
+                                              r"max_future_skew_s \(60\)"):
+        SizingConfig(max_signal_age_s=None, reservation_ttl_s="59")
+
+
+def test_clock_settings_exactly_at_the_rules_are_accepted(monkeypatch):
+    monkeypatch.setenv("SIZING_MAX_SIGNAL_AGE_S", "60")
+    monkeypatch.setenv("SIZING_RESERVATION_TTL_S", "120")
+    config = load_config("conviction")
+    assert (config.max_signal_age_s, config.max_future_skew_s, config.reservation_ttl_s) == (60, 60, 120)
