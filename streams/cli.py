@@ -72,16 +72,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from streams.wire import decimals
-    from streams.kafka.settings import load_kafka_settings
+    from streams.kafka.settings import load_kafka_settings, setting_source
 
     config = _config(args)
     kafka = load_kafka_settings()
     # SecretStr fields dump as "**********": a password never reaches this output
     kafka_values = {key: str(value) if value is not None else None for key, value in kafka.model_dump().items()}
-    kafka_sources = {field: ("environment SIZER_" + field.upper()) if field in kafka.model_fields_set else "default"
-                     for field in kafka_values}
-    if "bootstrap" not in kafka.model_fields_set and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        kafka_sources["bootstrap"] = "environment KAFKA_BOOTSTRAP_SERVERS"
+    kafka_sources = {field: setting_source(kafka, field) for field in kafka_values}
 
     print(decimals.dumps({"config_hash": config.config_hash, "config": config.effective(),
                           "sources": getattr(config, "sources", {}), "kafka": kafka_values,
@@ -97,7 +94,7 @@ def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _kafka(args: argparse.Namespace, **overrides: object):
-    from streams.kafka.settings import load_kafka_settings
+    from streams.kafka.settings import load_kafka_settings, setting_source
     from streams.kafka.topics import load_topics
 
     kafka = load_kafka_settings(bootstrap=args.bootstrap, **overrides)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.errors import ConfigError, CredentialsMissing, field_errors
 
@@ -28,9 +28,56 @@ LOCAL_BROKER = "127.0.0.1:19092"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def default_bootstrap() -> str:
-    """`KAFKA_BOOTSTRAP_SERVERS` when set, else the project's local broker."""
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or LOCAL_BROKER
+# The standard Kafka client variables a platform sets, and the setting each one gives when
+# its SIZER_* variable is unset. Both set to different values: start-up stops, naming both.
+STANDARD_VARIABLES = {
+    "KAFKA_BOOTSTRAP_SERVERS": "bootstrap",
+    "KAFKA_SECURITY_PROTOCOL": "security_protocol",
+    "KAFKA_SASL_MECHANISM": "sasl_mechanism",
+}
+
+
+def standard_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{setting: value} from the STANDARD_VARIABLES set in `environ` (default os.environ), values
+    of protocol and mechanism upper-cased as Kafka reads them. Raises ConfigError when one
+    disagrees with the SIZER_* variable of its setting."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for variable, field in STANDARD_VARIABLES.items():
+        value = (environ.get(variable) or "").strip()
+        if not value:
+            continue
+        if field != "bootstrap":
+            value = value.upper()
+        own = (environ.get(f"SIZER_{field.upper()}") or "").strip()
+        if own and (own if field == "bootstrap" else own.upper()) != value:
+            raise ConfigError(f"{variable}={value} and SIZER_{field.upper()}={own} disagree: "
+                              f"the sizer's setting is SIZER_{field.upper()}; unset one or make them equal")
+        values[field] = value
+    return values
+
+
+def setting_source(settings: "KafkaSettings", field: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where `field` of `settings` came from: an environment variable, a flag, or the default."""
+    environ = os.environ if environ is None else environ
+    if field not in settings.model_fields_set:
+        return "default"
+    if environ.get(f"SIZER_{field.upper()}"):
+        return f"environment SIZER_{field.upper()}"
+    for variable, standard in STANDARD_VARIABLES.items():
+        if standard == field and environ.get(variable):
+            return f"environment {variable}"
+    return "command line"
+
+
+class _StandardVariables(PydanticBaseSettingsSource):
+    """KAFKA_BOOTSTRAP_SERVERS and friends, below the SIZER_* variables."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return standard_variables().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return standard_variables()
 
 
 class KafkaSettings(BaseSettings):
@@ -39,7 +86,7 @@ class KafkaSettings(BaseSettings):
     # an empty variable (`SIZER_SSL_CAFILE=`) is unset, as in a shell
     model_config = SettingsConfigDict(env_prefix="SIZER_", frozen=True, extra="forbid", env_ignore_empty=True)
 
-    bootstrap: str = Field(default_factory=default_bootstrap)
+    bootstrap: str = LOCAL_BROKER
     app_id: str = Field("sizer", min_length=1)
     topic_prefix: str = ""
     topics_file: Path = PROJECT_ROOT / "topics" / "topics.toml"
@@ -89,6 +136,11 @@ class KafkaSettings(BaseSettings):
     ssl_key_password_file: Path | None = None
     ssl_check_hostname: bool = True
     client_id_prefix: str = Field("sizer", min_length=1)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any, env_settings: Any,
+                                   dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
+        return init_settings, env_settings, _StandardVariables(settings_cls), dotenv_settings, file_secret_settings
 
     @model_validator(mode="after")
     def _bootstrap_well_formed(self) -> "KafkaSettings":
@@ -261,6 +313,10 @@ def load_kafka_settings(**overrides: object) -> KafkaSettings:
     try:
         return KafkaSettings(**values)
     except ValidationError as exc:
+        standard = {field: variable for variable, field in STANDARD_VARIABLES.items() if os.environ.get(variable)}
         lines = ["invalid Kafka settings (SIZER_* environment or flags):"]
-        lines += [f"  {field}: {rule}" for field, rule, _ in field_errors(exc, "settings")]
+        lines += [f"  {field}: {rule}" + (f" (from {standard[field]}; the sizer's setting is SIZER_{field.upper()})"
+                                          if field in standard and not os.environ.get(f"SIZER_{field.upper()}")
+                                          else "")
+                  for field, rule, _ in field_errors(exc, "settings")]
         raise ConfigError("\n".join(lines)) from exc
