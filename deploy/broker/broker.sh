@@ -40,7 +40,7 @@ port="${KAFKA_PORT:-$default_port}"
 controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
 listen_host="${KAFKA_LISTEN_HOST:-127.0.0.1}"
 advertised_host="${KAFKA_ADVERTISED_HOST:-127.0.0.1}"
-scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor}"
+scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor sizer-setup}"
 bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
 
