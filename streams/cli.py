@@ -15,6 +15,7 @@ import ssl
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams.errors import ConfigError, SizerError, exit_code, kafka_error
+from streams.wire.roles import OUTPUTS
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -70,12 +71,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return run_command(args, _kafka(args) if args.from_kafka else None)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from streams.history.evaluate_command import run_command
+
+    return run_command(args)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from streams.wire import decimals
-    from streams.kafka.settings import load_kafka_settings, setting_source
+    from streams.kafka.settings import setting_source
+    from streams.worker.settings import load_settings
 
     config = _config(args)
-    kafka = load_kafka_settings()
+    kafka = load_settings()
     # SecretStr fields dump as "**********": a password never reaches this output
     kafka_values = {key: str(value) if value is not None else None for key, value in kafka.model_dump().items()}
     kafka_sources = {field: setting_source(kafka, field) for field in kafka_values}
@@ -94,10 +102,10 @@ def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _kafka(args: argparse.Namespace, **overrides: object):
-    from streams.kafka.settings import load_kafka_settings, setting_source
+    from streams.worker.settings import load_settings
     from streams.kafka.topics import load_topics
 
-    kafka = load_kafka_settings(bootstrap=args.bootstrap, **overrides)
+    kafka = load_settings(bootstrap=args.bootstrap, **overrides)
     args.kafka_settings = kafka  # main() explains a failed connection with these
     return kafka, load_topics(kafka.topics_file, kafka.topic_prefix)
 
@@ -114,7 +122,7 @@ def cmd_topics_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_acls_apply(args: argparse.Namespace) -> int:
-    from streams.kafka.acls import apply_acls, load_acls
+    from streams.ops.acls import apply_acls, load_acls
 
     kafka, topics = _kafka(args)
     principals = load_acls(kafka.acls_file, topics, kafka.app_id)
@@ -177,7 +185,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     import json
 
-    from streams.kafka import control
+    from streams.ops import control
 
     kafka, topics = _kafka(args)
     if args.action == "status":
@@ -201,7 +209,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from streams.kafka.console import publish_journal
+    from streams.ops.console import publish_journal
 
     kafka, topics = _kafka(args)
     return publish_journal(kafka, topics, args.journal)
@@ -210,7 +218,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streams.kafka.console import tail
+    from streams.ops.console import tail
 
     _stop_on_interrupt()
     kafka, topics = _kafka(args)
@@ -248,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(sweep)
     _add_kafka_args(sweep)
     sweep.set_defaults(run=cmd_sweep)
+
+    from streams.history.evaluate_command import add_arguments as add_evaluate_arguments
+
+    evaluate = commands.add_parser(
+        "evaluate", help="the graduated design's promises tested on real market history (static vs graduated, "
+                         "bootstrap intervals, verdicts)")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(run=cmd_evaluate)
 
     config = commands.add_parser("config", help="print the effective configuration and its hash")
     _add_config_args(config)
@@ -297,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(run=cmd_publish)
 
     tail_ = commands.add_parser("tail", help="print what the worker wrote (read_committed), from the beginning")
-    tail_.add_argument("topic", choices=["decisions", "orders", "dlq"])
+    tail_.add_argument("topic", choices=OUTPUTS)
     tail_.add_argument("--follow", "-f", action="store_true",
                        help="then keep printing new records (Ctrl-C or SIGTERM stops)")
     tail_.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")

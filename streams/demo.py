@@ -22,13 +22,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.wire import decimals
 
-from streams.history import journal
+from streams.wire import journal
 
 from streams.history import decision_table as table
 from streams.config import load_config
 from streams.demo_session import PRESET, phases, session
 from streams.kafka.io import publish, wait_consumed
-from streams.kafka.settings import PROJECT_ROOT, ClientConfig, load_kafka_settings
+from streams.kafka.settings import ClientConfig, PROJECT_ROOT
+from streams.worker.settings import load_settings
 from streams.wire.models import to_json
 from streams.history.replay import replay
 from streams.kafka.topics import TopicSet, apply, load_topics
@@ -106,7 +107,7 @@ def run_live() -> int:
     run = time.strftime("%Y%m%d%H%M%S")
     prefix, app_id = f"demo{run}-", f"sizer-demo-{run}"
     data_dir = PROJECT_ROOT / ".sizer-data" / f"demo-{run}"
-    kafka = load_kafka_settings(bootstrap=bootstrap, topic_prefix=prefix, app_id=app_id)
+    kafka = load_settings(bootstrap=bootstrap, topic_prefix=prefix, app_id=app_id)
     topics = load_topics(kafka.topics_file, prefix)
     _say(f"applying topics (prefix {prefix})")
     client = kafka.for_role("demo")

@@ -25,7 +25,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from streams.wire.admission import INPUTS
+from streams.wire.roles import INPUTS, message_types
 from streams.config import SizingConfig
 from streams.engine import REJECTION_REASONS, ControlOutcome, FillOutcome, PortfolioState
 from streams.errors import INPUT_ERROR_CODES
@@ -188,10 +188,10 @@ class SizerMetrics:
         self._decided = {("accepted", ""): self.decisions.labels("accepted", "")}
         for reason in REJECTION_REASONS:
             self._decided[("rejected", reason)] = self.decisions.labels("rejected", reason)
-        for command_type in ("halt", "resume", "release", "adjust_equity"):
+        for command_type in message_types("controls"):
             for outcome in get_args(ControlOutcome):
                 self.commands.labels(command_type, outcome)
-        for fill_type in ("order_filled", "order_canceled", "position_closed"):
+        for fill_type in message_types("fills"):
             for outcome in get_args(FillOutcome):
                 self.fills.labels(fill_type, outcome)
         for role in INPUTS:

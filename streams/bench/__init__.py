@@ -12,11 +12,11 @@ def run_bench(main: Callable[[], Any]) -> int:
     `sizer` reports it; aiokafka's own retry logs are left out of the benchmark's
     output."""
     from streams.cli import reporting
-    from streams.kafka.settings import load_kafka_settings
+    from streams.worker.settings import load_settings
 
     def settings() -> Any:
         try:
-            return load_kafka_settings()
+            return load_settings()
         except Exception:  # noqa: BLE001 - the settings were the failure, already reported
             return None
 

@@ -25,7 +25,8 @@ from streams.history.audit import audit, read_history, settle
 from streams.config import load_config
 from streams.engine import InputPosition
 from streams.kafka.io import encode, publish_config
-from streams.kafka.settings import ClientConfig, load_kafka_settings
+from streams.kafka.settings import ClientConfig
+from streams.worker.settings import load_settings
 from streams.wire.models import Fill, Instrument, Signal, to_json, validate
 from streams.processor import MemoryStore, Processor
 from streams.kafka.topics import apply, load_topics
@@ -81,7 +82,7 @@ def main() -> int:
     parser.add_argument("--signals", type=int, default=100_000)
     parser.add_argument("--preset", default="graduated")
     args = parser.parse_args()
-    kafka = load_kafka_settings(topic_prefix=f"benchaudit{int(time.time())}-")
+    kafka = load_settings(topic_prefix=f"benchaudit{int(time.time())}-")
     topics = load_topics(kafka.topics_file, kafka.topic_prefix)
     client = kafka.for_role("bench")
     asyncio.run(apply(client, topics))

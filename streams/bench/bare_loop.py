@@ -41,13 +41,13 @@ import aiokafka.producer.sender
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from streams.bench.plain_loop import consume_and_produce, loop_consumer
-from streams.kafka.settings import KafkaSettings, load_kafka_settings
+from streams.worker.settings import WorkerSettings, load_settings
 from streams.kafka.topics import TopicSet, load_topics
 
 CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.002
 
 
-async def exactly_once(kafka: KafkaSettings, topics: TopicSet) -> None:
+async def exactly_once(kafka: WorkerSettings, topics: TopicSet) -> None:
     """The copy loop with one transaction per input partition, each partition fetched,
     copied and committed on its own, read_committed, until SIGTERM."""
     aiokafka.producer.sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_BACKOFF_S
@@ -101,7 +101,7 @@ async def exactly_once(kafka: KafkaSettings, topics: TopicSet) -> None:
 
 
 async def run() -> None:
-    kafka = load_kafka_settings()
+    kafka = load_settings()
     topics = load_topics(kafka.topics_file, kafka.topic_prefix)
     if kafka.processing_guarantee == "exactly_once":
         await exactly_once(kafka, topics)

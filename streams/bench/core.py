@@ -16,7 +16,7 @@ import time
 
 from streams.wire import decimals
 
-from streams.history import journal
+from streams.wire import journal
 from streams.config import load_config
 from streams.engine import InputPosition
 from streams.wire.models import to_json

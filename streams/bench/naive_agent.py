@@ -20,13 +20,13 @@ from streams.config import load_config
 from streams.engine import InputPosition, PortfolioState
 from streams.engine.state import exposure_from_wire, streak_from_wire, to_wire
 from streams.kafka.io import read_topic
-from streams.kafka.settings import load_kafka_settings
+from streams.worker.settings import load_settings
 from streams.wire.models import Instrument, Signal, decode, to_json
 from streams.processor import Processor
 from streams.kafka.topics import load_topics
 from streams.worker.app import RAW, brokers
 
-kafka = load_kafka_settings()
+kafka = load_settings()
 topics = load_topics(kafka.topics_file, kafka.topic_prefix)
 config = load_config(preset="conviction")
 width = topics["signals"].partitions

@@ -19,13 +19,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.config import load_config
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
-from streams.kafka.settings import KafkaSettings, load_kafka_settings
+from streams.worker.settings import WorkerSettings, load_settings
 from streams.wire.models import Instrument, Signal, decode, to_json
 from streams.processor import MemoryStore, Processor
 from streams.kafka.topics import TopicSet, load_topics
 
 
-def loop_consumer(kafka: KafkaSettings, topics: list[str], **overrides: Any) -> AIOKafkaConsumer:
+def loop_consumer(kafka: WorkerSettings, topics: list[str], **overrides: Any) -> AIOKafkaConsumer:
     """The consumer of the bench's loops, (0) and (1), at-least-once and exactly-once:
     one set of client settings, so that only the work and the guarantee differ."""
     client = kafka.for_role(f"bench-{kafka.app_id}")
@@ -34,7 +34,7 @@ def loop_consumer(kafka: KafkaSettings, topics: list[str], **overrides: Any) -> 
         "max_poll_records": 2000, "fetch_max_wait_ms": 10, **overrides}))
 
 
-async def consume_and_produce(name: str, kafka: KafkaSettings, topics: TopicSet, inputs: list[str],
+async def consume_and_produce(name: str, kafka: WorkerSettings, topics: TopicSet, inputs: list[str],
                               handle: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
     """The loop of contenders (0) and (1): consume `inputs` (role names) and hand each
     record to `handle(producer, tp, record)` until SIGTERM. One set of client
@@ -59,7 +59,7 @@ async def consume_and_produce(name: str, kafka: KafkaSettings, topics: TopicSet,
 
 
 async def run() -> None:
-    kafka = load_kafka_settings()
+    kafka = load_settings()
     topics = load_topics(kafka.topics_file, kafka.topic_prefix)
     config = load_config(preset="conviction")
     processor = Processor(config, MemoryStore(config))

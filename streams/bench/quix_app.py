@@ -30,7 +30,7 @@ from streams.engine import InputPosition, PortfolioState
 from streams.engine.state import exposure_from_wire, streak_from_wire, to_wire
 from streams.errors import InvalidMessage
 from streams.kafka.io import read_topic
-from streams.kafka.settings import KafkaSettings, load_kafka_settings
+from streams.worker.settings import WorkerSettings, load_settings
 from streams.kafka.topics import load_topics
 from streams.processor import Processor
 from streams.wire import decimals
@@ -83,12 +83,12 @@ class OutputSerializer(Serializer):
         return value.payload
 
 
-def guarantee(kafka: KafkaSettings) -> str:
+def guarantee(kafka: WorkerSettings) -> str:
     """Quix' spelling of the worker's processing guarantee."""
     return "exactly-once" if kafka.processing_guarantee == "exactly_once" else "at-least-once"
 
 
-def build(kafka: KafkaSettings) -> Application:
+def build(kafka: WorkerSettings) -> Application:
     topics = load_topics(kafka.topics_file, kafka.topic_prefix)
     config = load_config(preset="conviction")
     store = QuixStateStore(config)
@@ -134,7 +134,7 @@ def build(kafka: KafkaSettings) -> Application:
 
 
 def main() -> None:
-    app = build(load_kafka_settings())
+    app = build(load_settings())
     print("quix application ready", flush=True)
     app.run()  # stops on SIGTERM after its last commit
 

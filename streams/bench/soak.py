@@ -50,7 +50,7 @@ from streams.bench import run_bench
 from streams.bench.generate import PRICES
 from streams.bench.stream import WORKER, Contender, percentile, signals_only
 from streams.kafka.io import publish
-from streams.kafka.settings import load_kafka_settings
+from streams.worker.settings import load_settings
 from streams.wire import decimals
 
 WARM_UP_TIMEOUT_S = 120.0
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes < 1 or args.rate < 1 or args.portfolios < 1:
         parser.error("--minutes, --rate and --portfolios must be >= 1")
     warm_up = default_warm_up(args.minutes) if args.warm_up is None else args.warm_up
-    client = load_kafka_settings().for_role("bench")
+    client = load_settings().for_role("bench")
     workdir = Path(tempfile.mkdtemp(prefix="sizer-soak-"))
     contender = Contender(client, WORKER, {"SIZER_PROCESSING_GUARANTEE": args.guarantee}, workdir)
     print(f"broker {client.bootstrap}; the worker, {args.guarantee}, {args.rate} signals/s round "

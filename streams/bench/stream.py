@@ -69,7 +69,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.bench import run_bench
 from streams.bench.generate import session, spread_signals
 from streams.kafka.io import publish
-from streams.kafka.settings import ClientConfig, KafkaSettings, load_kafka_settings
+from streams.kafka.settings import ClientConfig
+from streams.worker.settings import WorkerSettings, load_settings
 from streams.kafka.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +90,7 @@ AT_LEAST_ONCE = {"SIZER_PROCESSING_GUARANTEE": "at_least_once"}
 SCALE_SETTINGS = {**AT_LEAST_ONCE, "SIZING_RESERVATION_TTL_S": "1", "SIZING_MAX_SIGNAL_AGE_S": "1"}
 
 
-def contenders(kafka: KafkaSettings) -> list[tuple[str, list[str], dict[str, str]]]:
+def contenders(kafka: WorkerSettings) -> list[tuple[str, list[str], dict[str, str]]]:
     """(name, command, environment) of every contender; the Quix ones at the worker's
     commit interval and, exactly-once, also at its eager commit floor (Quix has no
     eager commit: its timer is the only way to commit sooner)."""
@@ -618,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs is None:
         args.runs = tuple(r for r in RUNS if r not in ("scale", "curve")) if args.only else RUNS
-    kafka = load_kafka_settings()
+    kafka = load_settings()
     client = kafka.for_role("bench")
     bootstrap = client.bootstrap
     workdir = Path(tempfile.mkdtemp(prefix="sizer-bench-"))

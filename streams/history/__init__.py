@@ -1,1 +1,1 @@
-"""Offline history tools: the journal, replay, the recorded interleaving, audit, what-if, sweeps."""
+"""Offline history tools: replay, the recorded interleaving, audit, what-if, sweeps."""

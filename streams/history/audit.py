@@ -22,7 +22,8 @@ from streams.kafka.io import Record, read_topic
 from streams.kafka.settings import ClientConfig
 from streams.wire.models import parse_event_time, to_json
 from streams.history.progress import Progress
-from streams.kafka.topics import ROLES, TopicSet
+from streams.kafka.topics import TopicSet
+from streams.wire.roles import ROLES
 from streams.text import counted
 
 
@@ -260,7 +261,7 @@ def _admitted_input(role: str, record: Record) -> bool:
     """Whether the worker admits the record (a state change), by its own rule; the
     time check aside (its answer depends on the configuration: the dead-letter
     topic gives it)."""
-    from streams.worker.instruments import admit_instrument
+    from streams.wire.instruments import admit_instrument
 
     if role == "instruments":
         try:

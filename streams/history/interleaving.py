@@ -20,7 +20,7 @@ from streams.engine import InputPosition, PortfolioState, apply_control, apply_f
 from streams.errors import InvalidMessage
 from streams.kafka.io import Record
 from streams.wire.models import Decision, Instrument, Order
-from streams.worker.instruments import InstrumentBook
+from streams.wire.instruments import InstrumentBook
 
 # (topic, partition, offset) of an input record
 Source = tuple[str, int, int]

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, TextIO
 
-from streams.history import journal
+from streams.wire import journal
 from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.wire.models import Decision, Order, to_json

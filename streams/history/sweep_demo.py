@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from streams.wire import decimals
 
-from streams.history import journal
+from streams.wire import journal
 from streams.demo_session import INSTRUMENTS
 from streams.engine import order_id_for
 from streams.kafka.settings import PROJECT_ROOT

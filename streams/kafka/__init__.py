@@ -1,1 +1,1 @@
-"""Kafka and operations: client settings, topics and ACLs as code, reading and publishing, operator controls, the console."""
+"""Kafka plumbing: connection settings, topics as code, reading and publishing, stored input positions."""

@@ -11,13 +11,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.wire import decimals
 from streams.errors import KafkaUnavailable
-from streams.kafka.topics import TopicSet
+from streams.wire.roles import KEY_FIELD
 
 if TYPE_CHECKING:
     from streams.config import SizingConfig
     from streams.kafka.settings import ClientConfig
-
-KEY_FIELD = {"signals": "portfolio_id", "fills": "portfolio_id", "instruments": "symbol"}
+    from streams.kafka.topics import TopicSet
 
 
 def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:

@@ -1,7 +1,7 @@
 """Where and how every Kafka client of the product talks to Kafka. Not part of
 the sizing config hash: these settings move no number in any decision.
 
-`KafkaSettings.client(role)` is the one Kafka client configuration: every
+`ConnectionSettings.client(role)` is the one Kafka client configuration: every
 aiokafka producer, consumer and admin client the product opens takes its
 keyword arguments from it, and the faust app its `broker_credentials`, so
 security (PLAINTEXT, SSL with mTLS, SASL_PLAINTEXT, SASL_SSL with PLAIN or
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from streams.errors import ConfigError, CredentialsMissing, field_errors
+from streams.errors import ConfigError, CredentialsMissing
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -57,7 +57,7 @@ def standard_variables(environ: Mapping[str, str] | None = None) -> dict[str, st
     return values
 
 
-def setting_source(settings: "KafkaSettings", field: str, environ: Mapping[str, str] | None = None) -> str:
+def setting_source(settings: "ConnectionSettings", field: str, environ: Mapping[str, str] | None = None) -> str:
     """Where `field` of `settings` came from: an environment variable, a flag, or the default."""
     environ = os.environ if environ is None else environ
     if field not in settings.model_fields_set:
@@ -80,8 +80,10 @@ class _StandardVariables(PydanticBaseSettingsSource):
         return standard_variables()
 
 
-class KafkaSettings(BaseSettings):
-    """Connection and runtime settings, env prefix `SIZER_`."""
+class ConnectionSettings(BaseSettings):
+    """Where the product's Kafka is and how to talk to it, env prefix `SIZER_`: the
+    brokers, the security, the worker group's id, the topic names and their files.
+    The worker's own tuning is `worker.settings.WorkerSettings`, which extends these."""
 
     # an empty variable (`SIZER_SSL_CAFILE=`) is unset, as in a shell
     model_config = SettingsConfigDict(env_prefix="SIZER_", frozen=True, extra="forbid", env_ignore_empty=True)
@@ -91,37 +93,6 @@ class KafkaSettings(BaseSettings):
     topic_prefix: str = ""
     topics_file: Path = PROJECT_ROOT / "topics" / "topics.toml"
     acls_file: Path = PROJECT_ROOT / "topics" / "acls.toml"
-    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
-    store: str = "rocksdb://"  # faust backs it with rocksdict (the rocksdict extra)
-    data_dir: Path = Path(".sizer-data")
-    web_port: int = Field(6066, ge=0, le=65535)
-    web_host: str = "127.0.0.1"
-    standby_replicas: int = Field(0, ge=0)
-    commit_interval_s: float = Field(0.5, gt=0, allow_inf_nan=False)
-    # under exactly-once, a batch's transaction is committed as soon as the batch is
-    # done and nothing more was waiting (a fetch shorter than batch_max), at most once
-    # per this interval; 0 turns it off (commits on commit_interval_s only)
-    eager_commit_floor_s: float = Field(0.02, ge=0, allow_inf_nan=False)
-    # the most the worker's fetch waits at the broker for new records (Kafka's
-    # fetch.max.wait.ms; faust fixes 1,500). It bounds how long a fetch that left out
-    # a partition with unconsumed records holds that partition's next records back
-    # (`faust_compat.transport.ShortFetchWaitThread`); an idle worker sends about
-    # 1000 / this fetches a second.
-    fetch_max_wait_ms: int = Field(20, ge=1, le=60_000)
-    session_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
-    heartbeat_interval_s: float = Field(3.0, gt=0, allow_inf_nan=False)
-    metrics_portfolio_limit: int = Field(1000, ge=1)
-    lag_interval_s: float = Field(5.0, gt=0, allow_inf_nan=False)
-    # at most this many inputs per fetch, handled as one batch: one lock, one state
-    # write per portfolio, one wait for the sends (2,000 measured fastest in `make
-    # bench`, against 500, 1,000 and 4,000)
-    batch_max: int = Field(2000, ge=1)
-    # how often to look for partitions whose delivery stopped short of the fetch
-    stall_interval_s: float = Field(2.0, gt=0, allow_inf_nan=False)
-    # /health/live turns false once a batch has run this long without finishing
-    liveness_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
-    # text (the default) or one JSON object a line (streams.logs)
-    log_format: Literal["text", "json"] = "text"
 
     # Security (DESIGN.md, "Security"): one configuration for every client.
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -143,7 +114,7 @@ class KafkaSettings(BaseSettings):
         return init_settings, env_settings, _StandardVariables(settings_cls), dotenv_settings, file_secret_settings
 
     @model_validator(mode="after")
-    def _bootstrap_well_formed(self) -> "KafkaSettings":
+    def _bootstrap_well_formed(self) -> "ConnectionSettings":
         for address in self.bootstrap.split(","):
             host, _, port = address.strip().rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -151,7 +122,7 @@ class KafkaSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _security_complete(self) -> "KafkaSettings":
+    def _security_complete(self) -> "ConnectionSettings":
         sasl = self.security_protocol.startswith("SASL_")
         if sasl:
             if self.sasl_mechanism is None:
@@ -288,7 +259,7 @@ class ClientConfig:
     """One role's Kafka client configuration: what every function that opens an
     aiokafka producer, consumer or admin client takes instead of a bootstrap string."""
 
-    settings: KafkaSettings
+    settings: ConnectionSettings
     role: str
 
     @property
@@ -296,27 +267,8 @@ class ClientConfig:
         return self.settings.bootstrap
 
     def options(self, **extra: Any) -> dict[str, Any]:
-        """aiokafka keyword arguments: `KafkaSettings.client(role)` plus `extra`."""
+        """aiokafka keyword arguments: `ConnectionSettings.client(role)` plus `extra`."""
         return {**self.settings.client(self.role), **extra}
 
     def __repr__(self) -> str:  # never the settings' secrets, even masked
         return f"ClientConfig({self.role!r}, {self.settings.bootstrap!r}, {self.settings.security_protocol})"
-
-
-def load_kafka_settings(**overrides: object) -> KafkaSettings:
-    """Build the settings; explicit overrides (e.g. `--bootstrap`) beat the environment.
-    Raises ConfigError naming each bad field and its rule, or an unknown SIZER_* variable."""
-    from streams.config import check_environment
-
-    check_environment("SIZER_", KafkaSettings)
-    values = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        return KafkaSettings(**values)
-    except ValidationError as exc:
-        standard = {field: variable for variable, field in STANDARD_VARIABLES.items() if os.environ.get(variable)}
-        lines = ["invalid Kafka settings (SIZER_* environment or flags):"]
-        lines += [f"  {field}: {rule}" + (f" (from {standard[field]}; the sizer's setting is SIZER_{field.upper()})"
-                                          if field in standard and not os.environ.get(f"SIZER_{field.upper()}")
-                                          else "")
-                  for field, rule, _ in field_errors(exc, "settings")]
-        raise ConfigError("\n".join(lines)) from exc

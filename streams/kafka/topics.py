@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated, read_toml
+from streams.kafka.positions import stored_positions_beyond_end
 from streams.text import counted
+from streams.wire.roles import CO_PARTITIONED, COMPACTED, ROLES
 
 if TYPE_CHECKING:
     from streams.kafka.settings import ClientConfig
 
 TOPIC_AUTHORIZATION_FAILED = 29
 
-ROLES = ("signals", "fills", "controls", "instruments", "orders", "decisions", "dlq", "config")
 CLEANUP = ("delete", "compact")
 
 
@@ -77,25 +78,20 @@ def load_topics(path: Path, prefix: str = "") -> TopicSet:
         if spec.cleanup_policy not in CLEANUP:
             raise ConfigError(f"{where}.cleanup_policy: must be one of {', '.join(CLEANUP)}")
         specs[role] = spec
-    for role in ("instruments", "config"):
+    for role in COMPACTED:
         if specs[role].cleanup_policy != "compact":
             raise ConfigError(f"topics file {path}: topics.{role}.cleanup_policy: must be compact")
     # One portfolio's whole state lives on one partition: its signals, fills and
     # commands must arrive there, and its orders and decisions go to the same
     # partition number.
     width = specs["signals"].partitions
-    for role in ("fills", "controls", "orders", "decisions"):
+    for role in CO_PARTITIONED:
         if specs[role].partitions != width:
             raise ConfigError(
                 f"topics file {path}: topics.{role}.partitions: must equal topics.signals.partitions "
                 f"({width}) so that portfolios stay co-partitioned"
             )
     return TopicSet(specs)
-
-
-# The input topics whose offsets the worker stores (the group's commits, the
-# input-positions table): a recreated one starts its offsets again from 0.
-POSITIONED = ("signals", "fills", "controls")
 
 
 def reset_advice(app_id: str) -> str:
@@ -112,112 +108,6 @@ def recreated(app_id: str, found: list[str]) -> TopicRecreated:
     return TopicRecreated(f"{'; '.join(found)}: the topic was deleted and recreated (or repartitioned) since "
                           f"worker group {app_id} read it, and its stored positions would skip or misplace new "
                           f"records; {reset_advice(app_id)}")
-
-
-async def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
-    return {entry["topic"]: len(entry.get("partitions") or ()) for entry in await admin.describe_topics(names)}
-
-
-def positions_changelog(app_id: str) -> str:
-    """The changelog of the worker's `input-positions` table (faust's naming)."""
-    return f"{app_id}-input-positions-changelog"
-
-
-async def stored_positions(admin: Any, client: ClientConfig, topics: TopicSet, app_id: str,
-                           fingerprints: dict[tuple[str, int], str] | None = None) -> dict[tuple[str, int], int]:
-    """(input topic, partition) -> the next offset the worker group `app_id` would
-    process: its input positions (`streams.worker.positions`, read from their
-    changelog) and, where higher, the group's committed offsets. Kafka drops a
-    group's committed offsets when their topic is deleted; the positions changelog
-    keeps them, and it is what the worker skips by. `fingerprints`, when given, is
-    filled with the fingerprint of the last record processed before each stored
-    position (`worker.positions.record_fingerprint`), where one was stored."""
-    from streams.kafka.io import read_topic
-    from streams.worker.positions import parse_position
-
-    names = {topics.name(role) for role in POSITIONED}
-    stored: dict[tuple[str, int], int] = {}
-    try:
-        committed = await admin.list_consumer_group_offsets(app_id)
-    except Exception:  # noqa: BLE001 - no such group: nothing committed
-        committed = {}
-    for tp, meta in committed.items():
-        if tp.topic in names and meta.offset >= 0:
-            stored[(tp.topic, tp.partition)] = meta.offset
-    changelog = positions_changelog(app_id)
-    if changelog in set(await admin.list_topics()):
-        partitions = (await _partition_counts(admin, [changelog])).get(changelog, 0)
-        # read whole: a compacted topic, one key per input partition once cleaned
-        latest: dict[bytes, bytes | None] = {}
-        for record in await read_topic(client, changelog, partitions, timeout_s=300):
-            if record.key is not None:
-                latest[record.key] = record.value
-        for key, value in latest.items():
-            topic, _, partition = key.decode("utf-8", "replace").rpartition(":")
-            if topic in names and partition.isdigit() and value and value.split(b":")[0].isdigit():
-                where = (topic, int(partition))
-                offset, fingerprint = parse_position(value)
-                if fingerprints is not None and fingerprint is not None and offset >= stored.get(where, 0):
-                    fingerprints[where] = fingerprint
-                stored[where] = max(stored.get(where, 0), offset)
-    return stored
-
-
-async def stored_positions_beyond_end(admin: Any, client: ClientConfig, topics: TopicSet, app_id: str) -> list[str]:
-    """Input partitions where the worker group `app_id` has stored a position past
-    the partition's end (the topic was recreated since: its offsets began again at
-    0), or whose partition no longer exists. Kafka 3.9 gives aiokafka no topic ids,
-    so the end offset is the evidence: a recreated topic that has already grown
-    past the old positions is not seen. Empty when nothing is stored."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    fingerprints: dict[tuple[str, int], str] = {}
-    stored = await stored_positions(admin, client, topics, app_id, fingerprints)
-    stored = {where: offset for where, offset in stored.items() if offset > 0}
-    if not stored:
-        return []
-    counts = await _partition_counts(admin, sorted({topic for topic, _ in stored}))
-    present = [TopicPartition(topic, partition) for topic, partition in stored if partition < counts.get(topic, 0)]
-    ends = {}
-    if present:
-        consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(present)
-        finally:
-            await consumer.stop()
-    found = []
-    to_compare = {}
-    for (topic, partition), offset in sorted(stored.items()):
-        end = ends.get(TopicPartition(topic, partition))
-        if end is None:
-            found.append(f"{topic}[{partition}]: stored position {offset}, the partition no longer exists")
-        elif offset > end:
-            found.append(f"{topic}[{partition}]: stored position {offset} is past the end offset {end}")
-        elif (topic, partition) in fingerprints:
-            to_compare[TopicPartition(topic, partition)] = (offset - 1, offset)
-    # the record just before each position must be the one the group processed there
-    found += await _unlike_processed(client, to_compare, fingerprints)
-    return found
-
-
-async def _unlike_processed(client: ClientConfig, spans: dict[Any, tuple[int, int]],
-                            fingerprints: dict[tuple[str, int], str]) -> list[str]:
-    """Partitions whose record before the stored position is not the record the group
-    processed there (by fingerprint): the topic was recreated and has grown past the
-    old position. A record no longer there (retention) cannot be compared: passed."""
-    from streams.kafka.io import read_spans
-    from streams.worker.positions import record_fingerprint
-
-    if not spans:
-        return []
-    found = []
-    for record in await read_spans(client, spans):
-        where = (record.topic, record.partition)
-        if record_fingerprint(record.key, record.value, record.timestamp) != fingerprints[where]:
-            found.append(f"{record.topic}[{record.partition}]: the record at offset {record.offset} is not the one "
-                         f"this group processed there")
-    return found
 
 
 async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None) -> list[str]:

@@ -1,1 +1,1 @@
-"""The wire format: messages, decimals, the admission rule, JSON Schemas."""
+"""The wire format: messages, decimals, the topic roles, the admission rule, instrument records, the offline journal, JSON Schemas."""

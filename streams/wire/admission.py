@@ -15,17 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from streams.errors import InvalidMessage
-from streams.wire.models import Control, Fill, Instrument, Signal, decode, validate
-
-# role -> (the message model, the field the record must be keyed by)
-INPUTS: dict[str, tuple[Any, str]] = {
-    "instruments": (Instrument, "symbol"),
-    "signals": (Signal, "portfolio_id"),
-    "fills": (Fill, "portfolio_id"),
-    "controls": (Control, "portfolio_id"),
-}
-# the roles whose messages carry an event time (`ts`)
-TIMED = frozenset({"signals", "fills", "controls"})
+from streams.wire.models import decode, validate
+from streams.wire.roles import INPUTS, TIMED
 
 
 def check_key(role: str, message: Any, key: bytes | None) -> None:

@@ -15,15 +15,15 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from streams import faust_compat
-from streams.wire.admission import INPUTS
 from streams.config import SizingConfig
 from streams.faust_compat.app import Inputs, SizerApp
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
-from streams.kafka.settings import KafkaSettings
+from streams.worker.settings import WorkerSettings
 from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
-from streams.kafka.topics import POSITIONED, TopicSet
+from streams.kafka.topics import TopicSet
+from streams.wire.roles import INPUTS, OUTPUTS, POSITIONED
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
 from streams.worker.health import Health
@@ -81,7 +81,7 @@ def brokers(bootstrap: str) -> list[str]:
 
 
 def build_app(
-    kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, registry: CollectorRegistry | None = None,
+    kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, registry: CollectorRegistry | None = None,
 ) -> SizerApp:
     faust_compat.check()  # an upgrade that moved a private name fails here, naming it
     width = topics["signals"].partitions
@@ -112,7 +112,7 @@ def build_app(
         web_bind=kafka.web_host,
         web_host=kafka.web_host,
         web="aiohttp://",
-        # The one Kafka client configuration (`KafkaSettings.client`), and faust
+        # The one Kafka client configuration (`WorkerSettings.client`), and faust
         # reads no environment variable of its own: unprefixed BROKER_URL,
         # PROCESSING_GUARANTEE or WEB_PORT would otherwise beat these settings.
         broker_credentials=kafka.faust_credentials(),
@@ -162,7 +162,7 @@ def build_app(
     handler = BatchHandler(
         app_id=kafka.app_id, config=config, processor=processor, tables=tables, positions=positions, view=view,
         outputs=outputs, metrics=metrics, consumer=lambda: app.consumer, lock=app.processing_lock, roles=roles,
-        outputs_topics={role: topics.name(role) for role in ("orders", "decisions", "dlq")},
+        outputs_topics={role: topics.name(role) for role in OUTPUTS},
         dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health,
     )
     app.wire(Inputs(handler.handle_inputs, positions,

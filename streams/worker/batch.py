@@ -36,8 +36,9 @@ from streams.wire.models import to_json
 from streams.processor import Processor
 from streams.kafka.topics import recreated
 from streams.worker.dead_letters import dead_letter
-from streams.worker.instruments import RESTORES, admit_instrument, restores
-from streams.worker.positions import Input, StallWatch, record_fingerprint, record_timestamp_ms
+from streams.wire.instruments import RESTORES, admit_instrument, restores
+from streams.kafka.positions import record_fingerprint
+from streams.worker.positions import Input, StallWatch, record_timestamp_ms
 
 log = logging.getLogger("streams.worker")
 
@@ -100,7 +101,7 @@ class BatchHandler:
         self.consumer = consumer
         self.lock = lock
         self.roles = roles
-        self.orders, self.decisions, self.dlq = (outputs_topics[role] for role in ("orders", "decisions", "dlq"))
+        self.orders, self.decisions, self.dlq = outputs_topics["orders"], outputs_topics["decisions"], outputs_topics["dlq"]
         self.dlq_max_bytes = dlq_max_bytes
         self.current = current
         self.on_failure = on_failure

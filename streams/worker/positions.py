@@ -24,10 +24,10 @@ partition and no later record arrives to reveal the gap.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Iterable
 
 from streams.kafka.io import Record, read_range
+from streams.kafka.positions import parse_position, position_key, position_value
 from streams.kafka.settings import ClientConfig
 from streams.faust_compat.outputs import stored_value
 
@@ -65,33 +65,6 @@ def record_timestamp_ms(message: Any) -> int | None:
     if isinstance(message, Record):
         return int(timestamp)
     return round(timestamp * 1000)
-
-
-def position_key(topic: str, partition: int) -> bytes:
-    return f"{topic}:{partition}".encode()
-
-
-def record_fingerprint(key: bytes | None, value: bytes | None, timestamp_ms: int | None) -> str:
-    """A short digest of a record (key, value, timestamp): stored with a position, it
-    says which record was processed last, so a topic deleted and recreated under the
-    group is recognised even once it has grown past the old position (aiokafka sees
-    no topic ids)."""
-    digest = hashlib.blake2b(digest_size=8)
-    for part in (key, value, None if timestamp_ms is None else str(timestamp_ms).encode()):
-        digest.update(b"-" if part is None else len(part).to_bytes(8, "big") + part)
-    return digest.hexdigest()
-
-
-def position_value(next_offset: int, fingerprint: str | None) -> bytes:
-    """A stored position: the next offset, and the fingerprint of the record before it."""
-    return f"{next_offset}:{fingerprint}".encode() if fingerprint else str(next_offset).encode()
-
-
-def parse_position(raw: bytes) -> tuple[int, str | None]:
-    """(next offset, fingerprint of the record before it or None) of a stored position,
-    as written by `position_value` (or, before fingerprints, the bare offset)."""
-    offset, _, fingerprint = raw.partition(b":")
-    return int(offset), fingerprint.decode() or None
 
 
 class InputPositions:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streams.config import SizingConfig
 from streams.kafka.io import publish_config
-from streams.kafka.settings import KafkaSettings
+from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
 from streams.kafka.topics import TopicSet, apply, declare_changelogs
 
@@ -33,7 +33,7 @@ def prepare_local_state(tabledir: Path, processing_guarantee: str) -> bool:
     return True
 
 
-def run_worker(kafka: KafkaSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
+def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
     import faust
 
     from streams.worker.app import build_app

@@ -44,7 +44,7 @@ def test_unusable_arguments_or_configuration_exit_non_zero(tmp_path):
 
 def test_replaying_the_same_journal_twice_is_byte_identical(tmp_path):
     from streams.demo_session import session
-    from streams.history import journal
+    from streams.wire import journal
 
     path = tmp_path / "demo.jsonl"
     path.write_text("".join(journal.line(topic, value) + "\n" for topic, value in session()))

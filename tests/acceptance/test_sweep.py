@@ -255,7 +255,7 @@ def test_a_journal_read_by_several_processes_gives_the_history_read_by_one(monke
     lines = [*journal_text(entries).splitlines(), "not json"]
     bad_one: list = []
     one = sweep.from_journal(lines, load_config("conviction"), lambda n, r: bad_one.append((n, r)))
-    monkeypatch.setattr(sweep, "PARALLEL_READ_MIN_INPUTS", 0)
+    monkeypatch.setattr(sweep.events, "PARALLEL_READ_MIN_INPUTS", 0)
     bad_three: list = []
     three = sweep.from_journal(lines, load_config("conviction"), lambda n, r: bad_three.append((n, r)), workers=3)
 
@@ -292,7 +292,7 @@ def test_configurations_that_differ_only_in_settings_their_run_never_reads_share
                                   sweep.parse_grid(["drawdown_cut=0.25,0.5", "loss_streak=2,3"]))
     runs: list = []
     simulate = sweep.simulate
-    monkeypatch.setattr(sweep, "simulate", lambda h, config: runs.append(config) or simulate(h, config))
+    monkeypatch.setattr(sweep.runner, "simulate", lambda h, config: runs.append(config) or simulate(h, config))
 
     outcomes = sweep.sweep(history, chosen, workers=1)
 

@@ -17,7 +17,8 @@ import pytest
 
 from streams.config import load_config
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide, order_id_for
-from streams.history import journal, sweep
+from streams.history import sweep
+from streams.wire import journal
 from streams.history.replay import replay
 from tests.builders import T0, canceled, closed, filled, instrument, journal_text, leg, signal
 

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable
 from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka.io import Record, end_offsets, publish, read_topic, wait_consumed
-from streams.kafka.settings import ClientConfig, KafkaSettings
+from streams.kafka.settings import ClientConfig
+from streams.worker.settings import WorkerSettings
 from streams.kafka.topics import TopicSet, apply, load_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ class Deployment:
     @property
     def client(self) -> ClientConfig:
         """The tests' own Kafka client configuration (PLAINTEXT to the test broker)."""
-        return KafkaSettings(bootstrap=self.bootstrap).for_role("test")
+        return WorkerSettings(bootstrap=self.bootstrap).for_role("test")
 
     @classmethod
     def create(cls, bootstrap: str, workdir: Path) -> "Deployment":

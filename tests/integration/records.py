@@ -15,7 +15,7 @@ from streams.wire.admission import admit_record
 from streams.errors import InvalidMessage
 from streams.kafka.io import Record
 from streams.worker.dead_letters import PREVIEW_BYTES
-from streams.worker.instruments import admit_instrument
+from streams.wire.instruments import admit_instrument
 from tests.integration.harness import Deployment
 
 # The broker's default message.max.bytes: a larger record is refused at the broker.

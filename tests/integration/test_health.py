@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.kafka.topics import POSITIONED
+from streams.wire.roles import POSITIONED
 from tests.builders import T0
 from tests.integration.harness import Worker, eventually
 from tests.integration.prometheus import api, query

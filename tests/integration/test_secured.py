@@ -20,8 +20,9 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from streams.errors import KafkaUnavailable
 from streams.kafka.io import end_offsets, publish, read_topic, wait_consumed
-from streams.kafka.settings import KafkaSettings
-from streams.kafka.topics import ROLES, load_topics
+from streams.worker.settings import WorkerSettings
+from streams.kafka.topics import load_topics
+from streams.wire.roles import ROLES
 from tests.builders import journal_text
 from tests.integration.harness import ROOT, SIZER, Broker, Worker, free_port
 from tests.integration.test_cap_on_broker import ENV, FILLS, FIRST, INSTRUMENTS, THEN, comparable
@@ -49,8 +50,8 @@ class Secured:
             client.update(line.split("=", 1) for line in lines if "=" in line)
         return {**base, **client, "SIZER_TOPIC_PREFIX": self.prefix, "SIZER_APP_ID": self.app_id, **extra}
 
-    def settings(self, user: str) -> KafkaSettings:
-        return KafkaSettings(
+    def settings(self, user: str) -> WorkerSettings:
+        return WorkerSettings(
             bootstrap=self.bootstrap, security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
             sasl_username=user, sasl_password_file=self.home / "secrets" / f"{user}.password",
             ssl_cafile=self.home / "tls" / "ca.pem", topic_prefix=self.prefix, app_id=self.app_id)

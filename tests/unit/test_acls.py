@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka.acls import AclEntry, load_acls
+from streams.ops.acls import AclEntry, load_acls
 from streams.errors import ConfigError
-from streams.kafka.topics import ROLES, load_topics
+from streams.kafka.topics import load_topics
+from streams.wire.roles import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,11 +66,11 @@ def test_an_acl_reads_as_its_principal_operation_and_resource():
 
 
 def test_every_client_gets_the_one_configuration_and_no_secret_in_its_repr(tmp_path):
-    from streams.kafka.settings import KafkaSettings
+    from streams.worker.settings import WorkerSettings
 
     secret = tmp_path / "password"
     secret.write_text("s3cret\n")
-    kafka = KafkaSettings(bootstrap="b:9093", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+    kafka = WorkerSettings(bootstrap="b:9093", security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
                           sasl_username="u", sasl_password_file=secret)
     client = kafka.for_role("audit")
     assert client.options(group_id=None) == {

@@ -18,7 +18,7 @@ FOLLOWER = """
 import asyncio
 import sys
 
-import streams.kafka.console as console
+import streams.ops.console as console
 
 
 async def follow_for_ever(*args, **kwargs):

@@ -292,7 +292,7 @@ def test_a_decision_is_written_as_its_model_dump_would_be():
     from streams.bench.generate import session
     from streams.config import load_config
     from streams.engine import InputPosition
-    from streams.history import journal
+    from streams.wire import journal
     from streams.processor import MemoryStore, Processor
     from streams.wire.models import Decision, Order, to_json
 

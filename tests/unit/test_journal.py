@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.history import journal
+from streams.wire import journal
 from streams.wire import decimals
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from streams.errors import ConfigError
-from streams.kafka.settings import load_kafka_settings
+from streams.worker.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_the_standard_variables_set_what_their_sizer_settings_would(monkeypatch,
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("SIZER_SASL_USERNAME", "sizer-worker")
     monkeypatch.setenv("SIZER_SASL_PASSWORD_FILE", str(password))
-    kafka = load_kafka_settings()
+    kafka = load_settings()
     options = kafka.client("worker")
     assert (options["bootstrap_servers"], options["security_protocol"], options["sasl_mechanism"]) == \
         ("k1:9094,k2:9094", "SASL_SSL", "SCRAM-SHA-512")
@@ -44,7 +44,7 @@ def test_a_standard_variable_that_disagrees_with_the_sizer_setting_stops_start_u
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("SIZER_SECURITY_PROTOCOL", "PLAINTEXT")
     with pytest.raises(ConfigError) as raised:
-        load_kafka_settings()
+        load_settings()
     assert str(raised.value) == ("KAFKA_SECURITY_PROTOCOL=SASL_SSL and SIZER_SECURITY_PROTOCOL=PLAINTEXT disagree: "
                                  "the sizer's setting is SIZER_SECURITY_PROTOCOL; unset one or make them equal")
 
@@ -54,14 +54,14 @@ def test_a_standard_variable_equal_to_the_sizer_setting_is_fine(monkeypatch):
     monkeypatch.setenv("SIZER_BOOTSTRAP", "k1:9092")
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "ssl")
     monkeypatch.setenv("SIZER_SECURITY_PROTOCOL", "SSL")
-    assert load_kafka_settings().security_protocol == "SSL"
+    assert load_settings().security_protocol == "SSL"
 
 
 def test_a_bad_standard_value_names_the_variable_and_the_sizer_setting(monkeypatch):
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "NTLM")
     with pytest.raises(ConfigError) as raised:
-        load_kafka_settings()
+        load_settings()
     line, = [line for line in str(raised.value).splitlines() if "sasl_mechanism" in line]
     assert "from KAFKA_SASL_MECHANISM; the sizer's setting is SIZER_SASL_MECHANISM" in line
 

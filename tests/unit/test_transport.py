@@ -15,13 +15,13 @@ from prometheus_client import CollectorRegistry
 
 from streams.config import load_config
 from streams.faust_compat.transport import ConcurrentCommitProducer
-from streams.kafka.settings import KafkaSettings
+from streams.worker.settings import WorkerSettings
 from streams.kafka.topics import load_topics
 from streams.worker.app import build_app
 
 
 def test_the_worker_consumer_waits_at_the_broker_at_most_fetch_max_wait_ms(tmp_path):
-    kafka = KafkaSettings(bootstrap="127.0.0.1:1", fetch_max_wait_ms=7, data_dir=tmp_path)
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", fetch_max_wait_ms=7, data_dir=tmp_path)
     app = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
 
     async def consumer_options() -> int:
@@ -35,7 +35,7 @@ def test_the_worker_consumer_waits_at_the_broker_at_most_fetch_max_wait_ms(tmp_p
 
 
 def test_the_default_fetch_wait_is_short():
-    assert KafkaSettings(bootstrap="127.0.0.1:1").fetch_max_wait_ms == 20
+    assert WorkerSettings(bootstrap="127.0.0.1:1").fetch_max_wait_ms == 20
 
 
 class FakeTransactionProducer:
@@ -155,7 +155,7 @@ def test_every_table_store_is_sized_for_the_worker_not_faust_defaults(tmp_path):
     """faust's RocksDB defaults (64 MB write buffers x 3, a 2 GB cache, per partition)
     let the worker's memory grow by what it wrote (`make soak`); the dedupe windows,
     written slowly, get small buffers that fill within minutes."""
-    kafka = KafkaSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path)
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path)
     app = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
     sizes = {name: (table.data.rocksdb_options.write_buffer_size, table.data.rocksdb_options.max_write_buffer_number,
                     table.data.rocksdb_options.block_cache_size) for name, table in app.tables.items()}

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from streams.wire import decimals
-from streams.wire.admission import INPUTS, admit_message
+from streams.wire.admission import admit_message
+from streams.wire.roles import INPUTS
 from streams.errors import InvalidMessage
 
 TOPICS = tuple(INPUTS)

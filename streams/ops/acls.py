@@ -4,7 +4,7 @@ ACL of those principals on the broker that the file does not grant.
 
 The admin calls (DescribeAcls, CreateAcls) go through kafka-python's
 `KafkaAdminClient` (aiokafka's admin client has none), configured from the same
-`KafkaSettings.client(role)` as every other client.
+`ConnectionSettings.client(role)` as every other client.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.errors import AclMismatch, ConfigError, KafkaUnavailable, read_toml
-from streams.kafka.topics import ROLES, TopicSet
+from streams.kafka.topics import TopicSet
+from streams.wire.roles import ROLES
 from streams.text import counted
 
 if TYPE_CHECKING:
-    from streams.kafka.settings import KafkaSettings
+    from streams.kafka.settings import ConnectionSettings
 
 # Kafka's operation names, as written in the file (case-insensitive there).
 OPERATIONS = ("All", "Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction",
@@ -139,13 +140,13 @@ def _from_kafka(acl: Any) -> AclEntry:
                     acl.resource_pattern.resource_name, operation, acl.permission_type.name, acl.host)
 
 
-def _admin(kafka: "KafkaSettings") -> Any:
+def _admin(kafka: "ConnectionSettings") -> Any:
     from kafka.admin import KafkaAdminClient
 
     return KafkaAdminClient(**kafka.client("acls"), request_timeout_ms=30_000)
 
 
-def _refused(exc: BaseException, kafka: "KafkaSettings") -> KafkaUnavailable:
+def _refused(exc: BaseException, kafka: "ConnectionSettings") -> KafkaUnavailable:
     """kafka-python's errors as ours, one line naming the cause."""
     import asyncio
 
@@ -166,7 +167,7 @@ def _refused(exc: BaseException, kafka: "KafkaSettings") -> KafkaUnavailable:
     return kafka_error(cause or exc, where)
 
 
-def apply_acls(kafka: "KafkaSettings", principals: list[Principal], create: bool = True) -> list[str]:
+def apply_acls(kafka: "ConnectionSettings", principals: list[Principal], create: bool = True) -> list[str]:
     """Create the ACLs of `principals` that the broker lacks (when `create`) and verify
     that each principal holds exactly those. Returns one line per ACL created and
     one per principal verified. Raises AclMismatch naming every ACL that is missing

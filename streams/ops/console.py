@@ -7,7 +7,7 @@ names carry `SIZER_TOPIC_PREFIX`; each input is keyed by its `portfolio_id`
 (`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`;
 instruments are published before everything else; decisions and orders are
 written in transactions, so they are read `read_committed`. Both open their
-Kafka clients from `KafkaSettings.client(role)`, so they use the same security
+Kafka clients from `ConnectionSettings.client(role)`, so they use the same security
 as every other client.
 """
 
@@ -22,14 +22,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.wire import decimals
 from streams.errors import ConfigError, TopicMismatch
-from streams.history import journal
-from streams.kafka.io import KEY_FIELD, start_or_close
-from streams.kafka.settings import KafkaSettings
+from streams.wire import journal
+from streams.kafka.io import start_or_close
+from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import TopicSet
 from streams.text import counted
-
-KEYS = {**KEY_FIELD, "controls": "portfolio_id"}
-TAILED = ("decisions", "orders", "dlq")
+from streams.wire.roles import KEY_FIELD
 
 
 def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tuple[list[tuple[str, bytes | None, bytes,
@@ -45,16 +43,16 @@ def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tu
             problems.append(f"{source}:{parsed.line}: {parsed.error}")
             continue
         topic, value = parsed.topic, parsed.value
-        key = value.get(KEYS[topic]) if isinstance(value, dict) else None
+        key = value.get(KEY_FIELD[topic]) if isinstance(value, dict) else None
         if not isinstance(key, str):
-            problems.append(f"{source}:{parsed.line}: value must be an object with a {KEYS[topic]} string (its key)")
+            problems.append(f"{source}:{parsed.line}: value must be an object with a {KEY_FIELD[topic]} string (its key)")
             continue
         record = (topic, key.encode(), decimals.dumps(value).encode(), parsed.timestamp)
         (instruments if topic == "instruments" else others).append(record)
     return instruments + others, problems
 
 
-async def publish_records(kafka: KafkaSettings, topics: TopicSet,
+async def publish_records(kafka: ConnectionSettings, topics: TopicSet,
                           records: list[tuple[str, bytes | None, bytes, int | None]]) -> dict[str, int]:
     """Send in order, idempotently, waiting for every acknowledgement; a count per topic role."""
     producer = AIOKafkaProducer(**kafka.client("publish"), acks="all", enable_idempotence=True, linger_ms=5)
@@ -71,7 +69,7 @@ async def publish_records(kafka: KafkaSettings, topics: TopicSet,
     return counts
 
 
-def publish_journal(kafka: KafkaSettings, topics: TopicSet, path: str, err: IO[str] = sys.stderr) -> int:
+def publish_journal(kafka: ConnectionSettings, topics: TopicSet, path: str, err: IO[str] = sys.stderr) -> int:
     """`sizer publish --journal FILE`: exit 0 when every line was published, 1 when
     some line could not be (each reported on stderr; the others are published)."""
     try:
@@ -144,7 +142,7 @@ def _line(cells: Iterable[str], columns: tuple[tuple[str, int], ...]) -> str:
     return " ".join(f"{str(cell):<{width}.{width}}" for cell, (_, width) in zip(cells, columns)).rstrip()
 
 
-async def tail(kafka: KafkaSettings, topics: TopicSet, role: str, follow: bool, json_lines: bool,
+async def tail(kafka: ConnectionSettings, topics: TopicSet, role: str, follow: bool, json_lines: bool,
                out: IO[str] = sys.stdout, idle_stop: asyncio.Event | None = None) -> int:
     """Print every committed record of `role` from the beginning, in partition then
     offset order up to the current ends; with `follow`, then every new one as it

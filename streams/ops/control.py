@@ -24,7 +24,7 @@ from streams.wire.admission import admit_message
 from streams.engine.state import controls_from_wire, streak_from_wire
 from streams.errors import ConfigError, InvalidMessage, SizerError
 from streams.kafka.io import read_topic, start_or_close
-from streams.kafka.settings import KafkaSettings
+from streams.kafka.settings import ConnectionSettings
 from streams.wire.models import format_event_time
 from streams.kafka.topics import TopicSet
 
@@ -48,7 +48,7 @@ def changelog(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"
 
 
-async def send(kafka: KafkaSettings, topics: TopicSet, value: dict[str, Any], timeout_s: float = 60.0) -> tuple[int, int]:
+async def send(kafka: ConnectionSettings, topics: TopicSet, value: dict[str, Any], timeout_s: float = 60.0) -> tuple[int, int]:
     """Publish one command and wait until the worker group has applied it.
     Returns its (partition, offset). Raises CommandNotApplied after `timeout_s`."""
     producer = AIOKafkaProducer(**kafka.client("control"), acks="all", enable_idempotence=True)
@@ -77,7 +77,7 @@ async def send(kafka: KafkaSettings, topics: TopicSet, value: dict[str, Any], ti
         await admin.close()
 
 
-async def status(kafka: KafkaSettings, topics: TopicSet, portfolio_id: str | None = None) -> list[dict[str, Any]]:
+async def status(kafka: ConnectionSettings, topics: TopicSet, portfolio_id: str | None = None) -> list[dict[str, Any]]:
     """Each portfolio's control state as the worker group's tables hold it: halted or
     not (with who, why and when), the last command's offset, and equity."""
     width = topics["signals"].partitions

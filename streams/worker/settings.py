@@ -1,0 +1,75 @@
+"""The worker's settings: the connection (`kafka.settings.ConnectionSettings`) and
+the worker's own tuning (guarantee, state store, web server, commit and fetch
+timing, batch size, health and metrics), env prefix `SIZER_`. Not part of the
+sizing config hash: these settings move no number in any decision.
+
+Every command loads these whole (`load_settings`), so one environment serves the
+worker and the commands alike and a mistyped `SIZER_*` variable stops any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from streams.errors import ConfigError, field_errors
+from streams.kafka.settings import STANDARD_VARIABLES, ConnectionSettings
+
+
+class WorkerSettings(ConnectionSettings):
+    """The connection settings and the worker's tuning, env prefix `SIZER_`."""
+
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    store: str = "rocksdb://"  # faust backs it with rocksdict (the rocksdict extra)
+    data_dir: Path = Path(".sizer-data")
+    web_port: int = Field(6066, ge=0, le=65535)
+    web_host: str = "127.0.0.1"
+    standby_replicas: int = Field(0, ge=0)
+    commit_interval_s: float = Field(0.5, gt=0, allow_inf_nan=False)
+    # under exactly-once, a batch's transaction is committed as soon as the batch is
+    # done and nothing more was waiting (a fetch shorter than batch_max), at most once
+    # per this interval; 0 turns it off (commits on commit_interval_s only)
+    eager_commit_floor_s: float = Field(0.02, ge=0, allow_inf_nan=False)
+    # the most the worker's fetch waits at the broker for new records (Kafka's
+    # fetch.max.wait.ms; faust fixes 1,500). It bounds how long a fetch that left out
+    # a partition with unconsumed records holds that partition's next records back
+    # (`faust_compat.transport.ShortFetchWaitThread`); an idle worker sends about
+    # 1000 / this fetches a second.
+    fetch_max_wait_ms: int = Field(20, ge=1, le=60_000)
+    session_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    heartbeat_interval_s: float = Field(3.0, gt=0, allow_inf_nan=False)
+    metrics_portfolio_limit: int = Field(1000, ge=1)
+    lag_interval_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    # at most this many inputs per fetch, handled as one batch: one lock, one state
+    # write per portfolio, one wait for the sends (2,000 measured fastest in `make
+    # bench`, against 500, 1,000 and 4,000)
+    batch_max: int = Field(2000, ge=1)
+    # how often to look for partitions whose delivery stopped short of the fetch
+    stall_interval_s: float = Field(2.0, gt=0, allow_inf_nan=False)
+    # /health/live turns false once a batch has run this long without finishing
+    liveness_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    # text (the default) or one JSON object a line (streams.logs)
+    log_format: Literal["text", "json"] = "text"
+
+
+def load_settings(**overrides: object) -> WorkerSettings:
+    """Build the settings; explicit overrides (e.g. `--bootstrap`) beat the environment.
+    Raises ConfigError naming each bad field and its rule, or an unknown SIZER_* variable."""
+    from streams.config import check_environment
+
+    check_environment("SIZER_", WorkerSettings)
+    values = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return WorkerSettings(**values)
+    except ValidationError as exc:
+        # a bad value from a standard variable (KAFKA_SASL_MECHANISM) names it and the sizer's setting
+        standard = {field: variable for variable, field in STANDARD_VARIABLES.items()
+                    if os.environ.get(variable) and not os.environ.get(f"SIZER_{field.upper()}")}
+        lines = ["invalid Kafka settings (SIZER_* environment or flags):"]
+        lines += [f"  {field}: {rule}" + (f" (from {standard[field]}; the sizer's setting is SIZER_{field.upper()})"
+                                          if field in standard else "")
+                  for field, rule, _ in field_errors(exc, "settings")]
+        raise ConfigError("\n".join(lines)) from exc
