@@ -372,7 +372,8 @@ def reporting(run: Callable[[], int], prog: str = "sizer", settings: Callable[[]
         if kafka_settings is not None and isinstance(exc, KafkaConnectionError):
             exc = asyncio.run(kafka_settings.connection_error()) or exc
         where = kafka_settings.bootstrap if kafka_settings is not None else where
-        print(f"{prog}: {kafka_error(exc, where)}", file=sys.stderr)
+        refused = kafka_settings.refused() if kafka_settings is not None else None
+        print(f"{prog}: {kafka_error(exc, where, refused)}", file=sys.stderr)
         return 4
 
 

@@ -22,6 +22,10 @@
 #     SIZER_* settings of that user;
 #   - the StandardAuthorizer, nothing allowed without an ACL; super users are admin
 #     (`sizer acls apply` runs as admin) and the broker itself.
+# KAFKA_OAUTH_JWKS (sasl_ssl only), a JWKS file, adds OAUTHBEARER to the SASL_SSL listener:
+#   tokens are JWTs signed by a key of that file, with audience KAFKA_OAUTH_AUDIENCE (default
+#   kafka), checked by Kafka's own validator (OAuthBearerValidatorCallbackHandler); the
+#   principal is the token's `sub`. The tests start a token issuer and write its JWKS there.
 # KAFKA_SCRAM_USERS overrides the list of users; KAFKA_LISTEN_HOST (default
 # 127.0.0.1) the address listened on; KAFKA_ADVERTISED_HOST the one advertised;
 # KAFKA_SECRETS_UID hands the passwords to that user (clients in other containers).
@@ -129,8 +133,9 @@ listeners=SASL_SSL://$listen_host:$port,CONTROLLER://127.0.0.1:$controller_port
 advertised.listeners=SASL_SSL://$bootstrap
 listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
 inter.broker.listener.name=SASL_SSL
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512${KAFKA_OAUTH_JWKS:+,OAUTHBEARER}
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+$(oauth_config)
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
 listener.name.controller.ssl.client.auth=required
 ssl.keystore.type=PKCS12
@@ -144,6 +149,22 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:CN=broker
 PROPS
+}
+
+oauth_config() {
+  [[ -n "${KAFKA_OAUTH_JWKS:-}" ]] || return 0
+  cat <<PROPS
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler
+sasl.oauthbearer.jwks.endpoint.url=file://$KAFKA_OAUTH_JWKS
+sasl.oauthbearer.expected.audience=${KAFKA_OAUTH_AUDIENCE:-kafka}
+PROPS
+}
+
+# Kafka 3.9.1 reads OAUTHBEARER URLs only from those it is told to allow
+java_options() {
+  echo "-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true -Dlog4j.configuration=file:$home/log4j.properties"
+  if [[ -n "${KAFKA_OAUTH_JWKS:-}" ]]; then echo "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=file://$KAFKA_OAUTH_JWKS"; fi
 }
 
 write_config() {
@@ -208,8 +229,18 @@ run() {
   write_config
   format
   echo $$ > "$pidfile"
-  exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$home/log4j.properties" -cp "$libs/*" kafka.Kafka "$home/server.properties"
+  # shellcheck disable=SC2046
+  exec java $(java_options) -cp "$libs/*" kafka.Kafka "$home/server.properties"
+}
+
+# The broker outlives this script: it must not keep the files the caller had open. A
+# `flock LOCK broker.sh start` would otherwise leave LOCK held by the broker until it stops.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd="${fd##*/}"
+    if (( fd > 2 )); then eval "exec ${fd}>&-" 2>/dev/null || true; fi
+  done
 }
 
 start() {
@@ -217,9 +248,8 @@ start() {
   resolve_jars
   write_config
   format
-  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$home/log4j.properties" \
-    -cp "$libs/*" kafka.Kafka "$home/server.properties" \
+  # shellcheck disable=SC2046
+  (close_inherited_fds; exec nohup java $(java_options) -cp "$libs/*" kafka.Kafka "$home/server.properties") \
     >"$home/broker.out" 2>&1 </dev/null &
   echo $! > "$pidfile"
   for _ in $(seq 1 240); do

@@ -11,6 +11,7 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
 | `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed one after another |
 | `app`       | a rebalance that starts while a batch is half done |
+| `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
 
 `SUPPORTED` names the versions this was written and tested against, and
 `PRIVATE_NAMES` every private name used; `check()` (run at start-up and by
@@ -53,6 +54,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.wait_for_pid"),
+    ("aiokafka.conn", "OAuthAuthenticator._token_sent"),
 )
 
 

@@ -37,11 +37,12 @@ def free_port() -> int:
 class Broker:
     """The project's KRaft broker on its own ports and data directory, for one test session."""
 
-    def __init__(self, home: Path, security: str = "plaintext") -> None:
+    def __init__(self, home: Path, security: str = "plaintext", **extra: str) -> None:
+        """`extra`: more of broker.sh's variables (KAFKA_OAUTH_JWKS, ...)."""
         self.home = home
         self.port = free_port()
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SECURITY": security}
+                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SECURITY": security, **extra}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
