@@ -57,7 +57,7 @@ demo: $(STAMP)
 
 # No broker: a generated journal; plots and CSV under .sizer-data/sweep-demo/.
 sweep-demo: $(STAMP)
-	$(BIN)/python -m streams.history.sweep_demo
+	$(BIN)/python -m streams.sweep_demo
 
 # The worker against a bare consume-and-produce loop, a plain aiokafka loop, a
 # straightforward Faust agent and a Quix Streams application (run from .venv-bench);

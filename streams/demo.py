@@ -108,7 +108,7 @@ def run_live() -> int:
     prefix, app_id = f"demo{run}-", f"sizer-demo-{run}"
     data_dir = PROJECT_ROOT / ".sizer-data" / f"demo-{run}"
     kafka = load_settings(bootstrap=bootstrap, topic_prefix=prefix, app_id=app_id)
-    topics = load_topics(kafka.topics_file, prefix)
+    topics = load_topics(kafka.topics_file, prefix, load_config(preset=PRESET).max_future_skew_ms)
     _say(f"applying topics (prefix {prefix})")
     client = kafka.for_role("demo")
     for line in asyncio.run(apply(client, topics)):

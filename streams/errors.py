@@ -25,7 +25,8 @@ class ConfigError(SizerError):
 
 # Every code an InvalidMessage (and so a dead letter) can carry.
 INPUT_ERROR_CODES = ("NULL_VALUE", "INVALID_JSON", "NOT_AN_OBJECT", "MISSING_FIELD", "INVALID_FIELD",
-                     "KEY_MISMATCH", "FUTURE_TIMESTAMP", "PROCESSING_ERROR")
+                     "KEY_MISMATCH", "WRONG_PARTITION", "UNKNOWN_PORTFOLIO", "FUTURE_TIMESTAMP",
+                     "PROCESSING_ERROR")
 
 
 class InvalidMessage(SizerError):
@@ -118,7 +119,7 @@ class TopicRecreated(TopicMismatch):
 
 
 def exit_code(error: SizerError) -> int:
-    """The documented exit code of an error's class (README, "Exit codes")."""
+    """The documented exit code of an error's class (docs: operating, "Exit codes")."""
     for kind, code in ((ConfigError, 2), (TopicMismatch, 3), (AclMismatch, 3), (KafkaUnavailable, 4)):
         if isinstance(error, kind):
             return code

@@ -22,7 +22,7 @@ LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 # logging.LogRecord attributes as they appear in a JSON line
 RENAMED = {"levelname": "level", "name": "logger", "exc_info": "traceback"}
-# The fields a line may carry about the input it concerns (README, "Logs").
+# The fields a line may carry about the input it concerns (docs: operating, "Logs").
 INPUT_FIELDS = ("topic", "partition", "offset", "portfolio", "signal_id")
 
 

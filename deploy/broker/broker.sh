@@ -16,20 +16,30 @@
 #     127.0.0.1, localhost and KAFKA_ADVERTISED_HOST;
 #   - the controller listener is TLS with client certificates (the broker's own,
 #     principal User:CN=broker), so nothing reaches it anonymously;
-#   - SCRAM users created at format time (kafka-storage format --add-scram), one per
-#     principal of topics/acls.toml plus `admin`, each with a random password in
+#   - SCRAM users created once the broker first answers, through the admin API
+#     (kafka-configs --add-config-file, on a loopback TLS listener as the broker's own
+#     certificate: no password on any command line), one per principal of
+#     topics/acls.toml plus `admin`, each with a random password in
 #     $home/secrets/<user>.password (mode 600); $home/clients/<user>.env holds the
 #     SIZER_* settings of that user;
 #   - the StandardAuthorizer, nothing allowed without an ACL; super users are admin
-#     (`sizer acls apply` runs as admin) and the broker itself.
+#     (`sizer acls apply` runs as admin) and the broker itself (User:CN=broker, on
+#     the controller and internal listeners, which take only its certificate).
 # KAFKA_OAUTH_JWKS (sasl_ssl only), a JWKS file, adds OAUTHBEARER to the SASL_SSL listener:
 #   tokens are JWTs signed by a key of that file, with audience KAFKA_OAUTH_AUDIENCE (default
 #   kafka), checked by Kafka's own validator (OAuthBearerValidatorCallbackHandler); the
 #   principal is the token's `sub`. The tests start a token issuer and write its JWKS there.
 # KAFKA_SCRAM_USERS overrides the list of users; KAFKA_LISTEN_HOST (default
 # 127.0.0.1) the address listened on; KAFKA_ADVERTISED_HOST the one advertised;
-# KAFKA_SECRETS_UID hands the passwords to that user (clients in other containers).
+# KAFKA_INTERNAL_PORT the loopback TLS listener's port (sasl_ssl; default 19096);
+# KAFKA_SECRETS_EXPORT names a directory whose <user>/ subdirectories (one volume per
+# client container) each receive that user's password and the CA, owned by
+# KAFKA_SECRETS_UID: a container gets its own principal's secret and no other.
+# Everything the broker writes under its home (data, metadata log with the SCRAM
+# verifiers, secrets, TLS keys) is readable by its owner only (umask 077).
 set -euo pipefail
+# owner-only: the log segments, the metadata log (SCRAM verifiers), secrets and keys
+umask 077
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 security="${KAFKA_SECURITY:-plaintext}"
@@ -42,11 +52,15 @@ home="${KAFKA_HOME:-$default_home}"
 libs="${KAFKA_LIBS:-$root/.kafka/libs}"
 port="${KAFKA_PORT:-$default_port}"
 controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
+# sasl_ssl: a loopback TLS listener with client certificates, between brokers and for
+# creating the SCRAM users (the broker's own certificate, CN=broker, is a super user)
+internal_port="${KAFKA_INTERNAL_PORT:-$((default_controller_port + 1))}"
 listen_host="${KAFKA_LISTEN_HOST:-127.0.0.1}"
 advertised_host="${KAFKA_ADVERTISED_HOST:-127.0.0.1}"
 scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor sizer-setup}"
 bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
+scram_done="$home/secrets/.users-created"
 
 running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -70,7 +84,6 @@ make_tls() {
   [[ -f "$tls/broker.p12" ]] && return 0
   mkdir -p "$tls"; chmod 700 "$tls"
   local pass; pass="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-  umask 077
   printf '%s' "$pass" > "$tls/store.password"
   local kt=(keytool -noprompt -storetype PKCS12 -storepass "$pass" -keypass "$pass")
   "${kt[@]}" -genkeypair -alias ca -dname "CN=sizer local CA" -keyalg RSA -keysize 2048 -validity 3650 \
@@ -88,7 +101,6 @@ make_tls() {
   "${kt[@]}" -importcert -alias broker -file "$tls/broker.crt" -keystore "$tls/broker.p12" >/dev/null 2>&1
   "${kt[@]}" -importcert -alias ca -file "$tls/ca.pem" -keystore "$tls/truststore.p12" >/dev/null 2>&1
   chmod 644 "$tls/ca.pem"
-  umask 022
 }
 
 # One random password per SCRAM user (kept across restarts: the users are created
@@ -98,7 +110,7 @@ make_secrets() {
   local user
   for user in $scram_users; do
     if [[ ! -f "$home/secrets/$user.password" ]]; then
-      (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$home/secrets/$user.password")
+      (head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$home/secrets/$user.password")
     fi
     cat > "$home/clients/$user.env" <<ENV
 KAFKA_BOOTSTRAP_SERVERS=$bootstrap
@@ -109,11 +121,34 @@ SIZER_SASL_PASSWORD_FILE=$home/secrets/$user.password
 SIZER_SSL_CAFILE=$home/tls/ca.pem
 ENV
   done
-  # containers: the clients run as another user than the broker (docker-compose.secured.yml)
-  if [[ -n "${KAFKA_SECRETS_UID:-}" ]]; then
-    chown -R "$KAFKA_SECRETS_UID" "$home/secrets" "$home/clients"
-    chmod 755 "$home/tls"
+  # containers (docker-compose.secured.yml): each client container mounts a volume of its
+  # own principal at $KAFKA_SECRETS_EXPORT/<user>, and gets that user's password and
+  # the CA there, owned by KAFKA_SECRETS_UID; nothing else of this home is shared
+  if [[ -n "${KAFKA_SECRETS_EXPORT:-}" ]]; then
+    for user in $scram_users; do
+      local out="$KAFKA_SECRETS_EXPORT/$user"
+      [[ -d "$out" ]] || continue
+      cp "$home/secrets/$user.password" "$out/password"
+      cp "$home/tls/ca.pem" "$out/ca.pem"
+      chmod 400 "$out/password"; chmod 444 "$out/ca.pem"
+      if [[ -n "${KAFKA_SECRETS_UID:-}" ]]; then chown "$KAFKA_SECRETS_UID" "$out" "$out/password" "$out/ca.pem"; fi
+      chmod 500 "$out"
+    done
   fi
+}
+
+# The broker's key and trust stores: its listeners', and the internal admin client's
+tls_stores() {
+  local store; store="$(cat "$home/tls/store.password")"
+  cat <<PROPS
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$home/tls/broker.p12
+ssl.keystore.password=$store
+ssl.key.password=$store
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$home/tls/truststore.p12
+ssl.truststore.password=$store
+PROPS
 }
 
 listener_config() {
@@ -126,25 +161,17 @@ inter.broker.listener.name=PLAINTEXT
 PROPS
     return 0
   fi
-  local store; store="$(cat "$home/tls/store.password")"
-  local admin; admin="$(cat "$home/secrets/admin.password")"
   cat <<PROPS
-listeners=SASL_SSL://$listen_host:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=SASL_SSL://$bootstrap
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
-inter.broker.listener.name=SASL_SSL
+listeners=SASL_SSL://$listen_host:$port,INTERNAL://127.0.0.1:$internal_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=SASL_SSL://$bootstrap,INTERNAL://127.0.0.1:$internal_port
+listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL
+inter.broker.listener.name=INTERNAL
 sasl.enabled.mechanisms=SCRAM-SHA-512${KAFKA_OAUTH_JWKS:+,OAUTHBEARER}
-sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 $(oauth_config)
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
 listener.name.controller.ssl.client.auth=required
-ssl.keystore.type=PKCS12
-ssl.keystore.location=$home/tls/broker.p12
-ssl.keystore.password=$store
-ssl.key.password=$store
-ssl.truststore.type=PKCS12
-ssl.truststore.location=$home/tls/truststore.p12
-ssl.truststore.password=$store
+listener.name.internal.ssl.client.auth=required
+$(tls_stores)
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:CN=broker
@@ -169,8 +196,10 @@ java_options() {
 
 write_config() {
   mkdir -p "$home/data"
+  # also on a home made before this script set its umask
+  chmod 700 "$home" "$home/data"
   if [[ "$security" == sasl_ssl ]]; then make_tls; make_secrets; fi
-  (umask 077; cat > "$home/server.properties" <<PROPS
+  (cat > "$home/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
@@ -212,16 +241,38 @@ java_run() {
 
 format() {
   [[ -f "$home/data/meta.properties" ]] && return 0
-  local scram=() user
-  if [[ "$security" == sasl_ssl ]]; then
-    for user in $scram_users; do
-      scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(cat "$home/secrets/$user.password")]")
-    done
-  fi
   java_run kafka.tools.StorageTool format --standalone -t "$(java_run kafka.tools.StorageTool random-uuid)" \
-    -c "$home/server.properties" "${scram[@]}" >/dev/null 2>"$home/format.err" \
+    -c "$home/server.properties" >/dev/null 2>"$home/format.err" \
     || java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
-         -c "$home/server.properties" "${scram[@]}" >/dev/null
+         -c "$home/server.properties" >/dev/null
+}
+
+# The SCRAM users, once the broker answers on its internal listener: through the admin
+# API (kafka-configs), as the broker's own certificate, each password read from a file
+# (--add-config-file), never on a command line. Done once; `status` waits for it.
+create_scram_users() {
+  [[ "$security" == sasl_ssl && ! -f "$scram_done" ]] || return 0
+  local admin_config="$home/tls/internal-client.properties"
+  cat > "$admin_config" <<PROPS
+security.protocol=SSL
+$(tls_stores)
+PROPS
+  local user pids=() failed=0
+  for user in $scram_users; do
+    local file="$home/secrets/$user.scram"
+    printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "$(cat "$home/secrets/$user.password")" > "$file"
+    java_run kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$internal_port" \
+      --command-config "$admin_config" --alter --entity-type users --entity-name "$user" \
+      --add-config-file "$file" >"$home/scram-$user.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  rm -f "$home"/secrets/*.scram
+  if [[ "$failed" != 0 ]]; then
+    echo "creating the SCRAM users failed; see $home/scram-*.log" >&2
+    return 1
+  fi
+  touch "$scram_done"
 }
 
 run() {
@@ -229,6 +280,9 @@ run() {
   write_config
   format
   echo $$ > "$pidfile"
+  if [[ "$security" == sasl_ssl && ! -f "$scram_done" ]]; then
+    (until (exec 3<>"/dev/tcp/127.0.0.1/$internal_port") 2>/dev/null; do sleep 0.5; done; create_scram_users) &
+  fi
   # shellcheck disable=SC2046
   exec java $(java_options) -cp "$libs/*" kafka.Kafka "$home/server.properties"
 }
@@ -254,6 +308,7 @@ start() {
   echo $! > "$pidfile"
   for _ in $(seq 1 240); do
     if answers && grep -q "Kafka Server started" "$home/broker.log" 2>/dev/null; then
+      create_scram_users
       echo "$bootstrap"; return 0
     fi
     if ! running; then
@@ -284,6 +339,8 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   run) run ;;
-  status) if running && answers; then echo "$bootstrap"; else echo "not running" >&2; exit 1; fi ;;
+  status)
+    if running && answers && { [[ "$security" != sasl_ssl ]] || [[ -f "$scram_done" ]]; }; then echo "$bootstrap"
+    else echo "not running" >&2; exit 1; fi ;;
   *) echo "usage: $0 start|stop|status|run" >&2; exit 2 ;;
 esac

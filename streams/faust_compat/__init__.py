@@ -1,11 +1,11 @@
 """The only code that touches private names of faust-streaming or aiokafka.
 
 The worker needs several things faust-streaming 0.15.3 and aiokafka 0.14.0 do
-not do right (README, "Exactly-once, and the faust-streaming defects it works
+not do right (docs/pages/exactly-once.md, "Exactly-once, and the faust-streaming defects it works
 around"); each workaround lives in one module here, next to the defect it
 answers (the assignor's lives in `streams/worker/assignor.py`):
 
-| module | defect (README) |
+| module | defect (docs/pages/exactly-once.md) |
 |---|---|
 | `events`    | outputs and table writes must be routed by the input being processed: faust's current event |
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |

@@ -1,5 +1,5 @@
 """The transport: fenced producers, whole-batch commits of the input positions,
-and the direct input path (README, "Exactly-once, and the faust-streaming
+and the direct input path (docs/pages/exactly-once.md, "Exactly-once, and the faust-streaming
 defects it works around").
 
 A commit only ever sees whole batches. faust commits on a timer, in its own
@@ -250,6 +250,26 @@ class DirectInputConsumer(WholeBatchConsumer):
         return super().verify_event_path(now, tp)
 
     async def _drain_messages(self, fetcher: Any) -> None:
+        try:
+            await self._drain_fetched(fetcher)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _drain_fetched(self, fetcher: Any) -> None:
+        """The fetch loop of `_drain_messages` (its error handling apart)."""
         inputs_contract = self.app.inputs  # required: `SizerApp.wire`
         handle_inputs = inputs_contract.handle_inputs
         tracks = inputs_contract.positions.tracks
@@ -267,58 +287,42 @@ class DirectInputConsumer(WholeBatchConsumer):
         clock = asyncio.get_running_loop().time
         last_eager = 0.0
         uncommitted = False  # a batch was handled since the last eager commit
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                self.diag.set_flag(CONSUMER_FETCHING)
-                inputs: list[Any] = []
-                await self.sleep(0)
-                # a handled batch whose commit the floor held back is committed when the
-                # floor has passed, whether or not more input arrives by then
-                timeout = max(0.0, min(1.0, last_eager + floor - clock())) if uncommitted else 1.0
-                if not self.should_stop:
-                    async for tp, message in self.getmany(timeout=timeout):
-                        if tracks(tp.topic):
-                            inputs.append(message)
-                            continue
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await asyncio.sleep(0)
-                            num_since_yield = 0
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
-                            set_read_offset(tp, offset)
-                        else:
-                            self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
-                    if inputs:
-                        await handle_inputs(inputs)
-                        uncommitted = bool(floor)
-                    if uncommitted and len(inputs) < full_batch:  # nothing more was waiting
-                        now = clock()
-                        if now - last_eager >= floor:
-                            last_eager, uncommitted = now, False
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            self.diag.set_flag(CONSUMER_FETCHING)
+            inputs: list[Any] = []
+            await self.sleep(0)
+            # a handled batch whose commit the floor held back is committed when the
+            # floor has passed, whether or not more input arrives by then
+            timeout = max(0.0, min(1.0, last_eager + floor - clock())) if uncommitted else 1.0
+            if not self.should_stop:
+                async for tp, message in self.getmany(timeout=timeout):
+                    if tracks(tp.topic):
+                        inputs.append(message)
+                        continue
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await asyncio.sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
                             await self.commit()
-                self.diag.unset_flag(CONSUMER_FETCHING)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                self.log.info("Broker stopped consumer, shutting down...")
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                self.log.info("Consumer shutting down for user cancel.")
-                return
-            raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
-            raise
-        finally:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
+                if inputs:
+                    await handle_inputs(inputs)
+                    uncommitted = bool(floor)
+                if uncommitted and len(inputs) < full_batch:  # nothing more was waiting
+                    now = clock()
+                    if now - last_eager >= floor:
+                        last_eager, uncommitted = now, False
+                        await self.commit()
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 

@@ -9,6 +9,7 @@ import io
 import sys
 import time
 from decimal import Decimal
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -262,21 +263,27 @@ def plot(report: dict[str, Any], outcomes: Sequence[Outcome], directory: Path, a
     except ImportError as exc:  # pragma: no cover - the plot extra is optional
         raise ConfigError("--plot needs matplotlib: pip install 'streams-sizer[plot]'") from exc
     matplotlib.use("Agg")
-    from datetime import datetime, timezone
-
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [_equity_plot(plt, outcomes, directory / "equity.png"),
+               _exposure_plot(plt, outcomes, directory / "exposure.png")]
+    if len(axes) == 2:
+        written.append(_heatmap(plt, report, directory / "heatmap.png", axes, rank))
+    return written
 
-    def when(ts: int) -> datetime:
-        return datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
+
+def _when(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
+
+
+def _equity_plot(plt: Any, outcomes: Sequence[Outcome], path: Path) -> Path:
+    import matplotlib.dates as mdates
 
     figure, axis = plt.subplots(figsize=(11, 5.5))
     for outcome in outcomes:
         points = outcome.curves["equity"]
-        axis.step([when(t) for t, _ in points], [v for _, v in points], where="post",
+        axis.step([_when(t) for t, _ in points], [v for _, v in points], where="post",
                   label=outcome.configuration.label, linewidth=1.2)
     axis.set_title("equity (starting equity + PnL scaled to each configuration's sizes)")
     axis.set_ylabel("USD")
@@ -285,16 +292,20 @@ def plot(report: dict[str, Any], outcomes: Sequence[Outcome], directory: Path, a
     axis.legend(fontsize="small", ncol=2 if len(outcomes) > 6 else 1)
     figure.autofmt_xdate()
     figure.tight_layout()
-    written.append(directory / "equity.png")
-    figure.savefig(written[-1], dpi=100)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
+    return path
+
+
+def _exposure_plot(plt: Any, outcomes: Sequence[Outcome], path: Path) -> Path:
+    import matplotlib.dates as mdates
 
     columns = 3 if len(outcomes) > 4 else max(1, len(outcomes))
     rows = -(-len(outcomes) // columns)
     figure, grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), squeeze=False, sharex=True)
     for axis, outcome in zip(grid.flat, outcomes):
         points = outcome.curves["exposure"]
-        xs = [when(t) for t, _, _ in points]
+        xs = [_when(t) for t, _, _ in points]
         axis.step(xs, [e for _, e, _ in points], where="post", linewidth=0.8, label="exposure")
         axis.step(xs, [c for _, _, c in points], where="post", linewidth=1.5, alpha=0.6, label="cap")
         axis.set_title(outcome.configuration.label, fontsize="small")
@@ -307,13 +318,9 @@ def plot(report: dict[str, Any], outcomes: Sequence[Outcome], directory: Path, a
     grid.flat[0].legend(fontsize="x-small", loc="upper left")
     figure.suptitle("exposure against the portfolio cap (USD, all portfolios)")
     figure.tight_layout()
-    written.append(directory / "exposure.png")
-    figure.savefig(written[-1], dpi=100)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
-
-    if len(axes) == 2:
-        written.append(_heatmap(plt, report, directory / "heatmap.png", axes, rank))
-    return written
+    return path
 
 
 def _heatmap(plt: Any, report: dict[str, Any], path: Path, axes: Sequence[str], rank: str) -> Path:

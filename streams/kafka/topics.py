@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated, read_toml
 from streams.kafka.positions import stored_positions_beyond_end
 from streams.text import counted
-from streams.wire.roles import CO_PARTITIONED, COMPACTED, ROLES
+from streams.wire.roles import CO_PARTITIONED, COMPACTED, ROLES, TIMED
 
 if TYPE_CHECKING:
     from streams.kafka.settings import ClientConfig
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 TOPIC_AUTHORIZATION_FAILED = 29
 
 CLEANUP = ("delete", "compact")
+# The input topics whose record timestamps the FUTURE_TIMESTAMP rule trusts (the
+# timed roles) are bounded: the broker refuses a record stamped further ahead of its
+# own clock than the bound.
+TIMESTAMP_BOUND = "message.timestamp.after.max.ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +36,17 @@ class TopicSpec:
     replication: int
     cleanup_policy: str
     retention_ms: int
+    # how far ahead of the broker's clock a record timestamp may be (Kafka 3.6+,
+    # `message.timestamp.after.max.ms`); None: not pinned by this spec
+    timestamp_after_max_ms: int | None = None
 
     @property
     def configs(self) -> dict[str, str]:
         """The broker configs this spec pins, as the broker reports them."""
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        pinned = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        if self.timestamp_after_max_ms is not None:
+            pinned[TIMESTAMP_BOUND] = str(self.timestamp_after_max_ms)
+        return pinned
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +63,14 @@ class TopicSet:
         return self.specs[role].name
 
 
-def load_topics(path: Path, prefix: str = "") -> TopicSet:
-    """Read and validate the topic definitions; every name gets `prefix`."""
+def load_topics(path: Path, prefix: str = "", max_future_skew_ms: int | None = None) -> TopicSet:
+    """Read and validate the topic definitions; every name gets `prefix`.
+
+    `max_future_skew_ms`: the sizing configuration's `max_future_skew_s` in ms,
+    pinned as the input topics' `message.timestamp.after.max.ms` (DESIGN.md,
+    "Production Kafka": a producer cannot forge the record timestamp the
+    FUTURE_TIMESTAMP rule trusts); None for commands that run without a sizing
+    configuration, which then neither set nor check it."""
     data = read_toml(path, "topics file")
     defaults = data.get("defaults", {})
     entries = data.get("topics", {})
@@ -70,6 +86,7 @@ def load_topics(path: Path, prefix: str = "") -> TopicSet:
                 role=role, name=prefix + str(entry["name"]), partitions=int(entry["partitions"]),
                 replication=int(entry.get("replication", 1)), cleanup_policy=str(entry["cleanup_policy"]),
                 retention_ms=int(entry["retention_ms"]),
+                timestamp_after_max_ms=max_future_skew_ms if role in TIMED else None,
             )
         except KeyError as exc:
             raise ConfigError(f"{where}.{exc.args[0]}: required") from None
@@ -141,6 +158,9 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         elif to_create:
             raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
                                 + " (run `sizer topics apply`)")
+        if create:
+            report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
+                                              {spec.name for spec in to_create})
         problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
         # A topic just created can be reported with no partitions until its metadata
         # has propagated; give those a moment, never a topic that was already there.
@@ -161,6 +181,74 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         return report
     finally:
         await admin.close()
+
+
+async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int) -> list[str]:
+    """The input topics whose broker does not refuse record timestamps more than
+    `max_future_skew_ms` ahead of its clock (`message.timestamp.after.max.ms` unset,
+    larger, or not readable), one line each; empty when all are bounded."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    names = [topics.name(role) for role in TIMED]
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await admin.start()
+    try:
+        configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
+    finally:
+        await admin.close()
+    found = []
+    for name in names:
+        bound = configs.get(name, {}).get(TIMESTAMP_BOUND)
+        if bound is None or not bound.lstrip("-").isdigit() or int(bound) > max_future_skew_ms:
+            found.append(f"{name}: {TIMESTAMP_BOUND}={bound}")
+    return found
+
+
+async def _bound_timestamps(client: ClientConfig, admin: Any, topics: TopicSet, ConfigResource, ConfigResourceType,
+                            created: set[str]) -> list[str]:
+    """Set `message.timestamp.after.max.ms` on the existing input topics that lack the
+    spec's value (created before the bound existed, or before `max_future_skew_s`
+    changed), by IncrementalAlterConfigs: no other setting of the topic changes.
+    Returns one line per topic changed. A broker that refuses raises
+    KafkaUnavailable (one line)."""
+    bounded = [spec for spec in topics if spec.timestamp_after_max_ms is not None and spec.name not in created]
+    if not bounded:
+        return []
+    configs = await _configs(admin, [spec.name for spec in bounded], ConfigResource, ConfigResourceType)
+    stale = [spec for spec in bounded if configs.get(spec.name, {}).get(TIMESTAMP_BOUND) != spec.configs[TIMESTAMP_BOUND]]
+    if not stale:
+        return []
+    await asyncio.to_thread(_alter_bound, client, stale)
+    return [f"bounded {spec.name}: {TIMESTAMP_BOUND}={spec.timestamp_after_max_ms} (was "
+            f"{configs.get(spec.name, {}).get(TIMESTAMP_BOUND)})" for spec in stale]
+
+
+def _alter_bound(client: ClientConfig, specs: list[TopicSpec]) -> None:
+    # aiokafka's admin client has no IncrementalAlterConfigs (its AlterConfigs resets
+    # every setting it is not given); kafka-python's has, as `acls` uses it
+    from kafka import errors
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(**client.options(request_timeout_ms=30_000))
+    except errors.KafkaError as exc:
+        raise KafkaUnavailable(f"cannot reach {client.bootstrap} to bound record timestamps: {exc}") from exc
+    try:
+        result = admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, spec.name,
+                            configs={TIMESTAMP_BOUND: str(spec.timestamp_after_max_ms)}) for spec in specs],
+            raise_on_unknown=False, incremental=True)
+    except errors.KafkaError as exc:
+        raise KafkaUnavailable(f"the broker refused {TIMESTAMP_BOUND} on "
+                               f"{', '.join(spec.name for spec in specs)}: {exc}") from exc
+    finally:
+        admin.close()
+    # kafka-python answers {resource type: {name: "OK" or the error, as text}}
+    refused = [f"{name}: {outcome}" for by_name in result.values() for name, outcome in by_name.items()
+               if outcome != "OK"]
+    if refused:
+        raise KafkaUnavailable(f"the broker refused {TIMESTAMP_BOUND}: {'; '.join(refused)}")
 
 
 async def _create(admin: Any, new_topics: list[Any]) -> None:

@@ -2,9 +2,11 @@
 journal's inputs onto their topics the way the worker needs them, and `sizer
 tail decisions|orders|dlq` reads what it wrote.
 
-What these commands take care of (README, "Running it yourself"): the topic
+What these commands take care of (docs: operating, "Running it yourself"): the topic
 names carry `SIZER_TOPIC_PREFIX`; each input is keyed by its `portfolio_id`
-(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`;
+(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`, and
+written to its key's murmur2 partition, or the worker dead-letters it
+`WRONG_PARTITION`;
 instruments are published before everything else; decisions and orders are
 written in transactions, so they are read `read_committed`. Both open their
 Kafka clients from `ConnectionSettings.client(role)`, so they use the same security
@@ -21,6 +23,7 @@ from typing import IO, Any, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.wire import decimals
+from streams.wire.admission import PORTFOLIO_KEYED, home_partition
 from streams.errors import ConfigError, TopicMismatch
 from streams.wire import journal
 from streams.kafka.io import start_or_close
@@ -52,16 +55,27 @@ def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tu
     return instruments + others, problems
 
 
+def input_partition(topics: TopicSet, role: str, key: bytes | None) -> int | None:
+    """The partition a portfolio-keyed input must be written to (its key's, by Kafka's
+    murmur2 partitioner: the one the worker admits it on); None, the producer's choice,
+    for the others."""
+    if role not in PORTFOLIO_KEYED or key is None:
+        return None
+    return home_partition(key, topics[role].partitions)
+
+
 async def publish_records(kafka: ConnectionSettings, topics: TopicSet,
                           records: list[tuple[str, bytes | None, bytes, int | None]]) -> dict[str, int]:
-    """Send in order, idempotently, waiting for every acknowledgement; a count per topic role."""
+    """Send in order, idempotently, waiting for every acknowledgement, each portfolio's
+    inputs on their key's partition (`input_partition`); a count per topic role."""
     producer = AIOKafkaProducer(**kafka.client("publish"), acks="all", enable_idempotence=True, linger_ms=5)
     await start_or_close(producer)
     counts: dict[str, int] = {}
     try:
         pending = []
         for role, key, value, timestamp in records:
-            pending.append(await producer.send(topics.name(role), value, key=key, timestamp_ms=timestamp))
+            pending.append(await producer.send(topics.name(role), value, key=key, timestamp_ms=timestamp,
+                                               partition=input_partition(topics, role, key)))
             counts[role] = counts.get(role, 0) + 1
         await asyncio.gather(*pending)
     finally:

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.wire import decimals
-from streams.wire.admission import admit_message
+from streams.wire.admission import admit_message, home_partition
 from streams.engine.state import controls_from_wire, streak_from_wire
 from streams.errors import ConfigError, InvalidMessage, SizerError
 from streams.kafka.io import read_topic, start_or_close
@@ -54,8 +54,9 @@ async def send(kafka: ConnectionSettings, topics: TopicSet, value: dict[str, Any
     producer = AIOKafkaProducer(**kafka.client("control"), acks="all", enable_idempotence=True)
     await start_or_close(producer)
     try:
-        sent = await producer.send_and_wait(topics.name("controls"), decimals.dumps(value).encode(),
-                                            key=value["portfolio_id"].encode())
+        key = value["portfolio_id"].encode()
+        sent = await producer.send_and_wait(topics.name("controls"), decimals.dumps(value).encode(), key=key,
+                                            partition=home_partition(key, topics["controls"].partitions))
     finally:
         await producer.stop()
     admin = AIOKafkaAdminClient(**kafka.client("control"))

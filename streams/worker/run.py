@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from streams.config import SizingConfig
 from streams.kafka.io import publish_config
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
-from streams.kafka.topics import TopicSet, apply, declare_changelogs
+from streams.kafka.topics import TopicSet, apply, declare_changelogs, unbounded_inputs
 
 log = logging.getLogger("streams.worker")
 
@@ -33,6 +34,15 @@ def prepare_local_state(tabledir: Path, processing_guarantee: str) -> bool:
     return True
 
 
+def private_state(data_dir: Path) -> None:
+    """The worker's local state (its tables: every portfolio's positions, reservations
+    and equity) readable by its own user only: the data directory is made or set
+    owner-only (0700), and everything the worker creates from now on is too (umask 077)."""
+    os.umask(0o077)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+
+
 def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
     import faust
 
@@ -46,6 +56,11 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
     try:
         asyncio.run(apply(client, topics, create=False, app_id=kafka.app_id))
+        unbounded = asyncio.run(unbounded_inputs(client, topics, config.max_future_skew_ms))
+        if unbounded:
+            log.warning("input topics do not bound record timestamps to max_future_skew_s (%d ms): %s; a producer "
+                        "can stamp a record far ahead and poison a portfolio clock: run `sizer topics apply "
+                        "--config ...` with this configuration", config.max_future_skew_ms, "; ".join(unbounded))
         # Before the first decision: the settings behind this worker's config hash.
         asyncio.run(publish_config(client, topics.name("config"), config))
     finally:
@@ -58,6 +73,7 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
                                        app.conf.topic_replication_factor))
     finally:
         aiokafka_log.setLevel(level)
+    private_state(kafka.data_dir)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True,
                           logging_config=logging_config(kafka.log_format, loglevel))

@@ -42,6 +42,9 @@ class WorkerSettings(ConnectionSettings):
     session_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
     heartbeat_interval_s: float = Field(3.0, gt=0, allow_inf_nan=False)
     metrics_portfolio_limit: int = Field(1000, ge=1)
+    # only registered portfolios are admitted (`worker.registry`): on in production
+    # deployments (the chart), off for the demo and a first try
+    require_registration: bool = False
     lag_interval_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     # at most this many inputs per fetch, handled as one batch: one lock, one state
     # write per portfolio, one wait for the sends (2,000 measured fastest in `make

@@ -15,8 +15,7 @@ from tests.deploy.conftest import CHART, by_kind, render
 KUBERNETES = "1.30"
 SECURED = ["--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.password=worker-secret",
            "--set", "setupJob.sasl.password=admin-secret", "--set", "kafka.tls.caSecret=kafka-ca",
-           "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
-           "--set", "grafanaDashboard.enabled=true"]
+           "--set", "serviceMonitor.enabled=true"]
 
 
 def test_helm_lint_passes(helm):
@@ -74,7 +73,33 @@ def test_workers_are_probed_non_root_limited_and_get_secrets_from_files(helm):
     job, = kinds["Job"]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
-    assert script == "sizer topics apply && sizer acls apply"
+    assert script == "sizer topics apply --config /etc/sizer/sizing.toml && sizer acls apply"
+    # the job's configuration is the workers' (a hook of its own: it runs before the release's ConfigMap exists)
+    worker_config, job_config = kinds["ConfigMap"]
+    assert job_config["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job_config["data"] == worker_config["data"]
+    mounted, = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "sizing"]
+    assert mounted["configMap"]["name"] == job_config["metadata"]["name"]
+    # registration on: no producer grows the workers' state without bound
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SIZER_REQUIRE_REGISTRATION"] == "true"
+
+
+def test_each_pod_mounts_only_its_own_principals_secret(helm):
+    rendered = subprocess.run([helm, "template", "sizer", str(CHART), "--set", "kafka.securityProtocol=SASL_SSL",
+                               "--set", "kafka.sasl.password=w", "--set", "setupJob.sasl.password=a"],
+                              capture_output=True, text=True, check=True).stdout
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    secrets = {doc["metadata"]["name"]: doc["stringData"] for doc in docs if doc["kind"] == "Secret"}
+    worker_secret, = [name for name, data in secrets.items() if "w" in data.values()]
+    admin_secret, = [name for name, data in secrets.items() if "a" in data.values()]
+
+    def mounted(kind: str) -> set[str]:
+        pod, = [doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] == kind]
+        return {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+
+    assert mounted("Deployment") == {worker_secret}
+    assert mounted("Job") == {admin_secret}
 
 
 def test_sasl_without_a_password_or_secret_does_not_render(helm):

@@ -104,4 +104,5 @@ def test_the_dashboard_configmap_is_the_dashboard_with_the_sidecar_label(helm):
     assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Trading"}
     assert json.loads(dashboard["data"]["sizer.json"]) == json.loads(DASHBOARD.read_text())
     kinds = by_kind(render(helm))
-    assert "PrometheusRule" not in kinds and [c["metadata"]["name"] for c in kinds["ConfigMap"]] == ["sizer-sizer-sizing"]
+    assert "PrometheusRule" not in kinds
+    assert "sizer-sizer-dashboard" not in [c["metadata"]["name"] for c in kinds["ConfigMap"]]

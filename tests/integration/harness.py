@@ -42,7 +42,8 @@ class Broker:
         self.home = home
         self.port = free_port()
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SECURITY": security, **extra}
+                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_INTERNAL_PORT": str(free_port()),
+                    "KAFKA_SECURITY": security, **extra}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
