@@ -16,20 +16,21 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "sizer"
 
 
-@pytest.fixture(scope="session")
-def helm() -> str:
-    path, reason = ensure_helm()
+def _built(ensure) -> str:
+    path, reason = ensure()
     if path is None:
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return _built(ensure_helm)
 
 
 @pytest.fixture(scope="session")
 def kube_score() -> str:
-    path, reason = ensure_kube_score()
-    if path is None:
-        pytest.skip(reason)
-    return path
+    return _built(ensure_kube_score)
 
 
 @pytest.fixture(scope="session")

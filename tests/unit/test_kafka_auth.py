@@ -56,13 +56,16 @@ def endpoint():
     server.shutdown()
 
 
+def sizer_env(monkeypatch, **settings: str) -> None:
+    for name, value in settings.items():
+        monkeypatch.setenv(f"SIZER_{name.upper()}", value)
+
+
 def oauth_env(monkeypatch, tmp_path, url: str, secret: str = "s3cret") -> None:
     secret_file = tmp_path / "client-secret"
     secret_file.write_text(secret + "\n")
-    for name, value in {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "OAUTHBEARER",
-                        "SASL_OAUTH_TOKEN_ENDPOINT": url, "SASL_OAUTH_CLIENT_ID": "sizer",
-                        "SASL_OAUTH_CLIENT_SECRET_FILE": str(secret_file), "SASL_OAUTH_SCOPE": "kafka"}.items():
-        monkeypatch.setenv(f"SIZER_{name}", value)
+    sizer_env(monkeypatch, security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER", sasl_oauth_token_endpoint=url,
+              sasl_oauth_client_id="sizer", sasl_oauth_client_secret_file=str(secret_file), sasl_oauth_scope="kafka")
 
 
 def test_oauthbearer_clients_share_one_cached_token_from_the_endpoint(monkeypatch, tmp_path, endpoint):
@@ -132,8 +135,7 @@ def test_aws_msk_iam_signs_a_token_for_the_region_with_the_environment_credentia
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "OAUTHBEARER")
-    monkeypatch.setenv("SIZER_SASL_OAUTH_METHOD", "aws-msk-iam")
-    monkeypatch.setenv("SIZER_SASL_AWS_REGION", "eu-west-1")
+    sizer_env(monkeypatch, sasl_oauth_method="aws-msk-iam", sasl_aws_region="eu-west-1")
     settings = load_settings()
     token = asyncio.run(settings.client("worker")["sasl_oauth_token_provider"].token())
     url = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
@@ -145,9 +147,7 @@ def test_aws_msk_iam_signs_a_token_for_the_region_with_the_environment_credentia
 
 
 def test_aws_msk_iam_needs_its_region_and_no_oidc_settings(monkeypatch, tmp_path):
-    monkeypatch.setenv("SIZER_SECURITY_PROTOCOL", "SASL_SSL")
-    monkeypatch.setenv("SIZER_SASL_MECHANISM", "OAUTHBEARER")
-    monkeypatch.setenv("SIZER_SASL_OAUTH_METHOD", "aws-msk-iam")
+    sizer_env(monkeypatch, security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER", sasl_oauth_method="aws-msk-iam")
     with pytest.raises(ConfigError, match="sasl_aws_region: required with sasl_oauth_method aws-msk-iam"):
         load_settings()
     monkeypatch.setenv("SIZER_SASL_AWS_REGION", "eu-west-1")
@@ -167,18 +167,15 @@ def test_aws_msk_iam_without_its_package_names_the_package(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", without_signer)
-    for name, value in {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "OAUTHBEARER",
-                        "SASL_OAUTH_METHOD": "aws-msk-iam", "SASL_AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(f"SIZER_{name}", value)
+    sizer_env(monkeypatch, security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER",
+              sasl_oauth_method="aws-msk-iam", sasl_aws_region="us-east-1")
     with pytest.raises(ConfigError) as raised:
         load_settings()
     assert "needs the aws-msk-iam-sasl-signer-python package (pip install 'sizer[aws]')" in str(raised.value)
 
 
 def test_gssapi_hands_the_kerberos_service_to_every_client_or_names_the_missing_package(monkeypatch):
-    monkeypatch.setenv("SIZER_SECURITY_PROTOCOL", "SASL_SSL")
-    monkeypatch.setenv("SIZER_SASL_MECHANISM", "GSSAPI")
-    monkeypatch.setenv("SIZER_SASL_KERBEROS_SERVICE_NAME", "kafka-prod")
+    sizer_env(monkeypatch, security_protocol="SASL_SSL", sasl_mechanism="GSSAPI", sasl_kerberos_service_name="kafka-prod")
     try:
         import gssapi  # noqa: F401
     except ImportError:
