@@ -109,7 +109,8 @@ def _kafka(args: argparse.Namespace, max_future_skew_ms: int | None = None, **ov
 
     kafka = load_settings(bootstrap=args.bootstrap, **overrides)
     args.kafka_settings = kafka  # main() explains a failed connection with these
-    return kafka, load_topics(kafka.topics_file, kafka.topic_prefix, max_future_skew_ms)
+    return kafka, load_topics(kafka.topics_file, kafka.topic_prefix, max_future_skew_ms,
+                              replication=kafka.replication)
 
 
 def cmd_topics_apply(args: argparse.Namespace) -> int:

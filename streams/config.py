@@ -184,7 +184,8 @@ class SizingConfig(BaseSettings):
     def _protections_whole(self) -> "SizingConfig":
         guard = (self.loss_guard_count, self.loss_guard_window_s, self.loss_guard_pause_s)
         if any(v is not None for v in guard) and any(v is None for v in guard):
-            raise ValueError("loss_guard_count, loss_guard_window_s and loss_guard_pause_s are set together or not at all")
+            raise ValueError("loss_guard_count, loss_guard_window_s and loss_guard_pause_s are set together "
+                             "or not at all")
         rate = (self.max_orders_per_window, self.order_rate_window_s)
         if (rate[0] is None) != (rate[1] is None):
             raise ValueError("max_orders_per_window and order_rate_window_s are set together or not at all")
@@ -301,6 +302,16 @@ class SizingConfig(BaseSettings):
         if self.max_orders_per_window is None or self.order_rate_window_s is None:
             return None
         return self.max_orders_per_window, int(self.order_rate_window_s * 1000)
+
+    @cached_property
+    def open_protections(self) -> bool:
+        """Whether any protection an open must pass is configured (cooldown, loss guard, order rate)."""
+        return self.cooldown_ms is not None or self.loss_guard_ms is not None or self.order_rate_ms is not None
+
+    def configures(self, portfolio_id: str) -> bool:
+        """Whether a `[portfolios."ID"]` table (an exact id or a glob) names this portfolio:
+        such a portfolio is registered by configuration (DESIGN.md, "Production Kafka")."""
+        return any(fnmatchcase(portfolio_id, pattern) for pattern in self.portfolios)
 
     def for_portfolio(self, portfolio_id: str) -> "SizingConfig":
         """The effective configuration of one portfolio: this one with every matching

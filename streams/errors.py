@@ -85,6 +85,15 @@ class AclMismatch(SizerError):
     """ACLs on the broker differ from topics/acls.toml (missing ones that could not be made, or extra ones)."""
 
 
+# Kafka's own bound on a record's timestamp (the producer's, or the journal's
+# "timestamp"), which it checks before the sizer's `max_future_skew_s` can judge
+# anything: the record is refused whole (InvalidTimestampError), never stored.
+RECORD_TIMESTAMP_RULE = (
+    "Kafka refuses a record stamped more than message.timestamp.after.max.ms ahead of the broker's clock "
+    "(Kafka 4.x: 1 hour by default; 3.9: no limit by default; broker default log.message.timestamp.after.max.ms) "
+    "or more than message.timestamp.before.max.ms behind it (no limit by default)")
+
+
 def kafka_error(exc: BaseException, bootstrap: str | None = None, refused: str | None = None) -> KafkaUnavailable:
     """A foreign Kafka, TLS or socket error as ours, with one line naming the cause.
     `refused`: what the client presented, said when the broker refused to authenticate it."""
@@ -109,6 +118,8 @@ def kafka_error(exc: BaseException, bootstrap: str | None = None, refused: str |
     if isinstance(exc, (errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
                         errors.TransactionalIdAuthorizationFailed, errors.ClusterAuthorizationFailedError)):
         return KafkaUnavailable(f"not authorized{where}: {exc}")
+    if isinstance(exc, errors.InvalidTimestampError):
+        return KafkaUnavailable(f"the broker{where} refused a record's timestamp: {RECORD_TIMESTAMP_RULE}")
     if isinstance(exc, (errors.KafkaConnectionError, OSError, TimeoutError)):
         return KafkaUnavailable(f"cannot reach the Kafka broker{where}: {exc}")
     return KafkaUnavailable(f"Kafka error{where}: {type(exc).__name__}: {exc}")

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# A local single-node Apache Kafka 3.9 broker in KRaft mode (combined broker and
+# A local single-node Apache Kafka broker in KRaft mode (combined broker and
 # controller on loopback), run from the jars Maven resolves with deploy/pom.xml.
-#   broker.sh start   resolve jars, format storage, start, wait until it answers
+#   broker.sh start   resolve jars, format storage, start, wait until it answers a
+#                     metadata request (Ready.java, whatever the broker logs through)
 #   broker.sh stop    stop it cleanly (SIGTERM, then wait for the controlled shutdown)
 #   broker.sh status  print the bootstrap address when it is up
 #   broker.sh run     format if needed and run in the foreground (containers)
+# KAFKA_VERSION (default the kafka.version of deploy/pom.xml, 3.9.x) picks the
+# Kafka release: 3.9 (logging through reload4j) and 4.x (log4j2) alike. Each
+# version has its own jars (KAFKA_LIBS, default .kafka/libs/<version>) and its own
+# data directory ($home/data-<version>), so switching versions mixes neither.
 # KAFKA_HOME (default .kafka in the project) holds config, data, log and pid;
-# KAFKA_LIBS (default .kafka/libs) the jars; KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports.
+# KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports; KAFKA_START_TIMEOUT_S (120) how long
+# `start` waits for the broker to answer.
 #
 # KAFKA_SECURITY=sasl_ssl starts the same broker secured (default home .kafka-secured,
 # ports 19094/19095, so both can run side by side):
@@ -49,7 +55,20 @@ case "$security" in
   *) echo "KAFKA_SECURITY: plaintext or sasl_ssl, not $security" >&2; exit 2 ;;
 esac
 home="${KAFKA_HOME:-$default_home}"
-libs="${KAFKA_LIBS:-$root/.kafka/libs}"
+pom_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/../pom.xml")"
+if [[ -n "${KAFKA_LIBS:-}" ]] && compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null; then
+  # jars given (a Kafka image's libs): their version, whatever KAFKA_VERSION says
+  jar="$(compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" | grep -v -e -test -e -sources | head -n 1)"
+  version="${jar##*/kafka_2.13-}"; version="${version%.jar}"
+else
+  version="${KAFKA_VERSION:-$pom_version}"
+fi
+if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+  echo "KAFKA_VERSION: a Kafka release such as $pom_version, not '$version'" >&2; exit 2
+fi
+libs="${KAFKA_LIBS:-$root/.kafka/libs/$version}"
+data="$home/data-$version"
+start_timeout_s="${KAFKA_START_TIMEOUT_S:-120}"
 port="${KAFKA_PORT:-$default_port}"
 controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
 # sasl_ssl: a loopback TLS listener with client certificates, between brokers and for
@@ -70,11 +89,28 @@ resolve_jars() {
   # a KAFKA_LIBS given with the jars already in it (a Kafka image's libs) needs no Maven
   if [[ -n "${KAFKA_LIBS:-}" ]] && compgen -G "$libs/kafka_2.13-*.jar" >/dev/null; then return 0; fi
   if [[ ! -f "$libs/.complete" ]]; then
-    mkdir -p "$libs"
-    mvn -q -B -Dstyle.color=never -f "$here/../pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$libs" -DincludeScope=runtime >&2
+    rm -rf "$libs"; mkdir -p "$libs"
+    # Kafka 4 logs through log4j2, 3.x through log4j 1 (reload4j): deploy/pom.xml's profiles
+    local logging=()
+    (( ${version%%.*} >= 4 )) && logging=(-Dkafka.logging=log4j2)
+    if ! mvn -q -B -Dstyle.color=never -f "$here/../pom.xml" dependency:copy-dependencies \
+        -Dkafka.version="$version" "${logging[@]}" \
+        -DoutputDirectory="$libs" -DincludeScope=runtime >"$libs.mvn.log" 2>&1; then
+      rm -rf "$libs"
+      echo "Kafka $version: Maven could not resolve its jars (deploy/pom.xml; log: $libs.mvn.log)" >&2
+      exit 1
+    fi
+    rm -f "$libs.mvn.log"
     touch "$libs/.complete"
   fi
+}
+
+# log4j2 when the jars carry it (Kafka 4), else log4j 1 (reload4j, Kafka 3.x)
+log4j2() { compgen -G "$libs/log4j-core-*.jar" >/dev/null; }
+
+log_options() {
+  if log4j2; then echo "-Dlog4j2.configurationFile=$home/log4j2.properties"
+  else echo "-Dlog4j.configuration=file:$home/log4j.properties"; fi
 }
 
 # A CA, the broker's key and certificate signed by it (server and client use:
@@ -188,16 +224,15 @@ sasl.oauthbearer.expected.audience=${KAFKA_OAUTH_AUDIENCE:-kafka}
 PROPS
 }
 
-# Kafka 3.9.1 reads OAUTHBEARER URLs only from those it is told to allow
-java_options() {
-  echo "-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true -Dlog4j.configuration=file:$home/log4j.properties"
+# Kafka (3.9.1 and 4.x) reads OAUTHBEARER URLs only from those it is told to allow
+oauth_java_options() {
   if [[ -n "${KAFKA_OAUTH_JWKS:-}" ]]; then echo "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=file://$KAFKA_OAUTH_JWKS"; fi
 }
 
 write_config() {
-  mkdir -p "$home/data"
+  mkdir -p "$data"
   # also on a home made before this script set its umask
-  chmod 700 "$home" "$home/data"
+  chmod 700 "$home" "$data"
   if [[ "$security" == sasl_ssl ]]; then make_tls; make_secrets; fi
   (cat > "$home/server.properties" <<PROPS
 process.roles=broker,controller
@@ -205,7 +240,7 @@ node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
 controller.listener.names=CONTROLLER
 $(listener_config)
-log.dirs=$home/data
+log.dirs=$data
 num.partitions=1
 default.replication.factor=1
 offsets.topic.replication.factor=1
@@ -231,16 +266,62 @@ log4j.logger.kafka.request.logger=WARN
 log4j.logger.org.apache.kafka.controller=INFO
 log4j.logger.state.change.logger=WARN
 PROPS
+  cat > "$home/log4j2.properties" <<PROPS
+appender.file.type=RollingFile
+appender.file.name=file
+appender.file.fileName=$home/broker.log
+appender.file.filePattern=$home/broker.log.%i
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+appender.file.policies.type=Policies
+appender.file.policies.size.type=SizeBasedTriggeringPolicy
+appender.file.policies.size.size=20MB
+appender.file.strategy.type=DefaultRolloverStrategy
+appender.file.strategy.max=2
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+logger.request.name=kafka.request.logger
+logger.request.level=WARN
+logger.controller.name=org.apache.kafka.controller
+logger.controller.level=INFO
+logger.state.name=state.change.logger
+logger.state.level=WARN
+PROPS
+  # what the readiness probe connects with: the admin's own settings when secured
+  (umask 077; probe_config > "$home/probe.properties")
+}
+
+probe_config() {
+  if [[ "$security" == plaintext ]]; then echo "bootstrap.servers=$bootstrap"; return 0; fi
+  # secured: as the broker itself, on the internal listener (the SCRAM users are made after)
+  echo "bootstrap.servers=127.0.0.1:$internal_port"
+  echo "security.protocol=SSL"
+  tls_stores
+}
+
+# Waits until the broker answers a metadata request (Ready.java), at most
+# start_timeout_s; compiled once per jar directory when a JDK is at hand, else run
+# from source.
+ready() {
+  local classes="$libs/.probe"
+  [[ -w "$libs" ]] || classes="$home/probe"
+  local probe=(java -cp "$libs/*" "$here/Ready.java")
+  if command -v javac >/dev/null; then
+    if [[ ! -f "$classes/Ready.class" || "$here/Ready.java" -nt "$classes/Ready.class" ]]; then
+      mkdir -p "$classes"
+      javac -nowarn -d "$classes" -cp "$libs/*" "$here/Ready.java" >&2
+    fi
+    probe=(java -cp "$libs/*:$classes" Ready)
+  fi
+  "${probe[@]}" "$home/probe.properties" "$start_timeout_s" 2>/dev/null
 }
 
 java_run() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$home/log4j.properties" \
-    -cp "$libs/*" "$@"
+  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" -cp "$libs/*" "$@"
 }
 
 format() {
-  [[ -f "$home/data/meta.properties" ]] && return 0
+  [[ -f "$data/meta.properties" ]] && return 0
   java_run kafka.tools.StorageTool format --standalone -t "$(java_run kafka.tools.StorageTool random-uuid)" \
     -c "$home/server.properties" >/dev/null 2>"$home/format.err" \
     || java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
@@ -257,11 +338,12 @@ create_scram_users() {
 security.protocol=SSL
 $(tls_stores)
 PROPS
-  local user pids=() failed=0
+  local user pids=() failed=0 config_command=kafka.admin.ConfigCommand
+  (( ${version%%.*} >= 4 )) && config_command=org.apache.kafka.tools.ConfigCommand
   for user in $scram_users; do
     local file="$home/secrets/$user.scram"
     printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "$(cat "$home/secrets/$user.password")" > "$file"
-    java_run kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$internal_port" \
+    java_run "$config_command" --bootstrap-server "127.0.0.1:$internal_port" \
       --command-config "$admin_config" --alter --entity-type users --entity-name "$user" \
       --add-config-file "$file" >"$home/scram-$user.log" 2>&1 &
     pids+=($!)
@@ -280,45 +362,55 @@ run() {
   write_config
   format
   echo $$ > "$pidfile"
+  echo "$version" > "$home/broker.version"
   if [[ "$security" == sasl_ssl && ! -f "$scram_done" ]]; then
     (until (exec 3<>"/dev/tcp/127.0.0.1/$internal_port") 2>/dev/null; do sleep 0.5; done; create_scram_users) &
   fi
   # shellcheck disable=SC2046
-  exec java $(java_options) -cp "$libs/*" kafka.Kafka "$home/server.properties"
-}
-
-# The broker outlives this script: it must not keep the files the caller had open. A
-# `flock LOCK broker.sh start` would otherwise leave LOCK held by the broker until it stops.
-close_inherited_fds() {
-  local fd
-  for fd in /proc/$BASHPID/fd/*; do
-    fd="${fd##*/}"
-    if (( fd > 2 )); then eval "exec ${fd}>&-" 2>/dev/null || true; fi
-  done
+  exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" $(oauth_java_options) \
+    -cp "$libs/*" kafka.Kafka "$home/server.properties"
 }
 
 start() {
-  if running; then echo "$bootstrap"; return 0; fi
+  if running; then
+    local running_version; running_version="$(cat "$home/broker.version" 2>/dev/null || echo unknown)"
+    if [[ "$running_version" != "$version" ]]; then
+      echo "a Kafka $running_version broker is running from $home, not $version: stop it first ($0 stop)" >&2
+      exit 1
+    fi
+    echo "$bootstrap"; return 0
+  fi
   resolve_jars
   write_config
   format
-  # shellcheck disable=SC2046
-  (close_inherited_fds; exec nohup java $(java_options) -cp "$libs/*" kafka.Kafka "$home/server.properties") \
-    >"$home/broker.out" 2>&1 </dev/null &
+  # the broker outlives this script: it keeps none of the caller's descriptors beyond
+  # its own three (a `flock LOCK broker.sh start` would otherwise hold LOCK until the
+  # broker stops)
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd="${fd##*/}"
+      if (( fd > 2 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    # shellcheck disable=SC2046
+    exec nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" $(oauth_java_options) \
+      -cp "$libs/*" kafka.Kafka "$home/server.properties" >"$home/broker.out" 2>&1 </dev/null
+  ) &
   echo $! > "$pidfile"
-  for _ in $(seq 1 240); do
-    if answers && grep -q "Kafka Server started" "$home/broker.log" 2>/dev/null; then
-      create_scram_users
-      echo "$bootstrap"; return 0
-    fi
+  echo "$version" > "$home/broker.version"
+  ready > "$home/probe.out" &
+  local probe=$!
+  while kill -0 "$probe" 2>/dev/null; do
     if ! running; then
-      echo "broker exited during start-up; last lines of $home/broker.out and broker.log:" >&2
+      pkill -P "$probe" 2>/dev/null || true; kill "$probe" 2>/dev/null || true
+      echo "Kafka $version broker exited during start-up; last lines of $home/broker.out and broker.log:" >&2
       tail -n 20 "$home/broker.out" "$home/broker.log" >&2 || true
       exit 1
     fi
     sleep 0.25
   done
-  echo "broker did not answer on $bootstrap within 60 s (log: $home/broker.log)" >&2
+  if wait "$probe"; then create_scram_users; echo "$bootstrap"; return 0; fi
+  echo "Kafka $version broker did not answer on $bootstrap within $start_timeout_s s" \
+       "($(tail -n 1 "$home/probe.out" 2>/dev/null); log: $home/broker.log); still running, pid $(cat "$pidfile")" >&2
   exit 1
 }
 

@@ -244,31 +244,33 @@ def _caps(budget: Decimal, read: Read, symbol: str, group: str | None, state: Po
     caps: dict[str, Any] = {"mode": cap_mode}
     trace["caps"] = caps
     equity = state.streak.equity
-    measured: list[tuple[str, Decimal, Decimal, RejectionReason, str]] = []  # (trace prefix, cap, exposure, ...)
+    # (cap, exposure, reason, the trace's keys of the cap, its exposure (None: the
+    # trace's state.exposure) and its remainder), in the order they apply
+    measured: list[tuple[Decimal, Decimal, RejectionReason, str, str | None, str]] = []
     pair_cap = config.pair_cap
     if pair_cap is not None:
-        measured.append(("pair_", pair_cap, read.held_symbol + read.reserved_symbol, "PAIR_CAP_REACHED",
-                         "pair_remaining"))
-    group_cap = config.group_caps.get(group) if group is not None else None
-    if group_cap is not None:
-        assert group is not None
-        caps["group"] = group
-        measured.append(("group_", group_cap.amount(equity), group_exposure(state.exposure, group, symbol, config),
-                         "GROUP_CAP_REACHED", "group_remaining"))
-    measured.append(("portfolio_", config.portfolio_cap.amount(equity), read.exposure, "EXPOSURE_CAP_REACHED",
-                     "remaining"))
+        measured.append((pair_cap, read.held_symbol + read.reserved_symbol, "PAIR_CAP_REACHED", "pair_cap",
+                         "pair_exposure", "pair_remaining"))
+    if group is not None and config.group_caps:
+        group_cap = config.group_caps.get(group)
+        if group_cap is not None:
+            caps["group"] = group
+            measured.append((group_cap.amount(equity), group_exposure(state.exposure, group, symbol, config),
+                             "GROUP_CAP_REACHED", "group_cap", "group_exposure", "group_remaining"))
+    measured.append((config.portfolio_cap.amount(equity), read.exposure, "EXPOSURE_CAP_REACHED", "portfolio_cap",
+                     None, "remaining"))
     bound: Bound | None = None
-    for prefix, cap, exposure, reason, name in measured:
+    for cap, exposure, reason, cap_key, exposure_key, name in measured:
         capped, remaining, refused = _under_cap(budget, cap, exposure, cap_mode, reason, name)
-        caps[prefix + "cap"] = cap
-        if prefix != "portfolio_":  # the portfolio's exposure is the trace's state.exposure
-            caps[prefix + "exposure"] = exposure
+        caps[cap_key] = cap
+        if exposure_key is not None:
+            caps[exposure_key] = exposure
         caps[name] = remaining
         if refused is not None:
             return refused
         if capped < budget:
             bound = Bound(reason, name, remaining)
-        budget = capped
+            budget = capped
     caps["capped_budget"] = budget
     if bound is not None:
         caps["bound_by"] = bound.reason

@@ -47,6 +47,8 @@ def open_forbidden(signal: Signal, streak: Streak, exposure: Exposure, clock: in
     """The protections an open signal must pass, in order: the loss guard's pause,
     the symbol's cooldown, the order rate. `clock` is the portfolio clock (ms) after
     the signal moved it. Writes `trace["protections"]` (only what is configured)."""
+    if not config.open_protections:
+        return None
     read: dict[str, Any] = {}
     refused = (loss_guard(streak, clock, config, read) or cooldown(signal.symbol, streak, clock, config, read)
                or order_rate(exposure, clock, config, read))

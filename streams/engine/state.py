@@ -739,7 +739,9 @@ def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
 
 
 def _position_to_wire(p: Position) -> list[Any]:
-    return [p.qty, p.entry_notional] if p.side is None and p.group is None else [p.qty, p.entry_notional, p.side, p.group]
+    if p.side is None and p.group is None:
+        return [p.qty, p.entry_notional]
+    return [p.qty, p.entry_notional, p.side, p.group]
 
 
 def _position_from_wire(data: list[Any]) -> Position:

@@ -20,6 +20,7 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.errors import ConfigError, CredentialsMissing
+from streams.kafka.topics import LOCAL_REPLICATION, Replication
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
@@ -94,6 +95,10 @@ class ConnectionSettings(BaseSettings):
     topic_prefix: str = ""
     topics_file: Path = PROJECT_ROOT / "topics" / "topics.toml"
     acls_file: Path = PROJECT_ROOT / "topics" / "acls.toml"
+    # copies of every topic and changelog the product creates, and the topics'
+    # min.insync.replicas (`topics.Replication`); the defaults suit one local broker
+    replication_factor: int = Field(LOCAL_REPLICATION.factor, ge=1)
+    min_insync_replicas: int = Field(LOCAL_REPLICATION.min_insync, ge=1)
 
     # Security (DESIGN.md, "Security"): one configuration for every client.
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -126,6 +131,16 @@ class ConnectionSettings(BaseSettings):
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any, env_settings: Any,
                                    dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
         return init_settings, env_settings, _StandardVariables(settings_cls), dotenv_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _replication_coherent(self) -> "ConnectionSettings":
+        self.replication  # noqa: B018 - raises ValueError naming the setting
+        return self
+
+    @property
+    def replication(self) -> Replication:
+        """Every topic's and changelog's replication (SIZER_REPLICATION_FACTOR, SIZER_MIN_INSYNC_REPLICAS)."""
+        return Replication(self.replication_factor, self.min_insync_replicas)
 
     @model_validator(mode="after")
     def _bootstrap_well_formed(self) -> "ConnectionSettings":

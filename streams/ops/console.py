@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from typing import IO, Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import InvalidTimestampError
 
 from streams.wire import decimals
 from streams.wire.admission import PORTFOLIO_KEYED, home_partition
-from streams.errors import ConfigError, TopicMismatch
+from streams.errors import RECORD_TIMESTAMP_RULE, ConfigError, KafkaUnavailable, TopicMismatch
 from streams.wire import journal
 from streams.kafka.io import start_or_close
 from streams.kafka.settings import ConnectionSettings
@@ -33,14 +35,17 @@ from streams.text import counted
 from streams.wire.roles import KEY_FIELD
 
 
-def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tuple[list[tuple[str, bytes | None, bytes,
-                                                                                             int | None]], list[str]]:
+def journal_records(lines: Iterable[str | bytes], source: str = "journal",
+                    numbers: list[int] | None = None) -> tuple[list[tuple[str, bytes | None, bytes, int | None]],
+                                                               list[str]]:
     """(topic role, key, value, record timestamp) for every usable journal line,
     instruments first, the rest in file order; and the lines that cannot be
     published (`FILE:LINE: reason`). The values go out as written (the worker
     judges them, and dead-letters what it refuses); only the line's shape is
-    checked here: JSON, a known topic, an object value with its key field."""
+    checked here: JSON, a known topic, an object value with its key field.
+    `numbers`, when given, receives each record's line number, in the same order."""
     instruments, others, problems = [], [], []
+    instrument_lines, other_lines = [], []
     for parsed in journal.lines_of(lines):
         if parsed.error is not None:
             problems.append(f"{source}:{parsed.line}: {parsed.error}")
@@ -52,6 +57,9 @@ def journal_records(lines: Iterable[str | bytes], source: str = "journal") -> tu
             continue
         record = (topic, key.encode(), decimals.dumps(value).encode(), parsed.timestamp)
         (instruments if topic == "instruments" else others).append(record)
+        (instrument_lines if topic == "instruments" else other_lines).append(parsed.line)
+    if numbers is not None:
+        numbers[:] = instrument_lines + other_lines
     return instruments + others, problems
 
 
@@ -86,17 +94,39 @@ async def publish_records(kafka: ConnectionSettings, topics: TopicSet,
 def publish_journal(kafka: ConnectionSettings, topics: TopicSet, path: str, err: IO[str] = sys.stderr) -> int:
     """`sizer publish --journal FILE`: exit 0 when every line was published, 1 when
     some line could not be (each reported on stderr; the others are published)."""
+    numbers: list[int] = []
     try:
         with open(path, "rb") as journal:
-            records, problems = journal_records(journal, path)
+            records, problems = journal_records(journal, path, numbers)
     except OSError as exc:
         raise ConfigError(f"--journal: cannot read {path}: {exc.strerror}") from exc
     for problem in problems:
         print(problem, file=err)
-    counts = asyncio.run(publish_records(kafka, topics, records))
+    try:
+        counts = asyncio.run(publish_records(kafka, topics, records))
+    except InvalidTimestampError as exc:
+        raise timestamp_refused(records, numbers, path) from exc
     shown = ", ".join(f"{counts[role]} to {topics.name(role)}" for role in counts)  # in the order sent
     print(f"published {counted(len(records), 'record')}{': ' + shown if shown else ''}")
     return 1 if problems else 0
+
+
+def timestamp_refused(records: list[tuple[str, bytes | None, bytes, int | None]], numbers: list[int],
+                      path: str) -> KafkaUnavailable:
+    """One line for a journal the broker refused a record timestamp of: the line
+    stamped furthest from this machine's clock, how far, and Kafka's rule
+    (`errors.RECORD_TIMESTAMP_RULE`). The records of the refused batch are not
+    stored; others may have been."""
+    now = time.time() * 1000
+    stamped = [(abs(timestamp - now), timestamp, number) for (_, _, _, timestamp), number in zip(records, numbers)
+               if timestamp is not None]
+    if not stamped:
+        return KafkaUnavailable(f"{path}: the broker refused a record's timestamp: {RECORD_TIMESTAMP_RULE}")
+    _, timestamp, number = max(stamped)
+    offset_s = (timestamp - now) / 1000
+    way = f"{abs(offset_s) / 3600:.1f} h {'ahead of' if offset_s > 0 else 'behind'}"
+    return KafkaUnavailable(f"{path}:{number}: the broker refused its record timestamp, {timestamp} ({way} this "
+                            f"machine's clock): {RECORD_TIMESTAMP_RULE}")
 
 
 # -- tail ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from streams.faust_compat.outputs import Outputs
 from streams.worker.settings import WorkerSettings
 from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
-from streams.kafka.topics import TopicSet
+from streams.kafka.topics import Replication, TopicSet
 from streams.wire.roles import INPUTS, OUTPUTS, POSITIONED
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
@@ -92,14 +92,15 @@ def build_app(
     inputs = [app.topic(topics.name(role), partitions=width, **RAW) for role in POSITIONED]
     instruments_topic = app.topic(topics.name("instruments"), partitions=topics["instruments"].partitions, **RAW)
     outputs = Outputs(app)
-    tables = declare_tables(app, width)
+    tables = declare_tables(app, width, kafka.replication)
     metrics = worker_metrics(app, kafka, config, registry)
     client = kafka.for_role(f"worker-{kafka.app_id}")
     view = InstrumentView(client, topics.name("instruments"), topics["instruments"].partitions)
     app.add_dependency(view)
     portfolios = None
     if kafka.require_registration:
-        portfolios = PortfolioRegistry(client, topics.name("portfolios"), topics["portfolios"].partitions)
+        registry_topic = topics["portfolios"]
+        portfolios = PortfolioRegistry(client, registry_topic.name, registry_topic.partitions, config.configures)
         app.add_dependency(portfolios)
     health = Health(app, view, kafka.liveness_timeout_s)
     health.install(app)
@@ -108,7 +109,6 @@ def build_app(
     processor = Processor(config, store, view)
     positions = InputPositions(tables["input-positions"], outputs, [topics.name(role) for role in POSITIONED], client,
                                "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
-
     input_widths = {topics.name(role): topics[role].partitions for role in POSITIONED}
     handler = BatchHandler(
         app_id=kafka.app_id, config=config, processor=processor, tables=store, positions=positions, view=view,
@@ -154,7 +154,9 @@ def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
         datadir=str(kafka.data_dir),
         processing_guarantee=kafka.processing_guarantee,
         topic_partitions=width,
-        topic_replication_factor=topics["signals"].replication,
+        # every changelog faust creates (and `declare_changelogs` before it): the
+        # deployment's replication, as every topic of the spec
+        topic_replication_factor=kafka.replication.factor,
         topic_disable_leader=True,
         table_standby_replicas=kafka.standby_replicas,
         broker_commit_interval=kafka.commit_interval_s,
@@ -188,11 +190,14 @@ def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
     )
 
 
-def declare_tables(app: SizerApp, width: int) -> dict[str, Any]:
-    """The worker's tables by name, each co-partitioned with the inputs (`width`)."""
+def declare_tables(app: SizerApp, width: int, replication: Replication) -> dict[str, Any]:
+    """The worker's tables by name, each co-partitioned with the inputs (`width`),
+    their changelogs replicated as `replication` says."""
     # bytes key and value types make faust store and changelog them raw: the
     # values are our canonical JSON, written and read only by TableStore.
-    raw = {"default": None, "partitions": width, "key_type": bytes, "value_type": bytes}
+    raw = {"default": None, "partitions": width, "key_type": bytes, "value_type": bytes,
+           # every changelog's min.insync.replicas (its factor: topic_replication_factor)
+           "extra_topic_configs": replication.configs}
     return {
         "exposure": app.Table("exposure", options=store_options(), **raw),
         "streak": app.Table("streak", options=store_options(), **raw),

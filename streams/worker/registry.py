@@ -29,10 +29,9 @@ class PortfolioRegistry(TopicView):
     """The registered portfolio ids, from the registry topic, plus those the
     configuration's per-portfolio settings name.
 
-    `configured(portfolio_id)`: whether the configuration registers the id. This is
-    the hook for the per-portfolio settings (`[portfolios."ID"]` tables, exact ids or
-    globs, DESIGN.md "Configuration"): pass their matcher here when the config holds
-    them; until then nothing is registered by configuration."""
+    `configured(portfolio_id)`: whether the configuration registers the id: the
+    worker passes `SizingConfig.configures`, true for an id a `[portfolios."ID"]`
+    table (an exact id or a glob, DESIGN.md "Configuration") names."""
 
     what = "registered portfolios"
 

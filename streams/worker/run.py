@@ -13,7 +13,8 @@ from streams.config import SizingConfig
 from streams.kafka.io import publish_config
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
-from streams.kafka.topics import TopicSet, apply, declare_changelogs, unbounded_inputs
+from streams.kafka.topics import (TopicSet, apply, declare_changelogs, internal_replication,
+                                  internal_replication_warnings, unbounded_inputs)
 
 log = logging.getLogger("streams.worker")
 
@@ -70,9 +71,12 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     try:
         asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
                                                 for table in app.tables.values()},
-                                       app.conf.topic_replication_factor))
+                                       kafka.replication))
+        warnings = internal_replication_warnings(asyncio.run(internal_replication(client)), kafka.replication)
     finally:
         aiokafka_log.setLevel(level)
+    for warning in warnings:  # once, at start-up: the broker's settings are not the worker's to change
+        log.warning("replication: %s", warning)
     private_state(kafka.data_dir)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True,

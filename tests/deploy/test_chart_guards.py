@@ -45,6 +45,9 @@ def refused(helm: str, *args: str) -> str:
     (["--set", "podAntiAffinity=sometimes"], "podAntiAffinity"),
     (["--set", "networkPolicy.enable=false"], "enable"),
     (["--set", "monitoring.job=a b"], "job"),
+    (["--set", "topics.replicationFactr=3"], "replicationFactr"),
+    (["--set", "topics.minInsyncReplicas=0"], "minInsyncReplicas"),
+    (["--set", "requireRegistration=yes"], "requireRegistration"),
 ], ids=lambda value: value if isinstance(value, str) else None)
 def test_a_mistaken_value_fails_naming_it(helm, args, named):
     error = refused(helm, *args)

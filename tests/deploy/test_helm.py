@@ -106,3 +106,28 @@ def test_sasl_without_a_password_or_secret_does_not_render(helm):
     done = subprocess.run([helm, "template", "sizer", str(CHART), "--set", "kafka.securityProtocol=SASL_SSL"],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "kafka.sasl.password" in done.stderr
+
+
+def env_of(resource: dict) -> dict[str, str | None]:
+    container, = resource["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item.get("value") for item in container["env"]}
+
+
+@pytest.mark.parametrize("args, factor, min_isr", [
+    ([], "3", "2"),
+    (["--set", "topics.replicationFactor=5", "--set", "topics.minInsyncReplicas=3"], "5", "3"),
+], ids=["defaults", "set"])
+def test_the_topics_replication_reaches_the_setup_job_and_every_worker(helm, args, factor, min_isr):
+    kinds = by_kind(render(helm, *args))
+    job, = kinds["Job"]
+    workers = [doc for kind in ("Deployment", "StatefulSet") for doc in kinds.get(kind, [])]
+    assert workers
+    for resource in [job, *workers]:
+        env = env_of(resource)
+        assert (env["SIZER_REPLICATION_FACTOR"], env["SIZER_MIN_INSYNC_REPLICAS"]) == (factor, min_isr)
+
+
+def test_a_min_isr_above_the_replication_factor_does_not_render(helm):
+    done = subprocess.run([helm, "template", "sizer", str(CHART), "--set", "topics.replicationFactor=2",
+                           "--set", "topics.minInsyncReplicas=3"], capture_output=True, text=True)
+    assert done.returncode != 0 and "topics.minInsyncReplicas" in done.stderr

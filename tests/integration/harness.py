@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,19 +18,23 @@ from typing import Any, Callable, Iterable
 from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka.io import Record, end_offsets, publish, read_topic, wait_consumed
-from streams.kafka.settings import ClientConfig
+from streams.kafka.settings import ClientConfig, ConnectionSettings
 from streams.worker.settings import WorkerSettings
 from streams.kafka.topics import TopicSet, apply, load_topics
+from streams.ports import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_SCRIPT = ROOT / "deploy" / "broker" / "broker.sh"
 SIZER = str(Path(sys.executable).with_name("sizer"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def kafka_version() -> str:
+    """The Kafka release the test broker runs: KAFKA_VERSION, else deploy/pom.xml's
+    default (what broker.sh starts)."""
+    import re
+
+    pom = (ROOT / "deploy" / "pom.xml").read_text()
+    return os.environ.get("KAFKA_VERSION") or re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
 
 
 class Broker:
@@ -40,9 +43,9 @@ class Broker:
     def __init__(self, home: Path, security: str = "plaintext", **extra: str) -> None:
         """`extra`: more of broker.sh's variables (KAFKA_OAUTH_JWKS, ...)."""
         self.home = home
-        self.port = free_port()
+        self.port, controller_port, internal_port = free_ports(3)  # one reservation: never one port twice
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_INTERNAL_PORT": str(free_port()),
+                    "KAFKA_CONTROLLER_PORT": str(controller_port), "KAFKA_INTERNAL_PORT": str(internal_port),
                     "KAFKA_SECURITY": security, **extra}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
@@ -66,7 +69,9 @@ class Deployment:
     topics: TopicSet = field(init=False)
 
     def __post_init__(self) -> None:
-        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix)
+        # the replication of SIZER_REPLICATION_FACTOR / SIZER_MIN_INSYNC_REPLICAS, as the workers read it
+        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix,
+                                  replication=ConnectionSettings(bootstrap=self.bootstrap).replication)
 
     @property
     def client(self) -> ClientConfig:

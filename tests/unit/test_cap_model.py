@@ -264,7 +264,7 @@ class CapMachine(RuleBasedStateMachine):
             return
         forbidden = model.forbids(signal.symbol)
         if forbidden is not None:
-            assert decision.reason == forbidden, f"{forbidden} forbids this open; got {decision.outcome} {decision.reason}"
+            assert decision.reason == forbidden, f"{forbidden} forbids it; got {decision.outcome} {decision.reason}"
             return
         assert decision.reason not in ("LOSS_GUARD", "COOLDOWN", "RATE_LIMITED"), decision.reason
         if decision.outcome != "accepted":

@@ -265,3 +265,30 @@ def test_a_reduce_of_less_than_one_step_is_nothing_to_reduce():
     result, = feed(proc, [reduce("p1", "ETH", "100", "sell", fraction="0.5", ts=T0 + 1)])
     assert result.decision.reason == "NOTHING_TO_REDUCE"
     assert result.decision.trace["detail"].startswith("symbol=ETH held_qty=0.0015: less than one step to reduce")
+
+
+def test_the_audit_resolves_every_portfolios_configuration_from_what_the_worker_publishes():
+    from streams.history.audit import ConfigResolver
+    from streams.kafka.io import Record
+    from streams.wire import decimals
+
+    base = conviction(portfolios={"desk-*": {"portfolio_cap": "3000"}, "*-b": {"cooldown_after_loss_s": "60"},
+                                  "desk-a": {"portfolio_cap": "700"}})
+    published = [Record("config", 0, offset, c.config_hash.encode(),
+                        decimals.dumps({"config_hash": c.config_hash, "config": c.effective()}).encode(), (), 0)
+                 for offset, c in enumerate(base.effective_configurations())]
+    resolver = ConfigResolver(published)
+
+    for portfolio in ("desk-a", "desk-b", "desk-c", "ops-b", "other"):
+        wanted = base.for_portfolio(portfolio)
+        found = resolver(wanted.config_hash, portfolio)
+        assert found is not None and found.effective() == wanted.effective(), portfolio
+    # desk-b matches two globs at once: no record holds it, it is derived from the tables
+    assert base.for_portfolio("desk-b").config_hash not in {c.config_hash for c in base.effective_configurations()}
+    assert resolver("0000000000000000", "desk-b") is None and resolver.unresolvable == {"0000000000000000"}
+
+
+def test_a_portfolio_table_registers_the_ids_it_names():
+    config = conviction(portfolios={"desk-a-*": {"portfolio_cap": "1500"}, "ops": {}})
+    assert config.configures("desk-a-7") and config.configures("ops")
+    assert not config.configures("desk-b-1") and not conviction().configures("ops")

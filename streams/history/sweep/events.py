@@ -65,7 +65,8 @@ class RecordedPositions:
     def accepted(self, signal: Signal, instrument: Instrument | None, order_id: str, qty: Decimal) -> None:
         state = self._state(signal.portfolio_id)
         legs = tuple(leg.venue_symbol for leg in instrument.legs) if instrument is not None else ("",)
-        held = reservation(signal.symbol, qty, signal.price, signal.ts, legs, signal.side, instrument and instrument.group)
+        group = instrument.group if instrument is not None else None
+        held = reservation(signal.symbol, qty, signal.price, signal.ts, legs, signal.side, group)
         if signal.intent == "reduce":  # reserves nothing; its fills never add to the position
             exposure = state.exposure._replace(ended_orders=remember_ended(
                 state.exposure.ended_orders, order_id, held._replace(reduce=True)))
@@ -246,7 +247,8 @@ def _recorded_part(entries: Sequence[journal.Entry], recorded: SizingConfig, por
         portfolio = message.portfolio_id
         if portfolios is not None and portfolio not in portfolios:
             continue
-        state = states.get(portfolio) or (fresh if not recorded.portfolios else PortfolioState.fresh(recorded, portfolio))
+        state = states.get(portfolio) or (
+            fresh if not recorded.portfolios else PortfolioState.fresh(recorded, portfolio))
         if topic == "fills":
             held = None
             if isinstance(message, PositionClosed):
