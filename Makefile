@@ -10,9 +10,11 @@ BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS ?=
 MINUTES ?= 30
+CHAOS_ARGS ?=
+RECOVERY_ARGS ?=
 # The Kafka release of the local broker and the broker tests: empty is deploy/pom.xml's
 # default (3.9.x); `make test KAFKA_VERSION=4.4.0` runs every test on 4.4.0. Each
-# release has its own jars (.kafka/libs/<version>) and data (.kafka/data-<version>).
+# release has its own jars (.kafka/libs/<version>) and data (.kafka/data/<version>).
 KAFKA_VERSION ?=
 export KAFKA_VERSION
 # The newest Kafka 4.x that resolves and runs here, and the broker tests CI runs on it
@@ -23,7 +25,7 @@ KAFKA4_TESTS ?= tests/integration/test_worker_pipeline.py tests/integration/test
 	tests/integration/test_failover.py tests/integration/test_positions.py tests/integration/test_controls.py \
 	tests/integration/test_secured.py tests/integration/test_kafka_rules.py
 
-.PHONY: help venv bench-venv test test-unit test-kafka4 demo sweep-demo bench bench-core bench-audit bench-sweep evaluate soak broker broker-stop broker-secured broker-secured-stop clean
+.PHONY: help venv bench-venv test test-unit test-kafka4 demo sweep-demo bench bench-core bench-audit bench-sweep evaluate soak chaos bench-recovery broker broker-stop broker-secured broker-secured-stop cluster cluster-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
@@ -37,12 +39,15 @@ help:
 	@echo "make bench-audit audit throughput over a 100,000-signal history on the broker"
 	@echo "make sweep-demo  a generated history swept over the three policies and a grid (table, plots)"
 	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
+	@echo "make chaos       exactly-once workers on the 3-broker cluster through broker and worker faults: stalls, counts, audit"
+	@echo "make bench-recovery  a worker's restart (clean, SIGKILL) with 1,000 / 100,000 / 1,000,000 portfolios: time to first decision"
 	@echo "make evaluate    the graduated design's promises on real markets (table, JSON, CSV, plots in .sizer-data/evaluate)"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker (KAFKA_VERSION=... for another release)"
+	@echo "make cluster / cluster-stop start / stop the local 3-broker cluster (replication 3, min ISR 2; 127.0.0.1:19101-19103)"
 	@echo "make broker-secured / broker-secured-stop   the same broker on SASL_SSL with ACLs (127.0.0.1:19094)"
 	@echo "make venv        .venv: the project with its test and plot extras (targets that need it make it)"
 	@echo "make bench-venv  .venv-bench: the project with Quix Streams, for make bench (which makes it)"
-	@echo "make clean       remove .venv, .venv-bench, the local brokers' data and jars (.kafka, .kafka-secured), .sizer-data, the test caches"
+	@echo "make clean       remove .venv, .venv-bench, the local brokers' data and jars (.kafka, .kafka-secured, .kafka-cluster), .sizer-data, the test caches"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -105,6 +110,15 @@ bench-audit: $(STAMP)
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
 	$(BIN)/python -m streams.bench.audit
 
+# Starts the local 3-broker cluster (.kafka-cluster) unless it runs; `make cluster-stop` stops it.
+chaos: $(STAMP)
+	$(BIN)/python -m streams.bench.chaos $(CHAOS_ARGS)
+
+# Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the local broker.
+bench-recovery: $(STAMP)
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
+	$(BIN)/python -m streams.bench.recovery $(RECOVERY_ARGS)
+
 broker:
 	@deploy/broker/broker.sh start
 
@@ -119,5 +133,12 @@ broker-secured:
 broker-secured-stop:
 	@KAFKA_SECURITY=sasl_ssl deploy/broker/broker.sh stop
 
+# three nodes, each broker and controller; topics replicated 3 with min.insync.replicas 2
+cluster:
+	@deploy/broker/cluster.sh start
+
+cluster-stop:
+	@deploy/broker/cluster.sh stop
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .kafka .kafka-secured .sizer-data .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) .kafka .kafka-secured .kafka-cluster .sizer-data .pytest_cache .hypothesis

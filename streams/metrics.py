@@ -205,6 +205,10 @@ class SizerMetrics:
                                  ["topic"], registry=registry)
         self.reseeks = Counter("sizer_partition_reseeks", "Partitions sought back to their position after a stall",
                                ["topic"], registry=registry)
+        self.broker_unavailable = Gauge(
+            "sizer_broker_unavailable", "1 while the worker's Kafka clients fail against this broker (or the group "
+            "coordinator, the transaction coordinator, metadata, produce: what aiokafka names), 0 once nothing "
+            "failed for 15 s; one WARNING line per outage (streams.kafka.outages)", ["broker"], registry=registry)
         self.portfolios_tracked = Gauge("sizer_portfolio_series", "Portfolios that currently carry series",
                                         registry=registry)
         self.portfolios_dropped = Counter("sizer_portfolio_series_dropped",

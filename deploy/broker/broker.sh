@@ -9,10 +9,16 @@
 # KAFKA_VERSION (default the kafka.version of deploy/pom.xml, 3.9.x) picks the
 # Kafka release: 3.9 (logging through reload4j) and 4.x (log4j2) alike. Each
 # version has its own jars (KAFKA_LIBS, default .kafka/libs/<version>) and its own
-# data directory ($home/data-<version>), so switching versions mixes neither.
+# data directory ($home/data/<version>), so switching versions mixes neither.
 # KAFKA_HOME (default .kafka in the project) holds config, data, log and pid;
 # KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports; KAFKA_START_TIMEOUT_S (120) how long
 # `start` waits for the broker to answer.
+#
+# deploy/broker/cluster.sh sources this file for its functions and runs one node of a
+# replicated cluster per KAFKA_HOME, with KAFKA_NODE_ID, KAFKA_QUORUM_VOTERS (the
+# controllers, id@host:port,...), KAFKA_CLUSTER_ID (every node formatted with it),
+# KAFKA_REPLICATION / KAFKA_MIN_ISR (defaults and internal topics; 1 and 1 here) and
+# KAFKA_HEAP (java heap flags).
 #
 # KAFKA_SECURITY=sasl_ssl starts the same broker secured (default home .kafka-secured,
 # ports 19094/19095, so both can run side by side):
@@ -67,7 +73,7 @@ if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
   echo "KAFKA_VERSION: a Kafka release such as $pom_version, not '$version'" >&2; exit 2
 fi
 libs="${KAFKA_LIBS:-$root/.kafka/libs/$version}"
-data="$home/data-$version"
+data="$home/data/$version"
 start_timeout_s="${KAFKA_START_TIMEOUT_S:-120}"
 port="${KAFKA_PORT:-$default_port}"
 controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
@@ -80,6 +86,12 @@ scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-e
 bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
 scram_done="$home/secrets/.users-created"
+node_id="${KAFKA_NODE_ID:-1}"
+quorum_voters="${KAFKA_QUORUM_VOTERS:-$node_id@127.0.0.1:$controller_port}"
+cluster_id="${KAFKA_CLUSTER_ID:-}"
+replication="${KAFKA_REPLICATION:-1}"
+min_isr="${KAFKA_MIN_ISR:-1}"
+read -r -a heap <<< "${KAFKA_HEAP:--Xms256m -Xmx1g}"
 
 running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -232,23 +244,23 @@ oauth_java_options() {
 write_config() {
   mkdir -p "$data"
   # also on a home made before this script set its umask
-  chmod 700 "$home" "$data"
+  chmod 700 "$home" "$home/data" "$data"
   if [[ "$security" == sasl_ssl ]]; then make_tls; make_secrets; fi
   (cat > "$home/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
+node.id=$node_id
+controller.quorum.voters=$quorum_voters
 controller.listener.names=CONTROLLER
 $(listener_config)
 log.dirs=$data
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
+default.replication.factor=$replication
+offsets.topic.replication.factor=$replication
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=8
-min.insync.replicas=1
+min.insync.replicas=$min_isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=168
@@ -317,11 +329,15 @@ ready() {
 }
 
 java_run() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" -cp "$libs/*" "$@"
+  java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" -cp "$libs/*" "$@"
 }
 
 format() {
   [[ -f "$data/meta.properties" ]] && return 0
+  if [[ -n "$cluster_id" ]]; then  # one node of a cluster: its voters are in the config
+    java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$home/server.properties" >/dev/null
+    return 0
+  fi
   java_run kafka.tools.StorageTool format --standalone -t "$(java_run kafka.tools.StorageTool random-uuid)" \
     -c "$home/server.properties" >/dev/null 2>"$home/format.err" \
     || java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
@@ -367,19 +383,12 @@ run() {
     (until (exec 3<>"/dev/tcp/127.0.0.1/$internal_port") 2>/dev/null; do sleep 0.5; done; create_scram_users) &
   fi
   # shellcheck disable=SC2046
-  exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" $(oauth_java_options) \
+  exec java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" $(oauth_java_options) \
     -cp "$libs/*" kafka.Kafka "$home/server.properties"
 }
 
-start() {
-  if running; then
-    local running_version; running_version="$(cat "$home/broker.version" 2>/dev/null || echo unknown)"
-    if [[ "$running_version" != "$version" ]]; then
-      echo "a Kafka $running_version broker is running from $home, not $version: stop it first ($0 stop)" >&2
-      exit 1
-    fi
-    echo "$bootstrap"; return 0
-  fi
+# Start the broker in the background and return at once (its pid in $pidfile).
+launch() {
   resolve_jars
   write_config
   format
@@ -392,11 +401,15 @@ start() {
       if (( fd > 2 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
     done
     # shellcheck disable=SC2046
-    exec nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" $(oauth_java_options) \
+    exec nohup java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" $(oauth_java_options) \
       -cp "$libs/*" kafka.Kafka "$home/server.properties" >"$home/broker.out" 2>&1 </dev/null
   ) &
   echo $! > "$pidfile"
   echo "$version" > "$home/broker.version"
+}
+
+# Wait until the launched broker answers (start_timeout_s), or exit 1 saying why.
+wait_started() {
   ready > "$home/probe.out" &
   local probe=$!
   while kill -0 "$probe" 2>/dev/null; do
@@ -408,10 +421,24 @@ start() {
     fi
     sleep 0.25
   done
-  if wait "$probe"; then create_scram_users; echo "$bootstrap"; return 0; fi
+  if wait "$probe"; then create_scram_users; return 0; fi
   echo "Kafka $version broker did not answer on $bootstrap within $start_timeout_s s" \
        "($(tail -n 1 "$home/probe.out" 2>/dev/null); log: $home/broker.log); still running, pid $(cat "$pidfile")" >&2
   exit 1
+}
+
+start() {
+  if running; then
+    local running_version; running_version="$(cat "$home/broker.version" 2>/dev/null || echo unknown)"
+    if [[ "$running_version" != "$version" ]]; then
+      echo "a Kafka $running_version broker is running from $home, not $version: stop it first ($0 stop)" >&2
+      exit 1
+    fi
+    echo "$bootstrap"; return 0
+  fi
+  launch
+  wait_started
+  echo "$bootstrap"
 }
 
 stop() {
@@ -426,6 +453,9 @@ stop() {
   kill -KILL "$pid" 2>/dev/null || true
   rm -f "$pidfile"
 }
+
+# sourced (cluster.sh): the functions only
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
 case "${1:-}" in
   start) start ;;

@@ -11,6 +11,8 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
 | `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed one after another |
 | `app`       | a rebalance that starts while a batch is half done |
+| `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover |
+| `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
 | `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
 
 `SUPPORTED` names the versions this was written and tested against, and
@@ -33,6 +35,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.app.base", "App._new_transport"),
     ("faust.app.base", "App._on_partitions_revoked"),
     ("faust.app.base", "App._on_partitions_assigned"),
+    ("faust.app.base", "App._consumer"),
     ("faust.transport.consumer", "Consumer._drain_messages"),
     ("faust.transport.consumer", "Consumer._add_gap"),
     ("faust.transport.consumer", "Consumer._filter_committable_offsets"),
@@ -50,10 +53,16 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.transport.drivers.aiokafka", "Consumer._new_consumer_thread"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer._fetch_max_wait_ms"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer._group_instance_id"),
     ("faust.tables.base", "Collection.data"),
     ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.wait_for_pid"),
+    ("faust.tables.manager", "TableManager._pending_persisted_offsets"),
+    ("faust.tables.recovery", "Recovery._set_recovery_ended"),
+    ("faust.tables.recovery", "Recovery._seek_offsets"),
+    ("faust.tables.manager", "TableManager._recovery"),
+    ("asyncio.queues", "Queue._getters"),
     ("aiokafka.conn", "OAuthAuthenticator._token_sent"),
 )
 

@@ -233,11 +233,13 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
             report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
                                               {spec.name for spec in to_create})
         problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
-        # A topic just created can be reported with no partitions until its metadata
-        # has propagated; give those a moment, never a topic that was already there.
+        # A topic just created can be reported with no partitions, or with no configs
+        # (None: the broker asked has not got its metadata yet, seen on a cluster), until
+        # its metadata has propagated; give those a moment, never a topic that was
+        # already there.
         created_names = {spec.name for spec in to_create}
         for _ in range(100):
-            if not any(p.split(":")[0] in created_names and " 0 partitions on the broker" in p for p in problems):
+            if not any(p.split(":")[0] in created_names for p in problems):
                 break
             await asyncio.sleep(0.1)
             problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
@@ -359,45 +361,71 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
     records be deleted by retention, or a lost broker lose the state (portfolios'
     exposure) that the input topics' replication was meant to keep."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = sorted(set(changelogs) - existing)
-        present = sorted(set(changelogs) & existing)
-        problems = []
-        if present:
-            described = {entry["topic"]: entry for entry in await admin.describe_topics(present)}
-            configs = await _configs(admin, present, ConfigResource, ConfigResourceType)
-            for name in present:
-                policy = configs.get(name, {}).get("cleanup.policy", "")
-                partitions = len(described.get(name, {}).get("partitions", []))
-                if partitions != changelogs[name]:
-                    problems.append(f"{name}: {counted(partitions, 'partition')} on the broker, the worker's tables "
-                                    f"have {changelogs[name]} (the input topics' count)")
-                if "compact" not in policy.split(","):
-                    problems.append(f"{name}: cleanup.policy={policy} on the broker, a changelog must be compacted")
-                problems += _replication_differences(name, described.get(name, {}), configs.get(name, {}),
-                                                     replication.factor, replication.configs)
+        if missing:
+            await _enough_brokers(admin, replication.factor)
+            await _create(admin, [NewTopic(name, changelogs[name], replication.factor,
+                                           topic_configs={"cleanup.policy": "compact", **replication.configs})
+                                  for name in missing])
+        # Listed is not described: a changelog another worker has just created is listed
+        # by the controller before the broker asked has its partitions and configs (a
+        # cluster; seen with two workers started together on a fresh install as "0
+        # partitions on the broker", and the second worker exiting). Wait until each lists
+        # its partitions, and look again for a while before calling a difference one.
+        names = sorted(changelogs)
+        present = [name for name in names if name not in missing]
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while True:
+            described = await _described(admin, names)
+            problems = await _changelog_differences(admin, present, described, changelogs, replication)
+            if not problems or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
         if problems:
             raise TopicMismatch("changelog topics differ from what the worker's tables need:\n  "
                                 + "\n  ".join(problems))
-        if not missing:
-            return []
-        await _enough_brokers(admin, replication.factor)
-        await _create(admin, [NewTopic(name, changelogs[name], replication.factor,
-                                       topic_configs={"cleanup.policy": "compact", **replication.configs})
-                              for name in missing])
-        for _ in range(100):
-            described_new = await admin.describe_topics(missing)
-            if all(len(entry.get("partitions", [])) == changelogs[entry["topic"]] for entry in described_new):
-                break
-            await asyncio.sleep(0.1)
         return missing
     finally:
         await admin.close()
+
+
+async def _changelog_differences(admin: Any, present: list[str], described: Mapping[str, Any],
+                                 changelogs: Mapping[str, int], replication: Replication) -> list[str]:
+    """What differs between the changelogs in `present` and what the worker's tables need."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    problems: list[str] = []
+    configs = await _configs(admin, present, ConfigResource, ConfigResourceType) if present else {}
+    for name in present:
+        policy = configs.get(name, {}).get("cleanup.policy") or ""
+        partitions = len(described.get(name, {}).get("partitions") or ())
+        if partitions != changelogs[name]:
+            problems.append(f"{name}: {counted(partitions, 'partition')} on the broker, the worker's tables "
+                            f"have {changelogs[name]} (the input topics' count)")
+        if "compact" not in policy.split(","):
+            problems.append(f"{name}: cleanup.policy={policy or None} on the broker, a changelog must be compacted")
+        problems += _replication_differences(name, described.get(name, {}), configs.get(name, {}),
+                                             replication.factor, replication.configs)
+    return problems
+
+
+async def _described(admin: Any, names: list[str], timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+    """`describe_topics` of existing topics (name -> entry), once every one lists its
+    partitions or after `timeout_s`: a topic's metadata reaches each broker of a
+    cluster some time after it is created."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = {entry["topic"]: entry for entry in await admin.describe_topics(names)}
+        if all(described.get(name, {}).get("partitions") for name in names):
+            return described
+        if asyncio.get_running_loop().time() > deadline:
+            return described
+        await asyncio.sleep(0.1)
 
 
 def not_authorized(names: list[str], operation: str) -> KafkaUnavailable:

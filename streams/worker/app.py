@@ -19,6 +19,8 @@ from streams.config import SizingConfig
 from streams.faust_compat.app import Inputs, SizerApp
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
+from streams.faust_compat.recovery import SizerTableManager
+from streams.kafka.outages import OUTAGES
 from streams.worker.settings import WorkerSettings
 from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
@@ -26,6 +28,7 @@ from streams.kafka.topics import Replication, TopicSet
 from streams.wire.roles import INPUTS, OUTPUTS, POSITIONED
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
+from streams.worker.checkpoint import write_checkpoint
 from streams.worker.health import Health
 from streams.worker.instruments import InstrumentView
 from streams.worker.registry import PortfolioRegistry
@@ -119,7 +122,7 @@ def build_app(
     )
     app.wire(Inputs(handler.handle_inputs, positions, input_widths,
                     eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-                    observe_commit=metrics.commit_seconds.observe))
+                    observe_commit=metrics.commit_seconds.observe, group_instance_id=kafka.group_instance_id))
     # consumed by the fetch loop itself, not by agents: subscribe them here
     for topic in inputs:
         app.topics.add(topic)
@@ -143,11 +146,21 @@ def build_app(
     return app
 
 
+def report_outages(app: SizerApp, metrics: SizerMetrics) -> None:
+    """A lost broker into `sizer_broker_unavailable`, and outages quiet for long enough
+    ended, every second (`streams.kafka.outages`)."""
+    OUTAGES.on_change = lambda source, unavailable: metrics.broker_unavailable.labels(source).set(int(unavailable))
+
+    @app.timer(interval=1.0)
+    async def end_outages() -> None:
+        OUTAGES.expire()
+
+
 def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
     """The faust app under the worker's settings: its group, store, guarantee, the
     broker timing, the web server, the one Kafka client configuration."""
     width = topics["signals"].partitions
-    return SizerApp(
+    app = SizerApp(
         kafka.app_id,
         broker=brokers(kafka.bootstrap),
         store=kafka.store,
@@ -187,7 +200,11 @@ def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
         web_router_enabled=False,
         web_tables_enabled=False,
         PartitionAssignor=SpecAssignor,
+        TableManager=SizerTableManager,
     )
+    # under exactly-once, a clean stop's checkpoint of the local tables (`worker.checkpoint`)
+    app.write_checkpoint = write_checkpoint
+    return app
 
 
 def declare_tables(app: SizerApp, width: int, replication: Replication) -> dict[str, Any]:
@@ -219,4 +236,5 @@ def worker_metrics(app: SizerApp, kafka: WorkerSettings, config: SizingConfig,
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
     metrics.built(package_version(), config.config_hash, kafka.processing_guarantee)
     metrics.time_collections()
+    report_outages(app, metrics)
     return metrics

@@ -6,11 +6,13 @@ import asyncio
 import gc
 import logging
 import os
-import shutil
 from pathlib import Path
+from typing import Any, Mapping
 
 from streams.config import SizingConfig
-from streams.kafka.io import publish_config
+from streams.kafka.io import end_offsets, publish_config
+from streams.kafka.settings import ClientConfig
+from streams.worker.checkpoint import keep_local_state
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
 from streams.kafka.topics import (TopicSet, apply, declare_changelogs, internal_replication,
@@ -19,20 +21,23 @@ from streams.kafka.topics import (TopicSet, apply, declare_changelogs, internal_
 log = logging.getLogger("streams.worker")
 
 
-def prepare_local_state(tabledir: Path, processing_guarantee: str) -> bool:
-    """Under exactly-once, start every run from the committed changelog.
+async def prepare_local_state(client: ClientConfig, tabledir: Path, app_id: str, processing_guarantee: str,
+                              changelogs: list[str]) -> str:
+    """Under exactly-once, keep the local tables a clean stop's checkpoint vouches for
+    and rebuild the rest from the committed changelogs (`checkpoint`); at-least-once
+    keeps them as they are (its recovery rewrites from the store's offset on, and an
+    input it decides twice is one it may decide twice). Returns what was done."""
+    if processing_guarantee != "exactly_once":
+        return "local tables kept (at-least-once)"
 
-    faust writes table values to the local store as they happen and only marks
-    changelog offsets as persisted on commit; a crash, or a rebalance that fences
-    an open transaction, can leave values of an aborted transaction in RocksDB
-    that recovery from the persisted offset never overwrites. Rebuilding from the
-    compacted changelog (read_committed) is cheap: per portfolio one record of each
-    table, and one for every 64 ids of its dedupe windows (`tables`).
-    Returns True when local state was removed."""
-    if processing_guarantee != "exactly_once" or not tabledir.exists():
-        return False
-    shutil.rmtree(tabledir)
-    return True
+    async def ends(wanted: Mapping[str, list[int]]) -> dict[tuple[str, int], int]:
+        found: dict[tuple[str, int], int] = {}
+        for topic, partitions in wanted.items():
+            by_partition = await end_offsets(client, topic, max(partitions) + 1)
+            found.update({(topic, p): by_partition[p] for p in partitions})
+        return found
+
+    return await keep_local_state(tabledir, app_id, changelogs, ends)
 
 
 def private_state(data_dir: Path) -> None:
@@ -42,6 +47,29 @@ def private_state(data_dir: Path) -> None:
     os.umask(0o077)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)
+
+
+def bounded_shutdown(worker_class: type, timeout_s: float) -> type:
+    """`worker_class` (faust.Worker) whose stop on SIGTERM or SIGINT ends the process
+    after `timeout_s` at the latest (exit 1), whatever is still under way: the pod's
+    termination grace is longer, so a stop is the worker's, never the kubelet's kill.
+    A stop cut short writes no checkpoint: the next start rebuilds its tables."""
+    import os
+    import threading
+
+    class Bounded(worker_class):  # type: ignore[misc, valid-type]
+        def _schedule_shutdown(self, signal: Any) -> None:
+            def expire() -> None:
+                log.error("worker did not stop within %s s (SIZER_SHUTDOWN_TIMEOUT_S); exiting", timeout_s)
+                logging.shutdown()
+                os._exit(1)
+
+            timer = threading.Timer(timeout_s, expire)
+            timer.daemon = True
+            timer.start()
+            super()._schedule_shutdown(signal)
+
+    return Bounded
 
 
 def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
@@ -78,18 +106,23 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     for warning in warnings:  # once, at start-up: the broker's settings are not the worker's to change
         log.warning("replication: %s", warning)
     private_state(kafka.data_dir)
-    wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True,
-                          logging_config=logging_config(kafka.log_format, loglevel))
+    level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
+    try:
+        local_state = asyncio.run(prepare_local_state(client, Path(app.conf.tabledir), kafka.app_id,
+                                                      kafka.processing_guarantee,
+                                                      [table.changelog_topic_name for table in app.tables.values()]))
+    finally:
+        aiokafka_log.setLevel(level)
+    worker = bounded_shutdown(faust.Worker, kafka.shutdown_timeout_s)(
+        app, loglevel=loglevel, quiet=True, logging_config=logging_config(kafka.log_format, loglevel))
     # Fewer, cheaper collections: what exists at start-up is never collected again,
     # and a full collection, which walks every portfolio's dedupe window, runs less
     # often (these pauses are the worker's latency tail).
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     log.info(
-        "sizer worker: app %s, %s, config %s (%s), bootstrap %s%s",
-        kafka.app_id, kafka.processing_guarantee, config.config_hash, config.preset, kafka.bootstrap,
-        ", local tables rebuilt from changelog" if wiped else "",
+        "sizer worker: app %s, %s, config %s (%s), bootstrap %s; %s",
+        kafka.app_id, kafka.processing_guarantee, config.config_hash, config.preset, kafka.bootstrap, local_state,
     )
     try:
         worker.execute_from_commandline()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streams.engine import order_id_for
 from tests.builders import T0, closed, filled, journal_text, reduce, signal
-from tests.protections_journal import DESK_CONFIG, DESK_DAY_DECISIONS, ETH, MIN, desk_day
+from tests.protections_journal import DESK_CONFIG, DESK_DAY_DECISIONS, ETH, MIN, SOL, desk_day
 
 SIZER = str(Path(sys.executable).with_name("sizer"))
 
@@ -62,3 +62,19 @@ def test_a_sweep_answers_what_a_cooldown_would_have_done(tmp_path):
     short, long_ = rows["conviction cooldown_after_loss_s=1"], rows["conviction cooldown_after_loss_s=1800"]
     assert short["accepted"] == 6
     assert long_["accepted"] == 2  # at 0 and at 40 min: each loss cools the next three signals down
+
+
+def test_a_sweep_policy_from_a_config_file_applies_its_portfolio_tables(tmp_path):
+    policy = tmp_path / "desks.toml"
+    policy.write_text('preset = "conviction"\n[portfolios."desk-b"]\nportfolio_cap = "1000"\n')
+    entries = [ETH, SOL] + [signal(p, symbol, "1", "100", T0 + i * 1000, signal_id=f"s{i}")
+                            for p in ("desk-a", "desk-b") for i, symbol in enumerate(("ETH", "SOL"))]
+    path = tmp_path / "journal.jsonl"
+    path.write_text(journal_text(entries))
+    done = subprocess.run([SIZER, "sweep", "--journal", str(path), "--json", "--policy", str(policy),
+                           "--policy", "conviction"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = {row["label"]: row for row in json.loads(done.stdout)["configurations"]}
+    assert (rows["conviction"]["accepted"], rows["conviction"]["rejected"]) == (4, {})
+    assert (rows["desks"]["accepted"], rows["desks"]["rejected"]) == (3, {"EXPOSURE_CAP_REACHED": 1})
+    assert rows["desks"]["peak_vs_cap_pct"] == "100"  # desk-b against its own 1,000 USD cap

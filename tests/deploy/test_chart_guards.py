@@ -79,7 +79,7 @@ def test_kube_score_finds_nothing(helm, kube_score, args):
 def test_kube_score_would_catch_a_pod_without_network_policy_or_ephemeral_storage(helm, kube_score):
     docs = [doc for doc in render(helm, "--set", "networkPolicy.enabled=false") if doc["kind"] not in CRDS]
     for doc in docs:
-        if doc["kind"] == "Deployment":
+        if doc["kind"] == "StatefulSet":
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 container["resources"]["limits"].pop("ephemeral-storage")
     done = subprocess.run([kube_score, "score", "--output-format", "ci", "-"], input=yaml.safe_dump_all(docs),
@@ -89,7 +89,7 @@ def test_kube_score_would_catch_a_pod_without_network_policy_or_ephemeral_storag
 
 
 def test_mtls_mounts_the_client_certificate_and_key_and_names_them_to_the_client(helm):
-    deployment, = by_kind(render(helm, *EVERYTHING))["Deployment"]
+    deployment, = by_kind(render(helm, *EVERYTHING))["StatefulSet"]
     pod = deployment["spec"]["template"]["spec"]
     container, = pod["containers"]
     env = {item["name"]: item.get("value") for item in container["env"]}
@@ -106,7 +106,7 @@ def test_mtls_mounts_the_client_certificate_and_key_and_names_them_to_the_client
     mount, = [mount for mount in container["volumeMounts"] if mount["name"] == "kafka-tls"]
     assert mount["mountPath"] == "/etc/sizer/tls" and mount["readOnly"] is True
     # no client certificate without TLS
-    deployment, = by_kind(render(helm, "--set", "kafka.tls.clientSecret=sizer-client-tls"))["Deployment"]
+    deployment, = by_kind(render(helm, "--set", "kafka.tls.clientSecret=sizer-client-tls"))["StatefulSet"]
     assert "SIZER_SSL_CERTFILE" not in json.dumps(deployment)
 
 
@@ -115,7 +115,7 @@ def test_the_network_policy_lets_in_metrics_and_out_only_kafka_and_dns(helm):
                            "--set-json", 'networkPolicy.metricsFrom=[{"namespaceSelector": {"matchLabels": '
                                          '{"kubernetes.io/metadata.name": "monitoring"}}}]'))
     policy, = kinds["NetworkPolicy"]
-    deployment, = kinds["Deployment"]
+    deployment, = kinds["StatefulSet"]
     job, = kinds["Job"]
     for pods in (deployment, job):
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods["spec"]["template"]["metadata"]["labels"].items()
@@ -129,20 +129,18 @@ def test_the_network_policy_lets_in_metrics_and_out_only_kafka_and_dns(helm):
 
 
 def test_workers_ask_for_ephemeral_storage_spread_over_nodes_and_log_json(helm):
-    deployment, = by_kind(render(helm))["Deployment"]
+    deployment, = by_kind(render(helm))["StatefulSet"]
     pod = deployment["spec"]["template"]["spec"]
     container, = pod["containers"]
     assert container["resources"]["requests"]["ephemeral-storage"] and container["resources"]["limits"]["ephemeral-storage"]
-    data, = [volume for volume in pod["volumes"] if volume["name"] == "data"]
-    assert data["emptyDir"]["sizeLimit"]
     term, = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["SIZER_LOG_FORMAT"] == "json"
-    hard, = by_kind(render(helm, "--set", "podAntiAffinity=hard"))["Deployment"]
+    hard, = by_kind(render(helm, "--set", "podAntiAffinity=hard"))["StatefulSet"]
     assert hard["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    mine = by_kind(render(helm, "--set-json", 'affinity={"nodeAffinity": {}}'))["Deployment"][0]
+    mine = by_kind(render(helm, "--set-json", 'affinity={"nodeAffinity": {}}'))["StatefulSet"][0]
     assert mine["spec"]["template"]["spec"]["affinity"] == {"nodeAffinity": {}}
 
 

@@ -30,11 +30,11 @@ def test_every_rendered_resource_validates_against_the_kubernetes_schemas(helm, 
         if doc["kind"] in {"ServiceMonitor", "PrometheusRule"}:  # CRDs: no schema in Kubernetes itself
             continue
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
-    assert {doc["kind"] for doc in docs} >= {"Deployment", "ConfigMap", "Service", "PodDisruptionBudget", "Job"}
+    assert {doc["kind"] for doc in docs} >= {"StatefulSet", "ConfigMap", "Service", "PodDisruptionBudget", "Job"}
 
 
 def test_the_validator_catches_a_broken_resource(helm):
-    deployment, = by_kind(render(helm))["Deployment"]
+    deployment, = by_kind(render(helm))["StatefulSet"]
     deployment["spec"]["replicas"] = "two"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
@@ -42,7 +42,7 @@ def test_the_validator_catches_a_broken_resource(helm):
 
 def test_workers_are_probed_non_root_limited_and_get_secrets_from_files(helm):
     kinds = by_kind(render(helm, *SECURED))
-    deployment, = kinds["Deployment"]
+    deployment, = kinds["StatefulSet"]
     pod = deployment["spec"]["template"]["spec"]
     container, = pod["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
@@ -98,7 +98,7 @@ def test_each_pod_mounts_only_its_own_principals_secret(helm):
         pod, = [doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] == kind]
         return {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
 
-    assert mounted("Deployment") == {worker_secret}
+    assert mounted("StatefulSet") == {worker_secret}
     assert mounted("Job") == {admin_secret}
 
 
@@ -131,3 +131,21 @@ def test_a_min_isr_above_the_replication_factor_does_not_render(helm):
     done = subprocess.run([helm, "template", "sizer", str(CHART), "--set", "topics.replicationFactor=2",
                            "--set", "topics.minInsyncReplicas=3"], capture_output=True, text=True)
     assert done.returncode != 0 and "topics.minInsyncReplicas" in done.stderr
+
+
+def test_workers_are_a_stateful_set_with_volumes_static_members_and_a_grace_past_their_stop(helm):
+    workers, = by_kind(render(helm))["StatefulSet"]
+    pod = workers["spec"]["template"]["spec"]
+    container, = pod["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    # a stable name per pod is its group.instance.id: a restart inside the session timeout moves nothing
+    assert env["SIZER_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # the local tables live on the pod's own volume, kept across restarts
+    claim, = workers["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+    assert env["SIZER_DATA_DIR"]["value"] == "/data"
+    assert "data" not in {volume["name"] for volume in pod["volumes"]}
+    # the kubelet never kills a worker that is still stopping on its own
+    assert pod["terminationGracePeriodSeconds"] > float(env["SIZER_SHUTDOWN_TIMEOUT_S"]["value"])
+    assert workers["spec"]["serviceName"] == by_kind(render(helm))["Service"][0]["metadata"]["name"]

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 from streams.kafka.io import Record, end_offsets, publish, read_topic, wait_consumed
 from streams.kafka.settings import ClientConfig, ConnectionSettings
 from streams.worker.settings import WorkerSettings
-from streams.kafka.topics import TopicSet, apply, load_topics
+from streams.kafka.topics import Replication, TopicSet, apply, load_topics
 from streams.ports import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +67,14 @@ class Deployment:
     app_id: str
     workdir: Path
     topics: TopicSet = field(init=False)
+    # every topic's and changelog's replication: the harness's own env, unless given
+    replication: Replication | None = None
 
     def __post_init__(self) -> None:
-        # the replication of SIZER_REPLICATION_FACTOR / SIZER_MIN_INSYNC_REPLICAS, as the workers read it
-        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix,
-                                  replication=ConnectionSettings(bootstrap=self.bootstrap).replication)
+        if self.replication is None:
+            # the replication of SIZER_REPLICATION_FACTOR / SIZER_MIN_INSYNC_REPLICAS, as the workers read it
+            self.replication = ConnectionSettings(bootstrap=self.bootstrap).replication
+        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix, replication=self.replication)
 
     @property
     def client(self) -> ClientConfig:
@@ -79,15 +82,20 @@ class Deployment:
         return WorkerSettings(bootstrap=self.bootstrap).for_role("test")
 
     @classmethod
-    def create(cls, bootstrap: str, workdir: Path) -> "Deployment":
+    def create(cls, bootstrap: str, workdir: Path, replication: Replication | None = None) -> "Deployment":
+        """This test's topics from the spec, at `replication` (default: the env's), as
+        its workers' changelogs."""
         tag = uuid.uuid4().hex[:10]
-        deployment = cls(bootstrap, f"t{tag}-", f"sizer-test-{tag}", workdir)
+        deployment = cls(bootstrap, f"t{tag}-", f"sizer-test-{tag}", workdir, replication)
         asyncio.run(apply(deployment.client, deployment.topics))
         return deployment
 
     def env(self, **extra: str) -> dict[str, str]:
+        assert self.replication is not None
         return {**os.environ, "SIZER_TOPIC_PREFIX": self.prefix, "SIZER_APP_ID": self.app_id,
-                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **extra}
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "SIZER_REPLICATION_FACTOR": str(self.replication.factor),
+                "SIZER_MIN_INSYNC_REPLICAS": str(self.replication.min_insync), **extra}
 
     def publish(self, entries: Iterable[tuple[str, Any]], keys: dict[int, bytes | None] | None = None) -> int:
         return asyncio.run(publish(self.client, self.topics, list(entries), keys))

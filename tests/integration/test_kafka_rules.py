@@ -61,12 +61,17 @@ def test_a_replication_factor_above_the_clusters_brokers_creates_nothing_and_say
 
 
 def test_check_names_every_replication_min_isr_and_config_difference(deployment):
+    applied = sizer(deployment.env(), "topics", "apply")  # the input topics' timestamp bound, as the CLI sets it
+    assert applied.returncode == 0, applied.stderr
     ok = sizer(deployment.env(), "topics", "apply", "--check")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.split() == [word for spec in deployment.topics for word in ("ok", spec.name)]
 
     signals = deployment.topics["signals"]
-    wanted = {**signals.configs, "retention.ms": "1000"}  # AlterConfigs replaces a topic's whole set
+    configs = config_of(deployment.bootstrap, ConfigResourceType.TOPIC, signals.name)
+    # AlterConfigs replaces a topic's whole set: every config the spec pins, retention changed
+    wanted = {key: configs[key] for key in (*signals.configs, "message.timestamp.after.max.ms")}
+    wanted["retention.ms"] = "1000"
     admin_call(deployment.bootstrap, lambda admin: admin.alter_configs(
         [ConfigResource(ConfigResourceType.TOPIC, signals.name, configs=wanted)]))
     factor = brokers(deployment.bootstrap) + 2

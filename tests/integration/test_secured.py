@@ -224,9 +224,10 @@ def test_no_scram_password_was_on_a_command_line_and_the_brokers_files_are_its_o
     assert "--add-scram" not in script and "--add-config-file" in script
     for user in USERS:
         assert f"{user}.scram" not in {p.name for p in (secured.home / "secrets").iterdir()}
-    for path in (secured.home, secured.home / "data", secured.home / "secrets", secured.home / "tls"):
+    data, = secured.home.glob("data*")  # data-<Kafka version>
+    for path in (secured.home, data, secured.home / "secrets", secured.home / "tls"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
-    segments = [p for p in (secured.home / "data").rglob("*") if p.is_file()]
+    segments = [p for p in data.rglob("*") if p.is_file()]
     assert segments and all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in segments)
 
 

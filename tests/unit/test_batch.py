@@ -386,3 +386,22 @@ def test_a_worker_of_the_earlier_format_fails_on_a_chunked_record_rather_than_mi
     for table, window in ((world.tables.exposure, "seen_signals"), (world.tables.streak, "seen_fills")):
         with pytest.raises(TypeError):
             earlier_reader(json.loads(table[b"p1"])[window])
+
+
+def test_a_portfolio_named_by_a_per_portfolio_table_is_registered_without_a_registry_record():
+    from streams.config import SizingConfig
+    from streams.kafka.settings import ConnectionSettings
+    from streams.worker.registry import PortfolioRegistry
+
+    config = SizingConfig.from_effective({**load_config("conviction").effective(),
+                                          "portfolios": {"desk-a-*": {"portfolio_cap": "1500"}, "solo": {}}})
+    registry = PortfolioRegistry(ConnectionSettings().for_role("test"), "sizer-portfolios", 1,
+                                 configured=config.configures)
+    registry.caught_up.set()
+    world = World(portfolios=registry)
+    batch = [world.record("signals", signal(pid, "X", "0.5", "10", T0, signal_id=pid)["value"], key=pid.encode())
+             for pid in ("desk-a-7", "solo", "desk-b-1", "solo-2")]
+    world.run(batch)
+    assert [d["portfolio_id"] for d in world.sink.to("decisions")] == ["desk-a-7", "solo"]
+    dead = [key for topic, key, _, _ in world.sink.sent if topic == "dlq"]
+    assert dead == [b"desk-b-1", b"solo-2"]

@@ -50,7 +50,7 @@ def metrics(history: History, config: SizingConfig, run: Run) -> dict[str, Any]:
     """
     with localcontext(STATS):
         exposure = _exposure_figures(run.exposure, len(history.portfolios))
-        equity = _equity_figures(run.closes, config.starting_equity * len(history.portfolios),
+        equity = _equity_figures(run.closes, _starting_equity(history, config),
                                  run.exposure[0][0] if run.exposure else 0)
         pnl = sum((pnl for _, _, _, pnl, _ in run.closes), ZERO)
         mean_exposure = exposure["mean"]
@@ -155,7 +155,7 @@ def curves(history: History, config: SizingConfig, run: Run, points: int = 1500)
     """Equity and exposure (with the sum of caps) over event time, thinned to about
     `points` each, as floats: for plotting only."""
     with localcontext(STATS):
-        equity = _equity_figures(run.closes, config.starting_equity * len(history.portfolios),
+        equity = _equity_figures(run.closes, _starting_equity(history, config),
                                  run.exposure[0][0] if run.exposure else 0)
     equity_curve = [equity["start"], *equity["curve"]]
     exposure_curve: list[tuple[int, Decimal, Decimal]] = []
@@ -178,3 +178,10 @@ def curves(history: History, config: SizingConfig, run: Run, points: int = 1500)
 
     return {"equity": [(ts, float(v)) for ts, v in thin(equity_curve)],
             "exposure": [(ts, float(e), float(c)) for ts, e, c in thin(exposure_curve)]}
+
+
+def _starting_equity(history: History, config: SizingConfig) -> Decimal:
+    """Every portfolio's starting equity together (each its own, under portfolio tables)."""
+    if not config.portfolios:
+        return config.starting_equity * len(history.portfolios)
+    return sum((config.for_portfolio(p).starting_equity for p in history.portfolios), ZERO)
