@@ -79,16 +79,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from streams.wire import decimals
+    from streams.kafka.settings import setting_source
     from streams.worker.settings import load_settings
 
     config = _config(args)
     kafka = load_settings()
     # SecretStr fields dump as "**********": a password never reaches this output
     kafka_values = {key: str(value) if value is not None else None for key, value in kafka.model_dump().items()}
-    kafka_sources = {field: ("environment SIZER_" + field.upper()) if field in kafka.model_fields_set else "default"
-                     for field in kafka_values}
-    if "bootstrap" not in kafka.model_fields_set and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        kafka_sources["bootstrap"] = "environment KAFKA_BOOTSTRAP_SERVERS"
+    kafka_sources = {field: setting_source(kafka, field) for field in kafka_values}
 
     print(decimals.dumps({"config_hash": config.config_hash, "config": config.effective(),
                           "sources": getattr(config, "sources", {}), "kafka": kafka_values,
@@ -440,7 +438,8 @@ def reporting(run: Callable[[], int], prog: str = "sizer", settings: Callable[[]
         if kafka_settings is not None and isinstance(exc, KafkaConnectionError):
             exc = asyncio.run(kafka_settings.connection_error()) or exc
         where = kafka_settings.bootstrap if kafka_settings is not None else where
-        print(f"{prog}: {kafka_error(exc, where)}", file=sys.stderr)
+        refused = kafka_settings.refused() if kafka_settings is not None else None
+        print(f"{prog}: {kafka_error(exc, where, refused)}", file=sys.stderr)
         return 4
 
 

@@ -16,18 +16,10 @@ from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry
 
 from streams.metrics import SizerMetrics, process_collectors
-from tests.prometheus_tools import ensure_debian_package, ensure_prometheus
+from tests.prometheus_tools import ensure_debian_package
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    reason = ensure_prometheus()
-    if reason:
-        pytest.skip(reason)
-    return shutil.which("promtool")
 
 
 def test_promtool_accepts_the_shipped_prometheus_config(promtool):

@@ -27,7 +27,7 @@ from tests.builders import journal_text
 from tests.integration.harness import ROOT, SIZER, Broker, Worker, free_port
 from tests.integration.test_cap_on_broker import ENV, FILLS, FIRST, INSTRUMENTS, THEN, comparable
 
-USERS = ("admin", "sizer-worker", "signal-producer", "execution-engine", "operator", "auditor")
+USERS = ("admin", "sizer-worker", "signal-producer", "execution-engine", "operator", "auditor", "sizer-setup")
 
 
 class Secured:
@@ -156,9 +156,31 @@ def test_acls_and_topics_are_applied_by_their_own_principals_and_drift_is_named(
                                                            ACLResourcePatternType.LITERAL))])
         admin.close()
     assert secured.sizer("admin", "acls", "apply", "--check").returncode == 0
-    # ACLs are administered by a super user only
+    # ACLs are administered by a super user or the setup principal only
     refused = secured.sizer("operator", "acls", "apply")
     assert refused.returncode == 4 and "not authorized" in one_line(refused)
+
+
+def test_the_setup_principal_applies_acls_and_checks_topics_without_being_a_super_user(secured):
+    """What the Helm chart's setup Job runs, as sizer-setup (granted its ACLs once, here by
+    the fixture's `acls apply` as admin): an ACL gone from the broker is created again."""
+    from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient
+    from kafka.admin import ResourcePatternFilter, ResourceType
+
+    assert "User:sizer-setup" not in (secured.home / "server.properties").read_text().split("super.users=")[1]
+    orders = secured.topics.name("orders")
+    admin = KafkaAdminClient(**secured.settings("admin").client("test-admin"))
+    try:
+        deleted = admin.delete_acls([ACLFilter("User:auditor", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
+                                               ResourcePatternFilter(ResourceType.TOPIC, orders,
+                                                                     ACLResourcePatternType.LITERAL))])
+        assert len(deleted[0][1]) == 1, deleted
+    finally:
+        admin.close()
+    applied = secured.sizer("sizer-setup", "acls", "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert f"created User:auditor Read topic:{orders}" in applied.stdout.splitlines(), applied.stdout
+    assert secured.sizer("sizer-setup", "topics", "apply").returncode == 0
 
 
 def test_acls_check_names_a_grant_to_a_principal_the_file_does_not_name(secured):
