@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from streams.wire import decimals
 from streams.config import SizingConfig
@@ -98,20 +98,26 @@ def _line(item: Any) -> str:
                     for key, value in item.items())
 
 
+def published_configs(records: Iterable[Record]) -> Iterator[tuple[Record, SizingConfig]]:
+    """The records of the configuration topic that hold a valid configuration under
+    its own hash, each with that configuration; the others are skipped."""
+    for record in records:
+        try:
+            data = record.json()
+            config = SizingConfig.from_effective(data["config"])
+        except (ValueError, KeyError, TypeError, ConfigError):
+            continue
+        if config.config_hash == data.get("config_hash"):
+            yield record, config
+
+
 class ConfigResolver:
     """config_hash -> SizingConfig, from the records of the configuration topic."""
 
     def __init__(self, records: list[Record]) -> None:
-        self._configs: dict[str, SizingConfig] = {}
+        self._configs: dict[str, SizingConfig] = {config.config_hash: config
+                                                  for _, config in published_configs(records)}
         self.unresolvable: set[str] = set()
-        for record in records:
-            try:
-                data = record.json()
-                config = SizingConfig.from_effective(data["config"])
-            except (ValueError, KeyError, TypeError, ConfigError):
-                continue
-            if config.config_hash == data.get("config_hash"):
-                self._configs[config.config_hash] = config
 
     def __call__(self, config_hash: str) -> SizingConfig | None:
         config = self._configs.get(config_hash)

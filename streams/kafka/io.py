@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from streams.wire import decimals
 from streams.errors import KafkaUnavailable
@@ -126,7 +127,8 @@ async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | No
         # aiokafka would wait for one forever: refuse it by name instead.
         hidden = sorted({tp.topic for tp in tps} - await consumer.topics())
         if hidden:
-            raise KafkaUnavailable(f"not authorized for topic {', '.join(hidden)} (Read), or no such topic")
+            raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
+                                   f"{', '.join(hidden)}, or no such topic")
         consumer.assign(tps)
         for tp, (start, _) in spans.items():
             if start is None:
@@ -143,7 +145,12 @@ async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | No
             if loop.time() > deadline:
                 raise TimeoutError(f"reading {sorted({tp.topic for tp in tps})} did not reach its end offsets "
                                    f"in {timeout_s} s")
-            batches = await consumer.getmany(timeout_ms=500)
+            try:
+                batches = await consumer.getmany(timeout_ms=500)
+            except TopicAuthorizationFailedError:
+                # the topic is visible (Describe) but not readable
+                raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
+                                       f"{', '.join(sorted({tp.topic for tp in tps}))}") from None
             for tp, batch in batches.items():
                 limit = limits[tp]
                 records += [Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)

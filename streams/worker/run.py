@@ -33,7 +33,10 @@ def prepare_local_state(tabledir: Path, processing_guarantee: str) -> bool:
     return True
 
 
-def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
+def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info",
+               origin: str | None = None) -> int:
+    """Run a worker until it is stopped; its exit code. `origin` says where `config`
+    came from (`preset NAME`, `file PATH`), for the start-up log line."""
     import faust
 
     from streams.worker.app import build_app
@@ -59,18 +62,24 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     finally:
         aiokafka_log.setLevel(level)
     wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True,
-                          logging_config=logging_config(kafka.log_format, loglevel))
+    # Said once logging is set up (faust's worker sets it up as it starts): the
+    # settings an operator checks first when a worker does not do what they expect.
+    started = (f"sizer worker: group {kafka.app_id}, {kafka.processing_guarantee}, config {config.config_hash} "
+               f"({origin or 'preset ' + config.preset}), topic prefix {kafka.topic_prefix!r}, "
+               f"web port {kafka.web_port}, bootstrap {kafka.bootstrap}"
+               + (", local tables rebuilt from changelog" if wiped else ""))
+
+    class Worker(faust.Worker):
+        async def on_execute(self) -> None:
+            await super().on_execute()
+            log.info("%s", started)
+
+    worker = Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config(kafka.log_format, loglevel))
     # Fewer, cheaper collections: what exists at start-up is never collected again,
     # and a full collection, which walks every portfolio's dedupe window, runs less
     # often (these pauses are the worker's latency tail).
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    log.info(
-        "sizer worker: app %s, %s, config %s (%s), bootstrap %s%s",
-        kafka.app_id, kafka.processing_guarantee, config.config_hash, config.preset, kafka.bootstrap,
-        ", local tables rebuilt from changelog" if wiped else "",
-    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
