@@ -133,7 +133,7 @@ def test_a_desk_publishes_in_order_then_reads_status_and_tail(deployment, worker
     assert text.index("desk-a") < text.index("desk-b")
     assert "IN FORCE HALTED by alice" in text and "desk review" in text
     portfolio_rows = [line.split() for line in text.splitlines() if line.split()[:1] == ["portfolio"]]
-    assert [row[1:5] for row in portfolio_rows] == [["5000", "650", "4350", "13.00%"], ["5000", "4600", "400", "92.00%"]]
+    assert [row[1:5] for row in portfolio_rows] == [["5000", "650", "4350", "13%"], ["5000", "4600", "400", "92%"]]
 
     # tail: inputs and outputs of one portfolio, merged in time
     tailed = sizer(deployment, "tail", "--portfolio", "desk-b", "--json")
