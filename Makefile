@@ -11,7 +11,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS ?=
 MINUTES ?= 30
 
-.PHONY: help venv bench-venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep soak broker broker-stop broker-secured broker-secured-stop clean
+.PHONY: help venv bench-venv test test-unit demo sweep-demo bench bench-core bench-audit bench-sweep evaluate soak broker broker-stop broker-secured broker-secured-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-audit audit throughput over a 100,000-signal history on the broker"
 	@echo "make sweep-demo  a generated history swept over the three policies and a grid (table, plots)"
 	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
+	@echo "make evaluate    the graduated design's promises on real markets (table, JSON, CSV, plots in .sizer-data/evaluate)"
 	@echo "make broker / broker-stop   start / stop the local Kafka broker"
 	@echo "make broker-secured / broker-secured-stop   the same broker on SASL_SSL with ACLs (127.0.0.1:19094)"
 	@echo "make venv        .venv: the project with its test and plot extras (targets that need it make it)"
@@ -71,6 +72,10 @@ bench: $(STAMP) $(BENCH_STAMP)
 soak: $(STAMP)
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then deploy/broker/broker.sh start >/dev/null; fi
 	$(BIN)/python -m streams.bench.soak --minutes $(MINUTES)
+
+# Real market history from the arch and backtesting packages (the test extra has them).
+evaluate: $(STAMP)
+	$(BIN)/sizer evaluate --out .sizer-data/evaluate --journals .sizer-data/evaluate/journals
 
 bench-core: $(STAMP)
 	$(BIN)/python -m streams.bench.core

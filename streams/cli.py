@@ -70,6 +70,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return run_command(args, _kafka(args) if args.from_kafka else None)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from streams.history.evaluate_command import run_command
+
+    return run_command(args)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from streams.wire import decimals
     from streams.worker.settings import load_settings
@@ -288,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(sweep)
     _add_kafka_args(sweep)
     sweep.set_defaults(run=cmd_sweep)
+
+    from streams.history.evaluate_command import add_arguments as add_evaluate_arguments
+
+    evaluate = commands.add_parser(
+        "evaluate", help="the graduated design's promises tested on real market history (static vs graduated, "
+                         "bootstrap intervals, verdicts)")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(run=cmd_evaluate)
 
     config = commands.add_parser("config", help="print the effective configuration, where each value comes from, "
                                                  "and its hash")
