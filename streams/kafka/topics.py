@@ -133,7 +133,7 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
             hidden = [entry["topic"] for entry in await admin.describe_topics([spec.name for spec in to_create])
                       if entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED]
             if hidden and not create:
-                raise not_authorized(hidden, "Describe")
+                raise not_authorized(hidden, "Describe", client.settings.principal)
         if to_create and create:
             await _create(admin, [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
                                   for spec in to_create])

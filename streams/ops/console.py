@@ -305,15 +305,13 @@ def parse_from(text: str) -> int | str:
 
 
 async def tail(kafka: ConnectionSettings, topics: TopicSet, roles: Iterable[str], follow: bool, json_lines: bool,
-               portfolio: str | None = None, start: int | str = "beginning", out: IO[str] = sys.stdout,
-               idle_stop: asyncio.Event | None = None) -> int:
+               portfolio: str | None = None, start: int | str = "beginning", out: IO[str] = sys.stdout) -> None:
     """Print the committed records of `roles` (read_committed), merged in record-time
     order, from `start` (`beginning`, `now`, or epoch ms: the first record at or
     after it) up to the current ends; with `follow` (implied by `now`), then every
     new one as it commits, each fetch in time order, until interrupted. Only
-    `portfolio`'s records when given. Returns the count printed. Raises
-    TopicMismatch naming a missing topic, KafkaUnavailable naming one this
-    principal may not read."""
+    `portfolio`'s records when given. Raises TopicMismatch naming a missing topic,
+    KafkaUnavailable naming one this principal may not read."""
     roles = tuple(roles)
     names = {topics.name(role): role for role in roles}
     client = kafka.for_role("tail")
@@ -322,46 +320,48 @@ async def tail(kafka: ConnectionSettings, topics: TopicSet, roles: Iterable[str]
     consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False,
                                                 isolation_level="read_committed", auto_offset_reset="earliest"))
     await start_or_close(consumer)
-    printed = 0
     order = {role: index for index, role in enumerate(TAILED)}
-    follow = follow or start == "now"
+
+    def show(records: list[Any]) -> None:
+        records.sort(key=lambda r: (r.timestamp, order[names[r.topic]], r.partition, r.offset))
+        for record in records:
+            role = names[record.topic]
+            if portfolio is not None and portfolio_of(role, record, _value(role, record)) != portfolio:
+                continue
+            print(as_json(role, record) if json_lines else _line(as_row(role, record)), file=out)
+        out.flush()
+
     try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        if start == "beginning":
-            await consumer.seek_to_beginning(*tps)
-        elif start == "now":
-            for tp in tps:
-                consumer.seek(tp, ends[tp])
-        else:
-            found = await consumer.offsets_for_times({tp: start for tp in tps})
-            for tp in tps:
-                consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
         if not json_lines:
             print(_line(name for name, _ in COLUMNS), file=out)
             print("-" * 100, file=out)
-
-        def show(records: list[Any]) -> None:
-            nonlocal printed
-            records.sort(key=lambda r: (r.timestamp, order[names[r.topic]], r.partition, r.offset))
-            for record in records:
-                role = names[record.topic]
-                if portfolio is not None and portfolio_of(role, record, _value(role, record)) != portfolio:
-                    continue
-                print(as_json(role, record) if json_lines else _line(as_row(role, record)), file=out)
-                printed += 1
-            out.flush()
-
-        backlog: list[Any] = []
-        try:
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
-                    backlog += [r for r in batch if r.offset < ends[tp]] if not follow else batch
-            show(backlog)
-            while follow and not (idle_stop is not None and idle_stop.is_set()):
-                show([r for batch in (await consumer.getmany(timeout_ms=500)).values() for r in batch])
-        except TopicAuthorizationFailedError:
-            raise not_authorized(sorted(names), "Read", kafka.principal) from None
+        await _follow(consumer, tps, start, follow or start == "now", show)
+    except TopicAuthorizationFailedError:
+        # visible (Describe) but not readable: refused at the first offset or fetch request
+        raise not_authorized(sorted(names), "Read", kafka.principal) from None
     finally:
         await consumer.stop()
-    return printed
+
+
+async def _follow(consumer: AIOKafkaConsumer, tps: list[TopicPartition], start: int | str, follow: bool,
+                  show: Any) -> None:
+    """Position every partition at `start`, `show` everything up to the ends as of
+    now in one call, then (`follow`) each fetch as it comes."""
+    consumer.assign(tps)
+    ends = await consumer.end_offsets(tps)
+    if start == "beginning":
+        await consumer.seek_to_beginning(*tps)
+    elif start == "now":
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+    else:
+        found = await consumer.offsets_for_times({tp: start for tp in tps})
+        for tp in tps:
+            consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
+    backlog: list[Any] = []
+    while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+        for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+            backlog += batch if follow else [r for r in batch if r.offset < ends[tp]]
+    show(backlog)
+    while follow:
+        show([r for batch in (await consumer.getmany(timeout_ms=500)).values() for r in batch])

@@ -103,7 +103,7 @@ def test_a_desk_publishes_in_order_then_reads_status_and_tail(deployment, worker
 
     # live, in file order: every decision as `sizer replay` decides the journal
     replayed = sizer(deployment, "replay", "--journal", str(journal), "--preset", "conviction")
-    expected = {d["signal_id"]: (d["outcome"], d["reason"], d["qty"]) for d in map(json.loads, replayed.stdout.split())}
+    expected = {d["signal_id"]: (d["outcome"], d["reason"], d["qty"]) for d in map(json.loads, replayed.stdout.splitlines())}
     live = {d["signal_id"]: (d["outcome"], d["reason"], d["qty"]) for d in
             (r.json() for r in deployment.wait_for("decisions", len(expected)))}
     assert live == expected

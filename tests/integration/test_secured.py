@@ -256,7 +256,7 @@ def test_refused_clients_get_one_line_naming_the_cause_and_exit_4(secured):
     assert untrusted.returncode == 4 and "TLS verification failed" in one_line(untrusted)
     unauthorized = secured.sizer("signal-producer", "audit")
     assert unauthorized.returncode == 4
-    assert "not authorized: User:signal-producer may not Read topic" in one_line(unauthorized)
+    assert "not authorized: User:signal-producer may not Describe topic" in one_line(unauthorized)
     worker = secured.sizer("sizer-worker", "worker", SIZER_SASL_PASSWORD_FILE="", SIZER_SASL_PASSWORD="not-it")
     assert worker.returncode == 4 and "authentication failed" in one_line(worker)
 
