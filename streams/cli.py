@@ -122,13 +122,16 @@ def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _kafka(args: argparse.Namespace, **overrides: object):
+def _kafka(args: argparse.Namespace, max_future_skew_ms: int | None = None, **overrides: object):
+    """The settings and the topics; `max_future_skew_ms` pins the input topics'
+    record-timestamp bound (`topics.load_topics`)."""
     from streams.worker.settings import load_settings
     from streams.kafka.topics import load_topics
 
     kafka = load_settings(bootstrap=args.bootstrap, **overrides)
     args.kafka_settings = kafka  # main() explains a failed connection with these
-    return kafka, load_topics(kafka.topics_file, kafka.topic_prefix)
+    return kafka, load_topics(kafka.topics_file, kafka.topic_prefix, max_future_skew_ms,
+                              replication=kafka.replication)
 
 
 def cmd_topics_apply(args: argparse.Namespace) -> int:
@@ -136,18 +139,20 @@ def cmd_topics_apply(args: argparse.Namespace) -> int:
 
     from streams.kafka.topics import apply
 
-    kafka, topics = _kafka(args)
+    # the input topics' record timestamps are bounded by the configuration's max_future_skew_s
+    kafka, topics = _kafka(args, _config(args).max_future_skew_ms)
     for line in asyncio.run(apply(kafka.for_role("topics"), topics, create=not args.check, app_id=kafka.app_id)):
         print(line)
     return 0
 
 
 def cmd_acls_apply(args: argparse.Namespace) -> int:
-    from streams.ops.acls import apply_acls, load_acls
+    from streams.ops.acls import apply_acls, load_acls, product_resources
 
     kafka, topics = _kafka(args)
     principals = load_acls(kafka.acls_file, topics, kafka.app_id)
-    for line in apply_acls(kafka, principals, create=not args.check):
+    resources = product_resources(principals, topics, kafka.app_id)
+    for line in apply_acls(kafka, principals, resources, create=not args.check):
         print(line)
     return 0
 
@@ -198,7 +203,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     asyncio.run(apply(client, topics, create=False))  # missing or drifted topics: exit 3
     progress = Progress(unit="decisions re-derived", every=5_000)
     history = settle(asyncio.run(read_history(client, topics, progress)))
-    report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress)
+    report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress,
+                   partitions=topics["signals"].partitions)
     report.seconds = time.monotonic() - started  # the wall time a user waited, reading included
     print(json.dumps(report.as_json(), indent=1, default=str) if args.json else report.summary())
     return 0 if report.ok else 1
@@ -221,7 +227,9 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise ConfigError("control release: --order-id is required")
     if kind == "adjust_equity" and args.amount is None:
         raise ConfigError("control adjust-equity: --amount is required (USD; negative for a withdrawal)")
-    value = control.validate_command(kind, args.portfolio, args.reason, args.operator,
+    # self-declared (Kafka does not tell the worker who wrote a record: docs/pages/producers.md);
+    # by default the SASL user this command authenticates as, else the OS user
+    value = control.validate_command(kind, args.portfolio, args.reason, args.operator or kafka.sasl_username,
                                      order_id=args.order_id if kind == "release" else None,
                                      amount=args.amount if kind == "adjust_equity" else None)
     partition, offset = asyncio.run(control.send(kafka, topics, value, args.timeout))
@@ -239,6 +247,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     given = _config(args) if (args.preset or args.config) else None
     status = asyncio.run(read_status(kafka, topics, given, args.portfolio))
     print(json.dumps(status, indent=1) if args.json else render(status))
+    return 0
+
+
+def cmd_portfolios(args: argparse.Namespace) -> int:
+    import json
+
+    from streams.ops import portfolios
+
+    kafka, topics = _kafka(args)
+    if args.action == "list":
+        print(json.dumps(asyncio.run(portfolios.registered(kafka, topics)), indent=1))
+        return 0
+    if not args.portfolio or args.reason is None:
+        raise ConfigError(f"portfolios {args.action}: give one or more portfolio ids and --reason")
+    count = asyncio.run(portfolios.change(kafka, topics, args.portfolio, args.action == "register", args.reason,
+                                          args.operator))
+    print(f"{args.action}ed {count} portfolio{'s' if count != 1 else ''} on {topics.name('portfolios')}")
     return 0
 
 
@@ -270,7 +295,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sizer", description="Streaming position sizer on Kafka.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_offline_commands(commands)
+    _add_as_code_and_audit_commands(commands)
+    _add_operator_commands(commands)
+    _add_worker_command(commands)
+    return parser
 
+
+Commands = Any  # argparse's subparsers action (a private class)
+
+
+def _add_offline_commands(commands: Commands) -> None:
+    """replay, sweep, config."""
     replay = commands.add_parser(
         "replay", help="the engine over an offline journal (one decision per signal line), or over Kafka history "
                        "under another configuration (what-if)")
@@ -309,10 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--json", action="store_true", help="JSON instead of tables")
     config.set_defaults(run=cmd_config)
 
+
+def _add_as_code_and_audit_commands(commands: Commands) -> None:
+    """topics apply, acls apply, audit."""
     topics = commands.add_parser("topics", help="topics as code: create or check every topic in topics/topics.toml")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True)
     topics_apply = topic_commands.add_parser("apply", help="create missing topics; fail on any that differ")
     topics_apply.add_argument("--check", action="store_true", help="create nothing; fail if any topic is missing")
+    _add_config_args(topics_apply)  # its max_future_skew_s bounds the input topics' record timestamps
     _add_kafka_args(topics_apply)
     topics_apply.set_defaults(run=cmd_topics_apply)
 
@@ -332,12 +372,19 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="the full report as JSON")
     audit.set_defaults(run=cmd_audit)
 
+
+def _add_operator_commands(commands: Commands) -> None:
+    """control, publish, tail."""
     control = commands.add_parser(
-        "control", help="operator commands: halt, resume, release, adjust-equity (applied by the workers); status")
-    control.add_argument("action", choices=["halt", "resume", "release", "adjust-equity", "status"])
+        "control", help="operator commands: halt, resume, release, adjust-equity, reset-clock (applied by the "
+                        "workers); status")
+    from streams.wire.roles import message_types
+
+    control.add_argument("action", choices=[kind.replace("_", "-") for kind in message_types("controls")] + ["status"])
     control.add_argument("--portfolio", help="the portfolio (status: all when omitted)")
     control.add_argument("--reason", help="why (recorded with the command and in every HALTED trace)")
-    control.add_argument("--operator", help="who (default: the OS user)")
+    control.add_argument("--operator", help="who, as recorded in the command (default: the SASL user name, else "
+                                            "the OS user; self-declared: see docs/pages/producers.md)")
     control.add_argument("--order-id", help="release: the order whose reservation to release")
     control.add_argument("--amount", help="adjust-equity: USD, negative for a withdrawal")
     control.add_argument("--timeout", type=float, default=60.0,
@@ -354,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.epilog = "caps: the configuration the workers last published, unless --preset or --config names one"
     _add_kafka_args(status)
     status.set_defaults(run=cmd_status)
+
+    portfolios = commands.add_parser(
+        "portfolios", help="the registered portfolios (admitted by workers with SIZER_REQUIRE_REGISTRATION=true): "
+                           "register, deregister, list")
+    portfolios.add_argument("action", choices=["register", "deregister", "list"])
+    portfolios.add_argument("portfolio", nargs="*", help="register/deregister: the portfolio ids")
+    portfolios.add_argument("--reason", help="why (recorded with the registration)")
+    portfolios.add_argument("--operator", help="who (default: the SASL user name, else the OS user)")
+    _add_kafka_args(portfolios)
+    portfolios.set_defaults(run=cmd_portfolios)
 
     publish = commands.add_parser(
         "publish", help="check a journal's inputs by the worker's own rules, then publish them all (or nothing) "
@@ -394,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(tail_)
     tail_.set_defaults(run=cmd_tail)
 
+
+def _add_worker_command(commands: Commands) -> None:
     worker = commands.add_parser("worker", help="run a stream-processing worker")
     _add_config_args(worker)
     _add_kafka_args(worker)
@@ -403,7 +462,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
                         help="the worker's log level (default: %(default)s)")
     worker.set_defaults(run=cmd_worker)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -431,7 +489,7 @@ def reporting(run: Callable[[], int], prog: str = "sizer", settings: Callable[[]
     """`run()`'s exit code; what went wrong that the user can act on is one line on
     stderr, never a traceback: a `SizerError` (configuration, topics, ACLs) with its
     documented exit code, a broker that cannot be reached or refuses us with 4
-    (README, "Exit codes"). `settings()`: the Kafka settings in use, if any, to find
+    (docs: operating, "Exit codes"). `settings()`: the Kafka settings in use, if any, to find
     the cause aiokafka's "Unable to bootstrap" drops (TLS, SASL) and to name the
     brokers; else `where` names them."""
     try:

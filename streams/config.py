@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+from fnmatch import fnmatchcase
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -150,6 +151,67 @@ class SizingConfig(BaseSettings):
     signal_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
     fill_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
 
+    # Protections (DESIGN.md, "Protections"): each off while unset, all in event time.
+    cooldown_after_loss_s: Annotated[Dec, Field(ge=Decimal("0.001"))] | None = None
+    """After a losing close of a symbol, its opens are COOLDOWN until the portfolio clock reaches close + this."""
+    loss_guard_count: Annotated[int, Field(ge=1)] | None = None
+    """This many losing closes within `loss_guard_window_s` pause every open (LOSS_GUARD) for `loss_guard_pause_s`."""
+    loss_guard_window_s: Annotated[Dec, Field(ge=Decimal("0.001"))] | None = None
+    loss_guard_pause_s: Annotated[Dec, Field(ge=Decimal("0.001"))] | None = None
+    max_orders_per_window: Annotated[int, Field(ge=1)] | None = None
+    """At most this many accepted opens per `order_rate_window_s` of portfolio clock; beyond it RATE_LIMITED."""
+    order_rate_window_s: Annotated[Dec, Field(ge=Decimal("0.001"))] | None = None
+    group_caps: Annotated[dict[str, CapSpec], NoDecode] = {}
+    """Group (an instrument's `group`) -> exposure cap of all its symbols, USD or % of equity: GROUP_CAP_REACHED."""
+
+    portfolios: Annotated[dict[str, dict[str, Any]], NoDecode] = {}
+    """Per-portfolio settings: an exact portfolio id or a glob (`desk-a-*`) -> the settings it overrides.
+    The most specific match wins (an exact id over any glob, then the glob with more literal
+    characters); each portfolio decides under its own effective configuration (`for_portfolio`)."""
+
+    @field_validator("group_caps", "portfolios", mode="before")
+    @classmethod
+    def _table_from_json(cls, value: Any) -> Any:
+        # a SIZING_GROUP_CAPS / SIZING_PORTFOLIOS variable holds JSON
+        if isinstance(value, str):
+            try:
+                return decimals.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON table: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _protections_whole(self) -> "SizingConfig":
+        guard = (self.loss_guard_count, self.loss_guard_window_s, self.loss_guard_pause_s)
+        if any(v is not None for v in guard) and any(v is None for v in guard):
+            raise ValueError("loss_guard_count, loss_guard_window_s and loss_guard_pause_s are set together "
+                             "or not at all")
+        rate = (self.max_orders_per_window, self.order_rate_window_s)
+        if (rate[0] is None) != (rate[1] is None):
+            raise ValueError("max_orders_per_window and order_rate_window_s are set together or not at all")
+        return self
+
+    @model_validator(mode="after")
+    def _portfolio_tables_valid(self) -> "SizingConfig":
+        # Every table, and every set of tables one portfolio id can match together, must
+        # make a valid configuration: checked here, at start-up, not at the first signal.
+        for pattern, overrides in self.portfolios.items():
+            if not isinstance(overrides, dict):
+                raise ValueError(f"portfolios.{pattern}: must be a table of settings")
+            for key in overrides:
+                if key in ("preset", "portfolios"):
+                    raise ValueError(f"portfolios.{pattern}.{key}: cannot be set per portfolio")
+                if key not in type(self).model_fields:
+                    closest = difflib.get_close_matches(key, type(self).model_fields, n=1, cutoff=0.6)
+                    hint = f"; did you mean {closest[0]}?" if closest else ""
+                    raise ValueError(f"portfolios.{pattern}.{key}: not a known setting{hint}")
+            try:
+                self.for_portfolio(_example_id(pattern))
+            except ConfigError as exc:
+                rules = "; ".join(line.strip() for line in str(exc).splitlines()[1:])
+                raise ValueError(f"portfolios.{pattern}: {rules}") from None
+        return self
+
     @field_validator("tiers")
     @classmethod
     def _tiers_ordered(cls, tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
@@ -223,11 +285,90 @@ class SizingConfig(BaseSettings):
     def max_future_skew_ms(self) -> int:
         return int(self.max_future_skew_s * 1000)
 
+    @cached_property
+    def cooldown_ms(self) -> int | None:
+        return None if self.cooldown_after_loss_s is None else int(self.cooldown_after_loss_s * 1000)
+
+    @cached_property
+    def loss_guard_ms(self) -> tuple[int, int, int] | None:
+        """(count, window ms, pause ms), or None: the loss guard is off."""
+        if self.loss_guard_count is None or self.loss_guard_window_s is None or self.loss_guard_pause_s is None:
+            return None
+        return self.loss_guard_count, int(self.loss_guard_window_s * 1000), int(self.loss_guard_pause_s * 1000)
+
+    @cached_property
+    def order_rate_ms(self) -> tuple[int, int] | None:
+        """(max accepted opens, window ms), or None: no order rate limit."""
+        if self.max_orders_per_window is None or self.order_rate_window_s is None:
+            return None
+        return self.max_orders_per_window, int(self.order_rate_window_s * 1000)
+
+    @cached_property
+    def open_protections(self) -> bool:
+        """Whether any protection an open must pass is configured (cooldown, loss guard, order rate)."""
+        return self.cooldown_ms is not None or self.loss_guard_ms is not None or self.order_rate_ms is not None
+
+    def configures(self, portfolio_id: str) -> bool:
+        """Whether a `[portfolios."ID"]` table (an exact id or a glob) names this portfolio:
+        such a portfolio is registered by configuration (DESIGN.md, "Production Kafka")."""
+        return any(fnmatchcase(portfolio_id, pattern) for pattern in self.portfolios)
+
+    def for_portfolio(self, portfolio_id: str) -> "SizingConfig":
+        """The effective configuration of one portfolio: this one with every matching
+        `[portfolios."ID"]` table applied, least specific first (so the most specific
+        wins), and no tables of its own. Itself when no table matches. Portfolio
+        tables beat the preset, the file's other settings and `SIZING_*`.
+        Raises ConfigError when the tables one id matches make an invalid configuration."""
+        if not self.portfolios:
+            return self
+        cache = self.__dict__.setdefault("_per_portfolio", {})
+        found = cache.get(portfolio_id)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        matching = tuple(sorted((p for p in self.portfolios if fnmatchcase(portfolio_id, p)), key=_specificity))
+        layered = self.__dict__.setdefault("_layered", {})
+        found = layered.get(matching)
+        if found is None:
+            if not matching:
+                found = self
+            else:
+                data = self._plain()
+                for pattern in matching:
+                    data.update(self.portfolios[pattern])
+                found = type(self).from_effective(data)
+            layered[matching] = found
+        if len(cache) >= 100_000:  # bounded: forgotten all at once past the bound
+            cache.clear()
+        cache[portfolio_id] = found
+        return found
+
     def effective(self) -> dict[str, Any]:
-        """The effective configuration as plain JSON data (Decimals as canonical strings)."""
-        data = self.model_dump(mode="python")
+        """The effective configuration as plain JSON data (Decimals as canonical strings;
+        each portfolio table's values in the same canonical form)."""
+        data = self._plain()
+        tables = {}
+        for pattern, overrides in self.portfolios.items():
+            alone = type(self).from_effective({**data, **overrides})._plain()
+            tables[pattern] = {key: alone[key] for key in overrides}
+        data["portfolios"] = tables
+        return data
+
+    def _plain(self) -> dict[str, Any]:
+        """`effective()` with no portfolio tables."""
+        data = self.model_dump(mode="python", exclude={"portfolios"})
         data["portfolio_cap"] = str(self.portfolio_cap)
+        data["group_caps"] = {group: str(cap) for group, cap in self.group_caps.items()}
+        data["portfolios"] = {}
         return decimals.loads(decimals.dumps(data))
+
+    def effective_configurations(self) -> list["SizingConfig"]:
+        """This configuration and the effective configuration of a portfolio matching
+        each `[portfolios."ID"]` table (as the config topic records them), without repeats."""
+        found = {self.config_hash: self}
+        for pattern in self.portfolios:
+            config = self.for_portfolio(_example_id(pattern))
+            found.setdefault(config.config_hash, config)
+        return list(found.values())
 
     @classmethod
     def from_effective(cls, data: Mapping[str, Any]) -> "SizingConfig":
@@ -245,6 +386,35 @@ class SizingConfig(BaseSettings):
         """Stable hash of the effective configuration: same settings, same hash, on any machine."""
         canonical = decimals.dumps(_sorted(self.effective()))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_GLOB = frozenset("*?[]")
+
+
+def _specificity(pattern: str) -> tuple[bool, int, str]:
+    """How specific a portfolio pattern is: an exact id beats any glob, then more
+    literal characters beat fewer; ties in the pattern's own order (stable)."""
+    return (not (_GLOB & set(pattern)), sum(ch not in _GLOB for ch in pattern), pattern)
+
+
+def _example_id(pattern: str) -> str:
+    """A portfolio id the pattern matches: its literal characters, `x` for `*` and
+    `?`, and for a `[...]` set a character of it (outside it, for `[!...]`)."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        end = pattern.find("]", i + 2) if ch == "[" else -1
+        if end != -1:
+            inner = pattern[i + 1:end]
+            if inner.startswith("!"):
+                out.append(next(c for c in "x~_0" if c not in inner[1:]))
+            else:
+                out.append(inner[0])
+            i = end + 1
+            continue
+        out.append("x" if ch in "*?" else ch)
+        i += 1
+    return "".join(out)
 
 
 def _sorted(value: Any) -> Any:
@@ -328,8 +498,10 @@ def load_config(
     check_environment("SIZING_", SizingConfig)
     file_values: dict[str, Any] = {}
     if config_file is not None:
-        file_values = read_toml(config_file, "config file")
-        file_values = file_values.get("sizing", file_values)
+        raw = read_toml(config_file, "config file")
+        file_values = raw.get("sizing", raw)
+        if file_values is not raw and "portfolios" in raw:  # `[portfolios."ID"]` beside a `[sizing]` table
+            file_values = {**file_values, "portfolios": raw["portfolios"]}
         check_file_keys(file_values, config_file)
     from_env = os.environ.get("SIZING_PRESET")
     if preset and from_env and preset != from_env:

@@ -92,23 +92,29 @@ async def _live_session(client: ClientConfig, topics: TopicSet, group: str) -> C
     return seen
 
 
+def _local_broker() -> str | None:
+    """Start the local broker (`KAFKA_VERSION` picks its release); its bootstrap
+    address, or None (what it said printed) when it did not start."""
+    _say("starting the local Apache Kafka broker (KRaft, first run resolves its jars with Maven)")
+    done = subprocess.run(["bash", str(BROKER), "start"], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout + done.stderr, file=sys.stderr)
+        return None
+    return done.stdout.strip().splitlines()[-1]
+
+
 def run_live() -> int:
-    started_broker = False
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        _say("starting the local Apache Kafka broker (KRaft, first run resolves its jars with Maven)")
-        done = subprocess.run(["bash", str(BROKER), "start"], capture_output=True, text=True)
-        if done.returncode != 0:
-            print(done.stdout + done.stderr, file=sys.stderr)
-            return 1
-        bootstrap = done.stdout.strip().splitlines()[-1]
-        started_broker = True
+    started_broker = not bootstrap
+    if started_broker and (bootstrap := _local_broker()) is None:
+        return 1
     print(f"   bootstrap {bootstrap}")
     run = time.strftime("%Y%m%d%H%M%S")
     prefix, app_id = f"demo{run}-", f"sizer-demo-{run}"
     data_dir = PROJECT_ROOT / ".sizer-data" / f"demo-{run}"
     kafka = load_settings(bootstrap=bootstrap, topic_prefix=prefix, app_id=app_id)
-    topics = load_topics(kafka.topics_file, prefix)
+    topics = load_topics(kafka.topics_file, prefix, load_config(preset=PRESET).max_future_skew_ms,
+                         replication=kafka.replication)
     _say(f"applying topics (prefix {prefix})")
     client = kafka.for_role("demo")
     for line in asyncio.run(apply(client, topics)):

@@ -25,7 +25,8 @@ class ConfigError(SizerError):
 
 # Every code an InvalidMessage (and so a dead letter) can carry.
 INPUT_ERROR_CODES = ("NULL_VALUE", "INVALID_JSON", "NOT_AN_OBJECT", "MISSING_FIELD", "INVALID_FIELD",
-                     "KEY_MISMATCH", "FUTURE_TIMESTAMP", "PROCESSING_ERROR")
+                     "KEY_MISMATCH", "WRONG_PARTITION", "UNKNOWN_PORTFOLIO", "FUTURE_TIMESTAMP",
+                     "PROCESSING_ERROR")
 
 
 class InvalidMessage(SizerError):
@@ -84,6 +85,15 @@ class AclMismatch(SizerError):
     """ACLs on the broker differ from topics/acls.toml (missing ones that could not be made, or extra ones)."""
 
 
+# Kafka's own bound on a record's timestamp (the producer's, or the journal's
+# "timestamp"), which it checks before the sizer's `max_future_skew_s` can judge
+# anything: the record is refused whole (InvalidTimestampError), never stored.
+RECORD_TIMESTAMP_RULE = (
+    "Kafka refuses a record stamped more than message.timestamp.after.max.ms ahead of the broker's clock "
+    "(Kafka 4.x: 1 hour by default; 3.9: no limit by default; broker default log.message.timestamp.after.max.ms) "
+    "or more than message.timestamp.before.max.ms behind it (no limit by default)")
+
+
 def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavailable:
     """A foreign Kafka, TLS or socket error as ours, with one line naming the cause."""
     import ssl
@@ -107,6 +117,8 @@ def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavai
     if isinstance(exc, (errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
                         errors.TransactionalIdAuthorizationFailed, errors.ClusterAuthorizationFailedError)):
         return KafkaUnavailable(f"not authorized{where}: {exc}")
+    if isinstance(exc, errors.InvalidTimestampError):
+        return KafkaUnavailable(f"the broker{where} refused a record's timestamp: {RECORD_TIMESTAMP_RULE}")
     if isinstance(exc, (errors.KafkaConnectionError, OSError, TimeoutError)):
         return KafkaUnavailable(f"cannot reach the Kafka broker{where}: {exc}")
     return KafkaUnavailable(f"Kafka error{where}: {type(exc).__name__}: {exc}")
@@ -117,7 +129,7 @@ class TopicRecreated(TopicMismatch):
 
 
 def exit_code(error: SizerError) -> int:
-    """The documented exit code of an error's class (README, "Exit codes")."""
+    """The documented exit code of an error's class (docs: operating, "Exit codes")."""
     for kind, code in ((ConfigError, 2), (TopicMismatch, 3), (AclMismatch, 3), (KafkaUnavailable, 4)):
         if isinstance(error, kind):
             return code

@@ -22,7 +22,7 @@ LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 # logging.LogRecord attributes as they appear in a JSON line
 RENAMED = {"levelname": "level", "name": "logger", "exc_info": "traceback"}
-# The fields a line may carry about the input it concerns (README, "Logs").
+# The fields a line may carry about the input it concerns (docs: operating, "Logs").
 INPUT_FIELDS = ("topic", "partition", "offset", "portfolio", "signal_id")
 
 
@@ -64,10 +64,12 @@ def logging_config(log_format: LogFormat, level: str | int) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"input": {"()": "streams.logs.InputContext"}},
+        "filters": {"input": {"()": "streams.logs.InputContext"},
+                    # a lost broker: one WARNING per outage, not a line per retry
+                    "outages": {"()": "streams.kafka.outages.shared"}},
         "formatters": {"sizer": formatter},
         "handlers": {"sizer": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                               "formatter": "sizer", "filters": ["input"]}},
+                               "formatter": "sizer", "filters": ["outages", "input"]}},
         "root": {"level": level_name, "handlers": ["sizer"]},
     }
 

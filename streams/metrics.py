@@ -44,6 +44,14 @@ PORTFOLIO_GAUGES = {
     "drawdown": ("sizer_portfolio_drawdown_mode", "1 while the portfolio is in drawdown mode"),
     "phase": ("sizer_portfolio_phase", "Graduated phase (1, 2, 3)"),
     "equity": ("sizer_portfolio_equity_usd", "Starting equity plus realized PnL, USD"),
+    "cooldown": ("sizer_portfolio_symbols_in_cooldown",
+                 "Symbols whose opens are in cooldown after a losing close, at the portfolio clock"),
+    "paused": ("sizer_portfolio_loss_guard_paused", "1 while the loss guard pauses every open, at the portfolio clock"),
+}
+# Worker-wide: how many of the tracked portfolios are in each state now.
+PROTECTION_TOTALS = {
+    "cooldown": ("sizer_portfolios_in_cooldown", "Portfolios of this worker with at least one symbol in cooldown"),
+    "paused": ("sizer_portfolios_loss_guard_paused", "Portfolios of this worker whose opens the loss guard pauses"),
 }
 
 
@@ -53,11 +61,18 @@ def portfolio_figures(state: PortfolioState, config: SizingConfig) -> dict[str, 
     exposure = state.position_value(config) + reserved
     cap = config.portfolio_cap.amount(state.streak.equity)
     streak = state.streak
+    clock = state.exposure.latest_ts
+    cooldown = config.cooldown_ms
+    in_cooldown = 0 if cooldown is None or clock is None else sum(
+        1 for lost in streak.last_loss.values() if clock < lost + cooldown)
+    paused = int(config.loss_guard_ms is not None and streak.paused_until is not None and clock is not None
+                 and clock < streak.paused_until)
     return {
         "exposure": exposure, "reserved": reserved, "cap": cap,
         "utilisation": exposure / cap if cap > 0 else Decimal(1),
         "wins": streak.consecutive_wins, "losses": streak.consecutive_losses,
         "drawdown": int(streak.drawdown), "phase": streak.phase, "equity": streak.equity,
+        "cooldown": in_cooldown, "paused": paused,
     }
 
 
@@ -85,22 +100,27 @@ class PortfolioSeries(Collector):
             latest.move_to_end(portfolio_id)
         elif len(latest) >= self.limit:
             dropped = latest.popitem(last=False)[0]
-        latest[portfolio_id] = (state, config)
+        latest[portfolio_id] = (state, config.for_portfolio(portfolio_id))
         return dropped
 
     def discard(self, portfolio_id: str) -> None:
         self._latest.pop(portfolio_id, None)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
-        return [GaugeMetricFamily(name, text, labels=["portfolio"]) for name, text in PORTFOLIO_GAUGES.values()]
+        return [GaugeMetricFamily(name, text, labels=["portfolio"]) for name, text in PORTFOLIO_GAUGES.values()] + [
+            GaugeMetricFamily(name, text) for name, text in PROTECTION_TOTALS.values()]
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         families = {key: GaugeMetricFamily(name, text, labels=["portfolio"])
                     for key, (name, text) in PORTFOLIO_GAUGES.items()}
+        totals = dict.fromkeys(PROTECTION_TOTALS, 0)
         for portfolio_id, (state, config) in list(self._latest.items()):
             for key, value in portfolio_figures(state, config).items():
                 families[key].add_metric([portfolio_id], float(value))
-        return families.values()
+                if key in totals and value:
+                    totals[key] += 1
+        return [*families.values(), *(GaugeMetricFamily(name, text, value=totals[key])
+                                      for key, (name, text) in PROTECTION_TOTALS.items())]
 
 
 def process_collectors(registry: CollectorRegistry) -> None:
@@ -115,6 +135,17 @@ class SizerMetrics:
     def __init__(self, registry: CollectorRegistry, portfolio_limit: int = 1000) -> None:
         self.registry = registry
         self.portfolio_limit = portfolio_limit
+        self._halted: dict[str, tuple[str, str]] = {}  # portfolio -> its halted series' labels
+        self._declare_outcomes(registry)
+        self._declare_processing(registry)
+        self._tracked = PortfolioSeries(portfolio_limit)
+        registry.register(self._tracked)
+        self._partition_of: dict[str, int] = {}  # portfolio -> the input partition it lives on
+        self._lagging: set[tuple[str, str]] = set()  # (topic role, partition) carrying a lag series
+        self._zero_known_series()
+
+    def _declare_outcomes(self, registry: CollectorRegistry) -> None:
+        """What the worker decided and did: decisions, dead letters, fills, commands, halts."""
         self.build_info = Info("sizer_build", "The worker's version, configuration hash and processing guarantee",
                                registry=registry)
         self.decisions = Counter("sizer_decisions", "Decisions by outcome and reason",
@@ -147,10 +178,12 @@ class SizerMetrics:
                             ["portfolio", "reason", "operator"], registry=registry)
         self.portfolios_halted = Gauge("sizer_portfolios_halted", "Portfolios of this worker that are halted",
                                        registry=registry)
-        self._halted: dict[str, tuple[str, str]] = {}  # portfolio -> its halted series' labels
         self.lapsed = Counter("sizer_reservations_lapsed", "Reservations lapsed by reservation_ttl_s on the "
                               "portfolio clock (each named in the trace of the decision that lapsed it)",
                               registry=registry)
+
+    def _declare_processing(self, registry: CollectorRegistry) -> None:
+        """How the worker processes: lag, batches, collections, commits, redeliveries, series kept."""
         self.consumer_lag = Gauge("sizer_consumer_lag_messages", "High watermark minus the next offset to process",
                                   ["topic", "partition"], registry=registry)
         self.batch_size = Histogram("sizer_batch_inputs", "Inputs handled per batch (one lock, one flush)",
@@ -172,15 +205,17 @@ class SizerMetrics:
                                  ["topic"], registry=registry)
         self.reseeks = Counter("sizer_partition_reseeks", "Partitions sought back to their position after a stall",
                                ["topic"], registry=registry)
+        self.broker_unavailable = Gauge(
+            "sizer_broker_unavailable", "1 while the worker's Kafka clients fail against this broker (or the group "
+            "coordinator, the transaction coordinator, metadata, produce: what aiokafka names), 0 once nothing "
+            "failed for 15 s; one WARNING line per outage (streams.kafka.outages)", ["broker"], registry=registry)
         self.portfolios_tracked = Gauge("sizer_portfolio_series", "Portfolios that currently carry series",
                                         registry=registry)
         self.portfolios_dropped = Counter("sizer_portfolio_series_dropped",
                                           "Portfolios whose series were dropped to respect the limit",
                                           registry=registry)
-        self._tracked = PortfolioSeries(portfolio_limit)
-        registry.register(self._tracked)
-        self._partition_of: dict[str, int] = {}  # portfolio -> the input partition it lives on
-        self._lagging: set[tuple[str, str]] = set()  # (topic role, partition) carrying a lag series
+
+    def _zero_known_series(self) -> None:
         # Every known label set starts at zero: a counter series that first appears at 1
         # has no earlier sample, and increase() (so every alert on it) would miss it.
         # (outcome, reason) -> its series, looked up once (per decision, labels() costs

@@ -33,7 +33,7 @@ class MemoryStore:
 
     def load(self, portfolio_id: str) -> PortfolioState:
         state = self.states.get(portfolio_id)
-        return state if state is not None else PortfolioState.fresh(self._config)
+        return state if state is not None else PortfolioState.fresh(self._config, portfolio_id)
 
     def save(self, portfolio_id: str, state: PortfolioState) -> None:
         self.states[portfolio_id] = state

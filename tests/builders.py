@@ -17,15 +17,29 @@ def leg(venue_symbol: str, side: str = "buy", qty_step: str = "0.001", min_qty: 
             "max_qty": max_qty, "min_notional": min_notional}
 
 
-def instrument(symbol: str, *legs: dict[str, Any]) -> dict[str, Any]:
-    return {"topic": "instruments", "value": {"symbol": symbol, "legs": list(legs) or [leg(symbol)]}}
+def instrument(symbol: str, *legs: dict[str, Any], group: str | None = None) -> dict[str, Any]:
+    value: dict[str, Any] = {"symbol": symbol, "legs": list(legs) or [leg(symbol)]}
+    if group is not None:
+        value["group"] = group
+    return {"topic": "instruments", "value": value}
 
 
 def signal(portfolio_id: str, symbol: str, score: str, price: str, ts: int = T0, side: str = "buy",
-           signal_id: str | None = None) -> dict[str, Any]:
+           signal_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A signal; `fields` adds others (intent="reduce", reduce_fraction="0.5")."""
     return {"topic": "signals", "value": {
         "signal_id": signal_id or f"s-{next(_ids)}", "portfolio_id": portfolio_id, "symbol": symbol,
-        "side": side, "score": score, "price": price, "ts": ts}}
+        "side": side, "score": score, "price": price, "ts": ts, **fields}}
+
+
+def reduce(portfolio_id: str, symbol: str, price: str, side: str, fraction: str | None = None, ts: int = T0,
+           signal_id: str | None = None) -> dict[str, Any]:
+    """A reduce signal (no score: a reduce is sized from the held position)."""
+    entry = signal(portfolio_id, symbol, "1", price, ts=ts, side=side, signal_id=signal_id, intent="reduce")
+    del entry["value"]["score"]
+    if fraction is not None:
+        entry["value"]["reduce_fraction"] = fraction
+    return entry
 
 
 def filled(portfolio_id: str, order_id: str, symbol: str, qty: str, price: str, ts: int = T0,

@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# A local single-node Apache Kafka 3.9 broker in KRaft mode (combined broker and
+# A local single-node Apache Kafka broker in KRaft mode (combined broker and
 # controller on loopback), run from the jars Maven resolves with deploy/pom.xml.
-#   broker.sh start   resolve jars, format storage, start, wait until it answers
+#   broker.sh start   resolve jars, format storage, start, wait until it answers a
+#                     metadata request (Ready.java, whatever the broker logs through)
 #   broker.sh stop    stop it cleanly (SIGTERM, then wait for the controlled shutdown)
 #   broker.sh status  print the bootstrap address when it is up
 #   broker.sh run     format if needed and run in the foreground (containers)
+# KAFKA_VERSION (default the kafka.version of deploy/pom.xml, 3.9.x) picks the
+# Kafka release: 3.9 (logging through reload4j) and 4.x (log4j2) alike. Each
+# version has its own jars (KAFKA_LIBS, default .kafka/libs/<version>) and its own
+# data directory ($home/data/<version>), so switching versions mixes neither.
 # KAFKA_HOME (default .kafka in the project) holds config, data, log and pid;
-# KAFKA_LIBS (default .kafka/libs) the jars; KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports.
+# KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports; KAFKA_START_TIMEOUT_S (120) how long
+# `start` waits for the broker to answer.
+#
+# deploy/broker/cluster.sh sources this file for its functions and runs one node of a
+# replicated cluster per KAFKA_HOME, with KAFKA_NODE_ID, KAFKA_QUORUM_VOTERS (the
+# controllers, id@host:port,...), KAFKA_CLUSTER_ID (every node formatted with it),
+# KAFKA_REPLICATION / KAFKA_MIN_ISR (defaults and internal topics; 1 and 1 here) and
+# KAFKA_HEAP (java heap flags).
 #
 # KAFKA_SECURITY=sasl_ssl starts the same broker secured (default home .kafka-secured,
 # ports 19094/19095, so both can run side by side):
@@ -16,16 +28,26 @@
 #     127.0.0.1, localhost and KAFKA_ADVERTISED_HOST;
 #   - the controller listener is TLS with client certificates (the broker's own,
 #     principal User:CN=broker), so nothing reaches it anonymously;
-#   - SCRAM users created at format time (kafka-storage format --add-scram), one per
-#     principal of topics/acls.toml plus `admin`, each with a random password in
+#   - SCRAM users created once the broker first answers, through the admin API
+#     (kafka-configs --add-config-file, on a loopback TLS listener as the broker's own
+#     certificate: no password on any command line), one per principal of
+#     topics/acls.toml plus `admin`, each with a random password in
 #     $home/secrets/<user>.password (mode 600); $home/clients/<user>.env holds the
 #     SIZER_* settings of that user;
 #   - the StandardAuthorizer, nothing allowed without an ACL; super users are admin
-#     (`sizer acls apply` runs as admin) and the broker itself.
+#     (`sizer acls apply` runs as admin) and the broker itself (User:CN=broker, on
+#     the controller and internal listeners, which take only its certificate).
 # KAFKA_SCRAM_USERS overrides the list of users; KAFKA_LISTEN_HOST (default
 # 127.0.0.1) the address listened on; KAFKA_ADVERTISED_HOST the one advertised;
-# KAFKA_SECRETS_UID hands the passwords to that user (clients in other containers).
+# KAFKA_INTERNAL_PORT the loopback TLS listener's port (sasl_ssl; default 19096);
+# KAFKA_SECRETS_EXPORT names a directory whose <user>/ subdirectories (one volume per
+# client container) each receive that user's password and the CA, owned by
+# KAFKA_SECRETS_UID: a container gets its own principal's secret and no other.
+# Everything the broker writes under its home (data, metadata log with the SCRAM
+# verifiers, secrets, TLS keys) is readable by its owner only (umask 077).
 set -euo pipefail
+# owner-only: the log segments, the metadata log (SCRAM verifiers), secrets and keys
+umask 077
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 security="${KAFKA_SECURITY:-plaintext}"
@@ -35,14 +57,37 @@ case "$security" in
   *) echo "KAFKA_SECURITY: plaintext or sasl_ssl, not $security" >&2; exit 2 ;;
 esac
 home="${KAFKA_HOME:-$default_home}"
-libs="${KAFKA_LIBS:-$root/.kafka/libs}"
+pom_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/../pom.xml")"
+if [[ -n "${KAFKA_LIBS:-}" ]] && compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null; then
+  # jars given (a Kafka image's libs): their version, whatever KAFKA_VERSION says
+  jar="$(compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" | grep -v -e -test -e -sources | head -n 1)"
+  version="${jar##*/kafka_2.13-}"; version="${version%.jar}"
+else
+  version="${KAFKA_VERSION:-$pom_version}"
+fi
+if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+  echo "KAFKA_VERSION: a Kafka release such as $pom_version, not '$version'" >&2; exit 2
+fi
+libs="${KAFKA_LIBS:-$root/.kafka/libs/$version}"
+data="$home/data/$version"
+start_timeout_s="${KAFKA_START_TIMEOUT_S:-120}"
 port="${KAFKA_PORT:-$default_port}"
 controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
+# sasl_ssl: a loopback TLS listener with client certificates, between brokers and for
+# creating the SCRAM users (the broker's own certificate, CN=broker, is a super user)
+internal_port="${KAFKA_INTERNAL_PORT:-$((default_controller_port + 1))}"
 listen_host="${KAFKA_LISTEN_HOST:-127.0.0.1}"
 advertised_host="${KAFKA_ADVERTISED_HOST:-127.0.0.1}"
 scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor}"
 bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
+scram_done="$home/secrets/.users-created"
+node_id="${KAFKA_NODE_ID:-1}"
+quorum_voters="${KAFKA_QUORUM_VOTERS:-$node_id@127.0.0.1:$controller_port}"
+cluster_id="${KAFKA_CLUSTER_ID:-}"
+replication="${KAFKA_REPLICATION:-1}"
+min_isr="${KAFKA_MIN_ISR:-1}"
+read -r -a heap <<< "${KAFKA_HEAP:--Xms256m -Xmx1g}"
 
 running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -52,11 +97,28 @@ resolve_jars() {
   # a KAFKA_LIBS given with the jars already in it (a Kafka image's libs) needs no Maven
   if [[ -n "${KAFKA_LIBS:-}" ]] && compgen -G "$libs/kafka_2.13-*.jar" >/dev/null; then return 0; fi
   if [[ ! -f "$libs/.complete" ]]; then
-    mkdir -p "$libs"
-    mvn -q -B -Dstyle.color=never -f "$here/../pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$libs" -DincludeScope=runtime >&2
+    rm -rf "$libs"; mkdir -p "$libs"
+    # Kafka 4 logs through log4j2, 3.x through log4j 1 (reload4j): deploy/pom.xml's profiles
+    local logging=()
+    (( ${version%%.*} >= 4 )) && logging=(-Dkafka.logging=log4j2)
+    if ! mvn -q -B -Dstyle.color=never -f "$here/../pom.xml" dependency:copy-dependencies \
+        -Dkafka.version="$version" "${logging[@]}" \
+        -DoutputDirectory="$libs" -DincludeScope=runtime >"$libs.mvn.log" 2>&1; then
+      rm -rf "$libs"
+      echo "Kafka $version: Maven could not resolve its jars (deploy/pom.xml; log: $libs.mvn.log)" >&2
+      exit 1
+    fi
+    rm -f "$libs.mvn.log"
     touch "$libs/.complete"
   fi
+}
+
+# log4j2 when the jars carry it (Kafka 4), else log4j 1 (reload4j, Kafka 3.x)
+log4j2() { compgen -G "$libs/log4j-core-*.jar" >/dev/null; }
+
+log_options() {
+  if log4j2; then echo "-Dlog4j2.configurationFile=$home/log4j2.properties"
+  else echo "-Dlog4j.configuration=file:$home/log4j.properties"; fi
 }
 
 # A CA, the broker's key and certificate signed by it (server and client use:
@@ -66,7 +128,6 @@ make_tls() {
   [[ -f "$tls/broker.p12" ]] && return 0
   mkdir -p "$tls"; chmod 700 "$tls"
   local pass; pass="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-  umask 077
   printf '%s' "$pass" > "$tls/store.password"
   local kt=(keytool -noprompt -storetype PKCS12 -storepass "$pass" -keypass "$pass")
   "${kt[@]}" -genkeypair -alias ca -dname "CN=sizer local CA" -keyalg RSA -keysize 2048 -validity 3650 \
@@ -84,7 +145,6 @@ make_tls() {
   "${kt[@]}" -importcert -alias broker -file "$tls/broker.crt" -keystore "$tls/broker.p12" >/dev/null 2>&1
   "${kt[@]}" -importcert -alias ca -file "$tls/ca.pem" -keystore "$tls/truststore.p12" >/dev/null 2>&1
   chmod 644 "$tls/ca.pem"
-  umask 022
 }
 
 # One random password per SCRAM user (kept across restarts: the users are created
@@ -94,7 +154,7 @@ make_secrets() {
   local user
   for user in $scram_users; do
     if [[ ! -f "$home/secrets/$user.password" ]]; then
-      (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$home/secrets/$user.password")
+      (head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$home/secrets/$user.password")
     fi
     cat > "$home/clients/$user.env" <<ENV
 KAFKA_BOOTSTRAP_SERVERS=$bootstrap
@@ -105,11 +165,34 @@ SIZER_SASL_PASSWORD_FILE=$home/secrets/$user.password
 SIZER_SSL_CAFILE=$home/tls/ca.pem
 ENV
   done
-  # containers: the clients run as another user than the broker (docker-compose.secured.yml)
-  if [[ -n "${KAFKA_SECRETS_UID:-}" ]]; then
-    chown -R "$KAFKA_SECRETS_UID" "$home/secrets" "$home/clients"
-    chmod 755 "$home/tls"
+  # containers (docker-compose.secured.yml): each client container mounts a volume of its
+  # own principal at $KAFKA_SECRETS_EXPORT/<user>, and gets that user's password and
+  # the CA there, owned by KAFKA_SECRETS_UID; nothing else of this home is shared
+  if [[ -n "${KAFKA_SECRETS_EXPORT:-}" ]]; then
+    for user in $scram_users; do
+      local out="$KAFKA_SECRETS_EXPORT/$user"
+      [[ -d "$out" ]] || continue
+      cp "$home/secrets/$user.password" "$out/password"
+      cp "$home/tls/ca.pem" "$out/ca.pem"
+      chmod 400 "$out/password"; chmod 444 "$out/ca.pem"
+      if [[ -n "${KAFKA_SECRETS_UID:-}" ]]; then chown "$KAFKA_SECRETS_UID" "$out" "$out/password" "$out/ca.pem"; fi
+      chmod 500 "$out"
+    done
   fi
+}
+
+# The broker's key and trust stores: its listeners', and the internal admin client's
+tls_stores() {
+  local store; store="$(cat "$home/tls/store.password")"
+  cat <<PROPS
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$home/tls/broker.p12
+ssl.keystore.password=$store
+ssl.key.password=$store
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$home/tls/truststore.p12
+ssl.truststore.password=$store
+PROPS
 }
 
 listener_config() {
@@ -122,24 +205,16 @@ inter.broker.listener.name=PLAINTEXT
 PROPS
     return 0
   fi
-  local store; store="$(cat "$home/tls/store.password")"
-  local admin; admin="$(cat "$home/secrets/admin.password")"
   cat <<PROPS
-listeners=SASL_SSL://$listen_host:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=SASL_SSL://$bootstrap
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
-inter.broker.listener.name=SASL_SSL
+listeners=SASL_SSL://$listen_host:$port,INTERNAL://127.0.0.1:$internal_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=SASL_SSL://$bootstrap,INTERNAL://127.0.0.1:$internal_port
+listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL
+inter.broker.listener.name=INTERNAL
 sasl.enabled.mechanisms=SCRAM-SHA-512
-sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.controller.ssl.client.auth=required
-ssl.keystore.type=PKCS12
-ssl.keystore.location=$home/tls/broker.p12
-ssl.keystore.password=$store
-ssl.key.password=$store
-ssl.truststore.type=PKCS12
-ssl.truststore.location=$home/tls/truststore.p12
-ssl.truststore.password=$store
+listener.name.internal.ssl.client.auth=required
+$(tls_stores)
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:CN=broker
@@ -147,23 +222,25 @@ PROPS
 }
 
 write_config() {
-  mkdir -p "$home/data"
+  mkdir -p "$data"
+  # also on a home made before this script set its umask
+  chmod 700 "$home" "$home/data" "$data"
   if [[ "$security" == sasl_ssl ]]; then make_tls; make_secrets; fi
-  (umask 077; cat > "$home/server.properties" <<PROPS
+  (cat > "$home/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
+node.id=$node_id
+controller.quorum.voters=$quorum_voters
 controller.listener.names=CONTROLLER
 $(listener_config)
-log.dirs=$home/data
+log.dirs=$data
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
+default.replication.factor=$replication
+offsets.topic.replication.factor=$replication
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=8
-min.insync.replicas=1
+min.insync.replicas=$min_isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=168
@@ -181,26 +258,99 @@ log4j.logger.kafka.request.logger=WARN
 log4j.logger.org.apache.kafka.controller=INFO
 log4j.logger.state.change.logger=WARN
 PROPS
+  cat > "$home/log4j2.properties" <<PROPS
+appender.file.type=RollingFile
+appender.file.name=file
+appender.file.fileName=$home/broker.log
+appender.file.filePattern=$home/broker.log.%i
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+appender.file.policies.type=Policies
+appender.file.policies.size.type=SizeBasedTriggeringPolicy
+appender.file.policies.size.size=20MB
+appender.file.strategy.type=DefaultRolloverStrategy
+appender.file.strategy.max=2
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+logger.request.name=kafka.request.logger
+logger.request.level=WARN
+logger.controller.name=org.apache.kafka.controller
+logger.controller.level=INFO
+logger.state.name=state.change.logger
+logger.state.level=WARN
+PROPS
+  # what the readiness probe connects with: the admin's own settings when secured
+  (umask 077; probe_config > "$home/probe.properties")
+}
+
+probe_config() {
+  if [[ "$security" == plaintext ]]; then echo "bootstrap.servers=$bootstrap"; return 0; fi
+  # secured: as the broker itself, on the internal listener (the SCRAM users are made after)
+  echo "bootstrap.servers=127.0.0.1:$internal_port"
+  echo "security.protocol=SSL"
+  tls_stores
+}
+
+# Waits until the broker answers a metadata request (Ready.java), at most
+# start_timeout_s; compiled once per jar directory when a JDK is at hand, else run
+# from source.
+ready() {
+  local classes="$libs/.probe"
+  [[ -w "$libs" ]] || classes="$home/probe"
+  local probe=(java -cp "$libs/*" "$here/Ready.java")
+  if command -v javac >/dev/null; then
+    if [[ ! -f "$classes/Ready.class" || "$here/Ready.java" -nt "$classes/Ready.class" ]]; then
+      mkdir -p "$classes"
+      javac -nowarn -d "$classes" -cp "$libs/*" "$here/Ready.java" >&2
+    fi
+    probe=(java -cp "$libs/*:$classes" Ready)
+  fi
+  "${probe[@]}" "$home/probe.properties" "$start_timeout_s" 2>/dev/null
 }
 
 java_run() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$home/log4j.properties" \
-    -cp "$libs/*" "$@"
+  java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" -cp "$libs/*" "$@"
 }
 
 format() {
-  [[ -f "$home/data/meta.properties" ]] && return 0
-  local scram=() user
-  if [[ "$security" == sasl_ssl ]]; then
-    for user in $scram_users; do
-      scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(cat "$home/secrets/$user.password")]")
-    done
+  [[ -f "$data/meta.properties" ]] && return 0
+  if [[ -n "$cluster_id" ]]; then  # one node of a cluster: its voters are in the config
+    java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$home/server.properties" >/dev/null
+    return 0
   fi
   java_run kafka.tools.StorageTool format --standalone -t "$(java_run kafka.tools.StorageTool random-uuid)" \
-    -c "$home/server.properties" "${scram[@]}" >/dev/null 2>"$home/format.err" \
+    -c "$home/server.properties" >/dev/null 2>"$home/format.err" \
     || java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
-         -c "$home/server.properties" "${scram[@]}" >/dev/null
+         -c "$home/server.properties" >/dev/null
+}
+
+# The SCRAM users, once the broker answers on its internal listener: through the admin
+# API (kafka-configs), as the broker's own certificate, each password read from a file
+# (--add-config-file), never on a command line. Done once; `status` waits for it.
+create_scram_users() {
+  [[ "$security" == sasl_ssl && ! -f "$scram_done" ]] || return 0
+  local admin_config="$home/tls/internal-client.properties"
+  cat > "$admin_config" <<PROPS
+security.protocol=SSL
+$(tls_stores)
+PROPS
+  local user pids=() failed=0 config_command=kafka.admin.ConfigCommand
+  (( ${version%%.*} >= 4 )) && config_command=org.apache.kafka.tools.ConfigCommand
+  for user in $scram_users; do
+    local file="$home/secrets/$user.scram"
+    printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "$(cat "$home/secrets/$user.password")" > "$file"
+    java_run "$config_command" --bootstrap-server "127.0.0.1:$internal_port" \
+      --command-config "$admin_config" --alter --entity-type users --entity-name "$user" \
+      --add-config-file "$file" >"$home/scram-$user.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  rm -f "$home"/secrets/*.scram
+  if [[ "$failed" != 0 ]]; then
+    echo "creating the SCRAM users failed; see $home/scram-*.log" >&2
+    return 1
+  fi
+  touch "$scram_done"
 }
 
 run() {
@@ -208,33 +358,65 @@ run() {
   write_config
   format
   echo $$ > "$pidfile"
-  exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$home/log4j.properties" -cp "$libs/*" kafka.Kafka "$home/server.properties"
+  echo "$version" > "$home/broker.version"
+  if [[ "$security" == sasl_ssl && ! -f "$scram_done" ]]; then
+    (until (exec 3<>"/dev/tcp/127.0.0.1/$internal_port") 2>/dev/null; do sleep 0.5; done; create_scram_users) &
+  fi
+  exec java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" \
+    -cp "$libs/*" kafka.Kafka "$home/server.properties"
 }
 
-start() {
-  if running; then echo "$bootstrap"; return 0; fi
+# Start the broker in the background and return at once (its pid in $pidfile).
+launch() {
   resolve_jars
   write_config
   format
-  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$home/log4j.properties" \
-    -cp "$libs/*" kafka.Kafka "$home/server.properties" \
-    >"$home/broker.out" 2>&1 </dev/null &
+  # the broker outlives this script: it keeps none of the caller's descriptors beyond
+  # its own three (a `flock LOCK broker.sh start` would otherwise hold LOCK until the
+  # broker stops)
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd="${fd##*/}"
+      if (( fd > 2 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec nohup java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" \
+      -cp "$libs/*" kafka.Kafka "$home/server.properties" >"$home/broker.out" 2>&1 </dev/null
+  ) &
   echo $! > "$pidfile"
-  for _ in $(seq 1 240); do
-    if answers && grep -q "Kafka Server started" "$home/broker.log" 2>/dev/null; then
-      echo "$bootstrap"; return 0
-    fi
+  echo "$version" > "$home/broker.version"
+}
+
+# Wait until the launched broker answers (start_timeout_s), or exit 1 saying why.
+wait_started() {
+  ready > "$home/probe.out" &
+  local probe=$!
+  while kill -0 "$probe" 2>/dev/null; do
     if ! running; then
-      echo "broker exited during start-up; last lines of $home/broker.out and broker.log:" >&2
+      pkill -P "$probe" 2>/dev/null || true; kill "$probe" 2>/dev/null || true
+      echo "Kafka $version broker exited during start-up; last lines of $home/broker.out and broker.log:" >&2
       tail -n 20 "$home/broker.out" "$home/broker.log" >&2 || true
       exit 1
     fi
     sleep 0.25
   done
-  echo "broker did not answer on $bootstrap within 60 s (log: $home/broker.log)" >&2
+  if wait "$probe"; then create_scram_users; return 0; fi
+  echo "Kafka $version broker did not answer on $bootstrap within $start_timeout_s s" \
+       "($(tail -n 1 "$home/probe.out" 2>/dev/null); log: $home/broker.log); still running, pid $(cat "$pidfile")" >&2
   exit 1
+}
+
+start() {
+  if running; then
+    local running_version; running_version="$(cat "$home/broker.version" 2>/dev/null || echo unknown)"
+    if [[ "$running_version" != "$version" ]]; then
+      echo "a Kafka $running_version broker is running from $home, not $version: stop it first ($0 stop)" >&2
+      exit 1
+    fi
+    echo "$bootstrap"; return 0
+  fi
+  launch
+  wait_started
+  echo "$bootstrap"
 }
 
 stop() {
@@ -250,10 +432,15 @@ stop() {
   rm -f "$pidfile"
 }
 
+# sourced (cluster.sh): the functions only
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   run) run ;;
-  status) if running && answers; then echo "$bootstrap"; else echo "not running" >&2; exit 1; fi ;;
+  status)
+    if running && answers && { [[ "$security" != sasl_ssl ]] || [[ -f "$scram_done" ]]; }; then echo "$bootstrap"
+    else echo "not running" >&2; exit 1; fi ;;
   *) echo "usage: $0 start|stop|status|run" >&2; exit 2 ;;
 esac

@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--preset", default="graduated")
     args = parser.parse_args()
     kafka = load_settings(topic_prefix=f"benchaudit{int(time.time())}-")
-    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix, replication=kafka.replication)
     client = kafka.for_role("bench")
     asyncio.run(apply(client, topics))
     started = time.perf_counter()

@@ -102,7 +102,7 @@ async def exactly_once(kafka: WorkerSettings, topics: TopicSet) -> None:
 
 async def run() -> None:
     kafka = load_settings()
-    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix, replication=kafka.replication)
     if kafka.processing_guarantee == "exactly_once":
         await exactly_once(kafka, topics)
         return

@@ -27,7 +27,7 @@ from streams.kafka.topics import load_topics
 from streams.worker.app import RAW, brokers
 
 kafka = load_settings()
-topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+topics = load_topics(kafka.topics_file, kafka.topic_prefix, replication=kafka.replication)
 config = load_config(preset="conviction")
 width = topics["signals"].partitions
 app = faust.App(kafka.app_id, broker=brokers(kafka.bootstrap), store="memory://", topic_partitions=width,

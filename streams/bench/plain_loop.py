@@ -60,7 +60,7 @@ async def consume_and_produce(name: str, kafka: WorkerSettings, topics: TopicSet
 
 async def run() -> None:
     kafka = load_settings()
-    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix, replication=kafka.replication)
     config = load_config(preset="conviction")
     processor = Processor(config, MemoryStore(config))
     instruments, orders, decisions = topics.name("instruments"), topics.name("orders"), topics.name("decisions")

@@ -89,7 +89,7 @@ def guarantee(kafka: WorkerSettings) -> str:
 
 
 def build(kafka: WorkerSettings) -> Application:
-    topics = load_topics(kafka.topics_file, kafka.topic_prefix)
+    topics = load_topics(kafka.topics_file, kafka.topic_prefix, replication=kafka.replication)
     config = load_config(preset="conviction")
     store = QuixStateStore(config)
     processor = Processor(config, store)

@@ -72,6 +72,7 @@ from streams.kafka.io import publish
 from streams.kafka.settings import ClientConfig
 from streams.worker.settings import WorkerSettings, load_settings
 from streams.kafka.topics import TopicSet, apply, load_topics
+from streams.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -276,14 +277,6 @@ def proc_status_mb(pid: int, field_name: str) -> float:
         if line.startswith(field_name + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

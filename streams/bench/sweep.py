@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from streams import cli
-from streams.history.sweep_demo import RECORDING_TOML, write_history
+from streams.sweep_demo import RECORDING_TOML, write_history
 
 
 def main() -> int:

@@ -68,6 +68,22 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...]) -> Fit:
     lot = price * step  # the notional of one common step
     # Integer division of positive operands is the exact floor: whole steps that fit.
     unclamped = (budget // lot) * step if budget > 0 else _ZERO
+    return _fit(unclamped, step, price, legs, True, f"budget={c(budget)} price={c(price)}")
+
+
+def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool) -> Fit:
+    """Turn a base quantity (>= 0) at `price` (> 0) into one quantity valid on every
+    leg, as `fit_to_legs` does for a budget: rounded down to the common step, clamped
+    to every leg's maximum; the legs' minimums are enforced only with `minimums`
+    (a reduce of the whole position is never refused for dust)."""
+    step = common_step(tuple(leg.qty_step for leg in legs))
+    unclamped = (qty // step) * step if qty > 0 else _ZERO
+    return _fit(unclamped, step, price, legs, minimums, f"qty_wanted={c(qty)} price={c(price)}")
+
+
+def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool, wanted: str) -> Fit:
+    """The one rule of exchange constraints, from a quantity already on the common step."""
+    lot = price * step
     qty = unclamped
     clamped_by: Clamp | None = None
     for leg in legs:
@@ -85,7 +101,9 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...]) -> Fit:
         if clamped_by is not None:
             return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
         # no leg's rule bound it: the budget buys less than one step common to every leg
-        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} budget={c(budget)} price={c(price)}")
+        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} {wanted}")
+    if not minimums:
+        return Fit(qty, step, unclamped, clamped_by)
     clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
     for leg in legs:
         if qty < leg.min_qty:

@@ -14,7 +14,10 @@ from typing import Any, NamedTuple, get_args
 
 from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
-from streams.engine.constraints import Fit, fit_to_legs
+from streams.engine.constraints import Fit, fit_qty_to_legs, fit_to_legs
+from streams.engine.protections import (
+    Rejection, ReduceSize, group_exposure, open_forbidden, opens_after, passes_halt, reduce_size,
+)
 from streams.engine.state import (
     Exposure, Mark, PortfolioState, Streak, advance_clock, book, held_value, open_reservations, record, remember_ended,
     reservation, reserved_totals,
@@ -26,13 +29,6 @@ from streams.wire.models import (
 _FLIP = {"buy": "sell", "sell": "buy"}
 
 REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)  # defined with the decision it fills
-
-
-class Rejection(NamedTuple):
-    """A pipeline step's refusal: a reason code and its `key=value` detail."""
-
-    reason: RejectionReason
-    detail: str
 
 
 class InputPosition(NamedTuple):
@@ -80,7 +76,12 @@ def decide(
     decision record (`sizer sweep`): the same steps give the same outcome, reason,
     order id, qty, notional and new state, but the decision's trace holds only
     `state.exposure` (the exposure the decision read) and what the sizing steps
-    wrote, and no order is built (`Result.order` is None even when accepted)."""
+    wrote, and no order is built (`Result.order` is None even when accepted).
+
+    `config` may hold `[portfolios."ID"]` tables: the signal is sized under its
+    portfolio's effective configuration (`SizingConfig.for_portfolio`), whose hash
+    the decision carries."""
+    config = config.for_portfolio(signal.portfolio_id)
     if engine_context_active():
         return _decide(signal, instrument, state, config, position, explained)
     with localcontext(ENGINE_CONTEXT):
@@ -125,6 +126,22 @@ def _decide(
         return _rejected(signal, gate, trace, config, state)
     assert instrument is not None  # the gate rejects an unknown instrument
     state, read = _passed_gates(signal, signal_time, state, config, trace, explained)
+    clock = state.exposure.latest_ts
+    assert clock is not None  # a signal that passed the gates set it
+
+    if signal.intent == "reduce":
+        return _reduce(signal, instrument, order_id, state, config, trace, explained)
+    return _open(signal, instrument, order_id, state, read, clock, config, trace, explained)
+
+
+def _open(signal: Signal, instrument: Instrument, order_id: str, state: PortfolioState, read: "Read", clock: int,
+          config: SizingConfig, trace: dict[str, Any], explained: bool) -> Result:
+    """Steps 2-8 for an open signal that passed the gates, the protections first;
+    `state` and `read` as the gates left them, `clock` the portfolio clock (ms)."""
+    # Protections an open must pass (loss guard, cooldown, order rate).
+    forbidden = open_forbidden(signal, state.streak, state.exposure, clock, config, trace)
+    if forbidden is not None:
+        return _rejected(signal, forbidden, trace, config, state)
 
     # 2-5. Budget.
     budget = _budget(signal, state.streak, config, trace)
@@ -133,14 +150,17 @@ def _decide(
     trace["budget"] = budget
 
     # 6. Caps.
-    budget = _caps(budget, read, state, config, trace)
-    if type(budget) is Rejection:
-        return _rejected(signal, budget, trace, config, state)
+    wanted = budget
+    capped = _caps(budget, read, signal.symbol, instrument.group, state, config, trace)
+    if type(capped) is Rejection:
+        return _rejected(signal, capped, trace, config, state)
+    budget, bound = capped
 
     # 7. Exchange constraints, for every leg at once.
     fit = _exchange(budget, signal.price, instrument, trace)
     if type(fit) is Rejection:
-        return _rejected(signal, fit, trace, config, state)
+        return _rejected(signal, _cap_to_blame(fit, bound, wanted, signal.price, instrument, trace), trace, config,
+                         state)
 
     # 8. Accept.
     accepted = _accept(signal, instrument, fit, order_id, state, config, trace, explained)
@@ -190,7 +210,7 @@ def _passed_gates(signal: Signal, signal_time: str | None, state: PortfolioState
                        "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
     exposure = record(Exposure, (
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
-        exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders,
+        exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders, exposure.recent_opens,
     ))
     # the commands applied since the last decision that passed the gates are in this trace
     controls = state.controls
@@ -206,37 +226,105 @@ def _passed_gates(signal: Signal, signal_time: str | None, state: PortfolioState
             record(Read, (held, held_symbol, open_.reserved, open_.reserved_symbol)))
 
 
-def _caps(budget: Decimal, read: Read, state: PortfolioState, config: SizingConfig, trace: dict[str, Any]
-          ) -> Decimal | Rejection:
-    """Step 6: the pair's cap, then the portfolio's, each with the same rule
-    (`_under_cap`). Returns the budget that fits, or the rejection."""
+class Bound(NamedTuple):
+    """The cap that shrank the budget last (the tightest), for a rejection that
+    names it when what remained cannot meet an exchange minimum."""
+
+    reason: RejectionReason
+    name: str  # the trace's key of its remainder
+    remaining: Decimal
+
+
+def _caps(budget: Decimal, read: Read, symbol: str, group: str | None, state: PortfolioState, config: SizingConfig,
+          trace: dict[str, Any]) -> tuple[Decimal, Bound | None] | Rejection:
+    """Step 6: the pair's cap, the instrument group's (`group_caps`), then the
+    portfolio's, each with the one cap rule (`_under_cap`). Returns the budget that
+    fits and the cap that shrank it (None: none did), or the rejection."""
     cap_mode = config.cap_mode
     caps: dict[str, Any] = {"mode": cap_mode}
     trace["caps"] = caps
+    equity = state.streak.equity
+    # (cap, exposure, reason, the trace's keys of the cap, its exposure (None: the
+    # trace's state.exposure) and its remainder), in the order they apply
+    measured: list[tuple[Decimal, Decimal, RejectionReason, str, str | None, str]] = []
     pair_cap = config.pair_cap
     if pair_cap is not None:
-        pair_exposure = read.held_symbol + read.reserved_symbol
-        budget, remaining, refused = _under_cap(budget, pair_cap, pair_exposure, cap_mode, "PAIR_CAP_REACHED",
-                                                "pair_remaining")
-        caps["pair_cap"] = pair_cap
-        caps["pair_exposure"] = pair_exposure
-        caps["pair_remaining"] = remaining
+        measured.append((pair_cap, read.held_symbol + read.reserved_symbol, "PAIR_CAP_REACHED", "pair_cap",
+                         "pair_exposure", "pair_remaining"))
+    if group is not None and config.group_caps:
+        group_cap = config.group_caps.get(group)
+        if group_cap is not None:
+            caps["group"] = group
+            measured.append((group_cap.amount(equity), group_exposure(state.exposure, group, symbol, config),
+                             "GROUP_CAP_REACHED", "group_cap", "group_exposure", "group_remaining"))
+    measured.append((config.portfolio_cap.amount(equity), read.exposure, "EXPOSURE_CAP_REACHED", "portfolio_cap",
+                     None, "remaining"))
+    bound: Bound | None = None
+    for cap, exposure, reason, cap_key, exposure_key, name in measured:
+        capped, remaining, refused = _under_cap(budget, cap, exposure, cap_mode, reason, name)
+        caps[cap_key] = cap
+        if exposure_key is not None:
+            caps[exposure_key] = exposure
+        caps[name] = remaining
         if refused is not None:
             return refused
-    cap = config.portfolio_cap.amount(state.streak.equity)
-    budget, remaining, refused = _under_cap(budget, cap, read.exposure, cap_mode, "EXPOSURE_CAP_REACHED", "remaining")
-    caps["portfolio_cap"] = cap
-    caps["remaining"] = remaining
-    if refused is not None:
-        return refused
+        if capped < budget:
+            bound = Bound(reason, name, remaining)
+            budget = capped
     caps["capped_budget"] = budget
-    return budget
+    if bound is not None:
+        caps["bound_by"] = bound.reason
+    return budget, bound
+
+
+def _cap_to_blame(fit: Rejection, bound: Bound | None, wanted: Decimal, price: Decimal, instrument: Instrument,
+                  trace: dict[str, Any]) -> Rejection:
+    """An exchange minimum the capped budget could not meet is the cap's refusal when
+    the budget before the caps would have met it: the rejection names the cap (its
+    reason, its remainder, the minimum missed); the trace keeps both (`exchange.reason`,
+    `exchange.detail`). Otherwise the exchange's own rejection."""
+    if bound is None or fit.reason not in ("BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL"):
+        return fit
+    if fit_to_legs(wanted, price, instrument.legs).reason is not None:
+        return fit
+    trace["exchange"]["reason"] = fit.reason
+    trace["exchange"]["detail"] = fit.detail
+    return Rejection(bound.reason, f"{bound.name}={canonical(bound.remaining)} budget={canonical(wanted)} "
+                                   f"{fit.reason}: {fit.detail}")
+
+
+def _reduce(signal: Signal, instrument: Instrument, order_id: str, state: PortfolioState, config: SizingConfig,
+            trace: dict[str, Any], explained: bool) -> Result:
+    """A reduce signal (DESIGN.md, "Protections"): `reduce_fraction` of the held base
+    quantity, rounded down to the legs' steps, on the side opposite to the position;
+    no cap, no budget; the exchange's minimums apply unless it exits the whole
+    position. It reserves nothing (`_accept`, `reserve=False`)."""
+    size = reduce_size(signal, state.exposure.positions, trace)
+    if type(size) is Rejection:
+        return _rejected(signal, size, trace, config, state)
+    assert type(size) is ReduceSize
+    fit = _traced(fit_qty_to_legs(size.qty, signal.price, instrument.legs, minimums=not size.whole), trace)
+    if type(fit) is Rejection:
+        if trace["exchange"]["qty"] <= 0 and "clamped_by" not in trace["exchange"]:
+            fit = Rejection("NOTHING_TO_REDUCE", f"symbol={signal.symbol} held_qty="
+                                                 f"{canonical(trace['reduce']['held_qty'])}: less than one step to "
+                                                 f"reduce ({fit.detail})")
+        return _rejected(signal, fit, trace, config, state)
+    accepted = _accept(signal, instrument, fit, order_id, state, config, trace, explained, reserve=False)
+    if type(accepted) is Rejection:
+        return _rejected(signal, accepted, trace, config, state)
+    return accepted
 
 
 def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, trace: dict[str, Any]) -> Fit | Rejection:
     """Step 7: the quantity every leg trades (`constraints.fit_to_legs`), the leg
     that clamped it in the trace."""
-    fit = fit_to_legs(budget, price, instrument.legs)
+    return _traced(fit_to_legs(budget, price, instrument.legs), trace)
+
+
+def _traced(fit: Fit, trace: dict[str, Any]) -> Fit | Rejection:
+    """A fit written into the trace (`exchange`: step, qty, and the leg that clamped
+    it), then the fit or its rejection."""
     exchange: dict[str, Any] = {"step": fit.step, "qty": fit.qty}
     if fit.clamped_by is not None:
         exchange.update(unclamped_qty=fit.unclamped, clamped_by={
@@ -248,10 +336,13 @@ def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, trace: di
 
 
 def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, state: PortfolioState,
-            config: SizingConfig, trace: dict[str, Any], explained: bool) -> Result | Rejection:
+            config: SizingConfig, trace: dict[str, Any], explained: bool, reserve: bool = True) -> Result | Rejection:
     """Step 8: the order (when `explained`), its notional reserved at once (stamped
     with the portfolio clock) so a burst cannot overshoot the cap; only an order the
-    product could take back as input is emitted (closure: ORDER_OUT_OF_BOUNDS otherwise)."""
+    product could take back as input is emitted (closure: ORDER_OUT_OF_BOUNDS otherwise).
+    An open counts toward the order rate. `reserve=False` (a reduce order): nothing is
+    reserved; the order is remembered as ended, so its fills never add to the position
+    and a resent signal is a duplicate."""
     qty = fit.qty
     notional = qty * signal.price
     unwritable = _out_of_bounds("qty", qty) or _out_of_bounds("notional", notional)
@@ -259,10 +350,15 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
         return unwritable
     exposure = state.exposure
     legs = tuple(leg.venue_symbol for leg in instrument.legs)
-    made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs)
-    positions, reservations, marks, latest_ts, last_fill_offset, seen_signals, ended_orders = exposure
-    exposure = record(Exposure, (positions, book(reservations).with_entry(order_id, made), marks, latest_ts,
-                                 last_fill_offset, seen_signals, ended_orders))
+    made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs, signal.side, instrument.group)
+    positions, reservations, marks, latest_ts, last_fill_offset, seen_signals, ended_orders, recent_opens = exposure
+    if reserve:
+        reservations = book(reservations).with_entry(order_id, made)
+        recent_opens = opens_after(exposure, latest_ts, config)
+    else:
+        ended_orders = remember_ended(ended_orders, order_id, made._replace(reduce=True))
+    exposure = record(Exposure, (positions, reservations, marks, latest_ts, last_fill_offset, seen_signals,
+                                 ended_orders, recent_opens))
     state = record(PortfolioState, (exposure, state.streak, state.controls))
     order = None if not explained else build(
         Order,
@@ -297,7 +393,7 @@ def _gate(
     if order_id in exposure.ended_orders:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=ended")
     halt = state.controls.halt
-    if halt is not None:
+    if halt is not None and not passes_halt(signal, halt):
         by = f"command_id={halt.command_id} " if halt.command_id is not None else ""
         return Rejection(halt.reason, f"{by}operator={halt.operator} reason={halt.text}")  # type: ignore[arg-type]
     if instrument is None:

@@ -18,10 +18,14 @@ from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed
 
 
 class Position(NamedTuple):
-    """An open position in one symbol: gross quantity and what it cost at entry (USD)."""
+    """An open position in one symbol: gross base quantity and what it cost at entry
+    (USD); `side` the side of the order that opened it and `group` that order's
+    instrument group (None: not known, e.g. filled for an order the sizer never made)."""
 
     qty: Decimal
     entry_notional: Decimal
+    side: str | None = None
+    group: str | None = None
 
 
 NO_POSITION = Position(ZERO, ZERO)
@@ -104,15 +108,19 @@ class Reservation(NamedTuple):
     legs: tuple[str, ...] = ("",)
     filled: Mapping[str, Decimal] = EMPTY
     finals: frozenset[str] = frozenset()
+    side: str | None = None  # the order's side; None: made before sides were recorded
+    group: str | None = None  # its instrument's group (group caps)
+    reduce: bool = False  # a reduce order: never reserved; its fills never add to the position
 
     @property
     def filled_qty(self) -> Decimal:
         return max(self.filled.values(), default=ZERO)
 
 
-def reservation(symbol: str, qty: Decimal, price: Decimal, ts: int, legs: tuple[str, ...] = ("",)) -> Reservation:
+def reservation(symbol: str, qty: Decimal, price: Decimal, ts: int, legs: tuple[str, ...] = ("",),
+                side: str | None = None, group: str | None = None) -> Reservation:
     """A new order's reservation: all of `qty` * `price` held, nothing filled yet."""
-    return Reservation(symbol, qty, price, ts, qty * price, legs)
+    return Reservation(symbol, qty, price, ts, qty * price, legs, EMPTY, frozenset(), side, group)
 
 
 class Mark(NamedTuple):
@@ -137,6 +145,7 @@ class Exposure(NamedTuple):
     last_fill_offset: int | None = None
     seen_signals: RecentIds = RecentIds()
     ended_orders: Mapping[str, Reservation] = EMPTY  # oldest first, at most ENDED_ORDERS_KEPT
+    recent_opens: tuple[int, ...] = ()  # portfolio clock of each accepted open still inside the order rate window
 
     def ended(self, order_id: str) -> Reservation | None:
         """An order that ended recently, with its leg progress (no longer reserved)."""
@@ -168,6 +177,9 @@ class Streak(NamedTuple):
     gross_loss: Decimal = ZERO
     seen_fills: RecentIds = RecentIds()
     peak_equity: Decimal | None = None  # the highest equity, less withdrawals; None: never above the start
+    last_loss: Mapping[str, int] = EMPTY  # symbol -> event time of its latest losing close (cooldown)
+    loss_times: tuple[int, ...] = ()  # event times of losing closes inside the loss guard's window
+    paused_until: int | None = None  # the loss guard's pause ends at this event time
 
     @property
     def peak(self) -> Decimal:
@@ -224,8 +236,11 @@ class PortfolioState(NamedTuple):
     controls: Controls = Controls()
 
     @classmethod
-    def fresh(cls, config: SizingConfig) -> "PortfolioState":
-        """A portfolio never seen before: no positions, phase 1, the starting equity."""
+    def fresh(cls, config: SizingConfig, portfolio_id: str | None = None) -> "PortfolioState":
+        """A portfolio never seen before: no positions, phase 1, the starting equity
+        (of `portfolio_id`'s own configuration when given: `SizingConfig.for_portfolio`)."""
+        if portfolio_id is not None:
+            config = config.for_portfolio(portfolio_id)
         return cls(Exposure(), Streak(equity=config.starting_equity))
 
     def position_value(self, config: SizingConfig) -> Decimal:
@@ -358,7 +373,9 @@ def apply_fill(
 
     `offset` is the fill's input offset, recorded so a decision trace can name
     the last fill applied before it. Arithmetic is exact (`decimals.ENGINE_CONTEXT`).
+    `config` may hold `[portfolios."ID"]` tables: the fill's portfolio's own applies.
     """
+    config = config.for_portfolio(fill.portfolio_id)
     if engine_context_active():
         return _apply_fill(fill, state, config, offset)
     with localcontext(ENGINE_CONTEXT):
@@ -376,69 +393,26 @@ def _apply_fill(
         return FillApplied(state, "duplicate")
     streak = streak.remembering(streak.seen_fills.add(fill.event_id, config.fill_dedupe_window))
     exposure = state.exposure
-    positions, reservations = exposure.positions, exposure.reservations
-    outcome: FillOutcome = "applied"
-
-    ended_orders = exposure.ended_orders
     if isinstance(fill, OrderFilled):
-        held_order = reservations.get(fill.order_id)
-        order = held_order if held_order is not None else exposure.ended(fill.order_id)
-        symbol = fill.symbol
-        if order is None:
-            added = fill.qty
-            outcome = "unknown_order"
-        else:
-            symbol = order.symbol  # the order's own symbol, whatever the fill calls it
-            legs = order.legs
-            hit = (fill.venue_symbol,) if fill.venue_symbol in legs else legs
-            filled = dict(order.filled)
-            for leg in hit:
-                filled[leg] = filled.get(leg, ZERO) + fill.qty
-            now_filled = max(filled.values())
-            added = now_filled - order.filled_qty
-            if any(filled[leg] > order.qty for leg in hit):
-                outcome = "overfill"
-            finals = order.finals | frozenset(hit) if fill.final else order.finals
-            left = order.qty - now_filled
-            progressed = order._replace(filled=filled, finals=finals,
-                                        notional=left * order.price if left > 0 else ZERO)
-            if held_order is None:
-                # a fill of an order that already ended: only its legs' growth counts
-                ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
-            else:
-                reservations = dict(reservations)
-                if finals.issuperset(legs) or all(filled.get(leg, ZERO) >= order.qty for leg in legs):
-                    del reservations[fill.order_id]
-                    ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
-                else:
-                    reservations[fill.order_id] = progressed
-        if added:
-            held = positions.get(symbol, NO_POSITION)
-            positions = book(positions).with_entry(
-                symbol, Position(held.qty + added, held.entry_notional + added * fill.price))
+        books = _order_filled(fill, exposure)
     elif isinstance(fill, OrderCanceled):
-        if fill.order_id not in reservations:
+        if fill.order_id not in exposure.reservations:
             # nothing to release: the clock stays, but the event id is remembered and its
             # offset recorded (the audit places every applied fill by it)
             if offset is not None:
                 exposure = exposure._replace(last_fill_offset=offset)
             return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
-        ended_orders = remember_ended(ended_orders, fill.order_id, reservations[fill.order_id])
-        reservations = Book((oid, r) for oid, r in reservations.items() if oid != fill.order_id)
+        books = _order_canceled(fill, exposure)
     else:
-        held = positions.get(fill.symbol)
-        if held is not None:
-            positions = dict(positions)
-            if fill.qty >= held.qty:
-                del positions[fill.symbol]
-            else:
-                left = held.qty - fill.qty
-                share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
-                positions[fill.symbol] = Position(left, share)
+        books = _position_closed(fill, exposure)
         streak = book_close(streak, fill.realized_pnl, config)
+        if fill.realized_pnl < 0:
+            streak = book_loss(streak, fill.symbol, fill.ts, config)
+    positions, reservations, ended_orders, outcome = books
     exposure = record(Exposure, (
         book(positions), book(reservations), exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
         exposure.last_fill_offset if offset is None else offset, exposure.seen_signals, ended_orders,
+        exposure.recent_opens,
     ))
     controls = state.controls
     if isinstance(fill, PositionClosed) and controls.halt is None:
@@ -446,6 +420,112 @@ def _apply_fill(
         if tripped is not None:
             controls = controls._replace(halt=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
     return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)), outcome))  # type: ignore[no-any-return]
+
+
+class _Books(NamedTuple):
+    """What one fill event changed in the exposure: its positions, its reservations,
+    the orders that ended, and the fill's outcome."""
+
+    positions: Mapping[str, Position]
+    reservations: Mapping[str, Reservation]
+    ended_orders: Mapping[str, Reservation]
+    outcome: FillOutcome
+
+
+def _order_filled(fill: OrderFilled, exposure: Exposure) -> _Books:
+    """A fill of an order: the order's legs progress (its reservation ends once every
+    leg is final or filled), and the position grows by what the order's fill grew by.
+    A fill of an order that already ended counts only its legs' growth; of an order
+    never seen, its whole quantity (`unknown_order`). More than the order's quantity
+    on a leg is `overfill`."""
+    positions, reservations, ended_orders = exposure.positions, exposure.reservations, exposure.ended_orders
+    outcome: FillOutcome = "applied"
+    held_order = reservations.get(fill.order_id)
+    order = held_order if held_order is not None else exposure.ended(fill.order_id)
+    symbol = fill.symbol
+    side = group = None
+    if order is None:
+        added = fill.qty
+        outcome = "unknown_order"
+    else:
+        symbol = order.symbol  # the order's own symbol, whatever the fill calls it
+        side, group = order.side, order.group
+        legs = order.legs
+        hit = (fill.venue_symbol,) if fill.venue_symbol in legs else legs
+        filled = dict(order.filled)
+        for leg in hit:
+            filled[leg] = filled.get(leg, ZERO) + fill.qty
+        now_filled = max(filled.values())
+        added = now_filled - order.filled_qty if not order.reduce else ZERO  # a reduce's close books it
+        if any(filled[leg] > order.qty for leg in hit):
+            outcome = "overfill"
+        finals = order.finals | frozenset(hit) if fill.final else order.finals
+        left = order.qty - now_filled
+        progressed = order._replace(filled=filled, finals=finals,
+                                    notional=left * order.price if left > 0 else ZERO)
+        if held_order is None:
+            # a fill of an order that already ended: only its legs' growth counts
+            ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
+        else:
+            reservations = dict(reservations)
+            if finals.issuperset(legs) or all(filled.get(leg, ZERO) >= order.qty for leg in legs):
+                del reservations[fill.order_id]
+                ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
+            else:
+                reservations[fill.order_id] = progressed
+    if added:
+        held = positions.get(symbol, NO_POSITION)
+        positions = book(positions).with_entry(symbol, Position(
+            held.qty + added, held.entry_notional + added * fill.price,
+            held.side if held.side is not None else side, held.group if held.group is not None else group))
+    return _Books(positions, reservations, ended_orders, outcome)
+
+
+def _order_canceled(fill: OrderCanceled, exposure: Exposure) -> _Books:
+    """A cancel of a held order: its reservation is released and the order ended."""
+    reservations = exposure.reservations
+    ended_orders = remember_ended(exposure.ended_orders, fill.order_id, reservations[fill.order_id])
+    reservations = Book((oid, r) for oid, r in reservations.items() if oid != fill.order_id)
+    return _Books(exposure.positions, reservations, ended_orders, "applied")
+
+
+def _position_closed(fill: PositionClosed, exposure: Exposure) -> _Books:
+    """A close of (part of) a position: the position shrinks, its entry notional in
+    proportion; a close of a symbol with no position changes nothing held."""
+    positions = exposure.positions
+    held = positions.get(fill.symbol)
+    if held is not None:
+        positions = dict(positions)
+        if fill.qty >= held.qty:
+            del positions[fill.symbol]
+        else:
+            left = held.qty - fill.qty
+            share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
+            positions[fill.symbol] = held._replace(qty=left, entry_notional=share)
+    return _Books(positions, exposure.reservations, exposure.ended_orders, "applied")
+
+
+def book_loss(streak: Streak, symbol: str, ts: int, config: SizingConfig) -> Streak:
+    """What a losing close of `symbol` at event time `ts` (ms) starts: the symbol's
+    cooldown (`cooldown_after_loss_s`), and the loss guard's count of losses in its
+    window; the loss that makes `loss_guard_count` of them pauses every open until
+    `ts` + `loss_guard_pause_s` and starts the count again. Only what is configured
+    is kept, so a portfolio without these protections carries nothing for them."""
+    if config.cooldown_ms is not None:
+        # a late close never moves a symbol's cooldown back
+        if streak.last_loss.get(symbol, ts) <= ts:
+            streak = streak._replace(last_loss={**streak.last_loss, symbol: ts})
+    guard = config.loss_guard_ms
+    if guard is not None:
+        count, window, pause = guard
+        losses = tuple(t for t in streak.loss_times if t > ts - window) + (ts,)
+        if len(losses) >= count:
+            until = ts + pause
+            paused = streak.paused_until
+            streak = streak._replace(loss_times=(), paused_until=until if paused is None or until > paused else paused)
+        else:
+            streak = streak._replace(loss_times=losses)
+    return streak
 
 
 def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:
@@ -482,13 +562,17 @@ class ControlApplied(NamedTuple):
 
 def apply_control(command: Any, state: PortfolioState, config: SizingConfig, offset: int | None = None) -> ControlApplied:
     """Apply one operator command (DESIGN.md, "Operator controls") as a pure state
-    transition. Commands are not market events: they never move the portfolio clock.
+    transition. Commands are not market events: they never move the portfolio clock
+    forward; only `reset_clock` sets it back, to the command's `ts`.
 
     `halt` halts the portfolio (its signals are HALTED); `resume` lifts any halt,
     MAX_DRAWDOWN's included, and re-arms the kill switch from the equity now;
     `release` drops one order's reservation; `adjust_equity` adds `amount` (USD,
-    signed) to equity and to its peak, leaving streaks, trade counts and PnL alone.
-    `offset` is the command's input offset, recorded for the decision traces."""
+    signed) to equity and to its peak, leaving streaks, trade counts and PnL alone;
+    `reset_clock` repairs a clock a future-stamped input poisoned (`reset_clock`).
+    `offset` is the command's input offset, recorded for the decision traces.
+    `config` may hold `[portfolios."ID"]` tables: the command's portfolio's own applies."""
+    config = config.for_portfolio(command.portfolio_id)
     if engine_context_active():
         return _apply_control(command, state, config, offset)
     with localcontext(ENGINE_CONTEXT):
@@ -528,9 +612,27 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
                 ended_orders=remember_ended(exposure.ended_orders, command.order_id, released))
         else:
             outcome = "no_effect"
+    elif kind == "reset_clock":
+        if exposure.latest_ts is None or exposure.latest_ts <= command.ts:
+            outcome = "no_effect"
+        else:
+            exposure = reset_clock(exposure, command.ts)
     else:  # adjust_equity
         streak = streak._replace(equity=streak.equity + command.amount, peak_equity=streak.peak + command.amount)
     return ControlApplied(PortfolioState(exposure, streak, controls), outcome)
+
+
+def reset_clock(exposure: Exposure, ts: int) -> Exposure:
+    """The portfolio clock set back to `ts` (epoch ms, before the clock), with every
+    reservation and mark stamped after `ts` restamped at `ts`: a reservation's
+    `reservation_ttl_s` then runs from `ts`, and a mark moves again with the next
+    signal after `ts`. Positions, reservations' notionals and the dedupe windows
+    are kept as they are."""
+    return exposure._replace(
+        latest_ts=ts,
+        reservations=Book((oid, r._replace(ts=ts) if r.ts > ts else r) for oid, r in exposure.reservations.items()),
+        marks=dict((symbol, m._replace(ts=ts) if m.ts > ts else m) for symbol, m in exposure.marks.items()),
+    )
 
 
 def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
@@ -582,13 +684,14 @@ def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
     """The (exposure, streak) table values as JSON data."""
     e, s = state.exposure, state.streak
     exposure = {
-        "positions": {k: [p.qty, p.entry_notional] for k, p in e.positions.items()},
+        "positions": {k: _position_to_wire(p) for k, p in e.positions.items()},
         "reservations": {k: _reservation_to_wire(r) for k, r in e.reservations.items()},
         "marks": {k: [m.price, m.ts] for k, m in e.marks.items()},
         "latest_ts": e.latest_ts,
         "last_fill_offset": e.last_fill_offset,
         "seen_signals": e.seen_signals.to_wire(),
         "ended_orders": [[oid, _reservation_to_wire(r)] for oid, r in e.ended_orders.items()],
+        "recent_opens": list(e.recent_opens),
     }
     streak = {
         "equity": s.equity, "phase": s.phase, "consecutive_wins": s.consecutive_wins,
@@ -596,6 +699,7 @@ def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
         "closed_trades": s.closed_trades, "wins": s.wins, "losses": s.losses,
         "gross_profit": s.gross_profit, "gross_loss": s.gross_loss,
         "seen_fills": s.seen_fills.to_wire(), "peak_equity": s.peak_equity,
+        "last_loss": dict(s.last_loss), "loss_times": list(s.loss_times), "paused_until": s.paused_until,
     }
     return exposure, streak
 
@@ -623,24 +727,38 @@ def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
         return Exposure()
     D = Decimal
     return Exposure(
-        positions=Book((k, Position(D(q), D(n))) for k, (q, n) in data["positions"].items()),
+        positions=Book((k, _position_from_wire(v)) for k, v in data["positions"].items()),
         reservations=Book((k, _reservation_from_wire(v)) for k, v in data["reservations"].items()),
         marks={k: _mark_from_wire(v) for k, v in data["marks"].items()},
         latest_ts=data["latest_ts"],
         last_fill_offset=data["last_fill_offset"],
         seen_signals=RecentIds.from_wire(data["seen_signals"]),
         ended_orders={oid: _reservation_from_wire(r)._replace(notional=ZERO) for oid, r in data.get("ended_orders", ())},
+        recent_opens=tuple(int(t) for t in data.get("recent_opens", ())),
     )
 
 
+def _position_to_wire(p: Position) -> list[Any]:
+    if p.side is None and p.group is None:
+        return [p.qty, p.entry_notional]
+    return [p.qty, p.entry_notional, p.side, p.group]
+
+
+def _position_from_wire(data: list[Any]) -> Position:
+    # [qty, entry_notional] as written before positions knew their side and group
+    return Position(Decimal(data[0]), Decimal(data[1]), *(data[2:4] if len(data) > 2 else ()))
+
+
 def _reservation_to_wire(r: Reservation) -> list[Any]:
-    return [r.symbol, r.qty, r.price, r.ts, list(r.legs), dict(r.filled), sorted(r.finals)]
+    return [r.symbol, r.qty, r.price, r.ts, list(r.legs), dict(r.filled), sorted(r.finals), r.side, r.group, r.reduce]
 
 
 def _reservation_from_wire(data: list[Any]) -> Reservation:
     # [symbol, qty, price, ts] as written before leg fills were tracked: one whole-order leg
     symbol, qty, price, ts = data[:4]
     made = reservation(symbol, Decimal(qty), Decimal(price), int(ts), tuple(data[4]) if len(data) > 4 else ("",))
+    if len(data) > 7:
+        made = made._replace(side=data[7], group=data[8], reduce=bool(data[9]))
     if len(data) <= 5 or not data[5]:
         return made
     filled = {leg: Decimal(q) for leg, q in data[5].items()}
@@ -653,9 +771,9 @@ def _mark_from_wire(data: Any) -> Mark:
     return Mark(Decimal(data[0]), int(data[1])) if isinstance(data, list) else Mark(Decimal(data), 0)
 
 
-def streak_from_wire(data: Mapping[str, Any] | None, config: SizingConfig) -> Streak:
+def streak_from_wire(data: Mapping[str, Any] | None, config: SizingConfig, portfolio_id: str | None = None) -> Streak:
     if not data:
-        return Streak(equity=config.starting_equity)
+        return Streak(equity=(config if portfolio_id is None else config.for_portfolio(portfolio_id)).starting_equity)
     D = Decimal
     return Streak(
         equity=D(data["equity"]), phase=int(data["phase"]),
@@ -665,4 +783,7 @@ def streak_from_wire(data: Mapping[str, Any] | None, config: SizingConfig) -> St
         gross_profit=D(data["gross_profit"]), gross_loss=D(data["gross_loss"]),
         seen_fills=RecentIds.from_wire(data["seen_fills"]),
         peak_equity=D(data["peak_equity"]) if data.get("peak_equity") is not None else None,
+        last_loss={k: int(v) for k, v in data.get("last_loss", {}).items()},
+        loss_times=tuple(int(t) for t in data.get("loss_times", ())),
+        paused_until=int(data["paused_until"]) if data.get("paused_until") is not None else None,
     )

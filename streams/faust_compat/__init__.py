@@ -1,16 +1,18 @@
 """The only code that touches private names of faust-streaming or aiokafka.
 
 The worker needs several things faust-streaming 0.15.3 and aiokafka 0.14.0 do
-not do right (README, "Exactly-once, and the faust-streaming defects it works
+not do right (docs/pages/exactly-once.md, "Exactly-once, and the faust-streaming defects it works
 around"); each workaround lives in one module here, next to the defect it
 answers (the assignor's lives in `streams/worker/assignor.py`):
 
-| module | defect (README) |
+| module | defect (docs/pages/exactly-once.md) |
 |---|---|
 | `events`    | outputs and table writes must be routed by the input being processed: faust's current event |
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
 | `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed one after another |
 | `app`       | a rebalance that starts while a batch is half done |
+| `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover |
+| `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
 
 `SUPPORTED` names the versions this was written and tested against, and
 `PRIVATE_NAMES` every private name used; `check()` (run at start-up and by
@@ -32,6 +34,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.app.base", "App._new_transport"),
     ("faust.app.base", "App._on_partitions_revoked"),
     ("faust.app.base", "App._on_partitions_assigned"),
+    ("faust.app.base", "App._consumer"),
     ("faust.transport.consumer", "Consumer._drain_messages"),
     ("faust.transport.consumer", "Consumer._add_gap"),
     ("faust.transport.consumer", "Consumer._filter_committable_offsets"),
@@ -49,10 +52,16 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.transport.drivers.aiokafka", "Consumer._new_consumer_thread"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer._fetch_max_wait_ms"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer._group_instance_id"),
     ("faust.tables.base", "Collection.data"),
     ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.wait_for_pid"),
+    ("faust.tables.manager", "TableManager._pending_persisted_offsets"),
+    ("faust.tables.recovery", "Recovery._set_recovery_ended"),
+    ("faust.tables.recovery", "Recovery._seek_offsets"),
+    ("faust.tables.manager", "TableManager._recovery"),
+    ("asyncio.queues", "Queue._getters"),
 )
 
 

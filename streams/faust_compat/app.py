@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
 import faust
@@ -44,6 +45,8 @@ class Inputs:
     fetch_max_wait_ms: int
     # told the wall time in seconds of each commit that committed something
     observe_commit: Callable[[float], None]
+    # Kafka's group.instance.id (static membership), None for a dynamic member
+    group_instance_id: str | None = None
 
 
 class MissingWiring(RuntimeError):
@@ -63,6 +66,13 @@ class SizerApp(faust.App):
         self.forget_on_rebalance: list[Callable[[], None]] = []
         # told the new assignment once partitions have moved (metrics of what moved away)
         self.on_assigned: list[Callable[[Any], None]] = []
+        # why the local stores may hold writes of a transaction that did not commit
+        # (None: they hold committed writes only); see `streams.worker.checkpoint`
+        self.unclean: str | None = None
+        self.checkpoint_written: Path | None = None  # removed by any table write after it
+        # writes the checkpoint (table dir, app id, the stores) and returns its path; None:
+        # no checkpoint (`streams.worker.checkpoint.write_checkpoint`, wired by the worker)
+        self.write_checkpoint: Callable[[Path, str, list[Any]], Path] | None = None
 
     def wire(self, inputs: Inputs) -> None:
         self._inputs = inputs
@@ -96,6 +106,7 @@ class SizerApp(faust.App):
                 await self.consumer.commit()
             except Exception as exc:  # noqa: BLE001 - the positions make a missed commit safe
                 log.warning("commit before rebalance failed: %r", exc)
+                self.local_state_unclean("the commit before a rebalance failed")
         await super()._on_partitions_revoked(revoked)
 
     async def _on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
@@ -105,6 +116,55 @@ class SizerApp(faust.App):
         for hook in self.on_assigned:
             hook(assigned)
         await super()._on_partitions_assigned(assigned, generation_id)
+
+    async def on_stop(self) -> None:
+        """Under exactly-once, the last commit and the checkpoint of the local tables
+        before faust stops: faust-streaming 0.15.3 stops its tables (closing their
+        stores) before its consumer makes its own last commit. With the flow stopped
+        no batch starts (`BatchHandler` drops a fetched batch when the flow is not
+        active); the commit waits for the one under way."""
+        consumer = self._consumer
+        if self.in_transaction and consumer is not None and self._inputs is not None:
+            try:
+                if consumer.assignment():
+                    consumer.stop_flow()
+                    await consumer.commit(start_new_transaction=False)
+            except Exception as exc:  # noqa: BLE001 - a stop goes on; the next start rebuilds
+                log.warning("last commit before stopping failed: %r", exc)
+                self.local_state_unclean("the last commit failed")
+        await super().on_stop()
+
+    def local_state_unclean(self, why: str) -> None:
+        """The local stores may now hold writes that never committed: no checkpoint."""
+        self.unclean = self.unclean or why
+
+    def checkpoint_if_clean(self) -> None:
+        """Write the checkpoint of the local stores (`streams.worker.checkpoint`) when
+        every table write of the run is committed; called under the processing lock
+        by the last commit. Under exactly-once only."""
+        from streams.faust_compat.checkpoint import committed_stores
+
+        if self.checkpoint_written is not None or self.write_checkpoint is None:
+            return
+        if self.unclean is None and self.inputs.positions.uncommitted():
+            self.unclean = "the last commit did not commit every input position"
+        if self.unclean is not None:
+            log.info("no checkpoint of the local tables: %s; the next start rebuilds them", self.unclean)
+            return
+        try:
+            path = self.write_checkpoint(Path(self.conf.tabledir), self.conf.id, committed_stores(self))
+        except Exception as exc:  # noqa: BLE001 - without it the next start rebuilds; never fail a stop
+            log.warning("no checkpoint of the local tables (%r); the next start rebuilds them", exc)
+            return
+        self.checkpoint_written = path
+        log.info("checkpoint of the local tables written to %s", path)
+
+    def table_written(self) -> None:
+        """A table write: a checkpoint written before it no longer holds."""
+        if self.checkpoint_written is not None:
+            self.checkpoint_written.unlink(missing_ok=True)
+            self.checkpoint_written = None
+            self.local_state_unclean("a table was written after the checkpoint")
 
     def _new_transport(self) -> Any:
         return SizerTransport(self.conf.broker_consumer, self)

@@ -75,6 +75,8 @@ class Outputs:
         if event is None:
             raise RuntimeError("a table written outside of any input event")
         partition = event.message.partition
+        if self.app.checkpoint_written is not None:
+            self.app.table_written()
         if value is None:
             try:
                 del table.data[key]

@@ -1,5 +1,5 @@
 """The transport: fenced producers, whole-batch commits of the input positions,
-and the direct input path (README, "Exactly-once, and the faust-streaming
+and the direct input path (docs/pages/exactly-once.md, "Exactly-once, and the faust-streaming
 defects it works around").
 
 A commit only ever sees whole batches. faust commits on a timer, in its own
@@ -25,6 +25,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 from faust.transport.consumer import CONSUMER_FETCHING, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Producer, Transport
+
+from streams.faust_compat.recovery import RecoveryEnd
 
 log = logging.getLogger("streams.worker")
 
@@ -78,15 +80,35 @@ class ConcurrentCommitProducer(Producer):
         for name, failure in failures:
             log.warning("commit of transaction %s failed: %r", name, failure)
         if failures:
+            self.app.local_state_unclean("a transaction commit failed")
             # a fence first, whatever else failed: faust's TransactionManager.commit
             # crashes the app on ProducerFenced, and only on it
             fenced = [failure for _, failure in failures if isinstance(failure, ProducerFenced)]
             raise fenced[0] if fenced else failures[0][1]
 
+    async def maybe_begin_transaction(self, transactional_id: str) -> None:
+        """Begin the partition's transaction unless it is open already.
+
+        At every rebalance faust-streaming 0.15.3 begins a transaction for every
+        partition assigned (`TransactionManager._start_transactions`), those it kept
+        included, whose transactions are open (the worker commits before a rebalance
+        and begins the next one at once); aiokafka refuses the transition and faust
+        logs it as a WARNING, "Exception in begin_transaction ... Invalid state
+        transition IN_TRANSACTION -> IN_TRANSACTION", and carries on with the open
+        transaction: the right one. Nothing was wrong but the line."""
+        producer = self._transaction_producers.get(transactional_id)
+        if producer is not None and producer._txn_manager is not None and producer._txn_manager.is_in_transaction():
+            return
+        await super().maybe_begin_transaction(transactional_id)
+
 
 class ShortFetchWaitThread(AIOKafkaConsumerThread):
     """The worker's consumer with `Inputs.fetch_max_wait_ms` instead of faust's fixed
-    1,500 ms (faust-streaming 0.15.3 `_create_worker_consumer`).
+    1,500 ms, and `Inputs.group_instance_id` as its static group membership, which
+    faust-streaming 0.15.3 `_create_worker_consumer` cannot set (aiokafka 0.14 takes
+    it as `group_instance_id`). A static member that stops sends no LeaveGroup and
+    one that starts again under the same id inside the session timeout takes its
+    partitions back without a rebalance.
 
     aiokafka sends one fetch at a time to a broker. Once a partition's fetched
     records have waited unconsumed for its prefetch backoff (100 ms: a long batch,
@@ -102,6 +124,7 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.app.inputs.fetch_max_wait_ms
+        consumer._group_instance_id = self.app.inputs.group_instance_id  # read when the consumer starts
         return consumer
 
 
@@ -183,7 +206,12 @@ class WholeBatchConsumer(PausingConsumer):
             # complete, after flushing every send: no need to hold batches back.
             return await super().commit(topics, start_new_transaction=start_new_transaction)
         async with self.app.processing_lock:
-            return await super().commit(topics, start_new_transaction=start_new_transaction)
+            did_commit = await super().commit(topics, start_new_transaction=start_new_transaction)
+            if not start_new_transaction:
+                # the last commit, as the worker stops: a checkpoint of the local state
+                # when all of it is committed (`streams.worker.checkpoint`)
+                self.app.checkpoint_if_clean()
+            return did_commit
 
     def _filter_committable_offsets(self, tps: Any) -> dict:
         offsets = super()._filter_committable_offsets(tps)
@@ -235,12 +263,31 @@ class DirectInputConsumer(WholeBatchConsumer):
       interval was the order's latency;
     - faust's stall check (`verify_event_path`) skips those inputs: it reads the
       inbound times of faust's streams, which they never pass through;
+    - under exactly-once, after each fetched batch, active recovery ends as soon as
+      every active changelog partition has been read to its end
+      (`recovery.RecoveryEnd`), not after faust's two empty 5 s polls;
     - nothing else: faust's yield every 100 records, its `commit_every` commit,
       its dropped-message log and its exception log are kept for the records it
       still delivers."""
 
     def _new_consumer_thread(self) -> Any:
         return ShortFetchWaitThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _positions(self, tps: list[Any]) -> dict[Any, int]:
+        """The consumer's position in each of `tps` ({} when one is no longer assigned:
+        a rebalance is under way)."""
+        thread = self._thread
+        consumer = thread._ensure_consumer()
+
+        async def read() -> dict[Any, int]:
+            # a position being reset is waited for, at most a second: the fetch loop waits on this
+            return {tp: await asyncio.wait_for(consumer.position(TopicPartition(tp.topic, tp.partition)), 1.0)
+                    for tp in tps}
+
+        try:
+            return await thread.call_thread(read)  # type: ignore[no-any-return]
+        except (Exception, asyncio.TimeoutError):  # noqa: BLE001 - mid-rebalance: look again next time
+            return {}
 
     def verify_event_path(self, now: float, tp: Any) -> None:
         # the positioned inputs never pass through faust's streams, whose inbound times
@@ -250,6 +297,26 @@ class DirectInputConsumer(WholeBatchConsumer):
         return super().verify_event_path(now, tp)
 
     async def _drain_messages(self, fetcher: Any) -> None:
+        try:
+            await self._drain_fetched(fetcher)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _drain_fetched(self, fetcher: Any) -> None:
+        """The fetch loop of `_drain_messages` (its error handling apart)."""
         inputs_contract = self.app.inputs  # required: `SizerApp.wire`
         handle_inputs = inputs_contract.handle_inputs
         tracks = inputs_contract.positions.tracks
@@ -265,60 +332,47 @@ class DirectInputConsumer(WholeBatchConsumer):
         floor = inputs_contract.eager_commit_floor_s if self.in_transaction else 0.0
         full_batch = self.app.conf.broker_max_poll_records
         clock = asyncio.get_running_loop().time
+        recovery_end = RecoveryEnd(self.app, self._paused_here) if self.in_transaction else None
         last_eager = 0.0
         uncommitted = False  # a batch was handled since the last eager commit
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                self.diag.set_flag(CONSUMER_FETCHING)
-                inputs: list[Any] = []
-                await self.sleep(0)
-                # a handled batch whose commit the floor held back is committed when the
-                # floor has passed, whether or not more input arrives by then
-                timeout = max(0.0, min(1.0, last_eager + floor - clock())) if uncommitted else 1.0
-                if not self.should_stop:
-                    async for tp, message in self.getmany(timeout=timeout):
-                        if tracks(tp.topic):
-                            inputs.append(message)
-                            continue
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await asyncio.sleep(0)
-                            num_since_yield = 0
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
-                            set_read_offset(tp, offset)
-                        else:
-                            self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
-                    if inputs:
-                        await handle_inputs(inputs)
-                        uncommitted = bool(floor)
-                    if uncommitted and len(inputs) < full_batch:  # nothing more was waiting
-                        now = clock()
-                        if now - last_eager >= floor:
-                            last_eager, uncommitted = now, False
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            self.diag.set_flag(CONSUMER_FETCHING)
+            inputs: list[Any] = []
+            await self.sleep(0)
+            # a handled batch whose commit the floor held back is committed when the
+            # floor has passed, whether or not more input arrives by then
+            timeout = max(0.0, min(1.0, last_eager + floor - clock())) if uncommitted else 1.0
+            if not self.should_stop:
+                async for tp, message in self.getmany(timeout=timeout):
+                    if tracks(tp.topic):
+                        inputs.append(message)
+                        continue
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await asyncio.sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
                             await self.commit()
-                self.diag.unset_flag(CONSUMER_FETCHING)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                self.log.info("Broker stopped consumer, shutting down...")
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                self.log.info("Consumer shutting down for user cancel.")
-                return
-            raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
-            raise
-        finally:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
+                if recovery_end is not None:
+                    await recovery_end.after_fetch(self._positions)
+                if inputs:
+                    await handle_inputs(inputs)
+                    uncommitted = bool(floor)
+                if uncommitted and len(inputs) < full_batch:  # nothing more was waiting
+                    now = clock()
+                    if now - last_eager >= floor:
+                        last_eager, uncommitted = now, False
+                        await self.commit()
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 

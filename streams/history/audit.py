@@ -17,7 +17,8 @@ from typing import Any, Iterable, Iterator
 from streams.wire import decimals
 from streams.config import SizingConfig
 from streams.errors import ConfigError, InvalidMessage
-from streams.history.interleaving import Instruments, admitted, dead_lettered, recorded_interleaving, rederive
+from streams.history.interleaving import Instruments, Rederived, Source, admitted, dead_lettered, recorded_interleaving, \
+    rederive
 from streams.kafka.io import Record, read_topic
 from streams.kafka.settings import ClientConfig
 from streams.wire.models import parse_event_time, to_json
@@ -25,6 +26,7 @@ from streams.history.progress import Progress
 from streams.kafka.topics import TopicSet
 from streams.wire.roles import ROLES
 from streams.text import counted
+from streams.wire.admission import PORTFOLIO_KEYED, home_partition
 
 
 
@@ -56,12 +58,16 @@ class AuditReport:
     unverifiable: list[dict[str, Any]] = field(default_factory=list)
     # input records with no outcome, or with two (a decision and a dead letter)
     inputs_unaccounted: list[dict[str, Any]] = field(default_factory=list)
+    # input records on another partition than their key's, used by a worker anyway
+    wrong_partition_admitted: list[dict[str, Any]] = field(default_factory=list)
+    # input records on another partition than their key's, dead-lettered as they must be (not a failure)
+    wrong_partition_refused: list[dict[str, Any]] = field(default_factory=list)
     instrument_versions_missing: int = 0
     seconds: float = 0.0  # wall time of the whole audit, reading the topics included (set by the caller)
 
     PROBLEMS = ("mismatches", "signals_without_decision", "decisions_without_order", "orders_without_decision",
                 "duplicate_decisions", "duplicate_orders", "unresolvable_config_hashes",
-                "decisions_for_unknown_signals", "unverifiable", "inputs_unaccounted")
+                "decisions_for_unknown_signals", "unverifiable", "inputs_unaccounted", "wrong_partition_admitted")
 
     @property
     def ok(self) -> bool:
@@ -69,12 +75,18 @@ class AuditReport:
 
     def as_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in ("events", "verified", *self.PROBLEMS,
-                                                        "instrument_versions_missing", "seconds")}
+                                                        "wrong_partition_refused", "instrument_versions_missing",
+                                                        "seconds")}
         return {"ok": self.ok, **data}
 
     def summary(self) -> str:
         lines = [f"audit: {counted(self.verified, 'decision')} verified, {counted(self.events, 'event')} read, "
                  f"audit took {self.seconds:.1f} s"]
+        if self.wrong_partition_refused:
+            lines.append(f"  note: {counted(len(self.wrong_partition_refused), 'input record')} sent to another "
+                         "partition than its key's, dead-lettered WRONG_PARTITION (a producer's partitioner is not "
+                         "murmur2):")
+            lines += [f"    {_line(item)}" for item in self.wrong_partition_refused[:20]]
         if self.instrument_versions_missing:
             lines.append(f"  note: {counted(self.instrument_versions_missing, 'decision')} used an instrument "
                          "version the compacted topic no longer holds; the latest version stood in")
@@ -118,9 +130,18 @@ class ConfigResolver:
         self._configs: dict[str, SizingConfig] = {config.config_hash: config
                                                   for _, config in published_configs(records)}
         self.unresolvable: set[str] = set()
+        # configurations with `[portfolios."ID"]` tables: a portfolio's own effective
+        # configuration is derived from them when no record holds it by its hash
+        self._with_tables = [c for c in self._configs.values() if c.portfolios]
 
-    def __call__(self, config_hash: str) -> SizingConfig | None:
+    def __call__(self, config_hash: str, portfolio_id: str | None = None) -> SizingConfig | None:
         config = self._configs.get(config_hash)
+        if config is None and portfolio_id is not None:
+            for tables in self._with_tables:
+                derived = tables.for_portfolio(portfolio_id)
+                if derived.config_hash == config_hash:
+                    config = self._configs[config_hash] = derived
+                    break
         if config is None:
             self.unresolvable.add(config_hash)
         return config
@@ -159,38 +180,79 @@ def in_scope(decision: dict[str, Any], portfolio: str | None, start: int | None,
     return True
 
 
+@dataclass
+class Recorded:
+    """What the worker recorded, indexed once for every check: its decisions (decoded;
+    a record that is no decision of the worker's, a tombstone, is left out), by the
+    position of the signal they decide; its orders by order id; its dead letters, and
+    the signal positions among them."""
+
+    decisions: list[tuple[Record, dict[str, Any]]]
+    decisions_at: dict[tuple[int, int], list[dict[str, Any]]]
+    orders_by_id: dict[str, list[tuple[Record, dict[str, Any]]]]
+    dead_letters: dict[Source, str]
+    dead_signals: set[tuple[int, int]]
+
+    @classmethod
+    def read(cls, history: dict[str, list[Record]]) -> "Recorded":
+        decisions = [(record, data) for record in history["decisions"] if isinstance(data := record.json(), dict)]
+        decisions_at: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+        for record, decision in decisions:
+            position = decision["trace"]["input"]
+            decisions_at[(position["partition"], position["offset"])].append(decision)
+        orders_by_id: dict[str, list[tuple[Record, dict[str, Any]]]] = defaultdict(list)
+        for record in history["orders"]:
+            order = record.json()
+            if not isinstance(order, dict):
+                continue
+            orders_by_id[order["order_id"]].append((record, order))
+        dead_letters = dead_lettered(history["dlq"])
+        signals_topic = _name(history, "signals")
+        dead = {(partition, offset) for (topic, partition, offset) in dead_letters if topic == signals_topic}
+        return cls(decisions, decisions_at, orders_by_id, dead_letters, dead)
+
+
 def audit(history: dict[str, list[Record]], portfolio: str | None = None, start: int | None = None,
-          end: int | None = None, progress: "Progress | None" = None) -> AuditReport:
-    """Verify every decision in scope; state is always rebuilt from the beginning."""
+          end: int | None = None, progress: "Progress | None" = None, partitions: int | None = None) -> AuditReport:
+    """Verify every decision in scope; state is always rebuilt from the beginning.
+    Each check is its own function below, run in this order (the report's lists
+    keep the order their entries were found in). `partitions`: the input topics'
+    partition count, by which every input record's partition is checked against
+    its key's (None: not checked)."""
     report = AuditReport(events=sum(len(records) for records in history.values()))
     resolver = ConfigResolver(history["config"])
-    instruments = Instruments(history["instruments"])
+    recorded = Recorded.read(history)
+    check_decided_signals(history["signals"], recorded, report)
+    check_signals_decided(history["signals"], recorded, portfolio, report)
+    check_inputs_accounted(history, recorded, report)
+    if partitions is not None:
+        check_partitions(history, partitions, recorded, portfolio, report)
+    check_duplicate_orders(recorded, report)
+    accepted_ids = check_rederived(history, recorded, resolver, (portfolio, start, end), progress, report)
+    check_orders_decided(recorded, accepted_ids, portfolio, report)
+    report.unresolvable_config_hashes = sorted(resolver.unresolvable)
+    if progress:
+        progress.close()
+    return report
 
-    # decoded once; a record that is no decision of the worker's (a tombstone) is left out
-    decisions = [(record, data) for record in history["decisions"] if isinstance(data := record.json(), dict)]
-    decisions_at: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
-    for record, decision in decisions:
-        position = decision["trace"]["input"]
-        decisions_at[(position["partition"], position["offset"])].append(decision)
-    orders_by_id: dict[str, list[tuple[Record, dict[str, Any]]]] = defaultdict(list)
-    for record in history["orders"]:
-        order = record.json()
-        if not isinstance(order, dict):
-            continue
-        orders_by_id[order["order_id"]].append((record, order))
-    dead_letters = dead_lettered(history["dlq"])
-    signals_topic = _name(history, "signals")
-    dead = {(partition, offset) for (topic, partition, offset) in dead_letters if topic == signals_topic}
 
-    signal_positions = {(r.partition, r.offset) for r in history["signals"]}
-    for (partition, offset), recorded_there in decisions_at.items():
+def check_decided_signals(signals: list[Record], recorded: Recorded, report: AuditReport) -> None:
+    """Every decision names a signal that is there, and no signal has two decisions."""
+    signal_positions = {(r.partition, r.offset) for r in signals}
+    for (partition, offset), recorded_there in recorded.decisions_at.items():
         if (partition, offset) not in signal_positions:
             report.decisions_for_unknown_signals.append(
                 {"signal_id": recorded_there[0]["signal_id"], "partition": partition, "offset": offset})
         if len(recorded_there) > 1:
             report.duplicate_decisions.append({"signal_id": recorded_there[0]["signal_id"], "partition": partition,
                                                "offset": offset, "count": len(recorded_there)})
-    for record in history["signals"]:
+
+
+def check_signals_decided(signals: list[Record], recorded: Recorded, portfolio: str | None,
+                          report: AuditReport) -> None:
+    """Every signal has one outcome: a decision or a dead letter, never both, never none."""
+    decisions_at, dead = recorded.decisions_at, recorded.dead_signals
+    for record in signals:
         if (record.partition, record.offset) in decisions_at and (record.partition, record.offset) in dead:
             report.inputs_unaccounted.append({"topic": record.topic, "partition": record.partition,
                                               "offset": record.offset, "why": "decided and dead-lettered"})
@@ -203,64 +265,110 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
             if portfolio is None or owner == portfolio:
                 report.signals_without_decision.append(
                     {"signal_id": signal_id, "partition": record.partition, "offset": record.offset})
-    # A fill, command or instrument leaves no record of its own when applied: each must be
-    # dead-lettered or else admitted by the worker's rule (a state change).
+
+
+def check_inputs_accounted(history: dict[str, list[Record]], recorded: Recorded, report: AuditReport) -> None:
+    """A fill, command or instrument leaves no record of its own when applied: each must
+    be dead-lettered or else admitted by the worker's rule (a state change)."""
     for role in ("fills", "controls", "instruments"):
         for record in history[role]:
-            if (record.topic, record.partition, record.offset) not in dead_letters \
+            if (record.topic, record.partition, record.offset) not in recorded.dead_letters \
                     and not _admitted_input(role, record):
                 report.inputs_unaccounted.append({"topic": record.topic, "partition": record.partition,
                                                   "offset": record.offset, "why": "neither admitted nor dead-lettered"})
-    for order_id, orders in orders_by_id.items():
+
+
+def check_duplicate_orders(recorded: Recorded, report: AuditReport) -> None:
+    """No order id was written twice."""
+    for order_id, orders in recorded.orders_by_id.items():
         if len(orders) > 1:
             report.duplicate_orders.append({"order_id": order_id, "count": len(orders)})
 
+
+def check_rederived(history: dict[str, list[Record]], recorded: Recorded, resolver: "ConfigResolver",
+                    scope: tuple[str | None, int | None, int | None], progress: "Progress | None",
+                    report: AuditReport) -> set[str]:
+    """Every decision in `scope` (portfolio, from, to) re-derived in the recorded
+    interleaving equals the recorded one, and so does its order. Returns the order
+    ids of every accepted decision, in scope or not."""
     accepted_ids: set[str] = set()
-    steps = recorded_interleaving(history["signals"], history["fills"], decisions, dead_letters, history["controls"])
-    for done, result in enumerate(rederive(steps, instruments, resolver), start=1):
+    steps = recorded_interleaving(history["signals"], history["fills"], recorded.decisions, recorded.dead_letters,
+                                  history["controls"])
+    for done, result in enumerate(rederive(steps, Instruments(history["instruments"]), resolver), start=1):
         if progress:
             progress.tick(done)
-        recorded = result.step.recorded or {}
-        if recorded.get("order_id"):
-            accepted_ids.add(recorded["order_id"])
-        if not in_scope(recorded, portfolio, start, end):
+        decision = result.step.recorded or {}
+        if decision.get("order_id"):
+            accepted_ids.add(decision["order_id"])
+        if not in_scope(decision, *scope):
             continue
         if result.decision is None:
-            report.unverifiable.append({"signal_id": recorded.get("signal_id"),
+            report.unverifiable.append({"signal_id": decision.get("signal_id"),
                                         "partition": result.step.record.partition,
                                         "offset": result.step.record.offset, "why": result.unverifiable})
             continue
         if not result.exact_instrument:
             report.instrument_versions_missing += 1
-        derived_json = to_json(result.decision)
-        raw = result.step.decision_record.value.decode() if result.step.decision_record else None
-        where = {"signal_id": recorded.get("signal_id"), "partition": result.step.record.partition,
-                 "offset": result.step.record.offset}
-        problems = []
-        if raw != derived_json:
-            problems += [{**where, "field": path, "recorded": a, "rederived": b}
-                         for path, a, b in differences(recorded, decimals.loads_output(derived_json))]
-        if result.decision.outcome == "accepted":
-            recorded_orders = orders_by_id.get(result.decision.order_id, [])
-            if not recorded_orders:
-                report.decisions_without_order.append({**where, "order_id": result.decision.order_id})
-            elif result.order is not None:
-                derived_order = to_json(result.order)
-                for order_record, order in recorded_orders:
-                    if order_record.value.decode() != derived_order:
-                        problems += [{**where, "field": f"order.{path}", "recorded": a, "rederived": b}
-                                     for path, a, b in differences(order, decimals.loads_output(derived_order))]
+        problems = _rederived_differences(result, decision, recorded, report)
         if problems:
             report.mismatches.extend(problems)
         else:
             report.verified += 1
-    for order_id, orders in orders_by_id.items():
+    return accepted_ids
+
+
+def _rederived_differences(result: Rederived, decision: dict[str, Any], recorded: Recorded,
+                           report: AuditReport) -> list[dict[str, Any]]:
+    """Each field where the re-derived decision, or its order, differs from the recorded
+    one; an accepted decision with no recorded order is reported as such."""
+    derived_json = to_json(result.decision)
+    raw = result.step.decision_record.value.decode() if result.step.decision_record else None
+    where = {"signal_id": decision.get("signal_id"), "partition": result.step.record.partition,
+             "offset": result.step.record.offset}
+    problems = []
+    if raw != derived_json:
+        problems += [{**where, "field": path, "recorded": a, "rederived": b}
+                     for path, a, b in differences(decision, decimals.loads_output(derived_json))]
+    if result.decision.outcome == "accepted":
+        recorded_orders = recorded.orders_by_id.get(result.decision.order_id, [])
+        if not recorded_orders:
+            report.decisions_without_order.append({**where, "order_id": result.decision.order_id})
+        elif result.order is not None:
+            derived_order = to_json(result.order)
+            for order_record, order in recorded_orders:
+                if order_record.value.decode() != derived_order:
+                    problems += [{**where, "field": f"order.{path}", "recorded": a, "rederived": b}
+                                 for path, a, b in differences(order, decimals.loads_output(derived_order))]
+    return problems
+
+
+def check_orders_decided(recorded: Recorded, accepted_ids: set[str], portfolio: str | None,
+                         report: AuditReport) -> None:
+    """Every order (of the portfolio in scope) belongs to an accepted decision."""
+    for order_id, orders in recorded.orders_by_id.items():
         if order_id not in accepted_ids and (portfolio is None or orders[0][1]["portfolio_id"] == portfolio):
             report.orders_without_decision.append({"order_id": order_id, "signal_id": orders[0][1]["signal_id"]})
-    report.unresolvable_config_hashes = sorted(resolver.unresolvable)
-    if progress:
-        progress.close()
-    return report
+
+
+def check_partitions(history: dict[str, list[Record]], partitions: int, recorded: Recorded, portfolio: str | None,
+                     report: AuditReport) -> None:
+    """Every signal, fill and command on another partition than its key's: refused
+    (dead-lettered WRONG_PARTITION) as it must be, or else used by a worker, which
+    sized it against a second copy of its portfolio."""
+    for role in PORTFOLIO_KEYED:
+        for record in history[role]:
+            if record.key is None or (portfolio is not None and record.key != portfolio.encode()):
+                continue
+            home = home_partition(record.key, partitions)
+            if record.partition == home:
+                continue
+            where = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                     "portfolio": record.key.decode("utf-8", "replace")[:80], "key_partition": home}
+            reason = recorded.dead_letters.get((record.topic, record.partition, record.offset))
+            if reason is None:
+                report.wrong_partition_admitted.append(where)
+            else:
+                report.wrong_partition_refused.append({**where, "dead_lettered": reason})
 
 
 def _admitted_input(role: str, record: Record) -> bool:

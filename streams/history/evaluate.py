@@ -59,7 +59,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from streams.config import SizingConfig, load_config
 from streams.errors import ConfigError
@@ -428,23 +428,30 @@ def _fmt(value: Any, pct: bool) -> str:
     return f"{value * 100:+.1f}%" if pct else f"{value:+.3f}"
 
 
-def table(result: dict[str, Any]) -> str:
-    """The promise table: one row per market (and pooled) and promise."""
-    out = [f"{'market':<8} {'promise':<22} {'fixed':>12} {'graduated':>12} {'measured':>9} "
-           f"{'95% interval':>19} {'promised':>10}  verdict"]
+def promise_rows(result: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any], bool]]:
+    """(market or "pooled", graduated configuration, promise row, whether it is the only
+    graduated configuration) for every promise row of the report, markets first."""
     sections = [(name, m) for name, m in result["markets"].items() if "promises" in m]
     if "pooled" in result:
         sections.append(("pooled", result["pooled"]))
     for name, section in sections:
         for label, rows in section["promises"].items():
             for row in rows:
-                pct = row["promise"] != "sharpe"
-                promised = f"{'+' if not pct else ''}{row['promised'][0] * (100 if pct else 1):g}" + ("%" if pct else "")
-                low, high = row["interval"]
-                interval = f"[{_fmt(low, pct)}, {_fmt(high, pct)}]"
-                out.append(f"{name:<8} {row['promise']:<22} {_num(row['fixed']):>12} {_num(row['graduated']):>12} "
-                           f"{_fmt(row['measured'], pct):>9} {interval:>19} {'>=' + promised:>10}  {row['verdict']}"
-                           + ("" if len(section["promises"]) == 1 else f"  ({label})"))
+                yield name, label, row, len(section["promises"]) == 1
+
+
+def table(result: dict[str, Any]) -> str:
+    """The promise table: one row per market (and pooled) and promise."""
+    out = [f"{'market':<8} {'promise':<22} {'fixed':>12} {'graduated':>12} {'measured':>9} "
+           f"{'95% interval':>19} {'promised':>10}  verdict"]
+    for name, label, row, alone in promise_rows(result):
+        pct = row["promise"] != "sharpe"
+        promised = f"{'+' if not pct else ''}{row['promised'][0] * (100 if pct else 1):g}" + ("%" if pct else "")
+        low, high = row["interval"]
+        interval = f"[{_fmt(low, pct)}, {_fmt(high, pct)}]"
+        out.append(f"{name:<8} {row['promise']:<22} {_num(row['fixed']):>12} {_num(row['graduated']):>12} "
+                   f"{_fmt(row['measured'], pct):>9} {interval:>19} {'>=' + promised:>10}  {row['verdict']}"
+                   + ("" if alone else f"  ({label})"))
     skipped = [f"{m}/{s}: {info['skipped']}" for m, entry in result["markets"].items()
                for s, info in entry["strategies"].items() if "skipped" in info]
     skipped += [f"{m}: {entry['skipped']}" for m, entry in result["markets"].items() if "skipped" in entry]
@@ -462,14 +469,9 @@ def as_csv(result: dict[str, Any]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["market", "graduated", "promise", "fixed_value", "graduated_value", "measured",
                      "interval_low", "interval_high", "promised_low", "promised_high", "defined", "verdict"])
-    sections = [(n, m) for n, m in result["markets"].items() if "promises" in m]
-    if "pooled" in result:
-        sections.append(("pooled", result["pooled"]))
-    for name, section in sections:
-        for label, rows in section["promises"].items():
-            for row in rows:
-                writer.writerow([name, label, row["promise"], row["fixed"], row["graduated"], row["measured"],
-                                 *row["interval"], *row["promised"], row["defined"], row["verdict"]])
+    for name, label, row, _ in promise_rows(result):
+        writer.writerow([name, label, row["promise"], row["fixed"], row["graduated"], row["measured"],
+                         *row["interval"], *row["promised"], row["defined"], row["verdict"]])
     return buffer.getvalue()
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from streams.wire.admission import admit_record
 from streams.config import SizingConfig
-from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
+from streams.engine import InputPosition, PortfolioState, Result, apply_control, apply_fill, decide
 from streams.errors import InvalidMessage
 from streams.kafka.io import Record
 from streams.wire.models import Decision, Instrument, Order
@@ -178,13 +178,13 @@ class Rederived:
 def rederive(
     steps: Iterable[Step],
     instruments: Instruments,
-    config_for: Callable[[str], SizingConfig | None],
+    config_for: Callable[[str, str], SizingConfig | None],
     default: SizingConfig | None = None,
 ) -> Iterator[Rederived]:
     """Run the engine over recorded steps with the original input positions.
 
     Each signal is decided with the configuration its recorded decision names
-    (`config_for(hash)`), or with `default` throughout when given (a what-if).
+    (`config_for(hash, portfolio_id)`), or with `default` throughout when given (a what-if).
     Fills and operator commands are applied with the configuration of the
     portfolio's latest decision; those that come before a portfolio's first
     decision wait for it.
@@ -199,7 +199,7 @@ def rederive(
     unknown_since: dict[str, str] = {}  # portfolio -> the config hash its state was lost to
 
     def apply(portfolio: str, step: Step, config: SizingConfig) -> None:
-        state = states.get(portfolio) or PortfolioState.fresh(config)
+        state = states.get(portfolio) or PortfolioState.fresh(config, portfolio)
         transition = apply_fill if step.role == "fills" else apply_control
         states[portfolio] = transition(step.message, state, config, step.record.offset)[0]
 
@@ -220,7 +220,7 @@ def rederive(
             yield Rederived(step, None, None, unverifiable=f"an earlier decision of {portfolio} names config "
                                                            f"{unknown_since[portfolio]}, which is not recorded")
             continue
-        config = default or config_for(recorded.get("config_hash", ""))
+        config = default or config_for(recorded.get("config_hash", ""), portfolio)
         if config is None:
             unknown_since[portfolio] = recorded.get("config_hash", "")
             yield Rederived(step, None, None, unverifiable=f"config {unknown_since[portfolio]} is not recorded")
@@ -228,11 +228,20 @@ def rederive(
         current[portfolio] = config
         for held in waiting.pop(portfolio, ()):
             apply(portfolio, held, config)
-        state = states.get(portfolio) or PortfolioState.fresh(config)
-        position = recorded.get("trace", {}).get("input", {})
-        instrument, exact = instruments.at(message.symbol, position.get("instrument_offset"))
-        result = decide(message, instrument, state, config, InputPosition(
-            position.get("topic", step.record.topic), step.record.partition, step.record.offset,
-            position.get("instrument_offset")))
+        result, exact = _decide_at_recorded_position(
+            step, states.get(portfolio) or PortfolioState.fresh(config, portfolio), config, instruments)
         states[portfolio] = result.state
         yield Rederived(step, result.decision, result.order, exact)
+
+
+def _decide_at_recorded_position(step: Step, state: PortfolioState, config: SizingConfig,
+                                 instruments: Instruments) -> tuple[Result, bool]:
+    """The engine's result for a recorded signal, at the input position and with the
+    instrument version its recorded decision names; and whether that exact version
+    was found."""
+    position = (step.recorded or {}).get("trace", {}).get("input", {})
+    instrument, exact = instruments.at(step.message.symbol, position.get("instrument_offset"))
+    result = decide(step.message, instrument, state, config, InputPosition(
+        position.get("topic", step.record.topic), step.record.partition, step.record.offset,
+        position.get("instrument_offset")))
+    return result, exact

@@ -9,6 +9,7 @@ import io
 import sys
 import time
 from decimal import Decimal
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -262,21 +263,27 @@ def plot(report: dict[str, Any], outcomes: Sequence[Outcome], directory: Path, a
     except ImportError as exc:  # pragma: no cover - the plot extra is optional
         raise ConfigError("--plot needs matplotlib: pip install 'streams-sizer[plot]'") from exc
     matplotlib.use("Agg")
-    from datetime import datetime, timezone
-
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [_equity_plot(plt, outcomes, directory / "equity.png"),
+               _exposure_plot(plt, outcomes, directory / "exposure.png")]
+    if len(axes) == 2:
+        written.append(_heatmap(plt, report, directory / "heatmap.png", axes, rank))
+    return written
 
-    def when(ts: int) -> datetime:
-        return datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
+
+def _when(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
+
+
+def _equity_plot(plt: Any, outcomes: Sequence[Outcome], path: Path) -> Path:
+    import matplotlib.dates as mdates
 
     figure, axis = plt.subplots(figsize=(11, 5.5))
     for outcome in outcomes:
         points = outcome.curves["equity"]
-        axis.step([when(t) for t, _ in points], [v for _, v in points], where="post",
+        axis.step([_when(t) for t, _ in points], [v for _, v in points], where="post",
                   label=outcome.configuration.label, linewidth=1.2)
     axis.set_title("equity (starting equity + PnL scaled to each configuration's sizes)")
     axis.set_ylabel("USD")
@@ -284,9 +291,13 @@ def plot(report: dict[str, Any], outcomes: Sequence[Outcome], directory: Path, a
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small", ncol=2 if len(outcomes) > 6 else 1)
     figure.tight_layout()
-    written.append(directory / "equity.png")
-    figure.savefig(written[-1], dpi=100)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
+    return path
+
+
+def _exposure_plot(plt: Any, outcomes: Sequence[Outcome], path: Path) -> Path:
+    import matplotlib.dates as mdates
 
     columns = 3 if len(outcomes) > 4 else max(1, len(outcomes))
     rows = -(-len(outcomes) // columns)
@@ -299,10 +310,10 @@ def plot(report: dict[str, Any], outcomes: Sequence[Outcome], directory: Path, a
     for axis, outcome in zip(grid.flat, outcomes):
         use = outcome.curves["use"]
         if use["rest"]:
-            axis.step([when(t) for t, _ in use["rest"]], [u for _, u in use["rest"]], where="post", linewidth=0.8,
+            axis.step([_when(t) for t, _ in use["rest"]], [u for _, u in use["rest"]], where="post", linewidth=0.8,
                       color="grey", alpha=0.8, label=f"the other {use['others']} (total / their caps)")
         for portfolio, points in use["portfolios"].items():
-            axis.step([when(t) for t, _ in points], [u for _, u in points], where="post", linewidth=0.8,
+            axis.step([_when(t) for t, _ in points], [u for _, u in points], where="post", linewidth=0.8,
                       alpha=0.85, color=colours[portfolio], label=portfolio)
         axis.axhline(100, color="black", linewidth=1.2, alpha=0.7)
         axis.set_title(outcome.configuration.label, fontsize="small")
@@ -318,13 +329,9 @@ def plot(report: dict[str, Any], outcomes: Sequence[Outcome], directory: Path, a
     figure.suptitle("exposure of each portfolio against its own cap (100% = the cap): the portfolios that came "
                     "nearest their cap, the others summed", fontsize="small")
     figure.tight_layout()
-    written.append(directory / "exposure.png")
-    figure.savefig(written[-1], dpi=100)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
-
-    if len(axes) == 2:
-        written.append(_heatmap(plt, report, directory / "heatmap.png", axes, rank))
-    return written
+    return path
 
 
 def _time_axis(axis: Any, mdates: Any) -> None:

@@ -94,7 +94,7 @@ def what_if(history: dict[str, list[Record]], config: SizingConfig, portfolio: s
     for step in steps:
         if step.recorded is not None:
             result.recorded[step.recorded["portfolio_id"]].add(step.recorded)
-    for derived in rederive(steps, Instruments(history["instruments"]), lambda h: None, default=config):
+    for derived in rederive(steps, Instruments(history["instruments"]), lambda h, p: None, default=config):
         decision = decimals.loads_output(to_json(derived.decision))
         recorded = derived.step.recorded
         result.what_if[decision["portfolio_id"]].add(decision)

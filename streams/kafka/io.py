@@ -49,12 +49,15 @@ async def publish(client: ClientConfig, topics: TopicSet, entries: Iterable[tupl
 
 async def publish_config(client: ClientConfig, topic: str, config: "SizingConfig") -> None:
     """Publish the effective configuration keyed by its hash (the topic is compacted),
-    so every decision's `config_hash` resolves to the settings that produced it."""
-    value = decimals.dumps({"config_hash": config.config_hash, "config": config.effective()}).encode()
+    and the effective configuration of a portfolio of each of its `[portfolios."ID"]`
+    tables, so every decision's `config_hash` resolves to the settings that produced it
+    (a portfolio matching several globs at once: derived by the audit from the first)."""
     producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True))
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value, key=config.config_hash.encode())
+        for effective in config.effective_configurations():
+            value = decimals.dumps({"config_hash": effective.config_hash, "config": effective.effective()}).encode()
+            await producer.send_and_wait(topic, value, key=effective.config_hash.encode())
     finally:
         await producer.stop()
 

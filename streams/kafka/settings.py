@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import CredentialsMissing
+from streams.kafka.topics import LOCAL_REPLICATION, Replication
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -46,6 +47,10 @@ class ConnectionSettings(BaseSettings):
     topic_prefix: str = ""
     topics_file: Path = PROJECT_ROOT / "topics" / "topics.toml"
     acls_file: Path = PROJECT_ROOT / "topics" / "acls.toml"
+    # copies of every topic and changelog the product creates, and the topics'
+    # min.insync.replicas (`topics.Replication`); the defaults suit one local broker
+    replication_factor: int = Field(LOCAL_REPLICATION.factor, ge=1)
+    min_insync_replicas: int = Field(LOCAL_REPLICATION.min_insync, ge=1)
 
     # Security (DESIGN.md, "Security"): one configuration for every client.
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -60,6 +65,16 @@ class ConnectionSettings(BaseSettings):
     ssl_key_password_file: Path | None = None
     ssl_check_hostname: bool = True
     client_id_prefix: str = Field("sizer", min_length=1)
+
+    @model_validator(mode="after")
+    def _replication_coherent(self) -> "ConnectionSettings":
+        self.replication  # noqa: B018 - raises ValueError naming the setting
+        return self
+
+    @property
+    def replication(self) -> Replication:
+        """Every topic's and changelog's replication (SIZER_REPLICATION_FACTOR, SIZER_MIN_INSYNC_REPLICAS)."""
+        return Replication(self.replication_factor, self.min_insync_replicas)
 
     @model_validator(mode="after")
     def _bootstrap_well_formed(self) -> "ConnectionSettings":

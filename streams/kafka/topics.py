@@ -1,7 +1,10 @@
 """Topics as code: the one definition in `topics/topics.toml`, and applying it.
 
 `apply` creates missing topics and checks existing ones; a topic that exists
-with another partition count or configuration is an error, never silently used.
+with another partition count, replication factor or configuration is an error,
+never silently used. How many copies every topic and changelog gets is a
+deployment's setting (`Replication`: SIZER_REPLICATION_FACTOR,
+SIZER_MIN_INSYNC_REPLICAS), not the topics file's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated, read_toml
 from streams.kafka.positions import stored_positions_beyond_end
 from streams.text import counted
-from streams.wire.roles import CO_PARTITIONED, COMPACTED, ROLES
+from streams.wire.roles import CO_PARTITIONED, COMPACTED, ROLES, TIMED
 
 if TYPE_CHECKING:
     from streams.kafka.settings import ClientConfig
@@ -23,6 +26,43 @@ TOPIC_AUTHORIZATION_FAILED = 29
 UNKNOWN_TOPIC_OR_PARTITION = 3
 
 CLEANUP = ("delete", "compact")
+# The input topics whose record timestamps the FUTURE_TIMESTAMP rule trusts (the
+# timed roles) are bounded: the broker refuses a record stamped further ahead of its
+# own clock than the bound.
+TIMESTAMP_BOUND = "message.timestamp.after.max.ms"
+
+# the topic configs a spec sets from its own fields or from `Replication`: never in a topic's `configs` table
+OWN_CONFIGS = ("cleanup.policy", "retention.ms", "min.insync.replicas", TIMESTAMP_BOUND)
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """How many copies of each partition every topic and changelog the product
+    creates gets (`factor`, SIZER_REPLICATION_FACTOR), and how many of them must
+    have a write before it is acknowledged (`min_insync`, the topics'
+    `min.insync.replicas`, SIZER_MIN_INSYNC_REPLICAS; the product's producers use
+    acks=all). A single local broker: 1 and 1; production: 3 and 2, so one broker
+    may be lost without losing an acknowledged write or stopping writes.
+    Raises ValueError (naming the setting) for a count below 1 or a min ISR above
+    the factor, which would refuse every write."""
+
+    factor: int = 1
+    min_insync: int = 1
+
+    def __post_init__(self) -> None:
+        if self.factor < 1:
+            raise ValueError(f"replication_factor: at least 1, not {self.factor}")
+        if not 1 <= self.min_insync <= self.factor:
+            raise ValueError(f"min_insync_replicas: between 1 and replication_factor ({self.factor}), "
+                             f"not {self.min_insync}")
+
+    @property
+    def configs(self) -> dict[str, str]:
+        """The topic configs this sets, on every topic and changelog."""
+        return {"min.insync.replicas": str(self.min_insync)}
+
+
+LOCAL_REPLICATION = Replication(1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +73,21 @@ class TopicSpec:
     replication: int
     cleanup_policy: str
     retention_ms: int
+    min_insync_replicas: int = 1
+    # how far ahead of the broker's clock a record timestamp may be (Kafka 3.6+,
+    # `message.timestamp.after.max.ms`); None: not pinned by this spec
+    timestamp_after_max_ms: int | None = None
+    # any further topic configs of the topics file (`configs` tables), as the broker reports them
+    extra_configs: tuple[tuple[str, str], ...] = ()
 
     @property
     def configs(self) -> dict[str, str]:
-        """The broker configs this spec pins, as the broker reports them."""
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        """Every broker config this spec pins, as the broker reports them (strings)."""
+        pinned = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms),
+                  "min.insync.replicas": str(self.min_insync_replicas), **dict(self.extra_configs)}
+        if self.timestamp_after_max_ms is not None:
+            pinned[TIMESTAMP_BOUND] = str(self.timestamp_after_max_ms)
+        return pinned
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,28 +104,63 @@ class TopicSet:
         return self.specs[role].name
 
 
-def load_topics(path: Path, prefix: str = "") -> TopicSet:
-    """Read and validate the topic definitions; every name gets `prefix`."""
+def _config_value(value: Any) -> str:
+    """A topic config as the broker reports it: booleans lower-case, numbers as digits."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _extra_configs(where: str, defaults: Mapping[str, Any], own: Any) -> tuple[tuple[str, str], ...]:
+    """The `configs` tables of [defaults] and of one topic, merged (the topic's win)."""
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"{where}.configs: a table of broker topic configs (name = value)")
+    merged = {**defaults, **own}
+    for key, value in merged.items():
+        if key in OWN_CONFIGS:
+            raise ConfigError(f"{where}.configs.{key}: set by the spec's own field or setting, not here")
+        if isinstance(value, (Mapping, list)):
+            raise ConfigError(f"{where}.configs.{key}: a string, number or boolean")
+    return tuple(sorted((key, _config_value(value)) for key, value in merged.items()))
+
+
+def load_topics(path: Path, prefix: str = "", max_future_skew_ms: int | None = None,
+                replication: Replication = LOCAL_REPLICATION) -> TopicSet:
+    """Read and validate the topic definitions; every name gets `prefix`, every
+    topic `replication` (the deployment's settings, `ConnectionSettings.replication`).
+
+    `max_future_skew_ms`: the sizing configuration's `max_future_skew_s` in ms,
+    pinned as the input topics' `message.timestamp.after.max.ms` (DESIGN.md,
+    "Production Kafka": a producer cannot forge the record timestamp the
+    FUTURE_TIMESTAMP rule trusts); None for commands that run without a sizing
+    configuration, which then neither set nor check it.
+    Raises ConfigError naming the entry and the rule."""
     data = read_toml(path, "topics file")
-    defaults = data.get("defaults", {})
+    defaults = dict(data.get("defaults", {}))
+    default_configs = defaults.pop("configs", {})
     entries = data.get("topics", {})
     missing = [role for role in ROLES if role not in entries]
     if missing:
         raise ConfigError(f"topics file {path}: missing topics.{', topics.'.join(missing)}")
+    if not isinstance(default_configs, Mapping):
+        raise ConfigError(f"topics file {path}: defaults.configs: a table of broker topic configs (name = value)")
     specs: dict[str, TopicSpec] = {}
     for role in ROLES:
         entry = {**defaults, **entries[role]}
         where = f"topics file {path}: topics.{role}"
+        if "replication" in entry:
+            raise ConfigError(f"{where}.replication: set by SIZER_REPLICATION_FACTOR (and min.insync.replicas by "
+                              f"SIZER_MIN_INSYNC_REPLICAS) for every topic, not in the topics file")
         try:
             spec = TopicSpec(
                 role=role, name=prefix + str(entry["name"]), partitions=int(entry["partitions"]),
-                replication=int(entry.get("replication", 1)), cleanup_policy=str(entry["cleanup_policy"]),
-                retention_ms=int(entry["retention_ms"]),
+                replication=replication.factor, cleanup_policy=str(entry["cleanup_policy"]),
+                retention_ms=int(entry["retention_ms"]), min_insync_replicas=replication.min_insync,
+                timestamp_after_max_ms=max_future_skew_ms if role in TIMED else None,
+                extra_configs=_extra_configs(where, default_configs, entry.get("configs", {})),
             )
         except KeyError as exc:
             raise ConfigError(f"{where}.{exc.args[0]}: required") from None
-        if spec.partitions < 1 or spec.replication < 1:
-            raise ConfigError(f"{where}: partitions and replication must be at least 1")
+        if spec.partitions < 1:
+            raise ConfigError(f"{where}.partitions: must be at least 1")
         if spec.cleanup_policy not in CLEANUP:
             raise ConfigError(f"{where}.cleanup_policy: must be one of {', '.join(CLEANUP)}")
         specs[role] = spec
@@ -117,8 +202,10 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
     input topics as they are now.
 
     Returns one line per topic saying what was done. Raises TopicMismatch naming
-    every topic whose partition count or configuration differs from its spec, and
-    TopicRecreated (one line: what happened, how to reset) for recreated inputs."""
+    every difference of every topic from its spec (partition count, replication
+    factor, min.insync.replicas, any other config), or, before creating anything,
+    a replication factor above the cluster's broker count; TopicRecreated (one
+    line: what happened, how to reset) for recreated inputs."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -135,6 +222,7 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
             if hidden and not create:
                 raise not_authorized(hidden, "Describe", client.settings.principal)
         if to_create and create:
+            await _enough_brokers(admin, max(spec.replication for spec in to_create))
             await _create(admin, [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
                                   for spec in to_create])
             report += [f"created {spec.name} ({counted(spec.partitions, 'partition')}, {spec.cleanup_policy})"
@@ -142,12 +230,17 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         elif to_create:
             raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
                                 + " (run `sizer topics apply`)")
+        if create:
+            report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
+                                              {spec.name for spec in to_create})
         problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
-        # A topic just created can be reported with no partitions until its metadata
-        # has propagated; give those a moment, never a topic that was already there.
+        # A topic just created can be reported with no partitions, or with no configs
+        # (None: the broker asked has not got its metadata yet, seen on a cluster), until
+        # its metadata has propagated; give those a moment, never a topic that was
+        # already there.
         created_names = {spec.name for spec in to_create}
         for _ in range(100):
-            if not any(p.split(":")[0] in created_names and " 0 partitions on the broker" in p for p in problems):
+            if not any(p.split(":")[0] in created_names for p in problems):
                 break
             await asyncio.sleep(0.1)
             problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
@@ -164,6 +257,83 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         await admin.close()
 
 
+async def _enough_brokers(admin: Any, factor: int) -> None:
+    """TopicMismatch, one line, when the cluster has fewer brokers than `factor`:
+    Kafka would refuse every topic (INVALID_REPLICATION_FACTOR)."""
+    brokers = len((await admin.describe_cluster()).get("brokers") or ())
+    if brokers < factor:
+        raise TopicMismatch(f"replication factor {factor} (SIZER_REPLICATION_FACTOR) needs at least {factor} "
+                            f"brokers; the cluster at the bootstrap address has {brokers}: nothing was created")
+
+
+async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int) -> list[str]:
+    """The input topics whose broker does not refuse record timestamps more than
+    `max_future_skew_ms` ahead of its clock (`message.timestamp.after.max.ms` unset,
+    larger, or not readable), one line each; empty when all are bounded."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    names = [topics.name(role) for role in TIMED]
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await admin.start()
+    try:
+        configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
+    finally:
+        await admin.close()
+    found = []
+    for name in names:
+        bound = configs.get(name, {}).get(TIMESTAMP_BOUND)
+        if bound is None or not bound.lstrip("-").isdigit() or int(bound) > max_future_skew_ms:
+            found.append(f"{name}: {TIMESTAMP_BOUND}={bound}")
+    return found
+
+
+async def _bound_timestamps(client: ClientConfig, admin: Any, topics: TopicSet, ConfigResource, ConfigResourceType,
+                            created: set[str]) -> list[str]:
+    """Set `message.timestamp.after.max.ms` on the existing input topics that lack the
+    spec's value (created before the bound existed, or before `max_future_skew_s`
+    changed), by IncrementalAlterConfigs: no other setting of the topic changes.
+    Returns one line per topic changed. A broker that refuses raises
+    KafkaUnavailable (one line)."""
+    bounded = [spec for spec in topics if spec.timestamp_after_max_ms is not None and spec.name not in created]
+    if not bounded:
+        return []
+    configs = await _configs(admin, [spec.name for spec in bounded], ConfigResource, ConfigResourceType)
+    stale = [spec for spec in bounded if configs.get(spec.name, {}).get(TIMESTAMP_BOUND) != spec.configs[TIMESTAMP_BOUND]]
+    if not stale:
+        return []
+    await asyncio.to_thread(_alter_bound, client, stale)
+    return [f"bounded {spec.name}: {TIMESTAMP_BOUND}={spec.timestamp_after_max_ms} (was "
+            f"{configs.get(spec.name, {}).get(TIMESTAMP_BOUND)})" for spec in stale]
+
+
+def _alter_bound(client: ClientConfig, specs: list[TopicSpec]) -> None:
+    # aiokafka's admin client has no IncrementalAlterConfigs (its AlterConfigs resets
+    # every setting it is not given); kafka-python's has, as `acls` uses it
+    from kafka import errors
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(**client.options(request_timeout_ms=30_000))
+    except errors.KafkaError as exc:
+        raise KafkaUnavailable(f"cannot reach {client.bootstrap} to bound record timestamps: {exc}") from exc
+    try:
+        result = admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, spec.name,
+                            configs={TIMESTAMP_BOUND: str(spec.timestamp_after_max_ms)}) for spec in specs],
+            raise_on_unknown=False, incremental=True)
+    except errors.KafkaError as exc:
+        raise KafkaUnavailable(f"the broker refused {TIMESTAMP_BOUND} on "
+                               f"{', '.join(spec.name for spec in specs)}: {exc}") from exc
+    finally:
+        admin.close()
+    # kafka-python answers {resource type: {name: "OK" or the error, as text}}
+    refused = [f"{name}: {outcome}" for by_name in result.values() for name, outcome in by_name.items()
+               if outcome != "OK"]
+    if refused:
+        raise KafkaUnavailable(f"the broker refused {TIMESTAMP_BOUND}: {'; '.join(refused)}")
+
+
 async def _create(admin: Any, new_topics: list[Any]) -> None:
     """Create `new_topics` (aiokafka NewTopic). A topic created meanwhile by someone
     else is fine; a refusal raises KafkaUnavailable (ACLs) or TopicMismatch."""
@@ -175,55 +345,88 @@ async def _create(admin: Any, new_topics: list[Any]) -> None:
             raise TopicMismatch(f"{name}: could not be created: error {code} {message or ''}".strip())
 
 
-async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int], replication: int) -> list[str]:
+async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int],
+                             replication: Replication) -> list[str]:
     """Create the missing changelog topics of the worker's tables (name -> partitions;
-    compacted, as faust makes them) and wait until the broker lists their partitions.
-    Returns the names created.
+    compacted, as faust makes them, with `replication`'s factor and min.insync.replicas)
+    and wait until the broker lists their partitions. Returns the names created.
 
     faust declares them itself when it starts, but its consumer may fetch the group's
     topics before a new one is visible: it then joins without that changelog and
     rebalances when its metadata next refreshes, five minutes later (seen in `make
     soak` on fresh topics: the worker stalled about 45 s in recovery, under load).
 
-    An existing changelog with another partition count, or not compacted, raises
-    TopicMismatch naming it: its writes would fail only later (a partition it lacks)
-    or its records be deleted by retention (state lost)."""
+    An existing changelog with another partition count, not compacted, or with
+    another replication factor or min.insync.replicas raises TopicMismatch naming
+    each difference: its writes would fail only later (a partition it lacks), its
+    records be deleted by retention, or a lost broker lose the state (portfolios'
+    exposure) that the input topics' replication was meant to keep."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = sorted(set(changelogs) - existing)
-        present = sorted(set(changelogs) & existing)
-        problems = []
-        if present:
-            described = {entry["topic"]: entry for entry in await admin.describe_topics(present)}
-            configs = await _configs(admin, present, ConfigResource, ConfigResourceType)
-            for name in present:
-                policy = configs.get(name, {}).get("cleanup.policy", "")
-                partitions = len(described.get(name, {}).get("partitions", []))
-                if partitions != changelogs[name]:
-                    problems.append(f"{name}: {counted(partitions, 'partition')} on the broker, the worker's tables "
-                                    f"have {changelogs[name]} (the input topics' count)")
-                if "compact" not in policy.split(","):
-                    problems.append(f"{name}: cleanup.policy={policy} on the broker, a changelog must be compacted")
+        if missing:
+            await _enough_brokers(admin, replication.factor)
+            await _create(admin, [NewTopic(name, changelogs[name], replication.factor,
+                                           topic_configs={"cleanup.policy": "compact", **replication.configs})
+                                  for name in missing])
+        # Listed is not described: a changelog another worker has just created is listed
+        # by the controller before the broker asked has its partitions and configs (a
+        # cluster; seen with two workers started together on a fresh install as "0
+        # partitions on the broker", and the second worker exiting). Wait until each lists
+        # its partitions, and look again for a while before calling a difference one.
+        names = sorted(changelogs)
+        present = [name for name in names if name not in missing]
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while True:
+            described = await _described(admin, names)
+            problems = await _changelog_differences(admin, present, described, changelogs, replication)
+            if not problems or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
         if problems:
             raise TopicMismatch("changelog topics differ from what the worker's tables need:\n  "
                                 + "\n  ".join(problems))
-        if not missing:
-            return []
-        await _create(admin, [NewTopic(name, changelogs[name], replication,
-                                       topic_configs={"cleanup.policy": "compact"}) for name in missing])
-        for _ in range(100):
-            described_new = await admin.describe_topics(missing)
-            if all(len(entry.get("partitions", [])) == changelogs[entry["topic"]] for entry in described_new):
-                break
-            await asyncio.sleep(0.1)
         return missing
     finally:
         await admin.close()
+
+
+async def _changelog_differences(admin: Any, present: list[str], described: Mapping[str, Any],
+                                 changelogs: Mapping[str, int], replication: Replication) -> list[str]:
+    """What differs between the changelogs in `present` and what the worker's tables need."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    problems: list[str] = []
+    configs = await _configs(admin, present, ConfigResource, ConfigResourceType) if present else {}
+    for name in present:
+        policy = configs.get(name, {}).get("cleanup.policy") or ""
+        partitions = len(described.get(name, {}).get("partitions") or ())
+        if partitions != changelogs[name]:
+            problems.append(f"{name}: {counted(partitions, 'partition')} on the broker, the worker's tables "
+                            f"have {changelogs[name]} (the input topics' count)")
+        if "compact" not in policy.split(","):
+            problems.append(f"{name}: cleanup.policy={policy or None} on the broker, a changelog must be compacted")
+        problems += _replication_differences(name, described.get(name, {}), configs.get(name, {}),
+                                             replication.factor, replication.configs)
+    return problems
+
+
+async def _described(admin: Any, names: list[str], timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+    """`describe_topics` of existing topics (name -> entry), once every one lists its
+    partitions or after `timeout_s`: a topic's metadata reaches each broker of a
+    cluster some time after it is created."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = {entry["topic"]: entry for entry in await admin.describe_topics(names)}
+        if all(described.get(name, {}).get("partitions") for name in names):
+            return described
+        if asyncio.get_running_loop().time() > deadline:
+            return described
+        await asyncio.sleep(0.1)
 
 
 def not_authorized(names: list[str], operation: str, principal: str | None = None) -> KafkaUnavailable:
@@ -261,11 +464,12 @@ async def require_topics(client: "ClientConfig", names: list[str], operation: st
         raise TopicMismatch(f"missing {'topic' if len(missing) == 1 else 'topics'}: {', '.join(missing)}")
 
 
-async def _configs(admin, names: list[str], ConfigResource, ConfigResourceType) -> dict[str, dict[str, str]]:
-    """Each topic's broker configs (name -> key -> value). A topic we may not
-    DescribeConfigs raises KafkaUnavailable naming it."""
+async def _configs(admin, names: list[str], ConfigResource, ConfigResourceType,
+                   kind: Any = None) -> dict[str, dict[str, str]]:
+    """Each topic's (or, with `kind` BROKER, each broker id's) configs (name -> key ->
+    value). A topic we may not DescribeConfigs raises KafkaUnavailable naming it."""
     configs: dict[str, dict[str, str]] = {}
-    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    resources = [ConfigResource(kind or ConfigResourceType.TOPIC, name) for name in names]
     for response in await admin.describe_configs(resources):
         for resource in response.resources:
             error_code, _, _, name, entries = resource[:5]
@@ -275,7 +479,30 @@ async def _configs(admin, names: list[str], ConfigResource, ConfigResourceType) 
     return configs
 
 
+# where a difference in these comes from, named beside it
+SETTING_OF = {"replication factor": "SIZER_REPLICATION_FACTOR", "min.insync.replicas": "SIZER_MIN_INSYNC_REPLICAS"}
+
+
+def _replication_differences(name: str, described: Mapping[str, Any], configs: Mapping[str, str],
+                             factor: int, wanted: Mapping[str, str]) -> list[str]:
+    """One line per difference of topic `name` (its metadata `described`, its broker
+    `configs`) from `factor` replicas per partition and the configs `wanted`."""
+    problems = []
+    factors = sorted({len(partition.get("replicas") or ()) for partition in described.get("partitions") or ()})
+    if factors and factors != [factor]:
+        problems.append(f"{name}: replication factor {'/'.join(map(str, factors))} on the broker, {factor} in the "
+                        f"spec ({SETTING_OF['replication factor']})")
+    for key, value in wanted.items():
+        actual = configs.get(key)
+        if actual != value:
+            setting = f" ({SETTING_OF[key]})" if key in SETTING_OF else ""
+            problems.append(f"{name}: {key}={actual} on the broker, {value} in the spec{setting}")
+    return problems
+
+
 async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceType) -> list[str]:
+    """Every difference of every topic from its spec, one line each: partitions,
+    replication factor, each config the spec pins."""
     names = [spec.name for spec in topics]
     described = {entry["topic"]: entry for entry in await admin.describe_topics(names)}
     configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
@@ -285,8 +512,73 @@ async def _differences(admin, topics: TopicSet, ConfigResource, ConfigResourceTy
         if partitions != spec.partitions:
             problems.append(f"{spec.name}: {counted(partitions, 'partition')} on the broker, "
                             f"{spec.partitions} in the spec")
-        for key, wanted in spec.configs.items():
-            actual = configs.get(spec.name, {}).get(key)
-            if actual != wanted:
-                problems.append(f"{spec.name}: {key}={actual} on the broker, {wanted} in the spec")
+        problems += _replication_differences(spec.name, described.get(spec.name, {}), configs.get(spec.name, {}),
+                                             spec.replication, spec.configs)
     return problems
+
+
+# Kafka's own topics that exactly-once writes through, with the broker settings that
+# make them: (replication factor setting, min ISR setting)
+INTERNAL_TOPICS = {
+    "__transaction_state": ("transaction.state.log.replication.factor", "transaction.state.log.min.isr"),
+    "__consumer_offsets": ("offsets.topic.replication.factor", "min.insync.replicas"),
+}
+
+
+async def internal_replication(client: ClientConfig) -> dict[str, tuple[int, int]]:
+    """(replication factor, min.insync.replicas) of Kafka's transaction log and
+    offsets topic (`INTERNAL_TOPICS`): read from the topic where it exists, else
+    from the broker settings it will be created with. What this client may not
+    describe (ACLs, an old broker) is left out."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await admin.start()
+    found: dict[str, tuple[int, int]] = {}
+    try:
+        existing = set(await admin.list_topics())
+        present = [name for name in INTERNAL_TOPICS if name in existing]
+        if present:
+            described = {entry["topic"]: entry for entry in await admin.describe_topics(present)}
+            configs = await _configs(admin, present, ConfigResource, ConfigResourceType)
+            for name in present:
+                factors = [len(p.get("replicas") or ()) for p in described.get(name, {}).get("partitions") or ()]
+                isr = configs.get(name, {}).get("min.insync.replicas")
+                if factors and isr is not None and isr.isdigit():
+                    found[name] = (min(factors), int(isr))
+        absent = [name for name in INTERNAL_TOPICS if name not in found]
+        brokers = (await admin.describe_cluster()).get("brokers") or () if absent else ()
+        if brokers:
+            node = str(brokers[0]["node_id"])
+            broker = (await _configs(admin, [node], ConfigResource, ConfigResourceType,
+                                     ConfigResourceType.BROKER)).get(node, {})
+            for name in absent:
+                factor, isr = (broker.get(key) for key in INTERNAL_TOPICS[name])
+                if factor and isr and factor.isdigit() and isr.isdigit():
+                    found[name] = (int(factor), int(isr))
+    except Exception:  # noqa: BLE001 - not ours to describe (ACLs, an old broker): left out
+        pass
+    finally:
+        await admin.close()
+    return found
+
+
+def internal_replication_warnings(found: Mapping[str, tuple[int, int]], replication: Replication) -> list[str]:
+    """One line per Kafka internal topic of `found` (`internal_replication`)
+    replicated less than the product's own topics (`replication`), naming the
+    broker setting: a lost broker would lose the transactions or the committed
+    positions the product's exactly-once rests on, whatever its own topics'
+    replication."""
+    warnings = []
+    for name, (factor, isr) in found.items():
+        factor_setting, isr_setting = INTERNAL_TOPICS[name]
+        if factor < replication.factor:
+            warnings.append(f"{name} has replication factor {factor} (broker setting {factor_setting}), below the "
+                            f"product's topics ({replication.factor}, SIZER_REPLICATION_FACTOR): one lost broker can "
+                            f"lose what exactly-once rests on")
+        if isr < replication.min_insync:
+            warnings.append(f"{name} has min.insync.replicas {isr} (broker setting {isr_setting}), below the "
+                            f"product's topics ({replication.min_insync}, SIZER_MIN_INSYNC_REPLICAS): a write there "
+                            f"can be acknowledged by fewer brokers than the product's own")
+    return warnings

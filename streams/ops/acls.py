@@ -1,6 +1,9 @@
 """ACLs as code: `topics/acls.toml` names each principal of the product and what
 it may do on the broker; `apply_acls` creates what is missing and reports every
-ACL of those principals on the broker that the file does not grant.
+ACL on the broker that the file does not grant: any ACL of a principal the file
+names, and any ALLOW, of any principal (`User:*` included), on a resource of the
+product (`product_resources`: its topics, its tables' changelogs, its groups and
+transactional ids, whatever the file names).
 
 The admin calls (DescribeAcls, CreateAcls) go through kafka-python's
 `KafkaAdminClient` (aiokafka's admin client has none), configured from the same
@@ -123,6 +126,51 @@ def _parse(item: str, principal: str, names: dict[str, str], app_id: str, where:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """The product's resources of one type: exact names and name prefixes."""
+
+    names: frozenset[str]
+    prefixes: frozenset[str]
+
+    def touched_by(self, entry: AclEntry) -> bool:
+        """Whether an ACL's resource pattern (literal, `*`, or prefixed) covers any of them."""
+        if entry.pattern == "LITERAL":
+            return entry.name == "*" or entry.name in self.names or any(
+                entry.name.startswith(prefix) for prefix in self.prefixes)
+        if entry.pattern == "PREFIXED":
+            return any(name.startswith(entry.name) for name in self.names) or any(
+                prefix.startswith(entry.name) or entry.name.startswith(prefix) for prefix in self.prefixes)
+        return True  # a pattern type this code does not know: shown rather than trusted
+
+
+def product_resources(principals: list[Principal], topics: TopicSet, app_id: str) -> dict[str, Resources]:
+    """Resource type -> the product's resources: every topic of `topics`, the group
+    `app_id`, the transactional ids `<app_id>-...`, and every topic, group and
+    transactional id (or prefix) the ACL file names (the tables' changelogs, the
+    execution engine's group). The cluster resource is not the product's."""
+    names: dict[str, set[str]] = {"TOPIC": {topics.name(role) for role in ROLES}, "GROUP": {app_id},
+                                  "TRANSACTIONAL_ID": set()}
+    prefixes: dict[str, set[str]] = {"TOPIC": set(), "GROUP": set(), "TRANSACTIONAL_ID": {f"{app_id}-"}}
+    for principal in principals:
+        for entry in principal.acls:
+            if entry.resource_type in names:
+                (prefixes if entry.pattern == "PREFIXED" else names)[entry.resource_type].add(entry.name)
+    return {kind: Resources(frozenset(names[kind]), frozenset(prefixes[kind])) for kind in names}
+
+
+def unmade_grants(held: set[AclEntry], principals: list[Principal], resources: dict[str, Resources]
+                  ) -> list[AclEntry]:
+    """Every ACL on the broker the file does not make: of a principal the file names,
+    any it does not grant; of any other principal, each ALLOW on a product resource."""
+    wanted = {entry for principal in principals for entry in principal.acls}
+    named = {f"User:{principal.user}" for principal in principals}
+    return sorted(
+        entry for entry in held - wanted
+        if entry.principal in named or (entry.permission == "ALLOW" and entry.resource_type in resources
+                                        and resources[entry.resource_type].touched_by(entry)))
+
+
 def _to_kafka(entry: AclEntry) -> Any:
     from kafka.admin import (ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern,
                              ResourceType)
@@ -167,12 +215,15 @@ def _refused(exc: BaseException, kafka: "ConnectionSettings") -> KafkaUnavailabl
     return kafka_error(cause or exc, where)
 
 
-def apply_acls(kafka: "ConnectionSettings", principals: list[Principal], create: bool = True) -> list[str]:
+def apply_acls(kafka: "ConnectionSettings", principals: list[Principal], resources: dict[str, Resources],
+               create: bool = True) -> list[str]:
     """Create the ACLs of `principals` that the broker lacks (when `create`) and verify
-    that each principal holds exactly those. Returns one line per ACL created and
-    one per principal verified. Raises AclMismatch naming every ACL that is missing
-    (with `create=False`, or refused) or that the broker holds beyond the file, and
-    KafkaUnavailable (one line) when the broker cannot be reached or refuses us."""
+    that each principal holds exactly those, and that no other principal holds an
+    ALLOW on the product's `resources` (`product_resources`). Returns one line per
+    ACL created and one per principal verified. Raises AclMismatch naming every ACL
+    that is missing (with `create=False`, or refused) or that the broker holds
+    beyond the file, and KafkaUnavailable (one line) when the broker cannot be
+    reached or refuses us."""
     from kafka import errors
     from kafka.admin import (ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType,
                              ResourcePatternFilter, ResourceType)
@@ -184,12 +235,14 @@ def apply_acls(kafka: "ConnectionSettings", principals: list[Principal], create:
     report: list[str] = []
     problems: list[str] = []
     try:
+        # every ACL the broker holds, of every principal (raises the broker's error)
+        found, _ = admin.describe_acls(ACLFilter(
+            None, None, ACLOperation.ANY, ACLPermissionType.ANY,
+            ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+        held_all = {_from_kafka(acl) for acl in found}
         for principal in principals:
             wanted = set(principal.acls)
-            found, _ = admin.describe_acls(ACLFilter(  # raises the broker's error
-                f"User:{principal.user}", None, ACLOperation.ANY, ACLPermissionType.ANY,
-                ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
-            held = {_from_kafka(acl) for acl in found}
+            held = {entry for entry in held_all if entry.principal == f"User:{principal.user}"}
             missing = sorted(wanted - held)
             if missing and create:
                 result = admin.create_acls([_to_kafka(entry) for entry in missing])
@@ -201,8 +254,10 @@ def apply_acls(kafka: "ConnectionSettings", principals: list[Principal], create:
                         report.append(f"created {entry}")
             elif missing:
                 problems += [f"{entry}: missing on the broker (run `sizer acls apply`)" for entry in missing]
-            problems += [f"{entry}: on the broker, not in the ACL file" for entry in sorted(held - wanted)]
             report.append(f"ok {principal.key} (User:{principal.user}): {counted(len(wanted), 'ACL')}")
+        problems += [f"{entry}: on the broker, not in the ACL file"
+                     for entry in unmade_grants(held_all, principals, resources)]
+        report.append("ok no other principal holds a grant on the product's topics, groups or transactional ids")
     except errors.KafkaError as exc:
         raise _refused(exc, kafka) from exc
     finally:

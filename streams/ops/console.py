@@ -2,10 +2,11 @@
 journal's inputs onto their topics the way the worker needs them, and `sizer
 tail` reads what happened, inputs and outputs merged in time.
 
-What these commands take care of (README, "Running it yourself"): the topic
+What these commands take care of (docs: operating, "Running it yourself"): the topic
 names carry `SIZER_TOPIC_PREFIX`; each input is keyed by its `portfolio_id`
-(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`;
-instruments are published before everything else; every record is checked by
+(`symbol` for instruments), or the worker dead-letters it `KEY_MISMATCH`, and
+written to its key's murmur2 partition, or the worker dead-letters it
+`WRONG_PARTITION`; instruments are published before everything else; every record is checked by
 the worker's own admission rules before anything is sent, and a journal with a
 bad line is not published at all (unless `--force`); with `--in-order`, each
 run of one topic is applied by the worker group before the next is sent.
@@ -25,12 +26,12 @@ from typing import IO, Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import InvalidTimestampError, TopicAuthorizationFailedError
 
 from streams.wire import decimals
-from streams.wire.admission import admit_record
+from streams.wire.admission import PORTFOLIO_KEYED, admit_record, home_partition
 from streams.wire.instruments import admit_instrument
-from streams.errors import ConfigError, InvalidMessage
+from streams.errors import RECORD_TIMESTAMP_RULE, ConfigError, InvalidMessage, KafkaUnavailable
 from streams.wire import journal
 from streams.kafka.io import start_or_close
 from streams.kafka.settings import ConnectionSettings
@@ -95,6 +96,31 @@ def journal_records(lines: Iterable[str | bytes], max_future_skew_ms: int, now_m
     return instruments + others, unsendable
 
 
+def input_partition(topics: TopicSet, role: str, key: bytes | None) -> int | None:
+    """The partition a portfolio-keyed input must be written to (its key's, by Kafka's
+    murmur2 partitioner: the one the worker admits it on); None, the producer's choice,
+    for the others."""
+    if role not in PORTFOLIO_KEYED or key is None:
+        return None
+    return home_partition(key, topics[role].partitions)
+
+
+def timestamp_refused(records: list[Outgoing], path: str) -> KafkaUnavailable:
+    """One line for a journal the broker refused a record timestamp of: the line
+    stamped furthest from this machine's clock, how far, and Kafka's rule
+    (`errors.RECORD_TIMESTAMP_RULE`). The records of the refused batch are not
+    stored; others may have been."""
+    now = time.time() * 1000
+    stamped = [(abs(r.timestamp - now), r.timestamp, r.line) for r in records if r.timestamp is not None]
+    if not stamped:
+        return KafkaUnavailable(f"{path}: the broker refused a record's timestamp: {RECORD_TIMESTAMP_RULE}")
+    _, timestamp, number = max(stamped)
+    offset_s = (timestamp - now) / 1000
+    way = f"{abs(offset_s) / 3600:.1f} h {'ahead of' if offset_s > 0 else 'behind'}"
+    return KafkaUnavailable(f"{path}:{number}: the broker refused its record timestamp, {timestamp} ({way} this "
+                            f"machine's clock): {RECORD_TIMESTAMP_RULE}")
+
+
 def in_file_order(records: list[Outgoing]) -> list[list[Outgoing]]:
     """The records (instruments first) in runs of one topic each: a run is sent
     whole, and the worker group must have applied it before the next is sent."""
@@ -127,7 +153,8 @@ async def publish_records(kafka: ConnectionSettings, topics: TopicSet, records: 
             pending = []
             for record in run:
                 pending.append(await producer.send(topics.name(record.role), record.value, key=record.key,
-                                                   timestamp_ms=record.timestamp))
+                                                   timestamp_ms=record.timestamp,
+                                                   partition=input_partition(topics, record.role, record.key)))
                 counts[record.role] = counts.get(record.role, 0) + 1
             sent = await asyncio.gather(*pending)
             if in_order and run[0].role != "instruments":
@@ -181,7 +208,10 @@ def publish_journal(kafka: ConnectionSettings, topics: TopicSet, path: str, max_
             counts[record.role] = counts.get(record.role, 0) + 1
         verb = "would publish"
     else:
-        counts = asyncio.run(publish_records(kafka, topics, records, in_order, timeout_s))
+        try:
+            counts = asyncio.run(publish_records(kafka, topics, records, in_order, timeout_s))
+        except InvalidTimestampError as exc:
+            raise timestamp_refused(records, path) from exc
         verb = "published"
     shown = ", ".join(f"{counts[role]} to {topics.name(role)}" for role in counts)  # in the order sent
     forced = f" ({counted(len(refused), 'record')} the worker will dead-letter, --force)" if refused else ""

@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.kafka.changelogs import read_tables
 
 from streams.wire import decimals
-from streams.wire.admission import admit_message
+from streams.wire.admission import admit_message, home_partition
 from streams.engine.state import controls_from_wire, streak_from_wire
 from streams.errors import ConfigError, InvalidMessage, SizerError
 from streams.kafka.io import start_or_close
@@ -55,8 +55,9 @@ async def send(kafka: ConnectionSettings, topics: TopicSet, value: dict[str, Any
     producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True))
     await start_or_close(producer)
     try:
-        sent = await producer.send_and_wait(topics.name("controls"), decimals.dumps(value).encode(),
-                                            key=value["portfolio_id"].encode())
+        key = value["portfolio_id"].encode()
+        sent = await producer.send_and_wait(topics.name("controls"), decimals.dumps(value).encode(), key=key,
+                                            partition=home_partition(key, topics["controls"].partitions))
     finally:
         await producer.stop()
     await wait_applied(kafka, {TopicPartition(sent.topic, sent.partition): sent.offset}, timeout_s,

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from streams.config import SizingConfig
+from streams.engine import protections
 from streams.engine.room import cap_room
 from streams.engine.state import PortfolioState, controls_from_wire, exposure_from_wire, streak_from_wire
 from streams.errors import TopicMismatch
@@ -77,6 +78,16 @@ def portfolio_status(portfolio_id: str, state: PortfolioState, config: SizingCon
         in_force.append({"latch": "LOSS_STREAK_CUT", "by": "sizer",
                          "detail": f"sizes x{canonical(config.drawdown_cut)} until {config.recovery_streak} "
                                    f"consecutive wins (now {streak.consecutive_wins})", "since": None})
+    if streak.equity <= 0:
+        in_force.append({"latch": "EQUITY_EXHAUSTED", "by": "sizer", "detail": f"equity={canonical(streak.equity)}: "
+                         "every open is rejected until equity is positive", "since": None})
+    if exposure.latest_ts is not None:
+        # the engine's own checks, at the portfolio clock: what the next open would meet
+        clock, read = exposure.latest_ts, {}
+        refusals = [protections.loss_guard(streak, clock, config, read), protections.order_rate(exposure, clock, config, read),
+                    *(protections.cooldown(symbol, streak, clock, config, read) for symbol in sorted(streak.last_loss))]
+        in_force += [{"latch": refused.reason, "by": "sizer", "detail": refused.detail, "since": None}
+                     for refused in refusals if refused is not None]
     ttl = config.reservation_ttl_ms
     reservations = [{
         "order_id": order_id, "symbol": r.symbol, "qty": canonical(r.qty), "filled": canonical(r.filled_qty),
@@ -92,7 +103,7 @@ def portfolio_status(portfolio_id: str, state: PortfolioState, config: SizingCon
                           "entry_notional": canonical(position.entry_notional), "value": canonical(value)})
     return {
         "portfolio_id": portfolio_id,
-        "config_hash": config.config_hash,
+        "config_hash": config.config_hash,  # the portfolio's own (`SizingConfig.for_portfolio`)
         "clock": _time(exposure.latest_ts),
         "equity": canonical(streak.equity), "peak_equity": canonical(peak),
         "drawdown_pct": canonical(drawdown_pct) if drawdown_pct is not None else None,
@@ -123,7 +134,8 @@ async def read_status(kafka: ConnectionSettings, topics: TopicSet, config: Sizin
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     wanted = sorted(tables) if portfolio_id is None else [portfolio_id]
     return {"config_hash": config.config_hash, "config_source": source, "preset": config.preset,
-            "portfolios": [portfolio_status(p, state_of(tables.get(p, {}), config), config, now_ms) for p in wanted]}
+            "portfolios": [portfolio_status(p, state_of(tables.get(p, {}), config.for_portfolio(p)),
+                                            config.for_portfolio(p), now_ms) for p in wanted]}
 
 
 def render(status: dict[str, Any]) -> str:

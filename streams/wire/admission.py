@@ -3,9 +3,11 @@ the worker, the instrument view, the audit and replay from Kafka, and the
 offline journal.
 
 A record on an input topic is admitted when its value decodes as the topic's
-message, its key is the message's key field (DESIGN.md, "Topics"), and its event
-time is not more than `max_future_skew_s` ahead of its Kafka record timestamp
-(DESIGN.md, "Event time"). Everything else is an `InvalidMessage` whose code
+message, its key is the message's key field (DESIGN.md, "Topics"), it sits on
+the partition Kafka's default partitioner gives that key (murmur2: DESIGN.md,
+"Production Kafka", partition integrity), and its event time is not more than
+`max_future_skew_s` ahead of its Kafka record timestamp (DESIGN.md, "Event
+time"). Everything else is an `InvalidMessage` whose code
 says which rule failed; the worker dead-letters it, the audit knows the worker
 did, and replay reports it as a bad line.
 """
@@ -14,9 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
+
 from streams.errors import InvalidMessage
 from streams.wire.models import decode, validate
 from streams.wire.roles import INPUTS, TIMED
+# the inputs keyed by portfolio, whose records must sit on their key's partition
+PORTFOLIO_KEYED = frozenset(role for role, (_, key_field) in INPUTS.items() if key_field == "portfolio_id")
 
 
 def check_key(role: str, message: Any, key: bytes | None) -> None:
@@ -28,6 +34,29 @@ def check_key(role: str, message: Any, key: bytes | None) -> None:
     if key != expected.encode():
         shown = "null" if key is None else repr(key[:80].decode("utf-8", "replace"))
         raise InvalidMessage("KEY_MISMATCH", f"key: must equal {key_field} {expected[:80]!r}, got {shown}")
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition (0 <= p < `partitions`) that Kafka's default partitioner gives a
+    keyed record: murmur2 of the key bytes, sign bit cleared, modulo the partition
+    count. This is the Java client's `Utils.toPositive(Utils.murmur2(key)) %
+    numPartitions`, aiokafka's and kafka-python's default, and librdkafka's
+    `murmur2_random` for a non-null key. Computed by aiokafka's own partitioner."""
+    return DefaultPartitioner()(key, range(partitions), None)
+
+
+def check_partition(key: bytes, partition: int, partitions: int) -> None:
+    """A portfolio's state lives on its key's home partition (`home_partition`): a record
+    anywhere else would be sized by another worker against another, empty copy of the
+    portfolio, past its halts and caps. Raises InvalidMessage WRONG_PARTITION naming
+    both partitions."""
+    home = home_partition(key, partitions)
+    if partition != home:
+        raise InvalidMessage(
+            "WRONG_PARTITION",
+            f"partition: the record is on partition {partition}, its key's partition is {home} of {partitions} "
+            f"(Kafka's default murmur2 partitioner; librdkafka clients need partitioner=murmur2_random)",
+        )
 
 
 def check_event_time(message: Any, record_timestamp_ms: int | None, max_future_skew_ms: int) -> None:
@@ -57,14 +86,18 @@ def admit_message(role: str, data: Any, max_future_skew_ms: int, record_timestam
 
 
 def admit_record(role: str, key: bytes | None, value: bytes | None, record_timestamp_ms: int | None,
-                 max_future_skew_ms: int) -> Any:
+                 max_future_skew_ms: int, partition: int | None = None, partitions: int | None = None) -> Any:
     """A Kafka record of an input topic as the role's message, or InvalidMessage
     saying why not: NULL_VALUE (a tombstone), INVALID_JSON, NOT_AN_OBJECT,
-    MISSING_FIELD, INVALID_FIELD, KEY_MISMATCH or FUTURE_TIMESTAMP."""
+    MISSING_FIELD, INVALID_FIELD, KEY_MISMATCH, WRONG_PARTITION (only when the
+    record's `partition` and its topic's partition count `partitions` are given,
+    and only for the portfolio-keyed roles) or FUTURE_TIMESTAMP."""
     if value is None:
         raise InvalidMessage("NULL_VALUE", f"value: a record with a null value (tombstone) is not a {role} message")
     message = decode(INPUTS[role][0], value)
     check_key(role, message, key)
+    if role in PORTFOLIO_KEYED and partition is not None and partitions is not None:
+        check_partition(key, partition, partitions)
     if role in TIMED:
         check_event_time(message, record_timestamp_ms, max_future_skew_ms)
     return message

@@ -105,6 +105,7 @@ Dec = Annotated[Decimal, _wire_decimal(), _WRITTEN, WireDecimal()]
 PositiveDec = Annotated[Decimal, _wire_decimal(gt=0), _WRITTEN, WireDecimal(0, exclusive=True)]
 NonNegativeDec = Annotated[Decimal, _wire_decimal(ge=0), _WRITTEN, WireDecimal(0)]
 Score = Annotated[Decimal, _wire_decimal(ge=0, le=1), _WRITTEN, WireDecimal(0, maximum=1)]
+ReduceFraction = Annotated[Decimal, _wire_decimal(gt=0, le=1), _WRITTEN, WireDecimal(0, maximum=1, exclusive=True)]
 Side = Literal["buy", "sell"]
 # An identifier: 1..256 characters, no control characters (order ids are derived
 # from portfolio and signal ids joined by one, `engine.order_id_for`).
@@ -245,6 +246,8 @@ class Leg(Message):
 class Instrument(Message):
     symbol: Id
     legs: Annotated[tuple[Leg, ...], Field(min_length=1, max_length=8)]
+    group: Id | None = None
+    """The key of group exposure caps (`group_caps`): an underlying (`BTC`) or a sector; None: in no group."""
 
 
 class Signal(Message):
@@ -256,6 +259,11 @@ class Signal(Message):
     """None: a generator in simple mode sent no score (sized by `unscored_signals`)."""
     price: PositiveDec
     ts: EventTime
+    # written only when not the default, so an open signal reads as it always has
+    intent: Annotated[Literal["open", "reduce"], Field(exclude_if=lambda v: v == "open")] = "open"
+    """`reduce`: exit part or all of the held position in `symbol` (DESIGN.md, "Protections")."""
+    reduce_fraction: Annotated[ReduceFraction, Field(exclude_if=lambda v: v == 1)] = Decimal(1)
+    """With `intent: reduce`, the share of the held base quantity to exit, in (0, 1]."""
 
 
 class FillEvent(Message):
@@ -328,7 +336,16 @@ class AdjustEquity(Command):
     amount: Dec
 
 
-Control = Annotated[Union[Halt, Resume, Release, AdjustEquity], Field(discriminator="type")]
+class ResetClock(Command):
+    """Sets the portfolio clock back to the command's `ts`, after an input stamped in
+    the future moved it ahead (admitted before the broker bounded record timestamps,
+    DESIGN.md "Production Kafka"): every later signal would otherwise be STALE_SIGNAL.
+    Reservations and marks stamped after `ts` are restamped at `ts`."""
+
+    type: Literal["reset_clock"]
+
+
+Control = Annotated[Union[Halt, Resume, Release, AdjustEquity, ResetClock], Field(discriminator="type")]
 
 
 class OrderLeg(BaseModel):
@@ -361,6 +378,7 @@ Outcome = Literal["accepted", "rejected"]
 RejectionReason = Literal[
     "DUPLICATE_SIGNAL", "HALTED", "MAX_DRAWDOWN", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "NO_SCORE", "LOW_CONFIDENCE",
     "PAIR_CAP_REACHED", "EXPOSURE_CAP_REACHED", "BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL", "ORDER_OUT_OF_BOUNDS",
+    "NOTHING_TO_REDUCE", "COOLDOWN", "LOSS_GUARD", "RATE_LIMITED", "GROUP_CAP_REACHED",
 ]
 
 

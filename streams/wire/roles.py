@@ -6,7 +6,8 @@ topic name, partitions and retention are in `topics/topics.toml` (`kafka.topics`
 The table's order is the order roles are listed everywhere (topic creation,
 error messages): the inputs first, instruments before the signals that need
 them, then what the worker writes: its decisions, the orders of the accepted
-ones, dead letters; last the effective configurations.
+ones, dead letters; last the effective configurations and the registered
+portfolios.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ TABLE: dict[str, Role] = {role.name: role for role in (
     Role("orders", Order, "portfolio_id", output=True),
     Role("dlq", None, None, output=True),
     Role("config", None, "config_hash", compacted=True),
+    # the registered portfolios (`worker.registry`): written by operators, read whole by every worker
+    Role("portfolios", None, "portfolio_id", compacted=True),
 )}
 
 ROLES: tuple[str, ...] = tuple(TABLE)
@@ -65,7 +68,8 @@ COMPACTED: tuple[str, ...] = tuple(role.name for role in TABLE.values() if role.
 # the roles of a portfolio's records besides its signals: their topics must have as
 # many partitions as the signals topic, so that one portfolio stays on one partition
 CO_PARTITIONED: tuple[str, ...] = tuple(role.name for role in TABLE.values()
-                                        if role.key_field == "portfolio_id" and role.name != "signals")
+                                        if role.key_field == "portfolio_id" and role.name != "signals"
+                                        and not role.compacted)
 # role -> the field its messages are keyed by, for every role that has one
 KEY_FIELD: dict[str, str] = {role.name: role.key_field for role in TABLE.values() if role.key_field is not None}
 
@@ -73,8 +77,8 @@ KEY_FIELD: dict[str, str] = {role.name: role.key_field for role in TABLE.values(
 def message_types(role: str) -> tuple[str, ...]:
     """The `type` values of a role whose model is a union discriminated by `type`
     (fills: order_filled, order_canceled, position_closed; controls: halt, resume,
-    release, adjust_equity), in the model's order. KeyError for an unknown role,
-    ValueError for a role whose messages have no `type`."""
+    release, adjust_equity, reset_clock), in the model's order. KeyError for an
+    unknown role, ValueError for a role whose messages have no `type`."""
     union = get_args(TABLE[role].model)
     if not union:
         raise ValueError(f"{role}: its messages are not a union discriminated by type")

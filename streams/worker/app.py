@@ -19,15 +19,19 @@ from streams.config import SizingConfig
 from streams.faust_compat.app import Inputs, SizerApp
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
+from streams.faust_compat.recovery import SizerTableManager
+from streams.kafka.outages import OUTAGES
 from streams.worker.settings import WorkerSettings
 from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
-from streams.kafka.topics import TopicSet
+from streams.kafka.topics import Replication, TopicSet
 from streams.wire.roles import INPUTS, OUTPUTS, POSITIONED
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
+from streams.worker.checkpoint import write_checkpoint
 from streams.worker.health import Health
 from streams.worker.instruments import InstrumentView
+from streams.worker.registry import PortfolioRegistry
 from streams.worker.positions import InputPositions
 from streams.worker.tables import TableStore
 
@@ -83,7 +87,78 @@ def brokers(bootstrap: str) -> list[str]:
 def build_app(
     kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, registry: CollectorRegistry | None = None,
 ) -> SizerApp:
+    """The worker: the faust app with its topics, tables, instruments view, health,
+    metrics, the batch handler and its timers. Wiring only."""
     faust_compat.check()  # an upgrade that moved a private name fails here, naming it
+    app = faust_app(kafka, topics)
+    width = topics["signals"].partitions
+    inputs = [app.topic(topics.name(role), partitions=width, **RAW) for role in POSITIONED]
+    instruments_topic = app.topic(topics.name("instruments"), partitions=topics["instruments"].partitions, **RAW)
+    outputs = Outputs(app)
+    tables = declare_tables(app, width, kafka.replication)
+    metrics = worker_metrics(app, kafka, config, registry)
+    client = kafka.for_role(f"worker-{kafka.app_id}")
+    view = InstrumentView(client, topics.name("instruments"), topics["instruments"].partitions)
+    app.add_dependency(view)
+    portfolios = None
+    if kafka.require_registration:
+        registry_topic = topics["portfolios"]
+        portfolios = PortfolioRegistry(client, registry_topic.name, registry_topic.partitions, config.configures)
+        app.add_dependency(portfolios)
+    health = Health(app, view, kafka.liveness_timeout_s)
+    health.install(app)
+    store = TableStore(tables["exposure"], tables["streak"], tables["controls"], tables["windows"], config, outputs,
+                       current_event)
+    processor = Processor(config, store, view)
+    positions = InputPositions(tables["input-positions"], outputs, [topics.name(role) for role in POSITIONED], client,
+                               "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
+    input_widths = {topics.name(role): topics[role].partitions for role in POSITIONED}
+    handler = BatchHandler(
+        app_id=kafka.app_id, config=config, processor=processor, tables=store, positions=positions, view=view,
+        outputs=outputs, metrics=metrics, consumer=lambda: app.consumer, lock=app.processing_lock,
+        roles={topics.name(role): role for role in INPUTS}, partitions=input_widths,
+        outputs_topics={role: topics.name(role) for role in OUTPUTS},
+        dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health, portfolios=portfolios,
+    )
+    app.wire(Inputs(handler.handle_inputs, positions, input_widths,
+                    eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+                    observe_commit=metrics.commit_seconds.observe, group_instance_id=kafka.group_instance_id))
+    # consumed by the fetch loop itself, not by agents: subscribe them here
+    for topic in inputs:
+        app.topics.add(topic)
+
+    @app.agent(instruments_topic, name="check-instruments")
+    async def check_instruments(stream: Any) -> None:
+        # Instruments only dead-letter here (the InstrumentView applies them). They
+        # have no positions: the topic is not co-partitioned with the inputs, and a
+        # redelivery only repeats a dead letter.
+        async for event in stream.events():
+            async with app.processing_lock:
+                await handler.check_instrument(event)
+                await outputs.delivered()
+
+    app.timer(interval=kafka.stall_interval_s)(handler.reseek_stalled)
+    app.timer(interval=kafka.lag_interval_s)(handler.publish_lag)
+    app.forget_on_rebalance += [store.forget, positions.forget]
+    signals_topic = topics.name("signals")
+    app.on_assigned.append(lambda assigned: metrics.retain(tp.partition for tp in assigned
+                                                           if tp.topic == signals_topic))
+    return app
+
+
+def report_outages(app: SizerApp, metrics: SizerMetrics) -> None:
+    """A lost broker into `sizer_broker_unavailable`, and outages quiet for long enough
+    ended, every second (`streams.kafka.outages`)."""
+    OUTAGES.on_change = lambda source, unavailable: metrics.broker_unavailable.labels(source).set(int(unavailable))
+
+    @app.timer(interval=1.0)
+    async def end_outages() -> None:
+        OUTAGES.expire()
+
+
+def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
+    """The faust app under the worker's settings: its group, store, guarantee, the
+    broker timing, the web server, the one Kafka client configuration."""
     width = topics["signals"].partitions
     app = SizerApp(
         kafka.app_id,
@@ -92,7 +167,9 @@ def build_app(
         datadir=str(kafka.data_dir),
         processing_guarantee=kafka.processing_guarantee,
         topic_partitions=width,
-        topic_replication_factor=topics["signals"].replication,
+        # every changelog faust creates (and `declare_changelogs` before it): the
+        # deployment's replication, as every topic of the spec
+        topic_replication_factor=kafka.replication.factor,
         topic_disable_leader=True,
         table_standby_replicas=kafka.standby_replicas,
         broker_commit_interval=kafka.commit_interval_s,
@@ -123,71 +200,41 @@ def build_app(
         web_router_enabled=False,
         web_tables_enabled=False,
         PartitionAssignor=SpecAssignor,
+        TableManager=SizerTableManager,
     )
-    signals = app.topic(topics.name("signals"), partitions=width, **RAW)
-    fills = app.topic(topics.name("fills"), partitions=width, **RAW)
-    controls = app.topic(topics.name("controls"), partitions=width, **RAW)
-    instruments_topic = app.topic(topics.name("instruments"), partitions=topics["instruments"].partitions, **RAW)
-    outputs = Outputs(app)
+    # under exactly-once, a clean stop's checkpoint of the local tables (`worker.checkpoint`)
+    app.write_checkpoint = write_checkpoint
+    return app
 
+
+def declare_tables(app: SizerApp, width: int, replication: Replication) -> dict[str, Any]:
+    """The worker's tables by name, each co-partitioned with the inputs (`width`),
+    their changelogs replicated as `replication` says."""
     # bytes key and value types make faust store and changelog them raw: the
     # values are our canonical JSON, written and read only by TableStore.
-    raw = {"default": None, "partitions": width, "key_type": bytes, "value_type": bytes}
-    exposure = app.Table("exposure", options=store_options(), **raw)
-    streak = app.Table("streak", options=store_options(), **raw)
-    control_table = app.Table("controls", options=store_options(), **raw)
-    # the dedupe windows' chunks, each written once (see `tables`)
-    windows = app.Table("windows", options=store_options(WINDOWS_WRITE_BUFFER_MB), **raw)
-    # the next offset to process of every input partition (see `positions`)
-    progress = app.Table("input-positions", options=store_options(), **raw)
+    raw = {"default": None, "partitions": width, "key_type": bytes, "value_type": bytes,
+           # every changelog's min.insync.replicas (its factor: topic_replication_factor)
+           "extra_topic_configs": replication.configs}
+    return {
+        "exposure": app.Table("exposure", options=store_options(), **raw),
+        "streak": app.Table("streak", options=store_options(), **raw),
+        "controls": app.Table("controls", options=store_options(), **raw),
+        # the dedupe windows' chunks, each written once (see `tables`)
+        "windows": app.Table("windows", options=store_options(WINDOWS_WRITE_BUFFER_MB), **raw),
+        # the next offset to process of every input partition (see `positions`)
+        "input-positions": app.Table("input-positions", options=store_options(), **raw),
+    }
+
+
+def worker_metrics(app: SizerApp, kafka: WorkerSettings, config: SizingConfig,
+                   registry: CollectorRegistry | None) -> SizerMetrics:
+    """faust's own sensors and the sizer's metrics, on one registry served at /metrics
+    (a fresh registry unless one is given)."""
     registry = registry if registry is not None else CollectorRegistry()
-    # faust's own sensors and the sizer's metrics, on one registry at /metrics.
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     process_collectors(registry)
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
     metrics.built(package_version(), config.config_hash, kafka.processing_guarantee)
     metrics.time_collections()
-    roles = {topics.name(role): role for role in INPUTS}
-
-    view = InstrumentView(kafka.for_role(f"worker-{kafka.app_id}"), topics.name("instruments"), topics["instruments"].partitions)
-    app.add_dependency(view)
-    health = Health(app, view, kafka.liveness_timeout_s)
-    health.install(app)
-    tables = TableStore(exposure, streak, control_table, windows, config, outputs, current_event)
-    processor = Processor(config, tables, view)
-    positions = InputPositions(progress, outputs, [topics.name(role) for role in POSITIONED],
-                               kafka.for_role(f"worker-{kafka.app_id}"),
-                               "read_committed" if kafka.processing_guarantee == "exactly_once" else "read_uncommitted")
-
-    handler = BatchHandler(
-        app_id=kafka.app_id, config=config, processor=processor, tables=tables, positions=positions, view=view,
-        outputs=outputs, metrics=metrics, consumer=lambda: app.consumer, lock=app.processing_lock, roles=roles,
-        outputs_topics={role: topics.name(role) for role in OUTPUTS},
-        dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health,
-    )
-    app.wire(Inputs(handler.handle_inputs, positions,
-                    {topics.name(role): topics[role].partitions for role in POSITIONED},
-                    eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-                    observe_commit=metrics.commit_seconds.observe))
-    # consumed by the fetch loop itself, not by agents: subscribe them here
-    app.topics.add(signals)
-    app.topics.add(fills)
-    app.topics.add(controls)
-
-    @app.agent(instruments_topic, name="check-instruments")
-    async def check_instruments(stream: Any) -> None:
-        # Instruments only dead-letter here (the InstrumentView applies them). They
-        # have no positions: the topic is not co-partitioned with the inputs, and a
-        # redelivery only repeats a dead letter.
-        async for event in stream.events():
-            async with app.processing_lock:
-                await handler.check_instrument(event)
-                await outputs.delivered()
-
-    app.timer(interval=kafka.stall_interval_s)(handler.reseek_stalled)
-    app.timer(interval=kafka.lag_interval_s)(handler.publish_lag)
-    app.forget_on_rebalance += [tables.forget, positions.forget]
-    signals_topic = topics.name("signals")
-    app.on_assigned.append(lambda assigned: metrics.retain(tp.partition for tp in assigned
-                                                           if tp.topic == signals_topic))
-    return app
+    report_outages(app, metrics)
+    return metrics

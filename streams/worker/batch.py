@@ -21,18 +21,22 @@ can go wrong with an input goes through one handler (`dead`).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import os
 import time
 from contextlib import AbstractContextManager
-from typing import Any, Awaitable, Callable, NoReturn
+from typing import Any, Awaitable, Callable, Iterable, NoReturn, Protocol
 
 from streams.wire.admission import admit_record
 from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
 from streams.wire.models import to_json
+from streams.engine import PortfolioState
+from streams.kafka.io import Record
+from streams.metrics import SizerMetrics
 from streams.processor import Processor
 from streams.kafka.topics import recreated
 from streams.worker.dead_letters import dead_letter
@@ -50,24 +54,138 @@ def abandon(exc: BaseException) -> NoReturn:
     os._exit(70)
 
 
+# -- what the handler needs of its collaborators ----------------------------------------------------------------
+
+class OutputSink(Protocol):
+    """Sends inside the current input's transaction (`faust_compat.outputs.Outputs`)."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                   headers: Any = None) -> None: ...
+
+    async def delivered(self) -> None: ...
+
+
+class StateStore(Protocol):
+    """The portfolios' state of one batch (`worker.tables.TableStore`): what changed, under
+    which input event, written back at the batch's end."""
+
+    def changed(self) -> list[tuple[str, Any]]: ...
+
+    def touched(self) -> list[tuple[str, PortfolioState]]: ...
+
+    async def write(self, portfolio_id: str) -> None: ...
+
+    def end_batch(self) -> None: ...
+
+
+class Positions(Protocol):
+    """The next offset to process per input partition (`worker.positions.InputPositions`)."""
+
+    def tracks(self, topic: str) -> bool: ...
+
+    def next_offset(self, topic: str, partition: int) -> int: ...
+
+    async def advance(self, topic: str, partition: int, next_offset: int, fingerprint: str | None = None) -> None: ...
+
+    async def read(self, topic: str, partition: int, start: int, stop: int) -> list[Record]: ...
+
+
+class Instruments(Protocol):
+    """Every worker's view of the instruments topic (`worker.instruments.InstrumentView`)."""
+
+    caught_up: asyncio.Event
+
+    def get(self, symbol: str) -> Any: ...
+
+    def offset_of(self, symbol: str) -> int | None: ...
+
+    def in_force(self, symbol: str) -> tuple[int, bytes] | None: ...
+
+    async def refresh(self) -> None: ...
+
+    async def reached(self, offset: int, partition: int = 0) -> bool: ...
+
+
+class Consumer(Protocol):
+    """faust's consumer as the handler reads it: the assignment, flow, offsets."""
+
+    flow_active: bool
+
+    def assignment(self) -> Iterable[Any]: ...
+
+    def highwater(self, tp: Any) -> int | None: ...
+
+    async def position(self, tp: Any) -> int | None: ...
+
+    async def seek_wait(self, partitions: dict[Any, int]) -> None: ...
+
+
+class Event(Protocol):
+    """An input being handled: `Input` (a fetched message, or a record read past faust),
+    or a faust event of the instruments agent; `.message` has topic, partition,
+    offset, key, value, timestamp, headers."""
+
+    @property
+    def message(self) -> Any: ...
+
+
+class Registry(Protocol):
+    """The registered portfolios (`worker.registry.PortfolioRegistry`)."""
+
+    caught_up: asyncio.Event
+
+    async def check(self, portfolio_id: str) -> None: ...
+
+
+class Liveness(Protocol):
+    """Watches each batch (`worker.health.Health`): a batch running too long is not live."""
+
+    def processing(self) -> AbstractContextManager[None]: ...
+
+
+# -- a batch ----------------------------------------------------------------------------------------------------
+
 class BatchStatus(enum.Enum):
     OPEN = "open"
     DELIVERED = "delivered"
     FAILED = "failed"
 
 
+class BatchStateError(RuntimeError):
+    """A batch was used against its lifecycle: a bug in the handler."""
+
+
 class Batch:
-    """One batch's lifecycle: OPEN -> DELIVERED, or OPEN -> FAILED."""
+    """One batch's lifecycle, enforced: OPEN -> DELIVERED, or FAILED from either.
+    Inputs are recorded as processed only while OPEN, and only an OPEN batch can be
+    delivered; a FAILED one stays failed (nothing of it may be committed)."""
 
     def __init__(self, events: list[Input]) -> None:
         self.events = events
         self.status = BatchStatus.OPEN
         # input partition -> (its next offset, the last event processed on it)
-        self.moved: dict[tuple[str, int], tuple[int, Input]] = {}
+        self._moved: dict[tuple[str, int], tuple[int, Input]] = {}
+
+    def _require_open(self, doing: str) -> None:
+        if self.status is not BatchStatus.OPEN:
+            raise BatchStateError(f"a batch can be {doing} only while open, not {self.status.value}")
+
+    def next_offset(self, source: tuple[str, int]) -> int | None:
+        """The next offset of an input partition this batch has moved, or None."""
+        moved = self._moved.get(source)
+        return None if moved is None else moved[0]
+
+    def processed(self, source: tuple[str, int], next_offset: int, event: Input) -> None:
+        """An input of partition `source` is done: its position moves to `next_offset`."""
+        self._require_open("processed")
+        self._moved[source] = (next_offset, event)
+
+    def moved(self) -> list[tuple[tuple[str, int], tuple[int, Input]]]:
+        """Each input partition this batch moved: its next offset and the last event processed on it."""
+        return list(self._moved.items())
 
     def delivered(self) -> None:
-        if self.status is not BatchStatus.OPEN:
-            raise RuntimeError(f"a batch can be delivered only while open, not {self.status.value}")
+        self._require_open("delivered")
         self.status = BatchStatus.DELIVERED
 
     def failed(self) -> None:
@@ -81,14 +199,20 @@ class BatchHandler:
     `tables`: the state store (`worker.tables.TableStore`); `positions`: the
     input positions (`worker.positions.InputPositions`); `consumer`: assignment(),
     flow_active, highwater(tp); `current`: a context manager factory making an
-    input the current event (faust's, in the worker)."""
+    input the current event (faust's, in the worker); `roles`: input topic name ->
+    role; `partitions`: input topic name -> partition count, by which each record's
+    partition is checked against its key's (`admission.check_partition`);
+    `portfolios`: the registered portfolios (`worker.registry`), None when every
+    portfolio is admitted."""
 
     def __init__(
-        self, *, app_id: str, config: SizingConfig, processor: Processor, tables: Any, positions: Any, view: Any,
-        outputs: Any, metrics: Any, consumer: Callable[[], Any], lock: Any, roles: dict[str, str],
-        outputs_topics: dict[str, str], dlq_max_bytes: int, current: Callable[[Any], AbstractContextManager[None]],
+        self, *, app_id: str, config: SizingConfig, processor: Processor, tables: StateStore, positions: Positions,
+        view: Instruments, outputs: OutputSink, metrics: SizerMetrics, consumer: Callable[[], Consumer],
+        lock: asyncio.Lock, roles: dict[str, str], partitions: dict[str, int], outputs_topics: dict[str, str],
+        dlq_max_bytes: int,
+        current: Callable[[Input], AbstractContextManager[None]],
         on_failure: Callable[[BaseException], NoReturn] = abandon, refuse: Callable[[str], None] | None = None,
-        health: Any = None,
+        health: Liveness | None = None, portfolios: Registry | None = None,
     ) -> None:
         self.app_id = app_id
         self.config = config
@@ -101,36 +225,41 @@ class BatchHandler:
         self.consumer = consumer
         self.lock = lock
         self.roles = roles
+        self.partitions = partitions  # input topic -> its partition count (verified against the broker at start)
         self.orders, self.decisions, self.dlq = outputs_topics["orders"], outputs_topics["decisions"], outputs_topics["dlq"]
         self.dlq_max_bytes = dlq_max_bytes
         self.current = current
         self.on_failure = on_failure
         self.refuse = refuse
         self.health = health  # worker.health.Health: liveness watches each batch (None in tests)
+        self.portfolios = portfolios  # worker.registry.PortfolioRegistry; None: registration off
         self.stall_watch = StallWatch()
         self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "signals": self.size_signal, "fills": self.apply_fill, "controls": self.apply_control}
 
     # -- one input ---------------------------------------------------------------------------------------------
 
-    async def dead(self, event: Any, error: InvalidMessage) -> None:
+    async def dead(self, event: Event, error: InvalidMessage) -> None:
         """The one handler for an input that cannot be used: dead-lettered with its reason."""
         m = event.message
         await dead_letter(self.outputs, self.dlq, m, record_timestamp_ms(m), error, self.metrics,
                           self.roles[m.topic], self.dlq_max_bytes)
 
-    async def admitted(self, event: Any) -> Any:
+    async def admitted(self, event: Event) -> Any:
         """The input as its topic's message (`streams.wire.admission`), or None once it has
         been dead-lettered."""
         m = event.message
         try:
-            return admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
-                                self.config.max_future_skew_ms)
+            message = admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
+                                   self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
+            if self.portfolios is not None:
+                await self.portfolios.check(message.portfolio_id)
+            return message
         except InvalidMessage as exc:
             await self.dead(event, exc)
             return None
 
-    async def applied(self, event: Any, apply: Callable[[], Any]) -> Any:
+    async def applied(self, event: Event, apply: Callable[[], Any]) -> Any:
         """Apply a decoded input. A failure inside the engine on a valid input is a bug:
         it is logged with its traceback and dead-lettered as PROCESSING_ERROR, on
         purpose, rather than stopping the partition behind it."""
@@ -143,7 +272,7 @@ class BatchHandler:
             await self.dead(event, InvalidMessage("PROCESSING_ERROR", f"{type(exc).__name__}: {exc}"))
             return None
 
-    async def size_signal(self, event: Any) -> None:
+    async def size_signal(self, event: Event) -> None:
         signal = await self.admitted(event)
         if signal is None:
             return
@@ -160,7 +289,7 @@ class BatchHandler:
         await self.outputs.send(self.decisions, key, to_json(result.decision).encode(), m.partition)
         self.metrics.decided(result.decision, time.time() - signal.ts / 1000)
 
-    async def apply_fill(self, event: Any) -> None:
+    async def apply_fill(self, event: Event) -> None:
         fill = await self.admitted(event)
         if fill is None:
             return
@@ -168,7 +297,7 @@ class BatchHandler:
         if result is not None:
             self.metrics.fill_applied(fill.type, result.outcome)
 
-    async def apply_control(self, event: Any) -> None:
+    async def apply_control(self, event: Event) -> None:
         command = await self.admitted(event)
         if command is None:
             return
@@ -191,6 +320,8 @@ class BatchHandler:
     async def _handle_inputs(self, messages: list[Any]) -> None:
         if not self.view.caught_up.is_set():
             await self.view.caught_up.wait()
+        if self.portfolios is not None and not self.portfolios.caught_up.is_set():
+            await self.portfolios.caught_up.wait()
         async with self.lock:
             consumer = self.consumer()
             if not consumer.flow_active:
@@ -209,14 +340,15 @@ class BatchHandler:
             finally:
                 self.tables.end_batch()
 
-    async def _process(self, batch: Batch, consumer: Any) -> None:
+    async def _process(self, batch: Batch, consumer: Consumer) -> None:
         """Every input in offset order, each exactly once by its partition's position."""
-        moved = batch.moved
         for event in batch.events:
             m = event.message
             source = (m.topic, m.partition)
             with self.current(event):
-                expected = moved[source][0] if source in moved else self.positions.next_offset(*source)
+                expected = batch.next_offset(source)
+                if expected is None:
+                    expected = self.positions.next_offset(*source)
                 if m.offset < expected:
                     highwater = consumer.highwater(m.tp)
                     if highwater is not None and highwater < expected and self.refuse is not None:
@@ -230,7 +362,7 @@ class BatchHandler:
                 if m.offset > expected:
                     await self.recover(event, expected)
                 await self.handlers[self.roles[m.topic]](event)
-                moved[source] = (m.offset + 1, event)
+                batch.processed(source, m.offset + 1, event)
 
     async def _deliver(self, batch: Batch) -> None:
         """State and positions written, each under an event of its partition (its
@@ -238,7 +370,7 @@ class BatchHandler:
         for portfolio_id, event in self.tables.changed():
             with self.current(event):
                 await self.tables.write(portfolio_id)
-        for (topic, partition), (next_offset, event) in batch.moved.items():
+        for (topic, partition), (next_offset, event) in batch.moved():
             m = event.message
             with self.current(event):
                 await self.positions.advance(topic, partition, next_offset,
@@ -250,7 +382,7 @@ class BatchHandler:
         for portfolio_id, state in self.tables.touched():
             self.metrics.portfolio_state(portfolio_id, state, self.config, partition_of.get(portfolio_id.encode()))
 
-    async def recover(self, event: Any, expected: int) -> None:
+    async def recover(self, event: Event, expected: int) -> None:
         """Process the records faust skipped before `event`, inside its transaction."""
         m = event.message
         records = await self.positions.read(m.topic, m.partition, expected, m.offset)
@@ -300,7 +432,7 @@ class BatchHandler:
 
     # -- instruments -------------------------------------------------------------------------------------------
 
-    async def check_instrument(self, event: Any) -> None:
+    async def check_instrument(self, event: Event) -> None:
         """One instruments record, once per record in the group (the InstrumentView of
         every worker applies them by the same rule, `admit_instrument`): an invalid one
         is dead-lettered, and then the last valid record of its symbol is published

@@ -14,7 +14,7 @@ processing lock) that has not finished `stuck_after_s` after it began, because
 a send, a commit or a lock never returns, makes the worker not live; so does an
 event loop too busy to answer the probe at all. A worker with nothing to do is
 live. Liveness does not look at the broker: a broker outage is not fixed by a
-restart (the worker rides it out, README "Faults").
+restart (the worker rides it out, docs: exactly-once, the faults tested).
 """
 
 from __future__ import annotations

@@ -27,19 +27,111 @@ from streams.wire.models import Instrument
 
 log = logging.getLogger("streams.worker")
 
-class InstrumentView(Service, MutableMapping[str, Instrument]):
+
+class TopicView(Service):
+    """A compacted topic every worker reads whole, from the start, with a group-less
+    consumer. `caught_up` is set once it has applied the topic's end offsets as they
+    were at start-up; `refresh` catches up with the topic as it is now. Subclasses
+    say what a record does (`apply`) and how much they hold (`loaded`): the
+    instruments here, the portfolio registry in `worker.registry`."""
+
+    what = "records"
+
     def __init__(self, client: ClientConfig, topic: str, partitions: int, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self._client = client
         self._topic = topic
         self._partitions = partitions
-        self._book = InstrumentBook()
-        self._instruments = self._book.instruments
         self._consumer: AIOKafkaConsumer | None = None
         self._applied: dict[TopicPartition, int] = {}  # next offset to apply, per partition
         self._progress = asyncio.Condition()
         self._last_refresh = 0.0
         self.caught_up = asyncio.Event()
+
+    def apply(self, key: bytes | None, value: bytes | None, offset: int, timestamp_ms: int | None = None,
+              headers: Any = None) -> bool:
+        """One record of the topic; returns whether it changed what the view holds."""
+        raise NotImplementedError
+
+    def loaded(self) -> int:
+        """How many entries the view holds."""
+        raise NotImplementedError
+
+    async def on_start(self) -> None:
+        consumer = self._consumer = AIOKafkaConsumer(**self._client.options(
+            enable_auto_commit=False, group_id=None, isolation_level="read_committed", auto_offset_reset="earliest",
+        ))
+        await consumer.start()
+        # The partition count comes from the topic spec, checked against the broker at start-up.
+        partitions = [TopicPartition(self._topic, p) for p in range(self._partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        self._targets = await consumer.end_offsets(partitions)
+        self.add_future(self._follow())
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def reached(self, offset: int, partition: int = 0, timeout_s: float = 30.0) -> bool:
+        """Wait until the view has applied every record of `partition` below `offset`;
+        False when it has not within `timeout_s`."""
+        tp = TopicPartition(self._topic, partition)
+        try:
+            async with self._progress:
+                await asyncio.wait_for(self._progress.wait_for(lambda: self._applied.get(tp, 0) >= offset),
+                                       timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def refresh(self, timeout_s: float = 5.0, min_interval_s: float = 0.25) -> None:
+        """Catch up with the topic as it is now (at most one broker round trip per
+        `min_interval_s`; a burst of unknown keys costs one)."""
+        now = time.monotonic()
+        if self._consumer is None or now - self._last_refresh < min_interval_s:
+            return
+        self._last_refresh = now
+        ends = await self._consumer.end_offsets(list(self._targets))
+        try:
+            async with self._progress:
+                await asyncio.wait_for(
+                    self._progress.wait_for(lambda: all(self._applied.get(tp, 0) >= end for tp, end in ends.items())),
+                    timeout_s,
+                )
+        except asyncio.TimeoutError:
+            log.warning("%s view did not reach %s within %.1f s", self._topic, ends, timeout_s)
+
+    async def _follow(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in self._targets:
+            self._applied[tp] = await consumer.position(tp)
+        while not self.should_stop:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    self.apply(record.key, record.value, record.offset, record.timestamp, record.headers)
+            for tp in self._targets:
+                self._applied[tp] = await consumer.position(tp)
+            async with self._progress:
+                self._progress.notify_all()
+            if not self.caught_up.is_set() and all(
+                self._applied[tp] >= end for tp, end in self._targets.items()
+            ):
+                log.info("%s loaded: %d", self.what, self.loaded())
+                self.caught_up.set()
+
+
+class InstrumentView(TopicView, MutableMapping[str, Instrument]):
+    """Every instrument in force, as the engine looks them up (see the module docstring)."""
+
+    what = "instruments"
+
+    def __init__(self, client: ClientConfig, topic: str, partitions: int, **kwargs: object) -> None:
+        super().__init__(client, topic, partitions, **kwargs)
+        self._book = InstrumentBook()
+        self._instruments = self._book.instruments
 
     # MutableMapping over the current instruments: what the engine looks up.
     def __getitem__(self, symbol: str) -> Instrument:
@@ -60,21 +152,8 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
     def get(self, symbol: str, default: Instrument | None = None) -> Instrument | None:  # type: ignore[override]
         return self._instruments.get(symbol, default)
 
-    async def on_start(self) -> None:
-        consumer = self._consumer = AIOKafkaConsumer(**self._client.options(
-            enable_auto_commit=False, group_id=None, isolation_level="read_committed", auto_offset_reset="earliest",
-        ))
-        await consumer.start()
-        # The partition count comes from the topic spec, checked against the broker at start-up.
-        partitions = [TopicPartition(self._topic, p) for p in range(self._partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        self._targets = await consumer.end_offsets(partitions)
-        self.add_future(self._follow())
-
-    async def on_stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
+    def loaded(self) -> int:
+        return len(self._instruments)
 
     def offset_of(self, symbol: str) -> int | None:
         """The offset of the instruments record in force for `symbol`."""
@@ -89,52 +168,3 @@ class InstrumentView(Service, MutableMapping[str, Instrument]):
               headers: Any = None) -> bool:
         """One record of the compacted topic (see `InstrumentBook.apply`)."""
         return self._book.apply(key, value, offset, timestamp_ms, headers)
-
-    async def reached(self, offset: int, partition: int = 0, timeout_s: float = 30.0) -> bool:
-        """Wait until the view has applied every record of `partition` below `offset`;
-        False when it has not within `timeout_s`."""
-        tp = TopicPartition(self._topic, partition)
-        try:
-            async with self._progress:
-                await asyncio.wait_for(self._progress.wait_for(lambda: self._applied.get(tp, 0) >= offset),
-                                       timeout_s)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
-    async def refresh(self, timeout_s: float = 5.0, min_interval_s: float = 0.25) -> None:
-        """Catch up with the instruments topic as it is now (at most one broker
-        round trip per `min_interval_s`; a burst of unknown symbols costs one)."""
-        now = time.monotonic()
-        if self._consumer is None or now - self._last_refresh < min_interval_s:
-            return
-        self._last_refresh = now
-        ends = await self._consumer.end_offsets(list(self._targets))
-        try:
-            async with self._progress:
-                await asyncio.wait_for(
-                    self._progress.wait_for(lambda: all(self._applied.get(tp, 0) >= end for tp, end in ends.items())),
-                    timeout_s,
-                )
-        except asyncio.TimeoutError:
-            log.warning("instruments view did not reach %s within %.1f s", ends, timeout_s)
-
-    async def _follow(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        for tp in self._targets:
-            self._applied[tp] = await consumer.position(tp)
-        while not self.should_stop:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for record in records:
-                    self.apply(record.key, record.value, record.offset, record.timestamp, record.headers)
-            for tp in self._targets:
-                self._applied[tp] = await consumer.position(tp)
-            async with self._progress:
-                self._progress.notify_all()
-            if not self.caught_up.is_set() and all(
-                self._applied[tp] >= end for tp, end in self._targets.items()
-            ):
-                log.info("instruments loaded: %d", len(self._instruments))
-                self.caught_up.set()

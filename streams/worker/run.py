@@ -5,32 +5,71 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import shutil
+import os
 from pathlib import Path
+from typing import Any, Mapping
 
 from streams.config import SizingConfig
-from streams.kafka.io import publish_config
+from streams.kafka.io import end_offsets, publish_config
+from streams.kafka.settings import ClientConfig
+from streams.worker.checkpoint import keep_local_state
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
-from streams.kafka.topics import TopicSet, apply, declare_changelogs
+from streams.kafka.topics import (TopicSet, apply, declare_changelogs, internal_replication,
+                                  internal_replication_warnings, unbounded_inputs)
 
 log = logging.getLogger("streams.worker")
 
 
-def prepare_local_state(tabledir: Path, processing_guarantee: str) -> bool:
-    """Under exactly-once, start every run from the committed changelog.
+async def prepare_local_state(client: ClientConfig, tabledir: Path, app_id: str, processing_guarantee: str,
+                              changelogs: list[str]) -> str:
+    """Under exactly-once, keep the local tables a clean stop's checkpoint vouches for
+    and rebuild the rest from the committed changelogs (`checkpoint`); at-least-once
+    keeps them as they are (its recovery rewrites from the store's offset on, and an
+    input it decides twice is one it may decide twice). Returns what was done."""
+    if processing_guarantee != "exactly_once":
+        return "local tables kept (at-least-once)"
 
-    faust writes table values to the local store as they happen and only marks
-    changelog offsets as persisted on commit; a crash, or a rebalance that fences
-    an open transaction, can leave values of an aborted transaction in RocksDB
-    that recovery from the persisted offset never overwrites. Rebuilding from the
-    compacted changelog (read_committed) is cheap: per portfolio one record of each
-    table, and one for every 64 ids of its dedupe windows (`tables`).
-    Returns True when local state was removed."""
-    if processing_guarantee != "exactly_once" or not tabledir.exists():
-        return False
-    shutil.rmtree(tabledir)
-    return True
+    async def ends(wanted: Mapping[str, list[int]]) -> dict[tuple[str, int], int]:
+        found: dict[tuple[str, int], int] = {}
+        for topic, partitions in wanted.items():
+            by_partition = await end_offsets(client, topic, max(partitions) + 1)
+            found.update({(topic, p): by_partition[p] for p in partitions})
+        return found
+
+    return await keep_local_state(tabledir, app_id, changelogs, ends)
+
+
+def private_state(data_dir: Path) -> None:
+    """The worker's local state (its tables: every portfolio's positions, reservations
+    and equity) readable by its own user only: the data directory is made or set
+    owner-only (0700), and everything the worker creates from now on is too (umask 077)."""
+    os.umask(0o077)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+
+
+def bounded_shutdown(worker_class: type, timeout_s: float) -> type:
+    """`worker_class` (faust.Worker) whose stop on SIGTERM or SIGINT ends the process
+    after `timeout_s` at the latest (exit 1), whatever is still under way: the pod's
+    termination grace is longer, so a stop is the worker's, never the kubelet's kill.
+    A stop cut short writes no checkpoint: the next start rebuilds its tables."""
+    import os
+    import threading
+
+    class Bounded(worker_class):  # type: ignore[misc, valid-type]
+        def _schedule_shutdown(self, signal: Any) -> None:
+            def expire() -> None:
+                log.error("worker did not stop within %s s (SIZER_SHUTDOWN_TIMEOUT_S); exiting", timeout_s)
+                logging.shutdown()
+                os._exit(1)
+
+            timer = threading.Timer(timeout_s, expire)
+            timer.daemon = True
+            timer.start()
+            super()._schedule_shutdown(signal)
+
+    return Bounded
 
 
 def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info",
@@ -49,6 +88,11 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
     try:
         asyncio.run(apply(client, topics, create=False, app_id=kafka.app_id))
+        unbounded = asyncio.run(unbounded_inputs(client, topics, config.max_future_skew_ms))
+        if unbounded:
+            log.warning("input topics do not bound record timestamps to max_future_skew_s (%d ms): %s; a producer "
+                        "can stamp a record far ahead and poison a portfolio clock: run `sizer topics apply "
+                        "--config ...` with this configuration", config.max_future_skew_ms, "; ".join(unbounded))
         # Before the first decision: the settings behind this worker's config hash.
         asyncio.run(publish_config(client, topics.name("config"), config))
     finally:
@@ -58,23 +102,33 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     try:
         asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
                                                 for table in app.tables.values()},
-                                       app.conf.topic_replication_factor))
+                                       kafka.replication))
+        warnings = internal_replication_warnings(asyncio.run(internal_replication(client)), kafka.replication)
     finally:
         aiokafka_log.setLevel(level)
-    wiped = prepare_local_state(Path(app.conf.tabledir), kafka.processing_guarantee)
+    for warning in warnings:  # once, at start-up: the broker's settings are not the worker's to change
+        log.warning("replication: %s", warning)
+    private_state(kafka.data_dir)
+    level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
+    try:
+        local_state = asyncio.run(prepare_local_state(client, Path(app.conf.tabledir), kafka.app_id,
+                                                      kafka.processing_guarantee,
+                                                      [table.changelog_topic_name for table in app.tables.values()]))
+    finally:
+        aiokafka_log.setLevel(level)
     # Said once logging is set up (faust's worker sets it up as it starts): the
     # settings an operator checks first when a worker does not do what they expect.
     started = (f"sizer worker: group {kafka.app_id}, {kafka.processing_guarantee}, config {config.config_hash} "
                f"({origin or 'preset ' + config.preset}), topic prefix {kafka.topic_prefix!r}, "
-               f"web port {kafka.web_port}, bootstrap {kafka.bootstrap}"
-               + (", local tables rebuilt from changelog" if wiped else ""))
+               f"web port {kafka.web_port}, bootstrap {kafka.bootstrap}; {local_state}")
 
     class Worker(faust.Worker):
         async def on_execute(self) -> None:
             await super().on_execute()
             log.info("%s", started)
 
-    worker = Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config(kafka.log_format, loglevel))
+    worker = bounded_shutdown(Worker, kafka.shutdown_timeout_s)(
+        app, loglevel=loglevel, quiet=True, logging_config=logging_config(kafka.log_format, loglevel))
     # Fewer, cheaper collections: what exists at start-up is never collected again,
     # and a full collection, which walks every portfolio's dedupe window, runs less
     # often (these pauses are the worker's latency tail).

@@ -38,9 +38,21 @@ class WorkerSettings(ConnectionSettings):
     # (`faust_compat.transport.ShortFetchWaitThread`); an idle worker sends about
     # 1000 / this fetches a second.
     fetch_max_wait_ms: int = Field(20, ge=1, le=60_000)
+    # Kafka's group.instance.id: a stable name per worker (the StatefulSet's pod name)
+    # makes it a static member, whose restart inside session_timeout_s moves no
+    # partition; unset, every start joins as a new member and partitions move twice
+    group_instance_id: str | None = Field(None, min_length=1, max_length=249)
+    # how long the group waits for a silent worker (killed, or restarting as a static
+    # member) before its partitions move
     session_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
     heartbeat_interval_s: float = Field(3.0, gt=0, allow_inf_nan=False)
+    # the most a stop (SIGTERM) may take: batch, last commit, checkpoint; then the
+    # process exits whatever is under way (the pod's termination grace is longer)
+    shutdown_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     metrics_portfolio_limit: int = Field(1000, ge=1)
+    # only registered portfolios are admitted (`worker.registry`): on in production
+    # deployments (the chart), off for the demo and a first try
+    require_registration: bool = False
     lag_interval_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     # at most this many inputs per fetch, handled as one batch: one lock, one state
     # write per portfolio, one wait for the sends (2,000 measured fastest in `make

@@ -44,7 +44,7 @@ NO_IDS = RecentIds()
 # null: a worker of an earlier release, which reads `<window>` as a list of chunks,
 # then fails on the record (its inputs dead-lettered as PROCESSING_ERROR, original
 # bytes kept) instead of reading the reference as a window and deciding resent
-# inputs again (README, "Upgrading").
+# inputs again (docs: production Kafka, "Upgrading").
 CHUNKED = "_chunks"
 
 
@@ -89,7 +89,7 @@ class TableStore:
                     "seen_fills": self._read_window(portfolio_id, "seen_fills", streak)}
             state = PortfolioState(
                 exposure_from_wire(exposure),
-                streak_from_wire(streak, self.config),
+                streak_from_wire(streak, self.config, portfolio_id),
                 controls_from_wire(decimals.loads(raw_controls) if raw_controls else None),
             )
             for window, ref in refs.items():

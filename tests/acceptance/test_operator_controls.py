@@ -87,3 +87,24 @@ def test_a_duplicate_command_id_applies_once(replay):
         signal("p1", "X", "0.9", "10", T0 + 1),
     ], "--preset", "graduated")
     assert decisions[0]["trace"]["state"]["equity"] == "200000"
+
+
+def test_reset_clock_repairs_a_clock_a_year_ahead_where_resume_does_not(replay):
+    year_ms = 365 * 24 * 3600 * 1000
+    decisions = replay([
+        X,
+        # a year ahead, admitted: the journal line has no record timestamp to bound it (as on
+        # a topic before the broker bounded record timestamps)
+        signal("p1", "X", "0.5", "10", T0 + year_ms, signal_id="future"),
+        signal("p1", "X", "0.5", "10", T0 + 1, signal_id="on-time-1"),
+        control("p1", "halt", T0 + 2, reason="clock"), control("p1", "resume", T0 + 3, reason="clock"),
+        signal("p1", "X", "0.5", "10", T0 + 4, signal_id="on-time-2"),
+        control("p1", "reset_clock", T0 + 5, command_id="c-reset", operator="alice", reason="record from 2027"),
+        control("p1", "reset_clock", T0 + 6, reason="sent again: the clock is behind it now"),
+        signal("p1", "X", "0.5", "10", T0 + 7, signal_id="on-time-3"),
+        signal("p1", "X", "0.5", "10", T0 + 1, signal_id="6-ms-late"),  # within max_signal_age_s of the reset clock
+    ], "--preset", "conviction", env={"SIZING_PAIR_CAP_USD": "5000", "SIZING_PORTFOLIO_CAP": "5000"})
+    assert reasons(decisions) == [None, "STALE_SIGNAL", "STALE_SIGNAL", None, None]
+    # the clock the next signal read is the command's time, not a year ahead (the second reset changed nothing)
+    assert decisions[3]["trace"]["state"]["latest_ts"] == "2026-01-01T00:00:00.005Z"
+    assert [d["notional"] for d in decisions] == ["650", None, None, "650", "650"]

@@ -49,12 +49,13 @@ def test_every_alert_rule_has_unit_tests_that_fire_and_that_do_not(promtool):
         assert any(not case["exp_alerts"] for case in cases), f"{rule['alert']}: no case where it stays quiet"
     assert {rule["alert"] for rule in rules} == {
         "SizerCapUtilisationHigh", "SizerDeadLetters", "SizerPortfolioInDrawdown", "SizerPortfolioHalted",
+        "SizerLossGuardPaused",
         "SizerConsumerLagGrowing", "SizerWorkerDown", "SizerInputsRecoveredRepeatedly", "SizerPartitionReseeksRepeated",
-        "SizerProducerErrors", "SizerWorkerRestarting"}
-    readme = (ROOT / "README.md").read_text()
+        "SizerProducerErrors", "SizerWorkerRestarting", "SizerWrongPartition"}
+    readme = (ROOT / "docs" / "pages" / "operating.md").read_text()
     for rule in rules:
         url = rule["annotations"]["runbook_url"]
-        assert url == f"README.md#{rule['alert'].lower()}", rule["alert"]
+        assert url == f"docs/pages/operating.md#{rule['alert'].lower()}", rule["alert"]
         assert f'<a id="{rule["alert"].lower()}"></a>' in readme, f"no runbook anchor for {rule['alert']}"
     drawdown, = [rule for rule in rules if rule["alert"] == "SizerPortfolioInDrawdown"]
     assert drawdown["for"] == "5m"
@@ -218,6 +219,15 @@ def test_the_secured_compose_variant_runs_the_secured_broker_and_each_client_as_
              if "SIZER_SASL_USERNAME" in service.get("environment", {})}
     assert users == {"acls": "admin", "topics": "operator", "sizer-worker-1": "sizer-worker",
                      "sizer-worker-2": "sizer-worker"}
+    # each client container mounts its own principal's secret volume and nothing of the broker's
+    for name, user in users.items():
+        volumes = {mount.split(":")[0] for mount in secured[name]["volumes"]}
+        assert "kafka-secured" not in volumes, name
+        assert {v for v in volumes if v.startswith("secret-")} == {f"secret-{user}"}, name
+    exported = {mount.split(":")[0]: mount.split(":")[1] for mount in kafka["volumes"]}
+    assert {volume: exported[volume] for volume in exported if volume.startswith("secret-")} == {
+        f"secret-{user}": f"/export/{user}" for user in set(users.values())}
+    assert kafka["environment"]["KAFKA_SECRETS_EXPORT"] == "/export"
     assert secured["acls"]["command"] == ["acls", "apply"]
     assert secured["topics"]["depends_on"]["acls"]["condition"] == "service_completed_successfully"
     # every principal of the ACL file is a SCRAM user the broker creates at format time

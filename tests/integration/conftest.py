@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from streams.bench.cluster import Cluster
+from streams.kafka.topics import Replication
 from tests.integration.harness import Broker, Deployment
 from tests.integration.prometheus import prometheus  # noqa: F401 - a fixture of every integration test
 
@@ -31,6 +33,25 @@ def bootstrap(tmp_path_factory) -> str:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Cluster:
+    """The project's three-node KRaft cluster (deploy/broker/cluster.sh), started once
+    for the session and stopped after; tests that kill nodes start them again."""
+    cluster = Cluster.at(tmp_path_factory.mktemp("kafka-cluster"), fresh_ports=True)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def replicated(cluster: Cluster, tmp_path: Path) -> Deployment:
+    """This test's own topics on the cluster, replicated 3 (min.insync.replicas 2)."""
+    cluster.start()  # a node an earlier test killed
+    return Deployment.create(cluster.bootstrap, tmp_path, replication=Replication(3, 2))
 
 
 @pytest.fixture

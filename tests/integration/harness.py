@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,19 +18,23 @@ from typing import Any, Callable, Iterable
 from aiokafka.errors import KafkaConnectionError
 
 from streams.kafka.io import Record, end_offsets, publish, read_topic, wait_consumed
-from streams.kafka.settings import ClientConfig
+from streams.kafka.settings import ClientConfig, ConnectionSettings
 from streams.worker.settings import WorkerSettings
-from streams.kafka.topics import TopicSet, apply, load_topics
+from streams.kafka.topics import Replication, TopicSet, apply, load_topics
+from streams.ports import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_SCRIPT = ROOT / "deploy" / "broker" / "broker.sh"
 SIZER = str(Path(sys.executable).with_name("sizer"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def kafka_version() -> str:
+    """The Kafka release the test broker runs: KAFKA_VERSION, else deploy/pom.xml's
+    default (what broker.sh starts)."""
+    import re
+
+    pom = (ROOT / "deploy" / "pom.xml").read_text()
+    return os.environ.get("KAFKA_VERSION") or re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
 
 
 class Broker:
@@ -39,9 +42,10 @@ class Broker:
 
     def __init__(self, home: Path, security: str = "plaintext") -> None:
         self.home = home
-        self.port = free_port()
+        self.port, controller_port, internal_port = free_ports(3)  # one reservation: never one port twice
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SECURITY": security}
+                    "KAFKA_CONTROLLER_PORT": str(controller_port), "KAFKA_INTERNAL_PORT": str(internal_port),
+                    "KAFKA_SECURITY": security}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
@@ -62,9 +66,14 @@ class Deployment:
     app_id: str
     workdir: Path
     topics: TopicSet = field(init=False)
+    # every topic's and changelog's replication: the harness's own env, unless given
+    replication: Replication | None = None
 
     def __post_init__(self) -> None:
-        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix)
+        if self.replication is None:
+            # the replication of SIZER_REPLICATION_FACTOR / SIZER_MIN_INSYNC_REPLICAS, as the workers read it
+            self.replication = ConnectionSettings(bootstrap=self.bootstrap).replication
+        self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix, replication=self.replication)
 
     @property
     def client(self) -> ClientConfig:
@@ -72,15 +81,20 @@ class Deployment:
         return WorkerSettings(bootstrap=self.bootstrap).for_role("test")
 
     @classmethod
-    def create(cls, bootstrap: str, workdir: Path) -> "Deployment":
+    def create(cls, bootstrap: str, workdir: Path, replication: Replication | None = None) -> "Deployment":
+        """This test's topics from the spec, at `replication` (default: the env's), as
+        its workers' changelogs."""
         tag = uuid.uuid4().hex[:10]
-        deployment = cls(bootstrap, f"t{tag}-", f"sizer-test-{tag}", workdir)
+        deployment = cls(bootstrap, f"t{tag}-", f"sizer-test-{tag}", workdir, replication)
         asyncio.run(apply(deployment.client, deployment.topics))
         return deployment
 
     def env(self, **extra: str) -> dict[str, str]:
+        assert self.replication is not None
         return {**os.environ, "SIZER_TOPIC_PREFIX": self.prefix, "SIZER_APP_ID": self.app_id,
-                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **extra}
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "SIZER_REPLICATION_FACTOR": str(self.replication.factor),
+                "SIZER_MIN_INSYNC_REPLICAS": str(self.replication.min_insync), **extra}
 
     def publish(self, entries: Iterable[tuple[str, Any]], keys: dict[int, bytes | None] | None = None) -> int:
         return asyncio.run(publish(self.client, self.topics, list(entries), keys))

@@ -161,6 +161,54 @@ def test_acls_and_topics_are_applied_by_their_own_principals_and_drift_is_named(
     assert refused.returncode == 4 and "not authorized" in one_line(refused)
 
 
+def test_acls_check_names_a_grant_to_a_principal_the_file_does_not_name(secured):
+    from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType,
+                             KafkaAdminClient, ResourcePattern, ResourcePatternFilter, ResourceType)
+
+    orders, signals = secured.topics.name("orders"), secured.topics.name("signals")
+    extra = [ACL("User:*", "*", ACLOperation.READ, ACLPermissionType.ALLOW, ResourcePattern(ResourceType.TOPIC, orders)),
+             ACL("User:mallory", "*", ACLOperation.WRITE, ACLPermissionType.ALLOW,
+                 ResourcePattern(ResourceType.TOPIC, signals)),
+             ACL("User:mallory", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
+                 ResourcePattern(ResourceType.GROUP, secured.app_id)),
+             # another application's topic: none of the product's business
+             ACL("User:mallory", "*", ACLOperation.WRITE, ACLPermissionType.ALLOW,
+                 ResourcePattern(ResourceType.TOPIC, "another-apps-topic"))]
+    admin = KafkaAdminClient(**secured.settings("admin").client("test-admin"))
+    try:
+        assert not admin.create_acls(extra)["failed"]
+        drifted = secured.sizer("admin", "acls", "apply", "--check")
+        assert drifted.returncode == 3, drifted.stdout + drifted.stderr
+        for line in (f"User:* Read topic:{orders}: on the broker, not in the ACL file",
+                     f"User:mallory Write topic:{signals}: on the broker, not in the ACL file",
+                     f"User:mallory Read group:{secured.app_id}: on the broker, not in the ACL file"):
+            assert line in drifted.stderr, drifted.stderr
+        assert "another-apps-topic" not in drifted.stderr
+    finally:
+        for acl in extra:
+            pattern = acl.resource_pattern
+            admin.delete_acls([ACLFilter(acl.principal, "*", acl.operation, acl.permission_type,
+                                         ResourcePatternFilter(pattern.resource_type, pattern.resource_name,
+                                                               ACLResourcePatternType.LITERAL))])
+        admin.close()
+    assert secured.sizer("admin", "acls", "apply", "--check").returncode == 0
+
+
+def test_no_scram_password_was_on_a_command_line_and_the_brokers_files_are_its_owners(secured):
+    import stat
+
+    # the users are created through the admin API from files, after the broker started
+    script = (ROOT / "deploy" / "broker" / "broker.sh").read_text()
+    assert "--add-scram" not in script and "--add-config-file" in script
+    for user in USERS:
+        assert f"{user}.scram" not in {p.name for p in (secured.home / "secrets").iterdir()}
+    data, = secured.home.glob("data*")  # data-<Kafka version>
+    for path in (secured.home, data, secured.home / "secrets", secured.home / "tls"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    segments = [p for p in data.rglob("*") if p.is_file()]
+    assert segments and all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in segments)
+
+
 def metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))

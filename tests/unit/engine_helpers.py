@@ -1,6 +1,6 @@
 
 from streams.engine import InputPosition
-from streams.wire.models import Fill, Instrument, Signal, validate
+from streams.wire.models import Control, Fill, Instrument, Signal, validate
 from streams.processor import MemoryStore, Processor
 
 
@@ -17,6 +17,8 @@ def feed(proc, entries):
             proc.on_instrument(validate(Instrument, value))
         elif topic == "fills":
             proc.on_fill(validate(Fill, value), offset)
+        elif topic == "controls":
+            proc.on_control(validate(Control, value), offset)
         else:
             results.append(proc.on_signal(validate(Signal, value), InputPosition("signals", 0, offset)))
     return results

@@ -30,13 +30,14 @@ def test_the_shipped_file_expands_to_the_prefixed_topics_and_the_app_id():
     assert {e.operation for e in principals["auditors"].acls} == {"Read", "DescribeConfigs"}
 
 
-def test_the_readme_names_every_changelog_the_worker_is_granted():
+def test_the_security_page_names_every_changelog_the_worker_is_granted():
     topics = load_topics(ROOT / "topics" / "topics.toml")
     principals = {p.key: p for p in load_acls(ROOT / "topics" / "acls.toml", topics, "app")}
     granted = {e.name.removeprefix("app-").removesuffix("-changelog") for e in principals["worker"].acls
                if e.name.endswith("-changelog")}
 
-    row, = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| worker |")]
+    row, = [line for line in (ROOT / "docs" / "pages" / "security.md").read_text().splitlines()
+            if line.startswith("| worker |")]
     listed = re.search(r"`<app_id>-\{([^}]*)\}-changelog`", row).group(1).split(",")
 
     assert sorted(listed) == sorted(granted)
@@ -78,3 +79,47 @@ def test_every_client_gets_the_one_configuration_and_no_secret_in_its_repr(tmp_p
         "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "u", "sasl_plain_password": "s3cret",
         "group_id": None}
     assert "s3cret" not in repr(client) and "s3cret" not in repr(kafka)
+
+
+def _resources(app_id: str = "app"):
+    from streams.ops.acls import product_resources
+
+    topics = load_topics(ROOT / "topics" / "topics.toml", "p-")
+    principals = load_acls(ROOT / "topics" / "acls.toml", topics, app_id)
+    return principals, product_resources(principals, topics, app_id)
+
+
+@pytest.mark.parametrize("extra", [
+    AclEntry("User:*", "TOPIC", "LITERAL", "p-orders", "Read"),  # every principal may read the orders
+    AclEntry("User:mallory", "TOPIC", "LITERAL", "p-signals", "Write"),  # a principal the file does not name
+    AclEntry("User:mallory", "TOPIC", "LITERAL", "*", "Read"),  # every topic
+    AclEntry("User:mallory", "TOPIC", "PREFIXED", "p-", "Write"),  # a prefix that covers the product's topics
+    AclEntry("User:mallory", "TOPIC", "LITERAL", "app-exposure-changelog", "Read"),  # a table's changelog
+    AclEntry("User:mallory", "GROUP", "LITERAL", "app", "Read"),  # the worker's group
+    AclEntry("User:mallory", "TRANSACTIONAL_ID", "LITERAL", "app-app-signals-0", "Write"),  # a worker's producer
+    AclEntry("User:mallory", "TRANSACTIONAL_ID", "PREFIXED", "ap", "Write"),
+    AclEntry("User:auditor", "TOPIC", "LITERAL", "p-orders", "Write"),  # a named principal, beyond the file
+    AclEntry("User:auditor", "TOPIC", "LITERAL", "elsewhere", "Write"),  # a named principal, anywhere
+])
+def test_a_grant_the_file_does_not_make_is_named_whoever_holds_it(extra):
+    from streams.ops.acls import unmade_grants
+
+    principals, resources = _resources()
+    held = {entry for principal in principals for entry in principal.acls} | {extra}
+
+    assert unmade_grants(held, principals, resources) == [extra]
+
+
+@pytest.mark.parametrize("other", [
+    AclEntry("User:other-app", "TOPIC", "LITERAL", "other-signals", "Write"),  # another product's topic
+    AclEntry("User:other-app", "GROUP", "LITERAL", "other-group", "Read"),
+    AclEntry("User:other-app", "TRANSACTIONAL_ID", "PREFIXED", "other-", "Write"),
+    AclEntry("User:mallory", "TOPIC", "LITERAL", "p-signals", "Write", permission="DENY"),  # a refusal, not a grant
+])
+def test_grants_on_other_resources_and_denials_pass(other):
+    from streams.ops.acls import unmade_grants
+
+    principals, resources = _resources()
+    held = {entry for principal in principals for entry in principal.acls} | {other}
+
+    assert unmade_grants(held, principals, resources) == []

@@ -20,7 +20,7 @@ from streams.processor import Processor
 from streams.worker.batch import BatchHandler, BatchStatus
 from streams.worker.positions import InputPositions
 from streams.worker.tables import TableStore
-from tests.builders import T0, instrument, leg, signal
+from tests.builders import T0, canceled, instrument, leg, signal
 
 X = validate(Instrument, instrument("X", leg("XUSDT", qty_step="0.01"))["value"])
 
@@ -120,7 +120,7 @@ class Consumer:
 class World:
     """One handler over in-memory state; `log` holds every record published so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 1, portfolios: Any = None) -> None:
         self.config = load_config("conviction")
         self.sink = Sink()
         self.tables = TableStore(Table("exposure"), Table("streak"), Table("controls"), Table("windows"),
@@ -134,8 +134,9 @@ class World:
             tables=self.tables, positions=self.positions, view=View(), outputs=self.sink, metrics=self.metrics,
             consumer=lambda: Consumer({TP("signals", 0), TP("fills", 0)}), lock=asyncio.Lock(),
             roles={"signals": "signals", "fills": "fills", "controls": "controls"},
+            partitions={"signals": width, "fills": width, "controls": width},
             outputs_topics={"orders": "orders", "decisions": "decisions", "dlq": "dlq"}, dlq_max_bytes=1_000_000,
-            current=current, on_failure=self.failures.append,
+            current=current, on_failure=self.failures.append, portfolios=portfolios,
         )
 
     def record(self, topic: str, value: Any, key: bytes | None = b"p1") -> Message:
@@ -204,6 +205,46 @@ def test_bad_records_are_dead_lettered_with_their_reason_and_the_rest_goes_on():
     assert world.counter("sizer_dead_letters_total", topic="signals", reason="KEY_MISMATCH") == 1
 
 
+def test_a_portfolio_off_its_keys_partition_is_dead_lettered_wrong_partition_never_sized():
+    from streams.wire.admission import home_partition
+
+    world = World(width=6)  # every record of this world is on partition 0
+    home_elsewhere = next(f"p{n}" for n in range(100) if home_partition(f"p{n}".encode(), 6) != 0)
+    home_here = next(f"p{n}" for n in range(100) if home_partition(f"p{n}".encode(), 6) == 0)
+    batch = [world.record("signals", signal(pid, "X", "0.5", "10", T0, signal_id=pid)["value"], key=pid.encode())
+             for pid in (home_elsewhere, home_here)]
+    world.run(batch)
+    dead = [dict(headers) for topic, _, _, headers in world.sink.sent if topic == "dlq"]
+    assert [d["sizer.reason"] for d in dead] == [b"WRONG_PARTITION"]
+    assert f"its key's partition is {home_partition(home_elsewhere.encode(), 6)} of 6".encode() in dead[0][
+        "sizer.detail"]
+    assert [d["portfolio_id"] for d in world.sink.to("decisions")] == [home_here]
+    assert world.counter("sizer_dead_letters_total", topic="signals", reason="WRONG_PARTITION") == 1
+
+
+def test_with_registration_on_inputs_of_unregistered_portfolios_are_dead_lettered_unknown_portfolio():
+    from streams.kafka.settings import ConnectionSettings
+    from streams.worker.registry import PortfolioRegistry
+
+    registry = PortfolioRegistry(ConnectionSettings().for_role("test"), "sizer-portfolios", 1)
+    registry.apply(b"p1", b'{"portfolio_id": "p1"}', 0)
+    registry.apply(b"gone", b'{"portfolio_id": "gone"}', 1)
+    registry.apply(b"gone", None, 2)  # deregistered
+    registry.caught_up.set()
+    world = World(portfolios=registry)
+    batch = [world.record("signals", sig(0)),
+             world.record("signals", signal("gone", "X", "0.5", "10", T0, signal_id="g")["value"], key=b"gone"),
+             world.record("signals", signal("new-1", "X", "0.5", "10", T0, signal_id="n")["value"], key=b"new-1"),
+             world.record("fills", canceled("new-2", "o-1", T0)["value"], key=b"new-2")]
+    world.run(batch)
+    dead = [(dict(headers)["sizer.reason"], key) for topic, key, _, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"UNKNOWN_PORTFOLIO", b"gone"), (b"UNKNOWN_PORTFOLIO", b"new-1"),
+                    (b"UNKNOWN_PORTFOLIO", b"new-2")]
+    assert [d["portfolio_id"] for d in world.sink.to("decisions")] == ["p1"]
+    assert world.tables.exposure.keys() == {b"p1"}  # no state for any other portfolio
+    assert world.counter("sizer_dead_letters_total", topic="signals", reason="UNKNOWN_PORTFOLIO") == 2
+
+
 def test_a_batch_that_fails_half_way_is_abandoned_and_moves_no_position():
     world = World()
     world.sink.fail_on = 1  # the first signal's order goes, its decision is refused
@@ -238,6 +279,28 @@ def test_the_lifecycle_refuses_to_deliver_twice():
     assert batch.status is BatchStatus.DELIVERED
     with pytest.raises(RuntimeError, match="only while open"):
         batch.delivered()
+
+
+def test_a_delivered_batch_takes_no_more_inputs_and_a_failed_one_is_never_delivered():
+    from streams.worker.batch import Batch, BatchStateError
+    from streams.worker.positions import Input
+
+    event = Input(Message("signals", 0, 7, b"p1", b"{}"))
+    delivered = Batch([event])
+    delivered.processed(("signals", 0), 8, event)
+    delivered.delivered()
+    with pytest.raises(BatchStateError, match="processed only while open, not delivered"):
+        delivered.processed(("signals", 0), 9, event)
+    assert delivered.next_offset(("signals", 0)) == 8
+
+    failed = Batch([event])
+    failed.processed(("signals", 0), 8, event)
+    failed.failed()
+    with pytest.raises(BatchStateError, match="delivered only while open, not failed"):
+        failed.delivered()
+    with pytest.raises(BatchStateError, match="processed only while open, not failed"):
+        failed.processed(("signals", 0), 9, event)
+    assert failed.status is BatchStatus.FAILED
 
 
 def test_dedupe_windows_are_stored_chunk_by_chunk_each_chunk_once():
@@ -323,3 +386,22 @@ def test_a_worker_of_the_earlier_format_fails_on_a_chunked_record_rather_than_mi
     for table, window in ((world.tables.exposure, "seen_signals"), (world.tables.streak, "seen_fills")):
         with pytest.raises(TypeError):
             earlier_reader(json.loads(table[b"p1"])[window])
+
+
+def test_a_portfolio_named_by_a_per_portfolio_table_is_registered_without_a_registry_record():
+    from streams.config import SizingConfig
+    from streams.kafka.settings import ConnectionSettings
+    from streams.worker.registry import PortfolioRegistry
+
+    config = SizingConfig.from_effective({**load_config("conviction").effective(),
+                                          "portfolios": {"desk-a-*": {"portfolio_cap": "1500"}, "solo": {}}})
+    registry = PortfolioRegistry(ConnectionSettings().for_role("test"), "sizer-portfolios", 1,
+                                 configured=config.configures)
+    registry.caught_up.set()
+    world = World(portfolios=registry)
+    batch = [world.record("signals", signal(pid, "X", "0.5", "10", T0, signal_id=pid)["value"], key=pid.encode())
+             for pid in ("desk-a-7", "solo", "desk-b-1", "solo-2")]
+    world.run(batch)
+    assert [d["portfolio_id"] for d in world.sink.to("decisions")] == ["desk-a-7", "solo"]
+    dead = [key for topic, key, _, _ in world.sink.sent if topic == "dlq"]
+    assert dead == [b"desk-b-1", b"solo-2"]

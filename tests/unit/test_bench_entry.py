@@ -5,20 +5,19 @@ bootstrap address is a port nothing listens on."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from streams.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # closed again on return: nothing listens there
+    return free_port()  # closed again on return: nothing listens there
 
 
 def bench(module: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

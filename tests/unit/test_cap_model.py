@@ -9,6 +9,14 @@ lapsed by a configured TTL) stay within the portfolio cap and the pair cap; the
 gates (duplicate, unknown instrument, stale) decide as the model says; no order
 id is emitted while an earlier emission of it is still open; and every order
 and decision decodes back through the product's own input models (closure).
+
+The protections (DESIGN.md, "Protections") are in the model too: reduce signals
+(sized from the held position, opposite side, within the held quantity, never
+reserving, their fills never adding to a position), the cooldown after a losing
+close, the loss guard's pause, the order rate, and group caps. Checked: no open
+is accepted while a protection forbids it (and the reason is that protection's);
+every reduce is within the held quantity and on the opposite side; a group's
+exposure with reservations stays within its cap; no cap is ever exceeded.
 """
 
 from __future__ import annotations
@@ -29,11 +37,12 @@ from tests.builders import T0, instrument, leg
 
 SECOND = 1000
 INSTRUMENTS = {
-    "X": instrument("X", leg("XUSDT", qty_step="0.01"))["value"],
+    "X": instrument("X", leg("XUSDT", qty_step="0.01"), group="G")["value"],
     "PAIR": instrument("PAIR", leg("PSPOT", "buy", qty_step="0.001", min_qty="0.001"),
                        {**leg("PPERP", "sell", qty_step="0.002"), "max_notional": "700"})["value"],
-    "ONE": instrument("ONE", leg("ONEUSDT", qty_step="1", max_qty="40"))["value"],
+    "ONE": instrument("ONE", leg("ONEUSDT", qty_step="1", max_qty="40", min_notional="20"), group="G")["value"],
 }
+STEP = {"X": D("0.01"), "PAIR": D("0.002"), "ONE": D("1")}  # the step every leg of the symbol shares
 SYMBOLS = [*INSTRUMENTS, "GHOST"]  # GHOST is never published
 CONFIGS = [
     ("conviction", {}),
@@ -44,6 +53,15 @@ CONFIGS = [
     ("graduated", {"exposure_basis": "mark", "reservation_ttl_s": "900", "cap_mode": "shrink",
                    "signal_dedupe_window": 3}),
     ("conviction", {"max_signal_age_s": None, "pair_cap_usd": "400", "portfolio_cap": "1500"}),
+]
+PROTECTED = [  # drawn three times as often: a protection trips only after its own sequence of inputs
+    ("conviction", {"cooldown_after_loss_s": "120", "loss_guard_count": 2, "loss_guard_window_s": "600",
+                    "loss_guard_pause_s": "300", "max_orders_per_window": 3, "order_rate_window_s": "60",
+                    "group_caps": {"G": "1200"}}),
+    ("graduated", {"cooldown_after_loss_s": "1", "max_orders_per_window": 1, "order_rate_window_s": "3600",
+                   "group_caps": {"G": "0.4%"}, "cap_mode": "shrink"}),
+    ("conviction", {"group_caps": {"G": "700"}, "cap_mode": "skip", "loss_guard_count": 1,
+                    "loss_guard_window_s": "1", "loss_guard_pause_s": "30", "exposure_basis": "mark"}),
 ]
 GATES = {"DUPLICATE_SIGNAL", "HALTED", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL"}
 EXACT = 100  # digits: the model computes exactly too
@@ -63,6 +81,45 @@ class Model:
         self.fill_ids: set[str] = set()
         self.halted = False
         self.command_ids: set[str] = set()
+        self.sides: dict[str, str] = {}  # symbol -> the side of the order that opened its position
+        self.groups: dict[str, str | None] = {}  # symbol -> the group of the order that opened its position
+        self.last_loss: dict[str, int] = {}  # symbol -> event time of its latest losing close
+        self.losses: list[int] = []  # losing closes counted by the loss guard
+        self.paused_until: int | None = None
+        self.opens: list[int] = []  # clock of each accepted open
+
+    def forbids(self, symbol: str) -> str | None:
+        """The protection that forbids an open of `symbol` at the clock, if any (in
+        the order DESIGN.md lists them: loss guard, cooldown, order rate)."""
+        c = self.config
+        if c.loss_guard_count is not None and self.paused_until is not None and self.clock < self.paused_until:
+            return "LOSS_GUARD"
+        if c.cooldown_after_loss_s is not None and symbol in self.last_loss and (
+                self.clock < self.last_loss[symbol] + c.cooldown_after_loss_s * 1000):
+            return "COOLDOWN"
+        if c.max_orders_per_window is not None and sum(
+                1 for t in self.opens if t > self.clock - c.order_rate_window_s * 1000) >= c.max_orders_per_window:
+            return "RATE_LIMITED"
+        return None
+
+    def lost(self, symbol: str, ts: int) -> None:
+        """A losing close: the symbol's cooldown, and the loss guard's count and pause."""
+        c = self.config
+        self.last_loss[symbol] = max(ts, self.last_loss.get(symbol, ts))
+        if c.loss_guard_count is None:
+            return
+        self.losses = [t for t in self.losses if t > ts - c.loss_guard_window_s * 1000] + [ts]
+        if len(self.losses) >= c.loss_guard_count:
+            until = ts + int(c.loss_guard_pause_s * 1000)
+            self.paused_until = until if self.paused_until is None else max(until, self.paused_until)
+            self.losses = []
+
+    def group_exposure(self, group: str, symbol: str) -> D:
+        """Positions and open reservations of the symbols whose orders were sized in `group`."""
+        def member(name: str, named: str | None) -> bool:
+            return named == group or name == symbol
+        return sum((self.value(name) for name in self.positions if member(name, self.groups.get(name))), D(0)) + sum(
+            (self.reserved(o) for o in self.orders.values() if member(o["symbol"], o["group"])), D(0))
 
     def end(self, order_id: str) -> None:
         """An order ended (filled, canceled, released, lapsed): remembered, no longer reserved."""
@@ -120,14 +177,25 @@ class Model:
         return sum((self.value(s) for s in symbols if symbol in (None, s)), D(0)) + sum(
             (self.reserved(o) for o in self.orders.values() if symbol in (None, o["symbol"])), D(0))
 
-    def add_position(self, symbol: str, qty: D, price: D) -> None:
+    def add_position(self, symbol: str, qty: D, price: D, side: str | None = None, group: str | None = None) -> None:
+        if qty <= 0:
+            return
         held = self.positions.setdefault(symbol, [D(0), D(0)])
         held[0] += qty
         held[1] += qty * price
+        if self.sides.get(symbol) is None and side is not None:
+            self.sides[symbol] = side
+        if self.groups.get(symbol) is None and group is not None:
+            self.groups[symbol] = group
+
+    def drop_position(self, symbol: str) -> None:
+        del self.positions[symbol]
+        self.sides.pop(symbol, None)
+        self.groups.pop(symbol, None)
 
 
 class CapMachine(RuleBasedStateMachine):
-    @initialize(choice=st.sampled_from(CONFIGS))
+    @initialize(choice=st.sampled_from(CONFIGS + PROTECTED * 3))
     def start(self, choice):
         preset, overrides = choice
         base = load_config(preset)
@@ -148,13 +216,16 @@ class CapMachine(RuleBasedStateMachine):
     @rule(symbol=st.sampled_from(SYMBOLS), score=st.sampled_from([None, "0", "0.3", "0.6", "0.86", "1"]),
           price=st.sampled_from(["0.01", "1", "10", "99.5", "500", "20000"]),
           shift=st.sampled_from([0, 1, -1, 299, -299, -301, 601, 3_600, -86_400, 31_536_000]),
-          resend=st.integers(0, 30), side=st.sampled_from(["buy", "sell"]))
-    def signal(self, symbol, score, price, shift, resend, side):
+          resend=st.integers(0, 30), side=st.sampled_from(["buy", "sell"]),
+          reduce=st.sampled_from([None, None, None, "1", "0.5", "0.013"]))
+    def signal(self, symbol, score, price, shift, resend, side, reduce):
         if resend < len(self.sent_signals) and resend % 3 == 0:
             value = {**self.sent_signals[resend], "price": price, "ts": self.now() + shift * SECOND}
         else:
             value = {"signal_id": f"s{next(self.ids)}", "portfolio_id": "p1", "symbol": symbol, "side": side,
                      "score": score, "price": price, "ts": self.now() + shift * SECOND}
+            if reduce is not None:
+                value.update(intent="reduce", reduce_fraction=reduce)
             self.sent_signals.append(value)
         signal = validate(Signal, value)
         order_id_seen = {o for o in self.emitted}
@@ -188,6 +259,14 @@ class CapMachine(RuleBasedStateMachine):
         read = decision.trace["state"]
         reserved = sum((model.reserved(o) for o in model.orders.values()), D(0))
         assert (read["positions"], read["reserved"]) == (model.exposure() - reserved, reserved)
+        if signal.intent == "reduce":
+            self.check_reduce(signal, decision, order)
+            return
+        forbidden = model.forbids(signal.symbol)
+        if forbidden is not None:
+            assert decision.reason == forbidden, f"{forbidden} forbids it; got {decision.outcome} {decision.reason}"
+            return
+        assert decision.reason not in ("LOSS_GUARD", "COOLDOWN", "RATE_LIMITED"), decision.reason
         if decision.outcome != "accepted":
             return
         assert order is not None and order.order_id == order_id
@@ -198,13 +277,48 @@ class CapMachine(RuleBasedStateMachine):
                         "qty": order.qty, "price": order.price, "final": True})
         legs = tuple(leg["venue_symbol"] for leg in INSTRUMENTS[order.symbol]["legs"])
         assert tuple(leg.venue_symbol for leg in order.legs) == legs and all(leg.qty == order.qty for leg in order.legs)
+        group = INSTRUMENTS[order.symbol].get("group")
         model.orders[order_id] = {"symbol": order.symbol, "qty": order.qty, "price": order.price,
-                                  "made": model.clock, "legs": legs, "filled": {}, "finals": set()}
+                                  "made": model.clock, "legs": legs, "filled": {}, "finals": set(),
+                                  "side": order.side, "group": group, "reduce": False}
+        model.opens.append(model.clock)
         self.emitted.append(order_id)
-        cap = self.config.portfolio_cap.amount(self.processor.store.load("p1").streak.equity)
+        equity = self.processor.store.load("p1").streak.equity
+        cap = self.config.portfolio_cap.amount(equity)
         assert model.exposure() <= cap, f"exposure {model.exposure()} over the cap {cap}"
         if self.config.pair_cap is not None:
             assert model.exposure(order.symbol) <= self.config.pair_cap
+        if group in self.config.group_caps:
+            group_cap = self.config.group_caps[group].amount(equity)
+            assert model.group_exposure(group, order.symbol) <= group_cap, "group exposure over its cap"
+
+    def check_reduce(self, signal: Signal, decision: Decision, order: Order | None) -> None:
+        """A reduce that passed the gates: sized from the held position, never past it."""
+        model = self.model
+        held = model.positions.get(signal.symbol)
+        held_qty = held[0] if held else D(0)
+        position_side = model.sides.get(signal.symbol)
+        if held_qty <= 0 or position_side == signal.side:
+            assert decision.reason == "NOTHING_TO_REDUCE", (decision.outcome, decision.reason)
+            return
+        step = STEP[signal.symbol]
+        wanted = (held_qty * signal.reduce_fraction // step) * step
+        if decision.outcome != "accepted":
+            # the exchange's rules only: a minimum (never for a whole exit), a maximum below one step, or dust
+            assert decision.reason in ("BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL", "NOTHING_TO_REDUCE"), decision.reason
+            assert decision.reason == "NOTHING_TO_REDUCE" or signal.reduce_fraction < 1 or wanted > 0
+            return
+        assert order is not None and order.side == signal.side and order.side != position_side
+        assert D(0) < order.qty <= held_qty, f"reduce of {order.qty} with {held_qty} held"
+        assert order.qty <= wanted
+        legs = tuple(leg["venue_symbol"] for leg in INSTRUMENTS[order.symbol]["legs"])
+        # a reduce reserves nothing: it is remembered only so its fills do not add to the position
+        model.ended[order.order_id] = {"symbol": order.symbol, "qty": order.qty, "price": order.price,
+                                       "made": model.clock, "legs": legs, "filled": {}, "finals": set(),
+                                       "side": order.side, "group": None, "reduce": True}
+        while len(model.ended) > 64:
+            del model.ended[next(iter(model.ended))]
+        self.emitted.append(order.order_id)
 
     def apply_fill(self, value: dict[str, Any], changes: bool) -> None:
         result = self.processor.on_fill(validate(Fill, value), self.offset)
@@ -261,7 +375,8 @@ class CapMachine(RuleBasedStateMachine):
         for name in hit:
             order["filled"][name] = order["filled"].get(name, D(0)) + qty
         after = max(order["filled"].values())
-        model.add_position(order["symbol"], after - before, price)  # one leg's growth, on the order's symbol
+        if not order["reduce"]:  # one leg's growth, on the order's symbol
+            model.add_position(order["symbol"], after - before, price, order["side"], order["group"])
         if final:
             order["finals"].update(hit)
         if order_id in model.ended or order["finals"] >= set(order["legs"]) or all(
@@ -291,16 +406,20 @@ class CapMachine(RuleBasedStateMachine):
                  "type": "position_closed", "symbol": symbol, "qty": str(qty), "price": "10", "realized_pnl": pnl}
         duplicate = event_id in self.model.fill_ids
         self.apply_fill(value, changes=True)
-        if duplicate or not held:
+        if duplicate:
+            return
+        if D(pnl) < 0:
+            self.model.lost(symbol, value["ts"])
+        if not held:
             return
         with localcontext() as ctx:
             ctx.prec = EXACT
             if qty >= held[0]:
-                del self.model.positions[symbol]
+                self.model.drop_position(symbol)
             else:
                 left = held[0] - qty
                 # the closed quantity's share of the entry notional goes; the rest stays,
-                # rounded half-even to 1e-18 USD (README, "State")
+                # rounded half-even to 1e-18 USD (docs: the pipeline, "State")
                 held[1] = (held[1] * left / held[0]).quantize(D("1e-18"), rounding=ROUND_HALF_EVEN)
                 held[0] = left
 

@@ -105,3 +105,29 @@ def test_every_garbage_collection_is_timed_by_generation():
     assert sample(registry, "sizer_gc_pause_seconds_count", generation="2") == before + 1
     assert sample(registry, "sizer_gc_pause_seconds_count", generation="1") >= 1
     assert sample(registry, "sizer_gc_pause_seconds_sum", generation="2") > 0
+
+
+def test_cooldowns_and_loss_guard_pauses_are_gauged_at_each_portfolios_clock():
+    from streams.config import SizingConfig
+    from tests.builders import T0, closed, instrument, signal
+    from tests.unit.engine_helpers import feed, processor
+
+    registry = CollectorRegistry()
+    metrics = SizerMetrics(registry)
+    config = SizingConfig.from_effective({
+        **load_config("conviction").effective(), "cooldown_after_loss_s": "600", "loss_guard_count": 2,
+        "loss_guard_window_s": "3600", "loss_guard_pause_s": "60"})
+    proc = processor(config)
+    feed(proc, [instrument("ETH"), closed("a", "ETH", "1", "90", "-10"), closed("b", "ETH", "1", "90", "-10"),
+                closed("b", "ETH", "1", "90", "-10", ts=T0 + 1000), signal("a", "ETH", "1", "100", ts=T0 + 601_000)])
+    for portfolio in ("a", "b"):
+        metrics.portfolio_state(portfolio, proc.store.load(portfolio), config)
+
+    assert sample(registry, "sizer_portfolio_symbols_in_cooldown", portfolio="a") == 0  # its clock passed it
+    assert sample(registry, "sizer_portfolio_symbols_in_cooldown", portfolio="b") == 1
+    assert sample(registry, "sizer_portfolio_loss_guard_paused", portfolio="a") == 0
+    assert sample(registry, "sizer_portfolio_loss_guard_paused", portfolio="b") == 1
+    assert sample(registry, "sizer_portfolios_in_cooldown") == 1
+    assert sample(registry, "sizer_portfolios_loss_guard_paused") == 1
+    for reason in ("COOLDOWN", "LOSS_GUARD", "RATE_LIMITED", "GROUP_CAP_REACHED", "NOTHING_TO_REDUCE"):
+        assert sample(registry, "sizer_decisions_total", outcome="rejected", reason=reason) == 0

@@ -37,3 +37,16 @@ def test_a_reservation_that_lapsed_on_the_portfolio_clock_takes_no_room():
     assert rooms[("portfolio", None)].exposure == D("900")
     assert rooms[("pair", "ETH")].exposure == D("400")
     assert rooms[("portfolio", None)].used == D("0.18")
+
+
+def test_a_group_cap_measures_what_its_orders_instruments_named_as_the_group():
+    config = SizingConfig(portfolio_cap="5000", group_caps={"L1": "1500"})
+    held = PortfolioState(
+        Exposure(positions=Book({"ETH": Position(D("2"), D("400"), "buy", "L1")}),
+                 reservations=Book({"o1": reservation("SOL", D("5"), D("100"), ts=1_000, group="L1"),
+                                    "o2": reservation("BTC", D("1"), D("700"), ts=1_000)}),
+                 latest_ts=2_000),
+        Streak(equity=D("100000")))
+    rooms = {(room.cap, room.symbol): room for room in cap_room(held, config)}
+    assert rooms[("group", "L1")] == CapRoom("group", "L1", D("1500"), D("900"), D("600"))  # ETH 400 + SOL 500
+    assert rooms[("portfolio", None)].exposure == D("1600")

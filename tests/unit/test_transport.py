@@ -14,6 +14,7 @@ from aiokafka.errors import ProducerFenced
 from prometheus_client import CollectorRegistry
 
 from streams.config import load_config
+from streams.faust_compat.app import SizerApp
 from streams.faust_compat.transport import ConcurrentCommitProducer
 from streams.worker.settings import WorkerSettings
 from streams.kafka.topics import load_topics
@@ -58,10 +59,18 @@ class FakeTransactionProducer:
         self.journal.append(("begun", self.name))
 
 
+class AppStandIn:
+    """What the producer tells its app: a failed commit leaves local state unclean."""
+
+    unclean = None
+    local_state_unclean = SizerApp.local_state_unclean
+
+
 def producer_with(transaction_producers: dict) -> ConcurrentCommitProducer:
     producer = object.__new__(ConcurrentCommitProducer)  # only the transaction bookkeeping is used
     producer._transaction_producers = transaction_producers
     producer._trn_locks = {name: asyncio.Lock() for name in transaction_producers}
+    producer.app = AppStandIn()
     return producer
 
 
@@ -98,10 +107,12 @@ def test_a_failed_transaction_is_raised_after_the_others_are_committed(caplog):
         producer._trn_locks["gone"] = asyncio.Lock()  # its producer was stopped
         with pytest.raises(RuntimeError, match="a refused"):
             await producer.commit_transactions({"a": {}, "b": {}, "gone": {}}, "sizer")
-        return journal
+        return journal, producer.app
 
     with caplog.at_level(logging.WARNING, logger="streams.worker"):
-        journal = asyncio.run(scenario())
+        journal, app = asyncio.run(scenario())
+    # the local stores may hold the refused transaction's writes: no checkpoint at stop
+    assert app.unclean == "a transaction commit failed"
     assert ("committed", "b") in journal and ("begun", "b") in journal
     assert ("committed", "a") not in journal and ("begun", "a") not in journal
     assert "unknown transaction gone" in caplog.text
@@ -163,3 +174,25 @@ def test_every_table_store_is_sized_for_the_worker_not_faust_defaults(tmp_path):
     assert sizes == {"exposure": (4 * 2**20, 2, 8 * 2**20), "streak": (4 * 2**20, 2, 8 * 2**20),
                      "controls": (4 * 2**20, 2, 8 * 2**20), "windows": (1 * 2**20, 2, 8 * 2**20),
                      "input-positions": (4 * 2**20, 2, 8 * 2**20)}
+
+
+def test_a_transaction_already_open_is_not_begun_again(caplog):
+    """faust begins a transaction for every partition assigned at each rebalance, kept
+    ones too, whose transactions are open: aiokafka refused and faust logged a WARNING
+    (Invalid state transition IN_TRANSACTION -> IN_TRANSACTION)."""
+
+    class OpenTransaction:
+        def is_in_transaction(self):
+            return True
+
+    async def scenario():
+        journal: list = []
+        kept = FakeTransactionProducer("sizer-0-1", journal, asyncio.Event())
+        kept._txn_manager = OpenTransaction()
+        producer = producer_with({"sizer-0-1": kept})
+        await producer.maybe_begin_transaction("sizer-0-1")
+        return journal
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(scenario()) == []
+    assert "Invalid state transition" not in caplog.text and "begin_transaction" not in caplog.text

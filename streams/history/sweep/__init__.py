@@ -22,8 +22,8 @@ for, or a close with no recorded position, is not tied to any signal of the
 history and is applied as recorded. Everything scaled feeds the what-if state:
 streaks, equity, phases, percentage caps and drawdown mode follow the policy's
 own PnL. No market impact; fills at the recorded prices. Operator commands
-of a journal apply to every configuration as recorded; Kafka history carries
-none yet (the recorded interleaving is rebuilt from signals and fills).
+(a journal's, or Kafka history's `controls` in the recorded interleaving) apply
+to every configuration as recorded.
 
 Money is Decimal throughout; scaled quantities and PnL are rounded half-even
 to 1e-18 (the wire's finest place).

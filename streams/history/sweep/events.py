@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from streams.config import SizingConfig
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
-from streams.engine.state import reservation
+from streams.engine.state import remember_ended, reservation
 from streams.wire import journal
 from streams.wire.decimals import ENGINE_CONTEXT, ZERO
 from streams.wire.models import Instrument, OrderCanceled, OrderFilled, PositionClosed, Signal
@@ -60,13 +60,18 @@ class RecordedPositions:
 
     def _state(self, portfolio: str) -> PortfolioState:
         state = self._states.get(portfolio)
-        return state if state is not None else PortfolioState.fresh(self._config)
+        return state if state is not None else PortfolioState.fresh(self._config, portfolio)
 
     def accepted(self, signal: Signal, instrument: Instrument | None, order_id: str, qty: Decimal) -> None:
         state = self._state(signal.portfolio_id)
         legs = tuple(leg.venue_symbol for leg in instrument.legs) if instrument is not None else ("",)
-        held = reservation(signal.symbol, qty, signal.price, signal.ts, legs)
-        exposure = state.exposure._replace(reservations={**state.exposure.reservations, order_id: held})
+        group = instrument.group if instrument is not None else None
+        held = reservation(signal.symbol, qty, signal.price, signal.ts, legs, signal.side, group)
+        if signal.intent == "reduce":  # reserves nothing; its fills never add to the position
+            exposure = state.exposure._replace(ended_orders=remember_ended(
+                state.exposure.ended_orders, order_id, held._replace(reduce=True)))
+        else:
+            exposure = state.exposure._replace(reservations={**state.exposure.reservations, order_id: held})
         self._states[signal.portfolio_id] = state._replace(exposure=exposure)
 
     def held(self, portfolio: str, symbol: str) -> Decimal:
@@ -242,7 +247,8 @@ def _recorded_part(entries: Sequence[journal.Entry], recorded: SizingConfig, por
         portfolio = message.portfolio_id
         if portfolios is not None and portfolio not in portfolios:
             continue
-        state = states.get(portfolio, fresh)
+        state = states.get(portfolio) or (
+            fresh if not recorded.portfolios else PortfolioState.fresh(recorded, portfolio))
         if topic == "fills":
             held = None
             if isinstance(message, PositionClosed):

@@ -50,7 +50,7 @@ def metrics(history: History, config: SizingConfig, run: Run) -> dict[str, Any]:
     """
     with localcontext(STATS):
         exposure = _exposure_figures(run.exposure, len(history.portfolios))
-        equity = _equity_figures(run.closes, config.starting_equity * len(history.portfolios),
+        equity = _equity_figures(run.closes, _starting_equity(history, config),
                                  run.exposure[0][0] if run.exposure else 0)
         pnl = sum((pnl for _, _, _, pnl, _ in run.closes), ZERO)
         mean_exposure = exposure["mean"]
@@ -158,7 +158,7 @@ def curves(history: History, config: SizingConfig, run: Run, points: int = 1500,
     cap (by peak use) one curve each, by portfolio id, and the others as one curve
     of their total exposure over their total cap (`rest`, with how many they are)."""
     with localcontext(STATS):
-        equity = _equity_figures(run.closes, config.starting_equity * len(history.portfolios),
+        equity = _equity_figures(run.closes, _starting_equity(history, config),
                                  run.exposure[0][0] if run.exposure else 0)
     equity_curve = [equity["start"], *equity["curve"]]
     exposure_curve: list[tuple[int, Decimal, Decimal]] = []
@@ -213,3 +213,11 @@ def _use(history: History, ordered: list[tuple[int, int, int, Decimal, Decimal]]
     others = len(history.portfolios) - len(top)
     return {"portfolios": {history.portfolios[p]: thin(per[p]) for p in top},
             "rest": thin(rest) if others else [], "others": others}
+
+
+
+def _starting_equity(history: History, config: SizingConfig) -> Decimal:
+    """Every portfolio's starting equity together (each its own, under portfolio tables)."""
+    if not config.portfolios:
+        return config.starting_equity * len(history.portfolios)
+    return sum((config.for_portfolio(p).starting_equity for p in history.portfolios), ZERO)

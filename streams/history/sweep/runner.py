@@ -48,6 +48,15 @@ class SettingsRead:
         self.__dict__[name] = value
         return value
 
+    def for_portfolio(self, portfolio_id: str) -> Any:
+        """The engine's per-portfolio lookup (`SizingConfig.for_portfolio`), read
+        through: without portfolio tables, this same reader; with them, a run reads
+        every setting (its portfolios' own), so it shares its figures with no other."""
+        if not self.portfolios:
+            return self
+        self.read.update(type(self._config).model_fields)
+        return self._config.for_portfolio(portfolio_id)
+
 
 def same_run(read: Iterable[str], ran: SizingConfig, other: SizingConfig, compares_records: bool) -> bool:
     """Whether `other` gives exactly the run (and figures) `ran` gave over the same

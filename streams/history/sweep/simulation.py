@@ -62,105 +62,151 @@ def simulate(history: History, config: SizingConfig, trail: list[tuple[Any, ...]
     ("decision", signal_id, outcome, reason, qty, notional) and ("fill" | "cancel" |
     "close", event_id, qty, realized_pnl) for every fill event applied (qty and pnl
     None where the event has none); a fill event left out is not there."""
-    run = Run()
-    states: dict[str, PortfolioState] = {}
-    what_if_qty: dict[str, Decimal] = {}
-    index = {p: i for i, p in enumerate(history.portfolios)}
-    fresh = PortfolioState.fresh(config)
-    cap_of = config.portfolio_cap.amount
-    config_hash = config.config_hash
-    rejected, first_changes = run.rejected, run.first_changes
-    accepted = unfilled = changed = compared = identical = 0
-    notional = ZERO
+    simulation = _Simulation(history, config, trail)
     # Bound once: this loop runs once per event and configuration.
-    exposure_sample, close_sample = run.exposure.append, run.closes.append
-    get_state, get_qty = states.get, what_if_qty.get
+    signal, control, fill_event = simulation.signal, simulation.control, simulation.fill_event
     for sequence, event in enumerate(history.events):
-        kind, message = event[0], event[1]
-        portfolio = message.portfolio_id
-        state = get_state(portfolio, fresh)
+        kind = event[0]
         if kind == SIGNAL:
-            _, signal, instrument, position, recorded_qty, recorded, raw = event
-            # explained only where the record it makes is compared with the recorded one
-            decision, _, state = decide(signal, instrument, state, config, position, raw is not None)
-            after = decision.trace["state"]["exposure"]
-            outcome, reason, qty = decision.outcome, decision.reason, decision.qty
-            if outcome == "accepted":
-                accepted += 1
-                notional += decision.notional
-                if recorded_qty is None:
-                    state = _released(state, decision.order_id)
-                    unfilled += 1
-                else:
-                    what_if_qty[decision.order_id] = qty
-                    after += decision.notional
-            else:
-                rejected[reason] += 1
-                if recorded_qty is not None:
-                    # the recording placed an order under this id again (its signal id resent
-                    # past the dedupe windows): the fills that follow are that order's, which
-                    # this configuration refused; an earlier order of the same id is over
-                    what_if_qty.pop(order_id_for(portfolio, signal.signal_id), None)
-            if outcome != recorded[0] or reason != recorded[1] or qty != recorded[2]:
-                changed += 1
-                if len(first_changes) < 20:
-                    first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
-                                          "recorded": _said(recorded), "what_if": _said((outcome, reason, qty))})
-            if raw is not None and decision.config_hash == config_hash and _hash_of(raw) == config_hash:
-                compared += 1
-                identical += to_json(decision).encode() == raw
-            states[portfolio] = state
-            if trail is not None:
-                trail.append(("decision", signal.signal_id, outcome, reason, qty, decision.notional))
-            exposure_sample((signal.ts, sequence, index[portfolio], after, cap_of(state.streak.equity)))
-            continue
-        offset = event[2]
-        if kind == CONTROL:
-            states[portfolio] = apply_control(message, state, config, offset).state
-            continue
-        if kind == FILL:
-            recorded_qty = event[3]
-            if recorded_qty is not None:
-                qty = get_qty(message.order_id)
-                if qty is None:
-                    continue  # the what-if rejected this order: none of its fills
-                if qty != recorded_qty:
-                    message = _with(message, qty=_scaled(message.qty, qty, recorded_qty))
-        elif kind == CANCEL:
-            if event[3] and message.order_id not in what_if_qty:
-                continue
+            signal(sequence, event)
+        elif kind == CONTROL:
+            control(event)
         else:
-            recorded_held = event[3]
-            equity_before = state.streak.equity
-            if recorded_held:
-                held = state.exposure.positions.get(message.symbol)
-                if held is None:
-                    continue  # nothing held in the what-if: no trade to close
-                if held.qty != recorded_held:
-                    message = _with(message, qty=_scaled(message.qty, held.qty, recorded_held),
-                                    realized_pnl=_scaled(message.realized_pnl, held.qty, recorded_held))
-        applied = apply_fill(message, state, config, offset)
+            fill_event(sequence, event)
+    return simulation.finish()
+
+
+class _Simulation:
+    """One configuration's run in progress: the what-if states, the what-if quantity
+    of every order it placed that the recording filled, and the run's counters."""
+
+    def __init__(self, history: History, config: SizingConfig, trail: list[tuple[Any, ...]] | None) -> None:
+        self.history, self.config, self.trail = history, config, trail
+        self.run = Run()
+        self.states: dict[str, PortfolioState] = {}
+        self.what_if_qty: dict[str, Decimal] = {}
+        self.index = {p: i for i, p in enumerate(history.portfolios)}
+        self.fresh = PortfolioState.fresh(config)
+        self.per_portfolio = bool(config.portfolios)
+        self.config_hash = config.config_hash
+        # the effective configurations of the portfolios' own tables: their decisions are compared too
+        self.hashes = {c.config_hash for c in config.effective_configurations()} if self.per_portfolio else {
+            self.config_hash}
+        self.exposure_sample, self.close_sample = self.run.exposure.append, self.run.closes.append
+
+    def signal(self, sequence: int, event: tuple[Any, ...]) -> None:
+        """A signal decided under the configuration, compared with the recorded decision."""
+        _, signal, instrument, position, recorded_qty, recorded, raw = event
+        portfolio, run, config = signal.portfolio_id, self.run, self.config
+        state = self._state(portfolio)
+        # explained only where the record it makes is compared with the recorded one
+        decision, _, state = decide(signal, instrument, state, config, position, raw is not None)
+        after = decision.trace["state"]["exposure"]
+        outcome, reason, qty = decision.outcome, decision.reason, decision.qty
+        if outcome == "accepted":
+            run.accepted += 1
+            run.notional += decision.notional
+            if recorded_qty is None:
+                state = _released(state, decision.order_id)
+                run.unfilled += 1
+            else:
+                self.what_if_qty[decision.order_id] = qty
+                after += decision.notional
+        else:
+            run.rejected[reason] += 1
+            if recorded_qty is not None:
+                # the recording placed an order under this id again (its signal id resent
+                # past the dedupe windows): the fills that follow are that order's, which
+                # this configuration refused; an earlier order of the same id is over
+                self.what_if_qty.pop(order_id_for(portfolio, signal.signal_id), None)
+        if outcome != recorded[0] or reason != recorded[1] or qty != recorded[2]:
+            run.changed += 1
+            if len(run.first_changes) < 20:
+                run.first_changes.append({"signal_id": signal.signal_id, "portfolio_id": portfolio,
+                                          "recorded": _said(recorded), "what_if": _said((outcome, reason, qty))})
+        if raw is not None and decision.config_hash in self.hashes and _hash_of(raw) == decision.config_hash:
+            run.compared += 1
+            run.identical += to_json(decision).encode() == raw
+        self.states[portfolio] = state
+        if self.trail is not None:
+            self.trail.append(("decision", signal.signal_id, outcome, reason, qty, decision.notional))
+        self.exposure_sample((signal.ts, sequence, self.index[portfolio], after, self.cap_of(portfolio, state)))
+
+    def control(self, event: tuple[Any, ...]) -> None:
+        """An operator command, applied as recorded."""
+        message = event[1]
+        portfolio = message.portfolio_id
+        self.states[portfolio] = apply_control(message, self._state(portfolio), self.config, event[2]).state
+
+    def fill_event(self, sequence: int, event: tuple[Any, ...]) -> None:
+        """A fill, cancel or close, scaled to the what-if's own order or position (or
+        left out where the what-if has none), then applied."""
+        kind, message, offset = event[0], event[1], event[2]
+        portfolio = message.portfolio_id
+        state = self._state(portfolio)
+        equity_before = state.streak.equity
+        message = self._scaled_to_what_if(kind, message, event[3], state)
+        if message is None:
+            return
+        applied = apply_fill(message, state, self.config, offset)
         if not applied.changed:
-            continue
+            return
         state = applied.state
-        states[portfolio] = state
-        if trail is not None:
-            trail.append((("fill", "cancel", "close")[kind - 1], message.event_id, getattr(message, "qty", None),
-                          getattr(message, "realized_pnl", None)))
+        self.states[portfolio] = state
+        if self.trail is not None:
+            self.trail.append((("fill", "cancel", "close")[kind - 1], message.event_id, getattr(message, "qty", None),
+                               getattr(message, "realized_pnl", None)))
         if kind == CLOSE:
-            close_sample((message.ts, sequence, index[portfolio], message.realized_pnl, equity_before))
-        exposure_sample((message.ts, sequence, index[portfolio], state.position_value(config) + state.reserved(),
-                         cap_of(state.streak.equity)))
-    run.accepted, run.notional, run.unfilled, run.changed = accepted, notional, unfilled, changed
-    run.compared, run.identical = compared, identical
-    # By event time; the sequence number keeps the recorded order among equal times.
-    run.exposure.sort()
-    run.closes.sort()
-    for portfolio in history.portfolios:
-        state = states.get(portfolio, fresh)
-        run.final_equity[portfolio] = state.streak.equity
-        run.phases[portfolio] = state.streak.phase
-    return run
+            self.close_sample((message.ts, sequence, self.index[portfolio], message.realized_pnl, equity_before))
+        self.exposure_sample((message.ts, sequence, self.index[portfolio],
+                              state.position_value(self.config) + state.reserved(), self.cap_of(portfolio, state)))
+
+    def _state(self, portfolio: str) -> PortfolioState:
+        """The portfolio's what-if state (fresh under its own configuration at first)."""
+        state = self.states.get(portfolio)
+        if state is None:
+            return self.fresh if not self.per_portfolio else PortfolioState.fresh(self.config, portfolio)
+        return state
+
+    def cap_of(self, portfolio: str, state: PortfolioState) -> Decimal:
+        """The portfolio's exposure cap now (its own configuration's, USD)."""
+        config = self.config.for_portfolio(portfolio) if self.per_portfolio else self.config
+        return config.portfolio_cap.amount(state.streak.equity)
+
+    def _scaled_to_what_if(self, kind: int, message: Any, recorded: Any, state: PortfolioState) -> Any:
+        """The fill event as the what-if sees it, or None when it has nothing to apply it
+        to. `recorded`: the recorded order qty (FILL; None: no recorded decision), whether
+        the recording accepted the order (CANCEL), the recorded position qty (CLOSE)."""
+        if kind == FILL:
+            if recorded is not None:
+                qty = self.what_if_qty.get(message.order_id)
+                if qty is None:
+                    return None  # the what-if rejected this order: none of its fills
+                if qty != recorded:
+                    message = _with(message, qty=_scaled(message.qty, qty, recorded))
+        elif kind == CANCEL:
+            if recorded and message.order_id not in self.what_if_qty:
+                return None
+        elif recorded:
+            held = state.exposure.positions.get(message.symbol)
+            if held is None:
+                return None  # nothing held in the what-if: no trade to close
+            if held.qty != recorded:
+                message = _with(message, qty=_scaled(message.qty, held.qty, recorded),
+                                realized_pnl=_scaled(message.realized_pnl, held.qty, recorded))
+        return message
+
+    def finish(self) -> Run:
+        """The run, its samples in event-time order and each portfolio's final figures."""
+        run = self.run
+        # By event time; the sequence number keeps the recorded order among equal times.
+        run.exposure.sort()
+        run.closes.sort()
+        for portfolio in self.history.portfolios:
+            state = self._state(portfolio)
+            run.final_equity[portfolio] = state.streak.equity
+            run.phases[portfolio] = state.streak.phase
+        return run
 
 
 def _hash_of(raw: bytes) -> str:

@@ -28,8 +28,16 @@ app.kubernetes.io/component: worker
 {{- or (eq .Values.kafka.securityProtocol "SSL") (eq .Values.kafka.securityProtocol "SASL_SSL") -}}
 {{- end -}}
 
-{{/* Kafka connection settings shared by the workers and the setup Job. */}}
+{{/* Kafka connection settings shared by the workers and the setup Job, and the
+topics' replication: the Job creates the topics, the workers their changelogs. */}}
 {{- define "sizer.kafkaEnv" -}}
+{{- if gt (int .Values.topics.minInsyncReplicas) (int .Values.topics.replicationFactor) }}
+{{- fail "topics.minInsyncReplicas: at most topics.replicationFactor (a write could never be acknowledged)" }}
+{{- end }}
+- name: SIZER_REPLICATION_FACTOR
+  value: {{ .Values.topics.replicationFactor | quote }}
+- name: SIZER_MIN_INSYNC_REPLICAS
+  value: {{ .Values.topics.minInsyncReplicas | quote }}
 - name: KAFKA_BOOTSTRAP_SERVERS
   value: {{ .Values.kafka.bootstrap | quote }}
 - name: SIZER_APP_ID

@@ -1,0 +1,123 @@
+"""What Kafka itself enforces, on whichever release the suite runs against (3.9 and
+4.x, `KAFKA_VERSION`): a replication factor the cluster cannot give, topics that
+drift from their spec, the replication of its own transaction log and offsets
+topic, and its bound on record timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+import uuid
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from streams.kafka.settings import ConnectionSettings
+from streams.kafka.topics import INTERNAL_TOPICS, internal_replication
+from tests.integration.harness import SIZER, kafka_version
+
+HOUR_MS = 3_600_000
+
+
+def admin_call(bootstrap: str, call):
+    async def run():
+        admin = AIOKafkaAdminClient(**ConnectionSettings(bootstrap=bootstrap).for_role("test").options())
+        await admin.start()
+        try:
+            return await call(admin)
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def brokers(bootstrap: str) -> int:
+    return len(admin_call(bootstrap, lambda admin: admin.describe_cluster())["brokers"])
+
+
+def config_of(bootstrap: str, kind, name: str) -> dict[str, str]:
+    responses = admin_call(bootstrap, lambda admin: admin.describe_configs([ConfigResource(kind, name)]))
+    return {entry[0]: entry[1] for response in responses for resource in response.resources for entry in resource[4]}
+
+
+def sizer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SIZER, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_replication_factor_above_the_clusters_brokers_creates_nothing_and_says_so_in_one_line(bootstrap):
+    count = brokers(bootstrap)
+    prefix = f"r{uuid.uuid4().hex[:8]}-"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SIZER_TOPIC_PREFIX": prefix,
+           "SIZER_REPLICATION_FACTOR": str(count + 1), "SIZER_MIN_INSYNC_REPLICAS": "1"}
+    done = sizer(env, "topics", "apply")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.strip() == (f"sizer: replication factor {count + 1} (SIZER_REPLICATION_FACTOR) needs at least "
+                                   f"{count + 1} brokers; the cluster at the bootstrap address has {count}: nothing "
+                                   f"was created")
+    assert not [name for name in admin_call(bootstrap, lambda admin: admin.list_topics()) if name.startswith(prefix)]
+
+
+def test_check_names_every_replication_min_isr_and_config_difference(deployment):
+    applied = sizer(deployment.env(), "topics", "apply")  # the input topics' timestamp bound, as the CLI sets it
+    assert applied.returncode == 0, applied.stderr
+    ok = sizer(deployment.env(), "topics", "apply", "--check")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split() == [word for spec in deployment.topics for word in ("ok", spec.name)]
+
+    signals = deployment.topics["signals"]
+    configs = config_of(deployment.bootstrap, ConfigResourceType.TOPIC, signals.name)
+    # AlterConfigs replaces a topic's whole set: every config the spec pins, retention changed
+    wanted = {key: configs[key] for key in (*signals.configs, "message.timestamp.after.max.ms")}
+    wanted["retention.ms"] = "1000"
+    admin_call(deployment.bootstrap, lambda admin: admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, signals.name, configs=wanted)]))
+    factor = brokers(deployment.bootstrap) + 2
+    done = sizer(deployment.env(SIZER_REPLICATION_FACTOR=str(factor), SIZER_MIN_INSYNC_REPLICAS="2"),
+                 "topics", "apply", "--check")
+    assert done.returncode == 3, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "sizer: topics differ from topics/topics.toml:"
+    expected = {f"  {signals.name}: retention.ms=1000 on the broker, {signals.retention_ms} in the spec"}
+    for spec in deployment.topics:
+        expected.add(f"  {spec.name}: replication factor {spec.replication} on the broker, {factor} in the spec "
+                     f"(SIZER_REPLICATION_FACTOR)")
+        expected.add(f"  {spec.name}: min.insync.replicas=1 on the broker, 2 in the spec (SIZER_MIN_INSYNC_REPLICAS)")
+    assert set(lines[1:]) == expected
+
+
+def test_the_transaction_log_and_offsets_topic_replication_is_read_from_the_broker(bootstrap):
+    found = asyncio.run(internal_replication(ConnectionSettings(bootstrap=bootstrap).for_role("test")))
+    assert set(found) == set(INTERNAL_TOPICS)
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # the project's broker: broker.sh sets 1 and 1
+        assert found == {"__transaction_state": (1, 1), "__consumer_offsets": (1, 1)}
+
+
+def test_a_journal_line_stamped_two_hours_ahead_is_published_or_refused_as_the_brokers_release_rules(deployment,
+                                                                                                       tmp_path):
+    node = str(admin_call(deployment.bootstrap, lambda admin: admin.describe_cluster())["brokers"][0]["node_id"])
+    broker_limit = int(config_of(deployment.bootstrap, ConfigResourceType.BROKER, node)
+                       ["log.message.timestamp.after.max.ms"])
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # each release's default, as the README says
+        assert broker_limit == (HOUR_MS if int(kafka_version().split(".")[0]) >= 4 else 2**63 - 1)
+    signals = deployment.topics.name("signals")
+    limit = int(config_of(deployment.bootstrap, ConfigResourceType.TOPIC, signals)["message.timestamp.after.max.ms"])
+    ahead = int(time.time() * 1000) + 2 * HOUR_MS
+    journal = tmp_path / "ahead.jsonl"
+    journal.write_text(json.dumps({"topic": "signals", "timestamp": ahead, "value": {
+        "signal_id": "s-ahead", "portfolio_id": "p1", "symbol": "ETH-USD", "side": "buy", "score": "0.9",
+        "price": "2500", "ts": "2026-01-01T00:00:00Z"}}) + "\n")
+    done = sizer(deployment.env(), "publish", "--journal", str(journal))
+    if limit < 2 * HOUR_MS:  # Kafka 4.x by default: refused whole, one line naming the rule
+        assert done.returncode == 4, done.stdout + done.stderr
+        line, = done.stderr.splitlines()
+        assert line.startswith(f"sizer: {journal}:1: the broker refused its record timestamp, {ahead} (2.0 h ahead "
+                               f"of this machine's clock): Kafka refuses a record stamped more than "
+                               f"message.timestamp.after.max.ms ahead of the broker's clock"), line
+        assert deployment.read("signals") == []
+    else:  # 3.9 by default: stored as stamped (the worker's max_future_skew_s judges the event time against it)
+        assert done.returncode == 0, done.stderr
+        stored, = deployment.read("signals")
+        assert stored.timestamp == ahead

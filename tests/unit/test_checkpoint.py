@@ -1,0 +1,58 @@
+"""The checkpoint of local tables: kept only as far as it vouches, and only once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streams.faust_compat.checkpoint import StoreEntry
+from streams.worker.checkpoint import CHECKPOINT, keep_local_state, write_checkpoint
+
+CHANGELOGS = ["app-exposure-changelog", "app-streak-changelog"]
+
+
+def stores(tabledir, *names):
+    for name in names:
+        (tabledir / name).mkdir(parents=True)
+        (tabledir / name / "000001.sst").write_bytes(b"x")
+
+
+def run(tabledir, ends, app_id="app", changelogs=CHANGELOGS):
+    async def end_offsets(wanted):
+        return {(topic, p): ends.get((topic, p), 0) for topic, partitions in wanted.items() for p in partitions}
+
+    return asyncio.run(keep_local_state(tabledir, app_id, changelogs, end_offsets))
+
+
+def test_a_clean_checkpoint_keeps_its_stores_removes_the_rest_and_vouches_once(tmp_path):
+    tabledir = tmp_path / "tables"
+    stores(tabledir, "exposure-0.db", "exposure-1.db", "streak-0.db")
+    write_checkpoint(tabledir, "app", [StoreEntry("exposure-0.db", CHANGELOGS[0], 0, 41),
+                                       StoreEntry("streak-0.db", CHANGELOGS[1], 0, None)])
+    said = run(tabledir, {(CHANGELOGS[0], 0): 43})
+    assert "kept" in said
+    assert sorted(p.name for p in tabledir.iterdir()) == ["exposure-0.db", "streak-0.db"]
+    assert not (tabledir / CHECKPOINT).exists()  # read once: a crash after this start rebuilds
+    assert "rebuilt" in run(tabledir, {(CHANGELOGS[0], 0): 43}) and not tabledir.exists()
+
+
+def test_everything_is_rebuilt_when_the_checkpoint_does_not_hold(tmp_path):
+    cases = {
+        "missing": (None, {}),
+        "another app": ("other", {(CHANGELOGS[0], 0): 43}),
+        "changelog behind it (recreated)": ("app", {(CHANGELOGS[0], 0): 41}),
+    }
+    for case, (app_id, ends) in cases.items():
+        tabledir = tmp_path / case / "tables"
+        stores(tabledir, "exposure-0.db")
+        if app_id:
+            write_checkpoint(tabledir, app_id, [StoreEntry("exposure-0.db", CHANGELOGS[0], 0, 41)])
+        assert "rebuilt" in run(tabledir, ends), case
+        assert not tabledir.exists(), case
+    tabledir = tmp_path / "unknown changelog" / "tables"
+    stores(tabledir, "gone-0.db")
+    write_checkpoint(tabledir, "app", [StoreEntry("gone-0.db", "app-gone-changelog", 0, 3)])
+    assert "other changelogs" in run(tabledir, {("app-gone-changelog", 0): 10})
+    (tmp_path / "torn").mkdir()
+    stores(tmp_path / "torn", "exposure-0.db")
+    (tmp_path / "torn" / CHECKPOINT).write_text('{"version": 1, "app_id": "app", "stores": [')
+    assert "rebuilt" in run(tmp_path / "torn", {})
