@@ -192,7 +192,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from streams.history.audit import audit, parse_time, read_history, settle
+    from streams.history.audit import audit, read_history, settle
+    from streams.wire.models import parse_time
     from streams.history.progress import Progress
 
     from streams.kafka.topics import apply
@@ -298,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_offline_commands(commands)
     _add_as_code_and_audit_commands(commands)
     _add_operator_commands(commands)
+    _add_status_and_publish_commands(commands)
+    _add_tail_command(commands)
     _add_worker_command(commands)
     return parser
 
@@ -374,7 +377,7 @@ def _add_as_code_and_audit_commands(commands: Commands) -> None:
 
 
 def _add_operator_commands(commands: Commands) -> None:
-    """control, publish, tail."""
+    """control, portfolios."""
     control = commands.add_parser(
         "control", help="operator commands: halt, resume, release, adjust-equity, reset-clock (applied by the "
                         "workers); status")
@@ -392,6 +395,20 @@ def _add_operator_commands(commands: Commands) -> None:
     _add_kafka_args(control)
     control.set_defaults(run=cmd_control)
 
+    portfolios = commands.add_parser(
+        "portfolios", help="the registered portfolios (admitted by workers with SIZER_REQUIRE_REGISTRATION=true): "
+                           "register, deregister, list")
+    portfolios.add_argument("action", choices=["register", "deregister", "list"])
+    portfolios.add_argument("portfolio", nargs="*", help="register/deregister: the portfolio ids")
+    portfolios.add_argument("--reason", help="why (recorded with the registration)")
+    portfolios.add_argument("--operator", help="who (default: the SASL user name, else the OS user)")
+    _add_kafka_args(portfolios)
+    portfolios.set_defaults(run=cmd_portfolios)
+
+
+
+def _add_status_and_publish_commands(commands: Commands) -> None:
+    """status, publish."""
     status = commands.add_parser(
         "status", help="each portfolio now, from the worker group's tables: equity, peak, drawdown, phase, streaks, "
                        "what is in force, positions, reservations, and the room left under each cap")
@@ -402,15 +419,6 @@ def _add_operator_commands(commands: Commands) -> None:
     _add_kafka_args(status)
     status.set_defaults(run=cmd_status)
 
-    portfolios = commands.add_parser(
-        "portfolios", help="the registered portfolios (admitted by workers with SIZER_REQUIRE_REGISTRATION=true): "
-                           "register, deregister, list")
-    portfolios.add_argument("action", choices=["register", "deregister", "list"])
-    portfolios.add_argument("portfolio", nargs="*", help="register/deregister: the portfolio ids")
-    portfolios.add_argument("--reason", help="why (recorded with the registration)")
-    portfolios.add_argument("--operator", help="who (default: the SASL user name, else the OS user)")
-    _add_kafka_args(portfolios)
-    portfolios.set_defaults(run=cmd_portfolios)
 
     publish = commands.add_parser(
         "publish", help="check a journal's inputs by the worker's own rules, then publish them all (or nothing) "
@@ -429,17 +437,22 @@ def _add_operator_commands(commands: Commands) -> None:
     _add_kafka_args(publish)
     publish.set_defaults(run=cmd_publish)
 
+
+def _tailed(name: str) -> str:
+    """A topic `sizer tail` shows (argparse's `choices` refuses an empty `nargs="*"`)."""
+    from streams.ops.console import TAILED
+
+    if name not in TAILED:
+        raise argparse.ArgumentTypeError(f"invalid topic {name!r} (choose from {', '.join(TAILED)})")
+    return name
+
+
+def _add_tail_command(commands: Commands) -> None:
     from streams.ops.console import TAILED, TAILED_BY_DEFAULT
 
     tail_ = commands.add_parser(
         "tail", help="print what happened (read_committed): inputs and outputs merged in time order")
-    def tailed(name: str) -> str:
-        # (argparse's `choices` refuses an empty `nargs="*"`)
-        if name not in TAILED:
-            raise argparse.ArgumentTypeError(f"invalid topic {name!r} (choose from {', '.join(TAILED)})")
-        return name
-
-    tail_.add_argument("topic", nargs="*", type=tailed, metavar="TOPIC",
+    tail_.add_argument("topic", nargs="*", type=_tailed, metavar="TOPIC",
                        help=f"any of {', '.join(TAILED)} (default: {' '.join(TAILED_BY_DEFAULT)})")
     tail_.add_argument("--portfolio", help="only this portfolio's records")
     tail_.add_argument("--from", dest="start", default="beginning", metavar="WHEN",

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from streams.wire import decimals
 from streams.config import SizingConfig
-from streams.errors import ConfigError, InvalidMessage
+from streams.errors import InvalidMessage
 from streams.history.interleaving import Instruments, Rederived, Source, admitted, dead_lettered, recorded_interleaving, \
     rederive
-from streams.kafka.io import Record, read_topic
+from streams.kafka.io import Record, published_configs, read_topic
 from streams.kafka.settings import ClientConfig
 from streams.wire.models import parse_event_time, to_json
 from streams.history.progress import Progress
@@ -108,19 +108,6 @@ def _line(item: Any) -> str:
         return str(item)
     return " ".join(f"{key}={decimals.dumps(value) if not isinstance(value, str) else value}"
                     for key, value in item.items())
-
-
-def published_configs(records: Iterable[Record]) -> Iterator[tuple[Record, SizingConfig]]:
-    """The records of the configuration topic that hold a valid configuration under
-    its own hash, each with that configuration; the others are skipped."""
-    for record in records:
-        try:
-            data = record.json()
-            config = SizingConfig.from_effective(data["config"])
-        except (ValueError, KeyError, TypeError, ConfigError):
-            continue
-        if config.config_hash == data.get("config_hash"):
-            yield record, config
 
 
 class ConfigResolver:
@@ -390,9 +377,3 @@ def _name(history: dict[str, list[Record]], role: str) -> str | None:
     records = history.get(role) or []
     return records[0].topic if records else None
 
-
-def parse_time(text: str | None) -> int | None:
-    """--from/--to: RFC 3339 or epoch milliseconds."""
-    if text is None:
-        return None
-    return parse_event_time(int(text) if text.isdigit() else text)

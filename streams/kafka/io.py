@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
@@ -81,6 +81,24 @@ class Record:
             if key == name:
                 return value.decode("utf-8", "replace") if value is not None else None
         return None
+
+
+def published_configs(records: Iterable[Record]) -> Iterator[tuple[Record, "SizingConfig"]]:
+    """The records of the configuration topic (`publish_config`) that hold a valid
+    configuration under its own hash, each with that configuration; the others are
+    skipped. The audit resolves decisions' hashes with them, `sizer status` takes
+    the latest."""
+    from streams.config import SizingConfig
+    from streams.errors import ConfigError
+
+    for record in records:
+        try:
+            data = record.json()
+            config = SizingConfig.from_effective(data["config"])
+        except (ValueError, KeyError, TypeError, ConfigError):
+            continue
+        if config.config_hash == data.get("config_hash"):
+            yield record, config
 
 
 async def read_topic(client: ClientConfig, topic: str, partitions: int, isolation_level: str = "read_committed",

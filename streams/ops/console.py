@@ -37,7 +37,7 @@ from streams.kafka.io import start_or_close
 from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import TopicSet, not_authorized, require_topics
 from streams.text import counted
-from streams.wire.models import format_event_time
+from streams.wire.models import format_event_time, parse_time
 from streams.wire.roles import KEY_FIELD, ROLES, TABLE
 
 
@@ -326,8 +326,6 @@ def parse_from(text: str) -> int | str:
     Raises ConfigError."""
     if text in ("beginning", "now"):
         return text
-    from streams.history.audit import parse_time
-
     try:
         return parse_time(text)  # type: ignore[return-value]
     except (ValueError, InvalidMessage) as exc:

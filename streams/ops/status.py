@@ -19,9 +19,8 @@ from streams.engine import protections
 from streams.engine.room import cap_room
 from streams.engine.state import PortfolioState, controls_from_wire, exposure_from_wire, streak_from_wire
 from streams.errors import TopicMismatch
-from streams.history.audit import published_configs
 from streams.kafka.changelogs import read_tables
-from streams.kafka.io import read_topic
+from streams.kafka.io import published_configs, read_topic
 from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import TopicSet, require_topics
 from streams.text import table
