@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import IO, Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
 from aiokafka.errors import InvalidTimestampError, TopicAuthorizationFailedError
 
 from streams.wire import decimals

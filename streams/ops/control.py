@@ -19,12 +19,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.kafka.changelogs import read_tables
-
 from streams.wire import decimals
 from streams.wire.admission import admit_message, home_partition
 from streams.engine.state import controls_from_wire, streak_from_wire
 from streams.errors import ConfigError, InvalidMessage, SizerError
+from streams.kafka.changelogs import read_tables
 from streams.kafka.io import start_or_close
 from streams.kafka.settings import ConnectionSettings
 from streams.wire.models import format_event_time
