@@ -465,6 +465,23 @@ def _format_errors(error: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def did_you_mean(name: str, known: Any, prefix: str = "") -> str:
+    """`; did you mean PREFIX<closest>?` for the known name closest to a mistyped one
+    (difflib), or nothing when none is close."""
+    closest = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{closest[0]}?" if closest else ""
+
+
+def check_file_keys(values: Mapping[str, Any], path: Any) -> None:
+    """Refuse a key of a TOML config file that names no setting (pydantic would say
+    only "Extra inputs are not permitted"). Raises ConfigError naming each unknown
+    key and the closest known one."""
+    known = SizingConfig.model_fields
+    problems = [f"  {key}: not a known setting{did_you_mean(key, known)}" for key in values if key not in known]
+    if problems:
+        raise ConfigError(f"unknown keys in config file {path}:\n" + "\n".join(problems))
+
+
 def check_environment(prefix: str, model: type[BaseModel], environ: Mapping[str, str] | None = None) -> None:
     """Refuse a `prefix*` environment variable that names no field of `model`
     (a misspelled `SIZING_PORTFOLIO_CAPP` would otherwise be ignored and the
@@ -479,9 +496,7 @@ def check_environment(prefix: str, model: type[BaseModel], environ: Mapping[str,
         field = variable.upper()[len(prefix):].split("__")[0]
         if field in known:
             continue
-        closest = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {prefix}{closest[0]}?" if closest else ""
-        problems.append(f"  {variable}: not a known setting{hint}")
+        problems.append(f"  {variable}: not a known setting{did_you_mean(field, known, prefix)}")
     if problems:
         raise ConfigError("unknown environment variables:\n" + "\n".join(problems))
 
@@ -502,6 +517,7 @@ def load_config(
         file_values = raw.get("sizing", raw)
         if file_values is not raw and "portfolios" in raw:  # `[portfolios."ID"]` beside a `[sizing]` table
             file_values = {**file_values, "portfolios": raw["portfolios"]}
+        check_file_keys(file_values, config_file)
     from_env = os.environ.get("SIZING_PRESET")
     if preset and from_env and preset != from_env:
         raise ConfigError(f"preset: --preset {preset} conflicts with SIZING_PRESET={from_env}; set one")

@@ -274,6 +274,17 @@ class ConnectionSettings(BaseSettings):
         context.check_hostname = self.ssl_check_hostname
         return context
 
+    @property
+    def principal(self) -> str:
+        """Who the broker takes these settings for, as its ACLs name it: `User:<SASL
+        user>`; with TLS client certificates, the certificate's subject; else
+        `User:ANONYMOUS`."""
+        if self.security_protocol.startswith("SASL_") and self.sasl_username:
+            return f"User:{self.sasl_username}"
+        if self.security_protocol == "SSL" and self.ssl_certfile is not None:
+            return f"the subject of {self.ssl_certfile}"
+        return "User:ANONYMOUS"
+
     def client_id(self, role: str) -> str:
         """`client.id` of a role, so a broker operator can tell the clients apart:
         `sizer-worker-<app_id>`, `sizer-audit`, `sizer-topics`, ..."""

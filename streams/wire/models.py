@@ -173,6 +173,14 @@ def parse_event_time(value: Any) -> int:
     raise ValueError("must be RFC 3339 or epoch milliseconds")
 
 
+def parse_time(text: str | None) -> int | None:
+    """A time a user types (`--from`, `--to`): RFC 3339 or epoch milliseconds, as
+    epoch ms; None for None. Raises what `parse_event_time` raises."""
+    if text is None:
+        return None
+    return parse_event_time(int(text) if text.isdigit() else text)
+
+
 def format_event_time(epoch_ms: int) -> str:
     """RFC 3339 UTC with millisecond precision, e.g. 2026-01-01T00:00:00.000Z.
     Defined for every time `parse_event_time` accepts."""

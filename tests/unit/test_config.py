@@ -74,10 +74,23 @@ def test_unknown_preset_and_missing_file_are_config_errors(tmp_path: Path):
         load_config(config_file=tmp_path / "absent.toml")
 
 
-def test_unknown_setting_in_the_file_is_rejected(tmp_path: Path):
+def test_unknown_setting_in_the_file_is_rejected_naming_the_closest_known_one(tmp_path: Path):
     path = tmp_path / "sizing.toml"
-    path.write_text('pair_max = "1000"\n')
-    with pytest.raises(ConfigError, match="pair_max: Extra inputs are not permitted"):
+    path.write_text('pair_max = "1000"\nportfolio_capp = "1%"\nzzz = 1\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(config_file=path)
+    assert str(refused.value).splitlines() == [
+        f"unknown keys in config file {path}:",
+        "  pair_max: not a known setting; did you mean pair_max_usd?",
+        "  portfolio_capp: not a known setting; did you mean portfolio_cap?",
+        "  zzz: not a known setting",
+    ]
+
+
+def test_unknown_setting_under_the_sizing_table_is_rejected_too(tmp_path: Path):
+    path = tmp_path / "sizing.toml"
+    path.write_text('[sizing]\ncap_mod = "skip"\n')
+    with pytest.raises(ConfigError, match="cap_mod: not a known setting; did you mean cap_mode"):
         load_config(config_file=path)
 
 
