@@ -73,7 +73,7 @@ def sizer(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_sizer_config_shows_the_protocol_a_standard_variable_set_and_where_from():
-    done = sizer("config", KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_BOOTSTRAP_SERVERS="k1:9093")
+    done = sizer("config", "--json", KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_BOOTSTRAP_SERVERS="k1:9093")
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert shown["kafka"]["security_protocol"] == "SSL" and shown["kafka"]["bootstrap"] == "k1:9093"

@@ -32,7 +32,8 @@ def test_each_cap_measures_positions_and_open_reservations_against_its_limit():
 
 def test_a_reservation_that_lapsed_on_the_portfolio_clock_takes_no_room():
     # o1 was made at 1 s, the clock is at 100 s: with a 60 s lifetime it has lapsed, o2 (50 s) has not
-    config = SizingConfig(portfolio_cap="5000", reservation_ttl_s=D("60"), max_signal_age_s=D("60"))
+    config = SizingConfig(portfolio_cap="5000", reservation_ttl_s=D("60"), max_signal_age_s=D("30"),
+                          max_future_skew_s=D("30"))
     rooms = {(room.cap, room.symbol): room for room in cap_room(state(), config)}
     assert rooms[("portfolio", None)].exposure == D("900")
     assert rooms[("pair", "ETH")].exposure == D("400")
