@@ -15,7 +15,6 @@ import ssl
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams.errors import ConfigError, SizerError, exit_code, kafka_error
-from streams.wire.roles import OUTPUTS
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -79,20 +78,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from streams.wire import decimals
+    from streams.kafka.settings import setting_source
     from streams.worker.settings import load_settings
 
     config = _config(args)
     kafka = load_settings()
     # SecretStr fields dump as "**********": a password never reaches this output
     kafka_values = {key: str(value) if value is not None else None for key, value in kafka.model_dump().items()}
-    kafka_sources = {field: ("environment SIZER_" + field.upper()) if field in kafka.model_fields_set else "default"
-                     for field in kafka_values}
-    if "bootstrap" not in kafka.model_fields_set and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        kafka_sources["bootstrap"] = "environment KAFKA_BOOTSTRAP_SERVERS"
+    kafka_sources = {field: setting_source(kafka, field) for field in kafka_values}
 
-    print(decimals.dumps({"config_hash": config.config_hash, "config": config.effective(),
-                          "sources": getattr(config, "sources", {}), "kafka": kafka_values,
-                          "kafka_sources": kafka_sources}))
+    sources = getattr(config, "sources", {})
+    effective = config.effective()
+    if args.json:
+        print(decimals.dumps({"config_hash": config.config_hash, "config": effective, "sources": sources,
+                              "kafka": kafka_values, "kafka_sources": kafka_sources}))
+        return 0
+    from streams.text import table
+
+    def shown(value: object) -> str:
+        if isinstance(value, dict):
+            return " ".join(f"{key}={shown(item)}" for key, item in value.items())
+        return "(unset)" if value is None else value if isinstance(value, str) else decimals.dumps(value)
+
+    rows: list[tuple[object, ...]] = []
+    for field, value in effective.items():
+        items = value if isinstance(value, list) and value else [value]  # a list: one row an item
+        rows += [(field if i == 0 else "", shown(item), sources.get(field, "") if i == 0 else "")
+                 for i, item in enumerate(items)]
+    print(f"config hash {config.config_hash} (stamped on every decision and order)\n")
+    print("\n".join(table(("sizing setting", "value", "from"), rows)))
+    print()
+    print("\n".join(table(("SIZER_* setting", "value", "from"),
+                          [(field, shown(value), kafka_sources[field]) for field, value in kafka_values.items()])))
     return 0
 
 
@@ -164,7 +181,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     config = _config(args)
     kafka, topics = _kafka(args, processing_guarantee=args.processing_guarantee, web_port=args.web_port)
-    return run_worker(kafka, config, topics, loglevel=args.loglevel)
+    origin = f"file {args.config}" if args.config else f"preset {config.preset}"
+    return run_worker(kafka, config, topics, loglevel=args.loglevel, origin=origin)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -172,7 +190,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from streams.history.audit import audit, parse_time, read_history, settle
+    from streams.history.audit import audit, read_history, settle
+    from streams.wire.models import parse_time
     from streams.history.progress import Progress
 
     from streams.kafka.topics import apply
@@ -207,14 +226,29 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise ConfigError("control release: --order-id is required")
     if kind == "adjust_equity" and args.amount is None:
         raise ConfigError("control adjust-equity: --amount is required (USD; negative for a withdrawal)")
+    if args.mode is not None and kind != "halt" or args.clear and kind != "resume":
+        raise ConfigError(f"control {args.action}: --mode is for halt, --clear for resume")
     # self-declared (Kafka does not tell the worker who wrote a record: docs/pages/producers.md);
     # by default the SASL user this command authenticates as, else the OS user
     value = control.validate_command(kind, args.portfolio, args.reason, args.operator or kafka.sasl_username,
                                      order_id=args.order_id if kind == "release" else None,
-                                     amount=args.amount if kind == "adjust_equity" else None)
+                                     amount=args.amount if kind == "adjust_equity" else None,
+                                     mode=args.mode, clear=args.clear)
     partition, offset = asyncio.run(control.send(kafka, topics, value, args.timeout))
     rows = asyncio.run(control.status(kafka, topics, args.portfolio))
     print(json.dumps({"command": value, "partition": partition, "offset": offset, "state": rows[0]}, indent=1))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from streams.ops.status import read_status, render
+
+    kafka, topics = _kafka(args)
+    given = _config(args) if (args.preset or args.config) else None
+    status = asyncio.run(read_status(kafka, topics, given, args.portfolio))
+    print(json.dumps(status, indent=1) if args.json else render(status))
     return 0
 
 
@@ -238,19 +272,23 @@ def cmd_portfolios(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from streams.ops.console import publish_journal
 
+    config = _config(args)
     kafka, topics = _kafka(args)
-    return publish_journal(kafka, topics, args.journal)
+    return publish_journal(kafka, topics, args.journal, config.max_future_skew_ms, dry_run=args.dry_run,
+                           force=args.force, in_order=args.in_order, timeout_s=args.timeout)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streams.ops.console import tail
+    from streams.ops import console
 
     _stop_on_interrupt()
+    start = console.parse_from(args.start)
     kafka, topics = _kafka(args)
     try:
-        asyncio.run(tail(kafka, topics, args.topic, args.follow, args.json))
+        asyncio.run(console.tail(kafka, topics, args.topic or console.TAILED_BY_DEFAULT, args.follow, args.json,
+                                 args.portfolio, start))
     except KeyboardInterrupt:
         pass
     return 0
@@ -262,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_offline_commands(commands)
     _add_as_code_and_audit_commands(commands)
     _add_operator_commands(commands)
+    _add_status_and_publish_commands(commands)
+    _add_tail_command(commands)
     _add_worker_command(commands)
     return parser
 
@@ -303,8 +343,10 @@ def _add_offline_commands(commands: Commands) -> None:
     add_evaluate_arguments(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
-    config = commands.add_parser("config", help="print the effective configuration and its hash")
+    config = commands.add_parser("config", help="print the effective configuration, where each value comes from, "
+                                                 "and its hash")
     _add_config_args(config)
+    config.add_argument("--json", action="store_true", help="JSON instead of tables")
     config.set_defaults(run=cmd_config)
 
 
@@ -336,7 +378,7 @@ def _add_as_code_and_audit_commands(commands: Commands) -> None:
 
 
 def _add_operator_commands(commands: Commands) -> None:
-    """control, publish, tail."""
+    """control, portfolios."""
     control = commands.add_parser(
         "control", help="operator commands: halt, resume, release, adjust-equity, reset-clock (applied by the "
                         "workers); status")
@@ -349,6 +391,11 @@ def _add_operator_commands(commands: Commands) -> None:
                                             "the OS user; self-declared: see docs/pages/producers.md)")
     control.add_argument("--order-id", help="release: the order whose reservation to release")
     control.add_argument("--amount", help="adjust-equity: USD, negative for a withdrawal")
+    control.add_argument("--mode", choices=["full", "reduce_only"],
+                         help="halt: full (default: every signal HALTED) or reduce_only (opens REDUCE_ONLY)")
+    control.add_argument("--clear", choices=["max_drawdown"], action="append",
+                         help="resume: also clear the drawdown latch (MAX_DRAWDOWN), re-arming it from the equity "
+                              "now; a plain resume lifts only the operator's halt")
     control.add_argument("--timeout", type=float, default=60.0,
                          help="seconds to wait for the workers to apply it (default: %(default)s)")
     _add_kafka_args(control)
@@ -364,15 +411,59 @@ def _add_operator_commands(commands: Commands) -> None:
     _add_kafka_args(portfolios)
     portfolios.set_defaults(run=cmd_portfolios)
 
+
+
+def _add_status_and_publish_commands(commands: Commands) -> None:
+    """status, publish."""
+    status = commands.add_parser(
+        "status", help="each portfolio now, from the worker group's tables: equity, peak, drawdown, phase, streaks, "
+                       "what is in force, positions, reservations, and the room left under each cap")
+    status.add_argument("--portfolio", help="only this portfolio (one the tables do not hold yet shows fresh)")
+    status.add_argument("--json", action="store_true", help="JSON instead of a table")
+    _add_config_args(status)
+    status.epilog = "caps: the configuration the workers last published, unless --preset or --config names one"
+    _add_kafka_args(status)
+    status.set_defaults(run=cmd_status)
+
+
     publish = commands.add_parser(
-        "publish", help="publish a journal's inputs onto their topics: keyed by portfolio (instruments by symbol), "
-                        "instruments first, then in file order")
+        "publish", help="check a journal's inputs by the worker's own rules, then publish them all (or nothing) "
+                        "onto their topics: keyed by portfolio (instruments by symbol), instruments first, then in "
+                        "file order per topic")
     publish.add_argument("--journal", metavar="FILE", required=True, help="JSON Lines journal (see replay)")
+    publish.add_argument("--dry-run", action="store_true", help="check and report; send nothing")
+    publish.add_argument("--force", action="store_true",
+                         help="send records the worker will dead-letter too (to exercise the dead-letter path)")
+    publish.add_argument("--in-order", action="store_true",
+                         help="a journal mixing topics: send one run of a topic at a time and wait until the worker "
+                              "group has applied it, so the worker applies the journal in file order")
+    publish.add_argument("--timeout", type=float, default=60.0,
+                         help="--in-order: seconds to wait for the workers to apply each run (default: %(default)s)")
+    _add_config_args(publish)
     _add_kafka_args(publish)
     publish.set_defaults(run=cmd_publish)
 
-    tail_ = commands.add_parser("tail", help="print what the worker wrote (read_committed), from the beginning")
-    tail_.add_argument("topic", choices=OUTPUTS)
+
+def _tailed(name: str) -> str:
+    """A topic `sizer tail` shows (argparse's `choices` refuses an empty `nargs="*"`)."""
+    from streams.ops.console import TAILED
+
+    if name not in TAILED:
+        raise argparse.ArgumentTypeError(f"invalid topic {name!r} (choose from {', '.join(TAILED)})")
+    return name
+
+
+def _add_tail_command(commands: Commands) -> None:
+    from streams.ops.console import TAILED, TAILED_BY_DEFAULT
+
+    tail_ = commands.add_parser(
+        "tail", help="print what happened (read_committed): inputs and outputs merged in time order")
+    tail_.add_argument("topic", nargs="*", type=_tailed, metavar="TOPIC",
+                       help=f"any of {', '.join(TAILED)} (default: {' '.join(TAILED_BY_DEFAULT)})")
+    tail_.add_argument("--portfolio", help="only this portfolio's records")
+    tail_.add_argument("--from", dest="start", default="beginning", metavar="WHEN",
+                       help="beginning (default), now (only new records: implies --follow), or a time "
+                            "(RFC 3339 or epoch ms: records written at or after it)")
     tail_.add_argument("--follow", "-f", action="store_true",
                        help="then keep printing new records (Ctrl-C or SIGTERM stops)")
     tail_.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
@@ -432,7 +523,8 @@ def reporting(run: Callable[[], int], prog: str = "sizer", settings: Callable[[]
         if kafka_settings is not None and isinstance(exc, KafkaConnectionError):
             exc = asyncio.run(kafka_settings.connection_error()) or exc
         where = kafka_settings.bootstrap if kafka_settings is not None else where
-        print(f"{prog}: {kafka_error(exc, where)}", file=sys.stderr)
+        refused = kafka_settings.refused() if kafka_settings is not None else None
+        print(f"{prog}: {kafka_error(exc, where, refused)}", file=sys.stderr)
         return 4
 
 

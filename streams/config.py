@@ -146,6 +146,10 @@ class SizingConfig(BaseSettings):
     max_drawdown_pct: Annotated[Dec, Field(gt=0, lt=100)] | None = None
     """Unset: off. Set: a portfolio whose equity falls this many percent below its peak
     halts itself (MAX_DRAWDOWN) until an operator resumes it."""
+    max_hedge_residual_pct: Annotated[Dec, Field(gt=0, le=100)] | None = Decimal("5")
+    """An inverse leg's contracts round down: the base quantity they leave unhedged,
+    in quote notional, above this percentage of the order's notional is HEDGE_MISMATCH;
+    unset: never (the residual is still in the trace)."""
     unscored_signals: Literal["static", "reject"] = "static"
     """A signal without a score: `static` sizes it with conviction multiplier 1; `reject` is NO_SCORE."""
     signal_dedupe_window: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
@@ -243,14 +247,25 @@ class SizingConfig(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _reservations_outlive_signals(self) -> "SizingConfig":
-        # A reservation that could lapse before its signal goes stale would free
-        # the cap while a signal of the same age is still being sized.
-        ttl, age = self.reservation_ttl_s, self.max_signal_age_s
-        if ttl is not None and age is not None and ttl < age:
+    def _clock_rules(self) -> "SizingConfig":
+        # The clock rules (DESIGN.md, "Configuration"): an input inside the allowed
+        # future skew moves the portfolio clock up to `max_future_skew_s` ahead, and
+        # that must never make an on-time signal stale or lapse a reservation early.
+        c = decimals.canonical
+        ttl, age, skew = self.reservation_ttl_s, self.max_signal_age_s, self.max_future_skew_s
+        if age is not None and age < skew:
             raise ValueError(
-                f"reservation_ttl_s must be unset or at least max_signal_age_s ({decimals.canonical(age)}), "
-                f"got {decimals.canonical(ttl)}")
+                f"max_signal_age_s ({c(age)}) must be at least max_future_skew_s ({c(skew)}): an input stamped "
+                f"within the allowed skew would make an on-time signal STALE_SIGNAL")
+        if ttl is not None and age is not None and ttl < age + skew:
+            raise ValueError(
+                f"reservation_ttl_s ({c(ttl)}) must be unset or at least max_signal_age_s + max_future_skew_s "
+                f"({c(age)} + {c(skew)} = {c(age + skew)}): an input stamped within the allowed skew would "
+                f"lapse a reservation while a signal of its age is still being sized")
+        if ttl is not None and age is None and ttl < skew:
+            raise ValueError(
+                f"reservation_ttl_s ({c(ttl)}) must be unset or at least max_future_skew_s ({c(skew)}): an input "
+                f"stamped within the allowed skew would lapse a reservation at once")
         return self
 
     @classmethod
@@ -450,6 +465,23 @@ def _format_errors(error: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def did_you_mean(name: str, known: Any, prefix: str = "") -> str:
+    """`; did you mean PREFIX<closest>?` for the known name closest to a mistyped one
+    (difflib), or nothing when none is close."""
+    closest = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{closest[0]}?" if closest else ""
+
+
+def check_file_keys(values: Mapping[str, Any], path: Any) -> None:
+    """Refuse a key of a TOML config file that names no setting (pydantic would say
+    only "Extra inputs are not permitted"). Raises ConfigError naming each unknown
+    key and the closest known one."""
+    known = SizingConfig.model_fields
+    problems = [f"  {key}: not a known setting{did_you_mean(key, known)}" for key in values if key not in known]
+    if problems:
+        raise ConfigError(f"unknown keys in config file {path}:\n" + "\n".join(problems))
+
+
 def check_environment(prefix: str, model: type[BaseModel], environ: Mapping[str, str] | None = None) -> None:
     """Refuse a `prefix*` environment variable that names no field of `model`
     (a misspelled `SIZING_PORTFOLIO_CAPP` would otherwise be ignored and the
@@ -464,9 +496,7 @@ def check_environment(prefix: str, model: type[BaseModel], environ: Mapping[str,
         field = variable.upper()[len(prefix):].split("__")[0]
         if field in known:
             continue
-        closest = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {prefix}{closest[0]}?" if closest else ""
-        problems.append(f"  {variable}: not a known setting{hint}")
+        problems.append(f"  {variable}: not a known setting{did_you_mean(field, known, prefix)}")
     if problems:
         raise ConfigError("unknown environment variables:\n" + "\n".join(problems))
 
@@ -487,6 +517,7 @@ def load_config(
         file_values = raw.get("sizing", raw)
         if file_values is not raw and "portfolios" in raw:  # `[portfolios."ID"]` beside a `[sizing]` table
             file_values = {**file_values, "portfolios": raw["portfolios"]}
+        check_file_keys(file_values, config_file)
     from_env = os.environ.get("SIZING_PRESET")
     if preset and from_env and preset != from_env:
         raise ConfigError(f"preset: --preset {preset} conflicts with SIZING_PRESET={from_env}; set one")

@@ -94,8 +94,9 @@ RECORD_TIMESTAMP_RULE = (
     "or more than message.timestamp.before.max.ms behind it (no limit by default)")
 
 
-def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavailable:
-    """A foreign Kafka, TLS or socket error as ours, with one line naming the cause."""
+def kafka_error(exc: BaseException, bootstrap: str | None = None, refused: str | None = None) -> KafkaUnavailable:
+    """A foreign Kafka, TLS or socket error as ours, with one line naming the cause.
+    `refused`: what the client presented, said when the broker refused to authenticate it."""
     import ssl
 
     from aiokafka import errors
@@ -113,7 +114,7 @@ def kafka_error(exc: BaseException, bootstrap: str | None = None) -> KafkaUnavai
         return KafkaUnavailable(f"TLS handshake failed{where}: {reason}")
     if isinstance(exc, (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
                         errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError)):
-        return KafkaUnavailable(f"authentication failed{where}: {exc}")
+        return KafkaUnavailable(f"authentication failed{where}: " + (f"{refused}: " if refused else "") + str(exc))
     if isinstance(exc, (errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
                         errors.TransactionalIdAuthorizationFailed, errors.ClusterAuthorizationFailedError)):
         return KafkaUnavailable(f"not authorized{where}: {exc}")

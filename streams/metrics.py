@@ -28,6 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from streams.wire.roles import INPUTS, message_types
 from streams.config import SizingConfig
 from streams.engine import REJECTION_REASONS, ControlOutcome, FillOutcome, PortfolioState
+from streams.engine.state import drawdown_shown
 from streams.errors import INPUT_ERROR_CODES
 from streams.wire.models import Decision
 
@@ -43,7 +44,11 @@ PORTFOLIO_GAUGES = {
     "losses": ("sizer_portfolio_consecutive_losses", "Consecutive losing closes"),
     "drawdown": ("sizer_portfolio_drawdown_mode", "1 while the portfolio is in drawdown mode"),
     "phase": ("sizer_portfolio_phase", "Graduated phase (1, 2, 3)"),
-    "equity": ("sizer_portfolio_equity_usd", "Starting equity plus realized PnL, USD"),
+    "equity": ("sizer_portfolio_equity_usd", "Starting equity plus realized PnL and equity adjustments, USD"),
+    "peak": ("sizer_portfolio_peak_equity_usd", "The peak the kill switch measures the drawdown from, USD (scaled "
+                                                "by deposits and withdrawals)"),
+    "drawdown_pct": ("sizer_portfolio_drawdown_pct", "How far equity is below its peak, percent (0 without a "
+                                                     "positive peak)"),
     "cooldown": ("sizer_portfolio_symbols_in_cooldown",
                  "Symbols whose opens are in cooldown after a losing close, at the portfolio clock"),
     "paused": ("sizer_portfolio_loss_guard_paused", "1 while the loss guard pauses every open, at the portfolio clock"),
@@ -73,6 +78,7 @@ def portfolio_figures(state: PortfolioState, config: SizingConfig) -> dict[str, 
         "wins": streak.consecutive_wins, "losses": streak.consecutive_losses,
         "drawdown": int(streak.drawdown), "phase": streak.phase, "equity": streak.equity,
         "cooldown": in_cooldown, "paused": paused,
+        "peak": streak.peak, "drawdown_pct": drawdown_shown(streak) or Decimal(0),
     }
 
 
@@ -174,10 +180,19 @@ class SizerMetrics:
         self.commands = Counter("sizer_control_commands", "Operator commands by type and what they did: applied, "
                                 "duplicate, no_effect (a release of no open order, a halt of a halted portfolio, "
                                 "a resume of a running one)", ["type", "outcome"], registry=registry)
-        self.halted = Gauge("sizer_portfolio_halted", "1 while the portfolio is halted (its signals are rejected)",
-                            ["portfolio", "reason", "operator"], registry=registry)
-        self.portfolios_halted = Gauge("sizer_portfolios_halted", "Portfolios of this worker that are halted",
+        self.halted = Gauge("sizer_portfolio_halted", "1 while an operator's halt is in force (reason HALTED: every "
+                            "signal rejected; REDUCE_ONLY: opens rejected); the drawdown latch is "
+                            "sizer_portfolio_max_drawdown_latched", ["portfolio", "reason", "operator"],
+                            registry=registry)
+        self.portfolios_halted = Gauge("sizer_portfolios_halted", "Portfolios of this worker under an operator's halt",
                                        registry=registry)
+        self._halted: dict[str, tuple[str, str]] = {}  # portfolio -> its halted series' labels
+        self.latched = Gauge("sizer_portfolio_max_drawdown_latched", "1 while the drawdown latch is set "
+                             "(MAX_DRAWDOWN: every signal rejected until a resume that clears max_drawdown), "
+                             "whatever an operator's halt", ["portfolio"], registry=registry)
+        self.portfolios_latched = Gauge("sizer_portfolios_max_drawdown_latched",
+                                        "Portfolios of this worker whose drawdown latch is set", registry=registry)
+        self._latched: set[str] = set()
         self.lapsed = Counter("sizer_reservations_lapsed", "Reservations lapsed by reservation_ttl_s on the "
                               "portfolio clock (each named in the trace of the decision that lapsed it)",
                               registry=registry)
@@ -274,7 +289,17 @@ class SizerMetrics:
         self.commands.labels(command_type, outcome).inc()
 
     def _halt(self, portfolio_id: str, state: PortfolioState) -> None:
-        halt = state.controls.halt
+        controls = state.controls
+        latched = controls.max_drawdown is not None
+        if latched != (portfolio_id in self._latched):
+            if latched:
+                self._latched.add(portfolio_id)
+                self.latched.labels(portfolio_id).set(1)
+            else:
+                self._latched.discard(portfolio_id)
+                self.latched.remove(portfolio_id)
+            self.portfolios_latched.set(len(self._latched))
+        halt = controls.halt
         labels = (halt.reason, halt.operator) if halt is not None else None
         if self._halted.get(portfolio_id) == labels:
             return
@@ -308,7 +333,7 @@ class SizerMetrics:
         dropped = self._tracked.track(portfolio_id, state, config)
         if dropped is not None:
             self.portfolios_dropped.inc()
-            if dropped not in self._halted:
+            if dropped not in self._halted and dropped not in self._latched:
                 self._partition_of.pop(dropped, None)
         else:
             self.portfolios_tracked.set(len(self._tracked))
@@ -331,13 +356,18 @@ class SizerMetrics:
                 self.consumer_lag.remove(*labels)
             except KeyError:
                 pass
-        gone = [p for p in {*self._tracked, *self._halted} if str(self._partition_of.get(p)) not in owned]
+        gone = [p for p in {*self._tracked, *self._halted, *self._latched}
+                if str(self._partition_of.get(p)) not in owned]
         for portfolio_id in gone:
             self._tracked.discard(portfolio_id)
             self._partition_of.pop(portfolio_id, None)
             halted = self._halted.pop(portfolio_id, None)
             if halted is not None:
                 self.halted.remove(portfolio_id, *halted)
+            if portfolio_id in self._latched:
+                self._latched.discard(portfolio_id)
+                self.latched.remove(portfolio_id)
         self.portfolios_halted.set(len(self._halted))
+        self.portfolios_latched.set(len(self._latched))
         self.portfolios_tracked.set(len(self._tracked))
         return len(lag_gone), len(gone)

@@ -37,6 +37,10 @@
 #   - the StandardAuthorizer, nothing allowed without an ACL; super users are admin
 #     (`sizer acls apply` runs as admin) and the broker itself (User:CN=broker, on
 #     the controller and internal listeners, which take only its certificate).
+# KAFKA_OAUTH_JWKS (sasl_ssl only), a JWKS file, adds OAUTHBEARER to the SASL_SSL listener:
+#   tokens are JWTs signed by a key of that file, with audience KAFKA_OAUTH_AUDIENCE (default
+#   kafka), checked by Kafka's own validator (OAuthBearerValidatorCallbackHandler); the
+#   principal is the token's `sub`. The tests start a token issuer and write its JWKS there.
 # KAFKA_SCRAM_USERS overrides the list of users; KAFKA_LISTEN_HOST (default
 # 127.0.0.1) the address listened on; KAFKA_ADVERTISED_HOST the one advertised;
 # KAFKA_INTERNAL_PORT the loopback TLS listener's port (sasl_ssl; default 19096);
@@ -78,7 +82,7 @@ controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
 internal_port="${KAFKA_INTERNAL_PORT:-$((default_controller_port + 1))}"
 listen_host="${KAFKA_LISTEN_HOST:-127.0.0.1}"
 advertised_host="${KAFKA_ADVERTISED_HOST:-127.0.0.1}"
-scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor}"
+scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor sizer-setup}"
 bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
 scram_done="$home/secrets/.users-created"
@@ -210,8 +214,9 @@ listeners=SASL_SSL://$listen_host:$port,INTERNAL://127.0.0.1:$internal_port,CONT
 advertised.listeners=SASL_SSL://$bootstrap,INTERNAL://127.0.0.1:$internal_port
 listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL
 inter.broker.listener.name=INTERNAL
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512${KAFKA_OAUTH_JWKS:+,OAUTHBEARER}
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+$(oauth_config)
 listener.name.controller.ssl.client.auth=required
 listener.name.internal.ssl.client.auth=required
 $(tls_stores)
@@ -219,6 +224,21 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:CN=broker
 PROPS
+}
+
+oauth_config() {
+  [[ -n "${KAFKA_OAUTH_JWKS:-}" ]] || return 0
+  cat <<PROPS
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler
+sasl.oauthbearer.jwks.endpoint.url=file://$KAFKA_OAUTH_JWKS
+sasl.oauthbearer.expected.audience=${KAFKA_OAUTH_AUDIENCE:-kafka}
+PROPS
+}
+
+# Kafka (3.9.1 and 4.x) reads OAUTHBEARER URLs only from those it is told to allow
+oauth_java_options() {
+  if [[ -n "${KAFKA_OAUTH_JWKS:-}" ]]; then echo "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=file://$KAFKA_OAUTH_JWKS"; fi
 }
 
 write_config() {
@@ -362,7 +382,8 @@ run() {
   if [[ "$security" == sasl_ssl && ! -f "$scram_done" ]]; then
     (until (exec 3<>"/dev/tcp/127.0.0.1/$internal_port") 2>/dev/null; do sleep 0.5; done; create_scram_users) &
   fi
-  exec java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" \
+  # shellcheck disable=SC2046
+  exec java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" $(oauth_java_options) \
     -cp "$libs/*" kafka.Kafka "$home/server.properties"
 }
 
@@ -379,7 +400,8 @@ launch() {
       fd="${fd##*/}"
       if (( fd > 2 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
     done
-    exec nohup java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" \
+    # shellcheck disable=SC2046
+    exec nohup java "${heap[@]}" -XX:+UseG1GC -Djava.awt.headless=true "$(log_options)" $(oauth_java_options) \
       -cp "$libs/*" kafka.Kafka "$home/server.properties" >"$home/broker.out" 2>&1 </dev/null
   ) &
   echo $! > "$pidfile"

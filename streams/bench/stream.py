@@ -87,8 +87,11 @@ SCALE_PORTFOLIOS = (100, 10_000, 100_000)
 CURVE_RATES = (200, 500, 1_000, 2_000, 4_000, 8_000)  # the 10 ms ticks offer multiples of 100/s
 WORKER = [SIZER, "worker", "--preset", "conviction"]
 AT_LEAST_ONCE = {"SIZER_PROCESSING_GUARANTEE": "at_least_once"}
-# the scale run's reservations lapse after 1 s of event time (the backlog has no fills)
-SCALE_SETTINGS = {**AT_LEAST_ONCE, "SIZING_RESERVATION_TTL_S": "1", "SIZING_MAX_SIGNAL_AGE_S": "1"}
+# the scale run's reservations lapse after 1 s of event time (the backlog has no fills); the
+# clock rules want the TTL at least max_signal_age_s + max_future_skew_s (its event times
+# are in the past: a 0.5 s skew refuses none)
+SCALE_SETTINGS = {**AT_LEAST_ONCE, "SIZING_RESERVATION_TTL_S": "1", "SIZING_MAX_SIGNAL_AGE_S": "0.5",
+                  "SIZING_MAX_FUTURE_SKEW_S": "0.5"}
 
 
 def contenders(kafka: WorkerSettings) -> list[tuple[str, list[str], dict[str, str]]]:

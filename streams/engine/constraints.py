@@ -1,10 +1,18 @@
-"""Exchange constraints: the one place where a budget becomes a tradable quantity.
+"""Exchange constraints: the one place where a budget becomes a tradable quantity,
+and where a leg's venue units meet the base quantity (DESIGN.md, "Messages", units).
 
-Every leg of an instrument gets the same quantity, a multiple of every leg's
-`qty_step`, clamped to every leg's `max_qty` and `max_notional` (Binance's
-LOT_SIZE and NOTIONAL filters), and meeting every leg's `min_qty` and
-`min_notional`; otherwise the whole order is rejected. There is never a
-one-legged order.
+Every leg of an instrument holds the same base quantity, a multiple of every
+spot and linear leg's step in base units, clamped to every leg's `max_qty` and
+`max_notional` (Binance's LOT_SIZE and NOTIONAL filters), and meeting every
+leg's `min_qty` (in its own units) and `min_notional` (quote); otherwise the
+whole order is rejected. There is never a one-legged order. A linear leg's
+contracts hold exactly the base quantity; an inverse leg's contracts round down
+and their unhedged quote notional is reported (`hedge_residual`).
+
+Venue units (sources): OKX instruments `ctVal` (BTC-USDT-SWAP 0.01 BTC,
+CRV-USDT-SWAP 10 CRV; https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments);
+Binance COIN-M `contractSize` (BTCUSD_PERP 100 USD, the others 10 USD;
+https://developers.binance.com/docs/derivatives/coin-margined-futures/market-data/rest-api/Exchange-Information).
 """
 
 from __future__ import annotations
@@ -32,10 +40,15 @@ class Clamp(NamedTuple):
 
 
 class Fit(NamedTuple):
-    """The quantity every leg trades, or the reason none can.
+    """The base quantity every leg holds and each leg's quantity in its venue's
+    units, or the reason none can.
 
-    `unclamped` is what the budget buys on the common step before any leg's
-    maximum; `clamped_by` the last leg rule that lowered it (None: none did)."""
+    `qty` is the base quantity; `step` the common base step of the spot and linear
+    legs; `unclamped` what the budget buys on that step before any leg's maximum;
+    `clamped_by` the last leg rule that lowered it (None: none did). `leg_qty` is
+    each leg's quantity in its own units, in the instrument's leg order;
+    `hedge_residual` the quote notional each inverse leg leaves unhedged (its venue
+    symbol and base_qty x price - contracts x contract_size), in leg order."""
 
     qty: Decimal
     step: Decimal
@@ -43,6 +56,8 @@ class Fit(NamedTuple):
     clamped_by: Clamp | None = None
     reason: str | None = None
     detail: str | None = None
+    leg_qty: tuple[Decimal, ...] = ()
+    hedge_residual: tuple[tuple[str, Decimal], ...] = ()
 
 
 @lru_cache(maxsize=4096)
@@ -54,63 +69,143 @@ def common_step(steps: tuple[Decimal, ...]) -> Decimal:
     return Decimal(lcm(*units)) * scale
 
 
-def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...]) -> Fit:
-    """Turn a USD budget at `price` (> 0) into one quantity valid on every leg
-    (in the engine's exact context, see `decimals.ENGINE_CONTEXT`).
+def base_step(leg: Leg) -> Decimal:
+    """A spot or linear leg's step in base units: `qty_step` base units (spot), or
+    `qty_step` contracts of `contract_size` base units (linear)."""
+    return leg.qty_step * leg.contract_size if leg.kind == "linear" else leg.qty_step
 
-    The quantity is budget / price rounded down to the common step, so its
-    notional never exceeds the budget; then clamped down, on the same step, to
-    every leg's `max_qty` and to every leg's `max_notional` / price. Rejects with
+
+def base_max(leg: Leg, price: Decimal) -> Decimal | None:
+    """A leg's `max_qty` as a base quantity at `price` (inverse: contracts of
+    `contract_size` quote units); None: no maximum."""
+    if leg.max_qty is None:
+        return None
+    if leg.kind == "spot":
+        return leg.max_qty
+    if leg.kind == "linear":
+        return leg.max_qty * leg.contract_size
+    return leg.max_qty * leg.contract_size / price
+
+
+def venue_qty(leg: Leg, base_qty: Decimal, price: Decimal) -> Decimal:
+    """A base quantity in the leg's own units: base units (spot), contracts of
+    `contract_size` base units (linear, exact when `base_qty` is on the leg's base
+    step), or contracts of `contract_size` quote units at `price`, rounded down to
+    the leg's `qty_step` (inverse)."""
+    if leg.kind == "spot":
+        return base_qty
+    if leg.kind == "linear":
+        return base_qty / leg.contract_size
+    return (base_qty * price / leg.contract_size // leg.qty_step) * leg.qty_step
+
+
+def base_of(kind: str, contract_size: Decimal, qty: Decimal, price: Decimal) -> Decimal:
+    """A quantity in a leg's units (a fill naming the leg) as a base quantity at
+    `price` (> 0): itself (spot), qty x contract_size (linear), or qty x
+    contract_size / price (inverse: contracts of quote units), rounded half-even to
+    1e-18 base units (a quotient may not be a finite decimal)."""
+    if kind == "spot":
+        return qty
+    if kind == "linear":
+        return qty * contract_size
+    return (qty * contract_size / price).quantize(_BASE_QUANTUM)
+
+
+_BASE_QUANTUM = Decimal("1e-18")
+
+
+def leg_notional(leg: Leg, qty: Decimal, price: Decimal) -> Decimal:
+    """The quote notional of `qty` in the leg's own units at `price`: qty x price
+    (spot), qty x contract_size x price (linear), qty x contract_size (inverse)."""
+    if leg.kind == "spot":
+        return qty * price
+    if leg.kind == "linear":
+        return qty * leg.contract_size * price
+    return qty * leg.contract_size
+
+
+def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...],
+                max_hedge_residual_pct: Decimal | None = None) -> Fit:
+    """Turn a USD budget at `price` (> 0) into one base quantity valid on every leg
+    and each leg's quantity in its venue's units (in the engine's exact context,
+    see `decimals.ENGINE_CONTEXT`).
+
+    The base quantity is budget / price rounded down to the common base step of
+    the spot and linear legs (`base_step`), so its notional never exceeds the
+    budget; then clamped down, on the same step, to every leg's `max_qty` (in base
+    units, `base_max`) and to every leg's `max_notional` / price. Each leg's
+    quantity is `venue_qty`; an inverse leg's contracts round down, and the quote
+    notional they leave unhedged is its `hedge_residual`. Rejects with
     BELOW_MIN_QTY (nothing left: the detail names the leg and the rule that bound
-    it, a maximum below one step included) or BELOW_MIN_NOTIONAL, naming the leg.
+    it, a maximum below one step included; or a leg under its `min_qty` in its own
+    units), BELOW_MIN_NOTIONAL (a leg's quote notional under its minimum), or
+    HEDGE_MISMATCH (an inverse leg's residual above `max_hedge_residual_pct` of
+    the order's notional), naming the leg.
     """
-    step = common_step(tuple(leg.qty_step for leg in legs))
+    step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
     lot = price * step  # the notional of one common step
     # Integer division of positive operands is the exact floor: whole steps that fit.
     unclamped = (budget // lot) * step if budget > 0 else _ZERO
-    return _fit(unclamped, step, price, legs, True, f"budget={c(budget)} price={c(price)}")
+    return _fit(unclamped, step, price, legs, True, f"budget={c(budget)} price={c(price)}", max_hedge_residual_pct)
 
 
 def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool) -> Fit:
     """Turn a base quantity (>= 0) at `price` (> 0) into one quantity valid on every
     leg, as `fit_to_legs` does for a budget: rounded down to the common step, clamped
     to every leg's maximum; the legs' minimums are enforced only with `minimums`
-    (a reduce of the whole position is never refused for dust)."""
-    step = common_step(tuple(leg.qty_step for leg in legs))
+    (a reduce of the whole position is never refused for dust). Each leg's quantity
+    in its venue's units as `fit_to_legs` gives it."""
+    step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
     unclamped = (qty // step) * step if qty > 0 else _ZERO
-    return _fit(unclamped, step, price, legs, minimums, f"qty_wanted={c(qty)} price={c(price)}")
+    return _fit(unclamped, step, price, legs, minimums, f"qty_wanted={c(qty)} price={c(price)}", None)
 
 
-def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool, wanted: str) -> Fit:
-    """The one rule of exchange constraints, from a quantity already on the common step."""
+def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool, wanted: str,
+         max_hedge_residual_pct: Decimal | None) -> Fit:
+    """The one rule of exchange constraints, from a base quantity already on the
+    common base step: the legs' maximums, each leg's quantity in its units, then
+    (with `minimums`) the legs' minimums and the hedge residual."""
     lot = price * step
     qty = unclamped
     clamped_by: Clamp | None = None
     for leg in legs:
-        if leg.max_qty is not None and qty > leg.max_qty:
-            qty = (leg.max_qty // step) * step
-            clamped_by = Clamp(leg.venue_symbol, "max_qty", leg.max_qty)
+        most = base_max(leg, price)
+        if most is not None and qty > most:
+            qty = (most // step) * step
+            clamped_by = Clamp(leg.venue_symbol, "max_qty", leg.max_qty)  # type: ignore[arg-type]
         if leg.max_notional is not None and qty * price > leg.max_notional:
             qty = (leg.max_notional // lot) * step
             clamped_by = Clamp(leg.venue_symbol, "max_notional", leg.max_notional)
 
-    def rejected(reason: str, detail: str) -> Fit:
-        return Fit(qty, step, unclamped, clamped_by, reason, detail)
+    def rejected(reason: str, detail: str, leg_qty: tuple[Decimal, ...] = (),
+                 residual: tuple[tuple[str, Decimal], ...] = ()) -> Fit:
+        return Fit(qty, step, unclamped, clamped_by, reason, detail, leg_qty, residual)
 
     if qty <= 0:
         if clamped_by is not None:
             return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
         # no leg's rule bound it: the budget buys less than one step common to every leg
         return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} {wanted}")
-    if not minimums:
-        return Fit(qty, step, unclamped, clamped_by)
-    clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
-    for leg in legs:
-        if qty < leg.min_qty:
-            return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(qty)} min_qty={c(leg.min_qty)}{clamp_note}")
+    leg_qty = tuple(venue_qty(leg, qty, price) for leg in legs)
     notional = qty * price
-    for leg in legs:
-        if notional < leg.min_notional:
-            return rejected("BELOW_MIN_NOTIONAL", f"leg={leg.venue_symbol} notional={c(notional)} "
-                                                  f"min_notional={c(leg.min_notional)}{clamp_note}")
-    return Fit(qty, step, unclamped, clamped_by)
+    residual = tuple((leg.venue_symbol, notional - leg_notional(leg, q, price))
+                     for leg, q in zip(legs, leg_qty) if leg.kind == "inverse")
+    if not minimums:
+        return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
+    clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
+    for leg, q in zip(legs, leg_qty):
+        if q < leg.min_qty or q <= 0:
+            return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)} min_qty={c(leg.min_qty)}{clamp_note}",
+                            leg_qty, residual)
+    for leg, q in zip(legs, leg_qty):
+        leg_value = notional if leg.kind == "spot" else leg_notional(leg, q, price)
+        if leg_value < leg.min_notional:
+            return rejected("BELOW_MIN_NOTIONAL", f"leg={leg.venue_symbol} notional={c(leg_value)} "
+                                                  f"min_notional={c(leg.min_notional)}{clamp_note}", leg_qty, residual)
+    if max_hedge_residual_pct is not None:
+        for venue_symbol, left in residual:
+            if left * 100 > max_hedge_residual_pct * notional:
+                return rejected("HEDGE_MISMATCH", f"leg={venue_symbol} hedge_residual={c(left)} notional={c(notional)} "
+                                                  f"max_hedge_residual_pct={c(max_hedge_residual_pct)}",
+                                leg_qty, residual)
+    return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)

@@ -19,8 +19,8 @@ from streams.engine.protections import (
     Rejection, ReduceSize, group_exposure, open_forbidden, opens_after, passes_halt, reduce_size,
 )
 from streams.engine.state import (
-    Exposure, Mark, PortfolioState, Streak, advance_clock, book, held_value, open_reservations, record, remember_ended,
-    reservation, reserved_totals,
+    Exposure, Mark, PortfolioState, Streak, advance_clock, book, drawdown_shown, held_value, open_reservations,
+    record, remember_ended, reservation, reserved_totals,
 )
 from streams.wire.models import (
     Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, format_event_time,
@@ -123,9 +123,16 @@ def _decide(
         reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
         clock = exposure.latest_ts
         trace["state"] = _state_read(clock, clock, None, held, reserved, (), state.streak, explained)
+        if explained:
+            _trace_latches(state, config, trace)
+        controls = state.controls
+        if controls.applied:  # the commands listed in this trace are in no later one
+            state = record(PortfolioState, (exposure, state.streak, controls._replace(applied=())))
         return _rejected(signal, gate, trace, config, state)
     assert instrument is not None  # the gate rejects an unknown instrument
     state, read = _passed_gates(signal, signal_time, state, config, trace, explained)
+    if explained:
+        _trace_latches(state, config, trace)
     clock = state.exposure.latest_ts
     assert clock is not None  # a signal that passed the gates set it
 
@@ -157,7 +164,7 @@ def _open(signal: Signal, instrument: Instrument, order_id: str, state: Portfoli
     budget, bound = capped
 
     # 7. Exchange constraints, for every leg at once.
-    fit = _exchange(budget, signal.price, instrument, trace)
+    fit = _exchange(budget, signal.price, instrument, config, trace)
     if type(fit) is Rejection:
         return _rejected(signal, _cap_to_blame(fit, bound, wanted, signal.price, instrument, trace), trace, config,
                          state)
@@ -212,7 +219,7 @@ def _passed_gates(signal: Signal, signal_time: str | None, state: PortfolioState
         exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
         exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders, exposure.recent_opens,
     ))
-    # the commands applied since the last decision that passed the gates are in this trace
+    # the commands applied since the last decision are in this trace, and in no later one
     controls = state.controls
     if controls.applied:
         controls = controls._replace(applied=())
@@ -303,7 +310,8 @@ def _reduce(signal: Signal, instrument: Instrument, order_id: str, state: Portfo
     if type(size) is Rejection:
         return _rejected(signal, size, trace, config, state)
     assert type(size) is ReduceSize
-    fit = _traced(fit_qty_to_legs(size.qty, signal.price, instrument.legs, minimums=not size.whole), trace)
+    fit = _traced(fit_qty_to_legs(size.qty, signal.price, instrument.legs, minimums=not size.whole), instrument,
+                  trace)
     if type(fit) is Rejection:
         if trace["exchange"]["qty"] <= 0 and "clamped_by" not in trace["exchange"]:
             fit = Rejection("NOTHING_TO_REDUCE", f"symbol={signal.symbol} held_qty="
@@ -316,23 +324,35 @@ def _reduce(signal: Signal, instrument: Instrument, order_id: str, state: Portfo
     return accepted
 
 
-def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, trace: dict[str, Any]) -> Fit | Rejection:
-    """Step 7: the quantity every leg trades (`constraints.fit_to_legs`), the leg
-    that clamped it in the trace."""
-    return _traced(fit_to_legs(budget, price, instrument.legs), trace)
+def _exchange(budget: Decimal, price: Decimal, instrument: Instrument, config: SizingConfig,
+              trace: dict[str, Any]) -> Fit | Rejection:
+    """Step 7: the base quantity every leg holds (`constraints.fit_to_legs`), the leg
+    that clamped it in the trace; with contract legs, each leg's quantity in its
+    venue's units (`leg_qty`) and each inverse leg's `hedge_residual` (quote)."""
+    return _traced(fit_to_legs(budget, price, instrument.legs, config.max_hedge_residual_pct), instrument, trace)
 
 
-def _traced(fit: Fit, trace: dict[str, Any]) -> Fit | Rejection:
-    """A fit written into the trace (`exchange`: step, qty, and the leg that clamped
-    it), then the fit or its rejection."""
+def _traced(fit: Fit, instrument: Instrument, trace: dict[str, Any]) -> Fit | Rejection:
+    """A fit written into the trace (`exchange`: step, qty, the leg that clamped it,
+    and with contract legs `leg_qty` and `hedge_residual`), then the fit or its
+    rejection."""
     exchange: dict[str, Any] = {"step": fit.step, "qty": fit.qty}
     if fit.clamped_by is not None:
         exchange.update(unclamped_qty=fit.unclamped, clamped_by={
             "leg": fit.clamped_by.venue_symbol, "rule": fit.clamped_by.rule, "limit": fit.clamped_by.limit})
+    if fit.leg_qty and _has_contracts(instrument):
+        exchange["leg_qty"] = {leg.venue_symbol: q for leg, q in zip(instrument.legs, fit.leg_qty)}
+    if fit.hedge_residual:
+        exchange["hedge_residual"] = dict(fit.hedge_residual)
     trace["exchange"] = exchange
     if fit.reason is not None:
         return Rejection(fit.reason, fit.detail or "")  # type: ignore[arg-type]
     return fit
+
+
+def _has_contracts(instrument: Instrument) -> bool:
+    """Whether any leg is in contracts (not spot)."""
+    return any(leg.kind != "spot" for leg in instrument.legs)
 
 
 def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, state: PortfolioState,
@@ -350,7 +370,9 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
         return unwritable
     exposure = state.exposure
     legs = tuple(leg.venue_symbol for leg in instrument.legs)
-    made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs, signal.side, instrument.group)
+    units = tuple((leg.kind, leg.contract_size) for leg in instrument.legs) if _has_contracts(instrument) else ()
+    made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs, signal.side, instrument.group,
+                       units)
     positions, reservations, marks, latest_ts, last_fill_offset, seen_signals, ended_orders, recent_opens = exposure
     if reserve:
         reservations = book(reservations).with_entry(order_id, made)
@@ -366,10 +388,10 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
         symbol=signal.symbol, side=signal.side, qty=qty, price=signal.price, notional=notional,
         legs=tuple(
             build(OrderLeg, venue_symbol=leg.venue_symbol, side=leg.side if signal.side == "buy" else _FLIP[leg.side],
-                  qty=qty)
-            for leg in instrument.legs
+                  qty=leg_qty, kind=leg.kind, contract_size=leg.contract_size)
+            for leg, leg_qty in zip(instrument.legs, fit.leg_qty)
         ),
-        ts=signal.ts, config_hash=config.config_hash,
+        ts=signal.ts, config_hash=config.config_hash, base_qty=qty,
     )
     decision = build(
         Decision,
@@ -392,16 +414,50 @@ def _gate(
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=open")
     if order_id in exposure.ended_orders:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=ended")
-    halt = state.controls.halt
-    if halt is not None and not passes_halt(signal, halt):
-        by = f"command_id={halt.command_id} " if halt.command_id is not None else ""
-        return Rejection(halt.reason, f"{by}operator={halt.operator} reason={halt.text}")  # type: ignore[arg-type]
+    latched = _kill_switch(signal, state)
+    if latched is not None:
+        return latched
     if instrument is None:
         return Rejection("UNKNOWN_INSTRUMENT", f"symbol={_text(signal.symbol)}")
     max_age, clock = config.max_signal_age_ms, exposure.latest_ts
     if max_age is not None and clock is not None and clock - signal.ts > max_age:
         return Rejection("STALE_SIGNAL", f"age_ms={clock - signal.ts} max_age_ms={max_age}")
     return None
+
+
+def _kill_switch(signal: Signal, state: PortfolioState) -> Rejection | None:
+    """Step 1, the kill switch (DESIGN.md, "Operator controls"): the drawdown latch
+    (MAX_DRAWDOWN, every signal), then the operator's halt (HALTED; REDUCE_ONLY in
+    mode `reduce_only`, which a reduce signal passes: `protections.passes_halt`),
+    then equity at or below zero (EQUITY_EXHAUSTED for an open, whatever the preset
+    or base size). Two independent latches: the detail of MAX_DRAWDOWN names an
+    operator's halt also in force."""
+    controls = state.controls
+    latch, halt = controls.max_drawdown, controls.halt
+    if latch is not None:
+        also = f" halt={halt.reason}" if halt is not None else ""
+        return Rejection("MAX_DRAWDOWN", f"operator={latch.operator} reason={latch.text}{also}")
+    if halt is not None and not passes_halt(signal, halt):
+        by = f"command_id={halt.command_id} " if halt.command_id is not None else ""
+        return Rejection(halt.reason, f"{by}operator={halt.operator} reason={halt.text}")  # type: ignore[arg-type]
+    equity = state.streak.equity
+    if equity <= 0 and signal.intent != "reduce":
+        return Rejection("EQUITY_EXHAUSTED", f"equity={canonical(equity)}")
+    return None
+
+
+def _trace_latches(state: PortfolioState, config: SizingConfig, trace: dict[str, Any]) -> None:
+    """The kill switch as the decision read it, in the trace's `state`: the
+    operator's halt (its reason code, or None), the drawdown latch (its detail, or
+    None), and, with `max_drawdown_pct` configured, the peak and the drawdown."""
+    controls = state.controls
+    read = trace["state"]
+    read["halt"] = None if controls.halt is None else controls.halt.reason
+    read["max_drawdown"] = None if controls.max_drawdown is None else controls.max_drawdown.text
+    if config.max_drawdown_pct is not None:
+        streak = state.streak
+        read["peak_equity"] = streak.peak
+        read["drawdown_pct"] = drawdown_shown(streak)
 
 
 def _budget(signal: Signal, streak: Streak, config: SizingConfig, trace: dict[str, Any]) -> Decimal | Rejection:

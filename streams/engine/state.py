@@ -8,11 +8,12 @@ and share what did not change.
 from __future__ import annotations
 
 from types import MappingProxyType
-from decimal import Decimal, localcontext
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import Any, Literal, Mapping, NamedTuple
 
 from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ZERO, canonical, engine_context_active
+from streams.engine.constraints import base_of
 from streams.engine.recent import RecentIds
 from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed
 
@@ -111,6 +112,15 @@ class Reservation(NamedTuple):
     side: str | None = None  # the order's side; None: made before sides were recorded
     group: str | None = None  # its instrument's group (group caps)
     reduce: bool = False  # a reduce order: never reserved; its fills never add to the position
+    units: tuple[tuple[str, Decimal], ...] = ()  # per leg (kind, contract_size); (): every leg spot
+
+    def base_qty(self, venue_symbol: str | None, qty: Decimal, price: Decimal) -> Decimal:
+        """A fill's `qty` as a base quantity: in the units of the leg it names
+        (`constraints.base_of`), base units when it names none of them."""
+        if not self.units or venue_symbol not in self.legs:
+            return qty
+        kind, contract_size = self.units[self.legs.index(venue_symbol)]
+        return base_of(kind, contract_size, qty, price)
 
     @property
     def filled_qty(self) -> Decimal:
@@ -118,9 +128,11 @@ class Reservation(NamedTuple):
 
 
 def reservation(symbol: str, qty: Decimal, price: Decimal, ts: int, legs: tuple[str, ...] = ("",),
-                side: str | None = None, group: str | None = None) -> Reservation:
-    """A new order's reservation: all of `qty` * `price` held, nothing filled yet."""
-    return Reservation(symbol, qty, price, ts, qty * price, legs, EMPTY, frozenset(), side, group)
+                side: str | None = None, group: str | None = None,
+                units: tuple[tuple[str, Decimal], ...] = ()) -> Reservation:
+    """A new order's reservation: all of base `qty` * `price` held, nothing filled yet;
+    `units` each leg's (kind, contract_size), () when every leg is spot."""
+    return Reservation(symbol, qty, price, ts, qty * price, legs, EMPTY, frozenset(), side, group, False, units)
 
 
 class Mark(NamedTuple):
@@ -205,9 +217,9 @@ _SEEN_FILLS = Streak._fields.index("seen_fills")
 
 
 class Halt(NamedTuple):
-    """Why a portfolio is halted: an operator's command, or MAX_DRAWDOWN (no command)."""
+    """A latch in force: an operator's halt, or the drawdown kill switch (no command)."""
 
-    reason: str  # "HALTED" | "MAX_DRAWDOWN": the rejection reason of its signals
+    reason: str  # "HALTED" | "REDUCE_ONLY" (an operator's, by mode) | "MAX_DRAWDOWN": what its opens are rejected
     command_id: str | None
     operator: str
     text: str  # the operator's reason, or the drawdown that tripped it
@@ -215,19 +227,26 @@ class Halt(NamedTuple):
 
 
 class Controls(NamedTuple):
-    """The operator controls of one portfolio: the halt in force, the commands
-    already applied (dedupe) and the offset of the last one.
+    """The operator controls of one portfolio: two independent latches (the
+    operator's halt and the drawdown kill switch), the commands already applied
+    (dedupe) and the offset of the last one.
 
-    `applied` lists the commands applied since the last decision that passed the
-    gates, each as (its offset, the offset of the last fill applied before it):
-    commands and fills come on two topics, and their interleaving is part of the
-    outcome (a resume before or after the close that trips MAX_DRAWDOWN), so each
-    decision's trace carries it for the audit."""
+    `halt` is the operator's (HALTED, or REDUCE_ONLY in mode `reduce_only`): only a
+    `resume` lifts it. `max_drawdown` is the kill switch's latch (MAX_DRAWDOWN),
+    set by a close whatever the operator's halt: only a `resume` with
+    `clear: ["max_drawdown"]` lifts it.
+
+    `applied` lists the commands applied since the last decision, each as (its
+    offset, the offset of the last fill applied before it): commands and fills come
+    on two topics, and their interleaving is part of the outcome (an equity
+    adjustment before or after a close), so the next decision's trace carries it
+    for the audit, and no later one does."""
 
     halt: Halt | None = None
     seen_commands: RecentIds = RecentIds()
     last_control_offset: int | None = None
     applied: tuple[tuple[int, int | None], ...] = ()
+    max_drawdown: Halt | None = None
 
 
 class PortfolioState(NamedTuple):
@@ -415,10 +434,11 @@ def _apply_fill(
         exposure.recent_opens,
     ))
     controls = state.controls
-    if isinstance(fill, PositionClosed) and controls.halt is None:
+    if isinstance(fill, PositionClosed) and controls.max_drawdown is None:
+        # every close, whether or not an operator's halt is in force: a breach is never hidden
         tripped = drawdown_tripped(streak, config)
         if tripped is not None:
-            controls = controls._replace(halt=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
+            controls = controls._replace(max_drawdown=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
     return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)), outcome))  # type: ignore[no-any-return]
 
 
@@ -453,8 +473,9 @@ def _order_filled(fill: OrderFilled, exposure: Exposure) -> _Books:
         legs = order.legs
         hit = (fill.venue_symbol,) if fill.venue_symbol in legs else legs
         filled = dict(order.filled)
+        base_filled = order.base_qty(fill.venue_symbol, fill.qty, fill.price)  # the leg's units converted
         for leg in hit:
-            filled[leg] = filled.get(leg, ZERO) + fill.qty
+            filled[leg] = filled.get(leg, ZERO) + base_filled
         now_filled = max(filled.values())
         added = now_filled - order.filled_qty if not order.reduce else ZERO  # a reduce's close books it
         if any(filled[leg] > order.qty for leg in hit):
@@ -542,11 +563,45 @@ def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:
             return f"equity={canonical(streak.equity)} peak_equity={canonical(peak)} drawdown_pct=unbounded " \
                    f"max_drawdown_pct={canonical(limit)}"
         return None
-    drawdown_pct = (peak - streak.equity) * 100 / peak
-    if drawdown_pct < limit:
+    if drawdown_percent(streak) < limit:
         return None
     return (f"equity={canonical(streak.equity)} peak_equity={canonical(peak)} "
-            f"drawdown_pct={canonical(drawdown_pct.quantize(Decimal('0.0001')))} max_drawdown_pct={canonical(limit)}")
+            f"drawdown_pct={canonical(drawdown_shown(streak))} max_drawdown_pct={canonical(limit)}")
+
+
+def drawdown_percent(streak: Streak) -> Decimal:
+    """How far equity is below its peak, in percent of the peak (0 at or above it;
+    the peak must be positive)."""
+    peak = streak.peak
+    return (peak - streak.equity) * 100 / peak
+
+
+def drawdown_shown(streak: Streak) -> Decimal | None:
+    """The drawdown as traces, details and `control status` write it: percent to 4
+    places (half-even); None without a positive peak."""
+    return drawdown_percent(streak).quantize(_PCT_SHOWN) if streak.peak > 0 else None
+
+
+_PCT_SHOWN = Decimal("0.0001")
+
+
+def scaled_peak(streak: Streak, new_equity: Decimal) -> Decimal | None:
+    """The peak after a deposit or withdrawal takes equity to `new_equity`: scaled by
+    new / old equity, so the drawdown percentage is what it was; rounded down
+    (ROUND_FLOOR, at the engine's precision), so the percentage can only fall by the
+    rounding, never rise. With old or new equity at or below zero there is no
+    percentage to keep: new equity at or below zero becomes the peak (no positive
+    peak is left: any loss below it trips the switch, a win never does); new
+    equity above zero from old at or below it keeps the peak, or rises to it."""
+    old = streak.equity
+    peak = streak.peak
+    if new_equity <= 0:
+        return new_equity
+    if old <= 0:
+        return max(peak, new_equity)
+    with localcontext() as ctx:
+        ctx.rounding = ROUND_FLOOR
+        return peak * new_equity / old
 
 
 ControlOutcome = Literal["applied", "duplicate", "no_effect"]
@@ -565,12 +620,15 @@ def apply_control(command: Any, state: PortfolioState, config: SizingConfig, off
     transition. Commands are not market events: they never move the portfolio clock
     forward; only `reset_clock` sets it back, to the command's `ts`.
 
-    `halt` halts the portfolio (its signals are HALTED); `resume` lifts any halt,
-    MAX_DRAWDOWN's included, and re-arms the kill switch from the equity now;
+    `halt` sets the operator's halt (`mode` full: HALTED; reduce_only: REDUCE_ONLY;
+    a halt in the mode already in force has no effect); `resume` lifts the
+    operator's halt only, and with `clear: ["max_drawdown"]` also the drawdown
+    latch, re-arming the kill switch from the equity now (peak = equity);
     `release` drops one order's reservation; `adjust_equity` adds `amount` (USD,
-    signed) to equity and to its peak, leaving streaks, trade counts and PnL alone;
-    `reset_clock` repairs a clock a future-stamped input poisoned (`reset_clock`).
-    `offset` is the command's input offset, recorded for the decision traces.
+    signed) to equity and scales the peak by new / old equity (`scaled_peak`),
+    leaving streaks, trade counts and PnL alone; `reset_clock` repairs a clock a
+    future-stamped input poisoned (`reset_clock`). `offset` is the command's input
+    offset, recorded for the next decision's trace.
     `config` may hold `[portfolios."ID"]` tables: the command's portfolio's own applies."""
     config = config.for_portfolio(command.portfolio_id)
     if engine_context_active():
@@ -593,17 +651,22 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
     outcome: ControlOutcome = "applied"
     kind = command.type
     if kind == "halt":
-        if controls.halt is None:
-            controls = controls._replace(halt=Halt("HALTED", command.command_id, command.operator, command.reason,
+        reason = "REDUCE_ONLY" if command.mode == "reduce_only" else "HALTED"
+        if controls.halt is None or controls.halt.reason != reason:
+            controls = controls._replace(halt=Halt(reason, command.command_id, command.operator, command.reason,
                                                    command.ts))
         else:
             outcome = "no_effect"
     elif kind == "resume":
-        if controls.halt is None:
+        clear_latch = "max_drawdown" in command.clear
+        if controls.halt is None and not clear_latch:
             outcome = "no_effect"
         else:
             controls = controls._replace(halt=None)
-            streak = streak._replace(peak_equity=streak.equity)
+            if clear_latch:
+                # re-armed from the equity at this moment
+                controls = controls._replace(max_drawdown=None)
+                streak = streak._replace(peak_equity=streak.equity)
     elif kind == "release":
         released = exposure.reservations.get(command.order_id)
         if released is not None:
@@ -618,7 +681,8 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
         else:
             exposure = reset_clock(exposure, command.ts)
     else:  # adjust_equity
-        streak = streak._replace(equity=streak.equity + command.amount, peak_equity=streak.peak + command.amount)
+        equity = streak.equity + command.amount
+        streak = streak._replace(equity=equity, peak_equity=scaled_peak(streak, equity))
     return ControlApplied(PortfolioState(exposure, streak, controls), outcome)
 
 
@@ -711,15 +775,20 @@ def controls_to_wire(controls: Controls) -> dict[str, Any]:
         "seen_commands": controls.seen_commands.to_wire(),
         "last_control_offset": controls.last_control_offset,
         "applied": [list(pair) for pair in controls.applied],
+        "max_drawdown": list(controls.max_drawdown) if controls.max_drawdown is not None else None,
     }
 
 
 def controls_from_wire(data: Mapping[str, Any] | None) -> Controls:
     if not data:
         return Controls()
-    halt = data["halt"]
-    return Controls(Halt(*halt) if halt else None, RecentIds.from_wire(data["seen_commands"]),
-                    data["last_control_offset"], tuple((offset, fill) for offset, fill in data.get("applied", ())))
+    halt = Halt(*data["halt"]) if data["halt"] else None
+    latch = Halt(*data["max_drawdown"]) if data.get("max_drawdown") else None
+    if halt is not None and halt.reason == "MAX_DRAWDOWN":
+        # written when the kill switch and the operator shared one halt: it is the latch
+        halt, latch = None, latch or halt
+    return Controls(halt, RecentIds.from_wire(data["seen_commands"]), data["last_control_offset"],
+                    tuple((offset, fill) for offset, fill in data.get("applied", ())), latch)
 
 
 def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
@@ -750,7 +819,11 @@ def _position_from_wire(data: list[Any]) -> Position:
 
 
 def _reservation_to_wire(r: Reservation) -> list[Any]:
-    return [r.symbol, r.qty, r.price, r.ts, list(r.legs), dict(r.filled), sorted(r.finals), r.side, r.group, r.reduce]
+    wire = [r.symbol, r.qty, r.price, r.ts, list(r.legs), dict(r.filled), sorted(r.finals), r.side, r.group,
+            r.reduce]
+    if r.units:
+        wire.append([[kind, size] for kind, size in r.units])
+    return wire
 
 
 def _reservation_from_wire(data: list[Any]) -> Reservation:
@@ -759,6 +832,8 @@ def _reservation_from_wire(data: list[Any]) -> Reservation:
     made = reservation(symbol, Decimal(qty), Decimal(price), int(ts), tuple(data[4]) if len(data) > 4 else ("",))
     if len(data) > 7:
         made = made._replace(side=data[7], group=data[8], reduce=bool(data[9]))
+    if len(data) > 10:
+        made = made._replace(units=tuple((kind, Decimal(size)) for kind, size in data[10]))
     if len(data) <= 5 or not data[5]:
         return made
     filled = {leg: Decimal(q) for leg, q in data[5].items()}

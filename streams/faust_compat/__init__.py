@@ -13,6 +13,7 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `app`       | a rebalance that starts while a batch is half done |
 | `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
+| `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
 
 `SUPPORTED` names the versions this was written and tested against, and
 `PRIVATE_NAMES` every private name used; `check()` (run at start-up and by
@@ -62,6 +63,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.recovery", "Recovery._seek_offsets"),
     ("faust.tables.manager", "TableManager._recovery"),
     ("asyncio.queues", "Queue._getters"),
+    ("aiokafka.conn", "OAuthAuthenticator._token_sent"),
 )
 
 

@@ -16,10 +16,10 @@ from typing import Any, Iterator
 
 from streams.wire import decimals
 from streams.config import SizingConfig
-from streams.errors import ConfigError, InvalidMessage
+from streams.errors import InvalidMessage
 from streams.history.interleaving import Instruments, Rederived, Source, admitted, dead_lettered, recorded_interleaving, \
     rederive
-from streams.kafka.io import Record, read_topic
+from streams.kafka.io import Record, published_configs, read_topic
 from streams.kafka.settings import ClientConfig
 from streams.wire.models import parse_event_time, to_json
 from streams.history.progress import Progress
@@ -114,16 +114,9 @@ class ConfigResolver:
     """config_hash -> SizingConfig, from the records of the configuration topic."""
 
     def __init__(self, records: list[Record]) -> None:
-        self._configs: dict[str, SizingConfig] = {}
+        self._configs: dict[str, SizingConfig] = {config.config_hash: config
+                                                  for _, config in published_configs(records)}
         self.unresolvable: set[str] = set()
-        for record in records:
-            try:
-                data = record.json()
-                config = SizingConfig.from_effective(data["config"])
-            except (ValueError, KeyError, TypeError, ConfigError):
-                continue
-            if config.config_hash == data.get("config_hash"):
-                self._configs[config.config_hash] = config
         # configurations with `[portfolios."ID"]` tables: a portfolio's own effective
         # configuration is derived from them when no record holds it by its hash
         self._with_tables = [c for c in self._configs.values() if c.portfolios]
@@ -384,9 +377,3 @@ def _name(history: dict[str, list[Record]], role: str) -> str | None:
     records = history.get(role) or []
     return records[0].topic if records else None
 
-
-def parse_time(text: str | None) -> int | None:
-    """--from/--to: RFC 3339 or epoch milliseconds."""
-    if text is None:
-        return None
-    return parse_event_time(int(text) if text.isdigit() else text)

@@ -287,10 +287,9 @@ def _equity_plot(plt: Any, outcomes: Sequence[Outcome], path: Path) -> Path:
                   label=outcome.configuration.label, linewidth=1.2)
     axis.set_title("equity (starting equity + PnL scaled to each configuration's sizes)")
     axis.set_ylabel("USD")
-    axis.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    _time_axis(axis, mdates)
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small", ncol=2 if len(outcomes) > 6 else 1)
-    figure.autofmt_xdate()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -302,25 +301,46 @@ def _exposure_plot(plt: Any, outcomes: Sequence[Outcome], path: Path) -> Path:
 
     columns = 3 if len(outcomes) > 4 else max(1, len(outcomes))
     rows = -(-len(outcomes) // columns)
-    figure, grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), squeeze=False, sharex=True)
+    figure, grid = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False, sharex=True,
+                                sharey=True)
+    # one colour per portfolio across every panel
+    named = list(dict.fromkeys(p for outcome in outcomes for p in outcome.curves["use"]["portfolios"]))
+    palette = [colour for i, colour in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # grey: the others
+    colours = {p: palette[i % len(palette)] for i, p in enumerate(named)}
     for axis, outcome in zip(grid.flat, outcomes):
-        points = outcome.curves["exposure"]
-        xs = [_when(t) for t, _, _ in points]
-        axis.step(xs, [e for _, e, _ in points], where="post", linewidth=0.8, label="exposure")
-        axis.step(xs, [c for _, _, c in points], where="post", linewidth=1.5, alpha=0.6, label="cap")
+        use = outcome.curves["use"]
+        if use["rest"]:
+            axis.step([_when(t) for t, _ in use["rest"]], [u for _, u in use["rest"]], where="post", linewidth=0.8,
+                      color="grey", alpha=0.8, label=f"the other {use['others']} (total / their caps)")
+        for portfolio, points in use["portfolios"].items():
+            axis.step([_when(t) for t, _ in points], [u for _, u in points], where="post", linewidth=0.8,
+                      alpha=0.85, color=colours[portfolio], label=portfolio)
+        axis.axhline(100, color="black", linewidth=1.2, alpha=0.7)
         axis.set_title(outcome.configuration.label, fontsize="small")
         axis.set_ylim(bottom=0)
         axis.tick_params(labelsize="x-small")
-        axis.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+        _time_axis(axis, mdates)
         axis.grid(alpha=0.3)
+        axis.legend(fontsize="xx-small", loc="upper left", framealpha=0.9)
     for axis in list(grid.flat)[len(outcomes):]:
         axis.set_visible(False)
-    grid.flat[0].legend(fontsize="x-small", loc="upper left")
-    figure.suptitle("exposure against the portfolio cap (USD, all portfolios)")
+    for axis in grid[:, 0]:
+        axis.set_ylabel("% of its own cap", fontsize="small")
+    figure.suptitle("exposure of each portfolio against its own cap (100% = the cap): the portfolios that came "
+                    "nearest their cap, the others summed", fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _time_axis(axis: Any, mdates: Any) -> None:
+    """Event time (UTC) labelled as a reader wants it at any span: matplotlib's
+    concise formatter shows the time of day over hours, the day over weeks, and
+    the date once at the axis' offset instead of on every tick."""
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
 
 def _heatmap(plt: Any, report: dict[str, Any], path: Path, axes: Sequence[str], rank: str) -> Path:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from streams.wire import decimals
 from streams.errors import KafkaUnavailable
@@ -82,6 +83,24 @@ class Record:
         return None
 
 
+def published_configs(records: Iterable[Record]) -> Iterator[tuple[Record, "SizingConfig"]]:
+    """The records of the configuration topic (`publish_config`) that hold a valid
+    configuration under its own hash, each with that configuration; the others are
+    skipped. The audit resolves decisions' hashes with them, `sizer status` takes
+    the latest."""
+    from streams.config import SizingConfig
+    from streams.errors import ConfigError
+
+    for record in records:
+        try:
+            data = record.json()
+            config = SizingConfig.from_effective(data["config"])
+        except (ValueError, KeyError, TypeError, ConfigError):
+            continue
+        if config.config_hash == data.get("config_hash"):
+            yield record, config
+
+
 async def read_topic(client: ClientConfig, topic: str, partitions: int, isolation_level: str = "read_committed",
                      timeout_s: float = 30.0) -> list[Record]:
     """Every record of `topic` (with `partitions` partitions, as its spec says) from
@@ -123,37 +142,46 @@ async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | No
     consumer = AIOKafkaConsumer(**client.options(enable_auto_commit=False, group_id=None,
                                                 isolation_level=isolation_level, auto_offset_reset="earliest"))
     await consumer.start()
+    topics = sorted({tp.topic for tp in spans})
     try:
-        tps = list(spans)
-        # A topic this principal may not Describe has no leader in the metadata, and
-        # aiokafka would wait for one forever: refuse it by name instead.
-        hidden = sorted({tp.topic for tp in tps} - await consumer.topics())
-        if hidden:
-            raise KafkaUnavailable(f"not authorized for topic {', '.join(hidden)} (Read), or no such topic")
-        consumer.assign(tps)
-        for tp, (start, _) in spans.items():
-            if start is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, start)
-        current_ends = await consumer.end_offsets(tps)
-        ends = {tp: current_ends[tp] if stop is None else stop for tp, (_, stop) in spans.items()}
-        limits = {tp: stop for tp, (_, stop) in spans.items()}
-        records: list[Record] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            if loop.time() > deadline:
-                raise TimeoutError(f"reading {sorted({tp.topic for tp in tps})} did not reach its end offsets "
-                                   f"in {timeout_s} s")
-            batches = await consumer.getmany(timeout_ms=500)
-            for tp, batch in batches.items():
-                limit = limits[tp]
-                records += [Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
-                            for r in batch if limit is None or r.offset < limit]
-        return records
+        return await _read_assigned(consumer, spans, timeout_s, client.settings.principal)
+    except TopicAuthorizationFailedError:
+        # visible (Describe) but not readable: refused at the first offset or fetch request
+        raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
+                               f"{', '.join(topics)}") from None
     finally:
         await consumer.stop()
+
+
+async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int | None, int | None]],
+                         timeout_s: float, principal: str) -> list[Record]:
+    tps = list(spans)
+    # A topic this principal may not Describe has no leader in the metadata, and
+    # aiokafka would wait for one forever: refuse it by name instead.
+    hidden = sorted({tp.topic for tp in tps} - await consumer.topics())
+    if hidden:
+        raise KafkaUnavailable(f"not authorized: {principal} may not Read topic {', '.join(hidden)}, or no such topic")
+    consumer.assign(tps)
+    for tp, (start, _) in spans.items():
+        if start is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, start)
+    current_ends = await consumer.end_offsets(tps)
+    ends = {tp: current_ends[tp] if stop is None else stop for tp, (_, stop) in spans.items()}
+    limits = {tp: stop for tp, (_, stop) in spans.items()}
+    records: list[Record] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+        if loop.time() > deadline:
+            raise TimeoutError(f"reading {sorted({tp.topic for tp in tps})} did not reach its end offsets "
+                               f"in {timeout_s} s")
+        for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+            limit = limits[tp]
+            records += [Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
+                        for r in batch if limit is None or r.offset < limit]
+    return records
 
 
 async def end_offsets(client: ClientConfig, topic: str, partitions: int) -> dict[int, int]:

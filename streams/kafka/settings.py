@@ -14,24 +14,72 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from streams.errors import CredentialsMissing
+from streams.errors import ConfigError, CredentialsMissing
 from streams.kafka.topics import LOCAL_REPLICATION, Replication
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+PASSWORD_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 LOCAL_BROKER = "127.0.0.1:19092"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def default_bootstrap() -> str:
-    """`KAFKA_BOOTSTRAP_SERVERS` when set, else the project's local broker."""
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or LOCAL_BROKER
+# The standard Kafka client variables a platform sets, and the setting each one gives when
+# its SIZER_* variable is unset. Both set to different values: start-up stops, naming both.
+STANDARD_VARIABLES = {
+    "KAFKA_BOOTSTRAP_SERVERS": "bootstrap",
+    "KAFKA_SECURITY_PROTOCOL": "security_protocol",
+    "KAFKA_SASL_MECHANISM": "sasl_mechanism",
+}
+
+
+def standard_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{setting: value} from the STANDARD_VARIABLES set in `environ` (default os.environ), values
+    of protocol and mechanism upper-cased as Kafka reads them. Raises ConfigError when one
+    disagrees with the SIZER_* variable of its setting."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for variable, field in STANDARD_VARIABLES.items():
+        value = (environ.get(variable) or "").strip()
+        if not value:
+            continue
+        if field != "bootstrap":
+            value = value.upper()
+        own = (environ.get(f"SIZER_{field.upper()}") or "").strip()
+        if own and (own if field == "bootstrap" else own.upper()) != value:
+            raise ConfigError(f"{variable}={value} and SIZER_{field.upper()}={own} disagree: "
+                              f"the sizer's setting is SIZER_{field.upper()}; unset one or make them equal")
+        values[field] = value
+    return values
+
+
+def setting_source(settings: "ConnectionSettings", field: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where `field` of `settings` came from: an environment variable, a flag, or the default."""
+    environ = os.environ if environ is None else environ
+    if field not in settings.model_fields_set:
+        return "default"
+    if environ.get(f"SIZER_{field.upper()}"):
+        return f"environment SIZER_{field.upper()}"
+    for variable, standard in STANDARD_VARIABLES.items():
+        if standard == field and environ.get(variable):
+            return f"environment {variable}"
+    return "command line"
+
+
+class _StandardVariables(PydanticBaseSettingsSource):
+    """KAFKA_BOOTSTRAP_SERVERS and friends, below the SIZER_* variables."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return standard_variables().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return standard_variables()
 
 
 class ConnectionSettings(BaseSettings):
@@ -42,7 +90,7 @@ class ConnectionSettings(BaseSettings):
     # an empty variable (`SIZER_SSL_CAFILE=`) is unset, as in a shell
     model_config = SettingsConfigDict(env_prefix="SIZER_", frozen=True, extra="forbid", env_ignore_empty=True)
 
-    bootstrap: str = Field(default_factory=default_bootstrap)
+    bootstrap: str = LOCAL_BROKER
     app_id: str = Field("sizer", min_length=1)
     topic_prefix: str = ""
     topics_file: Path = PROJECT_ROOT / "topics" / "topics.toml"
@@ -64,7 +112,25 @@ class ConnectionSettings(BaseSettings):
     ssl_key_password: SecretStr | None = None
     ssl_key_password_file: Path | None = None
     ssl_check_hostname: bool = True
+    # OAUTHBEARER: an OIDC token endpoint's client credentials, or AWS MSK IAM
+    sasl_oauth_method: Literal["oidc", "aws-msk-iam"] = "oidc"
+    sasl_oauth_token_endpoint: str | None = Field(None, pattern=r"^https?://\S+$")
+    sasl_oauth_client_id: str | None = None
+    sasl_oauth_client_secret: SecretStr | None = None
+    sasl_oauth_client_secret_file: Path | None = None
+    sasl_oauth_scope: str | None = None
+    sasl_aws_region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+    # GSSAPI (Kerberos): the ticket from the environment's credential cache or keytab
+    # (KRB5CCNAME, KRB5_CLIENT_KTNAME), the broker's service principal <name>/<host>
+    sasl_kerberos_service_name: str = Field("kafka", min_length=1)
+    sasl_kerberos_domain_name: str | None = None
     client_id_prefix: str = Field("sizer", min_length=1)
+    _token_source: Any = PrivateAttr(None)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any, env_settings: Any,
+                                   dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
+        return init_settings, env_settings, _StandardVariables(settings_cls), dotenv_settings, file_secret_settings
 
     @model_validator(mode="after")
     def _replication_coherent(self) -> "ConnectionSettings":
@@ -87,20 +153,39 @@ class ConnectionSettings(BaseSettings):
     @model_validator(mode="after")
     def _security_complete(self) -> "ConnectionSettings":
         sasl = self.security_protocol.startswith("SASL_")
-        if sasl:
-            if self.sasl_mechanism is None:
-                raise ValueError(f"sasl_mechanism: required with security_protocol {self.security_protocol}")
+        mechanism = self.sasl_mechanism
+        password = self.sasl_password is not None or self.sasl_password_file is not None
+        oauth = {name: getattr(self, name) for name in (
+            "sasl_oauth_token_endpoint", "sasl_oauth_client_id", "sasl_oauth_client_secret",
+            "sasl_oauth_client_secret_file", "sasl_oauth_scope", "sasl_aws_region") if getattr(self, name)}
+        if not sasl and (mechanism or self.sasl_username or password or oauth):
+            raise ValueError(f"sasl_*: set, but security_protocol {self.security_protocol} does not use SASL")
+        if sasl and mechanism is None:
+            raise ValueError(f"sasl_mechanism: required with security_protocol {self.security_protocol}")
+        if mechanism in PASSWORD_MECHANISMS:
             if not self.sasl_username:
                 raise ValueError(f"sasl_username: required with security_protocol {self.security_protocol}")
-            if self.sasl_password is None and self.sasl_password_file is None:
+            if not password:
                 raise ValueError("sasl_password: required (SIZER_SASL_PASSWORD or SIZER_SASL_PASSWORD_FILE)")
-        elif self.sasl_mechanism or self.sasl_username or self.sasl_password or self.sasl_password_file:
-            raise ValueError(f"sasl_*: set, but security_protocol {self.security_protocol} does not use SASL")
+        elif mechanism is not None and (self.sasl_username or password):
+            raise ValueError(f"sasl_username, sasl_password: not used with sasl_mechanism {mechanism} "
+                             "(the principal comes from the token or the Kerberos ticket)")
+        if mechanism != "OAUTHBEARER" and oauth:
+            raise ValueError(f"sasl_oauth_*, sasl_aws_region: set, but sasl_mechanism is {mechanism}, not OAUTHBEARER")
+        if mechanism == "OAUTHBEARER":
+            self._oauth_complete(oauth)
+        if mechanism == "GSSAPI":
+            try:
+                import gssapi  # noqa: F401 - aiokafka's Kerberos needs it
+            except ImportError:
+                raise ValueError("sasl_mechanism GSSAPI: needs the gssapi package and the system's Kerberos "
+                                 "libraries (pip install 'sizer[kerberos]')") from None
         if self.sasl_password is not None and self.sasl_password_file is not None:
             raise ValueError("sasl_password: give SIZER_SASL_PASSWORD or SIZER_SASL_PASSWORD_FILE, not both")
         tls = self.security_protocol in ("SSL", "SASL_SSL")
         files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile,
-                 "sasl_password_file": self.sasl_password_file, "ssl_key_password_file": self.ssl_key_password_file}
+                 "sasl_password_file": self.sasl_password_file, "ssl_key_password_file": self.ssl_key_password_file,
+                 "sasl_oauth_client_secret_file": self.sasl_oauth_client_secret_file}
         for name, path in files.items():
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: no such file: {path}")
@@ -109,6 +194,61 @@ class ConnectionSettings(BaseSettings):
         if (self.ssl_keyfile is None) != (self.ssl_certfile is None) and self.ssl_certfile is None:
             raise ValueError("ssl_certfile: required with ssl_keyfile (a client key needs its certificate)")
         return self
+
+    def _oauth_complete(self, given: dict[str, Any]) -> None:
+        if self.sasl_oauth_method == "aws-msk-iam":
+            if not self.sasl_aws_region:
+                raise ValueError("sasl_aws_region: required with sasl_oauth_method aws-msk-iam")
+            extra = sorted(set(given) - {"sasl_aws_region"})
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: not used with sasl_oauth_method aws-msk-iam")
+            from streams.kafka.oauth import msk_signer
+
+            try:
+                msk_signer()
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            return
+        for name in ("sasl_oauth_token_endpoint", "sasl_oauth_client_id"):
+            if name not in given:
+                raise ValueError(f"{name}: required with sasl_mechanism OAUTHBEARER (sasl_oauth_method oidc)")
+        if self.sasl_oauth_client_secret is None and self.sasl_oauth_client_secret_file is None:
+            raise ValueError("sasl_oauth_client_secret: required (SIZER_SASL_OAUTH_CLIENT_SECRET or "
+                             "SIZER_SASL_OAUTH_CLIENT_SECRET_FILE)")
+        if self.sasl_oauth_client_secret is not None and self.sasl_oauth_client_secret_file is not None:
+            raise ValueError("sasl_oauth_client_secret: give SIZER_SASL_OAUTH_CLIENT_SECRET or "
+                             "SIZER_SASL_OAUTH_CLIENT_SECRET_FILE, not both")
+        if "sasl_aws_region" in given:
+            raise ValueError("sasl_aws_region: not used with sasl_oauth_method oidc")
+
+    def token_source(self) -> Any:
+        """The OAUTHBEARER token source of these settings (one per settings object, so every
+        client shares its cached token); None for other mechanisms."""
+        if self.sasl_mechanism != "OAUTHBEARER":
+            return None
+        cached = self._token_source
+        if cached is None:
+            from streams.kafka import oauth
+
+            if self.sasl_oauth_method == "aws-msk-iam":
+                cached = oauth.MskIam(self.sasl_aws_region)
+            else:
+                cached = oauth.ClientCredentials(
+                    self.sasl_oauth_token_endpoint, self.sasl_oauth_client_id,
+                    lambda: self._secret(self.sasl_oauth_client_secret, self.sasl_oauth_client_secret_file),
+                    self.sasl_oauth_scope)
+            self._token_source = cached
+        return cached
+
+    def refused(self) -> str | None:
+        """What these settings presented, for the line saying the broker refused to
+        authenticate it: the OAUTHBEARER token's origin and claims; None otherwise."""
+        source = self.token_source()
+        if source is None:
+            return None
+        from streams.kafka.oauth import refusal
+
+        return refusal(source)
 
     def _secret(self, value: SecretStr | None, path: Path | None) -> str | None:
         if value is not None:
@@ -134,6 +274,17 @@ class ConnectionSettings(BaseSettings):
         context.check_hostname = self.ssl_check_hostname
         return context
 
+    @property
+    def principal(self) -> str:
+        """Who the broker takes these settings for, as its ACLs name it: `User:<SASL
+        user>`; with TLS client certificates, the certificate's subject; else
+        `User:ANONYMOUS`."""
+        if self.security_protocol.startswith("SASL_") and self.sasl_username:
+            return f"User:{self.sasl_username}"
+        if self.security_protocol == "SSL" and self.ssl_certfile is not None:
+            return f"the subject of {self.ssl_certfile}"
+        return "User:ANONYMOUS"
+
     def client_id(self, role: str) -> str:
         """`client.id` of a role, so a broker operator can tell the clients apart:
         `sizer-worker-<app_id>`, `sizer-audit`, `sizer-topics`, ..."""
@@ -149,9 +300,26 @@ class ConnectionSettings(BaseSettings):
         context = self.ssl_context()
         if context is not None:
             options["ssl_context"] = context
-        if self.security_protocol.startswith("SASL_"):
+        if self.sasl_mechanism in PASSWORD_MECHANISMS:
             options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                            sasl_plain_password=self._secret(self.sasl_password, self.sasl_password_file))
+        elif self.sasl_mechanism == "OAUTHBEARER":
+            from streams.kafka.oauth import AiokafkaTokens
+
+            options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=AiokafkaTokens(self.token_source()))
+        elif self.sasl_mechanism == "GSSAPI":
+            options.update(sasl_mechanism="GSSAPI", sasl_kerberos_service_name=self.sasl_kerberos_service_name,
+                           sasl_kerberos_domain_name=self.sasl_kerberos_domain_name)
+        return options
+
+    def kafka_python_client(self, role: str) -> dict[str, Any]:
+        """`client(role)` for kafka-python's clients (the ACL admin): the same settings, the
+        token source behind kafka-python's synchronous provider."""
+        options = self.client(role)
+        if self.sasl_mechanism == "OAUTHBEARER":
+            from streams.kafka.oauth import kafka_python_tokens
+
+            options["sasl_oauth_token_provider"] = kafka_python_tokens(self.token_source())
         return options
 
     def for_role(self, role: str) -> "ClientConfig":
@@ -212,6 +380,14 @@ class ConnectionSettings(BaseSettings):
             return None
         if self.security_protocol == "SSL":
             return faust.SSLCredentials(self.ssl_context())
+        if self.sasl_mechanism == "OAUTHBEARER":
+            from streams.kafka.oauth import AiokafkaTokens
+
+            return faust.OAuthCredentials(oauth_cb=AiokafkaTokens(self.token_source()), ssl_context=self.ssl_context())
+        if self.sasl_mechanism == "GSSAPI":
+            return faust.GSSAPICredentials(kerberos_service_name=self.sasl_kerberos_service_name,
+                                           kerberos_domain_name=self.sasl_kerberos_domain_name,
+                                           ssl_context=self.ssl_context())
         return faust.SASLCredentials(
             username=self.sasl_username, password=self._secret(self.sasl_password, self.sasl_password_file),
             ssl_context=self.ssl_context(), mechanism=self.sasl_mechanism)

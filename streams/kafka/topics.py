@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from streams.kafka.settings import ClientConfig
 
 TOPIC_AUTHORIZATION_FAILED = 29
+UNKNOWN_TOPIC_OR_PARTITION = 3
 
 CLEANUP = ("delete", "compact")
 # The input topics whose record timestamps the FUTURE_TIMESTAMP rule trusts (the
@@ -219,7 +220,7 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
             hidden = [entry["topic"] for entry in await admin.describe_topics([spec.name for spec in to_create])
                       if entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED]
             if hidden and not create:
-                raise not_authorized(hidden, "Describe")
+                raise not_authorized(hidden, "Describe", client.settings.principal)
         if to_create and create:
             await _enough_brokers(admin, max(spec.replication for spec in to_create))
             await _create(admin, [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
@@ -428,10 +429,39 @@ async def _described(admin: Any, names: list[str], timeout_s: float = 30.0) -> d
         await asyncio.sleep(0.1)
 
 
-def not_authorized(names: list[str], operation: str) -> KafkaUnavailable:
-    """One line for a topic operation the broker's ACLs refuse us."""
-    return KafkaUnavailable(f"not authorized for topic {', '.join(names)} ({operation}): "
-                            f"the principal lacks that ACL (see topics/acls.toml)")
+def not_authorized(names: list[str], operation: str, principal: str | None = None) -> KafkaUnavailable:
+    """One line for a topic operation the broker's ACLs refuse us: who, which
+    topics, which permission."""
+    who = principal or "the principal"
+    return KafkaUnavailable(f"not authorized: {who} may not {operation} topic {', '.join(names)} "
+                            f"(it lacks that ACL: see topics/acls.toml)")
+
+
+async def require_topics(client: "ClientConfig", names: list[str], operation: str) -> None:
+    """Check, before a command reads or writes them, that the topics `names` exist and
+    that this principal may see them. `operation` is what the command will do (Read,
+    Write), named in the refusal. Raises TopicMismatch (exit 3) naming every missing
+    topic, KafkaUnavailable (exit 4) naming the principal, the topics it may not
+    see and the permission."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.kafka.io import start_or_close
+
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await start_or_close(admin)
+    try:
+        described = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    codes = {entry["topic"]: entry.get("error_code", 0) for entry in described}
+    # the broker answers "not authorized" for a topic this principal may not Describe,
+    # whether or not it exists: it does not tell strangers which topics there are
+    hidden = [name for name in names if codes.get(name) == TOPIC_AUTHORIZATION_FAILED]
+    if hidden:
+        raise not_authorized(hidden, operation, client.settings.principal)
+    missing = [name for name in names if codes.get(name) == UNKNOWN_TOPIC_OR_PARTITION or name not in codes]
+    if missing:
+        raise TopicMismatch(f"missing {'topic' if len(missing) == 1 else 'topics'}: {', '.join(missing)}")
 
 
 async def _configs(admin, names: list[str], ConfigResource, ConfigResourceType,

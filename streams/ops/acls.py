@@ -191,7 +191,7 @@ def _from_kafka(acl: Any) -> AclEntry:
 def _admin(kafka: "ConnectionSettings") -> Any:
     from kafka.admin import KafkaAdminClient
 
-    return KafkaAdminClient(**kafka.client("acls"), request_timeout_ms=30_000)
+    return KafkaAdminClient(**kafka.kafka_python_client("acls"), request_timeout_ms=30_000)
 
 
 def _refused(exc: BaseException, kafka: "ConnectionSettings") -> KafkaUnavailable:

@@ -21,12 +21,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.wire import decimals
 from streams.wire.admission import admit_message, home_partition
-from streams.engine.state import controls_from_wire, streak_from_wire
+from streams.engine.state import controls_from_wire, drawdown_shown, streak_from_wire
 from streams.errors import ConfigError, InvalidMessage, SizerError
-from streams.kafka.io import read_topic, start_or_close
+from streams.kafka.changelogs import read_tables
+from streams.kafka.io import start_or_close
 from streams.kafka.settings import ConnectionSettings
 from streams.wire.models import format_event_time
-from streams.kafka.topics import TopicSet
+from streams.kafka.topics import TopicSet, require_topics
 
 
 class CommandNotApplied(SizerError):
@@ -43,15 +44,14 @@ def command(kind: str, portfolio_id: str, reason: str, operator: str | None = No
     return value
 
 
-def changelog(app_id: str, table: str) -> str:
-    """The changelog topic of a worker table (faust's naming)."""
-    return f"{app_id}-{table}-changelog"
-
-
 async def send(kafka: ConnectionSettings, topics: TopicSet, value: dict[str, Any], timeout_s: float = 60.0) -> tuple[int, int]:
     """Publish one command and wait until the worker group has applied it.
-    Returns its (partition, offset). Raises CommandNotApplied after `timeout_s`."""
-    producer = AIOKafkaProducer(**kafka.client("control"), acks="all", enable_idempotence=True)
+    Returns its (partition, offset). Raises TopicMismatch when the `controls` topic
+    is missing, KafkaUnavailable when this principal may not write it,
+    CommandNotApplied after `timeout_s`."""
+    client = kafka.for_role("control")
+    await require_topics(client, [topics.name("controls")], "Write")
+    producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True))
     await start_or_close(producer)
     try:
         key = value["portfolio_id"].encode()
@@ -59,70 +59,76 @@ async def send(kafka: ConnectionSettings, topics: TopicSet, value: dict[str, Any
                                             partition=home_partition(key, topics["controls"].partitions))
     finally:
         await producer.stop()
+    await wait_applied(kafka, {TopicPartition(sent.topic, sent.partition): sent.offset}, timeout_s,
+                       f"command {value['command_id']}")
+    return sent.partition, sent.offset
+
+
+async def wait_applied(kafka: ConnectionSettings, sent: dict[TopicPartition, int], timeout_s: float, what: str) -> None:
+    """Wait until the worker group has committed past the offset `sent` gives each
+    partition (the last record sent there): under exactly-once, that commit is the
+    transaction that applied them. Raises CommandNotApplied (exit 1) naming `what`
+    and where it waits after `timeout_s`."""
     admin = AIOKafkaAdminClient(**kafka.client("control"))
     await start_or_close(admin)
     try:
-        tp = TopicPartition(sent.topic, sent.partition)
         deadline = time.monotonic() + timeout_s
         while True:
-            committed = await admin.list_consumer_group_offsets(kafka.app_id, partitions=[tp])
-            position = committed.get(tp)
-            if position is not None and position.offset > sent.offset:
-                return sent.partition, sent.offset
+            committed = await admin.list_consumer_group_offsets(kafka.app_id, partitions=list(sent))
+            behind = [(tp, offset) for tp, offset in sent.items()
+                      if (position := committed.get(tp)) is None or position.offset <= offset]
+            if not behind:
+                return
             if time.monotonic() > deadline:
+                where = ", ".join(f"{tp.topic}[{tp.partition}]@{offset}" for tp, offset in behind)
                 raise CommandNotApplied(
-                    f"command {value['command_id']} is at {sent.topic}[{sent.partition}]@{sent.offset}, but worker "
-                    f"group {kafka.app_id} has not applied it within {timeout_s:.0f} s (is a worker running?)")
+                    f"{what} is at {where}, but worker group {kafka.app_id} has not applied it within "
+                    f"{timeout_s:.0f} s (is a worker running?)")
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
 
 
 async def status(kafka: ConnectionSettings, topics: TopicSet, portfolio_id: str | None = None) -> list[dict[str, Any]]:
-    """Each portfolio's control state as the worker group's tables hold it: halted or
-    not (with who, why and when), the last command's offset, and equity."""
-    width = topics["signals"].partitions
-    names = [changelog(kafka.app_id, "controls"), changelog(kafka.app_id, "streak")]
-    admin = AIOKafkaAdminClient(**kafka.client("control"))
-    await start_or_close(admin)
-    try:
-        existing = set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-    async def read(name: str) -> list[Any]:
-        # a changelog the workers have not created yet (no worker of the group has run): no state
-        return await read_topic(kafka.for_role("control"), name, width) if name in existing else []
-
-    controls, streaks = await asyncio.gather(*(read(name) for name in names))
-    latest: dict[str, dict[str, Any]] = {}
-    for record in controls:  # in partition then offset order: the last value of a key wins
-        if record.key is not None and record.value is not None:
-            latest.setdefault(record.key.decode(), {})["controls"] = decimals.loads(record.value)
-    for record in streaks:
-        if record.key is not None and record.value is not None:
-            latest.setdefault(record.key.decode(), {})["streak"] = decimals.loads(record.value)
+    """Each portfolio's control state as the worker group's tables hold it: the two
+    latches apart (`halted`/`halt`: the operator's, full or reduce-only, with who,
+    why and when; `max_drawdown`: the kill switch's latch, with the drawdown that
+    tripped it and when), the last command's offset, equity, its peak and the
+    drawdown now (percent below the peak; None without a positive peak). Raises
+    TopicMismatch or KafkaUnavailable as `changelogs.read_tables` says."""
+    latest = await read_tables(kafka, topics, "control", ("controls", "streak"))
     rows = []
     for portfolio in sorted(latest):
         if portfolio_id is not None and portfolio != portfolio_id:
             continue
         state = controls_from_wire(latest[portfolio].get("controls"))
-        equity = latest[portfolio].get("streak")
-        halt = state.halt
+        stored = latest[portfolio].get("streak")
+        halt, latch = state.halt, state.max_drawdown
+        # the fill window is not read here (its chunks live in the `windows` table)
+        streak = streak_from_wire({**stored, "seen_fills": []}, _NoConfig()) if stored else None
         rows.append({
             "portfolio_id": portfolio, "halted": halt is not None,
             "halt": None if halt is None else {"reason": halt.reason, "command_id": halt.command_id,
                                                "operator": halt.operator, "detail": halt.text,
                                                "since": format_event_time(halt.ts)},
+            "max_drawdown": None if latch is None else {"detail": latch.text, "since": format_event_time(latch.ts)},
             "last_control_offset": state.last_control_offset,
-            # the fill window is not read here (its chunks live in the `windows` table)
-            "equity": decimals.canonical(streak_from_wire({**equity, "seen_fills": []}, _NoConfig()).equity)
-            if equity else None,
+            **_equity_row(streak),
         })
     if portfolio_id is not None and not rows:
-        rows.append({"portfolio_id": portfolio_id, "halted": False, "halt": None, "last_control_offset": None,
-                     "equity": None})
+        rows.append({"portfolio_id": portfolio_id, "halted": False, "halt": None, "max_drawdown": None,
+                     "last_control_offset": None, **_equity_row(None)})
     return rows
+
+
+def _equity_row(streak: Any) -> dict[str, Any]:
+    """Equity, its peak and the drawdown (percent below the peak, to 4 places) of a
+    stored streak; None for each without one (or, the drawdown, without a positive peak)."""
+    if streak is None:
+        return {"equity": None, "peak_equity": None, "drawdown_pct": None}
+    drawdown = drawdown_shown(streak)
+    return {"equity": decimals.canonical(streak.equity), "peak_equity": decimals.canonical(streak.peak),
+            "drawdown_pct": None if drawdown is None else decimals.canonical(drawdown)}
 
 
 class _NoConfig:

@@ -23,6 +23,7 @@ from pydantic import (
     PlainValidator,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from pydantic_core import PydanticKnownError
@@ -172,6 +173,14 @@ def parse_event_time(value: Any) -> int:
     raise ValueError("must be RFC 3339 or epoch milliseconds")
 
 
+def parse_time(text: str | None) -> int | None:
+    """A time a user types (`--from`, `--to`): RFC 3339 or epoch milliseconds, as
+    epoch ms; None for None. Raises what `parse_event_time` raises."""
+    if text is None:
+        return None
+    return parse_event_time(int(text) if text.isdigit() else text)
+
+
 def format_event_time(epoch_ms: int) -> str:
     """RFC 3339 UTC with millisecond precision, e.g. 2026-01-01T00:00:00.000Z.
     Defined for every time `parse_event_time` accepts."""
@@ -232,7 +241,23 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+LegKind = Literal["spot", "linear", "inverse"]
+
+
 class Leg(Message):
+    """One leg of an instrument, in its venue's units (DESIGN.md, "Messages").
+
+    `kind` says what the leg's `qty` counts: `spot` base units (Binance spot
+    BTCUSDT: BTC); `linear` contracts of `contract_size` base units (OKX `ctVal`:
+    BTC-USDT-SWAP 0.01 BTC, CRV-USDT-SWAP 10 CRV, https://www.okx.com/docs-v5/en/
+    #public-data-rest-api-get-instruments); `inverse` contracts of `contract_size`
+    quote units (Binance COIN-M `contractSize`: 100 USD for BTCUSD_PERP, 10 USD for
+    the others, https://developers.binance.com/docs/derivatives/coin-margined-futures/
+    market-data/rest-api/Exchange-Information; Deribit BTC-PERPETUAL 10 USD).
+    `qty_step`, `min_qty` and `max_qty` are in the leg's units; `min_notional` and
+    `max_notional` in quote currency. A spot leg has no contract: its
+    `contract_size` must be 1 (an instrument with another is refused)."""
+
     venue_symbol: Id
     side: Side
     qty_step: PositiveDec
@@ -241,13 +266,60 @@ class Leg(Message):
     min_notional: NonNegativeDec = Decimal(0)
     max_notional: PositiveDec | None = None
     """The exchange's maximum order value in USD (Binance's NOTIONAL filter, `maxNotional`)."""
+    kind: LegKind = "spot"
+    contract_size: PositiveDec = Decimal(1)
+
+    @model_validator(mode="after")
+    def _sizable(self) -> "Leg":
+        # a spot quantity is base units: a multiplier there means the producer meant a
+        # contract leg, and sizing it by guess would be off by that factor
+        if self.kind == "spot" and self.contract_size != 1:
+            raise ValueError(f"contract_size {decimals.canonical(self.contract_size)} on a spot leg: a spot leg "
+                             f"trades base units (contract_size 1); give kind linear or inverse for contracts")
+        return self
+
+
+# Example instruments with real venue figures (README, "Messages"): Binance spot
+# BTCUSDT (LOT_SIZE stepSize 0.00001, NOTIONAL minNotional 5) hedged with OKX
+# BTC-USDT-SWAP (linear, ctVal 0.01 BTC, lotSz 0.01, minSz 0.01:
+# https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments), and with
+# Binance COIN-M BTCUSD_PERP (inverse, contractSize 100 USD, step 1 contract:
+# https://developers.binance.com/docs/derivatives/coin-margined-futures/market-data/rest-api/Exchange-Information).
+EXAMPLE_INSTRUMENTS: tuple[dict[str, Any], ...] = (
+    {"symbol": "BTC-OKX-BASIS", "legs": [
+        {"venue_symbol": "BTCUSDT", "side": "buy", "kind": "spot", "qty_step": "0.00001", "min_qty": "0.00001",
+         "max_qty": "9000", "min_notional": "5"},
+        {"venue_symbol": "BTC-USDT-SWAP", "side": "sell", "kind": "linear", "contract_size": "0.01",
+         "qty_step": "0.01", "min_qty": "0.01", "max_qty": None, "min_notional": "0"}]},
+    {"symbol": "BTC-COINM-BASIS", "legs": [
+        {"venue_symbol": "BTCUSDT", "side": "buy", "kind": "spot", "qty_step": "0.00001", "min_qty": "0.00001",
+         "max_qty": "9000", "min_notional": "5"},
+        {"venue_symbol": "BTCUSD_PERP", "side": "sell", "kind": "inverse", "contract_size": "100",
+         "qty_step": "1", "min_qty": "1", "max_qty": None, "min_notional": "0"}]},
+)
 
 
 class Instrument(Message):
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_extra={"examples": list(EXAMPLE_INSTRUMENTS)})
+
     symbol: Id
     legs: Annotated[tuple[Leg, ...], Field(min_length=1, max_length=8)]
     group: Id | None = None
     """The key of group exposure caps (`group_caps`): an underlying (`BTC`) or a sector; None: in no group."""
+
+    @model_validator(mode="after")
+    def _one_base(self) -> "Instrument":
+        # the legs hold one base quantity: an instrument whose every leg is inverse has
+        # no base leg to size, and sizing its contracts alone would leave the pair's
+        # base quantity to rounding; and two legs of one venue symbol could not be
+        # told apart by their fills
+        if all(leg.kind == "inverse" for leg in self.legs):
+            raise ValueError("legs: every leg is inverse: with no spot or linear leg to step the base quantity, "
+                             "the order's base_qty would be a guess; add the spot or linear leg")
+        names = [leg.venue_symbol for leg in self.legs]
+        if len(set(names)) != len(names):
+            raise ValueError("legs: two legs name the same venue_symbol; a fill could not say which it is of")
+        return self
 
 
 class Signal(Message):
@@ -310,15 +382,21 @@ class Command(Message):
 
 
 class Halt(Command):
-    """Every new signal of the portfolio is rejected HALTED until a `resume`."""
+    """An operator's halt, until a `resume`. `mode` `full`: every new signal is
+    rejected HALTED; `reduce_only` (NautilusTrader's REDUCING state): opens are
+    rejected REDUCE_ONLY, reduce signals are sized."""
 
     type: Literal["halt"]
+    mode: Literal["full", "reduce_only"] = "full"
 
 
 class Resume(Command):
-    """Lifts a halt (an operator's or MAX_DRAWDOWN's)."""
+    """Lifts the operator's halt. The drawdown latch (MAX_DRAWDOWN) is a second,
+    independent latch: it stays unless `clear` names `max_drawdown`, which clears
+    it and re-arms the kill switch from the equity at that moment."""
 
     type: Literal["resume"]
+    clear: Annotated[tuple[Literal["max_drawdown"], ...], Field(max_length=1)] = ()
 
 
 class Release(Command):
@@ -330,7 +408,9 @@ class Release(Command):
 
 class AdjustEquity(Command):
     """A deposit (> 0) or withdrawal (< 0) in USD: moves equity (and so the graduated
-    base size and percentage caps), not streaks, trade counts or PnL."""
+    base size and percentage caps), not streaks, trade counts or PnL. The peak the
+    kill switch measures from scales by new / old equity, so the drawdown
+    percentage is unchanged (DESIGN.md, "Operator controls")."""
 
     type: Literal["adjust_equity"]
     amount: Dec
@@ -349,11 +429,16 @@ Control = Annotated[Union[Halt, Resume, Release, AdjustEquity, ResetClock], Fiel
 
 
 class OrderLeg(BaseModel):
+    """One leg of an order: `qty` in the leg's venue units (`kind`, `contract_size`,
+    as in `Leg`)."""
+
     model_config = ConfigDict(frozen=True)
 
     venue_symbol: str
     side: Side
     qty: Dec
+    kind: LegKind = "spot"
+    contract_size: Dec = Decimal(1)
 
 
 class Order(BaseModel):
@@ -365,11 +450,15 @@ class Order(BaseModel):
     symbol: str
     side: Side
     qty: Dec
+    """The base quantity (`base_qty`), as before legs carried units."""
     price: Dec
     notional: Dec
+    """Quote notional: base_qty x price."""
     legs: tuple[OrderLeg, ...]
     ts: EventTime
     config_hash: str
+    base_qty: Dec
+    """The base quantity every leg holds (each leg's `qty` is in its venue's units)."""
 
 
 Outcome = Literal["accepted", "rejected"]
@@ -379,6 +468,7 @@ RejectionReason = Literal[
     "DUPLICATE_SIGNAL", "HALTED", "MAX_DRAWDOWN", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL", "NO_SCORE", "LOW_CONFIDENCE",
     "PAIR_CAP_REACHED", "EXPOSURE_CAP_REACHED", "BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL", "ORDER_OUT_OF_BOUNDS",
     "NOTHING_TO_REDUCE", "COOLDOWN", "LOSS_GUARD", "RATE_LIMITED", "GROUP_CAP_REACHED",
+    "REDUCE_ONLY", "EQUITY_EXHAUSTED", "HEDGE_MISMATCH",
 ]
 
 
@@ -457,8 +547,10 @@ def _order_wire(stored: dict[str, Any]) -> dict[str, Any]:
         "order_id": stored["order_id"], "signal_id": stored["signal_id"], "portfolio_id": stored["portfolio_id"],
         "symbol": stored["symbol"], "side": stored["side"], "qty": stored["qty"], "price": stored["price"],
         "notional": stored["notional"],
-        "legs": [{"venue_symbol": leg.venue_symbol, "side": leg.side, "qty": leg.qty} for leg in stored["legs"]],
+        "legs": [{"venue_symbol": leg.venue_symbol, "side": leg.side, "qty": leg.qty, "kind": leg.kind,
+                  "contract_size": leg.contract_size} for leg in stored["legs"]],
         "ts": format_event_time(stored["ts"]), "config_hash": stored["config_hash"],
+        "base_qty": stored["base_qty"],
     }
 
 

@@ -72,7 +72,23 @@ def bounded_shutdown(worker_class: type, timeout_s: float) -> type:
     return Bounded
 
 
-def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info") -> int:
+def announcing(worker_class: type, line: str) -> type:
+    """`worker_class` (faust.Worker) that logs `line` once its logging is set up (faust's
+    worker sets it up as it starts: a line logged before would be lost): the settings
+    an operator checks first when a worker does not do what they expect."""
+
+    class Announcing(worker_class):  # type: ignore[misc, valid-type]
+        async def on_execute(self) -> None:
+            await super().on_execute()
+            log.info("%s", line)
+
+    return Announcing
+
+
+def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info",
+               origin: str | None = None) -> int:
+    """Run a worker until it is stopped; its exit code. `origin` says where `config`
+    came from (`preset NAME`, `file PATH`), for the start-up log line."""
     import faust
 
     from streams.worker.app import build_app
@@ -113,17 +129,16 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
                                                       [table.changelog_topic_name for table in app.tables.values()]))
     finally:
         aiokafka_log.setLevel(level)
-    worker = bounded_shutdown(faust.Worker, kafka.shutdown_timeout_s)(
+    started = (f"sizer worker: group {kafka.app_id}, {kafka.processing_guarantee}, config {config.config_hash} "
+               f"({origin or 'preset ' + config.preset}), topic prefix {kafka.topic_prefix!r}, "
+               f"web port {kafka.web_port}, bootstrap {kafka.bootstrap}; {local_state}")
+    worker = bounded_shutdown(announcing(faust.Worker, started), kafka.shutdown_timeout_s)(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(kafka.log_format, loglevel))
     # Fewer, cheaper collections: what exists at start-up is never collected again,
     # and a full collection, which walks every portfolio's dedupe window, runs less
     # often (these pauses are the worker's latency tail).
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    log.info(
-        "sizer worker: app %s, %s, config %s (%s), bootstrap %s; %s",
-        kafka.app_id, kafka.processing_guarantee, config.config_hash, config.preset, kafka.bootstrap, local_state,
-    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -9,13 +9,14 @@ worker and the commands alike and a mistyped `SIZER_*` variable stops any of the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError
 
 from streams.errors import ConfigError, field_errors
-from streams.kafka.settings import ConnectionSettings
+from streams.kafka.settings import STANDARD_VARIABLES, ConnectionSettings
 
 
 class WorkerSettings(ConnectionSettings):
@@ -76,6 +77,11 @@ def load_settings(**overrides: object) -> WorkerSettings:
     try:
         return WorkerSettings(**values)
     except ValidationError as exc:
+        # a bad value from a standard variable (KAFKA_SASL_MECHANISM) names it and the sizer's setting
+        standard = {field: variable for variable, field in STANDARD_VARIABLES.items()
+                    if os.environ.get(variable) and not os.environ.get(f"SIZER_{field.upper()}")}
         lines = ["invalid Kafka settings (SIZER_* environment or flags):"]
-        lines += [f"  {field}: {rule}" for field, rule, _ in field_errors(exc, "settings")]
+        lines += [f"  {field}: {rule}" + (f" (from {standard[field]}; the sizer's setting is SIZER_{field.upper()})"
+                                          if field in standard else "")
+                  for field, rule, _ in field_errors(exc, "settings")]
         raise ConfigError("\n".join(lines)) from exc

@@ -70,7 +70,7 @@ def test_max_drawdown_halts_after_the_close_that_crosses_it_and_not_before(repla
         signal("p1", "X", "0.9", "10", T0 + 2),
         closed("p1", "X", "1", "10", "-1", T0 + 3),  # 95,950: exactly 5%
         signal("p1", "X", "0.9", "10", T0 + 4),
-        control("p1", "resume", T0 + 5, operator="bob", reason="reviewed"),
+        control("p1", "resume", T0 + 5, operator="bob", reason="reviewed", clear=["max_drawdown"]),
         signal("p1", "X", "0.9", "10", T0 + 6),
         closed("p1", "X", "1", "10", "-1", T0 + 7),  # re-armed from 95,950: a small loss does not halt
         signal("p1", "X", "0.9", "10", T0 + 8),

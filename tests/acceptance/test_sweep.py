@@ -335,3 +335,22 @@ def test_a_sweep_over_two_processes_gives_exactly_what_one_gives():
         return [(o.configuration, o.metrics, o.curves, o.first_changes, o.compared, o.identical) for o in outcomes]
     assert shown(two) == shown(one)
     assert [o.configuration for o in one] == chosen
+
+
+def test_exposure_curves_put_each_portfolio_against_its_own_cap_and_sum_only_the_rest(monkeypatch):
+    # three portfolios under a 2,000 USD cap each: p-full at its cap, p-mid at half, p-low at 15%;
+    # one line of the three summed over the sum of their caps would read 55% for all of them
+    monkeypatch.setenv("SIZING_PORTFOLIO_CAP", "2000")
+    config = load_config(preset="conviction")
+    entries = [ETH, SOL,
+               signal("p-full", "ETH-USD", "1", "100", ts=T0, signal_id="f1"),
+               signal("p-full", "SOL-USD", "1", "100", ts=T0 + 1000, signal_id="f2"),
+               signal("p-mid", "ETH-USD", "1", "100", ts=T0 + 2000, signal_id="m1"),
+               signal("p-low", "ETH-USD", "0", "100", ts=T0 + 3000, signal_id="l1")]
+    history = sweep.from_journal(journal_text(entries).splitlines(), config)
+    use = sweep.curves(history, config, sweep.simulate(history, config), most=2)["use"]
+
+    assert list(use["portfolios"]) == ["p-full", "p-mid"]  # nearest their own cap first
+    assert use["portfolios"]["p-full"][-1] == (T0 + 1000, 100.0)
+    assert use["portfolios"]["p-mid"][-1] == (T0 + 2000, 50.0)
+    assert (use["others"], use["rest"]) == (1, [(T0 + 3000, 15.0)])  # 300 of p-low's own 2,000

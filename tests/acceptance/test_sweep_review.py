@@ -158,9 +158,17 @@ LEGS = {
     "BIG": [_leg("BIGUSDT", step="1", min_qty="1", min_notional="1000")],
     "TINY": [_leg("TINY", step="0.000000000000000001")],  # ORDER_OUT_OF_BOUNDS: notional past 18 places
     "LOWMAX": [_leg("LOW", step="1", max_qty="0.5")],  # a max_qty below one step
+    # contract legs: a linear swap of 10 base units a contract, an inverse perp of 100 quote units
+    "CRV": [_leg("CRVUSDT", step="0.1", min_notional="5"),
+            {**_leg("CRV-USDT-SWAP", "sell", step="1", min_qty="1"), "kind": "linear", "contract_size": "10"}],
+    "INV": [_leg("BTCSPOT", step="0.00001", min_notional="5"),
+            {**_leg("BTCUSD_PERP", "sell", step="1", min_qty="1"), "kind": "inverse", "contract_size": "100"}],
 }
+VENUE_LEGS = {"PAIR": ["ETHUSDT", "ETHUSDT-PERP", "OTHER"], "CRV": ["CRVUSDT", "CRV-USDT-SWAP"],
+              "INV": ["BTCSPOT", "BTCUSD_PERP"]}
 PRICES = {"BTC": ["48000", "51000.5"], "PAIR": ["150", "17.25", "999.9"], "BIG": ["3", "2500"],
-          "TINY": ["0.37", "0.123456789"], "LOWMAX": ["3"], "NOPE": ["10"]}
+          "TINY": ["0.37", "0.123456789"], "LOWMAX": ["3"], "NOPE": ["10"], "CRV": ["2.3195", "0.41"],
+          "INV": ["50000", "61234.5"]}
 
 
 def adversarial(seed: int, n: int = 500) -> list[str]:
@@ -195,8 +203,8 @@ def adversarial(seed: int, n: int = 500) -> list[str]:
             if r.random() < 0.7:
                 entry = filled(p, oid, sym if sym != "NOPE" else "BTC", r.choice(["0.001", "0.5", "1", "3", "0.004"]),
                                r.choice(PRICES[sym]), ts, final=r.random() < 0.5, event_id=eid)
-                if sym == "PAIR" and r.random() < 0.7:
-                    entry["value"]["venue_symbol"] = r.choice(["ETHUSDT", "ETHUSDT-PERP", "OTHER"])
+                if sym in VENUE_LEGS and r.random() < 0.7:  # in that leg's units (contracts on CRV, INV)
+                    entry["value"]["venue_symbol"] = r.choice(VENUE_LEGS[sym])
             else:
                 entry = canceled(p, oid, ts, event_id=eid)
             events.append(eid)
@@ -212,7 +220,11 @@ def adversarial(seed: int, n: int = 500) -> list[str]:
             if kind == "release":
                 entry["value"]["order_id"] = order_id_for(*r.choice(sent)[:2]) if sent else "o-x"
             if kind == "adjust_equity":
-                entry["value"]["amount"] = r.choice(["-25000", "5000", "-99000"])
+                entry["value"]["amount"] = r.choice(["-25000", "5000", "-99000", "-150000", "120000"])
+            if kind == "halt" and r.random() < 0.4:
+                entry["value"]["mode"] = "reduce_only"
+            if kind == "resume" and r.random() < 0.3:
+                entry["value"]["clear"] = ["max_drawdown"]
         else:
             lines.append(r.choice(["not json", '{"topic":"signals","value":{}}']))
             continue
@@ -223,10 +235,12 @@ def adversarial(seed: int, n: int = 500) -> list[str]:
 
 
 RECORDED = {
+    "kill-switch-contracts": ("conviction", {"max_drawdown_pct": "20", "max_hedge_residual_pct": "15",
+                                             "pair_cap_usd": "1500"}),
     "conviction": ("conviction", {}),
     "graduated": ("graduated", {}),
     "static": ("conviction", {"enabled": False}),
-    "lapsing-mark-skip-pct": ("conviction", {"max_signal_age_s": "30", "reservation_ttl_s": "60", "exposure_basis": "mark",
+    "lapsing-mark-skip-pct": ("conviction", {"max_signal_age_s": "30", "max_future_skew_s": "30", "reservation_ttl_s": "60", "exposure_basis": "mark",
                                              "cap_mode": "skip", "portfolio_cap": "2%", "min_score": "0.2"}),
     "graduated-shrink-kill-switch": ("graduated", {"cap_mode": "shrink", "portfolio_cap": "0.5%", "pair_cap_usd": "300",
                                                    "max_drawdown_pct": "1", "unscored_signals": "static"}),

@@ -37,8 +37,8 @@ def test_order_legs_carry_the_same_quantity_with_sides_relative_to_the_order(rep
     order = json.loads(out)
     assert order["side"] == "sell"
     assert order["legs"] == [
-        {"venue_symbol": "ETHUSDT", "side": "sell", "qty": order["qty"]},
-        {"venue_symbol": "ETHUSDT-PERP", "side": "buy", "qty": order["qty"]},
+        {"venue_symbol": "ETHUSDT", "side": "sell", "qty": order["qty"], "kind": "spot", "contract_size": "1"},
+        {"venue_symbol": "ETHUSDT-PERP", "side": "buy", "qty": order["qty"], "kind": "spot", "contract_size": "1"},
     ]
 
 

@@ -40,12 +40,13 @@ def kafka_version() -> str:
 class Broker:
     """The project's KRaft broker on its own ports and data directory, for one test session."""
 
-    def __init__(self, home: Path, security: str = "plaintext") -> None:
+    def __init__(self, home: Path, security: str = "plaintext", **extra: str) -> None:
+        """`extra`: more of broker.sh's variables (KAFKA_OAUTH_JWKS, ...)."""
         self.home = home
         self.port, controller_port, internal_port = free_ports(3)  # one reservation: never one port twice
         self.env = {**os.environ, "KAFKA_HOME": str(home), "KAFKA_PORT": str(self.port),
                     "KAFKA_CONTROLLER_PORT": str(controller_port), "KAFKA_INTERNAL_PORT": str(internal_port),
-                    "KAFKA_SECURITY": security}
+                    "KAFKA_SECURITY": security, **extra}
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def start(self) -> None:

@@ -31,15 +31,17 @@ def test_publish_a_journal_then_tail_decisions_orders_and_dead_letters(deploymen
     journal.write_text("\n".join([
         signal_line("s-1"), signal_line("s-2", portfolio="p2"),
         json.dumps({"topic": "signals", "value": {"signal_id": "s-3", "portfolio_id": "p1"}}),  # dead-lettered
-        "not json",  # reported, not published
         json.dumps({"topic": "instruments", "value": ETH}),
     ]) + "\n")
 
-    done = sizer(deployment, "publish", "--journal", str(journal))
-    assert done.returncode == 1, done.stderr  # one line could not be published
-    assert f"{journal}:4: INVALID_JSON: not valid JSON" in done.stderr  # as sizer replay reports a bad line
+    refused = sizer(deployment, "publish", "--journal", str(journal))
+    assert refused.returncode == 1, refused.stderr  # nothing sent: one record would be dead-lettered
+    assert f"{journal}:3: MISSING_FIELD: symbol: Field required" in refused.stderr  # as sizer replay reports it
+    done = sizer(deployment, "publish", "--journal", str(journal), "--force")
+    assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (f"published 4 records: 1 to {deployment.topics.name('instruments')}, "
-                                   f"3 to {deployment.topics.name('signals')}")
+                                   f"3 to {deployment.topics.name('signals')} "
+                                   f"(1 record the worker will dead-letter, --force)")
     deployment.wait_for("decisions", 2)
     deployment.wait_for("dlq", 1)
     instruments = deployment.read("instruments")
@@ -50,10 +52,10 @@ def test_publish_a_journal_then_tail_decisions_orders_and_dead_letters(deploymen
     table = sizer(deployment, "tail", "decisions")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split()[:3] == ["partition@offset", "portfolio", "signal"]
+    assert lines[0].split() == ["time", "topic", "where", "portfolio", "what"]
     rows = [line.split() for line in lines[2:]]
-    assert sorted((row[1], row[2], row[4]) for row in rows) == [("p1", "s-1", "accepted"), ("p2", "s-2", "accepted")]
-    assert all(row[-1] == "2026-01-01T00:00:00.000Z" for row in rows)
+    assert sorted((row[1], row[3], row[4], row[7]) for row in rows) == [
+        ("decisions", "p1", "s-1", "accepted"), ("decisions", "p2", "s-2", "accepted")]
 
     orders = [json.loads(line) for line in sizer(deployment, "tail", "orders", "--json").stdout.splitlines()]
     assert sorted(order["value"]["signal_id"] for order in orders) == ["s-1", "s-2"]

@@ -32,7 +32,8 @@ def control(deployment: Deployment, *args: str) -> dict:
 
 def test_a_halt_rejects_exactly_the_signals_after_it_and_a_resume_survives_a_kill(deployment, workers):
     inputs = stream(400)
-    assert control(deployment, "status") == []  # no worker has run: no state, and no wait for it
+    none = subprocess.run([SIZER, "control", "status"], env=deployment.env(), capture_output=True, text=True)
+    assert none.returncode == 3 and "no worker of group" in none.stderr, none.stderr  # no state, no wait
     worker = workers("--preset", "conviction", **ENV)
     publisher = deployment.publish_over(inputs, seconds=16)
     time.sleep(3.0)

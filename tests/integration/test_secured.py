@@ -27,7 +27,7 @@ from tests.builders import journal_text
 from tests.integration.harness import ROOT, SIZER, Broker, Worker, free_port
 from tests.integration.test_cap_on_broker import ENV, FILLS, FIRST, INSTRUMENTS, THEN, comparable
 
-USERS = ("admin", "sizer-worker", "signal-producer", "execution-engine", "operator", "auditor")
+USERS = ("admin", "sizer-worker", "signal-producer", "execution-engine", "operator", "auditor", "sizer-setup")
 
 
 class Secured:
@@ -156,9 +156,31 @@ def test_acls_and_topics_are_applied_by_their_own_principals_and_drift_is_named(
                                                            ACLResourcePatternType.LITERAL))])
         admin.close()
     assert secured.sizer("admin", "acls", "apply", "--check").returncode == 0
-    # ACLs are administered by a super user only
+    # ACLs are administered by a super user or the setup principal only
     refused = secured.sizer("operator", "acls", "apply")
     assert refused.returncode == 4 and "not authorized" in one_line(refused)
+
+
+def test_the_setup_principal_applies_acls_and_checks_topics_without_being_a_super_user(secured):
+    """What the Helm chart's setup Job runs, as sizer-setup (granted its ACLs once, here by
+    the fixture's `acls apply` as admin): an ACL gone from the broker is created again."""
+    from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient
+    from kafka.admin import ResourcePatternFilter, ResourceType
+
+    assert "User:sizer-setup" not in (secured.home / "server.properties").read_text().split("super.users=")[1]
+    orders = secured.topics.name("orders")
+    admin = KafkaAdminClient(**secured.settings("admin").client("test-admin"))
+    try:
+        deleted = admin.delete_acls([ACLFilter("User:auditor", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
+                                               ResourcePatternFilter(ResourceType.TOPIC, orders,
+                                                                     ACLResourcePatternType.LITERAL))])
+        assert len(deleted[0][1]) == 1, deleted
+    finally:
+        admin.close()
+    applied = secured.sizer("sizer-setup", "acls", "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert f"created User:auditor Read topic:{orders}" in applied.stdout.splitlines(), applied.stdout
+    assert secured.sizer("sizer-setup", "topics", "apply").returncode == 0
 
 
 def test_acls_check_names_a_grant_to_a_principal_the_file_does_not_name(secured):
@@ -261,7 +283,7 @@ def test_two_exactly_once_workers_decide_over_sasl_ssl_as_replay_does(secured, t
         assert all(ends[p] > offset + 1 for p, offset in last.items()), (ends, last)
 
         # the config hash is the sizing configuration's alone: a password in the environment changes nothing
-        shown = secured.sizer("sizer-worker", "config", "--preset", "conviction",
+        shown = secured.sizer("sizer-worker", "config", "--json", "--preset", "conviction",
                               SIZER_SASL_PASSWORD_FILE="", SIZER_SASL_PASSWORD=secured.passwords["sizer-worker"],
                               **ENV)
         assert shown.returncode == 0, shown.stderr
@@ -279,6 +301,9 @@ def test_two_exactly_once_workers_decide_over_sasl_ssl_as_replay_does(secured, t
         assert halt.returncode == 0, halt.stderr
         status = secured.sizer("operator", "control", "status", "--portfolio", "pc")
         assert status.returncode == 0 and "secured" in status.stdout, status.stdout + status.stderr
+        whole = secured.sizer("operator", "status", "--portfolio", "pc", "--json")
+        assert whole.returncode == 0, whole.stderr
+        assert [latch["detail"] for latch in json.loads(whole.stdout)["portfolios"][0]["in_force"]] == ["secured"]
     finally:
         for worker in (first, second):
             if worker.process is not None:
@@ -301,9 +326,36 @@ def test_refused_clients_get_one_line_naming_the_cause_and_exit_4(secured):
     assert untrusted.returncode == 4 and "TLS verification failed" in one_line(untrusted)
     unauthorized = secured.sizer("signal-producer", "audit")
     assert unauthorized.returncode == 4
-    assert f"not authorized for topic" in one_line(unauthorized) and secured.topics.name("orders") in unauthorized.stderr
+    assert "not authorized: User:signal-producer may not Describe topic" in one_line(unauthorized)
     worker = secured.sizer("sizer-worker", "worker", SIZER_SASL_PASSWORD_FILE="", SIZER_SASL_PASSWORD="not-it")
     assert worker.returncode == 4 and "authentication failed" in one_line(worker)
+
+
+def test_refusals_name_the_principal_the_topic_and_the_permission_in_one_line(secured, tmp_path):
+    changelog = f"{secured.app_id}-controls-changelog"
+    journal = tmp_path / "signals.jsonl"
+    journal.write_text(journal_text([{"topic": "signals", "value": {
+        "signal_id": "s-1", "portfolio_id": "p1", "symbol": "X", "side": "buy", "score": "0.5", "price": "10",
+        "ts": "2026-01-01T00:00:00Z"}}]))
+    cases = {
+        ("signal-producer", "control", "status"): f"User:signal-producer may not Read topic {changelog}",
+        ("signal-producer", "control", "status", "--portfolio", "p1"):
+            f"User:signal-producer may not Read topic {changelog}",
+        ("signal-producer", "status"): "User:signal-producer may not Read topic",
+        ("signal-producer", "tail", "dlq"): f"User:signal-producer may not Read topic {secured.topics.name('dlq')}",
+        ("auditor", "tail", "controls", "--portfolio", "p1"): None,  # allowed: reads every topic
+        ("operator", "audit"): "User:operator may not Read topic",
+        ("execution-engine", "publish", "--journal", str(journal)):
+            f"User:execution-engine may not Write topic {secured.topics.name('signals')}",
+    }
+    for (user, *args), refusal in cases.items():
+        done = secured.sizer(user, *args)
+        if refusal is None:
+            assert done.returncode == 0, done.stderr
+            continue
+        assert (done.returncode, done.stdout) == (4, ""), (args, done.stdout, done.stderr)
+        line = one_line(done)
+        assert line.startswith("sizer: not authorized: ") and refusal in line, (args, line)
 
 
 def test_each_principal_is_confined_to_what_the_acl_file_grants(secured):

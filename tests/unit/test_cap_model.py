@@ -1,6 +1,16 @@
-"""A stateful model-based test of the cap (issue 12): hypothesis drives the engine
-through `Processor` with adversarial sequences, and a reference model written
-from DESIGN.md alone (it calls none of the engine's helpers) checks it.
+"""A stateful model-based test of the cap (issue 12) and the kill switch and units
+(issue 27): hypothesis drives the engine through `Processor` with adversarial
+sequences, and a reference model written from DESIGN.md alone (it calls none of
+the engine's helpers) checks it.
+
+The model also keeps equity, the peak (exact fractions: a deposit or withdrawal
+scales it by new / old equity), the two latches (the operator's halt, full or
+reduce-only, and the drawdown latch evaluated on every close), and contract legs
+(linear and inverse) whose fills come in the venue's units. After every step:
+the drawdown percentage is unchanged by any `adjust_equity`; a breach is never
+lost to a halt or a plain resume; no order while equity <= 0; exposure in quote
+notional within every cap; the base quantity equal on all linear legs; and a
+trace's size bounded by a constant plus what arrived since the previous decision.
 
 The model keeps its own portfolio clock, orders (per-leg fills, finals,
 cancels, lapses), positions and marks. After every accepted decision: positions
@@ -22,7 +32,9 @@ exposure with reservations stays within its cap; no cap is ever exceeded.
 from __future__ import annotations
 
 import itertools
-from decimal import ROUND_HALF_EVEN, Decimal as D, localcontext
+import json
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal as D, localcontext
+from fractions import Fraction
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -41,8 +53,19 @@ INSTRUMENTS = {
     "PAIR": instrument("PAIR", leg("PSPOT", "buy", qty_step="0.001", min_qty="0.001"),
                        {**leg("PPERP", "sell", qty_step="0.002"), "max_notional": "700"})["value"],
     "ONE": instrument("ONE", leg("ONEUSDT", qty_step="1", max_qty="40", min_notional="20"), group="G")["value"],
+    # a spot leg hedged by a linear swap of 10 base units a contract (OKX ctVal)
+    "LIN": instrument("LIN", leg("LSPOT", "buy", qty_step="0.1"),
+                      {**leg("LSWAP", "sell", qty_step="1", min_qty="1"), "kind": "linear",
+                       "contract_size": "10"})["value"],
+    # a spot leg hedged by an inverse perp of 100 quote units a contract (Binance COIN-M)
+    "INV": instrument("INV", leg("ISPOT", "buy", qty_step="0.001"),
+                      {**leg("IPERP", "sell", qty_step="1", min_qty="1"), "kind": "inverse",
+                       "contract_size": "100"})["value"],
 }
-STEP = {"X": D("0.01"), "PAIR": D("0.002"), "ONE": D("1")}  # the step every leg of the symbol shares
+# the base step every leg of the symbol shares (an inverse leg's contracts round on their own)
+STEP = {"X": D("0.01"), "PAIR": D("0.002"), "ONE": D("1"), "LIN": D("10"), "INV": D("0.001")}
+UNITS = {leg["venue_symbol"]: (leg.get("kind", "spot"), D(leg.get("contract_size", "1")), D(leg["qty_step"]))
+         for value in INSTRUMENTS.values() for leg in value["legs"]}
 SYMBOLS = [*INSTRUMENTS, "GHOST"]  # GHOST is never published
 CONFIGS = [
     ("conviction", {}),
@@ -53,6 +76,9 @@ CONFIGS = [
     ("graduated", {"exposure_basis": "mark", "reservation_ttl_s": "900", "cap_mode": "shrink",
                    "signal_dedupe_window": 3}),
     ("conviction", {"max_signal_age_s": None, "pair_cap_usd": "400", "portfolio_cap": "1500"}),
+    ("conviction", {"max_drawdown_pct": "5", "max_hedge_residual_pct": None}),
+    ("graduated", {"max_drawdown_pct": "1", "cap_mode": "shrink", "max_hedge_residual_pct": "20"}),
+    ("conviction", {"max_drawdown_pct": "50", "portfolio_cap": "2%", "pair_cap_usd": "2500"}),
 ]
 PROTECTED = [  # drawn three times as often: a protection trips only after its own sequence of inputs
     ("conviction", {"cooldown_after_loss_s": "120", "loss_guard_count": 2, "loss_guard_window_s": "600",
@@ -63,7 +89,12 @@ PROTECTED = [  # drawn three times as often: a protection trips only after its o
     ("conviction", {"group_caps": {"G": "700"}, "cap_mode": "skip", "loss_guard_count": 1,
                     "loss_guard_window_s": "1", "loss_guard_pause_s": "30", "exposure_basis": "mark"}),
 ]
-GATES = {"DUPLICATE_SIGNAL", "HALTED", "UNKNOWN_INSTRUMENT", "STALE_SIGNAL"}
+GATES = {"DUPLICATE_SIGNAL", "HALTED", "REDUCE_ONLY", "MAX_DRAWDOWN", "EQUITY_EXHAUSTED", "UNKNOWN_INSTRUMENT",
+         "STALE_SIGNAL"}
+# a trace holds a bounded record of the decision, plus what arrived since the previous one
+TRACE_BOUND = 2_500
+PER_COMMAND = 40
+PER_LAPSE = 200
 EXACT = 100  # digits: the model computes exactly too
 
 
@@ -79,14 +110,51 @@ class Model:
         self.marks: dict[str, tuple[D, int]] = {}
         self.passed_signals: list[str] = []  # signal ids that passed the gates, oldest first
         self.fill_ids: set[str] = set()
-        self.halted = False
+        self.halt: str | None = None  # the operator's: "HALTED" (full) or "REDUCE_ONLY"
         self.command_ids: set[str] = set()
+        self.equity = Fraction(config.starting_equity)
+        self.peak = self.equity  # exact: the highest equity, scaled by deposits and withdrawals
+        self.latched = False  # the drawdown latch
+        self.near_limit = False  # the latch's last evaluation was within rounding of the limit
         self.sides: dict[str, str] = {}  # symbol -> the side of the order that opened its position
         self.groups: dict[str, str | None] = {}  # symbol -> the group of the order that opened its position
         self.last_loss: dict[str, int] = {}  # symbol -> event time of its latest losing close
         self.losses: list[int] = []  # losing closes counted by the loss guard
         self.paused_until: int | None = None
         self.opens: list[int] = []  # clock of each accepted open
+
+    def drawdown_pct(self) -> Fraction | None:
+        """How far equity is below the peak, in percent (None: no positive peak)."""
+        return (self.peak - self.equity) * 100 / self.peak if self.peak > 0 else None
+
+    def close(self, pnl: D) -> None:
+        """A close books its PnL, lifts the peak, and evaluates the drawdown latch,
+        whatever the operator's halt."""
+        self.equity += Fraction(pnl)
+        self.peak = max(self.peak, self.equity)
+        limit = self.config.max_drawdown_pct
+        if limit is None or self.latched:
+            return
+        drawdown = self.drawdown_pct()
+        if drawdown is None:  # no positive peak: any loss below it trips the switch
+            self.latched = self.equity < self.peak
+            self.near_limit = False
+        else:
+            self.latched = drawdown >= Fraction(limit)
+            self.near_limit = abs(drawdown - Fraction(limit)) < Fraction(1, 10**80)
+
+    def adjust(self, amount: D) -> None:
+        """A deposit or withdrawal: the peak scales by new / old equity (README: at or
+        below zero there is no percentage to keep: new equity <= 0 becomes the peak;
+        from <= 0 to > 0 the peak stays or rises to the new equity)."""
+        old, new = self.equity, self.equity + Fraction(amount)
+        if new <= 0:
+            self.peak = new
+        elif old <= 0:
+            self.peak = max(self.peak, new)
+        else:
+            self.peak = self.peak * new / old
+        self.equity = new
 
     def forbids(self, symbol: str) -> str | None:
         """The protection that forbids an open of `symbol` at the clock, if any (in
@@ -137,8 +205,16 @@ class Model:
         window = self.config.signal_dedupe_window
         if order_id in self.orders or order_id in self.ended or signal.signal_id in self.passed_signals[-window:]:
             return {"DUPLICATE_SIGNAL"}, True
-        if self.halted:
-            return {"HALTED"} | ({"DUPLICATE_SIGNAL"} if signal.signal_id in self.passed_signals else set()), True
+        forgotten = {"DUPLICATE_SIGNAL"} if signal.signal_id in self.passed_signals else set()
+        # the kill switch: the drawdown latch, then the operator's halt, then equity at or below zero
+        if self.latched:
+            return {"MAX_DRAWDOWN"} | forgotten, True
+        # a reduce signal passes a reduce-only halt and equity at or below zero (it only lowers exposure)
+        reduce = signal.intent == "reduce"
+        if self.halt is not None and not (reduce and self.halt == "REDUCE_ONLY"):
+            return {self.halt} | forgotten, True
+        if self.equity <= 0 and not reduce:
+            return {"EQUITY_EXHAUSTED"} | forgotten, True
         if signal.symbol not in INSTRUMENTS:
             return {"UNKNOWN_INSTRUMENT"}, True
         max_age = self.config.max_signal_age_s
@@ -209,6 +285,7 @@ class CapMachine(RuleBasedStateMachine):
         self.emitted: list[str] = []
         self.fill_ids: list[str] = []
         self.offset = 0
+        self.commands_since: list[int] = []  # offsets of commands applied since the last decision
 
     def now(self) -> int:
         return self.model.clock if self.model.clock is not None else T0
@@ -243,6 +320,19 @@ class CapMachine(RuleBasedStateMachine):
         from streams.engine import order_id_for  # the id rule is the spec's: deterministic per signal
         order_id = order_id_for(signal.portfolio_id, signal.signal_id)
 
+        # every command applied since the previous decision is in this trace, and in no other
+        listed = decision.trace["input"]["controls_applied"]
+        assert [offset for offset, _ in listed] == self.commands_since, (listed, self.commands_since)
+        size = len(to_json(decision))
+        bound = TRACE_BOUND + PER_COMMAND * len(self.commands_since) + PER_LAPSE * len(
+            decision.trace.get("lapsed", []))
+        assert size <= bound, f"a trace of {size} bytes, over {bound}"
+        self.commands_since = []
+        # the latches as the decision read them
+        read_state = decision.trace["state"]
+        assert read_state["halt"] == model.halt
+        assert (read_state["max_drawdown"] is not None) == model.latched
+
         allowed, required = model.gate(signal, order_id)
         if decision.reason in GATES:
             assert decision.reason in allowed, (decision.reason, allowed)
@@ -275,8 +365,24 @@ class CapMachine(RuleBasedStateMachine):
         validate(Fill, {"event_id": "closure", "portfolio_id": order.portfolio_id, "ts": to_json(order) and order.ts,
                         "type": "order_filled", "order_id": order.order_id, "symbol": order.symbol,
                         "qty": order.qty, "price": order.price, "final": True})
+        assert model.equity > 0, f"an order while equity is {model.equity}"
         legs = tuple(leg["venue_symbol"] for leg in INSTRUMENTS[order.symbol]["legs"])
-        assert tuple(leg.venue_symbol for leg in order.legs) == legs and all(leg.qty == order.qty for leg in order.legs)
+        assert tuple(leg.venue_symbol for leg in order.legs) == legs and order.base_qty == order.qty
+        for leg in order.legs:  # one base quantity, each leg in its venue's units
+            kind, size, step = UNITS[leg.venue_symbol]
+            assert (leg.kind, leg.contract_size) == (kind, size)
+            if kind == "spot":
+                assert leg.qty == order.base_qty
+            elif kind == "linear":
+                assert leg.qty * size == order.base_qty and leg.qty % step == 0
+            else:
+                exact = Fraction(order.base_qty) * Fraction(order.price) / Fraction(size)
+                assert Fraction(leg.qty) == (exact // Fraction(step)) * Fraction(step)
+                residual = Fraction(order.notional) - Fraction(leg.qty) * Fraction(size)
+                assert residual >= 0
+                pct = self.config.max_hedge_residual_pct
+                assert pct is None or residual * 100 <= Fraction(pct) * Fraction(order.notional)
+        assert order.notional == order.base_qty * order.price  # exposure in quote notional
         group = INSTRUMENTS[order.symbol].get("group")
         model.orders[order_id] = {"symbol": order.symbol, "qty": order.qty, "price": order.price,
                                   "made": model.clock, "legs": legs, "filled": {}, "finals": set(),
@@ -349,6 +455,11 @@ class CapMachine(RuleBasedStateMachine):
           share=st.sampled_from(["0.25", "0.5", "1", "1.5"]), final=st.booleans(),
           shift=st.sampled_from([0, 1, -600, 7_200]), resend=st.integers(0, 30))
     def fill(self, pick, venue, share, final, shift, resend):
+        with localcontext() as ctx:
+            ctx.prec = EXACT
+            self.filled(pick, venue, share, final, shift, resend)
+
+    def filled(self, pick, venue, share, final, shift, resend):
         event_id = self.fill_id(resend)
         order_id = self.order_for(pick)
         model = self.model
@@ -356,10 +467,17 @@ class CapMachine(RuleBasedStateMachine):
         # an execution engine may name the venue symbol, not the order's: it is booked on the order's
         symbol = "X" if order is None else (order["symbol"] if pick % 3 else "XUSDT")
         base_qty = order["qty"] if order else D(1)
-        qty = base_qty * D(share)
         price = (order["price"] if order else D(10)) * D("1.01")
         legs = order["legs"] if order else ("XUSDT",)
         venue_symbol = venue if venue in (None, "NOT-A-LEG") else (legs[venue] if venue < len(legs) else None)
+        kind, size, _ = UNITS.get(venue_symbol, ("spot", D(1), None)) if order else ("spot", D(1), None)
+        # the fill reports the named leg's units: contracts of `size` base (linear) or quote (inverse) units
+        if kind == "linear":
+            qty = base_qty * D(share) / size
+        elif kind == "inverse":
+            qty = (base_qty * order["price"] / size * D(share)).to_integral_value(ROUND_FLOOR) or D(1)
+        else:
+            qty = base_qty * D(share)
         value = {"event_id": event_id, "portfolio_id": "p1", "ts": self.now() + shift * SECOND,
                  "type": "order_filled", "order_id": order_id, "symbol": symbol, "qty": str(qty),
                  "price": str(price), "final": final, "venue_symbol": venue_symbol}
@@ -372,8 +490,14 @@ class CapMachine(RuleBasedStateMachine):
             return
         hit = (venue_symbol,) if venue_symbol in order["legs"] else order["legs"]
         before = max(order["filled"].values(), default=D(0))
+        if venue_symbol not in order["legs"] or kind == "spot":
+            base = qty
+        elif kind == "linear":
+            base = qty * size
+        else:  # contracts of quote units at the fill's price, to 1e-18 base units (README)
+            base = (qty * size / price).quantize(D("1e-18"), rounding=ROUND_HALF_EVEN)
         for name in hit:
-            order["filled"][name] = order["filled"].get(name, D(0)) + qty
+            order["filled"][name] = order["filled"].get(name, D(0)) + base
         after = max(order["filled"].values())
         if not order["reduce"]:  # one leg's growth, on the order's symbol
             model.add_position(order["symbol"], after - before, price, order["side"], order["group"])
@@ -396,18 +520,20 @@ class CapMachine(RuleBasedStateMachine):
             self.model.end(order_id)
 
     @rule(symbol=st.sampled_from(SYMBOLS), share=st.sampled_from(["0.5", "1", "3"]),
-          pnl=st.sampled_from(["-40", "-1", "0", "2", "900"]), shift=st.sampled_from([0, 1, -30]),
+          pnl=st.sampled_from(["-40", "-1", "0", "2", "900", "-6000", "-120000"]), shift=st.sampled_from([0, 1, -30]),
           resend=st.integers(0, 30))
     def close(self, symbol, share, pnl, shift, resend):
         event_id = self.fill_id(resend)
         held = self.model.positions.get(symbol)
-        qty = (held[0] if held and held[0] > 0 else D(1)) * D(share)
+        # a held quantity converted from an inverse leg's contracts has 18 decimals: a share of it on the wire too
+        qty = ((held[0] if held and held[0] > 0 else D(1)) * D(share)).quantize(D("1e-18"), rounding=ROUND_FLOOR)
         value = {"event_id": event_id, "portfolio_id": "p1", "ts": self.now() + shift * SECOND,
                  "type": "position_closed", "symbol": symbol, "qty": str(qty), "price": "10", "realized_pnl": pnl}
         duplicate = event_id in self.model.fill_ids
         self.apply_fill(value, changes=True)
         if duplicate:
             return
+        self.model.close(D(pnl))
         if D(pnl) < 0:
             self.model.lost(symbol, value["ts"])
         if not held:
@@ -424,9 +550,10 @@ class CapMachine(RuleBasedStateMachine):
                 held[0] = left
 
     @rule(kind=st.sampled_from(["halt", "resume", "release", "adjust_equity"]), pick=st.integers(0, 40),
-          amount=st.sampled_from(["-50000", "-1", "2500", "100000"]), resend=st.integers(0, 10),
-          shift=st.sampled_from([0, 31_536_000]))
-    def command(self, kind, pick, amount, resend, shift):
+          amount=st.sampled_from(["-50000", "-1", "2500", "100000", "-150000", "-99999.99"]),
+          resend=st.integers(0, 10), shift=st.sampled_from([0, 31_536_000]),
+          mode=st.sampled_from(["full", "reduce_only", None]), clear=st.booleans())
+    def command(self, kind, pick, amount, resend, shift, mode, clear):
         command_id = f"c{resend}" if resend % 3 == 0 else f"c{next(self.ids)}"
         value = {"command_id": command_id, "portfolio_id": "p1", "ts": self.now() + shift * SECOND, "type": kind,
                  "operator": "ops", "reason": "test"}
@@ -435,17 +562,33 @@ class CapMachine(RuleBasedStateMachine):
             value["order_id"] = order_id
         if kind == "adjust_equity":
             value["amount"] = amount
+        if kind == "halt" and mode is not None:
+            value["mode"] = mode
+        if kind == "resume" and clear:
+            value["clear"] = ["max_drawdown"]
+        before = self.processor.store.load("p1").streak
         result = self.processor.on_control(validate(Control, value), self.offset)
         self.offset += 1
         model = self.model
         if command_id in model.command_ids:
             assert result.outcome == "duplicate"
             return
+        self.commands_since.append(self.offset - 1)
         model.command_ids.add(command_id)
         if kind == "halt":
-            model.halted = True
+            model.halt = "REDUCE_ONLY" if mode == "reduce_only" else "HALTED"
         elif kind == "resume":
-            model.halted = False
+            model.halt = None
+            if clear:  # the drawdown latch is lifted and re-armed from the equity now
+                model.latched, model.near_limit = False, False
+                model.peak = model.equity
+        elif kind == "adjust_equity":
+            after = self.processor.store.load("p1").streak
+            old_pct, new_pct = engine_drawdown(before), engine_drawdown(after)
+            if before.equity > 0 and after.equity > 0:
+                # a deposit or withdrawal never changes the drawdown (rounding only lowers it)
+                assert new_pct <= old_pct and old_pct - new_pct < Fraction(1, 10**90), (old_pct, new_pct)
+            model.adjust(D(amount))
         elif kind == "release":
             assert result.outcome == ("applied" if order_id in model.orders else "no_effect")
             if order_id in model.orders:
@@ -455,6 +598,27 @@ class CapMachine(RuleBasedStateMachine):
     def clock_matches(self):
         if hasattr(self, "processor"):
             assert self.processor.store.load("p1").exposure.latest_ts == self.model.clock
+
+    @invariant()
+    def latches_and_equity_match(self):
+        """A breach is never lost (to a halt, a plain resume or anything else), equity
+        is the model's exactly, and the peak is the model's to the engine's rounding."""
+        if not hasattr(self, "processor"):
+            return
+        state = self.processor.store.load("p1")
+        model = self.model
+        assert Fraction(state.streak.equity) == model.equity
+        assert state.controls.halt is None if model.halt is None else state.controls.halt.reason == model.halt
+        latched = state.controls.max_drawdown is not None
+        assert latched == model.latched or model.near_limit, (latched, model.latched, model.drawdown_pct())
+        peak = Fraction(state.streak.peak)
+        assert abs(peak - model.peak) <= abs(model.peak) * Fraction(1, 10**90) + Fraction(1, 10**90)
+
+
+def engine_drawdown(streak: Any) -> Fraction:
+    """The engine's drawdown percentage, read from its state (0 without a positive peak)."""
+    peak = Fraction(streak.peak)
+    return (peak - Fraction(streak.equity)) * 100 / peak if peak > 0 else Fraction(0)
 
 
 TestCapMachine = CapMachine.TestCase

@@ -325,8 +325,9 @@ def test_a_decision_is_written_as_its_model_dump_would_be():
 def test_an_order_is_written_as_its_model_dump_would_be(qty, price, legs, ts):
     order = build(Order, order_id="o-1", signal_id="1.50", portfolio_id="p\u00e9", symbol="X", side="sell", qty=qty,
                   price=price, notional=qty * price if abs(qty) < 10**20 and abs(price) < 10**20 else qty,
-                  legs=tuple(build(OrderLeg, venue_symbol=f"V{n}", side=("buy", "sell")[n % 2], qty=qty * n)
-                             for n in range(legs)), ts=ts, config_hash="h")
+                  legs=tuple(build(OrderLeg, venue_symbol=f"V{n}", side=("buy", "sell")[n % 2], qty=qty * n,
+                                   kind=("spot", "linear", "inverse")[n % 3], contract_size=Decimal(10) ** (n % 3))
+                             for n in range(legs)), ts=ts, config_hash="h", base_qty=qty)
     assert to_json(order) == decimals.dumps(order.model_dump())
 
 

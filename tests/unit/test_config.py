@@ -74,10 +74,23 @@ def test_unknown_preset_and_missing_file_are_config_errors(tmp_path: Path):
         load_config(config_file=tmp_path / "absent.toml")
 
 
-def test_unknown_setting_in_the_file_is_rejected(tmp_path: Path):
+def test_unknown_setting_in_the_file_is_rejected_naming_the_closest_known_one(tmp_path: Path):
     path = tmp_path / "sizing.toml"
-    path.write_text('pair_max = "1000"\n')
-    with pytest.raises(ConfigError, match="pair_max: Extra inputs are not permitted"):
+    path.write_text('pair_max = "1000"\nportfolio_capp = "1%"\nzzz = 1\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(config_file=path)
+    assert str(refused.value).splitlines() == [
+        f"unknown keys in config file {path}:",
+        "  pair_max: not a known setting; did you mean pair_max_usd?",
+        "  portfolio_capp: not a known setting; did you mean portfolio_cap?",
+        "  zzz: not a known setting",
+    ]
+
+
+def test_unknown_setting_under_the_sizing_table_is_rejected_too(tmp_path: Path):
+    path = tmp_path / "sizing.toml"
+    path.write_text('[sizing]\ncap_mod = "skip"\n')
+    with pytest.raises(ConfigError, match="cap_mod: not a known setting; did you mean cap_mode"):
         load_config(config_file=path)
 
 
@@ -98,3 +111,36 @@ def test_the_shipped_example_sizing_toml_is_its_preset_written_out(preset, monke
     from_file = load_config(config_file=example)
     assert from_file.config_hash == load_config(preset).config_hash
     assert from_file.effective() == load_config(preset).effective()
+
+
+@pytest.mark.parametrize("env, names", [
+    # the example: a 10 s age and TTL with the default 60 s skew
+    ({"SIZING_MAX_SIGNAL_AGE_S": "10", "SIZING_RESERVATION_TTL_S": "10"},
+     "max_signal_age_s (10) must be at least max_future_skew_s (60)"),
+    ({"SIZING_MAX_SIGNAL_AGE_S": "30", "SIZING_MAX_FUTURE_SKEW_S": "30.5"},
+     "max_signal_age_s (30) must be at least max_future_skew_s (30.5)"),
+    ({"SIZING_MAX_SIGNAL_AGE_S": "60", "SIZING_RESERVATION_TTL_S": "119.999"},
+     "reservation_ttl_s (119.999) must be unset or at least max_signal_age_s + max_future_skew_s (60 + 60 = 120)"),
+])
+def test_clock_settings_that_contradict_each_other_are_refused_naming_the_settings_and_the_rule(monkeypatch, env, names):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_config("conviction")
+    assert names in str(raised.value)
+
+
+def test_a_ttl_without_a_signal_age_must_still_outlast_the_skew():
+    from pydantic import ValidationError
+
+    from streams.config import SizingConfig
+    with pytest.raises(ValidationError, match=r"reservation_ttl_s \(59\) must be unset or at least "
+                                              r"max_future_skew_s \(60\)"):
+        SizingConfig(max_signal_age_s=None, reservation_ttl_s="59")
+
+
+def test_clock_settings_exactly_at_the_rules_are_accepted(monkeypatch):
+    monkeypatch.setenv("SIZING_MAX_SIGNAL_AGE_S", "60")
+    monkeypatch.setenv("SIZING_RESERVATION_TTL_S", "120")
+    config = load_config("conviction")
+    assert (config.max_signal_age_s, config.max_future_skew_s, config.reservation_ttl_s) == (60, 60, 120)

@@ -199,7 +199,8 @@ def test_the_kill_switch_trips_on_any_loss_once_no_positive_peak_is_left(monkeyp
     withdraw = {"command_id": "w", "portfolio_id": "p1", "ts": T0, "type": "adjust_equity", "operator": "ops",
                 "reason": "all out", "amount": "-100000"}
     proc.on_control(validate(Control, withdraw), 0)
-    assert proc.store.load("p1").controls.halt is None  # a withdrawal is not a loss
+    assert proc.store.load("p1").controls.max_drawdown is None  # a withdrawal is not a loss
     feed(proc, [closed("p1", "BTC", "1", "1", "-1000")])
-    halt = proc.store.load("p1").controls.halt
-    assert halt is not None and halt.reason == "MAX_DRAWDOWN" and "drawdown_pct=unbounded" in halt.text
+    latch = proc.store.load("p1").controls.max_drawdown
+    assert latch is not None and latch.reason == "MAX_DRAWDOWN" and "drawdown_pct=unbounded" in latch.text
+    assert proc.store.load("p1").controls.halt is None  # the operator's latch is the other one

@@ -172,10 +172,12 @@ def test_replaying_a_journal_twice_gives_byte_identical_output(plan, monkeypatch
 def test_an_unexplained_decision_is_the_explained_one_without_its_trace(name, plan, monkeypatch):
     """`decide(..., explained=False)` (what-if runs): the same outcome, reason, order id,
     qty, notional, config hash and new state as the explained decision, and the
-    exposure it read; no order. Reservations lapse here too (a 5 s TTL)."""
+    exposure it read; no order. Reservations lapse here too (a 6 s TTL: 5 s of signal
+    age and 1 s of future skew, as the clock rules want)."""
     entries = run(plan, config_for(name, monkeypatch), checked=False)
     monkeypatch.setenv("SIZING_MAX_SIGNAL_AGE_S", "5")
-    monkeypatch.setenv("SIZING_RESERVATION_TTL_S", "5")
+    monkeypatch.setenv("SIZING_MAX_FUTURE_SKEW_S", "1")
+    monkeypatch.setenv("SIZING_RESERVATION_TTL_S", "6")
     config = config_for(name, monkeypatch)
     instruments, states = {}, {}
     fresh = PortfolioState.fresh(config)

@@ -29,15 +29,14 @@ def test_a_refused_timestamp_is_one_line_naming_kafkas_rule_and_exit_4():
 
 def test_publish_names_the_journal_line_stamped_furthest_from_the_clock():
     now = int(time.time() * 1000)
-    numbers: list[int] = []
     instrument = json.dumps({"topic": "instruments", "value": {"symbol": "ETH-USD", "legs": []}})
-    records, problems = journal_records([signal("a", now), "not json", signal("b", now + 2 * HOUR_MS), signal("c"),
-                                         instrument], "j.jsonl", numbers)
-    assert problems and len(records) == 4
-    assert numbers == [5, 1, 3, 4]  # the instrument goes first, with its own line number
-    message = str(timestamp_refused(records, numbers, "j.jsonl"))
+    records, unsendable = journal_records([signal("a", now), "not json", signal("b", now + 2 * HOUR_MS), signal("c"),
+                                           instrument], 60_000, now, "j.jsonl")
+    assert unsendable and len(records) == 4
+    assert [r.line for r in records] == [5, 1, 3, 4]  # the instrument goes first, with its own line number
+    message = str(timestamp_refused(records, "j.jsonl"))
     assert message.startswith(f"j.jsonl:3: the broker refused its record timestamp, {now + 2 * HOUR_MS} (2.0 h ahead "
                               f"of this machine's clock): ")
     assert message.endswith(RECORD_TIMESTAMP_RULE)
-    behind, _ = journal_records([signal("d", now - 3 * HOUR_MS)], "old.jsonl")
-    assert "(3.0 h behind this machine's clock)" in str(timestamp_refused(behind, [7], "old.jsonl"))
+    behind, _ = journal_records([signal("d", now - 3 * HOUR_MS)], 60_000, now, "old.jsonl")
+    assert "(3.0 h behind this machine's clock)" in str(timestamp_refused(behind, "old.jsonl"))

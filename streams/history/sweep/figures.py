@@ -151,9 +151,12 @@ def _equity_figures(closes: list[tuple[int, int, int, Decimal, Decimal]], start_
             "recovery_ms": recovery_ms, "sharpe": sharpe, "curve": curve, "start": (start_ts, start_equity)}
 
 
-def curves(history: History, config: SizingConfig, run: Run, points: int = 1500) -> dict[str, Any]:
+def curves(history: History, config: SizingConfig, run: Run, points: int = 1500, most: int = 3) -> dict[str, Any]:
     """Equity and exposure (with the sum of caps) over event time, thinned to about
-    `points` each, as floats: for plotting only."""
+    `points` each, as floats: for plotting only. `use` is each portfolio's exposure
+    as a percentage of its own cap: the `most` portfolios that came nearest their
+    cap (by peak use) one curve each, by portfolio id, and the others as one curve
+    of their total exposure over their total cap (`rest`, with how many they are)."""
     with localcontext(STATS):
         equity = _equity_figures(run.closes, _starting_equity(history, config),
                                  run.exposure[0][0] if run.exposure else 0)
@@ -177,7 +180,40 @@ def curves(history: History, config: SizingConfig, run: Run, points: int = 1500)
         return kept
 
     return {"equity": [(ts, float(v)) for ts, v in thin(equity_curve)],
-            "exposure": [(ts, float(e), float(c)) for ts, e, c in thin(exposure_curve)]}
+            "exposure": [(ts, float(e), float(c)) for ts, e, c in thin(exposure_curve)],
+            "use": _use(history, ordered, most, thin)}
+
+
+def _use(history: History, ordered: list[tuple[int, int, int, Decimal, Decimal]], most: int,
+         thin: Any) -> dict[str, Any]:
+    """Exposure / own cap (%) per portfolio for the `most` nearest their cap, the rest summed."""
+    peak_use: dict[int, float] = {}
+    for _, _, p, after, cap in ordered:
+        if cap > 0:
+            use = float(after / cap) * 100
+            if use > peak_use.get(p, -1.0):
+                peak_use[p] = use
+    top = sorted(peak_use, key=lambda p: (-peak_use[p], history.portfolios[p]))[:most]
+    shown = set(top)
+    per: dict[int, list[tuple[int, float]]] = {p: [] for p in top}
+    rest: list[tuple[int, float]] = []
+    rest_exposure: dict[int, Decimal] = {}
+    rest_cap: dict[int, Decimal] = {}
+    total_e = total_c = ZERO
+    for ts, _, p, after, cap in ordered:
+        if p in shown:
+            if cap > 0:
+                per[p].append((ts, float(after / cap) * 100))
+            continue
+        total_e += after - rest_exposure.get(p, ZERO)
+        total_c += cap - rest_cap.get(p, ZERO)
+        rest_exposure[p], rest_cap[p] = after, cap
+        if total_c > 0:
+            rest.append((ts, float(total_e / total_c) * 100))
+    others = len(history.portfolios) - len(top)
+    return {"portfolios": {history.portfolios[p]: thin(per[p]) for p in top},
+            "rest": thin(rest) if others else [], "others": others}
+
 
 
 def _starting_equity(history: History, config: SizingConfig) -> Decimal:

@@ -58,6 +58,16 @@ topics' replication: the Job creates the topics, the workers their changelogs. *
 - name: SIZER_SSL_CAFILE
   value: /etc/sizer/tls/ca.crt
 {{- end }}
+{{- if and (eq (include "sizer.tls" .) "true") .Values.kafka.tls.clientSecret }}
+- name: SIZER_SSL_CERTFILE
+  value: /etc/sizer/tls/client.crt
+- name: SIZER_SSL_KEYFILE
+  value: /etc/sizer/tls/client.key
+{{- if .Values.kafka.tls.keyPasswordKey }}
+- name: SIZER_SSL_KEY_PASSWORD_FILE
+  value: /etc/sizer/tls/client.key.password
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "sizer.securityContext" -}}
@@ -70,4 +80,82 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{/* A file shipped with deploy/prometheus or deploy/grafana (files/ links to it), its
+job="sizer" selectors set to monitoring.job: (list . "files/NAME"). */}}
+{{- define "sizer.monitoringFile" -}}
+{{- $root := index . 0 -}}
+{{- $job := $root.Values.monitoring.job -}}
+{{- $root.Files.Get (index . 1) | replace "job=\"sizer\"" (printf "job=\"%s\"" $job) | replace "job=\\\"sizer\\\"" (printf "job=\\\"%s\\\"" $job) -}}
+{{- end -}}
+
+{{/* The TLS files of every Kafka client (the brokers' CA, the client's certificate and key),
+one volume "kafka-tls" under /etc/sizer/tls: rendered only when one of them is set. */}}
+{{- define "sizer.kafkaTlsFiles" -}}
+{{- if and (eq (include "sizer.tls" .) "true") (or .Values.kafka.tls.caSecret .Values.kafka.tls.clientSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "sizer.kafkaTlsVolume" -}}
+{{- if eq (include "sizer.kafkaTlsFiles" .) "true" }}
+- name: kafka-tls
+  projected:
+    sources:
+      {{- with .Values.kafka.tls.caSecret }}
+      - secret:
+          name: {{ . }}
+          items:
+            - {key: {{ $.Values.kafka.tls.caKey }}, path: ca.crt}
+      {{- end }}
+      {{- with .Values.kafka.tls.clientSecret }}
+      - secret:
+          name: {{ . }}
+          items:
+            - {key: {{ $.Values.kafka.tls.certKey }}, path: client.crt}
+            - {key: {{ $.Values.kafka.tls.keyKey }}, path: client.key}
+            {{- with $.Values.kafka.tls.keyPasswordKey }}
+            - {key: {{ . }}, path: client.key.password}
+            {{- end }}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "sizer.kafkaTlsMount" -}}
+{{- if eq (include "sizer.kafkaTlsFiles" .) "true" }}
+- {name: kafka-tls, mountPath: /etc/sizer/tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* The workers' affinity: `affinity` when given, else podAntiAffinity over nodes. */}}
+{{- define "sizer.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if eq .Values.podAntiAffinity "hard" }}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "sizer.selector" . | nindent 10 }}
+{{- else if eq .Values.podAntiAffinity "soft" }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "sizer.selector" . | nindent 12 }}
+{{- end }}
+{{- end -}}
+
+{{/* The ports of kafka.bootstrap, for the NetworkPolicy's egress. */}}
+{{- define "sizer.bootstrapPorts" -}}
+{{- $ports := list -}}
+{{- range (splitList "," .Values.kafka.bootstrap) -}}
+{{- $ports = append $ports (last (splitList ":" (trim .)) | int) -}}
+{{- end -}}
+{{- toJson ($ports | uniq) -}}
 {{- end -}}

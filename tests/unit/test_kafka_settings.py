@@ -1,0 +1,88 @@
+"""The one Kafka client configuration read from the environment: the standard client
+variables a platform sets (KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL,
+KAFKA_SASL_MECHANISM) are honoured, or refused in one line naming the sizer's setting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.errors import ConfigError
+from streams.worker.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for variable in list(os.environ):
+        if variable.startswith(("SIZER_", "KAFKA_")):
+            monkeypatch.delenv(variable)
+
+
+def test_the_standard_variables_set_what_their_sizer_settings_would(monkeypatch, tmp_path):
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9094,k2:9094")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "sasl_ssl")  # Kafka reads it in any case
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("SIZER_SASL_USERNAME", "sizer-worker")
+    monkeypatch.setenv("SIZER_SASL_PASSWORD_FILE", str(password))
+    kafka = load_settings()
+    options = kafka.client("worker")
+    assert (options["bootstrap_servers"], options["security_protocol"], options["sasl_mechanism"]) == \
+        ("k1:9094,k2:9094", "SASL_SSL", "SCRAM-SHA-512")
+    assert options["ssl_context"] is not None
+
+
+def test_a_standard_variable_that_disagrees_with_the_sizer_setting_stops_start_up(monkeypatch):
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("SIZER_SECURITY_PROTOCOL", "PLAINTEXT")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert str(raised.value) == ("KAFKA_SECURITY_PROTOCOL=SASL_SSL and SIZER_SECURITY_PROTOCOL=PLAINTEXT disagree: "
+                                 "the sizer's setting is SIZER_SECURITY_PROTOCOL; unset one or make them equal")
+
+
+def test_a_standard_variable_equal_to_the_sizer_setting_is_fine(monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092")
+    monkeypatch.setenv("SIZER_BOOTSTRAP", "k1:9092")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "ssl")
+    monkeypatch.setenv("SIZER_SECURITY_PROTOCOL", "SSL")
+    assert load_settings().security_protocol == "SSL"
+
+
+def test_a_bad_standard_value_names_the_variable_and_the_sizer_setting(monkeypatch):
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "NTLM")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    line, = [line for line in str(raised.value).splitlines() if "sasl_mechanism" in line]
+    assert "from KAFKA_SASL_MECHANISM; the sizer's setting is SIZER_SASL_MECHANISM" in line
+
+
+def sizer(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items() if not key.startswith(("SIZER_", "KAFKA_", "SIZING_"))}
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**clean, **env})
+
+
+def test_sizer_config_shows_the_protocol_a_standard_variable_set_and_where_from():
+    done = sizer("config", "--json", KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_BOOTSTRAP_SERVERS="k1:9093")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["kafka"]["security_protocol"] == "SSL" and shown["kafka"]["bootstrap"] == "k1:9093"
+    assert shown["kafka_sources"]["security_protocol"] == "environment KAFKA_SECURITY_PROTOCOL"
+    assert shown["kafka_sources"]["bootstrap"] == "environment KAFKA_BOOTSTRAP_SERVERS"
+    assert shown["kafka_sources"]["app_id"] == "default"
+
+
+def test_sizer_config_refuses_a_disagreement_in_one_line():
+    done = sizer("config", KAFKA_SASL_MECHANISM="PLAIN", SIZER_SASL_MECHANISM="SCRAM-SHA-512")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "SIZER_SASL_MECHANISM" in done.stderr
