@@ -452,6 +452,10 @@ def table(result: dict[str, Any]) -> str:
         out.append(f"{name:<8} {row['promise']:<22} {_num(row['fixed']):>12} {_num(row['graduated']):>12} "
                    f"{_fmt(row['measured'], pct):>9} {interval:>19} {'>=' + promised:>10}  {row['verdict']}"
                    + ("" if alone else f"  ({label})"))
+    missing = [name for name, given in ((FIXED, result["settings"]["fixed"]),
+                                        (GRADUATED, result["settings"]["graduated"])) if not given]
+    if missing:
+        out.append(f"promises: not tested, no {' and no '.join(missing)} policy among --policy")
     skipped = [f"{m}/{s}: {info['skipped']}" for m, entry in result["markets"].items()
                for s, info in entry["strategies"].items() if "skipped" in info]
     skipped += [f"{m}: {entry['skipped']}" for m, entry in result["markets"].items() if "skipped" in entry]
