@@ -156,3 +156,10 @@ def test_a_block_as_long_as_the_history_is_refused_it_would_resample_nothing(tmp
     assert code == 2
     assert "Traceback" not in err
     assert err.strip().startswith("sizer: --block-days 10000: more than half of btcusd's history")
+
+
+@pytest.mark.parametrize("resamples", ["0", "-5", "1000000000"])
+def test_resamples_out_of_range_are_one_line(tmp_path, resamples):
+    code, out, err = _evaluate(tmp_path, "--market", "btcusd", "--resamples", resamples)
+    assert code == 2
+    assert err.strip().splitlines() == ["sizer: --resamples: at least 10 and at most 100,000; --block-days: at least 1"]
