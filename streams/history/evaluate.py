@@ -405,9 +405,18 @@ def _pooled(series: dict[str, dict[str, Daily]], labels: Sequence[str]) -> dict[
     return pooled
 
 
+def baselines(chosen: Sequence[Configuration]) -> dict[str, str]:
+    """{graduated label: the static label it is tested against}: static at the same
+    grid point (`--set` values), so a promise compares policies, not sizes. Empty
+    without a static or a graduated configuration."""
+    static = {c.params: c.label for c in chosen if c.policy == FIXED}
+    return {c.label: static[c.params] for c in chosen if c.policy == GRADUATED and c.params in static}
+
+
 def report(runs: Sequence[MarketRun], chosen: list[Configuration], series: dict[str, dict[str, Daily]],
            settings: Settings) -> dict[str, Any]:
     labels = [c.label for c in chosen]
+    pairs = baselines(chosen)
     fixed = next((c.label for c in chosen if c.policy == FIXED), None)
     graduated = [c.label for c in chosen if c.policy == GRADUATED]
     markets: dict[str, Any] = {}
@@ -419,19 +428,17 @@ def report(runs: Sequence[MarketRun], chosen: list[Configuration], series: dict[
             entry["skipped"] = "no strategy could run on this history"
         else:
             entry["policies"] = {label: policy_figures(by_label[label]) for label in labels}
-            entry["promises"] = {g: test_promises(by_label, settings, fixed, g) for g in graduated} \
-                if fixed else {}
+            entry["promises"] = {g: test_promises(by_label, settings, f, g) for g, f in pairs.items()}
         markets[run.market.name] = entry
     result: dict[str, Any] = {"settings": {"resamples": settings.resamples, "block_days": settings.block_days,
                                            "seed": settings.seed, "confidence": settings.confidence,
-                                           "fixed": fixed, "graduated": graduated},
+                                           "fixed": fixed, "graduated": graduated, "pairs": pairs},
                               "markets": markets}
     if series:
         pooled = _pooled(series, labels)
         result["pooled"] = {"markets": sorted(series),
                             "policies": {label: policy_figures(pooled[label]) for label in labels},
-                            "promises": {g: test_promises(pooled, settings, fixed, g) for g in graduated}
-                            if fixed else {}}
+                            "promises": {g: test_promises(pooled, settings, f, g) for g, f in pairs.items()}}
     return result
 
 

@@ -163,3 +163,19 @@ def test_resamples_out_of_range_are_one_line(tmp_path, resamples):
     code, out, err = _evaluate(tmp_path, "--market", "btcusd", "--resamples", resamples)
     assert code == 2
     assert err.strip().splitlines() == ["sizer: --resamples: at least 10 and at most 100,000; --block-days: at least 1"]
+
+
+def test_with_a_grid_each_graduated_point_is_compared_with_static_at_the_same_point():
+    run = ev.build_market(mk.MARKETS["goog"], [mk.STRATEGIES["donchian"]], goog_slice())
+    chosen = configurations([policy_config("static"), policy_config("graduated")],
+                            [("pair_max_usd", ["500", "2000"])])
+    result, _ = ev.evaluate([run], chosen, ev.Settings(resamples=10), workers=1)
+    policies = result["markets"]["goog"]["policies"]
+    # fixed sizing at $500 and at $2,000 per signal: four times the drawdown
+    assert policies["static pair_max_usd=2000"]["max_drawdown"] > 3 * policies["static pair_max_usd=500"]["max_drawdown"]
+    for point in ("500", "2000"):
+        rows = result["markets"]["goog"]["promises"][f"graduated pair_max_usd={point}"]
+        drawdown = next(r for r in rows if r["promise"] == "drawdown")
+        assert drawdown["fixed"] == policies[f"static pair_max_usd={point}"]["max_drawdown"]
+    assert result["settings"]["pairs"] == {"graduated pair_max_usd=500": "static pair_max_usd=500",
+                                           "graduated pair_max_usd=2000": "static pair_max_usd=2000"}
