@@ -353,7 +353,8 @@ def _run_one(task: tuple[str, int]) -> tuple[str, int, Daily]:
 def evaluate(runs: Sequence[MarketRun], chosen: list[Configuration], settings: Settings,
              workers: int | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Daily]]]:
     """Every configuration over every market's journal: (the report: figures and
-    promises, as JSON data; the day series per market and configuration label)."""
+    promises, as JSON data; the day series per market and configuration label).
+    Raises ConfigError when `settings.block_days` is more than half a market's days."""
     recorded = recording_config()
     histories: dict[str, tuple[Any, int, int]] = {}
     for run in runs:
@@ -362,7 +363,11 @@ def evaluate(runs: Sequence[MarketRun], chosen: list[Configuration], settings: S
         history = from_journal(run.lines, recorded)
         times = [e[1].ts for e in history.events]
         first_day, last_day = min(times) // DAY_MS, max(times) // DAY_MS
-        histories[run.market.name] = (history, first_day, last_day - first_day + 1)
+        days = last_day - first_day + 1
+        if settings.block_days * 2 > days:
+            raise ConfigError(f"--block-days {settings.block_days}: more than half of {run.market.name}'s history "
+                              f"({days} days); the bootstrap needs at least two blocks to resample")
+        histories[run.market.name] = (history, first_day, days)
     tasks = [(name, k) for name in histories for k in range(len(chosen))]
     _SHARED.update(histories=histories, chosen=chosen)
     try:
@@ -452,6 +457,10 @@ def table(result: dict[str, Any]) -> str:
         out.append(f"{name:<8} {row['promise']:<22} {_num(row['fixed']):>12} {_num(row['graduated']):>12} "
                    f"{_fmt(row['measured'], pct):>9} {interval:>19} {'>=' + promised:>10}  {row['verdict']}"
                    + ("" if alone else f"  ({label})"))
+    missing = [name for name, given in ((FIXED, result["settings"]["fixed"]),
+                                        (GRADUATED, result["settings"]["graduated"])) if not given]
+    if missing:
+        out.append(f"promises: not tested, no {' and no '.join(missing)} policy among --policy")
     skipped = [f"{m}/{s}: {info['skipped']}" for m, entry in result["markets"].items()
                for s, info in entry["strategies"].items() if "skipped" in info]
     skipped += [f"{m}: {entry['skipped']}" for m, entry in result["markets"].items() if "skipped" in entry]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from streams.errors import ConfigError
 from streams.history import evaluate as ev
@@ -64,15 +65,17 @@ def run_command(args: argparse.Namespace) -> int:
                   f"(pip install -e '.[evaluate]')", file=sys.stderr)
             return 3
     if args.journals:
-        _write_journals(Path(args.journals), runs)
+        with _writing("--journals", args.journals):
+            _write_journals(Path(args.journals), runs)
     settings = ev.Settings(args.resamples, args.block_days, args.seed)
     result, series = ev.evaluate(runs, chosen, settings)
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "evaluate.json").write_text(ev.dumps(result))
-        (out / "evaluate.csv").write_text(ev.as_csv(result))
-        written = plot(result, series, out)
+        with _writing("--out", args.out):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "evaluate.json").write_text(ev.dumps(result))
+            (out / "evaluate.csv").write_text(ev.as_csv(result))
+            written = plot(result, series, out)
     print(ev.dumps(result) if args.json else ev.table(result))
     if args.out:
         print(f"\nwritten: {out / 'evaluate.json'}, {out / 'evaluate.csv'}, " + ", ".join(str(p) for p in written),
@@ -80,6 +83,15 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"evaluated {len(runs)} market(s) x {len(strategies)} strategies x {len(chosen)} configuration(s) "
           f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0
+
+
+@contextmanager
+def _writing(option: str, directory: str) -> Iterator[None]:
+    """An output directory that cannot be written: ConfigError naming the option and the cause."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write {directory}: {exc.strerror or exc}") from exc
 
 
 def _write_journals(directory: Path, runs: Sequence[ev.MarketRun]) -> None:

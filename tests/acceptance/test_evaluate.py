@@ -124,3 +124,35 @@ def test_unknown_names_are_one_line_naming_the_known_ones(tmp_path, args, named)
     assert code == 2
     assert err.strip().splitlines() == [f"sizer: {named}"] or named in err.strip().splitlines()[-1]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("option", ["--out", "--journals"])
+def test_an_unwritable_output_directory_is_one_line_not_a_traceback(tmp_path, option):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, out, err = _evaluate(tmp_path, "--market", "btcusd", "--resamples", "10", option, str(blocker / "sub"))
+    assert code == 2
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"sizer: {option}: cannot write {blocker / 'sub'}")
+
+
+@pytest.mark.parametrize("policies, missing", [
+    (["static", "conviction"], "graduated"),
+    (["graduated"], "static"),
+])
+def test_promises_without_static_or_graduated_are_said_not_computed(tmp_path, policies, missing):
+    args = [a for p in policies for a in ("--policy", p)]
+    code, out, err = _evaluate(tmp_path, "--market", "btcusd", "--resamples", "10", *args)
+    assert code == 0
+    assert "Traceback" not in err
+    assert f"promises: not tested, no {missing} policy among --policy" in out
+
+
+def test_a_block_as_long_as_the_history_is_refused_it_would_resample_nothing(tmp_path):
+    # BTC/USD monthly spans 2012-01 .. 2025: a 10000-day block is the whole history,
+    # every resample the measured path, an interval of zero width
+    code, out, err = _evaluate(tmp_path, "--market", "btcusd", "--resamples", "10", "--block-days", "10000")
+    assert code == 2
+    assert "Traceback" not in err
+    assert err.strip().startswith("sizer: --block-days 10000: more than half of btcusd's history")
