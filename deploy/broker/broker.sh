@@ -17,8 +17,9 @@
 # deploy/broker/cluster.sh sources this file for its functions and runs one node of a
 # replicated cluster per KAFKA_HOME, with KAFKA_NODE_ID, KAFKA_QUORUM_VOTERS (the
 # controllers, id@host:port,...), KAFKA_CLUSTER_ID (every node formatted with it),
-# KAFKA_REPLICATION / KAFKA_MIN_ISR (defaults and internal topics; 1 and 1 here) and
-# KAFKA_HEAP (java heap flags).
+# KAFKA_REPLICATION / KAFKA_MIN_ISR (defaults and internal topics; 1 and 1 here),
+# KAFKA_BROKER_SESSION_TIMEOUT_MS (how soon a lost broker's leaderships move; 9000)
+# and KAFKA_HEAP (java heap flags).
 #
 # KAFKA_SECURITY=sasl_ssl starts the same broker secured (default home .kafka-secured,
 # ports 19094/19095, so both can run side by side):
@@ -91,6 +92,9 @@ quorum_voters="${KAFKA_QUORUM_VOTERS:-$node_id@127.0.0.1:$controller_port}"
 cluster_id="${KAFKA_CLUSTER_ID:-}"
 replication="${KAFKA_REPLICATION:-1}"
 min_isr="${KAFKA_MIN_ISR:-1}"
+# how long the controller waits for a silent broker before it fences it and moves its
+# leaderships (Kafka's default 9 s); the heartbeat a third of it, at most Kafka's 2 s
+broker_session_ms="${KAFKA_BROKER_SESSION_TIMEOUT_MS:-9000}"
 read -r -a heap <<< "${KAFKA_HEAP:--Xms256m -Xmx1g}"
 
 running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
@@ -262,6 +266,8 @@ transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=8
 min.insync.replicas=$min_isr
 group.initial.rebalance.delay.ms=0
+broker.session.timeout.ms=$broker_session_ms
+broker.heartbeat.interval.ms=$(( broker_session_ms / 3 < 2000 ? broker_session_ms / 3 : 2000 ))
 auto.create.topics.enable=false
 log.retention.hours=168
 PROPS

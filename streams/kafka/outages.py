@@ -31,6 +31,7 @@ SOURCES: dict[str, int | str] = {
     "Failed fetch messages from %s: %s": 0,
     "Failed fetch offsets from %s: %s": 0,
     "Cannot send %r to %s: %r": 1,
+    "Error sending %s to node %s [%s] -- marking coordinator dead": 1,
     'Unable connect to "%s:%s": %s': "address",
     "Unable to update metadata from %s": "metadata",
     "Error fetching metadata for topic %s: %s": "metadata",

@@ -25,6 +25,9 @@ def test_one_warning_per_broker_per_outage_and_one_line_when_it_is_back(caplog):
                            aiokafka_line("aiokafka.consumer.fetcher", logging.ERROR,
                                          "Failed fetch messages from %s: %s", 2, "NodeNotReadyError"),
                            aiokafka_line("aiokafka.consumer.group_coordinator", logging.ERROR,
+                                         "Error sending %s to node %s [%s] -- marking coordinator dead",
+                                         "HeartbeatRequest", 2, "NodeNotReadyError"),
+                           aiokafka_line("aiokafka.consumer.group_coordinator", logging.ERROR,
                                          "Heartbeat send request failed: %s. Will retry.", "RequestTimedOut")):
                 if outages.filter(record):
                     passed.append(record)
@@ -39,7 +42,7 @@ def test_one_warning_per_broker_per_outage_and_one_line_when_it_is_back(caplog):
     with caplog.at_level(logging.INFO, logger="streams.kafka"):
         ended = outages.expire()
     assert sorted(source for source, _, _ in ended) == ["broker 2", "group coordinator"]
-    assert dict((s, held) for s, _, held in ended)["broker 2"] == 2 * 500 - 1
+    assert dict((s, held) for s, _, held in ended)["broker 2"] == 3 * 500 - 1
     assert changes[2:] == [("broker 2", False), ("group coordinator", False)]
     assert len(caplog.records) == 2 and "taken as back" in caplog.records[0].getMessage()
     # a new outage of the same broker is a new warning
