@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -179,3 +180,22 @@ def test_with_a_grid_each_graduated_point_is_compared_with_static_at_the_same_po
         assert drawdown["fixed"] == policies[f"static pair_max_usd={point}"]["max_drawdown"]
     assert result["settings"]["pairs"] == {"graduated pair_max_usd=500": "static pair_max_usd=500",
                                            "graduated pair_max_usd=2000": "static pair_max_usd=2000"}
+
+
+@pytest.mark.parametrize("package, args, named", [
+    ("arch", ["--market", "sp500"], "market sp500: arch is not installed"),
+    ("matplotlib", ["--market", "btcusd", "--out", "out"], "--out: matplotlib is not installed"),
+])
+def test_a_missing_package_is_one_line_exit_3(tmp_path, package, args, named):
+    # a package that cannot be imported, ahead of the installed one on the path
+    (tmp_path / "hide" / package).mkdir(parents=True)
+    (tmp_path / "hide" / package / "__init__.py").write_text(
+        f"raise ModuleNotFoundError('No module named {package}', name={package!r})\n")
+    done = subprocess.run([str(Path(sys.executable).with_name("sizer")), "evaluate", "--resamples", "10", *args],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path / "hide")})
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"sizer evaluate: {named}" + (", the plots need it" if package == "matplotlib" else "")
+        + " (pip install -e '.[evaluate]')"]
