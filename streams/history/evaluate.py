@@ -222,17 +222,22 @@ def compare(promise: Promise, graduated: Any, fixed: Any) -> Any:
         return np.where(f != 0, (g - f) / np.abs(f), np.nan)
 
 
-def block_resamples(days: int, block: int, resamples: int, seed: int) -> Any:
-    """Moving-block bootstrap day indices: `resamples` rows of `days` indices, each
-    row blocks of `block` consecutive days with uniformly drawn starts (Künsch 1989)."""
+def block_resamples(days: int, block: int, resamples: int, seed: int, chunk: int | None = None) -> Iterator[Any]:
+    """Moving-block bootstrap day indices (Künsch 1989): `resamples` rows of `days`
+    indices, each row blocks of `block` consecutive days with uniformly drawn starts,
+    yielded `chunk` rows at a time (default: all at once) so that memory stays
+    bounded; the rows do not depend on `chunk` (one generator, drawn in order)."""
     import numpy as np
 
     block = max(1, min(block, days))
     rng = np.random.default_rng(seed)
     count = math.ceil(days / block)
-    starts = rng.integers(0, days - block + 1, size=(resamples, count))
-    index = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(resamples, count * block)
-    return index[:, :days]
+    chunk = max(1, chunk or resamples)
+    for done in range(0, resamples, chunk):
+        rows = min(chunk, resamples - done)
+        starts = rng.integers(0, days - block + 1, size=(rows, count))
+        index = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(rows, count * block)
+        yield index[:, :days]
 
 
 def verdict(low: float, high: float, defined: float, promise: Promise) -> str:
@@ -266,14 +271,19 @@ def test_promises(series: dict[str, Daily], settings: Settings, fixed_label: str
     fixed, graduated = series[fixed_label], series[graduated_label]
     days = len(fixed.pnl)
     measured_index = np.arange(days)[None, :]
-    index = block_resamples(days, settings.block_days, settings.resamples, settings.seed)
     measured_f, measured_g = figures(fixed, measured_index), figures(graduated, measured_index)
-    boot_f, boot_g = figures(fixed, index), figures(graduated, index)
+    # about 2 MB of day indices per chunk, whatever the number of resamples
+    chunk = max(1, 250_000 // days)
+    boot: dict[str, list[Any]] = {promise.name: [] for promise in PROMISES}
+    for index in block_resamples(days, settings.block_days, settings.resamples, settings.seed, chunk):
+        boot_f, boot_g = figures(fixed, index), figures(graduated, index)
+        for promise in PROMISES:
+            boot[promise.name].append(compare(promise, boot_g[promise.figure], boot_f[promise.figure]))
     tail = (1 - settings.confidence) / 2 * 100
     rows = []
     for promise in PROMISES:
         measured = compare(promise, measured_g[promise.figure], measured_f[promise.figure])[0]
-        resampled = compare(promise, boot_g[promise.figure], boot_f[promise.figure])
+        resampled = np.concatenate(boot[promise.name])
         defined = float(np.mean(~np.isnan(resampled)))
         if defined > 0:
             low, high = np.nanpercentile(resampled, [tail, 100 - tail])
@@ -395,9 +405,18 @@ def _pooled(series: dict[str, dict[str, Daily]], labels: Sequence[str]) -> dict[
     return pooled
 
 
+def baselines(chosen: Sequence[Configuration]) -> dict[str, str]:
+    """{graduated label: the static label it is tested against}: static at the same
+    grid point (`--set` values), so a promise compares policies, not sizes. Empty
+    without a static or a graduated configuration."""
+    static = {c.params: c.label for c in chosen if c.policy == FIXED}
+    return {c.label: static[c.params] for c in chosen if c.policy == GRADUATED and c.params in static}
+
+
 def report(runs: Sequence[MarketRun], chosen: list[Configuration], series: dict[str, dict[str, Daily]],
            settings: Settings) -> dict[str, Any]:
     labels = [c.label for c in chosen]
+    pairs = baselines(chosen)
     fixed = next((c.label for c in chosen if c.policy == FIXED), None)
     graduated = [c.label for c in chosen if c.policy == GRADUATED]
     markets: dict[str, Any] = {}
@@ -409,19 +428,17 @@ def report(runs: Sequence[MarketRun], chosen: list[Configuration], series: dict[
             entry["skipped"] = "no strategy could run on this history"
         else:
             entry["policies"] = {label: policy_figures(by_label[label]) for label in labels}
-            entry["promises"] = {g: test_promises(by_label, settings, fixed, g) for g in graduated} \
-                if fixed else {}
+            entry["promises"] = {g: test_promises(by_label, settings, f, g) for g, f in pairs.items()}
         markets[run.market.name] = entry
     result: dict[str, Any] = {"settings": {"resamples": settings.resamples, "block_days": settings.block_days,
                                            "seed": settings.seed, "confidence": settings.confidence,
-                                           "fixed": fixed, "graduated": graduated},
+                                           "fixed": fixed, "graduated": graduated, "pairs": pairs},
                               "markets": markets}
     if series:
         pooled = _pooled(series, labels)
         result["pooled"] = {"markets": sorted(series),
                             "policies": {label: policy_figures(pooled[label]) for label in labels},
-                            "promises": {g: test_promises(pooled, settings, fixed, g) for g in graduated}
-                            if fixed else {}}
+                            "promises": {g: test_promises(pooled, settings, f, g) for g, f in pairs.items()}}
     return result
 
 

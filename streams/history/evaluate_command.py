@@ -15,6 +15,8 @@ from streams.history import evaluate as ev
 from streams.history import markets as mk
 from streams.history.sweep import configurations, parse_grid, policy_config
 
+MAX_RESAMPLES = 100_000  # about 2 minutes of bootstrap per market on the build machine
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--market", action="append", default=None, metavar="NAME",
@@ -48,14 +50,21 @@ def _pick(given: Sequence[str] | None, known: dict[str, Any], option: str) -> li
 
 def run_command(args: argparse.Namespace) -> int:
     """Exit 0 with the report; 2 for bad options (one line); 3 when a market's
-    package is missing."""
+    package, or matplotlib for `--out`'s plots, is missing (one line)."""
     started = time.perf_counter()
     markets = _pick(args.market, mk.MARKETS, "--market")
     strategies = _pick(args.strategy, mk.STRATEGIES, "--strategy")
-    if args.resamples < 10 or args.block_days < 1:
-        raise ConfigError("--resamples: at least 10; --block-days: at least 1")
+    if not 10 <= args.resamples <= MAX_RESAMPLES or args.block_days < 1:
+        raise ConfigError(f"--resamples: at least 10 and at most {MAX_RESAMPLES:,}; --block-days: at least 1")
     bases = [policy_config(spec) for spec in (args.policy or list(ev.POLICIES))]
     chosen = configurations(bases, parse_grid(args.set))
+    if args.out:
+        try:
+            import matplotlib  # noqa: F401  (the plots; checked before the minute of work, not after)
+        except ImportError as exc:
+            print(f"sizer evaluate: --out: {exc.name or exc} is not installed, the plots need it "
+                  f"(pip install -e '.[evaluate]')", file=sys.stderr)
+            return 3
     runs = []
     for market in markets:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -156,3 +157,45 @@ def test_a_block_as_long_as_the_history_is_refused_it_would_resample_nothing(tmp
     assert code == 2
     assert "Traceback" not in err
     assert err.strip().startswith("sizer: --block-days 10000: more than half of btcusd's history")
+
+
+@pytest.mark.parametrize("resamples", ["0", "-5", "1000000000"])
+def test_resamples_out_of_range_are_one_line(tmp_path, resamples):
+    code, out, err = _evaluate(tmp_path, "--market", "btcusd", "--resamples", resamples)
+    assert code == 2
+    assert err.strip().splitlines() == ["sizer: --resamples: at least 10 and at most 100,000; --block-days: at least 1"]
+
+
+def test_with_a_grid_each_graduated_point_is_compared_with_static_at_the_same_point():
+    run = ev.build_market(mk.MARKETS["goog"], [mk.STRATEGIES["donchian"]], goog_slice())
+    chosen = configurations([policy_config("static"), policy_config("graduated")],
+                            [("pair_max_usd", ["500", "2000"])])
+    result, _ = ev.evaluate([run], chosen, ev.Settings(resamples=10), workers=1)
+    policies = result["markets"]["goog"]["policies"]
+    # fixed sizing at $500 and at $2,000 per signal: four times the drawdown
+    assert policies["static pair_max_usd=2000"]["max_drawdown"] > 3 * policies["static pair_max_usd=500"]["max_drawdown"]
+    for point in ("500", "2000"):
+        rows = result["markets"]["goog"]["promises"][f"graduated pair_max_usd={point}"]
+        drawdown = next(r for r in rows if r["promise"] == "drawdown")
+        assert drawdown["fixed"] == policies[f"static pair_max_usd={point}"]["max_drawdown"]
+    assert result["settings"]["pairs"] == {"graduated pair_max_usd=500": "static pair_max_usd=500",
+                                           "graduated pair_max_usd=2000": "static pair_max_usd=2000"}
+
+
+@pytest.mark.parametrize("package, args, named", [
+    ("arch", ["--market", "sp500"], "market sp500: arch is not installed"),
+    ("matplotlib", ["--market", "btcusd", "--out", "out"], "--out: matplotlib is not installed"),
+])
+def test_a_missing_package_is_one_line_exit_3(tmp_path, package, args, named):
+    # a package that cannot be imported, ahead of the installed one on the path
+    (tmp_path / "hide" / package).mkdir(parents=True)
+    (tmp_path / "hide" / package / "__init__.py").write_text(
+        f"raise ModuleNotFoundError('No module named {package}', name={package!r})\n")
+    done = subprocess.run([str(Path(sys.executable).with_name("sizer")), "evaluate", "--resamples", "10", *args],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path / "hide")})
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"sizer evaluate: {named}" + (", the plots need it" if package == "matplotlib" else "")
+        + " (pip install -e '.[evaluate]')"]

@@ -90,11 +90,11 @@ def test_verdict_reads_the_promise_lower_bound(low, high, defined, expected):
 
 
 def test_block_resamples_are_seeded_blocks_of_consecutive_days():
-    a = ev.block_resamples(50, 7, 30, seed=3)
-    b = ev.block_resamples(50, 7, 30, seed=3)
+    a = next(ev.block_resamples(50, 7, 30, seed=3))
+    b = next(ev.block_resamples(50, 7, 30, seed=3))
     assert a.shape == (30, 50)
     assert (a == b).all()
-    assert not (a == ev.block_resamples(50, 7, 30, seed=4)).all()
+    assert not (a == next(ev.block_resamples(50, 7, 30, seed=4))).all()
     assert a.min() >= 0 and a.max() <= 49
     for row in a:  # within each block of 7 the days are consecutive
         for k in range(0, 49, 7):
@@ -113,3 +113,13 @@ def test_exposure_is_time_weighted_over_calendar_days():
     d = ev.daily_of(Run, 0, 2, ev.Decimal(2000))
     assert d.exposure_ms == pytest.approx([100 * DAY / 2, 100 * DAY + 50 * DAY / 2])
     assert d.start_equity == 2000
+
+
+def test_block_resamples_in_chunks_are_the_same_rows_as_one_draw():
+    import numpy as np
+
+    whole = next(ev.block_resamples(203, 20, 1000, seed=7))
+    for chunk in (1, 250, 257):
+        parts = list(ev.block_resamples(203, 20, 1000, seed=7, chunk=chunk))
+        assert max(len(p) for p in parts) == chunk
+        assert (np.concatenate(parts) == whole).all()
