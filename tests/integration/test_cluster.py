@@ -10,7 +10,7 @@ import uuid
 
 from streams.bench.generate import session
 from streams.kafka.settings import ConnectionSettings
-from streams.kafka.topics import declare_changelogs
+from streams.kafka.topics import Replication, declare_changelogs
 from tests.integration.invariants import assert_exactly_once
 
 
@@ -25,9 +25,9 @@ def test_changelogs_declared_by_workers_on_different_brokers_at_once(cluster):
 
         async def later() -> list[str]:
             await asyncio.sleep(lag_s)
-            return await declare_changelogs(second, names, 3)
+            return await declare_changelogs(second, names, Replication(3, 2))
 
-        await asyncio.gather(declare_changelogs(first, names, 3), later())
+        await asyncio.gather(declare_changelogs(first, names, Replication(3, 2)), later())
 
     rng = random.Random(26)
     for _ in range(12):
