@@ -7,7 +7,7 @@ import gc
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from streams.config import SizingConfig
 from streams.kafka.io import end_offsets, publish_config
@@ -72,15 +72,19 @@ def bounded_shutdown(worker_class: type, timeout_s: float) -> type:
     return Bounded
 
 
-def announcing(worker_class: type, line: str) -> type:
-    """`worker_class` (faust.Worker) that logs `line` once its logging is set up (faust's
-    worker sets it up as it starts: a line logged before would be lost): the settings
-    an operator checks first when a worker does not do what they expect."""
+def announcing(worker_class: type, line: str, warnings: Sequence[str] = ()) -> type:
+    """`worker_class` (faust.Worker) that logs `line`, then each of `warnings`, once its
+    logging is set up (faust's worker sets it up as it starts: a line logged before
+    would be lost, or written without the configured format): the settings an operator
+    checks first when a worker does not do what they expect, and what start-up found
+    wrong with the cluster."""
 
     class Announcing(worker_class):  # type: ignore[misc, valid-type]
         async def on_execute(self) -> None:
             await super().on_execute()
             log.info("%s", line)
+            for warning in warnings:
+                log.warning("%s", warning)
 
     return Announcing
 
@@ -102,10 +106,10 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     try:
         asyncio.run(apply(client, topics, create=False, app_id=kafka.app_id))
         unbounded = asyncio.run(unbounded_inputs(client, topics, config.max_future_skew_ms))
-        if unbounded:
-            log.warning("input topics do not bound record timestamps to max_future_skew_s (%d ms): %s; a producer "
-                        "can stamp a record far ahead and poison a portfolio clock: run `sizer topics apply "
-                        "--config ...` with this configuration", config.max_future_skew_ms, "; ".join(unbounded))
+        start_warnings = [] if not unbounded else [
+            f"input topics do not bound record timestamps to max_future_skew_s ({config.max_future_skew_ms} ms): "
+            f"{'; '.join(unbounded)}; a producer can stamp a record far ahead and poison a portfolio clock: run "
+            "`sizer topics apply --config ...` with this configuration"]
         # Before the first decision: the settings behind this worker's config hash.
         asyncio.run(publish_config(client, topics.name("config"), config))
     finally:
@@ -119,8 +123,8 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
         warnings = internal_replication_warnings(asyncio.run(internal_replication(client)), kafka.replication)
     finally:
         aiokafka_log.setLevel(level)
-    for warning in warnings:  # once, at start-up: the broker's settings are not the worker's to change
-        log.warning("replication: %s", warning)
+    # once, at start-up: the broker's settings are not the worker's to change
+    start_warnings += [f"replication: {warning}" for warning in warnings]
     private_state(kafka.data_dir)
     level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
     try:
@@ -132,7 +136,7 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     started = (f"sizer worker: group {kafka.app_id}, {kafka.processing_guarantee}, config {config.config_hash} "
                f"({origin or 'preset ' + config.preset}), topic prefix {kafka.topic_prefix!r}, "
                f"web port {kafka.web_port}, bootstrap {kafka.bootstrap}; {local_state}")
-    worker = bounded_shutdown(announcing(faust.Worker, started), kafka.shutdown_timeout_s)(
+    worker = bounded_shutdown(announcing(faust.Worker, started, start_warnings), kafka.shutdown_timeout_s)(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(kafka.log_format, loglevel))
     # Fewer, cheaper collections: what exists at start-up is never collected again,
     # and a full collection, which walks every portfolio's dedupe window, runs less
