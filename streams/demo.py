@@ -123,15 +123,17 @@ def run_live() -> int:
     _say(f"starting a worker: preset {PRESET}, exactly_once, app {app_id}")
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "worker.log"
+    web_port = os.environ.get("SIZER_WEB_PORT", "6066")
     env = {**os.environ, "SIZER_TOPIC_PREFIX": prefix, "SIZER_APP_ID": app_id, "SIZER_DATA_DIR": str(data_dir),
-           "SIZER_WEB_PORT": os.environ.get("SIZER_WEB_PORT", "6066"), "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+           "SIZER_WEB_PORT": web_port, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     with open(log_path, "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--preset", PRESET],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     code = 1
     try:
         deadline = time.monotonic() + 120
-        while "[^Worker]: Ready" not in log_path.read_text(errors="replace"):
+        # ready as operators read it (docs: /health/ready), not by a log line's wording
+        while not _ready(web_port):
             if worker.poll() is not None or time.monotonic() > deadline:
                 print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
                 raise RuntimeError("the worker did not become ready")
@@ -158,6 +160,19 @@ def run_live() -> int:
             subprocess.run(["bash", str(BROKER), "stop"], check=False)
             print("   broker stopped")
     return code
+
+
+def _ready(web_port: str) -> bool:
+    """Whether the worker's /health/ready answers 200: tables recovered, partitions
+    assigned, instruments caught up."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/health/ready", timeout=2) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def main() -> int:
