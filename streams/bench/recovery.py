@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer
 from streams.bench.chaos import Worker
 from streams.bench.generate import T0, spread_signals
 from streams.kafka.io import publish
+from streams.wire.admission import home_partition
 from streams.worker.settings import load_settings
 from streams.kafka.topics import apply, load_topics
 from streams.worker.checkpoint import CHECKPOINT
@@ -48,12 +49,10 @@ RESTARTS = ("clean, checkpoint", "clean, no checkpoint", "SIGKILL", "clean, chec
 
 def probes(width: int, round_: int, portfolios: int) -> list[tuple[str, dict[str, object]]]:
     """One signal per input partition, for portfolios already holding state."""
-    from aiokafka.partitioner import murmur2
-
     found: dict[int, str] = {}
     for n in range(portfolios):
-        # Kafka's default partitioner, as the publisher's producer places the key
-        found.setdefault((murmur2(f"p{n}".encode()) & 0x7FFFFFFF) % width, f"p{n}")
+        # the partition the worker admits the key on, as the publisher places it
+        found.setdefault(home_partition(f"p{n}".encode(), width), f"p{n}")
         if len(found) == width:
             break
     return [("signals", {"signal_id": f"probe-{round_}-{p}", "portfolio_id": portfolio, "symbol": "SOL-USD",
