@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from streams.config import SizingConfig
 from streams.kafka.io import end_offsets, publish_config
@@ -89,6 +90,18 @@ def announcing(worker_class: type, line: str, warnings: Sequence[str] = ()) -> t
     return Announcing
 
 
+@contextlib.contextmanager
+def _aiokafka_quiet() -> Iterator[None]:
+    """aiokafka's own logging held back (it logs each failed connection): a refused
+    start-up is reported once, as one line, by the CLI."""
+    aiokafka_log = logging.getLogger("aiokafka")
+    level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        aiokafka_log.setLevel(level)
+
+
 def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info",
                origin: str | None = None) -> int:
     """Run a worker until it is stopped; its exit code. `origin` says where `config`
@@ -100,10 +113,7 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     # A topic that is missing or differs from its spec, or an input topic recreated
     # under the group's stored positions, stops start-up here.
     client = kafka.for_role(f"worker-{kafka.app_id}")
-    # aiokafka logs each failed connection; a refused start-up is reported once, as one line, by the CLI
-    aiokafka_log = logging.getLogger("aiokafka")
-    level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
-    try:
+    with _aiokafka_quiet():
         asyncio.run(apply(client, topics, create=False, app_id=kafka.app_id))
         unbounded = asyncio.run(unbounded_inputs(client, topics, config.max_future_skew_ms))
         start_warnings = [] if not unbounded else [
@@ -112,27 +122,19 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
             "`sizer topics apply --config ...` with this configuration"]
         # Before the first decision: the settings behind this worker's config hash.
         asyncio.run(publish_config(client, topics.name("config"), config))
-    finally:
-        aiokafka_log.setLevel(level)
     app = build_app(kafka, config, topics)
-    level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
-    try:
+    with _aiokafka_quiet():
         asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
                                                 for table in app.tables.values()},
                                        kafka.replication))
         warnings = internal_replication_warnings(asyncio.run(internal_replication(client)), kafka.replication)
-    finally:
-        aiokafka_log.setLevel(level)
     # once, at start-up: the broker's settings are not the worker's to change
     start_warnings += [f"replication: {warning}" for warning in warnings]
     private_state(kafka.data_dir)
-    level, aiokafka_log.level = aiokafka_log.level, logging.CRITICAL
-    try:
+    with _aiokafka_quiet():
         local_state = asyncio.run(prepare_local_state(client, Path(app.conf.tabledir), kafka.app_id,
                                                       kafka.processing_guarantee,
                                                       [table.changelog_topic_name for table in app.tables.values()]))
-    finally:
-        aiokafka_log.setLevel(level)
     started = (f"sizer worker: group {kafka.app_id}, {kafka.processing_guarantee}, config {config.config_hash} "
                f"({origin or 'preset ' + config.preset}), topic prefix {kafka.topic_prefix!r}, "
                f"web port {kafka.web_port}, bootstrap {kafka.bootstrap}; {local_state}")
