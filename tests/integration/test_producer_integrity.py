@@ -178,6 +178,13 @@ def test_with_registration_on_a_flood_of_invented_portfolios_creates_no_state(de
     assert {record.key for record in changelog} == {b"desk-1", b"desk-2"}
     listed = json.loads(sizer(deployment, "portfolios", "list").stdout)
     assert [entry["portfolio_id"] for entry in listed] == ["desk-1", "desk-2"]
+    # a command for a portfolio that is not registered is refused like its signals, and says so
+    halted = sizer(deployment, "control", "halt", "--portfolio", "desk-3", "--reason", "typo", "--timeout", "90")
+    assert halted.returncode == 1 and halted.stdout == "", (halted.returncode, halted.stdout)
+    assert halted.stderr.count("\n") == 1 and "Traceback" not in halted.stderr, halted.stderr
+    assert "(halt of 'desk-3') at controls[" in halted.stderr and "was not applied: the workers dead-lettered it" \
+        in halted.stderr, halted.stderr
+    assert dict(deployment.read("dlq")[-1].headers)["sizer.reason"] == b"UNKNOWN_PORTFOLIO"
 
 
 async def read_changelog(deployment: Deployment, table: str):
