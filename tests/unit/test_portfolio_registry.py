@@ -44,3 +44,54 @@ def test_the_list_is_what_the_workers_admit_under_each_records_key(monkeypatch):
     assert by_id["p1"]["operator"] == "alice" and by_id["p2"]["operator"] == "mallory"
     assert by_id["p2"]["claimed_portfolio_id"] == "p1-the-cap-is-here" and "claimed_portfolio_id" not in by_id["p1"]
     assert by_id["p3"] == {"portfolio_id": "p3", "unreadable": True}
+
+
+class _Topic:
+    """The registry topic's consumer as the view's catch-up uses it: its end offset is
+    1 (one registration, written just now); every round trip counted."""
+
+    def __init__(self, tp) -> None:
+        self.tp, self.round_trips = tp, 0
+
+    async def end_offsets(self, partitions):
+        self.round_trips += 1
+        return {self.tp: 1}
+
+
+def test_a_portfolio_registered_just_before_its_first_input_is_admitted_during_a_flood():
+    import time
+
+    import pytest
+    from aiokafka import TopicPartition
+
+    from streams.errors import InvalidMessage
+
+    registry = PortfolioRegistry(ConnectionSettings().for_role("test"), "p-sizer-portfolios", 1)
+    tp = TopicPartition("p-sizer-portfolios", 0)
+    registry._targets, registry._applied = {tp: 0}, {tp: 0}
+    registry._consumer = topic = _Topic(tp)
+
+    async def scenario() -> None:
+        # an invented id of a flood made the view catch up a moment ago, before desk-9's
+        # registration was written; the batch holding desk-9's first signal was fetched since
+        registry._last_refresh = time.monotonic() - 0.01
+        fetched = time.monotonic()
+
+        async def follow() -> None:  # the view's own consumer reaches the registration
+            await asyncio.sleep(0.05)
+            registry.apply(b"desk-9", b"{}", 0)
+            registry._applied[tp] = 1
+            async with registry._progress:
+                registry._progress.notify_all()
+
+        following = asyncio.create_task(follow())
+        await registry.check("desk-9", since=fetched)
+        await following
+        # the rest of the flood in that batch: refused with no further round trip
+        for n in range(100):
+            with pytest.raises(InvalidMessage) as refused:
+                await registry.check(f"invented-{n}", since=fetched)
+            assert refused.value.code == "UNKNOWN_PORTFOLIO"
+
+    asyncio.run(scenario())
+    assert topic.round_trips == 1
