@@ -29,7 +29,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any, Awaitable, Callable, Iterable, NoReturn, Protocol
 
-from streams.wire.admission import admit_record
+from streams.wire.admission import admit_record, home_partition
 from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
@@ -381,8 +381,10 @@ class BatchHandler:
                                              record_fingerprint(m.key, m.value, record_timestamp_ms(m)))
         await self.outputs.delivered()
         batch.delivered()
-        # every input is keyed by its portfolio (admission): where each one lives
-        partition_of = {event.message.key: event.message.partition for event in batch.events}
+        # where each portfolio lives: the partition of its admitted inputs, which sit on
+        # their key's (admission); a record dead-lettered off it (WRONG_PARTITION) is not
+        partition_of = {m.key: m.partition for m in (event.message for event in batch.events)
+                        if m.key is not None and m.partition == home_partition(m.key, self.partitions[m.topic])}
         for portfolio_id, state in self.tables.touched():
             self.metrics.portfolio_state(portfolio_id, state, self.config, partition_of.get(portfolio_id.encode()))
 
