@@ -126,3 +126,14 @@ def test_a_record_without_a_timestamp_is_refused_whatever_its_ts(role):
         assert raised.value.code == "FUTURE_TIMESTAMP" and "no timestamp (-1)" in raised.value.detail
     # a journal line without a "timestamp" is not such a record: nothing to check against
     assert admit_record(role, b"p1", json.dumps(value).encode(), None, 60_000, home, 6).portfolio_id == "p1"
+
+
+def test_an_input_topic_the_broker_stamps_itself_is_bounded():
+    from streams.kafka.topics import unbounded
+
+    assert unbounded("s", {TIMESTAMP_BOUND: "60000", "message.timestamp.type": "CreateTime"}, 60_000) is None
+    assert unbounded("s", {TIMESTAMP_BOUND: "60001"}, 60_000) == f"s: {TIMESTAMP_BOUND}=60001"
+    assert unbounded("s", {}, 60_000) == f"s: {TIMESTAMP_BOUND}=None"
+    # LogAppendTime: the record timestamp is the broker's clock, whatever the producer sends
+    assert unbounded("s", {TIMESTAMP_BOUND: "9223372036854775807", "message.timestamp.type": "LogAppendTime"},
+                     60_000) is None
