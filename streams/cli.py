@@ -236,7 +236,8 @@ def cmd_control(args: argparse.Namespace) -> int:
                                      mode=args.mode, clear=args.clear)
     partition, offset = asyncio.run(control.send(kafka, topics, value, args.timeout))
     rows = asyncio.run(control.status(kafka, topics, args.portfolio))
-    print(json.dumps({"command": value, "partition": partition, "offset": offset, "state": rows[0]}, indent=1))
+    state = control.applied_row(value, partition, offset, rows[0])
+    print(json.dumps({"command": value, "partition": partition, "offset": offset, "state": state}, indent=1))
     return 0
 
 

@@ -680,6 +680,7 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
             outcome = "no_effect"
         else:
             exposure = reset_clock(exposure, command.ts)
+            streak = reset_protections_clock(streak, command.ts, config)
     else:  # adjust_equity
         equity = streak.equity + command.amount
         streak = streak._replace(equity=equity, peak_equity=scaled_peak(streak, equity))
@@ -688,14 +689,34 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
 
 def reset_clock(exposure: Exposure, ts: int) -> Exposure:
     """The portfolio clock set back to `ts` (epoch ms, before the clock), with every
-    reservation and mark stamped after `ts` restamped at `ts`: a reservation's
-    `reservation_ttl_s` then runs from `ts`, and a mark moves again with the next
-    signal after `ts`. Positions, reservations' notionals and the dedupe windows
-    are kept as they are."""
+    reservation, mark and accepted open (the order rate's) stamped after `ts`
+    restamped at `ts`: a reservation's `reservation_ttl_s` then runs from `ts`, a
+    mark moves again with the next signal after `ts`, and an open counts against
+    `max_orders_per_window` for one window from `ts` (not until the clock passes
+    the time it was stamped with). Positions, reservations' notionals and the
+    dedupe windows are kept as they are."""
     return exposure._replace(
         latest_ts=ts,
         reservations=Book((oid, r._replace(ts=ts) if r.ts > ts else r) for oid, r in exposure.reservations.items()),
         marks=dict((symbol, m._replace(ts=ts) if m.ts > ts else m) for symbol, m in exposure.marks.items()),
+        recent_opens=tuple(min(t, ts) for t in exposure.recent_opens),
+    )
+
+
+def reset_protections_clock(streak: Streak, ts: int, config: SizingConfig) -> Streak:
+    """The protections' event times after `ts` restamped at `ts`, as `reset_clock` does
+    the portfolio's: a losing close stamped after it starts its symbol's cooldown and
+    counts for the loss guard at `ts`, and a loss guard pause ends at most
+    `loss_guard_pause_s` after `ts`. Left as they were, they would outlive the repair
+    by as far as the clock had been pushed ahead (COOLDOWN, LOSS_GUARD on every open)."""
+    guard = config.loss_guard_ms
+    paused = streak.paused_until
+    if paused is not None and guard is not None and paused > ts + guard[2]:
+        paused = ts + guard[2]
+    return streak._replace(
+        last_loss={symbol: min(t, ts) for symbol, t in streak.last_loss.items()},
+        loss_times=tuple(min(t, ts) for t in streak.loss_times),
+        paused_until=paused,
     )
 
 

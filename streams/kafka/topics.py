@@ -268,8 +268,8 @@ async def _enough_brokers(admin: Any, factor: int) -> None:
 
 async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int) -> list[str]:
     """The input topics whose broker does not refuse record timestamps more than
-    `max_future_skew_ms` ahead of its clock (`message.timestamp.after.max.ms` unset,
-    larger, or not readable), one line each; empty when all are bounded."""
+    `max_future_skew_ms` ahead of its clock (`unbounded`), one line each; empty when
+    all are bounded."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -280,12 +280,20 @@ async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_sk
         configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
     finally:
         await admin.close()
-    found = []
-    for name in names:
-        bound = configs.get(name, {}).get(TIMESTAMP_BOUND)
-        if bound is None or not bound.lstrip("-").isdigit() or int(bound) > max_future_skew_ms:
-            found.append(f"{name}: {TIMESTAMP_BOUND}={bound}")
-    return found
+    return [line for name in names if (line := unbounded(name, configs.get(name, {}), max_future_skew_ms))]
+
+
+def unbounded(name: str, configs: Mapping[str, str], max_future_skew_ms: int) -> str | None:
+    """One line when topic `name`, by its broker `configs`, takes record timestamps more
+    than `max_future_skew_ms` ahead of the broker's clock; None when it does not: its
+    `message.timestamp.after.max.ms` is at most that, or the broker stamps every record
+    itself (`message.timestamp.type=LogAppendTime`: no producer's clock at all)."""
+    if configs.get("message.timestamp.type") == "LogAppendTime":
+        return None
+    bound = configs.get(TIMESTAMP_BOUND)
+    if bound is None or not bound.lstrip("-").isdigit() or int(bound) > max_future_skew_ms:
+        return f"{name}: {TIMESTAMP_BOUND}={bound}"
+    return None
 
 
 async def _bound_timestamps(client: ClientConfig, admin: Any, topics: TopicSet, ConfigResource, ConfigResourceType,

@@ -3,7 +3,9 @@ it may do on the broker; `apply_acls` creates what is missing and reports every
 ACL on the broker that the file does not grant: any ACL of a principal the file
 names, and any ALLOW, of any principal (`User:*` included), on a resource of the
 product (`product_resources`: its topics, its tables' changelogs, its groups and
-transactional ids, whatever the file names).
+transactional ids, whatever the file names, and its principals as the `User`
+resource of delegation tokens), or any ALLOW of a cluster-wide power
+(`CLUSTER_POWERS`: whoever may alter the cluster may grant itself anything).
 
 The admin calls (DescribeAcls, CreateAcls) go through kafka-python's
 `KafkaAdminClient` (aiokafka's admin client has none), configured from the same
@@ -38,7 +40,13 @@ RESOURCES = {
 }
 _SPELLING = {
     "TOPIC": "topic", "GROUP": "group", "TRANSACTIONAL_ID": "transactional-id", "CLUSTER": "cluster",
+    "USER": "user",
 }
+# The operations on the cluster that reach every resource of the product: Alter creates
+# and deletes ACLs, AlterConfigs changes the brokers' settings, ClusterAction is a
+# broker's own (replication, leadership). Create, Describe, DescribeConfigs and
+# IdempotentWrite are what any client of a shared cluster may hold.
+CLUSTER_POWERS = frozenset({"All", "Alter", "AlterConfigs", "ClusterAction"})
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -146,12 +154,17 @@ class Resources:
 
 def product_resources(principals: list[Principal], topics: TopicSet, app_id: str) -> dict[str, Resources]:
     """Resource type -> the product's resources: every topic of `topics`, the group
-    `app_id`, the transactional ids `<app_id>-...`, and every topic, group and
+    `app_id`, the transactional ids `<app_id>-...`, every topic, group and
     transactional id (or prefix) the ACL file names (the tables' changelogs, the
-    execution engine's group). The cluster resource is not the product's."""
+    execution engine's group), and each principal the file names as a `User`
+    resource (CreateTokens on it makes a delegation token that authenticates as that
+    principal). The cluster resource is not the product's: `unmade_grants` reports
+    only `CLUSTER_POWERS` there."""
+    users = {name for principal in principals for name in (f"User:{principal.user}", principal.user)}
     names: dict[str, set[str]] = {"TOPIC": {topics.name(role) for role in ROLES}, "GROUP": {app_id},
-                                  "TRANSACTIONAL_ID": set()}
-    prefixes: dict[str, set[str]] = {"TOPIC": set(), "GROUP": set(), "TRANSACTIONAL_ID": {f"{app_id}-"}}
+                                  "TRANSACTIONAL_ID": set(), "USER": users}
+    prefixes: dict[str, set[str]] = {"TOPIC": set(), "GROUP": set(), "TRANSACTIONAL_ID": {f"{app_id}-"},
+                                     "USER": set()}
     for principal in principals:
         for entry in principal.acls:
             if entry.resource_type in names:
@@ -162,13 +175,19 @@ def product_resources(principals: list[Principal], topics: TopicSet, app_id: str
 def unmade_grants(held: set[AclEntry], principals: list[Principal], resources: dict[str, Resources]
                   ) -> list[AclEntry]:
     """Every ACL on the broker the file does not make: of a principal the file names,
-    any it does not grant; of any other principal, each ALLOW on a product resource."""
+    any it does not grant; of any other principal, each ALLOW on a product resource
+    and each ALLOW of a cluster-wide power (`CLUSTER_POWERS`)."""
     wanted = {entry for principal in principals for entry in principal.acls}
     named = {f"User:{principal.user}" for principal in principals}
-    return sorted(
-        entry for entry in held - wanted
-        if entry.principal in named or (entry.permission == "ALLOW" and entry.resource_type in resources
-                                        and resources[entry.resource_type].touched_by(entry)))
+
+    def reaches_product(entry: AclEntry) -> bool:
+        if entry.permission != "ALLOW":
+            return False
+        if entry.resource_type == "CLUSTER":
+            return entry.operation in CLUSTER_POWERS
+        return entry.resource_type in resources and resources[entry.resource_type].touched_by(entry)
+
+    return sorted(entry for entry in held - wanted if entry.principal in named or reaches_product(entry))
 
 
 def _to_kafka(entry: AclEntry) -> Any:
@@ -219,7 +238,8 @@ def apply_acls(kafka: "ConnectionSettings", principals: list[Principal], resourc
                create: bool = True) -> list[str]:
     """Create the ACLs of `principals` that the broker lacks (when `create`) and verify
     that each principal holds exactly those, and that no other principal holds an
-    ALLOW on the product's `resources` (`product_resources`). Returns one line per
+    ALLOW on the product's `resources` (`product_resources`) or a cluster-wide
+    power (`CLUSTER_POWERS`). Returns one line per
     ACL created and one per principal verified. Raises AclMismatch naming every ACL
     that is missing (with `create=False`, or refused) or that the broker holds
     beyond the file, and KafkaUnavailable (one line) when the broker cannot be
@@ -257,7 +277,8 @@ def apply_acls(kafka: "ConnectionSettings", principals: list[Principal], resourc
             report.append(f"ok {principal.key} (User:{principal.user}): {counted(len(wanted), 'ACL')}")
         problems += [f"{entry}: on the broker, not in the ACL file"
                      for entry in unmade_grants(held_all, principals, resources)]
-        report.append("ok no other principal holds a grant on the product's topics, groups or transactional ids")
+        report.append("ok no other principal holds a grant on the product's topics, groups, transactional ids or "
+                      "principals, or a cluster-wide power")
     except errors.KafkaError as exc:
         raise _refused(exc, kafka) from exc
     finally:

@@ -64,6 +64,21 @@ async def send(kafka: ConnectionSettings, topics: TopicSet, value: dict[str, Any
     return sent.partition, sent.offset
 
 
+def applied_row(value: dict[str, Any], partition: int, offset: int, row: dict[str, Any]) -> dict[str, Any]:
+    """The portfolio's control state `row` (`status`) once the group has committed past
+    the command at `offset`, when the command is what that state last applied.
+    Committed past is not applied: a command the workers refused (dead-lettered: a
+    portfolio not registered, under SIZER_REQUIRE_REGISTRATION, or any other
+    admission rule) is committed past too. Raises CommandNotApplied naming it."""
+    last = row.get("last_control_offset")
+    if last is None or last < offset:
+        raise CommandNotApplied(
+            f"command {value['command_id']} ({value['type']} of {value['portfolio_id'][:80]!r}) at "
+            f"controls[{partition}]@{offset} was not applied: the workers dead-lettered it (a portfolio that is not "
+            f"registered, with SIZER_REQUIRE_REGISTRATION; `sizer tail dlq` names the reason)")
+    return row
+
+
 async def wait_applied(kafka: ConnectionSettings, sent: dict[TopicPartition, int], timeout_s: float, what: str) -> None:
     """Wait until the worker group has committed past the offset `sent` gives each
     partition (the last record sent there): under exactly-once, that commit is the

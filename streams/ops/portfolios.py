@@ -53,16 +53,33 @@ async def change(kafka: ConnectionSettings, topics: TopicSet, portfolio_ids: lis
 
 
 async def registered(kafka: ConnectionSettings, topics: TopicSet) -> list[dict[str, Any]]:
-    """The registered portfolios as the workers read them (the last record of each id,
-    tombstones removing it), with what their registration says."""
+    """The registered portfolios exactly as the workers read them (`PortfolioRegistry.apply`:
+    a record with a UTF-8 key registers that id whatever its value, a tombstone removes
+    it, a record without such a key names none), each with what its latest
+    registration says. The id is always the key's: a value naming another portfolio
+    does not register that one, and is shown only as what the record claims."""
     spec = topics["portfolios"]
-    latest: dict[str, dict[str, Any] | None] = {}
+    latest: dict[str, bytes | None] = {}
     for record in await read_topic(kafka.for_role("control"), spec.name, spec.partitions):
-        if record.key is None:
-            continue
         try:
-            latest[record.key.decode()] = decimals.loads(record.value) if record.value is not None else None
-        except (UnicodeDecodeError, ValueError):
+            portfolio_id = record.key.decode() if record.key is not None else ""
+        except UnicodeDecodeError:
             continue
-    return [{"portfolio_id": pid, **(entry if isinstance(entry, dict) else {})}
-            for pid, entry in sorted(latest.items()) if entry is not None]
+        if portfolio_id:
+            latest[portfolio_id] = record.value
+    return [_said(pid, value) for pid, value in sorted(latest.items()) if value is not None]
+
+
+def _said(portfolio_id: str, value: bytes) -> dict[str, Any]:
+    """A registration as listed: its id (the key's) and what its value says (who, when,
+    why); `unreadable` when the value is no JSON object, `claimed_portfolio_id` when it
+    names another portfolio than its key."""
+    try:
+        said = decimals.loads(value)
+    except (UnicodeDecodeError, ValueError):
+        said = None
+    if not isinstance(said, dict):
+        return {"portfolio_id": portfolio_id, "unreadable": True}
+    claimed = said.pop("portfolio_id", portfolio_id)
+    return {"portfolio_id": portfolio_id, **said,
+            **({"claimed_portfolio_id": claimed} if claimed != portfolio_id else {})}

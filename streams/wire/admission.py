@@ -63,10 +63,18 @@ def check_event_time(message: Any, record_timestamp_ms: int | None, max_future_s
     """An event time more than `max_future_skew_ms` ahead of the record's timestamp
     (the producer's or the broker's clock when it was written) is a mistyped clock:
     admitting it would move the portfolio's clock ahead of every real input.
-    Nothing to check without a record timestamp (a journal line without one).
+    Nothing to check when the caller knows no record timestamp (None: a journal line
+    without one). A record that has none (-1, Kafka's "no timestamp", which any
+    client but Java's can send) has an event time nothing bounds: the broker's
+    `message.timestamp.after.max.ms` does not apply to it, so it is refused too.
     Raises InvalidMessage FUTURE_TIMESTAMP."""
-    if record_timestamp_ms is None or record_timestamp_ms < 0:
+    if record_timestamp_ms is None:
         return
+    if record_timestamp_ms < 0:
+        raise InvalidMessage(
+            "FUTURE_TIMESTAMP",
+            f"timestamp: the record has no timestamp ({record_timestamp_ms}), so its ts cannot be bounded by the "
+            f"broker's clock (message.timestamp.after.max.ms does not apply to it): send it with a record timestamp")
     ahead = message.ts - record_timestamp_ms
     if ahead > max_future_skew_ms:
         raise InvalidMessage(

@@ -420,7 +420,8 @@ class ResetClock(Command):
     """Sets the portfolio clock back to the command's `ts`, after an input stamped in
     the future moved it ahead (admitted before the broker bounded record timestamps,
     DESIGN.md "Production Kafka"): every later signal would otherwise be STALE_SIGNAL.
-    Reservations and marks stamped after `ts` are restamped at `ts`."""
+    Reservations, marks and the protections' event times (opens, losing closes, a loss
+    guard pause) stamped after `ts` are restamped at `ts`."""
 
     type: Literal["reset_clock"]
 

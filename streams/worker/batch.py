@@ -29,7 +29,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any, Awaitable, Callable, Iterable, NoReturn, Protocol
 
-from streams.wire.admission import admit_record
+from streams.wire.admission import admit_record, home_partition
 from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
@@ -101,7 +101,7 @@ class Instruments(Protocol):
 
     def in_force(self, symbol: str) -> tuple[int, bytes] | None: ...
 
-    async def refresh(self) -> None: ...
+    async def refresh(self, since: float | None = None) -> None: ...
 
     async def reached(self, offset: int, partition: int = 0) -> bool: ...
 
@@ -134,7 +134,7 @@ class Registry(Protocol):
 
     caught_up: asyncio.Event
 
-    async def check(self, portfolio_id: str) -> None: ...
+    async def check(self, portfolio_id: str, since: float | None = None) -> None: ...
 
 
 class Liveness(Protocol):
@@ -234,6 +234,9 @@ class BatchHandler:
         self.health = health  # worker.health.Health: liveness watches each batch (None in tests)
         self.portfolios = portfolios  # worker.registry.PortfolioRegistry; None: registration off
         self.stall_watch = StallWatch()
+        # when the batch being handled was fetched, at the latest (`time.monotonic()`): a
+        # view's catch-up begun after it has read what was written before its inputs
+        self.fetched_at = 0.0
         self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "signals": self.size_signal, "fills": self.apply_fill, "controls": self.apply_control}
 
@@ -253,7 +256,7 @@ class BatchHandler:
             message = admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
                                    self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
             if self.portfolios is not None:
-                await self.portfolios.check(message.portfolio_id)
+                await self.portfolios.check(message.portfolio_id, self.fetched_at)
             return message
         except InvalidMessage as exc:
             await self.dead(event, exc)
@@ -277,7 +280,7 @@ class BatchHandler:
         if signal is None:
             return
         if self.view.get(signal.symbol) is None:
-            await self.view.refresh()
+            await self.view.refresh(self.fetched_at)
         m = event.message
         position = InputPosition(m.topic, m.partition, m.offset, self.view.offset_of(signal.symbol))
         result = await self.applied(event, lambda: self.processor.on_signal(signal, position))
@@ -318,6 +321,7 @@ class BatchHandler:
             await self._handle_inputs(messages)
 
     async def _handle_inputs(self, messages: list[Any]) -> None:
+        self.fetched_at = time.monotonic()
         if not self.view.caught_up.is_set():
             await self.view.caught_up.wait()
         if self.portfolios is not None and not self.portfolios.caught_up.is_set():
@@ -377,8 +381,10 @@ class BatchHandler:
                                              record_fingerprint(m.key, m.value, record_timestamp_ms(m)))
         await self.outputs.delivered()
         batch.delivered()
-        # every input is keyed by its portfolio (admission): where each one lives
-        partition_of = {event.message.key: event.message.partition for event in batch.events}
+        # where each portfolio lives: the partition of its admitted inputs, which sit on
+        # their key's (admission); a record dead-lettered off it (WRONG_PARTITION) is not
+        partition_of = {m.key: m.partition for m in (event.message for event in batch.events)
+                        if m.key is not None and m.partition == home_partition(m.key, self.partitions[m.topic])}
         for portfolio_id, state in self.tables.touched():
             self.metrics.portfolio_state(portfolio_id, state, self.config, partition_of.get(portfolio_id.encode()))
 

@@ -64,12 +64,15 @@ class PortfolioRegistry(TopicView):
     def loaded(self) -> int:
         return len(self.registered)
 
-    async def check(self, portfolio_id: str) -> None:
+    async def check(self, portfolio_id: str, since: float | None = None) -> None:
         """Raises UNKNOWN_PORTFOLIO (InvalidMessage) unless the portfolio is registered;
-        an id not seen yet first makes the view catch up with the topic (at most one
-        broker round trip per quarter second, whatever the flood of unknown ids)."""
+        an id not seen yet first makes the view catch up with the topic, unless it has
+        since `since`, when the input's batch was fetched (`TopicView.refresh`): one
+        broker round trip per batch, whatever the flood of unknown ids in it, and a
+        portfolio registered just before its first input is never refused for a
+        catch-up that began before its registration was written."""
         if portfolio_id in self.registered or self.configured(portfolio_id):
             return
-        await self.refresh()
+        await self.refresh(since)
         if portfolio_id not in self.registered:
             raise unknown_portfolio(portfolio_id)

@@ -108,3 +108,28 @@ def test_reset_clock_repairs_a_clock_a_year_ahead_where_resume_does_not(replay):
     # the clock the next signal read is the command's time, not a year ahead (the second reset changed nothing)
     assert decisions[3]["trace"]["state"]["latest_ts"] == "2026-01-01T00:00:00.005Z"
     assert [d["notional"] for d in decisions] == ["650", None, None, "650", "650"]
+
+
+def test_reset_clock_restamps_the_protections_a_clock_a_year_ahead_left_behind(replay):
+    # the order rate's opens, a symbol's cooldown and the loss guard's pause are event times
+    # too: left a year ahead, they outlive the reset by a year (RATE_LIMITED, COOLDOWN,
+    # LOSS_GUARD on every open); restamped at the reset, they run from it, in full
+    year_ms = 365 * 24 * 3600 * 1000
+    decisions = replay([
+        X, Y,
+        signal("p1", "X", "0.5", "10", T0 + year_ms, signal_id="future"),  # an open, a year ahead
+        closed("p1", "Y", "1", "9", "-1", T0 + year_ms),  # a loss, a year ahead: cooldown of Y, loss guard
+        control("p1", "reset_clock", T0 + 5, reason="records from 2027"),
+        signal("p1", "X", "0.5", "10", T0 + 20_000, signal_id="paused"),  # the pause runs from the reset
+        signal("p1", "X", "0.5", "10", T0 + 40_000, signal_id="rate"),  # the open counts from the reset
+        signal("p1", "X", "0.5", "10", T0 + 125_000, signal_id="open-x"),
+        signal("p1", "Y", "0.5", "10", T0 + 300_000, signal_id="cooling"),  # cooldown: 600 s from the reset
+        signal("p1", "Y", "0.5", "10", T0 + 700_000, signal_id="open-y"),
+    ], "--preset", "conviction", env={
+        "SIZING_PAIR_CAP_USD": "5000", "SIZING_PORTFOLIO_CAP": "50000", "SIZING_MAX_ORDERS_PER_WINDOW": "1",
+        "SIZING_ORDER_RATE_WINDOW_S": "60", "SIZING_COOLDOWN_AFTER_LOSS_S": "600", "SIZING_LOSS_GUARD_COUNT": "1",
+        "SIZING_LOSS_GUARD_WINDOW_S": "60", "SIZING_LOSS_GUARD_PAUSE_S": "30"})
+    assert [(d["signal_id"], d["reason"]) for d in decisions] == [
+        ("future", None), ("paused", "LOSS_GUARD"), ("rate", "RATE_LIMITED"), ("open-x", None),
+        ("cooling", "COOLDOWN"), ("open-y", None)]
+    assert decisions[1]["trace"]["protections"]["loss_guard"]["paused_until"] == "2026-01-01T00:00:30.005Z"

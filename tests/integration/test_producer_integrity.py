@@ -178,9 +178,39 @@ def test_with_registration_on_a_flood_of_invented_portfolios_creates_no_state(de
     assert {record.key for record in changelog} == {b"desk-1", b"desk-2"}
     listed = json.loads(sizer(deployment, "portfolios", "list").stdout)
     assert [entry["portfolio_id"] for entry in listed] == ["desk-1", "desk-2"]
+    # a command for a portfolio that is not registered is refused like its signals, and says so
+    halted = sizer(deployment, "control", "halt", "--portfolio", "desk-3", "--reason", "typo", "--timeout", "90")
+    assert halted.returncode == 1 and halted.stdout == "", (halted.returncode, halted.stdout)
+    assert halted.stderr.count("\n") == 1 and "Traceback" not in halted.stderr, halted.stderr
+    assert "(halt of 'desk-3') at controls[" in halted.stderr and "was not applied: the workers dead-lettered it" \
+        in halted.stderr, halted.stderr
+    assert dict(deployment.read("dlq")[-1].headers)["sizer.reason"] == b"UNKNOWN_PORTFOLIO"
 
 
 async def read_changelog(deployment: Deployment, table: str):
     from streams.kafka.io import read_topic
 
     return await read_topic(deployment.client, f"{deployment.app_id}-{table}-changelog", WIDTH)
+
+
+def test_a_record_without_a_timestamp_cannot_carry_a_clock_past_the_brokers_bound(deployment, workers):
+    # Kafka's bound (message.timestamp.after.max.ms) skips a record whose timestamp is -1
+    # ("no timestamp", which aiokafka and any hand-built batch can send): the worker must
+    # not take such a record's ts on trust either
+    now = int(time.time() * 1000)
+    deployment.publish([("instruments", instrument("X", leg("XUSDT", qty_step="0.01"))["value"])])
+    assert sizer(deployment, "topics", "apply", "--preset", "conviction").returncode == 0
+    workers("--preset", "conviction", SIZING_PAIR_CAP_USD="5000", SIZING_PORTFOLIO_CAP="5000")
+    asyncio.run(_send(deployment, [(signal("p1", "future", now + YEAR_MS), -1)]))
+    stored = [r for r in deployment.read("signals") if r.json()["signal_id"] == "future"]
+    assert [r.timestamp for r in stored] == [-1]  # the broker took it, bound or not
+
+    dead = deployment.wait_for("dlq", 1, timeout_s=90)
+    assert [dict(r.headers)["sizer.reason"] for r in dead] == [b"FUTURE_TIMESTAMP"]
+    assert b"no timestamp" in dict(dead[0].headers)["sizer.detail"]
+    asyncio.run(_send(deployment, [(signal("p1", "on-time", int(time.time() * 1000), score="0.5"), None)]))
+    decided = decisions_of(deployment, 1)
+    assert list(decided) == ["on-time"] and decided["on-time"]["outcome"] == "accepted", decided
+
+    code, report, _ = deployment.audit()
+    assert (code, report["ok"], report["verified"]) == (0, True, 1), report

@@ -193,9 +193,17 @@ def test_acls_check_names_a_grant_to_a_principal_the_file_does_not_name(secured)
                  ResourcePattern(ResourceType.TOPIC, signals)),
              ACL("User:mallory", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
                  ResourcePattern(ResourceType.GROUP, secured.app_id)),
-             # another application's topic: none of the product's business
+             # the ACLs themselves (Alter on the cluster), and a delegation token as the worker
+             ACL("User:mallory", "*", ACLOperation.ALTER, ACLPermissionType.ALLOW,
+                 ResourcePattern(ResourceType.CLUSTER, "kafka-cluster")),
+             ACL("User:mallory", "*", ACLOperation.CREATE_TOKENS, ACLPermissionType.ALLOW,
+                 ResourcePattern(ResourceType.USER, "User:sizer-worker")),
+             # another application's topic, and what any client of a shared cluster holds: none of
+             # the product's business
              ACL("User:mallory", "*", ACLOperation.WRITE, ACLPermissionType.ALLOW,
-                 ResourcePattern(ResourceType.TOPIC, "another-apps-topic"))]
+                 ResourcePattern(ResourceType.TOPIC, "another-apps-topic")),
+             ACL("User:other-app", "*", ACLOperation.IDEMPOTENT_WRITE, ACLPermissionType.ALLOW,
+                 ResourcePattern(ResourceType.CLUSTER, "kafka-cluster"))]
     admin = KafkaAdminClient(**secured.settings("admin").client("test-admin"))
     try:
         assert not admin.create_acls(extra)["failed"]
@@ -203,9 +211,11 @@ def test_acls_check_names_a_grant_to_a_principal_the_file_does_not_name(secured)
         assert drifted.returncode == 3, drifted.stdout + drifted.stderr
         for line in (f"User:* Read topic:{orders}: on the broker, not in the ACL file",
                      f"User:mallory Write topic:{signals}: on the broker, not in the ACL file",
-                     f"User:mallory Read group:{secured.app_id}: on the broker, not in the ACL file"):
+                     f"User:mallory Read group:{secured.app_id}: on the broker, not in the ACL file",
+                     "User:mallory Alter cluster: on the broker, not in the ACL file",
+                     "User:mallory CreateTokens user:User:sizer-worker: on the broker, not in the ACL file"):
             assert line in drifted.stderr, drifted.stderr
-        assert "another-apps-topic" not in drifted.stderr
+        assert "another-apps-topic" not in drifted.stderr and "other-app" not in drifted.stderr
     finally:
         for acl in extra:
             pattern = acl.resource_pattern

@@ -100,6 +100,15 @@ def _resources(app_id: str = "app"):
     AclEntry("User:mallory", "TRANSACTIONAL_ID", "PREFIXED", "ap", "Write"),
     AclEntry("User:auditor", "TOPIC", "LITERAL", "p-orders", "Write"),  # a named principal, beyond the file
     AclEntry("User:auditor", "TOPIC", "LITERAL", "elsewhere", "Write"),  # a named principal, anywhere
+    # Alter on the cluster creates and deletes ACLs: whoever holds it can grant itself anything
+    AclEntry("User:mallory", "CLUSTER", "LITERAL", "kafka-cluster", "Alter"),
+    AclEntry("User:*", "CLUSTER", "LITERAL", "kafka-cluster", "All"),
+    AclEntry("User:mallory", "CLUSTER", "LITERAL", "kafka-cluster", "AlterConfigs"),  # the brokers' settings
+    AclEntry("User:mallory", "CLUSTER", "LITERAL", "kafka-cluster", "ClusterAction"),  # a broker's own requests
+    # CreateTokens on a product principal: a delegation token that authenticates as the worker
+    AclEntry("User:mallory", "USER", "LITERAL", "User:sizer-worker", "CreateTokens"),
+    AclEntry("User:mallory", "USER", "LITERAL", "*", "CreateTokens"),
+    AclEntry("User:mallory", "USER", "LITERAL", "User:operator", "All"),
 ])
 def test_a_grant_the_file_does_not_make_is_named_whoever_holds_it(extra):
     from streams.ops.acls import unmade_grants
@@ -115,6 +124,11 @@ def test_a_grant_the_file_does_not_make_is_named_whoever_holds_it(extra):
     AclEntry("User:other-app", "GROUP", "LITERAL", "other-group", "Read"),
     AclEntry("User:other-app", "TRANSACTIONAL_ID", "PREFIXED", "other-", "Write"),
     AclEntry("User:mallory", "TOPIC", "LITERAL", "p-signals", "Write", permission="DENY"),  # a refusal, not a grant
+    # what any client of a shared cluster may hold: nothing over the product
+    AclEntry("User:other-app", "CLUSTER", "LITERAL", "kafka-cluster", "IdempotentWrite"),
+    AclEntry("User:other-app", "CLUSTER", "LITERAL", "kafka-cluster", "Describe"),
+    AclEntry("User:other-app", "CLUSTER", "LITERAL", "kafka-cluster", "DescribeConfigs"),
+    AclEntry("User:other-app", "USER", "LITERAL", "User:other-app", "CreateTokens"),  # its own tokens
 ])
 def test_grants_on_other_resources_and_denials_pass(other):
     from streams.ops.acls import unmade_grants

@@ -100,7 +100,7 @@ class View(dict):
     def offset_of(self, symbol: str) -> int | None:
         return 7 if symbol in self else None
 
-    async def refresh(self) -> None:
+    async def refresh(self, since: float | None = None) -> None:
         pass
 
 
@@ -405,3 +405,27 @@ def test_a_portfolio_named_by_a_per_portfolio_table_is_registered_without_a_regi
     assert [d["portfolio_id"] for d in world.sink.to("decisions")] == ["desk-a-7", "solo"]
     dead = [key for topic, key, _, _ in world.sink.sent if topic == "dlq"]
     assert dead == [b"desk-b-1", b"solo-2"]
+
+
+def test_a_record_off_its_keys_partition_does_not_move_its_portfolios_series():
+    # a CRC32 producer's record for a halted portfolio, in the batch that halted it, on
+    # another partition this worker also owns: the portfolio's series stay with its own
+    # partition (when that other partition moves away, its halted series must not go)
+    from streams.wire.admission import home_partition
+    from tests.builders import control
+
+    world = World(width=6)
+    home = home_partition(b"p1", 6)
+    other = (home + 1) % 6
+    world.handler.consumer = lambda: Consumer({TP("controls", home), TP("signals", other)})
+    halt = Message("controls", home, 0, b"p1", json.dumps(control("p1", "halt", T0)["value"]).encode())
+    stray = Message("signals", other, 0, b"p1", json.dumps(sig(1)).encode())
+    world.log.update({("controls", home): [halt], ("signals", other): [stray]})
+    world.run([halt, stray])
+
+    assert [dict(headers)["sizer.reason"] for topic, _, _, headers in world.sink.sent if topic == "dlq"] == [
+        b"WRONG_PARTITION"]
+    halted = {"portfolio": "p1", "reason": "HALTED", "operator": "alice"}
+    assert world.counter("sizer_portfolio_halted", **halted) == 1
+    world.metrics.retain([home])  # the other partition moved to another worker
+    assert world.counter("sizer_portfolio_halted", **halted) == 1

@@ -106,3 +106,34 @@ def test_the_workers_state_directory_is_its_owners_only(tmp_path):
     assert stat.S_IMODE(shared.stat().st_mode) == 0o700
     assert stat.S_IMODE(made.stat().st_mode) == 0o700
     assert stat.S_IMODE((made / "store").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("role", ["signals", "fills", "controls"])
+def test_a_record_without_a_timestamp_is_refused_whatever_its_ts(role):
+    # -1 is Kafka's "no timestamp": the broker's message.timestamp.after.max.ms skips such
+    # a record, so a ts a year ahead would otherwise move the portfolio clock unchecked
+    year_ahead = 1_767_225_600_000 + 365 * 24 * 3600 * 1000
+    value = {
+        "signals": json.loads(signal_bytes("p1")) | {"ts": year_ahead},
+        "fills": {"event_id": "f", "portfolio_id": "p1", "ts": year_ahead, "type": "order_canceled", "order_id": "o"},
+        "controls": {"command_id": "c", "portfolio_id": "p1", "ts": year_ahead, "type": "halt", "operator": "alice",
+                     "reason": "r"},
+    }[role]
+    home = home_partition(b"p1", 6)
+    for ts in (year_ahead, 0):
+        with pytest.raises(InvalidMessage) as raised:
+            admit_record(role, b"p1", json.dumps(value | {"ts": ts}).encode(), -1, 60_000, home, 6)
+        assert raised.value.code == "FUTURE_TIMESTAMP" and "no timestamp (-1)" in raised.value.detail
+    # a journal line without a "timestamp" is not such a record: nothing to check against
+    assert admit_record(role, b"p1", json.dumps(value).encode(), None, 60_000, home, 6).portfolio_id == "p1"
+
+
+def test_an_input_topic_the_broker_stamps_itself_is_bounded():
+    from streams.kafka.topics import unbounded
+
+    assert unbounded("s", {TIMESTAMP_BOUND: "60000", "message.timestamp.type": "CreateTime"}, 60_000) is None
+    assert unbounded("s", {TIMESTAMP_BOUND: "60001"}, 60_000) == f"s: {TIMESTAMP_BOUND}=60001"
+    assert unbounded("s", {}, 60_000) == f"s: {TIMESTAMP_BOUND}=None"
+    # LogAppendTime: the record timestamp is the broker's clock, whatever the producer sends
+    assert unbounded("s", {TIMESTAMP_BOUND: "9223372036854775807", "message.timestamp.type": "LogAppendTime"},
+                     60_000) is None
