@@ -100,8 +100,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     from streams.text import table
 
     def shown(value: object) -> str:
-        if isinstance(value, dict):
-            return " ".join(f"{key}={shown(item)}" for key, item in value.items())
+        if isinstance(value, dict):  # an empty table (group_caps, portfolios) or prefix: said, not a blank cell
+            return " ".join(f"{key}={shown(item)}" for key, item in value.items()) or "(none)"
+        if value == "":
+            return "(none)"
         return "(unset)" if value is None else value if isinstance(value, str) else decimals.dumps(value)
 
     rows: list[tuple[object, ...]] = []

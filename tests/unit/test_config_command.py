@@ -53,3 +53,13 @@ def test_a_pair_cap_set_is_shown_with_its_source_and_json_carries_the_derived_va
     assert shown["config"]["pair_cap_usd"] is None  # the setting as given: what is hashed and published
     assert shown["derived"]["pair_cap_usd"] == {"value": "1000",
                                                 "from": "derived: pair_max_usd (preset conviction), as base is fixed"}
+
+
+def test_an_empty_table_or_prefix_is_said_not_left_as_a_blank_cell():
+    done = sizer("config", "--preset", "conviction")
+
+    assert row(done.stdout, "group_caps")[1:] == ["(none)", "default"]
+    assert row(done.stdout, "portfolios")[1:] == ["(none)", "default"]
+    assert row(done.stdout, "topic_prefix")[1:] == ["(none)", "default"]
+    assert row(sizer("config", SIZER_TOPIC_PREFIX="desk-").stdout, "topic_prefix")[1:] == [
+        "desk-", "environment SIZER_TOPIC_PREFIX"]
