@@ -89,19 +89,29 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     sources = getattr(config, "sources", {})
     effective = config.effective()
+    # what the engine applies where a setting left unset is derived from others (the
+    # configuration itself, as hashed and published, keeps the setting as given)
+    pair_cap = None if config.pair_cap is None else decimals.canonical(config.pair_cap)
+    derived = {"pair_cap_usd": {"value": pair_cap, "from": config.pair_cap_origin(sources)}}
     if args.json:
         print(decimals.dumps({"config_hash": config.config_hash, "config": effective, "sources": sources,
-                              "kafka": kafka_values, "kafka_sources": kafka_sources}))
+                              "derived": derived, "kafka": kafka_values, "kafka_sources": kafka_sources}))
         return 0
     from streams.text import table
 
     def shown(value: object) -> str:
-        if isinstance(value, dict):
-            return " ".join(f"{key}={shown(item)}" for key, item in value.items())
+        if isinstance(value, dict):  # an empty table (group_caps, portfolios) or prefix: said, not a blank cell
+            return " ".join(f"{key}={shown(item)}" for key, item in value.items()) or "(none)"
+        if value == "":
+            return "(none)"
         return "(unset)" if value is None else value if isinstance(value, str) else decimals.dumps(value)
 
     rows: list[tuple[object, ...]] = []
     for field, value in effective.items():
+        if field in derived:
+            value = derived[field]["value"]
+            rows.append((field, "none" if value is None else shown(value), derived[field]["from"]))
+            continue
         items = value if isinstance(value, list) and value else [value]  # a list: one row an item
         rows += [(field if i == 0 else "", shown(item), sources.get(field, "") if i == 0 else "")
                  for i, item in enumerate(items)]

@@ -287,6 +287,15 @@ class SizingConfig(BaseSettings):
             return self.pair_cap_usd
         return self.pair_max_usd if self.base == "fixed" else None
 
+    def pair_cap_origin(self, sources: Mapping[str, str]) -> str:
+        """Where `pair_cap` comes from, in words, given each setting's source (`load_config`):
+        the setting itself when set, else what it is derived from."""
+        if self.pair_cap_usd is not None:
+            return sources.get("pair_cap_usd", "set")
+        if self.base == "fixed":
+            return f"derived: pair_max_usd ({sources.get('pair_max_usd', 'set')}), as base is fixed"
+        return f"derived: no per-pair cap, as base is {self.base} ({sources.get('base', 'set')})"
+
     @cached_property
     def max_signal_age_ms(self) -> int | None:
         return None if self.max_signal_age_s is None else int(self.max_signal_age_s * 1000)

@@ -12,7 +12,9 @@
 # data directory ($home/data/<version>), so switching versions mixes neither.
 # KAFKA_HOME (default .kafka in the project) holds config, data, log and pid;
 # KAFKA_PORT / KAFKA_CONTROLLER_PORT the ports; KAFKA_START_TIMEOUT_S (120) how long
-# `start` waits for the broker to answer.
+# `start` waits for the broker to answer; KAFKA_STOP_WAIT_S (60) how long `start` waits
+# for a previous broker still stopping (its process, or whatever still answers on the
+# port) to be gone before it starts a new one, saying so, or gives up in one line.
 #
 # deploy/broker/cluster.sh sources this file for its functions and runs one node of a
 # replicated cluster per KAFKA_HOME, with KAFKA_NODE_ID, KAFKA_QUORUM_VOTERS (the
@@ -76,6 +78,7 @@ fi
 libs="${KAFKA_LIBS:-$root/.kafka/libs/$version}"
 data="$home/data/$version"
 start_timeout_s="${KAFKA_START_TIMEOUT_S:-120}"
+stop_wait_s="${KAFKA_STOP_WAIT_S:-60}"
 port="${KAFKA_PORT:-$default_port}"
 controller_port="${KAFKA_CONTROLLER_PORT:-$default_controller_port}"
 # sasl_ssl: a loopback TLS listener with client certificates, between brokers and for
@@ -86,6 +89,8 @@ advertised_host="${KAFKA_ADVERTISED_HOST:-127.0.0.1}"
 scram_users="${KAFKA_SCRAM_USERS:-admin sizer-worker signal-producer execution-engine operator auditor sizer-setup}"
 bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
+# the pid of a broker `stop` has asked to exit, until it has
+stopping_file="$home/broker.stopping"
 scram_done="$home/secrets/.users-created"
 node_id="${KAFKA_NODE_ID:-1}"
 quorum_voters="${KAFKA_QUORUM_VOTERS:-$node_id@127.0.0.1:$controller_port}"
@@ -433,7 +438,46 @@ wait_started() {
   exit 1
 }
 
+# A broker of this home that `stop` asked to exit and that is still up: wait until it
+# has exited (at most stop_wait_s), or exit 1. Reporting it as running would hand out
+# an address that goes dead a moment later.
+wait_stopped() {
+  [[ -f "$stopping_file" ]] || return 0
+  local pid; pid="$(cat "$stopping_file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "the previous broker (pid $pid) is still stopping: waiting up to $stop_wait_s s for it to exit" >&2
+    local quarters=0
+    while kill -0 "$pid" 2>/dev/null; do
+      if (( quarters >= stop_wait_s * 4 )); then
+        echo "the previous broker (pid $pid) is still stopping after $stop_wait_s s: start again once it has exited" >&2
+        exit 1
+      fi
+      sleep 0.25; quarters=$((quarters + 1))
+    done
+  fi
+  rm -f "$stopping_file"
+  if ! running; then rm -f "$pidfile"; fi
+}
+
+# Something answering on our port while no broker of this home runs (a broker still
+# shutting down whose pid file is gone, another checkout's broker): a new broker could
+# not bind it, and the readiness probe would take the old one's answer for its own.
+# Wait for the port to be free (at most stop_wait_s), or exit 1 naming it.
+wait_port_free() {
+  answers || return 0
+  echo "$bootstrap still answers, though no broker of $home runs: waiting up to $stop_wait_s s for it to go" >&2
+  local quarters=0
+  while answers; do
+    if (( quarters >= stop_wait_s * 4 )); then
+      echo "$bootstrap is held by a process that is not the broker of $home (another checkout's broker?): stop it, or set KAFKA_PORT" >&2
+      exit 1
+    fi
+    sleep 0.25; quarters=$((quarters + 1))
+  done
+}
+
 start() {
+  wait_stopped
   if running; then
     local running_version; running_version="$(cat "$home/broker.version" 2>/dev/null || echo unknown)"
     if [[ "$running_version" != "$version" ]]; then
@@ -442,22 +486,32 @@ start() {
     fi
     echo "$bootstrap"; return 0
   fi
+  wait_port_free
   launch
   wait_started
   echo "$bootstrap"
 }
 
+# The pid file and the stopping mark, each only while it still names broker $1: a
+# `start` that waited for that broker to exit may have written its successor's pid.
+forget() {
+  if [[ "$(cat "$pidfile" 2>/dev/null)" == "$1" ]]; then rm -f "$pidfile"; fi
+  if [[ "$(cat "$stopping_file" 2>/dev/null)" == "$1" ]]; then rm -f "$stopping_file"; fi
+}
+
 stop() {
-  if ! running; then rm -f "$pidfile"; return 0; fi
+  if ! running; then rm -f "$pidfile" "$stopping_file"; return 0; fi
   local pid; pid="$(cat "$pidfile")"
+  echo "$pid" > "$stopping_file"
   kill -TERM "$pid"
   for _ in $(seq 1 120); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
+    kill -0 "$pid" 2>/dev/null || { forget "$pid"; return 0; }
     sleep 0.25
   done
   echo "broker did not stop within 30 s; killing it" >&2
   kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$pidfile"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  forget "$pid"
 }
 
 # sourced (cluster.sh): the functions only

@@ -234,20 +234,23 @@ def table(report: dict[str, Any]) -> str:
 
 
 def as_csv(report: dict[str, Any], axes: Sequence[str]) -> str:
-    """One row per configuration, in rank order; rejections as REASON=n;... ."""
+    """One row per configuration, in rank order. `rejected` is the count of rejected
+    signals, as in the table (0 when none); then one `rejected REASON` column per
+    reason any configuration gave, each a count (0 where that configuration gave none)."""
     figures = ["config_hash", "accepted", "accepted_notional", "rejected", "unfilled", "closes", "pnl",
                "max_drawdown", "max_drawdown_pct", "recovery_s", "sharpe", "peak_exposure", "mean_exposure",
                "peak_vs_cap_pct", "mean_vs_cap_pct", "pnl_per_exposure", "drawdown_per_exposure", "decisions_changed"]
     leading = ["rank", "label", "policy"]
     # an axis named like a figure (the setting max_drawdown_pct) gets a column of its own
     axis_columns = [f"set {axis}" if axis in figures or axis in leading else axis for axis in axes]
+    reasons = sorted({reason for row in report["configurations"] for reason in row["rejected"]})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*leading, *axis_columns, *figures])
+    writer.writerow([*leading, *axis_columns, *figures, *(f"rejected {reason}" for reason in reasons)])
     for row in report["configurations"]:
-        values = {**row, "rejected": ";".join(f"{reason}={n}" for reason, n in row["rejected"].items())}
+        values = {**row, "rejected": sum(row["rejected"].values())}
         cells = [*(values.get(f) for f in leading), *(row["params"].get(axis) for axis in axes),
-                 *(values.get(f) for f in figures)]
+                 *(values.get(f) for f in figures), *(row["rejected"].get(reason, 0) for reason in reasons)]
         writer.writerow(["" if value is None else value for value in cells])
     return out.getvalue()
 

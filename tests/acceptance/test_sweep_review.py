@@ -83,6 +83,28 @@ def test_an_axis_named_like_a_figure_does_not_overwrite_the_figure_in_the_csv(tm
     assert figures["conviction max_drawdown_pct=5"] == "0.1998"
 
 
+def test_the_csv_counts_rejections_as_the_table_does_zero_when_none(tmp_path):
+    # conviction (linear, no min_score, shrink) accepts both: $650, then $580 shrunk to
+    # the $350 left under the $1000 pair cap; graduated's tiers refuse both scores, below
+    # 0.60 (LOW_CONFIDENCE). The `rejected` column was `REASON=n;...`: empty for
+    # conviction, where the table says 0.
+    entries = [ETH, signal("p1", "ETH-USD", "0.5", "10", T0, signal_id="s1"),
+               signal("p1", "ETH-USD", "0.4", "10", T0 + 1000, signal_id="s2")]
+    path = tmp_path / "j.jsonl"
+    path.write_text(journal_text(entries))
+    done = sizer("sweep", "--journal", str(path), "--policy", "conviction", "--policy", "graduated",
+                 "--workers", "1", "--csv", str(tmp_path / "s.csv"))
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "s.csv") as handle:
+        rows = {row["policy"]: row for row in csv.DictReader(handle)}
+
+    assert (rows["conviction"]["accepted"], rows["conviction"]["accepted_notional"]) == ("2", "1000")
+    assert (rows["conviction"]["rejected"], rows["conviction"]["rejected LOW_CONFIDENCE"]) == ("0", "0")
+    assert (rows["graduated"]["accepted"], rows["graduated"]["rejected"]) == ("0", "2")
+    assert rows["graduated"]["rejected LOW_CONFIDENCE"] == "2"
+    assert [key for key in rows["graduated"] if key.startswith("rejected ")] == ["rejected LOW_CONFIDENCE"]
+
+
 def test_the_mean_exposure_of_a_history_without_a_span_is_the_mean_of_the_total():
     # Three portfolios, each $1000 at the same instant: the total exposure after each
     # input is 1000, 2000, 3000 (metrics(): "exposure: the sum over portfolios ...; the

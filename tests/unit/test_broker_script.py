@@ -1,0 +1,97 @@
+"""deploy/broker/broker.sh `start` while a previous broker is still going away: it
+waits for it, or says so in one line; it never reports a broker that is stopping.
+A stand-in process plays the stopping broker (no Java here): the script's checks run
+before it launches anything."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from streams.ports import free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "deploy" / "broker" / "broker.sh"
+# a broker that takes STOPPING_S to exit once asked (SIGTERM), as Kafka's controlled shutdown does
+STOPPING_S = 1.0
+STAND_IN = f"""
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: (print("stopping", flush=True), time.sleep({STOPPING_S}), sys.exit(0)))
+print("up", flush=True)
+time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def env_for(home: Path, port: int, controller_port: int, **extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}, "KAFKA_HOME": str(home),
+            "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller_port), **extra}
+
+
+def script(action: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), action], env=env, capture_output=True, text=True, timeout=60)
+
+
+def stand_in_broker(home: Path) -> subprocess.Popen:
+    """A process in the broker's place: its pid in the pid file, the release of this checkout."""
+    proc = subprocess.Popen([sys.executable, "-c", STAND_IN], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up"
+    threading.Thread(target=proc.wait, daemon=True).start()  # reaped at once: no zombie answers kill -0
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "broker.pid").write_text(f"{proc.pid}\n")
+    pom = (ROOT / "deploy" / "pom.xml").read_text()
+    (home / "broker.version").write_text(pom.split("<kafka.version>")[1].split("<")[0] + "\n")
+    return proc
+
+
+def test_start_while_the_previous_broker_is_stopping_waits_for_it_to_exit(tmp_path):
+    home = tmp_path / "kafka"
+    port, controller_port = free_ports(2)
+    broker = stand_in_broker(home)
+    # the port taken by something else once the stand-in is gone, so that `start`
+    # stops before launching a broker (there is no Java here), and says why
+    held = socket.create_server(("127.0.0.1", port))
+    env = env_for(home, port, controller_port, KAFKA_STOP_WAIT_S="3")
+    stopping = subprocess.Popen(["bash", str(SCRIPT), "stop"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        assert broker.stdout.readline().strip() == "stopping"  # asked to exit, not gone yet
+        started = script("start", env)
+
+        assert not alive(broker.pid), f"start returned ({started.stdout!r}) while the old broker was still up"
+        assert f"the previous broker (pid {broker.pid}) is still stopping" in started.stderr
+        assert started.returncode == 1 and started.stdout == ""
+        assert started.stderr.splitlines()[-1] == (
+            f"127.0.0.1:{port} is held by a process that is not the broker of {home} (another checkout's "
+            f"broker?): stop it, or set KAFKA_PORT")
+    finally:
+        held.close()
+        broker.kill()
+        stopping.wait(timeout=30)
+
+
+def test_start_gives_up_in_one_line_on_a_broker_that_does_not_finish_stopping(tmp_path):
+    home = tmp_path / "kafka"
+    port, controller_port = free_ports(2)
+    broker = stand_in_broker(home)
+    (home / "broker.stopping").write_text(f"{broker.pid}\n")  # a `stop` under way, the broker slower than the wait
+    try:
+        started = script("start", env_for(home, port, controller_port, KAFKA_STOP_WAIT_S="1"))
+
+        assert started.returncode == 1 and started.stdout == ""
+        assert started.stderr.splitlines()[-1] == (
+            f"the previous broker (pid {broker.pid}) is still stopping after 1 s: start again once it has exited")
+        assert alive(broker.pid)  # not touched
+    finally:
+        broker.kill()
