@@ -36,8 +36,9 @@ time a producer commits and starts again at once) after as long instead of
 aiokafka's 20 ms (the Java client's value, KAFKA-5477; KIP-890 removes the
 refusal from Kafka 4.0). Harsh on a broker in trouble: for the bench only. On
 SIGTERM it prints how many transactions it committed, how many records they
-held and how many of its AddPartitionsToTxn Kafka refused with
-CONCURRENT_TRANSACTIONS (`loop_counts` reads that line back).
+held, how many of its AddPartitionsToTxn Kafka refused with
+CONCURRENT_TRANSACTIONS and how many produce batches it sent again
+(`loop_counts` reads that line back).
 It handles no rebalance (the partitions it serves are those of its first
 assignment): any rebalance can stall it or copy records twice. For the bench
 only, where it is its group's one member.
@@ -65,8 +66,10 @@ from streams.kafka.topics import TopicSet, load_topics
 TransactionForm = Literal["per_partition", "per_batch"]
 TRANSACTION_FORMS: tuple[TransactionForm, ...] = ("per_partition", "per_batch")
 DEFAULT_MARKER_WAIT_MS = 2
-COUNTS_LINE = "bare loop counts: {transactions} transactions, {records} records, {marker_waits} marker waits"
-COUNTS_PATTERN = re.compile(r"^bare loop counts: (\d+) transactions, (\d+) records, (\d+) marker waits$", re.M)
+COUNTS_LINE = ("bare loop counts: {transactions} transactions, {records} records, {marker_waits} marker waits, "
+               "{produce_retries} produce retries")
+COUNTS_PATTERN = re.compile(r"^bare loop counts: (\d+) transactions, (\d+) records, (\d+) marker waits, "
+                            r"(\d+) produce retries$", re.M)
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,9 @@ def refused_as_concurrent(errors: Iterable[tuple[str, Iterable[tuple[int, int]]]
     return any(code == ConcurrentTransactions.errno for _, partitions in errors for _, code in partitions)
 
 
-def loop_counts(log: str) -> tuple[int, int, int] | None:
-    """(transactions, records, marker waits) from the last counts line of a loop's
-    output; None when it printed none (it did not stop on SIGTERM)."""
+def loop_counts(log: str) -> tuple[int, int, int, int] | None:
+    """(transactions, records, marker waits, produce retries) from the last counts line
+    of a loop's output; None when it printed none (it did not stop on SIGTERM)."""
     found = COUNTS_PATTERN.findall(log)
     return tuple(int(n) for n in found[-1]) if found else None  # type: ignore[return-value]
 
@@ -127,20 +130,35 @@ class Counts:
     transactions: int = 0
     records: int = 0
     marker_waits: int = 0
+    produce_retries: int = 0
 
 
-def count_marker_waits(counts: Counts) -> None:
+def count_retries(counts: Counts) -> None:
     """Count, in `counts`, every AddPartitionsToTxn refused with CONCURRENT_TRANSACTIONS
-    (aiokafka retries them after BACKOFF_OVERRIDE, the marker wait)."""
-    handler = aiokafka.producer.sender.AddPartitionsToTxnHandler
-    handle_response = handler.handle_response
+    (aiokafka asks again after BACKOFF_OVERRIDE, the marker wait) and every produce
+    batch sent again (after `retry_backoff_ms`). Kafka 3.9 answers NOT_ENOUGH_REPLICAS
+    to a transactional produce whose partition it could not verify with the
+    transaction coordinator (`transaction.partition.verification.enable`; the
+    coordinator's CONCURRENT_TRANSACTIONS, NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE or
+    COORDINATOR_LOAD_IN_PROGRESS, which clients older than KIP-890's would not know)."""
+    sender = aiokafka.producer.sender
+    add_partitions = sender.AddPartitionsToTxnHandler.handle_response
+    produce = sender.SendProduceReqHandler.handle_response
 
-    def counted(self: Any, resp: Any) -> Any:
+    def counted_add(self: Any, resp: Any) -> Any:
         if refused_as_concurrent(resp.errors):
             counts.marker_waits += 1
-        return handle_response(self, resp)
+        return add_partitions(self, resp)
 
-    handler.handle_response = counted  # type: ignore[method-assign]
+    def counted_produce(self: Any, resp: Any) -> Any:
+        before = len(self._to_reenqueue)
+        try:
+            return produce(self, resp)
+        finally:
+            counts.produce_retries += len(self._to_reenqueue) - before
+
+    sender.AddPartitionsToTxnHandler.handle_response = counted_add  # type: ignore[method-assign]
+    sender.SendProduceReqHandler.handle_response = counted_produce  # type: ignore[method-assign]
 
 
 async def seek_committed(consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]) -> None:
@@ -162,7 +180,7 @@ async def exactly_once(kafka: WorkerSettings, topics: TopicSet) -> None:
     options = loop_options(os.environ)
     aiokafka.producer.sender.BACKOFF_OVERRIDE = options.marker_wait_s
     counts = Counts()
-    count_marker_waits(counts)
+    count_retries(counts)
     client = kafka.for_role(f"bench-{kafka.app_id}")
     decisions = topics.name("decisions")
     consumer = loop_consumer(kafka, [topics.name("signals")], enable_auto_commit=False,
@@ -227,7 +245,8 @@ async def exactly_once(kafka: WorkerSettings, topics: TopicSet) -> None:
     finally:
         await consumer.stop()
         print(COUNTS_LINE.format(transactions=counts.transactions, records=counts.records,
-                                 marker_waits=counts.marker_waits), flush=True)
+                                 marker_waits=counts.marker_waits, produce_retries=counts.produce_retries),
+              flush=True)
 
 
 async def run() -> None:

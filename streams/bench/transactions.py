@@ -37,7 +37,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from streams.bench.bare_loop import TRANSACTION_FORMS, loop_counts
 from streams.kafka.settings import ClientConfig
@@ -95,17 +95,15 @@ class Variant:
     p50s_ms: list[float] = field(default_factory=list)
     p99s_ms: list[float] = field(default_factory=list)
     samples: int = 0
-    # the latency runs' own counts: (transactions, records, marker waits)
-    counts: list[tuple[int, int, int]] = field(default_factory=list)
+    # the latency runs' own counts: (transactions, records, marker waits, produce retries)
+    counts: list[tuple[int, int, int, int]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-    def records_per_transaction(self) -> float:
+    def per_transaction(self, column: int) -> float:
+        """A count of the latency runs (1 records, 2 marker waits, 3 produce retries) per
+        transaction, over all of them; nan without any."""
         transactions = sum(c[0] for c in self.counts)
-        return sum(c[1] for c in self.counts) / transactions if transactions else float("nan")
-
-    def marker_waits_per_transaction(self) -> float:
-        transactions = sum(c[0] for c in self.counts)
-        return sum(c[2] for c in self.counts) / transactions if transactions else float("nan")
+        return sum(c[column] for c in self.counts) / transactions if transactions else float("nan")
 
 
 def median(values: list[float]) -> float:
@@ -154,28 +152,43 @@ def alter_verification(admin: Any, values: dict[str, str | None]) -> None:
         raise RuntimeError(f"the broker refused {VERIFICATION}: {'; '.join(refused)}")
 
 
+def reported(admin: Any, ids: list[str], wanted: dict[str, tuple[str | None, bool]] | str,
+             timeout_s: float) -> None:
+    """Wait until every broker reports VERIFICATION as `wanted` (a value, or each one's
+    (value, per-broker) pair); a broker applies a change when it reads it from the
+    metadata log, shortly after the controller has taken it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = broker_verification(admin, ids)
+        if all((now[i][0] == wanted) if isinstance(wanted, str) else (now[i] == wanted[i]) for i in ids):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{VERIFICATION}: the brokers report {now} after {timeout_s:g} s, not {wanted}")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
-def verification(client: ClientConfig, enabled: bool, timeout_s: float = 30.0) -> Iterator[None]:
-    """Kafka's transaction partition verification on or off on every broker for the
-    duration (per-broker dynamic values; every broker reports the value before this
-    returns), then each broker's previous per-broker value, or none, put back."""
+def broker_verification_switch(client: ClientConfig, timeout_s: float = 30.0) -> Iterator[Callable[[bool], None]]:
+    """A function that turns Kafka's transaction partition verification on or off on
+    every broker (per-broker dynamic values; it returns once every broker reports the
+    value); on leaving, each broker's per-broker value as it was before, or none."""
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(**client.options(request_timeout_ms=30_000))
     try:
         ids = broker_ids(admin)
         before = broker_verification(admin, ids)
-        wanted = "true" if enabled else "false"
-        alter_verification(admin, {i: wanted for i in ids})
-        deadline = time.monotonic() + timeout_s
-        while any(value != wanted for value, _ in broker_verification(admin, ids).values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{VERIFICATION}={wanted} not reported by every broker within {timeout_s:g} s")
-            time.sleep(0.2)
+
+        def switch(enabled: bool) -> None:
+            wanted = "true" if enabled else "false"
+            alter_verification(admin, {i: wanted for i in ids})
+            reported(admin, ids, wanted, timeout_s)
+
         try:
-            yield
+            yield switch
         finally:
             alter_verification(admin, {i: value if per_broker else None for i, (value, per_broker) in before.items()})
+            reported(admin, ids, before, timeout_s)
     finally:
         admin.close()
 
@@ -213,22 +226,15 @@ def measure_transactions(client: ClientConfig, args: argparse.Namespace, workdir
     variants: dict[tuple[str, Setting], Variant] = {}
     for step in steps:
         variants.setdefault((step.form, step.setting), Variant(step.form, step.setting))
-    current: contextlib.ExitStack | None = None
-    applied: tuple[int, bool] | None = None
-    try:
+    applied: bool | None = None
+    with broker_verification_switch(client) as switch:
         for n, step in enumerate(steps, 1):
-            if applied != (step.round, step.setting.verification):
-                if current is not None:
-                    current.close()
-                current = contextlib.ExitStack()
-                current.enter_context(verification(client, step.setting.verification))
-                applied = (step.round, step.setting.verification)
+            if applied != step.setting.verification:
+                switch(step.setting.verification)
+                applied = step.setting.verification
             print(f"measuring transactions {n}/{len(steps)}: round {step.round + 1}, {step.form}, "
                   f"{step.setting.label()}, {step.kind} ...", file=sys.stderr, flush=True)
             run_step(client, step, variants[(step.form, step.setting)], args, workdir)
-    finally:
-        if current is not None:
-            current.close()
     return list(variants.values())
 
 
@@ -244,13 +250,14 @@ def print_transactions(variants: list[Variant], rounds: int, rate: int) -> None:
     variants = sorted(variants, key=lambda v: (not v.setting.verification, -v.setting.marker_wait_ms,
                                                TRANSACTION_FORMS.index(v.form)))  # type: ignore[arg-type]
     print(f"| {'form':<13} | {'verification':<12} | {'marker wait':>11} | {'signals/s':>26} | {'p50 ms':>19} | "
-          f"{'p99 ms':>21} | {'records/txn':>11} | {'waits/txn':>9} |")
-    print(f"|{'-' * 15}|{'-' * 14}|{'-' * 12}:|{'-' * 27}:|{'-' * 20}:|{'-' * 22}:|{'-' * 12}:|{'-' * 10}:|")
+          f"{'p99 ms':>21} | {'records/txn':>11} | {'waits/txn':>9} | {'retries/txn':>11} |")
+    print(f"|{'-' * 15}|{'-' * 14}|{'-' * 12}:|{'-' * 27}:|{'-' * 20}:|{'-' * 22}:|{'-' * 12}:|{'-' * 10}:|"
+          f"{'-' * 12}:|")
     for v in variants:
         print(f"| {v.form:<13} | {'on' if v.setting.verification else 'off':<12} | "
               f"{v.setting.marker_wait_ms:>8} ms | {spread(v.rates, 0):>26} | {spread(v.p50s_ms):>19} | "
-              f"{spread(v.p99s_ms):>21} | {v.records_per_transaction():>11.1f} | "
-              f"{v.marker_waits_per_transaction():>9.2f} |")
+              f"{spread(v.p99s_ms):>21} | {v.per_transaction(1):>11.1f} | "
+              f"{v.per_transaction(2):>9.2f} | {v.per_transaction(3):>11.2f} |")
     by_key = {(v.form, v.setting): v for v in variants}
     print("\nper batch against per partition at the same setting (medians; < 1 is less latency, > 1 more "
           "throughput):\n")

@@ -5,6 +5,7 @@ schedule that alternates the two forms run by run, and the figures' summaries.""
 from __future__ import annotations
 
 import argparse
+import math
 from collections import Counter
 from types import SimpleNamespace
 
@@ -60,11 +61,11 @@ def test_only_concurrent_transactions_counts_as_a_marker_wait():
 
 def test_the_counts_line_the_loop_prints_is_read_back_the_last_one_winning():
     log = "\n".join(["bare loop ready (per_batch, marker wait 2 ms)",
-                     COUNTS_LINE.format(transactions=3, records=40, marker_waits=1),
+                     COUNTS_LINE.format(transactions=3, records=40, marker_waits=1, produce_retries=0),
                      "something else",
-                     COUNTS_LINE.format(transactions=1203, records=15020, marker_waits=87), ""])
+                     COUNTS_LINE.format(transactions=1203, records=15020, marker_waits=87, produce_retries=9), ""])
 
-    assert loop_counts(log) == (1203, 15020, 87)
+    assert loop_counts(log) == (1203, 15020, 87, 9)
     assert loop_counts("bare loop ready\nTraceback ...") is None
 
 
@@ -90,12 +91,12 @@ def test_the_schedule_alternates_the_forms_run_by_run_and_reverses_their_order_e
 
 
 def test_a_variant_sums_its_latency_runs_counts_before_dividing():
-    variant = Variant("per_batch", Setting(True, 2), counts=[(100, 1000, 10), (300, 1400, 50)])
+    variant = Variant("per_batch", Setting(True, 2), counts=[(100, 1000, 10, 0), (300, 1400, 50, 20)])
 
-    assert variant.records_per_transaction() == 6.0  # 2,400 / 400, not the mean of 10 and 4.67
-    assert variant.marker_waits_per_transaction() == 0.15
-    assert Variant("per_batch", Setting(True, 2)).records_per_transaction() != \
-        Variant("per_batch", Setting(True, 2)).records_per_transaction()  # nan without runs
+    assert variant.per_transaction(1) == 6.0  # 2,400 / 400, not the mean of 10 and 4.67
+    assert variant.per_transaction(2) == 0.15
+    assert variant.per_transaction(3) == 0.05
+    assert math.isnan(Variant("per_batch", Setting(True, 2)).per_transaction(1))  # no runs
 
 
 def test_spread_is_the_median_and_the_range_of_the_runs():
