@@ -23,6 +23,12 @@ And `curve`: the worker exactly-once at its eager commit floor
 (`SIZER_EAGER_COMMIT_FLOOR_S`), the latency run at offered loads from 200 to
 8,000 signals a second: p50, p99 and the rate decisions became readable at.
 
+And `transactions` (`streams.bench.transactions`): the exactly-once bare loop (0)
+with one transaction per input partition against one transaction per batch,
+alternated run by run, at two marker waits and with the broker's transaction
+partition verification on and off: throughput, and latency at the same offered
+rate.
+
 And `scale`: the worker at-least-once, throughput and peak RSS with the signals
 spread over 100, 10,000 and 100,000 portfolios (one backlog for all three, at
 least twice the largest count, so that every portfolio is touched), and the RSS
@@ -68,6 +74,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.bench import run_bench
 from streams.bench.generate import session, spread_signals
+from streams.bench.transactions import MARKER_WAITS_MS, VERIFICATIONS, measure_transactions, print_transactions
 from streams.kafka.io import publish
 from streams.kafka.settings import ClientConfig
 from streams.worker.settings import WorkerSettings, load_settings
@@ -82,7 +89,9 @@ QUIX_PYTHON = os.environ.get("BENCH_QUIX_PYTHON") or str(ROOT / ".venv-bench" / 
 
 PORTFOLIOS = 100  # signals of the latency run go round-robin to p0..p99
 LOADED_WARM_UP_S = 1.0  # the offered load runs this long before latencies count
-RUNS = ("throughput", "latency", "hog", "scale", "curve")
+RUNS = ("throughput", "latency", "hog", "scale", "curve", "transactions")
+# runs of their own, not of each contender: left out with --only unless named
+OWN_RUNS = ("scale", "curve", "transactions")
 SCALE_PORTFOLIOS = (100, 10_000, 100_000)
 CURVE_RATES = (200, 500, 1_000, 2_000, 4_000, 8_000)  # the 10 ms ticks offer multiples of 100/s
 WORKER = [SIZER, "worker", "--preset", "conviction"]
@@ -586,6 +595,21 @@ def parse_runs(text: str) -> tuple[str, ...]:
     return runs
 
 
+def parse_rounds(text: str) -> int:
+    counts = parse_counts(text)
+    if len(counts) != 1:
+        raise argparse.ArgumentTypeError(f"one integer >= 1, not {text!r}")
+    return counts[0]
+
+
+def parse_switches(text: str) -> tuple[bool, ...]:
+    """`on,off` -> (True, False): each of `on` and `off` at most once, in the order given."""
+    words = tuple(w.strip() for w in text.split(",") if w.strip())
+    if not words or set(words) - {"on", "off"} or len(set(words)) != len(words):
+        raise argparse.ArgumentTypeError(f"a comma-separated choice of on and off, each once, not {text!r}")
+    return tuple(w == "on" for w in words)
+
+
 def parse_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(c.replace("_", "")) for c in text.split(",") if c.strip())
@@ -605,23 +629,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run only contenders whose name contains this")
     parser.add_argument("--runs", type=parse_runs, default=None,
                         help=f"comma-separated runs among {','.join(RUNS)} (default: all; with --only, all but "
-                             "scale and curve, which are the worker's alone)")
+                             "scale and curve, the worker's alone, and transactions, (0)'s alone)")
     parser.add_argument("--portfolios", type=parse_counts, default=SCALE_PORTFOLIOS,
                         help="portfolio counts of the scale run (default: 100,10000,100000)")
     parser.add_argument("--curve-rates", type=parse_counts, default=CURVE_RATES,
                         help="offered loads of the curve run (default: 200,500,1000,2000,4000,8000)")
     parser.add_argument("--scale-backlog", type=int, default=0,
                         help="signals for each scale run (default: the backlog, at least twice the largest count)")
+    parser.add_argument("--rounds", type=parse_rounds, default=1,
+                        help="rounds of the transactions run, each form and setting once per round (default 1)")
+    parser.add_argument("--marker-waits", type=parse_counts, default=MARKER_WAITS_MS,
+                        help="marker waits (ms) of the transactions run (default: 20,2)")
+    parser.add_argument("--verification", type=parse_switches, default=VERIFICATIONS,
+                        help="the broker's transaction.partition.verification.enable in the transactions run "
+                             "(default: on,off)")
     args = parser.parse_args(argv)
     if args.runs is None:
-        args.runs = tuple(r for r in RUNS if r not in ("scale", "curve")) if args.only else RUNS
+        args.runs = tuple(r for r in RUNS if r not in OWN_RUNS) if args.only else RUNS
     kafka = load_settings()
     client = kafka.for_role("bench")
     bootstrap = client.bootstrap
     workdir = Path(tempfile.mkdtemp(prefix="sizer-bench-"))
     results: list[Figures] = []
     skipped: list[str] = []
-    per_contender = [r for r in args.runs if r not in ("scale", "curve")]
+    per_contender = [r for r in args.runs if r not in OWN_RUNS]
     if per_contender:
         for name, command, env in contenders(kafka):
             if args.only and args.only not in name:
@@ -639,10 +670,11 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             points.append(measure_scale(client, portfolios, backlog, args, workdir))
     curve = measure_curve(client, args.curve_rates, args, workdir) if "curve" in args.runs else []
+    variants = measure_transactions(client, args, workdir) if "transactions" in args.runs else []
     parts = [f"broker {bootstrap}", f"runs {','.join(args.runs)}"]
     if "throughput" in args.runs:
         parts.append(f"backlog {args.backlog:,} signals")
-    if "latency" in args.runs or "hog" in args.runs:
+    if "latency" in args.runs or "hog" in args.runs or "transactions" in args.runs:
         parts.append(f"latency at {args.rate:,} signals/s for {args.seconds:g} s")
     if "hog" in args.runs:
         parts.append("hog: a busy loop on the last CPU")
@@ -655,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
         print_scale(points, backlog)
     if curve:
         print_curve(curve, kafka.eager_commit_floor_s)
+    if variants:
+        print_transactions(variants, args.rounds, args.rate)
     return 0
 
 

@@ -1,7 +1,8 @@
 """The bench's exactly-once limit, contender (0) exactly-once (`streams.bench.bare_loop`),
-is what it claims on the real broker: every signal copied once under read_committed,
-byte for byte, and its offsets committed with the copies, also when it is killed
-with transactions open and started again."""
+is what it claims on the real broker, in both its forms (one transaction per input
+partition, one per batch): every signal copied once under read_committed, byte for
+byte, and its offsets committed with the copies, also when it is killed with
+transactions open and started again."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+
+import pytest
 
 from streams.bench.generate import spread_signals
 from tests.integration.harness import ROOT, eventually
@@ -23,13 +26,15 @@ def start_loop(deployment, log, **env):
                             env=deployment.env(SIZER_PROCESSING_GUARANTEE="exactly_once", **env))
 
 
-def test_the_exactly_once_bare_loop_copies_every_signal_once_across_a_kill_mid_transaction(deployment, tmp_path):
+@pytest.mark.parametrize("form", ["per_partition", "per_batch"])
+def test_the_exactly_once_bare_loop_copies_every_signal_once_across_a_kill_mid_transaction(deployment, tmp_path,
+                                                                                          form):
     entries = [(role, value) for role, value in spread_signals(600, portfolios=50, seed=5) if role == "signals"]
     first, second = entries[:300], entries[300:]
     deployment.publish(first)
     log_path = tmp_path / "loop.log"
     with open(log_path, "wb") as log:
-        loop = start_loop(deployment, log, BENCH_PAUSE_IN_TRANSACTION_S=str(PAUSE_S))
+        loop = start_loop(deployment, log, BENCH_TRANSACTIONS=form, BENCH_PAUSE_IN_TRANSACTION_S=str(PAUSE_S))
         try:
             eventually(lambda: len(deployment.read("decisions")) == len(first), what="the first half copied")
             deployment.publish(second)
@@ -38,7 +43,8 @@ def test_the_exactly_once_bare_loop_copies_every_signal_once_across_a_kill_mid_t
             loop.wait()
             aborted = len(deployment.read("decisions", isolation_level="read_uncommitted")) - len(first)
             assert aborted > 0, "the kill found no transaction open: nothing was left to abort"
-            loop = start_loop(deployment, log)  # fences the killed loop's producers, ending their transactions
+            # fences the killed loop's producers, ending their transactions
+            loop = start_loop(deployment, log, BENCH_TRANSACTIONS=form)
             deployment.wait_for("decisions", len(entries))
             deployment.wait_consumed("signals")
             loop.send_signal(signal.SIGTERM)
