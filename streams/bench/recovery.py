@@ -16,7 +16,16 @@ Each restart's figure is the time from starting the process to the first
 decision readable (read_committed) of probe signals sent as it starts, one per
 input partition, and to the last of them (every partition back).
 
-    python -m streams.bench.recovery [--portfolios 1000,100000,1000000]
+From `--bulk-from` portfolios on (default 1,000,000) the state is not built by
+the worker deciding every signal (minutes at a million) but by sending, in bulk,
+the changelog records it would have written: the same engine and `TableStore`
+decide each signal in this process (`changelog_records`), each portfolio's
+records go to its signal's partition, and the worker's first start rebuilds its
+tables from them. `--prepare` builds those records once into `--cache` before the
+broker is needed (about three minutes for a million).
+
+    python -m streams.bench.recovery [--portfolios 1000,100000,1000000] [--bulk-from N]
+    python -m streams.bench.recovery --portfolios 1000000 --prepare
 
 Uses KAFKA_BOOTSTRAP_SERVERS (the Makefile starts the local broker).
 """
