@@ -51,11 +51,13 @@ async def last_records(client, topic: str, partitions: int) -> dict[int, int]:
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
         last = {tp.partition: -1 for tp in tps}
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+        while True:
+            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                return last
+            for tp, records in (await consumer.getmany(*behind, timeout_ms=500)).items():
                 if records:
                     last[tp.partition] = records[-1].offset
-        return last
     finally:
         await consumer.stop()
 
