@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from streams.bench.generate import session
+from streams.kafka.io import read_topic
 from tests.integration.harness import decisions_by_signal
 
 ROW = re.compile(r"^\W*(\S+?-changelog|〃)\s*\W\s*(\d+)\s*\W\s*(-?\d+)\s*\W*$")
@@ -40,26 +39,12 @@ def reading_starts(log: str, changelog: str) -> dict[int, int]:
     return starts
 
 
-async def last_records(client, topic: str, partitions: int) -> dict[int, int]:
+def last_records(client, topic: str, partitions: int) -> dict[int, int]:
     """partition -> the offset of its last committed record (-1: none)."""
-    consumer = AIOKafkaConsumer(**client.options(group_id=None, isolation_level="read_committed",
-                                                 enable_auto_commit=False))
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        last = {tp.partition: -1 for tp in tps}
-        while True:
-            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-            if not behind:
-                return last
-            for tp, records in (await consumer.getmany(*behind, timeout_ms=500)).items():
-                if records:
-                    last[tp.partition] = records[-1].offset
-    finally:
-        await consumer.stop()
+    last = {partition: -1 for partition in range(partitions)}
+    for record in asyncio.run(read_topic(client, topic, partitions)):
+        last[record.partition] = max(last[record.partition], record.offset)
+    return last
 
 
 def test_a_clean_restart_reads_the_changelogs_from_the_checkpoint_and_a_sigkill_from_the_start(
@@ -74,7 +59,7 @@ def test_a_clean_restart_reads_the_changelogs_from_the_checkpoint_and_a_sigkill_
 
     changelog = f"{deployment.app_id}-exposure-changelog"
     width = deployment.topics["signals"].partitions
-    held = asyncio.run(last_records(deployment.client, changelog, width))
+    held = last_records(deployment.client, changelog, width)
     assert sum(offset >= 0 for offset in held.values()) >= 3, held  # state on most partitions
 
     worker = workers("--preset", "conviction")
