@@ -23,6 +23,7 @@ counts (signals, decisions, duplicates, missing, orders, dead letters), every
 worker exit that was not a fault's, and `sizer audit`'s verdict.
 
     python -m streams.bench.chaos [--workers 2] [--rate 100] [--portfolios 1000] [--settle 20]
+        [--standby 1] [--faults "worker kill,worker rolling restart"]
 
 Runs on the cluster of `deploy/broker/cluster.sh` (its KAFKA_CLUSTER_* settings:
 .kafka-cluster on 127.0.0.1:19101-19103 by default), started if it is not running
@@ -131,11 +132,16 @@ class Worker:
             self.exits.append(f"{self.name} exited {self.process.returncode}: ...{tail}")
             self.expected_exit = True
 
-    def log_lines(self, text: str) -> int:
+    def revocations(self) -> int:
+        """Rebalances that took partitions from this worker: its log's "rebalance: N
+        partitions revoked" lines with N > 0 (a process that starts logs one with 0)."""
+        import re
+
         try:
-            return (self.workdir / "worker.log").read_text(errors="replace").count(text)
+            text = (self.workdir / "worker.log").read_text(errors="replace")
         except OSError:
             return 0
+        return sum(1 for count in re.findall(r"rebalance: (\d+) partitions revoked", text) if int(count) > 0)
 
 
 # --------------------------------------------------------------------------- the stream and what came out
@@ -303,7 +309,7 @@ def most_common(values: Iterable[int]) -> int:
 
 
 def run_chaos(cluster: Cluster, workdir: Path, workers: int = 2, rate: float = 100.0, portfolios: int = 1000,
-              settle_s: float = 20.0, faults: tuple[str, ...] = FAULTS,
+              settle_s: float = 20.0, faults: tuple[str, ...] = FAULTS, standby: int = 1,
               say: Callable[[str], None] = print) -> Result:
     """Run the scenario (see the module) and return its figures and counts."""
     tag = uuid.uuid4().hex[:8]
@@ -314,13 +320,13 @@ def run_chaos(cluster: Cluster, workdir: Path, workers: int = 2, rate: float = 1
     asyncio.run(apply(client, topics))
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap, "SIZER_TOPIC_PREFIX": prefix,
            "SIZER_APP_ID": app_id, "SIZER_REPLICATION_FACTOR": "3", "SIZER_MIN_INSYNC_REPLICAS": "2",
-           "SIZER_STANDBY_REPLICAS": "1", "SIZER_PROCESSING_GUARANTEE": "exactly_once"}
+           "SIZER_STANDBY_REPLICAS": str(standby), "SIZER_PROCESSING_GUARANTEE": "exactly_once"}
     pool = [Worker(f"{app_id}-{n}", workdir, env) for n in range(workers)]
     for worker in pool:
         worker.start()
     for worker in pool:
         worker.wait_ready()
-    say(f"chaos: {workers} exactly-once workers ready on {cluster.bootstrap}")
+    say(f"chaos: {workers} exactly-once workers ({standby} standby replicas) ready on {cluster.bootstrap}")
 
     # enough signals for the whole run at `rate`: each fault takes about a minute
     seconds = 40 + len(faults) * (settle_s + 45)
@@ -373,12 +379,12 @@ def run_chaos(cluster: Cluster, workdir: Path, workers: int = 2, rate: float = 1
                 wait_in_sync(client, internal)
         elif fault == "worker rolling restart":
             stops = []
-            before = sum(worker.log_lines("partitions revoked") for worker in pool)
+            before = sum(worker.revocations() for worker in pool)
             for worker in pool:
                 stops.append(worker.signal(signal.SIGTERM))
                 worker.start()
                 stops.append(-worker.wait_ready())
-            rebalances = sum(worker.log_lines("partitions revoked") for worker in pool) - before
+            rebalances = sum(worker.revocations() for worker in pool) - before
             notes = (f"stops {', '.join(f'{s:.1f}' for s in stops[::2])} s, back ready in "
                      f"{', '.join(f'{-s:.1f}' for s in stops[1::2])} s; {rebalances} revocations")
         watch(settle_s)
@@ -449,7 +455,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="signals per second")
     parser.add_argument("--portfolios", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=20.0, help="seconds of steady stream after each fault")
+    parser.add_argument("--standby", type=int, default=1, help="standby replicas (SIZER_STANDBY_REPLICAS)")
+    parser.add_argument("--faults", default=",".join(FAULTS),
+                        help=f"comma-separated, in order, from: {', '.join(FAULTS)}")
+    parser.add_argument("--logs", type=Path, default=None,
+                        help="keep the workers' logs in this directory (default: a temporary one, removed)")
     args = parser.parse_args(argv)
+    faults = tuple(name.strip() for name in args.faults.split(",") if name.strip())
+    unknown = [name for name in faults if name not in FAULTS]
+    if unknown:
+        parser.error(f"--faults: unknown {', '.join(unknown)} (known: {', '.join(FAULTS)})")
     import tempfile
 
     from streams.bench import run_bench
@@ -458,7 +473,10 @@ def main(argv: list[str] | None = None) -> int:
         cluster = Cluster.at()
         cluster.start()
         with tempfile.TemporaryDirectory(prefix="sizer-chaos-") as workdir:
-            result = run_chaos(cluster, Path(workdir), args.workers, args.rate, args.portfolios, args.settle)
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+            result = run_chaos(cluster, args.logs or Path(workdir), args.workers, args.rate, args.portfolios,
+                               args.settle, faults, args.standby)
         print(report(result))
         return 0 if (result.audit_code, result.duplicates, result.missing, result.exits) == (0, 0, 0, []) else 1
 

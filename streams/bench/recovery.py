@@ -16,7 +16,16 @@ Each restart's figure is the time from starting the process to the first
 decision readable (read_committed) of probe signals sent as it starts, one per
 input partition, and to the last of them (every partition back).
 
-    python -m streams.bench.recovery [--portfolios 1000,100000,1000000]
+From `--bulk-from` portfolios on (default 1,000,000) the state is not built by
+the worker deciding every signal (minutes at a million) but by sending, in bulk,
+the changelog records it would have written: the same engine and `TableStore`
+decide each signal in this process (`changelog_records`), each portfolio's
+records go to its signal's partition, and the worker's first start rebuilds its
+tables from them. `--prepare` builds those records once into `--cache` before the
+broker is needed (about three minutes for a million).
+
+    python -m streams.bench.recovery [--portfolios 1000,100000,1000000] [--bulk-from N]
+    python -m streams.bench.recovery --portfolios 1000000 --prepare
 
 Uses KAFKA_BOOTSTRAP_SERVERS (the Makefile starts the local broker).
 """
@@ -33,17 +42,20 @@ import time
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
+from typing import Any, Iterable, Iterator
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.bench.chaos import Worker
 from streams.bench.generate import T0, spread_signals
 from streams.kafka.io import publish
 from streams.wire.admission import home_partition
 from streams.worker.settings import load_settings
-from streams.kafka.topics import apply, load_topics
+from streams.kafka.topics import apply, declare_changelogs, load_topics
 from streams.worker.checkpoint import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[2]
+TABLES = ("exposure", "streak", "controls", "windows", "input-positions")  # the worker's (`worker.app`)
 RESTARTS = ("clean, checkpoint", "clean, no checkpoint", "SIGKILL", "clean, checkpoint (again)")
 
 
@@ -81,7 +93,127 @@ async def decided(client, topic: str, ids: set[str], timeout_s: float) -> list[f
         await consumer.stop()
 
 
-def measure(portfolios: int, workdir: Path, say=print) -> dict[str, tuple[float, float]]:
+class _Recorded:
+    """Table writes as the worker's `Outputs.put` makes them, noted instead of sent:
+    (table name, key, value), the value None for a delete."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, bytes, bytes | None]] = []
+
+    async def put(self, table: Any, key: bytes, value: bytes | None) -> None:
+        self.writes.append((table.name, key, value))
+
+
+class _Table(dict):  # type: ignore[type-arg]
+    """A table as `TableStore` reads it (`.data` is the local store), kept empty:
+    every portfolio is new, so nothing is read back."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name, self.data = name, self
+
+
+def changelog_records(entries: list[tuple[str, Any]], width: int) -> Iterator[tuple[str, bytes, bytes | None, int]]:
+    """(table, key, value, partition) of every changelog record a worker writes
+    deciding `entries` (instruments, then one signal per new portfolio): the same
+    engine and `TableStore` as the worker's, each portfolio's records on its
+    signal's partition, as the worker writes them."""
+    from streams.config import load_config
+    from streams.processor import Processor
+    from streams.wire.models import Instrument, Signal
+    from streams.worker.tables import TableStore
+
+    config = load_config("conviction")  # the bench worker's preset
+    tables = {name: _Table(name) for name in ("exposure", "streak", "controls", "windows")}
+    recorded = _Recorded()
+    store = TableStore(tables["exposure"], tables["streak"], tables["controls"], tables["windows"], config,
+                       recorded, lambda: "event")
+    instruments = {value["symbol"]: Instrument.model_validate(value) for role, value in entries
+                   if role == "instruments"}
+    processor = Processor(config, store, instruments)
+    written = 0
+    for role, value in entries:
+        if role != "signals":
+            continue
+        processor.on_signal(Signal.model_validate(value))
+        for changed, _ in store.changed():
+            _run(store.write(changed))
+        store.end_batch()
+        written += 1
+        if written % 10_000 == 0:
+            store.forget()  # each portfolio is decided once: nothing to keep decoded
+        partition = home_partition(value["portfolio_id"].encode(), width)
+        for table, key, data in recorded.writes:
+            yield table, key, data, partition
+        recorded.writes.clear()
+
+
+def _run(coroutine: Any) -> None:
+    """Run a coroutine that never awaits anything pending (TableStore.write on `_Recorded`)."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    raise RuntimeError("a table write waited on something")
+
+
+def cached_records(entries: list[tuple[str, Any]], width: int, portfolios: int,
+                   cache: Path | None) -> Iterator[tuple[str, bytes, bytes | None, int]]:
+    """`changelog_records`, kept in `cache` (a directory; None: not kept) the first
+    time and read from there afterwards: deciding 1,000,000 signals takes minutes,
+    which `--prepare` spends before the broker is needed."""
+    import hashlib
+    import pickle
+
+    if cache is None:
+        yield from changelog_records(entries, width)
+        return
+    digest = hashlib.sha256(repr(entries[:50] + entries[-5:]).encode()).hexdigest()[:12]
+    path = cache / f"changelogs-{portfolios}-{width}-{digest}.pickle"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        with partial.open("wb") as out:
+            chunk: list[tuple[str, bytes, bytes | None, int]] = []
+            for record in changelog_records(entries, width):
+                chunk.append(record)
+                if len(chunk) >= 50_000:
+                    pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+                    chunk = []
+            pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+        partial.replace(path)
+    with path.open("rb") as source:
+        while True:
+            try:
+                yield from pickle.load(source)
+            except EOFError:
+                return
+
+
+async def produce_changelogs(client: Any, app_id: str, records: Iterable[tuple[str, bytes, bytes | None, int]],
+                             ) -> int:
+    """Send `records` to the app's changelogs (`<app id>-<table>-changelog`), in bulk;
+    how many were sent."""
+    producer = AIOKafkaProducer(**client.options(acks="all", linger_ms=50, max_batch_size=1_048_576,
+                                                 compression_type=None))
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for table, key, value, partition in records:
+            pending.append(await producer.send(f"{app_id}-{table}-changelog", value, key=key, partition=partition))
+            sent += 1
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def measure(portfolios: int, workdir: Path, say=print, bulk: bool = False,
+            cache: Path | None = None) -> dict[str, tuple[float, float]]:
     kafka = load_settings()
     client = kafka.for_role("bench-recovery")
     tag = uuid.uuid4().hex[:8]
@@ -91,13 +223,26 @@ def measure(portfolios: int, workdir: Path, say=print) -> dict[str, tuple[float,
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "SIZER_TOPIC_PREFIX": prefix,
            "SIZER_APP_ID": app_id, "SIZER_PROCESSING_GUARANTEE": "exactly_once"}
     worker = Worker(f"{app_id}-0", workdir, env)
-    worker.start()
-    worker.wait_ready()
+    width = topics["signals"].partitions
     began = time.monotonic()
     entries = list(spread_signals(portfolios, portfolios, seed=portfolios))
-    for start in range(0, len(entries), 50_000):
-        asyncio.run(publish(client, topics, entries[start:start + 50_000]))
-    width = topics["signals"].partitions
+    if bulk:
+        # the changelogs the worker would have written deciding `entries`, sent in bulk;
+        # the worker's first start rebuilds its tables from them
+        asyncio.run(declare_changelogs(client, {f"{app_id}-{table}-changelog": width for table in TABLES},
+                                       kafka.replication))
+        instruments = [entry for entry in entries if entry[0] == "instruments"]
+        asyncio.run(publish(client, topics, instruments))
+        records = cached_records(entries, width, portfolios, cache)
+        sent = asyncio.run(produce_changelogs(client, app_id, records))
+        say(f"  {portfolios:,} portfolios: {sent:,} changelog records sent in {time.monotonic() - began:.0f} s")
+        worker.start()
+        worker.wait_ready(timeout_s=3600.0)
+    else:
+        worker.start()
+        worker.wait_ready()
+        for start in range(0, len(entries), 50_000):
+            asyncio.run(publish(client, topics, entries[start:start + 50_000]))
 
     def probe(round_: int, timeout_s: float = 900.0) -> list[float]:
         batch = probes(width, round_, portfolios)
@@ -140,15 +285,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streams.bench.recovery", description=__doc__.split("\n")[0])
     parser.add_argument("--portfolios", default="1000,100000,1000000",
                         help="comma-separated portfolio counts")
+    parser.add_argument("--bulk-from", type=int, default=1_000_000,
+                        help="from this many portfolios on, build the state by sending the changelog records the "
+                             "worker would write instead of having the worker decide every signal")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".sizer-data" / "bench-recovery",
+                        help="where the bulk-built changelog records are kept between runs")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only build the cache of the bulk-built counts (no broker), then exit")
     args = parser.parse_args(argv)
     counts = [int(text.replace("_", "")) for text in args.portfolios.split(",") if text.strip()]
     from streams.bench import run_bench
+
+    width = load_topics(ROOT / "topics" / "topics.toml", "")["signals"].partitions
+    if args.prepare:
+        for count in (count for count in counts if count >= args.bulk_from):
+            began = time.monotonic()
+            entries = list(spread_signals(count, count, seed=count))
+            records = sum(1 for _ in cached_records(entries, width, count, args.cache))
+            print(f"{count:,} portfolios: {records:,} changelog records in {args.cache} "
+                  f"({time.monotonic() - began:.0f} s)")
+        return 0
 
     def run() -> int:
         results = {}
         with tempfile.TemporaryDirectory(prefix="sizer-recovery-") as workdir:
             for count in counts:
-                results[count] = measure(count, Path(workdir))
+                results[count] = measure(count, Path(workdir), bulk=count >= args.bulk_from, cache=args.cache)
         print(f"\n{'portfolios':>12}  " + "  ".join(f"{name:>26}" for name in RESTARTS))
         for count, figures in results.items():
             print(f"{count:>12,}  " + "  ".join(f"{figures[name][0]:>9.1f} s / {figures[name][1]:>6.1f} s   "
