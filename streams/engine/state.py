@@ -20,8 +20,9 @@ from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed
 
 class Position(NamedTuple):
     """An open position in one symbol: gross base quantity and what it cost at entry
-    (USD); `side` the side of the order that opened it and `group` that order's
-    instrument group (None: not known, e.g. filled for an order the sizer never made)."""
+    (USD); `side` the side of the order that opened it and `group` the instrument
+    group of the latest order that added to it (None: not known, e.g. filled for an
+    order the sizer never made)."""
 
     qty: Decimal
     entry_notional: Decimal
@@ -498,7 +499,9 @@ def _order_filled(fill: OrderFilled, exposure: Exposure) -> _Books:
         held = positions.get(symbol, NO_POSITION)
         positions = book(positions).with_entry(symbol, Position(
             held.qty + added, held.entry_notional + added * fill.price,
-            held.side if held.side is not None else side, held.group if held.group is not None else group))
+            # the group of the order that added to it last (its instrument as last sized: a group
+            # changed by a republished instrument moves the whole position), else the one it had
+            held.side if held.side is not None else side, group if group is not None else held.group))
     return _Books(positions, reservations, ended_orders, outcome)
 
 

@@ -261,7 +261,7 @@ class Model:
         held[1] += qty * price
         if self.sides.get(symbol) is None and side is not None:
             self.sides[symbol] = side
-        if self.groups.get(symbol) is None and group is not None:
+        if group is not None:  # the group of the latest order that added to it
             self.groups[symbol] = group
 
     def drop_position(self, symbol: str) -> None:
