@@ -36,3 +36,22 @@ def test_a_position_counts_in_the_group_its_instrument_was_last_sized_in(replay)
     decisions = replay(entries, env={"SIZING_GROUP_CAPS": '{"H": "1300"}', "SIZING_PORTFOLIO_CAP": "10000"})
     assert said(decisions) == [("a", "300"), ("b", "700"), ("c", "300")]
     assert decisions[2]["trace"]["caps"]["group_exposure"] == "1000"
+
+
+# Reduce signals
+
+def test_the_whole_exit_of_a_pair_whose_inverse_leg_rounds_to_no_contract_is_never_one_legged(replay):
+    """0.001 base at 50,000 is half a 100 USD contract: the spot leg would sell 0.001
+    and the perp leg buy 0 contracts. Never a one-legged order: the exit is refused,
+    naming the leg."""
+    pair = instrument("INV", leg("ISPOT", "buy", qty_step="0.001"),
+                      {**leg("IPERP", "sell", qty_step="1", min_qty="1"), "kind": "inverse", "contract_size": "100"})
+    entries = [pair, signal("p1", "INV", "1", "50000", signal_id="in"),
+               filled("p1", order_id_for("p1", "in"), "INV", "0.02", "50000", ts=T0 + 1),
+               closed("p1", "INV", "0.019", "50000", "0", ts=T0 + 2),
+               reduce("p1", "INV", "50000", "sell", ts=T0 + 3, signal_id="out")]
+    decisions = replay(entries)
+    exit_ = decisions[1]
+    assert exit_["outcome"] == "rejected", exit_
+    assert exit_["reason"] == "BELOW_MIN_QTY"
+    assert "leg=IPERP qty=0" in exit_["trace"]["detail"]

@@ -416,6 +416,7 @@ class CapMachine(RuleBasedStateMachine):
             return
         assert order is not None and order.side == signal.side and order.side != position_side
         assert D(0) < order.qty <= held_qty, f"reduce of {order.qty} with {held_qty} held"
+        assert all(leg.qty > 0 for leg in order.legs), f"a one-legged reduce: {order.legs}"
         assert order.qty <= wanted
         legs = tuple(leg["venue_symbol"] for leg in INSTRUMENTS[order.symbol]["legs"])
         # a reduce reserves nothing: it is remembered only so its fills do not add to the position
