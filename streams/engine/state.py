@@ -532,8 +532,9 @@ def _position_closed(fill: PositionClosed, exposure: Exposure) -> _Books:
 def book_loss(streak: Streak, symbol: str, ts: int, config: SizingConfig) -> Streak:
     """What a losing close of `symbol` at event time `ts` (ms) starts: the symbol's
     cooldown (`cooldown_after_loss_s`), and the loss guard's count of losses in its
-    window; the loss that makes `loss_guard_count` of them pauses every open until
-    `ts` + `loss_guard_pause_s` and starts the count again. Only what is configured
+    window; the loss that makes `loss_guard_count` of them within one window (by
+    their event times, whatever order they arrive in) pauses every open until `ts` +
+    `loss_guard_pause_s` and starts the count again. Only what is configured
     is kept, so a portfolio without these protections carries nothing for them."""
     if config.cooldown_ms is not None:
         # a late close never moves a symbol's cooldown back
@@ -542,14 +543,27 @@ def book_loss(streak: Streak, symbol: str, ts: int, config: SizingConfig) -> Str
     guard = config.loss_guard_ms
     if guard is not None:
         count, window, pause = guard
-        losses = tuple(t for t in streak.loss_times if t > ts - window) + (ts,)
-        if len(losses) >= count:
+        losses = tuple(sorted((*streak.loss_times, ts)))
+        if _losses_together(losses, ts, count, window):
             until = ts + pause
             paused = streak.paused_until
             streak = streak._replace(loss_times=(), paused_until=until if paused is None or until > paused else paused)
         else:
-            streak = streak._replace(loss_times=losses)
+            latest = losses[-1]
+            streak = streak._replace(loss_times=tuple(t for t in losses if t > latest - window))
     return streak
+
+
+def _losses_together(losses: tuple[int, ...], ts: int, count: int, window: int) -> bool:
+    """Whether `count` of the losing closes at `losses` (event times, ascending), the
+    one at `ts` among them, fall within one loss guard window: less than `window` ms
+    from the first to the last, whatever order they arrived in."""
+    for i, start in enumerate(losses):
+        if start > ts:
+            break
+        if ts - start < window and sum(1 for t in losses[i:] if t - start < window) >= count:
+            return True
+    return False
 
 
 def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:

@@ -55,3 +55,22 @@ def test_the_whole_exit_of_a_pair_whose_inverse_leg_rounds_to_no_contract_is_nev
     assert exit_["outcome"] == "rejected", exit_
     assert exit_["reason"] == "BELOW_MIN_QTY"
     assert "leg=IPERP qty=0" in exit_["trace"]["detail"]
+
+
+# Loss guard
+
+def test_losing_closes_further_apart_than_the_window_never_trip_the_loss_guard_whatever_their_order(replay):
+    """Two losses 100 s apart with a 60 s window: not two losses within the window,
+    whether the earlier one arrives first or last."""
+    eth = instrument("ETH", leg("ETHUSDT", qty_step="0.001"))
+    guard = {"SIZING_LOSS_GUARD_COUNT": "2", "SIZING_LOSS_GUARD_WINDOW_S": "60", "SIZING_LOSS_GUARD_PAUSE_S": "600"}
+    in_order = [eth, closed("p1", "ETH", "1", "90", "-10", ts=T0), closed("p1", "ETH", "1", "90", "-10", ts=T0 + 100 * SECOND),
+                signal("p1", "ETH", "1", "100", ts=T0 + 101 * SECOND, signal_id="s")]
+    late = [eth, closed("p1", "ETH", "1", "90", "-10", ts=T0 + 100 * SECOND), closed("p1", "ETH", "1", "90", "-10", ts=T0),
+            signal("p1", "ETH", "1", "100", ts=T0 + 101 * SECOND, signal_id="s")]
+    near = [eth, closed("p1", "ETH", "1", "90", "-10", ts=T0 + 100 * SECOND),
+            closed("p1", "ETH", "1", "90", "-10", ts=T0 + 50 * SECOND),  # late, 50 s before: within the window
+            signal("p1", "ETH", "1", "100", ts=T0 + 101 * SECOND, signal_id="s")]
+    assert said(replay(in_order, env=guard)) == [("s", "1000")]
+    assert said(replay(late, env=guard)) == [("s", "1000")]
+    assert said(replay(near, env=guard)) == [("s", "LOSS_GUARD")]

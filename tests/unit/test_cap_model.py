@@ -176,11 +176,16 @@ class Model:
         self.last_loss[symbol] = max(ts, self.last_loss.get(symbol, ts))
         if c.loss_guard_count is None:
             return
-        self.losses = [t for t in self.losses if t > ts - c.loss_guard_window_s * 1000] + [ts]
-        if len(self.losses) >= c.loss_guard_count:
+        window = c.loss_guard_window_s * 1000
+        losses = self.losses + [ts]
+        # `count` losses, this one among them, less than a window from the first to the last
+        if any(start <= ts < start + window and sum(1 for t in losses if start <= t < start + window)
+               >= c.loss_guard_count for start in losses):
             until = ts + int(c.loss_guard_pause_s * 1000)
             self.paused_until = until if self.paused_until is None else max(until, self.paused_until)
             self.losses = []
+        else:  # only losses less than a window before the latest can count again
+            self.losses = [t for t in losses if t > max(losses) - window]
 
     def group_exposure(self, group: str, symbol: str) -> D:
         """Positions and open reservations of the symbols whose orders were sized in `group`."""
