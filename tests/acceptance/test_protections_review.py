@@ -20,6 +20,52 @@ def said(decisions):
     return [(d["signal_id"], d["reason"] or d["notional"]) for d in decisions]
 
 
+# Per-portfolio settings
+
+def test_two_glob_tables_that_are_invalid_only_together_stop_start_up(tmp_path):
+    """"a*" and "*b" each make a valid configuration, but a portfolio "ab" takes both:
+    max_signal_age_s 100 under max_future_skew_s 200 breaks a clock rule. Start-up
+    refuses, naming both tables and the rule; it never reaches the first signal."""
+    config = tmp_path / "desks.toml"
+    config.write_text('preset = "conviction"\n[portfolios."a*"]\nmax_signal_age_s = 100\n'
+                      '[portfolios."*b"]\nmax_future_skew_s = 200\n')
+    done = subprocess.run([SIZER, "config", "--config", str(config)], capture_output=True, text=True, check=False)
+    assert done.returncode != 0, done.stdout
+    assert "portfolios.a*" in done.stderr and "portfolios.*b" in done.stderr, done.stderr
+    assert "max_signal_age_s (100) must be at least max_future_skew_s (200)" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_glob_table_invalid_on_its_own_stops_start_up_though_its_example_id_matches_a_table_that_mends_it(
+        tmp_path):
+    """"a*" raises max_future_skew_s past max_signal_age_s; "ax" also takes "*x", which
+    raises the age back over it, but "ab" takes "a*" alone."""
+    config = tmp_path / "desks.toml"
+    config.write_text('preset = "conviction"\n[portfolios."a*"]\nmax_future_skew_s = 400\n'
+                      '[portfolios."*x"]\nmax_signal_age_s = 500\n')
+    done = subprocess.run([SIZER, "config", "--config", str(config)], capture_output=True, text=True, check=False)
+    assert done.returncode != 0, done.stdout
+    assert "portfolios.a* (as for portfolio 'a')" in done.stderr, done.stderr
+    assert "max_signal_age_s (300) must be at least max_future_skew_s (400)" in done.stderr, done.stderr
+
+
+def test_a_table_that_matches_no_portfolio_id_stops_start_up(tmp_path):
+    config = tmp_path / "desks.toml"
+    config.write_text('preset = "conviction"\n[portfolios.""]\ncap_mode = "skip"\n')
+    done = subprocess.run([SIZER, "config", "--config", str(config)], capture_output=True, text=True, check=False)
+    assert done.returncode != 0, done.stdout
+    assert "portfolios.'': matches no portfolio id" in done.stderr, done.stderr
+
+
+def test_glob_tables_that_never_match_one_id_together_are_each_checked_alone(tmp_path):
+    config = tmp_path / "desks.toml"
+    config.write_text('preset = "conviction"\n[portfolios."a-*"]\nmax_signal_age_s = 100\n'
+                      '[portfolios."b-*"]\nmax_future_skew_s = 200\nmax_signal_age_s = 200\n'
+                      '[portfolios."a-[!x]?"]\nmax_future_skew_s = 90\n')
+    done = subprocess.run([SIZER, "config", "--config", str(config)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
 # Group caps
 
 def test_a_position_counts_in_the_group_its_instrument_was_last_sized_in(replay):
@@ -74,3 +120,4 @@ def test_losing_closes_further_apart_than_the_window_never_trip_the_loss_guard_w
     assert said(replay(in_order, env=guard)) == [("s", "1000")]
     assert said(replay(late, env=guard)) == [("s", "1000")]
     assert said(replay(near, env=guard)) == [("s", "LOSS_GUARD")]
+
