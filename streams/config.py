@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import os
 from fnmatch import fnmatchcase
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
@@ -315,21 +315,21 @@ class SizingConfig(BaseSettings):
 
     @cached_property
     def cooldown_ms(self) -> int | None:
-        return None if self.cooldown_after_loss_s is None else int(self.cooldown_after_loss_s * 1000)
+        return None if self.cooldown_after_loss_s is None else _whole_ms(self.cooldown_after_loss_s)
 
     @cached_property
     def loss_guard_ms(self) -> tuple[int, int, int] | None:
         """(count, window ms, pause ms), or None: the loss guard is off."""
         if self.loss_guard_count is None or self.loss_guard_window_s is None or self.loss_guard_pause_s is None:
             return None
-        return self.loss_guard_count, int(self.loss_guard_window_s * 1000), int(self.loss_guard_pause_s * 1000)
+        return self.loss_guard_count, _whole_ms(self.loss_guard_window_s), _whole_ms(self.loss_guard_pause_s)
 
     @cached_property
     def order_rate_ms(self) -> tuple[int, int] | None:
         """(max accepted opens, window ms), or None: no order rate limit."""
         if self.max_orders_per_window is None or self.order_rate_window_s is None:
             return None
-        return self.max_orders_per_window, int(self.order_rate_window_s * 1000)
+        return self.max_orders_per_window, _whole_ms(self.order_rate_window_s)
 
     @cached_property
     def open_protections(self) -> bool:
@@ -414,6 +414,13 @@ class SizingConfig(BaseSettings):
         """Stable hash of the effective configuration: same settings, same hash, on any machine."""
         canonical = decimals.dumps(_sorted(self.effective()))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _whole_ms(seconds: Decimal) -> int:
+    """A protection's length in whole milliseconds, rounded up: event times are whole
+    ms, so "clock < start + length" holds for exactly the same clocks (a length cut
+    down to the ms below would end a cooldown or a window up to 1 ms early)."""
+    return int((seconds * 1000).to_integral_value(rounding=ROUND_CEILING))
 
 
 _GLOB = frozenset("*?[]")

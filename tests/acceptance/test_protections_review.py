@@ -121,3 +121,23 @@ def test_losing_closes_further_apart_than_the_window_never_trip_the_loss_guard_w
     assert said(replay(late, env=guard)) == [("s", "1000")]
     assert said(replay(near, env=guard)) == [("s", "LOSS_GUARD")]
 
+
+
+# Boundaries
+
+def test_a_cooldown_or_order_rate_window_with_a_fraction_of_a_millisecond_holds_to_its_last_whole_millisecond(
+        replay):
+    """1800.0005 s after a losing close the clock (in whole ms) is 1,800,000 ms past it,
+    still before the cooldown's end; an open 60,000 ms after another is inside a
+    60.0005 s window. The settings are never cut short to the millisecond below."""
+    eth = instrument("ETH", leg("ETHUSDT", qty_step="0.001"))
+    cooling = [eth, closed("p1", "ETH", "1", "90", "-10", ts=T0),
+               signal("p1", "ETH", "1", "100", ts=T0 + 1_800_000, signal_id="at"),
+               signal("p1", "ETH", "1", "100", ts=T0 + 1_800_001, signal_id="after")]
+    assert said(replay(cooling, env={"SIZING_COOLDOWN_AFTER_LOSS_S": "1800.0005"})) == [
+        ("at", "COOLDOWN"), ("after", "1000")]
+    rate = [eth, signal("p1", "ETH", "0", "100", ts=T0, signal_id="one"),
+            signal("p1", "ETH", "0", "100", ts=T0 + 60_000, signal_id="at"),
+            signal("p1", "ETH", "0", "100", ts=T0 + 60_001, signal_id="after")]
+    assert said(replay(rate, env={"SIZING_MAX_ORDERS_PER_WINDOW": "1", "SIZING_ORDER_RATE_WINDOW_S": "60.0005"})) == [
+        ("one", "300"), ("at", "RATE_LIMITED"), ("after", "300")]

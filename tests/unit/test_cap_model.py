@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal as D, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal as D, localcontext
 from fractions import Fraction
 from typing import Any
 
@@ -181,7 +181,7 @@ class Model:
         # `count` losses, this one among them, less than a window from the first to the last
         if any(start <= ts < start + window and sum(1 for t in losses if start <= t < start + window)
                >= c.loss_guard_count for start in losses):
-            until = ts + int(c.loss_guard_pause_s * 1000)
+            until = ts + int((c.loss_guard_pause_s * 1000).to_integral_value(rounding=ROUND_CEILING))
             self.paused_until = until if self.paused_until is None else max(until, self.paused_until)
             self.losses = []
         else:  # only losses less than a window before the latest can count again
