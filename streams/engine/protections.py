@@ -65,7 +65,8 @@ def loss_guard(streak: Streak, clock: int, config: SizingConfig, read: dict[str,
     if guard is None:
         return None
     until = streak.paused_until
-    read["loss_guard"] = {"losses_in_window": len(streak.loss_times), "loss_guard_count": guard[0],
+    in_window = sum(1 for t in streak.loss_times if t > clock - guard[1])  # the window up to the clock
+    read["loss_guard"] = {"losses_in_window": in_window, "loss_guard_count": guard[0],
                           "paused_until": None if until is None else format_event_time(until)}
     if until is not None and clock < until:
         return Rejection("LOSS_GUARD", f"paused_until={format_event_time(until)} clock={format_event_time(clock)} "

@@ -141,3 +141,14 @@ def test_a_cooldown_or_order_rate_window_with_a_fraction_of_a_millisecond_holds_
             signal("p1", "ETH", "0", "100", ts=T0 + 60_001, signal_id="after")]
     assert said(replay(rate, env={"SIZING_MAX_ORDERS_PER_WINDOW": "1", "SIZING_ORDER_RATE_WINDOW_S": "60.0005"})) == [
         ("one", "300"), ("at", "RATE_LIMITED"), ("after", "300")]
+
+
+def test_the_trace_counts_the_losses_inside_the_loss_guard_window_at_the_clock_not_every_loss_kept(replay):
+    eth = instrument("ETH", leg("ETHUSDT", qty_step="0.001"))
+    guard = {"SIZING_LOSS_GUARD_COUNT": "3", "SIZING_LOSS_GUARD_WINDOW_S": "60", "SIZING_LOSS_GUARD_PAUSE_S": "60"}
+    entries = [eth, closed("p1", "ETH", "1", "90", "-10", ts=T0),
+               signal("p1", "ETH", "1", "100", ts=T0 + 59_999, signal_id="inside"),
+               signal("p1", "ETH", "0", "100", ts=T0 + 2 * 3_600_000, signal_id="hours-later")]
+    inside, later = replay(entries, env=guard)
+    assert inside["trace"]["protections"]["loss_guard"]["losses_in_window"] == 1
+    assert later["trace"]["protections"]["loss_guard"]["losses_in_window"] == 0
