@@ -152,3 +152,21 @@ def test_the_trace_counts_the_losses_inside_the_loss_guard_window_at_the_clock_n
     inside, later = replay(entries, env=guard)
     assert inside["trace"]["protections"]["loss_guard"]["losses_in_window"] == 1
     assert later["trace"]["protections"]["loss_guard"]["losses_in_window"] == 0
+
+
+def test_a_reduce_of_a_pair_exits_no_more_on_either_leg_than_that_leg_holds(replay):
+    """The spot leg of a basis pair filled 10, the perp leg 4 so far: the position is 10
+    (the largest leg, as the cap measures it), but an exit of 10 on the perp leg would
+    buy 6 it never sold. A reduce exits what every leg holds: 4 (whole), 2 (half)."""
+    basis = instrument("BASIS", leg("BS", "buy", qty_step="0.001"), leg("BP", "sell", qty_step="0.001"))
+    order = order_id_for("p1", "in")
+    spot, perp = (filled("p1", order, "BASIS", qty, "100", ts=T0 + 1, final=False) for qty in ("10", "4"))
+    spot["value"]["venue_symbol"], perp["value"]["venue_symbol"] = "BS", "BP"
+    entries = [basis, signal("p1", "BASIS", "1", "100", signal_id="in"), spot, perp,
+               reduce("p1", "BASIS", "100", "sell", fraction="0.5", ts=T0 + 2, signal_id="half"),
+               reduce("p1", "BASIS", "100", "sell", ts=T0 + 3, signal_id="whole"),
+               closed("p1", "BASIS", "4", "100", "0", ts=T0 + 4),
+               reduce("p1", "BASIS", "100", "sell", ts=T0 + 5, signal_id="rest")]
+    decisions = replay(entries)
+    assert said(decisions) == [("in", "1000"), ("half", "200"), ("whole", "400"), ("rest", "NOTHING_TO_REDUCE")]
+    assert decisions[2]["trace"]["reduce"]["legs_held"] == {"BS": "10", "BP": "4"}

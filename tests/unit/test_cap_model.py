@@ -118,6 +118,7 @@ class Model:
         self.near_limit = False  # the latch's last evaluation was within rounding of the limit
         self.sides: dict[str, str] = {}  # symbol -> the side of the order that opened its position
         self.groups: dict[str, str | None] = {}  # symbol -> the group of the order that opened its position
+        self.legs: dict[str, dict[str, D]] = {}  # symbol -> each leg's own base quantity, once an order filled it
         self.last_loss: dict[str, int] = {}  # symbol -> event time of its latest losing close
         self.losses: list[int] = []  # losing closes counted by the loss guard
         self.paused_until: int | None = None
@@ -271,6 +272,7 @@ class Model:
 
     def drop_position(self, symbol: str) -> None:
         del self.positions[symbol]
+        self.legs.pop(symbol, None)
         self.sides.pop(symbol, None)
         self.groups.pop(symbol, None)
 
@@ -421,6 +423,10 @@ class CapMachine(RuleBasedStateMachine):
             return
         assert order is not None and order.side == signal.side and order.side != position_side
         assert D(0) < order.qty <= held_qty, f"reduce of {order.qty} with {held_qty} held"
+        # and no leg exits more than it holds (a leg absent was never filled by an order: it holds the position)
+        leg_held = model.legs.get(signal.symbol, {})
+        every_leg = min(leg_held.get(leg["venue_symbol"], held_qty) for leg in INSTRUMENTS[signal.symbol]["legs"])
+        assert order.qty <= every_leg, f"reduce of {order.qty} with {leg_held} held on the legs"
         assert all(leg.qty > 0 for leg in order.legs), f"a one-legged reduce: {order.legs}"
         assert order.qty <= wanted
         legs = tuple(leg["venue_symbol"] for leg in INSTRUMENTS[order.symbol]["legs"])
@@ -496,6 +502,7 @@ class CapMachine(RuleBasedStateMachine):
             return
         hit = (venue_symbol,) if venue_symbol in order["legs"] else order["legs"]
         before = max(order["filled"].values(), default=D(0))
+        before_legs = dict(order["filled"])
         if venue_symbol not in order["legs"] or kind == "spot":
             base = qty
         elif kind == "linear":
@@ -506,6 +513,11 @@ class CapMachine(RuleBasedStateMachine):
             order["filled"][name] = order["filled"].get(name, D(0)) + base
         after = max(order["filled"].values())
         if not order["reduce"]:  # one leg's growth, on the order's symbol
+            leg_held = model.legs.setdefault(order["symbol"], {})
+            qty_before = model.positions.get(order["symbol"], [D(0)])[0]
+            for name in order["legs"]:
+                grown = order["filled"].get(name, D(0)) - before_legs.get(name, D(0))
+                leg_held[name] = leg_held.get(name, qty_before) + grown
             model.add_position(order["symbol"], after - before, price, order["side"], order["group"])
         if final:
             order["finals"].update(hit)
@@ -549,6 +561,8 @@ class CapMachine(RuleBasedStateMachine):
             if qty >= held[0]:
                 self.model.drop_position(symbol)
             else:
+                for name, leg_qty in self.model.legs.get(symbol, {}).items():  # every leg closes the quantity
+                    self.model.legs[symbol][name] = max(leg_qty - qty, D(0))
                 left = held[0] - qty
                 # the closed quantity's share of the entry notional goes; the rest stays,
                 # rounded half-even to 1e-18 USD (docs: the pipeline, "State")
