@@ -12,8 +12,8 @@ import difflib
 import hashlib
 import os
 from fnmatch import fnmatchcase
-from decimal import Decimal
-from functools import cached_property
+from decimal import ROUND_CEILING, Decimal
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -214,6 +214,19 @@ class SizingConfig(BaseSettings):
             except ConfigError as exc:
                 rules = "; ".join(line.strip() for line in str(exc).splitlines()[1:])
                 raise ValueError(f"portfolios.{pattern}: {rules}") from None
+        sets = co_matching(tuple(self.portfolios))
+        never = [pattern for pattern in self.portfolios if not any(pattern in together for together in sets)]
+        if never:
+            raise ValueError(f"portfolios.{never[0]!r}: matches no portfolio id (1 to 256 characters, no control "
+                             f"characters)")
+        for together, portfolio_id in sets.items():
+            try:
+                self.for_portfolio(portfolio_id)
+            except ConfigError as exc:
+                rules = "; ".join(line.strip() for line in str(exc).splitlines()[1:])
+                tables = " and ".join(f"portfolios.{pattern}" for pattern in together)
+                as_for = ", together" if len(together) > 1 else ""
+                raise ValueError(f"{tables}{as_for} (as for portfolio {portfolio_id!r}): {rules}") from None
         return self
 
     @field_validator("tiers")
@@ -311,21 +324,21 @@ class SizingConfig(BaseSettings):
 
     @cached_property
     def cooldown_ms(self) -> int | None:
-        return None if self.cooldown_after_loss_s is None else int(self.cooldown_after_loss_s * 1000)
+        return None if self.cooldown_after_loss_s is None else _whole_ms(self.cooldown_after_loss_s)
 
     @cached_property
     def loss_guard_ms(self) -> tuple[int, int, int] | None:
         """(count, window ms, pause ms), or None: the loss guard is off."""
         if self.loss_guard_count is None or self.loss_guard_window_s is None or self.loss_guard_pause_s is None:
             return None
-        return self.loss_guard_count, int(self.loss_guard_window_s * 1000), int(self.loss_guard_pause_s * 1000)
+        return self.loss_guard_count, _whole_ms(self.loss_guard_window_s), _whole_ms(self.loss_guard_pause_s)
 
     @cached_property
     def order_rate_ms(self) -> tuple[int, int] | None:
         """(max accepted opens, window ms), or None: no order rate limit."""
         if self.max_orders_per_window is None or self.order_rate_window_s is None:
             return None
-        return self.max_orders_per_window, int(self.order_rate_window_s * 1000)
+        return self.max_orders_per_window, _whole_ms(self.order_rate_window_s)
 
     @cached_property
     def open_protections(self) -> bool:
@@ -412,6 +425,13 @@ class SizingConfig(BaseSettings):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _whole_ms(seconds: Decimal) -> int:
+    """A protection's length in whole milliseconds, rounded up: event times are whole
+    ms, so "clock < start + length" holds for exactly the same clocks (a length cut
+    down to the ms below would end a cooldown or a window up to 1 ms early)."""
+    return int((seconds * 1000).to_integral_value(rounding=ROUND_CEILING))
+
+
 _GLOB = frozenset("*?[]")
 
 
@@ -439,6 +459,107 @@ def _example_id(pattern: str) -> str:
         out.append("x" if ch in "*?" else ch)
         i += 1
     return "".join(out)
+
+
+# How many sets of glob positions `co_matching` explores before it gives up.
+CO_MATCHING_STATES = 20_000
+
+
+@lru_cache(maxsize=64)
+def co_matching(patterns: tuple[str, ...]) -> dict[tuple[str, ...], str]:
+    """Every set of `[portfolios."ID"]` patterns that one portfolio id matches
+    together and no other (a glob alone, or overlapping ones: "a*" and "*b" both
+    match "ab"), each with the shortest such id. The globs run in step over an alphabet of
+    their own characters and their neighbours (any other character is alike to them
+    all); each set is what `fnmatchcase` says the id matches. Raises ValueError past
+    CO_MATCHING_STATES (tables too many and too open to check every combination)."""
+    globs = [_glob_tokens(p) for p in patterns]
+    if all(kind == "lit" for g in globs for kind, _ in g):
+        return {(p,): p for p in patterns if p}  # exact ids only: no id matches two of them
+    start = tuple(_closure(g, {0}) for g in globs)
+    alphabet = _id_alphabet(patterns)
+    found: dict[tuple[str, ...], str] = {}
+    seen = {start}
+    frontier = [(start, "")]
+    while frontier:
+        following = []
+        for state, text in frontier:
+            for ch in alphabet:
+                nxt = tuple(_closure(g, _advance(g, positions, ch)) for g, positions in zip(globs, state))
+                if nxt in seen or not any(nxt):
+                    continue
+                seen.add(nxt)
+                if len(seen) > CO_MATCHING_STATES:
+                    raise ValueError(f"portfolios: more than {CO_MATCHING_STATES} combinations of glob positions; "
+                                     f"too many overlapping glob tables to check each set one id matches")
+                word = text + ch
+                together = tuple(p for p in patterns if fnmatchcase(word, p))
+                if together:
+                    found.setdefault(together, word)
+                if len(word) < 256:
+                    following.append((nxt, word))
+        frontier = following
+    return found
+
+
+def _glob_tokens(pattern: str) -> tuple[tuple[str, str], ...]:
+    """A glob as fnmatch reads it: ("star", ""), ("any", ""), ("set", "[...]") or ("lit", ch)."""
+    tokens: list[tuple[str, str]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            tokens.append(("star", ""))
+        elif ch == "?":
+            tokens.append(("any", ""))
+        elif ch == "[":
+            j = i + 1 if i < n and pattern[i] == "!" else i
+            j = j + 1 if j < n and pattern[j] == "]" else j
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                tokens.append(("lit", "["))
+            else:
+                tokens.append(("set", pattern[i - 1:j + 1]))
+                i = j + 1
+        else:
+            tokens.append(("lit", ch))
+    return tuple(tokens)
+
+
+def _closure(tokens: tuple[tuple[str, str], ...], positions: set[int]) -> frozenset[int]:
+    """Positions in a glob, with every `*` that may match nothing stepped over."""
+    out = set(positions)
+    for position in sorted(positions):
+        while position < len(tokens) and tokens[position][0] == "star":
+            position += 1
+            out.add(position)
+    return frozenset(out)
+
+
+def _advance(tokens: tuple[tuple[str, str], ...], positions: frozenset[int], ch: str) -> set[int]:
+    """The positions after one more character."""
+    out = set()
+    for position in positions:
+        if position == len(tokens):
+            continue
+        kind, text = tokens[position]
+        if kind == "star":
+            out.add(position)
+        elif kind == "any" or (kind == "lit" and text == ch) or (kind == "set" and fnmatchcase(ch, text)):
+            out.add(position + 1)
+    return out
+
+
+def _id_alphabet(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """One character of each class the patterns tell apart: their own characters, the
+    ones next to them (a range's edges), and one they never name; only characters a
+    portfolio id may hold (no control characters, no surrogates)."""
+    named = {ord(ch) for pattern in patterns for ch in pattern} | {ord("x")}
+    codes = {code + step for code in named for step in (-1, 0, 1)}
+    return tuple(chr(code) for code in sorted(codes)
+                 if 0x20 <= code < 0x110000 and code != 0x7F and not 0xD800 <= code <= 0xDFFF)
 
 
 def _sorted(value: Any) -> Any:

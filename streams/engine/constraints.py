@@ -190,9 +190,14 @@ def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...
     notional = qty * price
     residual = tuple((leg.venue_symbol, notional - leg_notional(leg, q, price))
                      for leg, q in zip(legs, leg_qty) if leg.kind == "inverse")
-    if not minimums:
-        return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
     clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
+    if not minimums:
+        # no minimum, but never a one-legged order: an inverse leg whose contracts round to none
+        for leg, q in zip(legs, leg_qty):
+            if q <= 0:
+                return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)}: no whole contract, and an "
+                                                 f"order never leaves a leg out{clamp_note}", leg_qty, residual)
+        return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
     for leg, q in zip(legs, leg_qty):
         if q < leg.min_qty or q <= 0:
             return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)} min_qty={c(leg.min_qty)}{clamp_note}",

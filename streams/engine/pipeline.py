@@ -306,7 +306,7 @@ def _reduce(signal: Signal, instrument: Instrument, order_id: str, state: Portfo
     quantity, rounded down to the legs' steps, on the side opposite to the position;
     no cap, no budget; the exchange's minimums apply unless it exits the whole
     position. It reserves nothing (`_accept`, `reserve=False`)."""
-    size = reduce_size(signal, state.exposure.positions, trace)
+    size = reduce_size(signal, state.exposure.positions, tuple(leg.venue_symbol for leg in instrument.legs), trace)
     if type(size) is Rejection:
         return _rejected(signal, size, trace, config, state)
     assert type(size) is ReduceSize

@@ -65,7 +65,8 @@ def loss_guard(streak: Streak, clock: int, config: SizingConfig, read: dict[str,
     if guard is None:
         return None
     until = streak.paused_until
-    read["loss_guard"] = {"losses_in_window": len(streak.loss_times), "loss_guard_count": guard[0],
+    in_window = sum(1 for t in streak.loss_times if t > clock - guard[1])  # the window up to the clock
+    read["loss_guard"] = {"losses_in_window": in_window, "loss_guard_count": guard[0],
                           "paused_until": None if until is None else format_event_time(until)}
     if until is not None and clock < until:
         return Rejection("LOSS_GUARD", f"paused_until={format_event_time(until)} clock={format_event_time(clock)} "
@@ -142,10 +143,13 @@ class ReduceSize(NamedTuple):
     whole: bool
 
 
-def reduce_size(signal: Signal, positions: Mapping[str, Position], trace: dict[str, Any]) -> ReduceSize | Rejection:
+def reduce_size(signal: Signal, positions: Mapping[str, Position], legs: tuple[str, ...],
+                trace: dict[str, Any]) -> ReduceSize | Rejection:
     """The quantity a reduce signal exits: `reduce_fraction` of the held base quantity
-    of its symbol. NOTHING_TO_REDUCE with nothing held, or with a signal on the
-    position's own side (a position of unknown side takes the signal's word)."""
+    of its symbol, on every one of its `legs` (venue symbols): a leg that holds less
+    (legs filled unevenly) bounds it, so no leg exits more than it holds.
+    NOTHING_TO_REDUCE with nothing held, or with a signal on the position's own side
+    (a position of unknown side takes the signal's word)."""
     held = positions.get(signal.symbol)
     fraction = signal.reduce_fraction
     held_qty = held.qty if held is not None else ZERO
@@ -156,6 +160,12 @@ def reduce_size(signal: Signal, positions: Mapping[str, Position], trace: dict[s
     if side == signal.side:
         return Rejection("NOTHING_TO_REDUCE", f"symbol={signal.symbol} side={signal.side} position_side={side}: "
                                               f"a reduce is on the side opposite to the position")
+    if held.legs:
+        trace["reduce"]["legs_held"] = {leg: held.legs.get(leg, held_qty) for leg in legs}
+        held_qty = held.held_on(legs)
+        if held_qty <= 0:
+            return Rejection("NOTHING_TO_REDUCE", f"symbol={signal.symbol} held_qty={canonical(held.qty)}: a leg "
+                                                  f"holds none of it")
     qty = held_qty * fraction
     trace["reduce"]["qty"] = qty
     return ReduceSize(qty, fraction == 1)

@@ -20,13 +20,22 @@ from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed
 
 class Position(NamedTuple):
     """An open position in one symbol: gross base quantity and what it cost at entry
-    (USD); `side` the side of the order that opened it and `group` that order's
-    instrument group (None: not known, e.g. filled for an order the sizer never made)."""
+    (USD); `side` the side of the order that opened it and `group` the instrument
+    group of the latest order that added to it (None: not known, e.g. filled for an
+    order the sizer never made)."""
 
     qty: Decimal
     entry_notional: Decimal
     side: str | None = None
     group: str | None = None
+    # base quantity held on each leg that holds less than `qty` (an order whose legs
+    # filled unevenly: a pair's spot leg filled, its perp leg not yet); a leg absent holds `qty`
+    legs: Mapping[str, Decimal] = MappingProxyType({})
+
+    def held_on(self, venue_symbols: tuple[str, ...]) -> Decimal:
+        """The base quantity every one of these legs holds (what a reduce can exit)."""
+        legs = self.legs
+        return min((legs.get(v, self.qty) for v in venue_symbols), default=self.qty) if legs else self.qty
 
 
 NO_POSITION = Position(ZERO, ZERO)
@@ -464,6 +473,7 @@ def _order_filled(fill: OrderFilled, exposure: Exposure) -> _Books:
     order = held_order if held_order is not None else exposure.ended(fill.order_id)
     symbol = fill.symbol
     side = group = None
+    grown: Mapping[str, Decimal] = EMPTY
     if order is None:
         added = fill.qty
         outcome = "unknown_order"
@@ -478,6 +488,8 @@ def _order_filled(fill: OrderFilled, exposure: Exposure) -> _Books:
             filled[leg] = filled.get(leg, ZERO) + base_filled
         now_filled = max(filled.values())
         added = now_filled - order.filled_qty if not order.reduce else ZERO  # a reduce's close books it
+        if not order.reduce:
+            grown = {leg: filled.get(leg, ZERO) - order.filled.get(leg, ZERO) for leg in legs}
         if any(filled[leg] > order.qty for leg in hit):
             outcome = "overfill"
         finals = order.finals | frozenset(hit) if fill.final else order.finals
@@ -494,12 +506,26 @@ def _order_filled(fill: OrderFilled, exposure: Exposure) -> _Books:
                 ended_orders = remember_ended(ended_orders, fill.order_id, progressed)
             else:
                 reservations[fill.order_id] = progressed
-    if added:
+    if added or grown:
         held = positions.get(symbol, NO_POSITION)
+        qty = held.qty + added
         positions = book(positions).with_entry(symbol, Position(
-            held.qty + added, held.entry_notional + added * fill.price,
-            held.side if held.side is not None else side, held.group if held.group is not None else group))
+            qty, held.entry_notional + added * fill.price,
+            # the group of the order that added to it last (its instrument as last sized: a group
+            # changed by a republished instrument moves the whole position), else the one it had
+            held.side if held.side is not None else side, group if group is not None else held.group,
+            _legs_held(held, grown, qty)))
     return _Books(positions, reservations, ended_orders, outcome)
+
+
+def _legs_held(held: Position, grown: Mapping[str, Decimal], qty: Decimal) -> Mapping[str, Decimal]:
+    """The legs of a position that hold less than its `qty` once each leg of an order grew
+    by `grown` (base units): each leg's own quantity, from what it held before."""
+    legs = {leg: q for leg, q in held.legs.items() if q < qty}
+    for leg, growth in grown.items():
+        legs[leg] = held.legs.get(leg, held.qty) + growth
+    short = {leg: q for leg, q in legs.items() if q < qty}
+    return short if short else EMPTY
 
 
 def _order_canceled(fill: OrderCanceled, exposure: Exposure) -> _Books:
@@ -522,15 +548,18 @@ def _position_closed(fill: PositionClosed, exposure: Exposure) -> _Books:
         else:
             left = held.qty - fill.qty
             share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
-            positions[fill.symbol] = held._replace(qty=left, entry_notional=share)
+            # every leg closes the quantity: a leg that held less keeps what is left of it, if any
+            legs = {leg: max(q - fill.qty, ZERO) for leg, q in held.legs.items()}
+            positions[fill.symbol] = held._replace(qty=left, entry_notional=share, legs=legs or EMPTY)
     return _Books(positions, exposure.reservations, exposure.ended_orders, "applied")
 
 
 def book_loss(streak: Streak, symbol: str, ts: int, config: SizingConfig) -> Streak:
     """What a losing close of `symbol` at event time `ts` (ms) starts: the symbol's
     cooldown (`cooldown_after_loss_s`), and the loss guard's count of losses in its
-    window; the loss that makes `loss_guard_count` of them pauses every open until
-    `ts` + `loss_guard_pause_s` and starts the count again. Only what is configured
+    window; the loss that makes `loss_guard_count` of them within one window (by
+    their event times, whatever order they arrive in) pauses every open until `ts` +
+    `loss_guard_pause_s` and starts the count again. Only what is configured
     is kept, so a portfolio without these protections carries nothing for them."""
     if config.cooldown_ms is not None:
         # a late close never moves a symbol's cooldown back
@@ -539,14 +568,27 @@ def book_loss(streak: Streak, symbol: str, ts: int, config: SizingConfig) -> Str
     guard = config.loss_guard_ms
     if guard is not None:
         count, window, pause = guard
-        losses = tuple(t for t in streak.loss_times if t > ts - window) + (ts,)
-        if len(losses) >= count:
+        losses = tuple(sorted((*streak.loss_times, ts)))
+        if _losses_together(losses, ts, count, window):
             until = ts + pause
             paused = streak.paused_until
             streak = streak._replace(loss_times=(), paused_until=until if paused is None or until > paused else paused)
         else:
-            streak = streak._replace(loss_times=losses)
+            latest = losses[-1]
+            streak = streak._replace(loss_times=tuple(t for t in losses if t > latest - window))
     return streak
+
+
+def _losses_together(losses: tuple[int, ...], ts: int, count: int, window: int) -> bool:
+    """Whether `count` of the losing closes at `losses` (event times, ascending), the
+    one at `ts` among them, fall within one loss guard window: less than `window` ms
+    from the first to the last, whatever order they arrived in."""
+    for i, start in enumerate(losses):
+        if start > ts:
+            break
+        if ts - start < window and sum(1 for t in losses[i:] if t - start < window) >= count:
+            return True
+    return False
 
 
 def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:
@@ -829,14 +871,18 @@ def exposure_from_wire(data: Mapping[str, Any] | None) -> Exposure:
 
 
 def _position_to_wire(p: Position) -> list[Any]:
+    if p.legs:
+        return [p.qty, p.entry_notional, p.side, p.group, dict(p.legs)]
     if p.side is None and p.group is None:
         return [p.qty, p.entry_notional]
     return [p.qty, p.entry_notional, p.side, p.group]
 
 
 def _position_from_wire(data: list[Any]) -> Position:
-    # [qty, entry_notional] as written before positions knew their side and group
-    return Position(Decimal(data[0]), Decimal(data[1]), *(data[2:4] if len(data) > 2 else ()))
+    # [qty, entry_notional] as written before positions knew their side and group; legs
+    # that hold less than qty only when there are any
+    legs = {leg: Decimal(q) for leg, q in data[4].items()} if len(data) > 4 else EMPTY
+    return Position(Decimal(data[0]), Decimal(data[1]), *(data[2:4] if len(data) > 2 else ()), legs)
 
 
 def _reservation_to_wire(r: Reservation) -> list[Any]:

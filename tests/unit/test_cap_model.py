@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal as D, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal as D, localcontext
 from fractions import Fraction
 from typing import Any
 
@@ -118,6 +118,7 @@ class Model:
         self.near_limit = False  # the latch's last evaluation was within rounding of the limit
         self.sides: dict[str, str] = {}  # symbol -> the side of the order that opened its position
         self.groups: dict[str, str | None] = {}  # symbol -> the group of the order that opened its position
+        self.legs: dict[str, dict[str, D]] = {}  # symbol -> each leg's own base quantity, once an order filled it
         self.last_loss: dict[str, int] = {}  # symbol -> event time of its latest losing close
         self.losses: list[int] = []  # losing closes counted by the loss guard
         self.paused_until: int | None = None
@@ -176,11 +177,16 @@ class Model:
         self.last_loss[symbol] = max(ts, self.last_loss.get(symbol, ts))
         if c.loss_guard_count is None:
             return
-        self.losses = [t for t in self.losses if t > ts - c.loss_guard_window_s * 1000] + [ts]
-        if len(self.losses) >= c.loss_guard_count:
-            until = ts + int(c.loss_guard_pause_s * 1000)
+        window = c.loss_guard_window_s * 1000
+        losses = self.losses + [ts]
+        # `count` losses, this one among them, less than a window from the first to the last
+        if any(start <= ts < start + window and sum(1 for t in losses if start <= t < start + window)
+               >= c.loss_guard_count for start in losses):
+            until = ts + int((c.loss_guard_pause_s * 1000).to_integral_value(rounding=ROUND_CEILING))
             self.paused_until = until if self.paused_until is None else max(until, self.paused_until)
             self.losses = []
+        else:  # only losses less than a window before the latest can count again
+            self.losses = [t for t in losses if t > max(losses) - window]
 
     def group_exposure(self, group: str, symbol: str) -> D:
         """Positions and open reservations of the symbols whose orders were sized in `group`."""
@@ -261,11 +267,12 @@ class Model:
         held[1] += qty * price
         if self.sides.get(symbol) is None and side is not None:
             self.sides[symbol] = side
-        if self.groups.get(symbol) is None and group is not None:
+        if group is not None:  # the group of the latest order that added to it
             self.groups[symbol] = group
 
     def drop_position(self, symbol: str) -> None:
         del self.positions[symbol]
+        self.legs.pop(symbol, None)
         self.sides.pop(symbol, None)
         self.groups.pop(symbol, None)
 
@@ -416,6 +423,11 @@ class CapMachine(RuleBasedStateMachine):
             return
         assert order is not None and order.side == signal.side and order.side != position_side
         assert D(0) < order.qty <= held_qty, f"reduce of {order.qty} with {held_qty} held"
+        # and no leg exits more than it holds (a leg absent was never filled by an order: it holds the position)
+        leg_held = model.legs.get(signal.symbol, {})
+        every_leg = min(leg_held.get(leg["venue_symbol"], held_qty) for leg in INSTRUMENTS[signal.symbol]["legs"])
+        assert order.qty <= every_leg, f"reduce of {order.qty} with {leg_held} held on the legs"
+        assert all(leg.qty > 0 for leg in order.legs), f"a one-legged reduce: {order.legs}"
         assert order.qty <= wanted
         legs = tuple(leg["venue_symbol"] for leg in INSTRUMENTS[order.symbol]["legs"])
         # a reduce reserves nothing: it is remembered only so its fills do not add to the position
@@ -490,6 +502,7 @@ class CapMachine(RuleBasedStateMachine):
             return
         hit = (venue_symbol,) if venue_symbol in order["legs"] else order["legs"]
         before = max(order["filled"].values(), default=D(0))
+        before_legs = dict(order["filled"])
         if venue_symbol not in order["legs"] or kind == "spot":
             base = qty
         elif kind == "linear":
@@ -500,6 +513,11 @@ class CapMachine(RuleBasedStateMachine):
             order["filled"][name] = order["filled"].get(name, D(0)) + base
         after = max(order["filled"].values())
         if not order["reduce"]:  # one leg's growth, on the order's symbol
+            leg_held = model.legs.setdefault(order["symbol"], {})
+            qty_before = model.positions.get(order["symbol"], [D(0)])[0]
+            for name in order["legs"]:
+                grown = order["filled"].get(name, D(0)) - before_legs.get(name, D(0))
+                leg_held[name] = leg_held.get(name, qty_before) + grown
             model.add_position(order["symbol"], after - before, price, order["side"], order["group"])
         if final:
             order["finals"].update(hit)
@@ -543,6 +561,8 @@ class CapMachine(RuleBasedStateMachine):
             if qty >= held[0]:
                 self.model.drop_position(symbol)
             else:
+                for name, leg_qty in self.model.legs.get(symbol, {}).items():  # every leg closes the quantity
+                    self.model.legs[symbol][name] = max(leg_qty - qty, D(0))
                 left = held[0] - qty
                 # the closed quantity's share of the entry notional goes; the rest stays,
                 # rounded half-even to 1e-18 USD (docs: the pipeline, "State")
