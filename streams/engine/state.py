@@ -623,7 +623,8 @@ def apply_control(command: Any, state: PortfolioState, config: SizingConfig, off
     `halt` sets the operator's halt (`mode` full: HALTED; reduce_only: REDUCE_ONLY;
     a halt in the mode already in force has no effect); `resume` lifts the
     operator's halt only, and with `clear: ["max_drawdown"]` also the drawdown
-    latch, re-arming the kill switch from the equity now (peak = equity);
+    latch when it is tripped, re-arming the kill switch from the equity now (peak =
+    equity; with no latch tripped the peak is left alone);
     `release` drops one order's reservation; `adjust_equity` adds `amount` (USD,
     signed) to equity and scales the peak by new / old equity (`scaled_peak`),
     leaving streaks, trade counts and PnL alone; `reset_clock` repairs a clock a
@@ -658,7 +659,9 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
         else:
             outcome = "no_effect"
     elif kind == "resume":
-        clear_latch = "max_drawdown" in command.clear
+        # `clear` releases a tripped latch only: with none tripped there is nothing to
+        # re-arm, and the peak the drawdown is measured from stays where it is
+        clear_latch = "max_drawdown" in command.clear and controls.max_drawdown is not None
         if controls.halt is None and not clear_latch:
             outcome = "no_effect"
         else:

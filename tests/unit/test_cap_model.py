@@ -579,9 +579,10 @@ class CapMachine(RuleBasedStateMachine):
             model.halt = "REDUCE_ONLY" if mode == "reduce_only" else "HALTED"
         elif kind == "resume":
             model.halt = None
-            if clear:  # the drawdown latch is lifted and re-armed from the equity now
+            if clear and model.latched:  # a tripped latch is lifted and re-armed from the equity now
                 model.latched, model.near_limit = False, False
                 model.peak = model.equity
+            # with none tripped, `clear` releases nothing: the peak stays where it is
         elif kind == "adjust_equity":
             after = self.processor.store.load("p1").streak
             old_pct, new_pct = engine_drawdown(before), engine_drawdown(after)
