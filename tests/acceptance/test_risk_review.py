@@ -1,0 +1,107 @@
+"""The kill switch, equity, clock rules and units tried again as a risk officer would
+(issue 27), with inputs of the same kinds as the issue's examples, through the real
+`sizer replay` and `sizer config`. The expected values come from DESIGN.md
+("Operator controls", "Configuration", "Messages"), computed here by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from decimal import Decimal
+
+from tests.acceptance.conftest import _sizer
+from tests.builders import T0, closed, control, instrument, leg, signal
+
+X = instrument("X", leg("XUSDT", qty_step="0.01"))
+DRAWDOWN_5 = {"SIZING_MAX_DRAWDOWN_PCT": "5", "SIZING_PAIR_CAP_USD": "5000"}
+
+
+def latch_state(decision):
+    state = decision["trace"]["state"]
+    return state["equity"], state["peak_equity"], state["drawdown_pct"], state["max_drawdown"]
+
+
+def test_a_clear_with_no_latch_tripped_never_moves_the_peak(replay):
+    # 4% under the 100,000 peak; the operator sends resume clear max_drawdown though
+    # nothing is latched: there is no breach to release and no latch to re-arm, so
+    # the drawdown is still measured from 100,000 and a further 4,000 loss (8%) trips
+    decisions = replay([
+        X, closed("p1", "X", "1", "10", "-4000", T0),
+        control("p1", "resume", T0 + 1, operator="bob", reason="just in case", clear=["max_drawdown"]),
+        signal("p1", "X", "0.9", "10", T0 + 2),
+        closed("p1", "X", "1", "10", "-4000", T0 + 3),
+        signal("p1", "X", "0.9", "10", T0 + 4),
+    ], "--preset", "conviction", env=DRAWDOWN_5)
+    assert latch_state(decisions[0]) == ("96000", "100000", "4", None)
+    assert decisions[1]["reason"] == "MAX_DRAWDOWN"
+    assert latch_state(decisions[1]) == ("92000", "100000", "8",
+                                         "equity=92000 peak_equity=100000 drawdown_pct=8 max_drawdown_pct=5")
+
+
+def test_a_clear_with_an_operator_halt_and_no_latch_lifts_the_halt_and_keeps_the_peak(replay):
+    decisions = replay([
+        X, closed("p1", "X", "1", "10", "-3000", T0),
+        control("p1", "halt", T0 + 1, reason="venue outage"),
+        control("p1", "resume", T0 + 2, reason="venue back", clear=["max_drawdown"]),
+        signal("p1", "X", "0.9", "10", T0 + 3),
+    ], "--preset", "conviction", env=DRAWDOWN_5)
+    assert decisions[0]["outcome"] == "accepted"
+    assert latch_state(decisions[0]) == ("97000", "100000", "3", None)
+
+
+def test_a_portfolio_table_cannot_set_its_own_future_skew(tmp_path):
+    # admission judges every input with the deployment's one max_future_skew_s (it is
+    # also the input topics' record timestamp bound): a portfolio's own 10 s would
+    # pass the clock rules while a 55 s fast input is admitted under the global 60 s,
+    # and an on-time signal of that portfolio became STALE_SIGNAL
+    path = tmp_path / "sizing.toml"
+    path.write_text('[portfolios."fast"]\nmax_future_skew_s = "10"\nmax_signal_age_s = "10"\n')
+    done = subprocess.run([*_sizer(), "config", "--config", str(path)], capture_output=True, text=True,
+                          env=dict(os.environ), check=False)
+    assert done.returncode != 0
+    assert "portfolios.fast.max_future_skew_s" in done.stderr and "cannot be set per portfolio" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_portfolio_table_that_breaks_the_clock_rules_against_the_global_skew_is_refused(tmp_path):
+    path = tmp_path / "sizing.toml"
+    path.write_text('[portfolios."desk-*"]\nmax_signal_age_s = "10"\n')  # global skew 60
+    done = subprocess.run([*_sizer(), "config", "--config", str(path)], capture_output=True, text=True,
+                          env=dict(os.environ), check=False)
+    assert done.returncode != 0
+    assert "portfolios.desk-*" in done.stderr and "max_signal_age_s (10) must be at least max_future_skew_s (60)" \
+        in done.stderr
+
+
+def contract_leg(venue_symbol: str, side: str, kind: str, contract_size: str, qty_step: str) -> dict:
+    return {**leg(venue_symbol, side, qty_step=qty_step), "kind": kind, "contract_size": contract_size}
+
+
+def test_a_leg_quantity_the_product_could_not_take_back_as_a_fill_is_never_emitted(replay):
+    # a valid but extreme contract: 1e-18 base units a contract. 1,000 USD at price 1
+    # is 1,000 base units = 1e21 contracts, and a fill of 1e21 contracts is refused
+    # as input (a decimal must be below 1e16): closure rejects at sizing, naming the leg
+    tiny = instrument("TINY", contract_leg("TINY-SWAP", "buy", "linear", "0.000000000000000001", "1"))
+    decisions = replay([tiny, signal("p1", "TINY", "1", "1", T0)], "--preset", "conviction")
+    assert (decisions[0]["outcome"], decisions[0]["reason"]) == ("rejected", "ORDER_OUT_OF_BOUNDS")
+    assert decisions[0]["trace"]["detail"].startswith("leg=TINY-SWAP qty=1000000000000000000000: ")
+    # the same contract at a price where the contracts fit is sized as usual
+    decisions = replay([tiny, signal("p1", "TINY", "1", "1000000000", T0)], "--preset", "conviction")
+    assert decisions[0]["outcome"] == "accepted"
+    assert Decimal(decisions[0]["qty"]) == Decimal("0.000001")
+
+
+def test_closure_of_every_leg_quantity_on_a_spot_and_inverse_pair(replay, tmp_path):
+    # the order's every leg quantity decodes back as a fill of that leg
+    from streams.wire.models import OrderFilled, decode
+
+    pair = instrument("BTC-INV", leg("BTCUSDT", "buy", qty_step="0.00001"),
+                      contract_leg("BTCUSD_PERP", "sell", "inverse", "100", "1"))
+    decisions = replay([pair, signal("p1", "BTC-INV", "1", "50000", T0)], "--preset", "conviction")
+    assert decisions[0]["outcome"] == "accepted"
+    for venue_symbol, qty in decisions[0]["trace"]["exchange"]["leg_qty"].items():
+        fill = decode(OrderFilled, json.dumps({
+            "event_id": "e", "portfolio_id": "p1", "ts": T0, "type": "order_filled", "order_id": "o",
+            "symbol": "BTC-INV", "qty": qty, "price": "50000", "venue_symbol": venue_symbol}))
+        assert fill.qty == Decimal(qty)
