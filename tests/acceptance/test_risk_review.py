@@ -105,3 +105,28 @@ def test_closure_of_every_leg_quantity_on_a_spot_and_inverse_pair(replay, tmp_pa
             "event_id": "e", "portfolio_id": "p1", "ts": T0, "type": "order_filled", "order_id": "o",
             "symbol": "BTC-INV", "qty": qty, "price": "50000", "venue_symbol": venue_symbol}))
         assert fill.qty == Decimal(qty)
+
+
+def test_a_whole_reduce_never_leaves_an_inverse_leg_at_zero_contracts(replay):
+    # 0.002 BTC opened at 50,000 = 1 contract of 100 USD. A reduce of the whole
+    # position at 40,000: 0.002 x 40,000 / 100 = 0.8 contract rounds down to 0. An
+    # order selling 0.002 BTC spot and buying 0 contracts unwinds one leg only, and a
+    # fill of 0 contracts is no input the product accepts: refused, naming the leg
+    from tests.builders import filled, reduce
+
+    pair = instrument("BTC-INV", leg("BTCUSDT", "buy", qty_step="0.00001"),
+                      {**contract_leg("BTCUSD_PERP", "sell", "inverse", "100", "1"), "min_qty": "1"})
+    env = {"SIZING_PAIR_MAX_USD": "100"}
+    opened = replay([pair, signal("p1", "BTC-INV", "1", "50000", T0, signal_id="a")], "--preset", "conviction",
+                    env=env)
+    assert (opened[0]["qty"], opened[0]["trace"]["exchange"]["leg_qty"]) == (
+        "0.002", {"BTCUSDT": "0.002", "BTCUSD_PERP": "1"})
+    decisions = replay([
+        pair, signal("p1", "BTC-INV", "1", "50000", T0, signal_id="a"),
+        filled("p1", opened[0]["order_id"], "BTC-INV", "0.002", "50000", T0 + 1),
+        reduce("p1", "BTC-INV", "40000", "sell", None, T0 + 2, signal_id="r"),
+    ], "--preset", "conviction", env=env)
+    reduced = decisions[1]
+    assert (reduced["outcome"], reduced["reason"]) == ("rejected", "BELOW_MIN_QTY")
+    assert reduced["trace"]["detail"].startswith("leg=BTCUSD_PERP qty=0: ")
+    assert reduced["trace"]["exchange"]["leg_qty"] == {"BTCUSDT": "0.002", "BTCUSD_PERP": "0"}
