@@ -130,3 +130,39 @@ def test_a_whole_reduce_never_leaves_an_inverse_leg_at_zero_contracts(replay):
     assert (reduced["outcome"], reduced["reason"]) == ("rejected", "BELOW_MIN_QTY")
     assert reduced["trace"]["detail"].startswith("leg=BTCUSD_PERP qty=0: ")
     assert reduced["trace"]["exchange"]["leg_qty"] == {"BTCUSDT": "0.002", "BTCUSD_PERP": "0"}
+
+
+def test_withdrawing_everything_and_depositing_it_back_keeps_the_drawdown(replay):
+    # 4% under the 100,000 peak; the desk withdraws all 96,000, then deposits it back
+    # (or withdraws more than it holds, then recapitalises): the round trip is two
+    # equity adjustments, and neither may move the drawdown, so 4% stays 4% and a
+    # further 2,000 loss (6% of the 100,000 peak) trips the switch
+    for out, back in (("-96000", "96000"), ("-100000", "100000")):
+        decisions = replay([
+            X, closed("p1", "X", "1", "10", "-4000", T0),
+            control("p1", "adjust_equity", T0 + 1, amount=out, reason="moved to another account"),
+            signal("p1", "X", "0.9", "10", T0 + 2),
+            control("p1", "adjust_equity", T0 + 3, amount=back, reason="moved back"),
+            signal("p1", "X", "0.9", "10", T0 + 4),
+            closed("p1", "X", "1", "10", "-2000", T0 + 5),
+            signal("p1", "X", "0.9", "10", T0 + 6),
+        ], "--preset", "conviction", env=DRAWDOWN_5)
+        assert [d["reason"] for d in decisions] == ["EQUITY_EXHAUSTED", None, "MAX_DRAWDOWN"], out
+        assert latch_state(decisions[1]) == ("96000", "100000", "4", None), out
+        assert latch_state(decisions[2])[:3] == ("94000", "100000", "6"), out
+
+
+def test_a_win_on_an_emptied_account_neither_resets_nor_trips_the_switch(replay):
+    # emptied at a 4% drawdown, then a winning close takes equity above zero: the
+    # drawdown is still 4% (not 0: a close is no deposit), and the win trips nothing
+    decisions = replay([
+        X, closed("p1", "X", "1", "10", "-4000", T0),
+        control("p1", "adjust_equity", T0 + 1, amount="-96000", reason="emptied"),
+        closed("p1", "X", "1", "10", "480", T0 + 2),
+        signal("p1", "X", "0.9", "10", T0 + 3),
+        control("p1", "adjust_equity", T0 + 4, amount="95520", reason="moved back"),
+        signal("p1", "X", "0.9", "10", T0 + 5),
+    ], "--preset", "conviction", env=DRAWDOWN_5)
+    assert [d["reason"] for d in decisions] == [None, None]
+    assert latch_state(decisions[0]) == ("480", "500", "4", None)
+    assert latch_state(decisions[1]) == ("96000", "100000", "4", None)
