@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+from collections import deque
 from fnmatch import fnmatchcase
 from decimal import Decimal
 from functools import cached_property
@@ -221,6 +222,16 @@ class SizingConfig(BaseSettings):
             except ConfigError as exc:
                 rules = "; ".join(line.strip() for line in str(exc).splitlines()[1:])
                 raise ValueError(f"portfolios.{pattern}: {rules}") from None
+        # globs that match one portfolio id together layer into one configuration: each
+        # such set, with a portfolio id it names, must be valid too (an exact id was
+        # checked above, with every glob that matches it)
+        for patterns, portfolio_id in _overlaps(tuple(p for p in self.portfolios if _GLOB & set(p))):
+            try:
+                self.for_portfolio(portfolio_id)
+            except ConfigError as exc:
+                rules = "; ".join(line.strip() for line in str(exc).splitlines()[1:])
+                tables = " and ".join(f"portfolios.{pattern}" for pattern in patterns)
+                raise ValueError(f"{tables} all match portfolio {portfolio_id!r}, and together: {rules}") from None
         return self
 
     @field_validator("tiers")
@@ -437,6 +448,70 @@ def _example_id(pattern: str) -> str:
         out.append("x" if ch in "*?" else ch)
         i += 1
     return "".join(out)
+
+
+def _glob_tokens(pattern: str) -> tuple[str, ...]:
+    """A glob as fnmatch reads it: `*`, `?`, a `[...]` set, or one literal character each."""
+    tokens, i = [], 0
+    while i < len(pattern):
+        end = pattern.find("]", i + 2) if pattern[i] == "[" else -1
+        if end != -1:
+            tokens.append(pattern[i:end + 1])
+            i = end + 1
+        else:
+            tokens.append(pattern[i] if pattern[i] in "*?" else f"[{pattern[i]}]" if pattern[i] in "[]" else pattern[i])
+            i += 1
+    return tuple(tokens)
+
+
+_OVERLAP_STATES = 100_000  # bound on the search (start-up cost), far past any real set of tables
+
+
+def _overlaps(patterns: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
+    """Every set of two or more patterns that some portfolio id matches together (and
+    no other pattern), each with the shortest such id: a breadth-first walk of all the
+    globs at once, one character at a time, over every character that can tell them
+    apart (printable ASCII, the patterns' own, and one none of them names)."""
+    if len(patterns) < 2:
+        return []
+    globs = [_glob_tokens(pattern) for pattern in patterns]
+    named = {ch for pattern in patterns for ch in pattern}
+    sets = sorted({token for tokens in globs for token in tokens if len(token) > 1})
+    literals = {token for tokens in globs for token in tokens if len(token) == 1}
+    # one character of each class the globs cannot tell apart
+    by_class: dict[Any, str] = {}
+    for ch in sorted(named | {chr(code) for code in range(32, 127)}
+                     | {next(chr(code) for code in range(0x100, 0x200) if chr(code) not in named)}):
+        by_class.setdefault((ch if ch in literals else None, tuple(fnmatchcase(ch, t) for t in sets)), ch)
+    alphabet = sorted(by_class.values())
+
+    def closed(tokens: tuple[str, ...], at: frozenset[int]) -> frozenset[int]:
+        more = set(at)
+        for i in sorted(at):
+            while i < len(tokens) and tokens[i] == "*":
+                i += 1
+                more.add(i)
+        return frozenset(more)
+
+    def step(tokens: tuple[str, ...], at: frozenset[int], ch: str) -> frozenset[int]:
+        moved = {i if tokens[i] == "*" else i + 1 for i in at if i < len(tokens)
+                 and (tokens[i] in "*?" or fnmatchcase(ch, tokens[i]))}
+        return closed(tokens, frozenset(moved))
+
+    start = tuple(closed(tokens, frozenset({0})) for tokens in globs)
+    seen, queue, found = {start}, deque([(start, "")]), {}
+    while queue and len(seen) < _OVERLAP_STATES:
+        state, text = queue.popleft()
+        for ch in alphabet:
+            after = tuple(step(tokens, at, ch) for tokens, at in zip(globs, state))
+            if after in seen or not any(after):
+                continue
+            seen.add(after)
+            queue.append((after, text + ch))
+            matched = tuple(p for p, tokens, at in zip(patterns, globs, after) if len(tokens) in at)
+            if len(matched) > 1:
+                found.setdefault(matched, text + ch)
+    return list(found.items())
 
 
 def _sorted(value: Any) -> Any:

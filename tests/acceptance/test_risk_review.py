@@ -166,3 +166,26 @@ def test_a_win_on_an_emptied_account_neither_resets_nor_trips_the_switch(replay)
     assert [d["reason"] for d in decisions] == [None, None]
     assert latch_state(decisions[0]) == ("480", "500", "4", None)
     assert latch_state(decisions[1]) == ("96000", "100000", "4", None)
+
+
+def test_portfolio_tables_that_break_the_clock_rules_only_together_are_refused_at_start_up(tmp_path):
+    # each table alone keeps the clock rules; portfolio desk-a matches both, and there
+    # the TTL of one and the signal age of the other contradict each other: refused at
+    # start-up naming both tables, the portfolio id and the rule (it was accepted, and
+    # desk-a's first signal failed as a PROCESSING_ERROR)
+    path = tmp_path / "sizing.toml"
+    path.write_text('[portfolios."desk-*"]\nreservation_ttl_s = "400"\n'
+                    '[portfolios."*-a"]\nmax_signal_age_s = "400"\n'
+                    '[portfolios."other"]\nmax_signal_age_s = "500"\n')
+    done = subprocess.run([*_sizer(), "config", "--config", str(path)], capture_output=True, text=True,
+                          env=dict(os.environ), check=False)
+    assert done.returncode != 0, done.stdout
+    assert "portfolios.desk-* and portfolios.*-a" in done.stderr, done.stderr
+    assert "reservation_ttl_s (400) must be unset or at least max_signal_age_s + max_future_skew_s" in done.stderr
+    assert "Traceback" not in done.stderr
+    # tables that overlap and agree are accepted
+    path.write_text('[portfolios."desk-*"]\nreservation_ttl_s = "500"\n'
+                    '[portfolios."*-a"]\nmax_signal_age_s = "400"\n')
+    done = subprocess.run([*_sizer(), "config", "--config", str(path)], capture_output=True, text=True,
+                          env=dict(os.environ), check=False)
+    assert done.returncode == 0, done.stderr
