@@ -205,6 +205,13 @@ class SizingConfig(BaseSettings):
             for key in overrides:
                 if key in ("preset", "portfolios"):
                     raise ValueError(f"portfolios.{pattern}.{key}: cannot be set per portfolio")
+                if key == "max_future_skew_s":
+                    # admission judges every input before its portfolio's table applies, and
+                    # the value bounds the input topics' record timestamps: a portfolio's own
+                    # skew would pass the clock rules that the skew in force breaks
+                    raise ValueError(f"portfolios.{pattern}.{key}: cannot be set per portfolio: one value bounds "
+                                     f"every input's event time at admission (and the input topics' record "
+                                     f"timestamps); the clock rules of each portfolio are checked against it")
                 if key not in type(self).model_fields:
                     closest = difflib.get_close_matches(key, type(self).model_fields, n=1, cutoff=0.6)
                     hint = f"; did you mean {closest[0]}?" if closest else ""

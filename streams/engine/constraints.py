@@ -153,7 +153,9 @@ def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimum
     """Turn a base quantity (>= 0) at `price` (> 0) into one quantity valid on every
     leg, as `fit_to_legs` does for a budget: rounded down to the common step, clamped
     to every leg's maximum; the legs' minimums are enforced only with `minimums`
-    (a reduce of the whole position is never refused for dust). Each leg's quantity
+    (a reduce of the whole position is never refused for dust), but a leg whose
+    quantity rounds to zero (an inverse leg under one contract) is refused
+    BELOW_MIN_QTY in any case: never a one-legged order. Each leg's quantity
     in its venue's units as `fit_to_legs` gives it."""
     step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
     unclamped = (qty // step) * step if qty > 0 else _ZERO
@@ -192,11 +194,13 @@ def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...
                      for leg, q in zip(legs, leg_qty) if leg.kind == "inverse")
     clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
     if not minimums:
-        # no minimum, but never a one-legged order: an inverse leg whose contracts round to none
+        # dust is no reason to refuse, but a leg of no contracts at all (an inverse leg
+        # rounded to zero) would be a one-legged order no fill could report back
         for leg, q in zip(legs, leg_qty):
             if q <= 0:
-                return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)}: no whole contract, and an "
-                                                 f"order never leaves a leg out{clamp_note}", leg_qty, residual)
+                return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)}: under one {leg.kind} contract "
+                                                 f"at price={c(price)}, never a one-legged order{clamp_note}",
+                                leg_qty, residual)
         return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
     for leg, q in zip(legs, leg_qty):
         if q < leg.min_qty or q <= 0:

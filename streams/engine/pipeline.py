@@ -359,13 +359,18 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
             config: SizingConfig, trace: dict[str, Any], explained: bool, reserve: bool = True) -> Result | Rejection:
     """Step 8: the order (when `explained`), its notional reserved at once (stamped
     with the portfolio clock) so a burst cannot overshoot the cap; only an order the
-    product could take back as input is emitted (closure: ORDER_OUT_OF_BOUNDS otherwise).
+    product could take back as input is emitted (closure: ORDER_OUT_OF_BOUNDS otherwise, the
+    base quantity, the notional and every leg's quantity in its venue's units alike).
     An open counts toward the order rate. `reserve=False` (a reduce order): nothing is
     reserved; the order is remembered as ended, so its fills never add to the position
     and a resent signal is a duplicate."""
     qty = fit.qty
     notional = qty * signal.price
     unwritable = _out_of_bounds("qty", qty) or _out_of_bounds("notional", notional)
+    if unwritable is None and fit.leg_qty:
+        # each leg's quantity in its venue's units comes back as that leg's fill
+        unwritable = next((found for leg, leg_qty in zip(instrument.legs, fit.leg_qty)
+                           if (found := _out_of_bounds(f"leg={leg.venue_symbol} qty", leg_qty)) is not None), None)
     if unwritable is not None:
         return unwritable
     exposure = state.exposure

@@ -201,6 +201,10 @@ class Streak(NamedTuple):
     last_loss: Mapping[str, int] = EMPTY  # symbol -> event time of its latest losing close (cooldown)
     loss_times: tuple[int, ...] = ()  # event times of losing closes inside the loss guard's window
     paused_until: int | None = None  # the loss guard's pause ends at this event time
+    # the drawdown (a fraction of the peak) when a withdrawal took equity from above zero
+    # to at or below it, kept while it stays there: equity back above zero is that far
+    # below its peak again (`scaled_peak`, `book_close`); None: not emptied by a withdrawal
+    emptied_drawdown: Decimal | None = None
 
     @property
     def peak(self) -> Decimal:
@@ -627,23 +631,43 @@ def drawdown_shown(streak: Streak) -> Decimal | None:
 _PCT_SHOWN = Decimal("0.0001")
 
 
-def scaled_peak(streak: Streak, new_equity: Decimal) -> Decimal | None:
-    """The peak after a deposit or withdrawal takes equity to `new_equity`: scaled by
-    new / old equity, so the drawdown percentage is what it was; rounded down
-    (ROUND_FLOOR, at the engine's precision), so the percentage can only fall by the
-    rounding, never rise. With old or new equity at or below zero there is no
-    percentage to keep: new equity at or below zero becomes the peak (no positive
-    peak is left: any loss below it trips the switch, a win never does); new
-    equity above zero from old at or below it keeps the peak, or rises to it."""
-    old = streak.equity
-    peak = streak.peak
+def adjusted_equity(streak: Streak, new_equity: Decimal) -> Streak:
+    """The streak after a deposit or withdrawal takes equity to `new_equity`: the peak
+    scaled by new / old equity, so the drawdown percentage is what it was; rounded
+    down (ROUND_FLOOR, at the engine's precision), so the percentage can only fall by
+    the rounding, never rise. New equity at or below zero becomes the peak (no
+    positive peak is left: any loss below it trips the switch, a win never does);
+    from above zero, the drawdown it leaves is kept (`emptied_drawdown`), so equity
+    back above zero (`back_above_zero`) is that far below its peak again: emptying
+    the account and refilling it never resets the drawdown. Back above zero from
+    equity at or below zero with no drawdown kept (a bust by losses), the peak
+    stays, or rises to the new equity."""
+    old, peak, kept = streak.equity, streak.peak, streak.emptied_drawdown
     if new_equity <= 0:
-        return new_equity
+        if old > 0:
+            with localcontext() as ctx:
+                ctx.rounding = ROUND_FLOOR
+                kept = (peak - old) / peak
+        return streak._replace(equity=new_equity, peak_equity=new_equity, emptied_drawdown=kept)
     if old <= 0:
-        return max(peak, new_equity)
+        return back_above_zero(streak._replace(equity=new_equity), max(peak, new_equity))
     with localcontext() as ctx:
         ctx.rounding = ROUND_FLOOR
-        return peak * new_equity / old
+        return streak._replace(equity=new_equity, peak_equity=peak * new_equity / old)
+
+
+def back_above_zero(streak: Streak, peak: Decimal) -> Streak:
+    """`streak`, whose equity is above zero, with the peak `peak`, or, when a
+    withdrawal had emptied the account (`emptied_drawdown`), the peak that puts
+    equity the drawdown it had then below it (rounded down: the percentage can only
+    fall by the rounding); nothing kept any more."""
+    kept = streak.emptied_drawdown
+    if kept is None:
+        return streak._replace(peak_equity=peak)
+    with localcontext() as ctx:
+        ctx.rounding = ROUND_FLOOR
+        peak = streak.equity / (1 - kept)
+    return streak._replace(peak_equity=peak, emptied_drawdown=None)
 
 
 ControlOutcome = Literal["applied", "duplicate", "no_effect"]
@@ -665,9 +689,10 @@ def apply_control(command: Any, state: PortfolioState, config: SizingConfig, off
     `halt` sets the operator's halt (`mode` full: HALTED; reduce_only: REDUCE_ONLY;
     a halt in the mode already in force has no effect); `resume` lifts the
     operator's halt only, and with `clear: ["max_drawdown"]` also the drawdown
-    latch, re-arming the kill switch from the equity now (peak = equity);
+    latch when it is tripped, re-arming the kill switch from the equity now (peak =
+    equity; with no latch tripped the peak is left alone);
     `release` drops one order's reservation; `adjust_equity` adds `amount` (USD,
-    signed) to equity and scales the peak by new / old equity (`scaled_peak`),
+    signed) to equity and scales the peak by new / old equity (`adjusted_equity`),
     leaving streaks, trade counts and PnL alone; `reset_clock` repairs a clock a
     future-stamped input poisoned (`reset_clock`). `offset` is the command's input
     offset, recorded for the next decision's trace.
@@ -700,7 +725,9 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
         else:
             outcome = "no_effect"
     elif kind == "resume":
-        clear_latch = "max_drawdown" in command.clear
+        # `clear` releases a tripped latch only: with none tripped there is nothing to
+        # re-arm, and the peak the drawdown is measured from stays where it is
+        clear_latch = "max_drawdown" in command.clear and controls.max_drawdown is not None
         if controls.halt is None and not clear_latch:
             outcome = "no_effect"
         else:
@@ -708,7 +735,7 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
             if clear_latch:
                 # re-armed from the equity at this moment
                 controls = controls._replace(max_drawdown=None)
-                streak = streak._replace(peak_equity=streak.equity)
+                streak = streak._replace(peak_equity=streak.equity, emptied_drawdown=None)
     elif kind == "release":
         released = exposure.reservations.get(command.order_id)
         if released is not None:
@@ -724,8 +751,7 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
             exposure = reset_clock(exposure, command.ts)
             streak = reset_protections_clock(streak, command.ts, config)
     else:  # adjust_equity
-        equity = streak.equity + command.amount
-        streak = streak._replace(equity=equity, peak_equity=scaled_peak(streak, equity))
+        streak = adjusted_equity(streak, streak.equity + command.amount)
     return ControlApplied(PortfolioState(exposure, streak, controls), outcome)
 
 
@@ -781,11 +807,16 @@ def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
         wins, losses, lost, gross_loss = 0, losses + 1, lost + 1, gross_loss - pnl
         if config.drawdown and losses >= config.loss_streak:
             drawdown = True
+    equity = streak.equity + pnl
     booked = streak._replace(
-        equity=streak.equity + pnl, peak_equity=max(streak.peak, streak.equity + pnl), consecutive_wins=wins, consecutive_losses=losses,
+        equity=equity, peak_equity=max(streak.peak, equity), consecutive_wins=wins, consecutive_losses=losses,
         drawdown=drawdown, closed_trades=streak.closed_trades + 1, wins=won, losses=lost,
         gross_profit=gross_profit, gross_loss=gross_loss,
     )
+    if booked.emptied_drawdown is not None and equity > 0:
+        # a close is no deposit: back above zero, the drawdown kept since a withdrawal
+        # emptied the account holds again
+        booked = back_above_zero(booked, booked.peak)
     return booked._replace(phase=earned_phase(booked, config))
 
 
@@ -827,6 +858,7 @@ def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
         "gross_profit": s.gross_profit, "gross_loss": s.gross_loss,
         "seen_fills": s.seen_fills.to_wire(), "peak_equity": s.peak_equity,
         "last_loss": dict(s.last_loss), "loss_times": list(s.loss_times), "paused_until": s.paused_until,
+        "emptied_drawdown": s.emptied_drawdown,
     }
     return exposure, streak
 
@@ -928,4 +960,5 @@ def streak_from_wire(data: Mapping[str, Any] | None, config: SizingConfig, portf
         last_loss={k: int(v) for k, v in data.get("last_loss", {}).items()},
         loss_times=tuple(int(t) for t in data.get("loss_times", ())),
         paused_until=int(data["paused_until"]) if data.get("paused_until") is not None else None,
+        emptied_drawdown=D(data["emptied_drawdown"]) if data.get("emptied_drawdown") is not None else None,
     )

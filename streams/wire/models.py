@@ -393,7 +393,8 @@ class Halt(Command):
 class Resume(Command):
     """Lifts the operator's halt. The drawdown latch (MAX_DRAWDOWN) is a second,
     independent latch: it stays unless `clear` names `max_drawdown`, which clears
-    it and re-arms the kill switch from the equity at that moment."""
+    it and re-arms the kill switch from the equity at that moment (with no latch
+    tripped, `clear` releases nothing and the peak stays where it is)."""
 
     type: Literal["resume"]
     clear: Annotated[tuple[Literal["max_drawdown"], ...], Field(max_length=1)] = ()
@@ -410,7 +411,8 @@ class AdjustEquity(Command):
     """A deposit (> 0) or withdrawal (< 0) in USD: moves equity (and so the graduated
     base size and percentage caps), not streaks, trade counts or PnL. The peak the
     kill switch measures from scales by new / old equity, so the drawdown
-    percentage is unchanged (DESIGN.md, "Operator controls")."""
+    percentage is unchanged (DESIGN.md, "Operator controls"), through an emptied
+    account too (`engine.state.adjusted_equity`)."""
 
     type: Literal["adjust_equity"]
     amount: Dec

@@ -24,29 +24,31 @@ def said(decisions):
 
 def test_two_glob_tables_that_are_invalid_only_together_stop_start_up(tmp_path):
     """"a*" and "*b" each make a valid configuration, but a portfolio "ab" takes both:
-    max_signal_age_s 100 under max_future_skew_s 200 breaks a clock rule. Start-up
+    a reservation TTL of 400 under a signal age of 400 + the skew breaks a clock rule. Start-up
     refuses, naming both tables and the rule; it never reaches the first signal."""
     config = tmp_path / "desks.toml"
-    config.write_text('preset = "conviction"\n[portfolios."a*"]\nmax_signal_age_s = 100\n'
-                      '[portfolios."*b"]\nmax_future_skew_s = 200\n')
+    config.write_text('preset = "conviction"\n[portfolios."a*"]\nreservation_ttl_s = 400\n'
+                      '[portfolios."*b"]\nmax_signal_age_s = 400\n')
     done = subprocess.run([SIZER, "config", "--config", str(config)], capture_output=True, text=True, check=False)
     assert done.returncode != 0, done.stdout
     assert "portfolios.a*" in done.stderr and "portfolios.*b" in done.stderr, done.stderr
-    assert "max_signal_age_s (100) must be at least max_future_skew_s (200)" in done.stderr, done.stderr
+    assert "reservation_ttl_s (400) must be unset or at least max_signal_age_s + max_future_skew_s" in done.stderr, \
+        done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_a_glob_table_invalid_on_its_own_stops_start_up_though_its_example_id_matches_a_table_that_mends_it(
         tmp_path):
-    """"a*" raises max_future_skew_s past max_signal_age_s; "ax" also takes "*x", which
-    raises the age back over it, but "ab" takes "a*" alone."""
+    """"a*" sets a reservation TTL under the preset's signal age + skew; "ax" also takes
+    "*x", which lowers the age so the TTL is enough, but "ab" takes "a*" alone."""
     config = tmp_path / "desks.toml"
-    config.write_text('preset = "conviction"\n[portfolios."a*"]\nmax_future_skew_s = 400\n'
-                      '[portfolios."*x"]\nmax_signal_age_s = 500\n')
+    config.write_text('preset = "conviction"\n[portfolios."a*"]\nreservation_ttl_s = 150\n'
+                      '[portfolios."*x"]\nmax_signal_age_s = 60\n')
     done = subprocess.run([SIZER, "config", "--config", str(config)], capture_output=True, text=True, check=False)
     assert done.returncode != 0, done.stdout
     assert "portfolios.a* (as for portfolio 'a')" in done.stderr, done.stderr
-    assert "max_signal_age_s (300) must be at least max_future_skew_s (400)" in done.stderr, done.stderr
+    assert "reservation_ttl_s (150) must be unset or at least max_signal_age_s + max_future_skew_s" in done.stderr, \
+        done.stderr
 
 
 def test_a_table_that_matches_no_portfolio_id_stops_start_up(tmp_path):
@@ -60,8 +62,8 @@ def test_a_table_that_matches_no_portfolio_id_stops_start_up(tmp_path):
 def test_glob_tables_that_never_match_one_id_together_are_each_checked_alone(tmp_path):
     config = tmp_path / "desks.toml"
     config.write_text('preset = "conviction"\n[portfolios."a-*"]\nmax_signal_age_s = 100\n'
-                      '[portfolios."b-*"]\nmax_future_skew_s = 200\nmax_signal_age_s = 200\n'
-                      '[portfolios."a-[!x]?"]\nmax_future_skew_s = 90\n')
+                      '[portfolios."b-*"]\nreservation_ttl_s = 200\nmax_signal_age_s = 100\n'
+                      '[portfolios."a-[!x]?"]\nreservation_ttl_s = 400\n')
     done = subprocess.run([SIZER, "config", "--config", str(config)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
 

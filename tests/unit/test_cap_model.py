@@ -115,6 +115,10 @@ class Model:
         self.equity = Fraction(config.starting_equity)
         self.peak = self.equity  # exact: the highest equity, scaled by deposits and withdrawals
         self.latched = False  # the drawdown latch
+        # the drawdown (a fraction of the peak) when a withdrawal emptied the account:
+        # equity back above zero is that far below its peak again (DESIGN.md: a deposit
+        # or withdrawal never changes the drawdown percentage)
+        self.emptied: Fraction | None = None
         self.near_limit = False  # the latch's last evaluation was within rounding of the limit
         self.sides: dict[str, str] = {}  # symbol -> the side of the order that opened its position
         self.groups: dict[str, str | None] = {}  # symbol -> the group of the order that opened its position
@@ -133,6 +137,8 @@ class Model:
         whatever the operator's halt."""
         self.equity += Fraction(pnl)
         self.peak = max(self.peak, self.equity)
+        if self.emptied is not None and self.equity > 0:  # a close is no deposit
+            self.peak, self.emptied = self.equity / (1 - self.emptied), None
         limit = self.config.max_drawdown_pct
         if limit is None or self.latched:
             return
@@ -145,14 +151,18 @@ class Model:
             self.near_limit = abs(drawdown - Fraction(limit)) < Fraction(1, 10**80)
 
     def adjust(self, amount: D) -> None:
-        """A deposit or withdrawal: the peak scales by new / old equity (README: at or
-        below zero there is no percentage to keep: new equity <= 0 becomes the peak;
-        from <= 0 to > 0 the peak stays or rises to the new equity)."""
+        """A deposit or withdrawal: the peak scales by new / old equity. New equity <= 0
+        becomes the peak; emptied from above zero, the drawdown is kept and holds again
+        once equity is back above zero; from <= 0 (a bust by losses) to > 0 the peak
+        stays or rises to the new equity."""
         old, new = self.equity, self.equity + Fraction(amount)
         if new <= 0:
+            if old > 0:
+                self.emptied = (self.peak - old) / self.peak
             self.peak = new
         elif old <= 0:
-            self.peak = max(self.peak, new)
+            self.peak = max(self.peak, new) if self.emptied is None else new / (1 - self.emptied)
+            self.emptied = None
         else:
             self.peak = self.peak * new / old
         self.equity = new
@@ -499,6 +509,8 @@ class CapMachine(RuleBasedStateMachine):
             return
         if order is None:
             model.add_position(symbol, qty, price)  # no order known: applied in full
+            for name in model.legs.get(symbol, {}):  # to the whole position: every leg
+                model.legs[symbol][name] += qty
             return
         hit = (venue_symbol,) if venue_symbol in order["legs"] else order["legs"]
         before = max(order["filled"].values(), default=D(0))
@@ -599,9 +611,10 @@ class CapMachine(RuleBasedStateMachine):
             model.halt = "REDUCE_ONLY" if mode == "reduce_only" else "HALTED"
         elif kind == "resume":
             model.halt = None
-            if clear:  # the drawdown latch is lifted and re-armed from the equity now
+            if clear and model.latched:  # a tripped latch is lifted and re-armed from the equity now
                 model.latched, model.near_limit = False, False
-                model.peak = model.equity
+                model.peak, model.emptied = model.equity, None
+            # with none tripped, `clear` releases nothing: the peak stays where it is
         elif kind == "adjust_equity":
             after = self.processor.store.load("p1").streak
             old_pct, new_pct = engine_drawdown(before), engine_drawdown(after)
