@@ -103,9 +103,76 @@ def bounded(value: Decimal) -> Decimal:
     return value
 
 
+# A decimal string's exponent, when it has one, is that of scientific notation: one
+# digit before the point (not 0, unless the value is 0), as Python's `str(Decimal)`
+# and Java's `BigDecimal.toString` write it ("1E-8", "1.50E+3"), and between these.
+# Together with the bounds above this is a rule on the text alone, which a regular
+# expression states exactly (`decimal_pattern`): the JSON Schemas carry it as is.
+MIN_EXPONENT = -MAX_PLACES
+MAX_EXPONENT = MAX_ADJUSTED_EXPONENT
+
+
+def _up_to(n: int) -> str:
+    """A regular expression for the numbers 0..n (n < 100), without leading zeros."""
+    assert 0 <= n < 100
+    if n < 10:
+        return f"[0-{n}]"
+    tens, units = divmod(n, 10)
+    spans = ["[0-9]"] + ([f"[1-{tens - 1}][0-9]" if tens > 2 else "1[0-9]"] if tens > 1 else [])
+    return "(?:" + "|".join(spans + [f"{tens}[0-{units}]"]) + ")"
+
+
+def _exponent(x: int | None = None) -> str:
+    """The exponent part spelling `x` (leading zeros allowed, as JSON allows them), or
+    any exponent from MIN_EXPONENT to MAX_EXPONENT (None)."""
+    if x is None:
+        return rf"[eE](?:\+?0*{_up_to(MAX_EXPONENT)}|-0*{_up_to(-MIN_EXPONENT)})"
+    if x == 0:
+        return "[eE][+-]?0+"
+    return rf"[eE]\+?0*{x}" if x > 0 else rf"[eE]-0*{-x}"
+
+
+def _fraction(places: int) -> str:
+    """Digits after a point whose last non-zero digit is within `places` of it."""
+    return f"[0-9]{{1,{places}}}0*" if places > 0 else "0+"
+
+
+def decimal_pattern(minimum: str | None = None, at_most_one: bool = False) -> str:
+    """The regular expression (anchored, ECMA 262 and Python alike) of the decimal
+    strings `wire_decimal` accepts whose value is also above the bound `minimum`
+    (None: none; ">0"; ">=0") and, with `at_most_one`, at most 1. A string matches
+    it exactly when the worker accepts it for such a field: the JSON Schemas and
+    tests/unit/test_schema_contract.py hold to that."""
+    zero = "0(?:\\.0+)?(?:" + _exponent() + ")?"
+    plain = f"0\\.[0-9]{{0,{MAX_PLACES - 1}}}[1-9]0*"  # in (0, 1)
+    scientific = [f"[1-9](?:\\.{_fraction(MAX_PLACES + x)})?{_exponent(x)}" for x in range(MIN_EXPONENT, 0)]
+    if at_most_one:
+        nonzero = [plain, "1(?:\\.0+)?(?:" + _exponent(0) + ")?"] + scientific
+    else:
+        nonzero = [plain, f"[1-9][0-9]{{0,{MAX_ADJUSTED_EXPONENT}}}(?:\\.{_fraction(MAX_PLACES)})?"] + scientific + [
+            f"[1-9](?:\\.{_fraction(MAX_PLACES + x)})?{_exponent(x)}" for x in range(0, MAX_EXPONENT + 1)]
+    positive = "|".join(nonzero)
+    if minimum == ">0":
+        body = positive
+    elif minimum == ">=0":
+        body = f"-?{zero}|{positive}"
+    elif minimum is None and not at_most_one:
+        body = f"-?(?:{zero}|{positive})"
+    else:
+        raise ValueError(f"no pattern for minimum={minimum!r}, at_most_one={at_most_one}")
+    return f"^(?:{body})$"
+
+
+_SCIENTIFIC = re.compile(decimal_pattern()).fullmatch
+ONE_PATTERN = "^1(?:\\.0+)?(?:" + _exponent(0) + ")?$"  # the decimal strings `wire_decimal` reads as 1
+
+
 def wire_decimal(value: Any) -> Decimal:
     """`bounded(to_decimal(value))`: a wire value as a finite Decimal within the
-    bounds, or ValueError with the rule that failed (the same error, the same words).
+    bounds, or ValueError with the rule that failed (the same error, the same words);
+    a string written with an exponent must also be in scientific notation with an
+    exponent from MIN_EXPONENT to MAX_EXPONENT (so that `decimal_pattern` is exactly
+    the strings accepted).
 
     The usual input, a JSON-number string in plain notation, is checked on its text:
     written without an exponent, its decimal places are the digits after the point."""
@@ -118,7 +185,11 @@ def wire_decimal(value: Any) -> Decimal:
             result = Decimal(value)
             if result.adjusted() <= MAX_ADJUSTED_EXPONENT:
                 return result
-    return bounded(to_decimal(value))
+    result = bounded(to_decimal(value))
+    if type(value) is str and ("e" in value or "E" in value) and _SCIENTIFIC(value) is None:
+        raise ValueError(f"with an exponent must be in scientific notation (one digit before the point, as in "
+                         f"1.5E-8) with an exponent from {MIN_EXPONENT} to {MAX_EXPONENT}")
+    return result
 
 
 def canonical(value: Decimal) -> str:

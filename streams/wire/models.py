@@ -12,7 +12,9 @@ import re
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, NotRequired, Required, TypeVar, Union
+
+from typing_extensions import TypedDict
 
 from pydantic import (
     BaseModel,
@@ -20,54 +22,67 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    PlainValidator,
+    StrictBool,
     TypeAdapter,
     ValidationError,
     model_validator,
+    with_config,
 )
 
-from pydantic_core import PydanticKnownError
+from pydantic_core import PydanticKnownError, core_schema
 
 from streams.wire import decimals
 from streams.errors import InvalidMessage, field_errors
 
-_NUMBER = decimals.JSON_NUMBER.pattern
-_DECIMAL_BOUNDS = ("below 1e16 in magnitude, at most 18 decimal places; written as a string, read from a string "
-                   "or a JSON number")
+# A JSON Schema pattern is ECMA 262, where `$` is the end of the text; in Python's
+# and Java's dialects it also matches before a final newline ("1\n"). A pattern
+# anchored with `$` comes with this, so that every validator refuses that newline.
+_NO_NEWLINE = {"not": {"pattern": "\n"}}
+_DECIMAL_BOUNDS = (f"below 1e16 in magnitude, at most {decimals.MAX_PLACES} decimal places; written as a string "
+                   f"(plain notation, or scientific with an exponent from {decimals.MIN_EXPONENT} to "
+                   f"{decimals.MAX_EXPONENT}), read from such a string or a JSON number")
 
 
 class WireDecimal:
-    """The JSON Schema of a wire decimal, with its bounds: a string in JSON number
-    grammar (what the product writes), or on input also a JSON number.
-    `minimum`/`exclusive`/`maximum` repeat the field's own bounds for the schema."""
+    """A wire decimal field: its bounds, declared once (`gt`/`ge` 0, `le` 1), make
+    both its validator (`_wire_decimal`) and its JSON Schema, a string matching
+    `decimals.decimal_pattern` for those bounds (what the product writes) or on
+    input also a JSON number with the same bounds: `multipleOf` 1e-18 is the
+    places rule, exact in JSON Schema's arithmetic (numbers are decimals there)."""
 
-    def __init__(self, minimum: int | None = None, exclusive: bool = False, maximum: int | None = None) -> None:
-        self.minimum, self.exclusive, self.maximum = minimum, exclusive, maximum
+    def __init__(self, gt: int | None = None, ge: int | None = None, le: int | None = None) -> None:
+        if (gt, ge) not in ((None, None), (0, None), (None, 0)) or le not in (None, 1):
+            raise ValueError("a wire decimal is bounded below by > 0 or >= 0 and above by <= 1, if at all")
+        self.gt, self.ge, self.le = gt, ge, le
+        self.validate = _wire_decimal(gt, ge, le)  # one per type, shared by its fields
 
-    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
-        unsigned = self.minimum is not None and self.minimum >= 0
-        pattern = "^" + (_NUMBER[2:] if unsigned and _NUMBER.startswith("-?") else _NUMBER) + "$"
-        bounds = []
-        if self.minimum is not None:
-            bounds.append(f"{'>' if self.exclusive else '>='} {self.minimum}")
-        if self.maximum is not None:
-            bounds.append(f"<= {self.maximum}")
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        return core_schema.no_info_plain_validator_function(
+            self.validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(decimals.canonical))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        minimum = ">0" if self.gt is not None else ">=0" if self.ge is not None else None
+        bounds = [f"{'>' if self.gt is not None else '>='} 0"] if minimum else []
+        bounds += ["<= 1"] if self.le is not None else []
         text = "A decimal" + (f" {' and '.join(bounds)}" if bounds else "") + f": {_DECIMAL_BOUNDS}."
-        string = {"type": "string", "pattern": pattern}
+        string = {"type": "string", "pattern": decimals.decimal_pattern(minimum, self.le is not None), **_NO_NEWLINE}
         if handler.mode == "serialization":
             return {**string, "description": text}
-        number: dict[str, Any] = {"type": "number", "exclusiveMaximum": 1e16, "exclusiveMinimum": -1e16}
-        if self.minimum is not None:
-            number["exclusiveMinimum" if self.exclusive else "minimum"] = self.minimum
-            if not self.exclusive:
+        number: dict[str, Any] = {"type": "number", "multipleOf": float(f"1e-{decimals.MAX_PLACES}"),
+                                  "exclusiveMinimum": -10 ** (decimals.MAX_ADJUSTED_EXPONENT + 1),
+                                  "exclusiveMaximum": 10 ** (decimals.MAX_ADJUSTED_EXPONENT + 1)}
+        if minimum is not None:
+            number["exclusiveMinimum" if self.gt is not None else "minimum"] = 0
+            if self.ge is not None:
                 number.pop("exclusiveMinimum")
-        if self.maximum is not None:
-            number["maximum"] = self.maximum
+        if self.le is not None:
             number.pop("exclusiveMaximum")
+            number["maximum"] = 1
         return {"anyOf": [string, number], "description": text}
 
 
-def _wire_decimal(gt: int | None = None, ge: int | None = None, le: int | None = None) -> PlainValidator:
+def _wire_decimal(gt: int | None = None, ge: int | None = None, le: int | None = None) -> Any:
     """A wire decimal field's one validator: `decimals.wire_decimal` (conversion and
     bounds), then the field's own bounds, in that order and with the errors that
     `BeforeValidator(to_decimal)`, `AfterValidator(bounded)` and `Field(gt=, ge=, le=)`
@@ -97,20 +112,33 @@ def _wire_decimal(gt: int | None = None, ge: int | None = None, le: int | None =
             known[value] = result
         return result
 
-    return PlainValidator(validate)
+    return validate
 
 
 _KNOWN_KEPT = 4096
-_WRITTEN = PlainSerializer(decimals.canonical)
-Dec = Annotated[Decimal, _wire_decimal(), _WRITTEN, WireDecimal()]
-PositiveDec = Annotated[Decimal, _wire_decimal(gt=0), _WRITTEN, WireDecimal(0, exclusive=True)]
-NonNegativeDec = Annotated[Decimal, _wire_decimal(ge=0), _WRITTEN, WireDecimal(0)]
-Score = Annotated[Decimal, _wire_decimal(ge=0, le=1), _WRITTEN, WireDecimal(0, maximum=1)]
-ReduceFraction = Annotated[Decimal, _wire_decimal(gt=0, le=1), _WRITTEN, WireDecimal(0, maximum=1, exclusive=True)]
+Dec = Annotated[Decimal, WireDecimal()]
+PositiveDec = Annotated[Decimal, WireDecimal(gt=0)]
+NonNegativeDec = Annotated[Decimal, WireDecimal(ge=0)]
+Score = Annotated[Decimal, WireDecimal(ge=0, le=1)]
+ReduceFraction = Annotated[Decimal, WireDecimal(gt=0, le=1)]
 Side = Literal["buy", "sell"]
 # An identifier: 1..256 characters, no control characters (order ids are derived
 # from portfolio and signal ids joined by one, `engine.order_id_for`).
-Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+_CONTROL = r"\x00-\x1f\x7f"
+
+
+class _NoControl:
+    """An identifier's JSON Schema says "no control character" unanchored (`not` a
+    pattern that finds one), as every regular-expression dialect reads it alike."""
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        generated = handler(schema)
+        generated.pop("pattern")
+        return {**generated, "not": {"pattern": f"[{_CONTROL}]"}}
+
+
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=f"^[^{_CONTROL}]+$"), _NoControl()]
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
@@ -120,11 +148,34 @@ _EPOCH_DAY = date(1970, 1, 1).toordinal()
 MIN_EVENT_TIME_MS = 0
 MAX_EVENT_TIME_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc) - _EPOCH) // timedelta(
     milliseconds=1)
-# RFC 3339 section 5.6 date-time, ASCII digits only; fractions past milliseconds are truncated.
+# RFC 3339 section 5.6 date-time (its ABNF: "T" or "t" between date and time),
+# ASCII digits only; fractions past milliseconds are truncated.
 _RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
 )
+_FIRST_DAY, _LAST_DAY = "1970-01-01", "9999-12-31"  # of the range, as written with their offset
+
+
+def _event_time_pattern() -> str:
+    """The JSON Schema pattern of the RFC 3339 times `parse_event_time` accepts: a real
+    calendar date (leap years included) from 1970 to 9999, hours 00-23, minutes and
+    seconds 00-59, an offset up to 23:59; on the range's first day no offset east of
+    UTC, on its last none west (the rule `parse_event_time` applies, so that the
+    pattern is exact: a regular expression cannot add an offset to a time)."""
+    assert (format_event_time(MIN_EVENT_TIME_MS)[:10], format_event_time(MAX_EVENT_TIME_MS)[:10]) == (
+        _FIRST_DAY, _LAST_DAY)
+    d31, d30, d28 = "(?:0[1-9]|[12][0-9]|3[01])", "(?:0[1-9]|[12][0-9]|30)", "(?:0[1-9]|1[0-9]|2[0-8])"
+    days = f"(?:0[469]|11)-{d30}|02-{d28}"
+    any_day = f"(?:0[13578]|1[02])-{d31}|{days}"
+    years = "19(?:7[1-9]|[89][0-9])|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8]"
+    leap_years = "19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[3579][26])00"
+    dates = (f"(?:{years})-(?:{any_day})|(?:{leap_years})-02-29|1970-(?:01-(?:0[2-9]|[12][0-9]|3[01])|"
+             f"(?:0[3578]|1[02])-{d31}|{days})|9999-(?:(?:0[13578]|10)-{d31}|12-{d30}|{days})")
+    clock = r"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    offset = "(?:[01][0-9]|2[0-3]):[0-5][0-9]"
+    return (f"^(?:(?:{dates}){clock}(?:[Zz]|[+-]{offset})|{_FIRST_DAY}{clock}(?:[Zz]|[+-]00:00|-{offset})"
+            f"|{_LAST_DAY}{clock}(?:[Zz]|[+-]00:00|\\+{offset}))$")
 
 
 def _in_bounds(epoch_ms: int) -> int:
@@ -169,7 +220,15 @@ def parse_event_time(value: Any) -> int:
             raise ValueError("UTC offset must be at most 23:59")
         # integer arithmetic: no datetime can overflow at either end of the range
         seconds = days * 86_400 + clock.hour * 3600 + clock.minute * 60 + clock.second - offset_s
-        return _in_bounds(seconds * 1000 + int((fraction or "0").ljust(3, "0")[:3]))
+        epoch_ms = _in_bounds(seconds * 1000 + int((fraction or "0").ljust(3, "0")[:3]))
+        # the date as written is in the range too, and on its edge days the offset
+        # cannot carry the time out of it: a rule on the text (`_event_time_pattern`)
+        if value[:10] < _FIRST_DAY:
+            raise ValueError(f"must not be before 1970-01-01T00:00:00Z, nor written on a date before {_FIRST_DAY}")
+        if offset_s and value[:10] == (_FIRST_DAY if offset_s > 0 else _LAST_DAY):
+            raise ValueError(f"on {value[:10]} the offset must be Z or {'west' if offset_s > 0 else 'east'} of UTC "
+                             f"(the range is 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z)")
+        return epoch_ms
     raise ValueError("must be RFC 3339 or epoch milliseconds")
 
 
@@ -178,7 +237,10 @@ def parse_time(text: str | None) -> int | None:
     epoch ms; None for None. Raises what `parse_event_time` raises."""
     if text is None:
         return None
-    return parse_event_time(int(text) if text.isdigit() else text)
+    if text.isdigit():
+        return parse_event_time(int(text))
+    # a typed time may have a space between date and time (RFC 3339's note), the wire not
+    return parse_event_time(text[:10] + "T" + text[11:] if text[10:11] == " " else text)
 
 
 def format_event_time(epoch_ms: int) -> str:
@@ -224,8 +286,7 @@ class WireTime:
         text = ("Event time from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z: RFC 3339 with an explicit "
                 "offset, or epoch milliseconds; written as RFC 3339 UTC with milliseconds "
                 "(2026-01-01T00:00:00.000Z).")
-        string = {"type": "string", "format": "date-time", "pattern": "^(?:19[7-9][0-9]|[2-9][0-9]{3})"
-                  + _RFC3339.pattern[len("([0-9]{4})"):] + "$"}
+        string = {"type": "string", "format": "date-time", "pattern": _event_time_pattern(), **_NO_NEWLINE}
         if handler.mode == "serialization":
             return {**string, "description": text}
         return {"anyOf": [string, {"type": "integer", "minimum": MIN_EVENT_TIME_MS, "maximum": MAX_EVENT_TIME_MS}],
@@ -257,6 +318,12 @@ class Leg(Message):
     `qty_step`, `min_qty` and `max_qty` are in the leg's units; `min_notional` and
     `max_notional` in quote currency. A spot leg has no contract: its
     `contract_size` must be 1 (an instrument with another is refused)."""
+
+    # `_sizable` in the JSON Schema: a spot leg (`kind` spot or absent) has contract_size 1
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_extra={
+        "if": {"properties": {"kind": {"const": "spot"}}},
+        "then": {"properties": {"contract_size": {"anyOf": [{"const": 1}, {"type": "string",
+                                                                          "pattern": decimals.ONE_PATTERN}]}}}})
 
     venue_symbol: Id
     side: Side
@@ -303,7 +370,12 @@ class Instrument(Message):
     model_config = ConfigDict(extra="ignore", frozen=True, json_schema_extra={"examples": list(EXAMPLE_INSTRUMENTS)})
 
     symbol: Id
-    legs: Annotated[tuple[Leg, ...], Field(min_length=1, max_length=8)]
+    # `_one_base` in the JSON Schema: some leg is not inverse. That no two legs share a
+    # venue_symbol, JSON Schema cannot say (uniqueItems compares whole legs): the
+    # description says it, and tests/unit/test_schema_contract.py checks it beside.
+    legs: Annotated[tuple[Leg, ...], Field(min_length=1, max_length=8, json_schema_extra={
+        "contains": {"not": {"required": ["kind"], "properties": {"kind": {"const": "inverse"}}}},
+        "description": "At least one leg not inverse; no two legs with the same venue_symbol."})]
     group: Id | None = None
     """The key of group exposure caps (`group_caps`): an underlying (`BTC`) or a sector; None: in no group."""
 
@@ -350,7 +422,7 @@ class OrderFilled(FillEvent):
     symbol: Id
     qty: PositiveDec
     price: PositiveDec
-    final: bool = False
+    final: StrictBool = False
     venue_symbol: Id | None = None
     """The leg this fill is of, for a multi-leg order reported leg by leg; None: the whole order."""
 
@@ -475,9 +547,215 @@ RejectionReason = Literal[
 ]
 
 
+class CanonicalDecimal:
+    """The JSON Schema of a decimal a trace writes: `decimals.canonical`'s form (plain
+    notation, no trailing zeros, "0" for zero), of any size: a trace shows the engine's
+    exact intermediate values, which the wire bounds do not bound."""
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        return {"type": "string", "pattern": r"^(?:0|-?[1-9][0-9]*(?:\.[0-9]*[1-9])?|-?0\.[0-9]*[1-9])$"}
+
+
+# The decision's `trace`, as `engine.pipeline` writes it for a published decision
+# (explained): its keys and their types, for its JSON Schema (closed objects, so that
+# a key the engine adds without declaring it here fails tests/unit/test_schemas.py).
+# The engine builds it as plain dicts; it is never validated against these types.
+TraceDec = Annotated[Decimal, CanonicalDecimal()]
+TraceTime = Annotated[str, WireTime()]
+_CLOSED = ConfigDict(extra="forbid")
+
+
+@with_config(_CLOSED)
+class TraceInput(TypedDict):
+    """Where the signal was read and what the portfolio's state had applied by then."""
+
+    topic: str
+    partition: int
+    offset: int | None
+    last_fill_offset: int | None
+    instrument_offset: int | None
+    last_control_offset: int | None
+    controls_applied: list[tuple[int, int | None]]
+    """Each command applied since the last decision: (its offset, the last fill's before it)."""
+
+
+@with_config(_CLOSED)
+class TraceSignal(TypedDict):
+    symbol: str
+    side: Side
+    score: TraceDec | None
+    price: TraceDec
+    ts: TraceTime
+
+
+@with_config(_CLOSED)
+class TraceState(TypedDict):
+    """The state the decision read (USD; times as RFC 3339 UTC)."""
+
+    latest_ts: TraceTime | None
+    clock: TraceTime | None
+    positions: TraceDec
+    reserved: TraceDec
+    exposure: TraceDec
+    lapsed_reservations: int
+    consecutive_wins: int
+    consecutive_losses: int
+    drawdown: bool
+    phase: int
+    equity: TraceDec
+    closed_trades: int
+    halt: RejectionReason | None
+    max_drawdown: str | None
+    peak_equity: NotRequired[TraceDec]
+    drawdown_pct: NotRequired[TraceDec | None]
+
+
+@with_config(_CLOSED)
+class TraceLapsed(TypedDict):
+    order_id: str
+    symbol: str
+    notional: TraceDec
+    made_ts: TraceTime
+
+
+@with_config(_CLOSED)
+class TraceLossGuard(TypedDict):
+    losses_in_window: int
+    loss_guard_count: int
+    paused_until: TraceTime | None
+
+
+@with_config(_CLOSED)
+class TraceCooldown(TypedDict):
+    symbol: str
+    until: TraceTime | None
+
+
+@with_config(_CLOSED)
+class TraceOrderRate(TypedDict):
+    opens_in_window: int
+    max_orders_per_window: int
+
+
+@with_config(_CLOSED)
+class TraceProtections(TypedDict, total=False):
+    loss_guard: TraceLossGuard
+    cooldown: TraceCooldown
+    order_rate: TraceOrderRate
+
+
+@with_config(_CLOSED)
+class TraceReduce(TypedDict):
+    held_qty: TraceDec
+    position_side: Side | None
+    reduce_fraction: TraceDec
+    qty: NotRequired[TraceDec]
+
+
+@with_config(_CLOSED)
+class TraceCaps(TypedDict, total=False):
+    """The caps in the order they apply (pair, group, portfolio), each with its
+    exposure and remainder; those after a refusing cap are absent."""
+
+    mode: Required[Literal["shrink", "skip"]]
+    pair_cap: TraceDec
+    pair_exposure: TraceDec
+    pair_remaining: TraceDec
+    group: str
+    group_cap: TraceDec
+    group_exposure: TraceDec
+    group_remaining: TraceDec
+    portfolio_cap: TraceDec
+    remaining: TraceDec
+    capped_budget: TraceDec
+    bound_by: RejectionReason
+
+
+@with_config(_CLOSED)
+class TraceClamp(TypedDict):
+    leg: str
+    rule: Literal["max_qty", "max_notional"]
+    limit: TraceDec
+
+
+@with_config(_CLOSED)
+class TraceExchange(TypedDict, total=False):
+    step: Required[TraceDec]
+    qty: Required[TraceDec]
+    unclamped_qty: TraceDec
+    clamped_by: TraceClamp
+    leg_qty: dict[str, TraceDec]
+    hedge_residual: dict[str, TraceDec]
+    reason: RejectionReason
+    detail: str
+
+
+@with_config(_CLOSED)
+class TraceFixedBase(TypedDict):
+    mode: Literal["fixed"]
+    base: TraceDec
+
+
+@with_config(_CLOSED)
+class TraceGraduatedBase(TypedDict):
+    mode: Literal["graduated"]
+    phase: int
+    equity_pct: TraceDec
+    base: TraceDec
+
+
+@with_config(_CLOSED)
+class TraceUnscored(TypedDict):
+    mode: Literal["unscored"]
+    unscored_signals: Literal["static", "reject"]
+    multiplier: NotRequired[TraceDec]
+
+
+@with_config(_CLOSED)
+class TraceLinear(TypedDict):
+    mode: Literal["linear"]
+    fraction: TraceDec
+
+
+@with_config(_CLOSED)
+class TraceTiers(TypedDict):
+    mode: Literal["tiers"]
+    tier: int | None
+    multiplier: NotRequired[TraceDec]
+
+
+@with_config(_CLOSED)
+class Trace(TypedDict, total=False):
+    """A published decision's trace: the input position, the signal, the state read,
+    then what each pipeline step computed, as far as the decision went."""
+
+    input: Required[TraceInput]
+    signal: Required[TraceSignal]
+    state: Required[TraceState]
+    lapsed: list[TraceLapsed]
+    protections: TraceProtections
+    reduce: TraceReduce
+    static: Literal[True]
+    conviction: Annotated[Union[TraceUnscored, TraceLinear, TraceTiers], Field(discriminator="mode")]
+    base: Annotated[Union[TraceFixedBase, TraceGraduatedBase], Field(discriminator="mode")]
+    drawdown_multiplier: TraceDec
+    budget: TraceDec
+    caps: TraceCaps
+    exchange: TraceExchange
+    detail: str
+    """A rejection's `key=value` detail."""
+
+
+class TraceSchema:
+    """`Decision.trace`'s JSON Schema: `Trace`'s (the field itself stays a plain dict)."""
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        return handler(TypeAdapter(Trace).core_schema)
+
+
 class Decision(BaseModel):
     """One per signal. `trace` holds every intermediate value of the pipeline, the
-    state it read and the input position; rejected decisions carry no order."""
+    state it read and the input position (`Trace`); rejected decisions carry no order."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -488,7 +766,7 @@ class Decision(BaseModel):
     order_id: str | None
     qty: Dec | None
     notional: Dec | None
-    trace: dict[str, Any]
+    trace: Annotated[dict[str, Any], TraceSchema()]
     config_hash: str
 
 

@@ -5,13 +5,45 @@ the files differ).
 
 Inputs (instruments, signals, fills, controls) are described as the worker
 accepts them (a decimal as a JSON-number string or a JSON number, `ts` as RFC
-3339 or epoch milliseconds); outputs (orders, decisions) as it writes them
-(decimals as strings, `ts` as RFC 3339 UTC). Regenerate after changing a model:
+3339 or epoch milliseconds); outputs (orders, decisions with their `trace`) as
+it writes them (decimals as strings, `ts` as RFC 3339 UTC). Regenerate after
+changing a model:
 
     python -m streams.wire.schemas --write
 
 and raise `VERSION` (a new folder) when the change is not backward compatible
 for the readers of a topic.
+
+The schemas are the contract: a value is valid by its schema exactly when the
+worker admits it (tests/unit/test_schema_contract.py, both directions). Each
+bound is declared once, on the model's field type, and makes both the validator
+and the schema (`models.WireDecimal`, `models.WireTime`, `models.Id`):
+
+- A decimal's magnitude and places cannot be bounded by a regular expression
+  while its text may carry any exponent (the digits can always outnumber it).
+  Of the two ways, the worker's rule was made one on the text: a decimal string
+  with an exponent is in scientific notation (one digit before the point, the
+  exponent from -18 to 15, as Python's `Decimal` and Java's `BigDecimal` write
+  it), still JSON number grammar, still read without float, and refused where
+  it was accepted only for "10e3"-like forms and for a zero with an exponent
+  out of that range. `decimals.decimal_pattern` states the rule exactly, with
+  the field's range (> 0, >= 0, <= 1) folded in. A decimal sent as a JSON
+  number is bounded by `minimum`/`maximum` and `multipleOf` 1e-18, exact in
+  JSON Schema's arithmetic (numbers are decimals there; a validator that reads
+  them as binary floats is approximate on the last digits).
+- A time's pattern states the calendar (leap years), the clock and the offset
+  exactly; that the instant stays within 1970..9999 cannot be (a pattern cannot
+  add an offset), so the worker's rule was tightened on the text there too: on
+  1970-01-01 no offset east of UTC, on 9999-12-31 none west, no date written
+  before 1970, and `T` (or `t`) between date and time, as RFC 3339's grammar
+  says (a space, which its note allows, would fail `format: date-time`).
+- A pattern anchored with `$` comes with `"not": {"pattern": "\\n"}`: in
+  Python's and Java's dialects `$` also matches before a final newline.
+- One rule stays beyond JSON Schema: no two legs of an instrument share a
+  `venue_symbol` (said in the schema's description).
+
+Version 2: narrower than version 1, which took what the worker dead-letters
+(`"price": "0"`, `"score": "5"`, `"price": "1e20"`) and had no trace schema.
 """
 
 from __future__ import annotations
@@ -26,7 +58,7 @@ from pydantic import TypeAdapter
 
 from streams.wire import models
 
-VERSION = 1
+VERSION = 2
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "topics" / "schemas" / f"v{VERSION}"
 
 # file name -> (model, topic, direction)

@@ -7,9 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import jsonschema
 import pytest
 
+from streams.wire import schemas
 from tests.builders import journal_text
+
+# every decision the acceptance journals produce is held to the checked-in decision
+# schema, its `trace` included (closed objects: a key the engine writes undeclared fails)
+_DECISION = jsonschema.Draft202012Validator(json.loads(schemas.path("decision").read_text()))
 
 
 def _sizer() -> list[str]:
@@ -29,6 +35,10 @@ def replay(tmp_path: Path) -> Callable[..., list[dict[str, Any]]]:
             capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False,
         )
         assert done.returncode == 0, done.stderr
-        return [json.loads(line) for line in done.stdout.splitlines()]
+        decisions = [json.loads(line) for line in done.stdout.splitlines()]
+        for decision in decisions:
+            if isinstance(decision, dict) and "trace" in decision:
+                _DECISION.validate(decision)
+        return decisions
 
     return run

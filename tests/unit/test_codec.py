@@ -331,14 +331,34 @@ def test_an_order_is_written_as_its_model_dump_would_be(qty, price, legs, ts):
     assert to_json(order) == decimals.dumps(order.model_dump())
 
 
-# The decimal fields' one validator against the chain it replaces: to_decimal, the
-# decimal type, bounded, then the field's bounds, each a validator of its own.
+# The decimal fields' one validator against the chain it replaces: to_decimal,
+# bounded, the scientific-notation rule, then the field's bounds.
+
+def reference_scientific(value):
+    """A decimal string written with an exponent is in scientific notation: one digit
+    before the point, not 0 unless the value is 0, and an exponent from -18 to 15."""
+    if isinstance(value, str) and ("e" in value or "E" in value):
+        mantissa, _, exponent = value.lower().partition("e")
+        digits = mantissa.lstrip("-").replace(".", "")
+        if (len(mantissa.lstrip("-").partition(".")[0]) != 1 or (digits[0] == "0" and digits.strip("0"))
+                or not -18 <= int(exponent) <= 15):
+            raise ValueError("with an exponent must be in scientific notation (one digit before the point, as in "
+                             "1.5E-8) with an exponent from -18 to 15")
+    return value
+
+
+def reference_wire_decimal(value):
+    result = reference_bounded(reference_to_decimal(value))  # its errors first
+    reference_scientific(value)
+    return result
+
 
 def _reference_field(**bounds):
     from typing import Annotated
 
-    from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter
-    chain = Annotated[Decimal, BeforeValidator(reference_to_decimal), AfterValidator(reference_bounded)]
+    from pydantic import BeforeValidator, Field, TypeAdapter
+
+    chain = Annotated[Decimal, BeforeValidator(reference_wire_decimal)]
     return TypeAdapter(Annotated[chain, Field(**bounds)] if bounds else chain)
 
 
@@ -370,7 +390,8 @@ def same_field_outcomes(value):
     "1", "0", "-0", "0.0", "-0.0", "1.50", "0.5", "1", "1.0", "1.000000000000000000", "1.0000000000000000000",
     "0.000000000000000001", "0.0000000000000000001", "-0.0000000000000000001", "0.0000000000000000000",
     "9999999999999999", "9999999999999999.999999999999999999", "10000000000000000", "-10000000000000000",
-    "1e15", "1e16", "1E+16", "-1e17", "1e-18", "1e-19", "0e-30", "0e30", "1.5e1", "100e-20",
+    "1e15", "1e16", "1E+16", "-1e17", "1e-18", "1e-19", "0e-30", "0e30", "1.5e1", "100e-20", "0e-18", "0e15",
+    "0e16", "-0E-19", "10e3", "0.5e0", "1.50E+3", "1E-8", "1e-0008", "9.999999999999999e15", "1.5e-17", "1.55e-17",
     "1e1000000000000000000", "1_00", " 1", "+1", "١", "NaN", "Infinity", "", "01", "1.", ".1", "x" * 60, "1\n",
     "9" * 400, "0." + "0" * 400 + "1", 0, 1, -1, 2, 10**16, 10**15, True, False, 0.5, None, [1],
     Decimal("1.50"), Decimal("-0"), Decimal("0E-30"), Decimal("1E+16"), Decimal("1E-19"), Decimal("NaN"),
@@ -402,7 +423,7 @@ def test_remembered_decimal_strings_are_bounded():
     from typing import get_args
 
     from streams.wire import models
-    validate = get_args(models.PositiveDec)[1].func
+    validate = get_args(models.PositiveDec)[1].validate
     for n in range(1, 3 * models._KNOWN_KEPT):
         assert exact(validate(f"{n}.50")) == exact(Decimal(f"{n}.50"))
     known = [cell.cell_contents for cell in validate.__closure__ if isinstance(cell.cell_contents, dict)]
@@ -417,8 +438,8 @@ _NUMBER_TEXT = st.one_of(
 
 @settings(max_examples=1000, deadline=None)
 @given(_NUMBER_TEXT)
-def test_wire_decimal_is_to_decimal_then_bounded(text):
-    assert outcome(decimals.wire_decimal, text) == outcome(lambda v: reference_bounded(reference_to_decimal(v)), text)
+def test_wire_decimal_is_to_decimal_then_bounded_then_scientific(text):
+    assert outcome(decimals.wire_decimal, text) == outcome(reference_wire_decimal, text)
 
 
 @pytest.mark.parametrize("text", [
@@ -426,8 +447,8 @@ def test_wire_decimal_is_to_decimal_then_bounded(text):
     "1..2", "1_0", "١", "1\u00b2", "\u00b2", "1 ", " 1", "+1", "1.000000000000000000", "1.0000000000000000000",
     "9999999999999999", "10000000000000000", "9999999999999999.5", "0.00000000000000000000", "1e5", "1E5", "x",
 ])
-def test_wire_decimal_reads_edge_texts_as_to_decimal_then_bounded(text):
-    assert outcome(decimals.wire_decimal, text) == outcome(lambda v: reference_bounded(reference_to_decimal(v)), text)
+def test_wire_decimal_reads_edge_texts_as_to_decimal_then_bounded_then_scientific(text):
+    assert outcome(decimals.wire_decimal, text) == outcome(reference_wire_decimal, text)
 
 
 def reference_parse_event_time(value):
