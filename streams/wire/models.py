@@ -650,6 +650,7 @@ class TraceReduce(TypedDict):
     position_side: Side | None
     reduce_fraction: TraceDec
     qty: NotRequired[TraceDec]
+    legs_held: NotRequired[dict[str, TraceDec]]  # a pair's legs, venue symbol -> base units held
 
 
 @with_config(_CLOSED)
