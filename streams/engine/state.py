@@ -914,7 +914,7 @@ def _position_from_wire(data: list[Any]) -> Position:
     # [qty, entry_notional] as written before positions knew their side and group; legs
     # that hold less than qty only when there are any
     legs = {leg: Decimal(q) for leg, q in data[4].items()} if len(data) > 4 else EMPTY
-    return Position(Decimal(data[0]), Decimal(data[1]), *(data[2:4] if len(data) > 2 else ()), legs)
+    return Position(Decimal(data[0]), Decimal(data[1]), *(data[2:4] if len(data) > 2 else ()), legs=legs)
 
 
 def _reservation_to_wire(r: Reservation) -> list[Any]:
