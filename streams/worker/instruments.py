@@ -85,19 +85,14 @@ class TopicView(Service):
         except asyncio.TimeoutError:
             return False
 
-    async def refresh(self, since: float | None = None, timeout_s: float = 5.0, min_interval_s: float = 0.25) -> None:
+    async def refresh(self, since: float, timeout_s: float = 5.0) -> None:
         """Catch up with the topic as it is now. `since` (`time.monotonic()`): the records
         that asked were fetched before it, so a catch-up begun after it has read the topic
         as it was when they were written, and no other is needed (a burst of unknown keys
         in a batch costs one broker round trip); one begun before it may have missed a
-        record written just before them, so this one catches up whenever the last did.
-        Without `since`: at most one broker round trip per `min_interval_s`."""
+        record written just before them, so this one catches up whenever the last did."""
         now = time.monotonic()
-        if self._consumer is None:
-            return
-        if since is not None and self._last_refresh >= since:
-            return
-        if since is None and now - self._last_refresh < min_interval_s:
+        if self._consumer is None or self._last_refresh >= since:
             return
         self._last_refresh = now
         ends = await self._consumer.end_offsets(list(self._targets))

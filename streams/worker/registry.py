@@ -64,7 +64,7 @@ class PortfolioRegistry(TopicView):
     def loaded(self) -> int:
         return len(self.registered)
 
-    async def check(self, portfolio_id: str, since: float | None = None) -> None:
+    async def check(self, portfolio_id: str, since: float) -> None:
         """Raises UNKNOWN_PORTFOLIO (InvalidMessage) unless the portfolio is registered;
         an id not seen yet first makes the view catch up with the topic, unless it has
         since `since`, when the input's batch was fetched (`TopicView.refresh`): one

@@ -100,7 +100,7 @@ class View(dict):
     def offset_of(self, symbol: str) -> int | None:
         return 7 if symbol in self else None
 
-    async def refresh(self, since: float | None = None) -> None:
+    async def refresh(self, since: float) -> None:
         pass
 
 
