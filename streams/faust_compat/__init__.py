@@ -14,6 +14,8 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
 | `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
+| `group_commit` | aiokafka sends a transaction's offsets without the group's metadata (`TxnOffsetCommit` v0, no KIP-447): only a producer per input partition is fenced |
+| `worker_transactions` | one transactional producer per worker (`SIZER_TRANSACTIONS=per_worker`), fenced by the group's generation through `group_commit` |
 
 `SUPPORTED` names the versions this was written and tested against, and
 `PRIVATE_NAMES` every private name used; `check()` (run at start-up and by
@@ -64,6 +66,21 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.manager", "TableManager._recovery"),
     ("asyncio.queues", "Queue._getters"),
     ("aiokafka.conn", "OAuthAuthenticator._token_sent"),
+    # group_commit, worker_transactions: KIP-447 (TxnOffsetCommit v3)
+    ("aiokafka.producer.producer", "AIOKafkaProducer._sender"),
+    ("aiokafka.producer.producer", "AIOKafkaProducer._ensure_transactional"),
+    ("aiokafka.producer.sender", "Sender._do_txn_offset_commit"),
+    ("aiokafka.producer.sender", "Sender._find_coordinator"),
+    ("aiokafka.producer.sender", "Sender._txn_manager"),
+    ("aiokafka.producer.sender", "BaseHandler._sender"),
+    ("aiokafka.producer.sender", "TxnOffsetCommitHandler._offsets"),
+    ("aiokafka.producer.sender", "TxnOffsetCommitHandler._group_id"),
+    ("aiokafka.client", "AIOKafkaClient._wait_on_metadata"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer._coordinator"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator._group_instance_id"),
+    ("faust.transport.drivers.aiokafka", "Producer._new_producer"),
+    ("faust.transport.drivers.aiokafka", "Producer._settings_extra"),
+    ("faust.transport.drivers.aiokafka", "Producer._producer_type"),
 )
 
 

@@ -1,0 +1,135 @@
+"""KIP-447's `TxnOffsetCommit` v3 (`streams.faust_compat.group_commit`): the bytes
+on the wire as Kafka's message spec lays them out, and the handler's refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.producer.transaction_manager import TransactionManager, TransactionState
+from aiokafka.structs import OffsetAndMetadata
+
+from streams.faust_compat.group_commit import (GroupMetadata, GroupMovedOn, GroupTxnOffsetCommitHandler,
+                                               GroupTxnOffsetCommitRequest, TxnOffsetCommitRequest_v3,
+                                               TxnOffsetCommitResponse_v3)
+from streams.faust_compat.worker_transactions import worker_transactional_id
+
+
+def compact(text: str | None) -> bytes:
+    """A COMPACT_(NULLABLE_)STRING: unsigned varint length + 1 (0: null), then UTF-8 (lengths < 128 here)."""
+    if text is None:
+        return b"\x00"
+    return bytes([len(text.encode()) + 1]) + text.encode()
+
+
+def test_the_v3_request_is_laid_out_as_kafkas_spec_says():
+    request = GroupTxnOffsetCommitRequest("app-worker-1", "app", 4000, 3, GroupMetadata(7, "m-1", "pod-0"),
+                                          [("signals", [(2, 150, "")])])
+    built = request.prepare({28: (0, 4)})
+    assert type(built) is TxnOffsetCommitRequest_v3 and built.FLEXIBLE_VERSION
+    expected = (compact("app-worker-1") + compact("app") + struct.pack(">qh", 4000, 3) + struct.pack(">i", 7)
+                + compact("m-1") + compact("pod-0")
+                + b"\x02" + compact("signals")  # one topic (compact array: n + 1)
+                + b"\x02" + struct.pack(">iqi", 2, 150, -1) + compact("") + b"\x00"  # partition, its tags
+                + b"\x00"  # topic's tags
+                + b"\x00")  # request's tags
+    assert built.encode() == expected
+    # a static member's instance id is null for a dynamic member
+    dynamic = GroupTxnOffsetCommitRequest("t", "g", 1, 0, GroupMetadata(1, "m"), []).prepare({28: (0, 3)})
+    assert dynamic.encode().endswith(compact("m") + compact(None) + b"\x01" + b"\x00")
+
+
+def test_a_broker_without_v3_is_refused():
+    with pytest.raises(NotImplementedError):
+        GroupTxnOffsetCommitRequest("t", "g", 1, 0, GroupMetadata(1, "m"), []).prepare({28: (0, 2)})
+
+
+def test_the_v3_response_is_read():
+    body = (struct.pack(">i", 0) + b"\x02" + compact("signals") + b"\x02" + struct.pack(">ih", 2, 22) + b"\x00"
+            + b"\x00" + b"\x00")
+    response = TxnOffsetCommitResponse_v3.decode(body)
+    assert response.topics == [("signals", [(2, 22, {})], {})]
+
+
+class FakeClient:
+    def __init__(self, answer=None) -> None:
+        self.sent = []
+        self.answer = answer
+
+    async def send(self, node_id, request, group=None):
+        self.sent.append(request)
+        return self.answer
+
+
+class FakeSender:
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+        self._retry_backoff = 0.01
+        self._txn_manager = TransactionManager("app-worker-1", 10_000)
+        self._txn_manager.set_pid_and_epoch(4000, 3)
+        self._txn_manager.begin_transaction()
+        self._txn_manager.consumer_group_added("app")
+
+    def _coordinator_dead(self, coordinator_type):
+        pass
+
+
+def pending(sender: FakeSender) -> tuple[dict, asyncio.Future]:
+    offsets = {TopicPartition("signals", 2): OffsetAndMetadata(150, "")}
+    return offsets, sender._txn_manager.add_offsets_to_txn(offsets, "app")
+
+
+@pytest.mark.parametrize("metadata", [GroupMetadata(-1, ""), GroupMetadata(-1, "m-1"), GroupMetadata(7, ""), None],
+                         ids=["reset by a failed heartbeat", "no generation", "no member id", "none"])
+def test_the_handler_refuses_metadata_without_a_generation_and_sends_nothing(metadata):
+    async def run() -> None:
+        client = FakeClient()
+        sender = FakeSender(client)
+        offsets, future = pending(sender)
+        done = await GroupTxnOffsetCommitHandler(sender, offsets, "app", metadata).do(0)
+        assert done is True and client.sent == []
+        # abortable, not fatal: the caller aborts the transaction and rejoins
+        assert sender._txn_manager.state is TransactionState.ABORTABLE_ERROR
+        with pytest.raises(GroupMovedOn):
+            future.result()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("code", [22, 25, 27, 82])
+def test_the_coordinators_generation_errors_are_abortable(code):
+    async def run() -> None:
+        answer = TxnOffsetCommitResponse_v3(0, [("signals", [(2, code, {})], {})], {})
+        client = FakeClient(answer)
+        sender = FakeSender(client)
+        offsets, future = pending(sender)
+        done = await GroupTxnOffsetCommitHandler(sender, offsets, "app", GroupMetadata(7, "m-1")).do(0)
+        assert done is True and len(client.sent) == 1
+        sent = client.sent[0].prepare({28: (0, 3)})
+        assert (sent.generation_id, sent.member_id) == (7, "m-1")
+        assert sender._txn_manager.state is TransactionState.ABORTABLE_ERROR
+        with pytest.raises(GroupMovedOn):
+            future.result()
+
+    asyncio.run(run())
+
+
+def test_accepted_offsets_are_committed_to_the_transaction():
+    async def run() -> None:
+        client = FakeClient(TxnOffsetCommitResponse_v3(0, [("signals", [(2, 0, {})], {})], {}))
+        sender = FakeSender(client)
+        offsets, future = pending(sender)
+        assert await GroupTxnOffsetCommitHandler(sender, offsets, "app", GroupMetadata(7, "m-1")).do(0) is True
+        assert future.result() is None
+        assert sender._txn_manager.state is TransactionState.IN_TRANSACTION
+
+    asyncio.run(run())
+
+
+def test_the_worker_transactional_id_is_the_workers_and_stable(tmp_path):
+    assert worker_transactional_id("app", "pod-0", tmp_path) == "app-worker-pod-0"
+    first = worker_transactional_id("app", None, tmp_path / "a")
+    assert first.startswith("app-worker-") and first == worker_transactional_id("app", None, tmp_path / "a")
+    assert worker_transactional_id("app", None, tmp_path / "b") != first
