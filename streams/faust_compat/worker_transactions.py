@@ -40,6 +40,7 @@ import asyncio
 import collections
 import logging
 import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -60,6 +61,21 @@ READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 # how long a rebalance waits for the previous owner's transaction to end, at most:
 # the broker aborts it past its timeout (the session timeout), checking every 10 s
 SETTLE_WAIT_S = 120.0
+# For the broker tests of a paused worker (tests/integration/test_zombie.py): `produced:N`
+# stops the process (SIGSTOP) at its Nth commit before the offsets are sent, `offsets:N`
+# once they are accepted, before the transaction is committed. Not a setting.
+STOP_AT = "STREAMS_TEST_STOP_AT"
+
+
+def stop_point(environ: Any = os.environ) -> tuple[str, int] | None:
+    """(`produced` or `offsets`, the commit's number) from STOP_AT; None unset."""
+    value = environ.get(STOP_AT, "")
+    if not value:
+        return None
+    point, _, count = value.partition(":")
+    if point not in ("produced", "offsets") or not count.isdigit():
+        raise ValueError(f"{STOP_AT}: produced:N or offsets:N, not {value!r}")
+    return point, int(count)
 
 
 def worker_transactional_id(app_id: str, group_instance_id: str | None, appdir: Path) -> str:
@@ -164,6 +180,13 @@ class WorkerTransactionManager(TransactionManager):
     for every partition, its offsets fenced by the group metadata (see the module)."""
 
     producer: WorkerTransactionProducer
+    _commits = 0
+
+    def _maybe_stop(self, point: str) -> None:
+        wanted = stop_point()
+        if wanted == (point, self._commits):
+            log.warning("stopping the process (SIGSTOP) at commit %d, %s (%s)", self._commits, point, STOP_AT)
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
         producer = await self.producer.start_worker()
@@ -205,33 +228,34 @@ class WorkerTransactionManager(TransactionManager):
             return False
         producer = self.producer.for_input(None)
         metadata: GroupMetadata | None = getattr(self.consumer._thread, "group_metadata", None)
+        self._commits += 1
         try:
+            self._maybe_stop("produced")
             await producer.send_offsets_to_transaction(
                 {TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()},
                 self.app.conf.id, metadata)
+            self._maybe_stop("offsets")
             await producer.commit_transaction()
-        except GroupMovedOn as refused:
+        except (GroupMovedOn, ProducerFenced) as refused:
             await self._abort_and_exit(producer, refused)
-        except ProducerFenced as fenced:
-            log.warning("ProducerFenced %s", fenced)
-            self.app.local_state_unclean("the worker's producer was fenced")
-            await self.app.crash(fenced)
-            return False
         if start_new_transaction:
             await producer.begin_transaction()
         return True
 
     async def _abort_and_exit(self, producer: GroupMetadataProducer, refused: GroupMovedOn) -> None:
         """Abort the refused transaction (its outputs are never read), then exit: the
-        local stores hold its writes (see the module)."""
-        try:
-            await producer.abort_transaction()
-            outcome = "aborted"
-        except ProducerFenced:
-            outcome = "aborted by the broker (the producer was fenced)"
-        log.error("the group moved on from this worker: %s; the transaction is %s; exiting so that a restart "
-                  "rebuilds the local tables and rejoins the group", refused, outcome,
-                  extra={"event": "group_moved_on"})
+        local stores hold its writes (see the module). A fenced producer's transaction
+        was aborted by the broker (it timed out, or a newer producer took the id)."""
+        outcome = "aborted by the broker (the producer was fenced)"
+        if not producer._txn_manager.is_fatal_error():
+            try:
+                await producer.abort_transaction()
+                outcome = "aborted"
+            except Exception:  # noqa: BLE001 - fenced meanwhile: the broker aborts it
+                pass
+        why = "the group moved on from this worker" if isinstance(refused, GroupMovedOn) else "the producer was fenced"
+        log.error("%s: %r; the transaction is %s; exiting so that a restart rebuilds the local tables and rejoins "
+                  "the group", why, refused, outcome, extra={"event": "transaction_refused"})
         logging.shutdown()
         os._exit(75)
 

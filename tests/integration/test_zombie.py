@@ -1,0 +1,129 @@
+"""One transactional producer per worker (`SIZER_TRANSACTIONS=per_worker`) on the real
+broker: a worker paused past its session timeout (a zombie) whose partitions the
+group gave to another must not commit what it did before the pause, and the
+coordinator refuses a transaction's offsets from a generation the group has left
+(KIP-447, `streams.faust_compat.group_commit`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.bench.generate import session
+from streams.faust_compat.group_commit import GroupMetadata, GroupMetadataProducer, GroupMovedOn
+from tests.integration.harness import Deployment, eventually
+from tests.integration.invariants import assert_exactly_once
+
+PER_WORKER = {"SIZER_TRANSACTIONS": "per_worker", "SIZER_SESSION_TIMEOUT_S": "6", "SIZER_HEARTBEAT_INTERVAL_S": "1"}
+
+
+def stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP): state T in /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize("variant", ["produced", "offsets", "never_resumed"])
+def test_a_paused_worker_cannot_commit_after_the_group_moved_on(deployment, workers, variant):
+    point = "offsets" if variant == "offsets" else "produced"
+    zombie = workers("--preset", "conviction", SIZER_DATA_DIR=str(deployment.workdir / "data-z"),
+                     STREAMS_TEST_STOP_AT=f"{point}:2", **PER_WORKER)
+    survivor = workers("--preset", "conviction", SIZER_DATA_DIR=str(deployment.workdir / "data-s"), **PER_WORKER)
+    eventually(lambda: survivor.log().count("changelogs settled") >= 1 and zombie.log().count("changelogs settled")
+               >= 1, timeout_s=60, what="both workers hold partitions")
+    time.sleep(3.0)  # the group settled: no rebalance under way
+    inputs = list(session(1500, portfolios=20, seed=11))
+    publisher = deployment.publish_over(inputs, seconds=12, chunks=24)
+    eventually(lambda: stopped(zombie.process.pid), timeout_s=60, what="the zombie stopped mid-transaction")
+    assigned = survivor.log().count("partitions assigned")
+    settled = survivor.log().count("changelogs settled")
+    # the group gives the zombie's partitions to the survivor once its session times out
+    survivor.wait_log("partitions assigned", timeout_s=60, occurrences=assigned + 1)
+    if variant == "offsets":
+        # its transaction's offsets were accepted before the pause: only the broker's
+        # abort of the transaction past its timeout (the session timeout) stops its
+        # commit, and the survivor waits for that before restoring
+        survivor.wait_log("changelogs settled", timeout_s=60, occurrences=settled + 1)
+    if variant != "never_resumed":
+        os.kill(zombie.process.pid, signal.SIGCONT)
+        code = zombie.process.wait(timeout=60)
+        assert code == 75, zombie.log()[-3000:]
+        assert "exiting so that a restart rebuilds the local tables" in zombie.log()
+        if variant == "produced":
+            assert "the group moved on from this worker" in zombie.log() or "fenced" in zombie.log()
+    publisher.join()
+
+    assert_exactly_once(deployment, inputs)
+    # what the zombie produced before its pause was written, and aborted
+    assert len(deployment.read("decisions", "read_uncommitted")) > len(deployment.read("decisions"))
+    assert survivor.alive()
+    if variant == "never_resumed":
+        zombie.kill()
+
+
+def test_the_coordinator_refuses_a_transactions_offsets_from_an_old_generation(deployment: Deployment):
+    """Two members join one group in turn; offsets sent with the first member's first
+    generation are refused (and the transaction can only abort), with its current
+    generation accepted. The same offsets sent as aiokafka sends them (v0, no group
+    metadata) are accepted: the fence is the generation."""
+    signals, decisions = deployment.topics.name("signals"), deployment.topics.name("decisions")
+    group = f"{deployment.app_id}-protocol"
+    tp = TopicPartition(signals, 0)
+
+    def member() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(signals, bootstrap_servers=deployment.bootstrap, group_id=group,
+                                enable_auto_commit=False, session_timeout_ms=10_000, heartbeat_interval_ms=500)
+
+    def metadata(consumer: AIOKafkaConsumer) -> GroupMetadata:
+        coordinator = consumer._coordinator
+        return GroupMetadata(coordinator.generation, coordinator.member_id)
+
+    async def commit(producer: GroupMetadataProducer, meta: GroupMetadata | None) -> str:
+        await producer.begin_transaction()
+        await producer.send(decisions, b"x", partition=0)
+        try:
+            if meta is None:
+                await AIOKafkaProducer.send_offsets_to_transaction(producer, {tp: 1}, group)
+            else:
+                await producer.send_offsets_to_transaction({tp: 1}, group, meta)
+        except GroupMovedOn as refused:
+            await producer.abort_transaction()
+            return f"refused: {refused}"
+        await producer.commit_transaction()
+        return "committed"
+
+    async def run() -> None:
+        first, second = member(), member()
+        producer = GroupMetadataProducer(bootstrap_servers=deployment.bootstrap,
+                                         transactional_id=f"{group}-{uuid.uuid4().hex[:6]}")
+        await first.start()
+        await producer.start()
+        try:
+            while not first.assignment():
+                await first.getmany(timeout_ms=100)
+            old = metadata(first)
+            await second.start()
+            while not (second.assignment() and metadata(first).generation_id > old.generation_id):
+                await asyncio.gather(first.getmany(timeout_ms=100), second.getmany(timeout_ms=100))
+            current = metadata(first)
+            assert current.generation_id > old.generation_id >= 0
+            assert (await commit(producer, old)).startswith("refused: ")
+            assert "IllegalGeneration" in await commit(producer, GroupMetadata(old.generation_id,
+                                                                                current.member_id))
+            assert await commit(producer, current) == "committed"
+            assert await commit(producer, None) == "committed"  # v0: nothing to fence with
+        finally:
+            await producer.stop()
+            await second.stop()
+            await first.stop()
+
+    asyncio.run(run())
+    # two transactions committed one record each; the refused ones were aborted
+    assert len(deployment.read("decisions")) == 2
+    assert len(deployment.read("decisions", "read_uncommitted")) == 4
