@@ -181,6 +181,7 @@ class WorkerTransactionManager(TransactionManager):
 
     producer: WorkerTransactionProducer
     _commits = 0
+    _active: set[TopicPartition] = set()  # the changelog partitions active here (replaced, never mutated)
 
     def _maybe_stop(self, point: str) -> None:
         wanted = stop_point()
@@ -192,15 +193,17 @@ class WorkerTransactionManager(TransactionManager):
         producer = await self.producer.start_worker()
         if not producer._txn_manager.is_in_transaction():
             await producer.begin_transaction()
-        await self.wait_settled(newly_assigned)
+        await self.wait_settled(assigned)
 
-    async def wait_settled(self, newly_assigned: Any) -> None:
-        """Until no changelog partition newly assigned as active has an open
-        transaction (the previous owner's): recovery reads them next."""
+    async def wait_settled(self, assigned: Any) -> None:
+        """Until no changelog partition that became active here at this rebalance (newly
+        assigned, or a standby promoted) has an open transaction (the previous
+        owner's): recovery reads them next."""
         changelogs = {table.changelog_topic_name for table in self.app.tables.values()}
         assignor = self.app.assignor
-        tps = [TopicPartition(tp.topic, tp.partition) for tp in newly_assigned
-               if tp.topic in changelogs and not assignor.is_standby(tp)]
+        active = {TopicPartition(tp.topic, tp.partition) for tp in assigned
+                  if tp.topic in changelogs and not assignor.is_standby(tp)}
+        tps, self._active = active - self._active, active
         client = self.producer.for_input(None).client
         started = time.monotonic()
         waiting = await open_transactions(client, tps)
