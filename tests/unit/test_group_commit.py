@@ -133,3 +133,15 @@ def test_the_worker_transactional_id_is_the_workers_and_stable(tmp_path):
     first = worker_transactional_id("app", None, tmp_path / "a")
     assert first.startswith("app-worker-") and first == worker_transactional_id("app", None, tmp_path / "a")
     assert worker_transactional_id("app", None, tmp_path / "b") != first
+
+
+def test_the_transactions_setting_is_checked_at_start_up(monkeypatch):
+    from streams.errors import ConfigError
+    from streams.worker.settings import load_settings
+
+    assert load_settings().transactions == "per_partition"
+    monkeypatch.setenv("SIZER_TRANSACTIONS", "per_worker")
+    assert load_settings().transactions == "per_worker"
+    monkeypatch.setenv("SIZER_TRANSACTIONS", "per_batch")
+    with pytest.raises(ConfigError, match=r"transactions: Input should be 'per_worker' or 'per_partition'"):
+        load_settings()
