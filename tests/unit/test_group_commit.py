@@ -139,6 +139,7 @@ def test_the_transactions_setting_is_checked_at_start_up(monkeypatch):
     from streams.errors import ConfigError
     from streams.worker.settings import load_settings
 
+    monkeypatch.delenv("SIZER_TRANSACTIONS", raising=False)
     assert load_settings().transactions == "per_partition"
     monkeypatch.setenv("SIZER_TRANSACTIONS", "per_worker")
     assert load_settings().transactions == "per_worker"
