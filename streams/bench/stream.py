@@ -118,9 +118,12 @@ def contenders(kafka: WorkerSettings) -> list[tuple[str, list[str], dict[str, st
         ("(0) bare consume-and-produce loop", [PYTHON, "-m", "streams.bench.bare_loop"], AT_LEAST_ONCE),
         ("(0) bare consume-and-produce loop, exactly-once", [PYTHON, "-m", "streams.bench.bare_loop"],
          {"SIZER_PROCESSING_GUARANTEE": "exactly_once"}),
+        # at the retry backoff and marker wait of the worker's producer with one transaction
+        # per worker (`faust_compat.worker_transactions.RETRY_BACKOFF_MS`, aiokafka's 20 ms)
         ("(0) bare consume-and-produce loop, exactly-once, one transaction per batch",
          [PYTHON, "-m", "streams.bench.bare_loop"],
-         {"SIZER_PROCESSING_GUARANTEE": "exactly_once", "BENCH_TRANSACTIONS": "per_batch"}),
+         {"SIZER_PROCESSING_GUARANTEE": "exactly_once", "BENCH_TRANSACTIONS": "per_batch",
+          "BENCH_MARKER_WAIT_MS": "20"}),
         ("(1) plain aiokafka loop", [PYTHON, "-m", "streams.bench.plain_loop"], {}),
         ("(2) straightforward Faust agent", [PYTHON, "-m", "streams.bench.naive_agent"], {}),
         ("(3) worker, at-least-once", WORKER, AT_LEAST_ONCE),

@@ -61,6 +61,7 @@ READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 # how long a rebalance waits for the previous owner's transaction to end, at most:
 # the broker aborts it past its timeout (the session timeout), checking every 10 s
 SETTLE_WAIT_S = 120.0
+RETRY_BACKOFF_MS = 20
 # For the broker tests of a paused worker (tests/integration/test_zombie.py): `produced:N`
 # stops the process (SIGSTOP) at its Nth commit before the offsets are sent, `offsets:N`
 # once they are accepted, before the transaction is committed. Not a setting.
@@ -142,6 +143,11 @@ class WorkerTransactionProducer(Producer):
         settings = dict(super()._settings_extra())
         # no longer than the session timeout: see the module
         settings["transaction_timeout_ms"] = int(self.app.conf.broker_session_timeout * 1000)
+        # faust gives none: aiokafka's 100 ms would be waited by every EndTxn refused while
+        # the previous transaction's markers are written, and every produce batch Kafka
+        # 3.9's partition verification answers NOT_ENOUGH_REPLICAS; aiokafka's own wait
+        # for the markers (AddPartitionsToTxn) is 20 ms
+        settings["retry_backoff_ms"] = RETRY_BACKOFF_MS
         return settings
 
     def transactional_id(self) -> str:
