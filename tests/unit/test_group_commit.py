@@ -146,3 +146,25 @@ def test_the_transactions_setting_is_checked_at_start_up(monkeypatch):
     monkeypatch.setenv("SIZER_TRANSACTIONS", "per_batch")
     with pytest.raises(ConfigError, match=r"transactions: Input should be 'per_worker' or 'per_partition'"):
         load_settings()
+
+
+def test_a_partition_whose_stable_offset_is_short_of_its_end_has_an_open_transaction():
+    from types import SimpleNamespace
+
+    from streams.faust_compat.worker_transactions import open_transactions
+
+    # (last stable offset, log end) of each partition, as its leader would answer
+    ends = {0: (10, 10), 1: (7, 12), 2: (0, 0)}
+
+    class Client:
+        cluster = SimpleNamespace(leader_for_partition=lambda tp: 1)
+
+        async def send(self, node, request):
+            built = request.prepare({2: (0, 5)})
+            column = 0 if built.isolation_level == 1 else 1
+            return SimpleNamespace(topics=[(topic, [(p, 0, -1, ends[p][column], -1) for p, _ in partitions])
+                                           for topic, partitions in built.topics])
+
+    tps = [TopicPartition("changelog", p) for p in ends]
+    assert asyncio.run(open_transactions(Client(), tps)) == [TopicPartition("changelog", 1)]
+    assert asyncio.run(open_transactions(Client(), [])) == []
