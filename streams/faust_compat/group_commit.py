@@ -249,7 +249,10 @@ class GroupMetadataProducer(AIOKafkaProducer):
         formatted = commit_structure_validate(offsets)
         async with self._offsets_lock:  # one set of offsets, one metadata, at a time
             self._sender.group_metadata = metadata
+            added = self._txn_manager.add_offsets_to_txn(formatted, group_id)
             try:
-                await asyncio.shield(self._txn_manager.add_offsets_to_txn(formatted, group_id))
+                await asyncio.shield(added)
             finally:
                 self._sender.group_metadata = None
+                if added.done() and not added.cancelled():
+                    added.exception()  # retrieved: raised above, not logged again by asyncio

@@ -84,12 +84,12 @@ def test_the_coordinator_refuses_a_transactions_offsets_from_an_old_generation(d
         coordinator = consumer._coordinator
         return GroupMetadata(coordinator.generation, coordinator.member_id)
 
-    async def commit(producer: GroupMetadataProducer, meta: GroupMetadata | None) -> str:
+    async def commit(producer: AIOKafkaProducer, meta: GroupMetadata | None) -> str:
         await producer.begin_transaction()
         await producer.send(decisions, b"x", partition=0)
         try:
-            if meta is None:
-                await AIOKafkaProducer.send_offsets_to_transaction(producer, {tp: 1}, group)
+            if meta is None:  # aiokafka's own producer: v0, the group id alone
+                await producer.send_offsets_to_transaction({tp: 1}, group)
             else:
                 await producer.send_offsets_to_transaction({tp: 1}, group, meta)
         except GroupMovedOn as refused:
@@ -102,8 +102,11 @@ def test_the_coordinator_refuses_a_transactions_offsets_from_an_old_generation(d
         first, second = member(), member()
         producer = GroupMetadataProducer(bootstrap_servers=deployment.bootstrap,
                                          transactional_id=f"{group}-{uuid.uuid4().hex[:6]}")
+        plain = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap,
+                                 transactional_id=f"{group}-{uuid.uuid4().hex[:6]}")
         await first.start()
         await producer.start()
+        await plain.start()
         try:
             while not first.assignment():
                 await first.getmany(timeout_ms=100)
@@ -117,13 +120,15 @@ def test_the_coordinator_refuses_a_transactions_offsets_from_an_old_generation(d
             assert "IllegalGeneration" in await commit(producer, GroupMetadata(old.generation_id,
                                                                                 current.member_id))
             assert await commit(producer, current) == "committed"
-            assert await commit(producer, None) == "committed"  # v0: nothing to fence with
+            assert await commit(plain, None) == "committed"  # v0: nothing to fence with
+            assert (await commit(producer, old)).startswith("refused: ")  # and v3 still refuses
         finally:
+            await plain.stop()
             await producer.stop()
             await second.stop()
             await first.stop()
 
     asyncio.run(run())
-    # two transactions committed one record each; the refused ones were aborted
+    # two transactions committed one record each; the three refused were aborted
     assert len(deployment.read("decisions")) == 2
-    assert len(deployment.read("decisions", "read_uncommitted")) == 4
+    assert len(deployment.read("decisions", "read_uncommitted")) == 5
