@@ -171,9 +171,21 @@ class GroupTxnOffsetCommitHandler(TxnOffsetCommitHandler):
         refusal = "no group metadata was given" if self._metadata is None else self._metadata.refusal()
         if refusal is not None:
             # abortable, not fatal: the caller aborts and rejoins; nothing is sent
-            self._sender._txn_manager.error_transaction(GroupMovedOn(f"offsets not sent: {refusal}"))
+            self._abortable(GroupMovedOn(f"offsets not sent: {refusal}"))
             return True
         return await super().do(node_id)  # type: ignore[no-any-return]
+
+    def _abortable(self, exc: GroupMovedOn) -> None:
+        """The transaction in aiokafka's abortable error state, still knowing what it
+        holds: aiokafka's `error_transaction` forgets the partitions and the group
+        added to it, and its abort then takes the transaction for empty and sends no
+        EndTxn: the records stay in an open transaction, holding every read_committed
+        reader of their partitions back until the broker aborts it past its timeout."""
+        txn_manager = self._sender._txn_manager
+        partitions = set(txn_manager.txn_partitions)
+        txn_manager.error_transaction(exc)
+        txn_manager.txn_partitions.update(partitions)
+        txn_manager.consumer_group_added(self._group_id)  # added before its offsets are sent
 
     def create_request(self) -> GroupTxnOffsetCommitRequest:
         txn_manager = self._sender._txn_manager
@@ -192,7 +204,7 @@ class GroupTxnOffsetCommitHandler(TxnOffsetCommitHandler):
                 error_type = Errors.for_code(error_code)
                 if error_code == FENCED_INSTANCE_ID or error_type in GENERATION_ERRORS:
                     name = "FENCED_INSTANCE_ID" if error_code == FENCED_INSTANCE_ID else error_type.__name__
-                    self._sender._txn_manager.error_transaction(GroupMovedOn(
+                    self._abortable(GroupMovedOn(
                         f"group {self._group_id} refused the offsets of {topic}[{partition}]: {name} "
                         f"(generation {self._metadata.generation_id if self._metadata else None})"))
                     return None

@@ -70,6 +70,8 @@ class FakeSender:
         self._txn_manager = TransactionManager("app-worker-1", 10_000)
         self._txn_manager.set_pid_and_epoch(4000, 3)
         self._txn_manager.begin_transaction()
+        self._txn_manager.maybe_add_partition_to_txn(TopicPartition("decisions", 2))
+        self._txn_manager.partition_added(TopicPartition("decisions", 2))
         self._txn_manager.consumer_group_added("app")
 
     def _coordinator_dead(self, coordinator_type):
@@ -94,6 +96,9 @@ def test_the_handler_refuses_metadata_without_a_generation_and_sends_nothing(met
         assert sender._txn_manager.state is TransactionState.ABORTABLE_ERROR
         with pytest.raises(GroupMovedOn):
             future.result()
+        # and the abort ends it at the broker (EndTxn), not taking it for empty
+        sender._txn_manager.aborting_transaction()
+        assert not sender._txn_manager.is_empty_transaction()
 
     asyncio.run(run())
 
@@ -112,6 +117,8 @@ def test_the_coordinators_generation_errors_are_abortable(code):
         assert sender._txn_manager.state is TransactionState.ABORTABLE_ERROR
         with pytest.raises(GroupMovedOn):
             future.result()
+        sender._txn_manager.aborting_transaction()
+        assert not sender._txn_manager.is_empty_transaction()
 
     asyncio.run(run())
 
