@@ -102,7 +102,33 @@ min_isr="${KAFKA_MIN_ISR:-1}"
 broker_session_ms="${KAFKA_BROKER_SESSION_TIMEOUT_MS:-9000}"
 read -r -a heap <<< "${KAFKA_HEAP:--Xms256m -Xmx1g}"
 
-running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# The pid file names a live process that is this home's broker: a pid file left by a
+# broker that died unseen (a reboot, a SIGKILL) may name an unrelated process by now,
+# which must be neither reported as the broker nor signalled by `stop`.
+running() { [[ -f "$pidfile" ]] && is_broker "$(cat "$pidfile")"; }
+
+# Process $1 runs kafka.Kafka on this home's server.properties (its command line:
+# /proc on Linux, ps elsewhere).
+is_broker() {
+  local pid="$1" args=() i
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -r "/proc/$pid/cmdline" ]]; then
+    mapfile -d '' args < "/proc/$pid/cmdline" 2>/dev/null || return 1
+  else
+    read -r -a args <<< "$(ps -ww -o args= -p "$pid" 2>/dev/null)" || return 1
+  fi
+  for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+    if [[ "${args[i]}" == kafka.Kafka ]]; then
+      [[ "${args[i + 1]}" == "$home/server.properties" || "${args[i + 1]}" -ef "$home/server.properties" ]]
+      return
+    fi
+  done
+  return 1
+}
+
+# The process `launch` started (its pid in the pid file) is still alive: until it has
+# exec'd Java it is a subshell of this script, not yet recognisable as a broker.
+launched_alive() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 answers() { (exec 3<>"/dev/tcp/$advertised_host/$port") 2>/dev/null; }
 
@@ -424,7 +450,7 @@ wait_started() {
   ready > "$home/probe.out" &
   local probe=$!
   while kill -0 "$probe" 2>/dev/null; do
-    if ! running; then
+    if ! launched_alive; then
       pkill -P "$probe" 2>/dev/null || true; kill "$probe" 2>/dev/null || true
       echo "Kafka $version broker exited during start-up; last lines of $home/broker.out and broker.log:" >&2
       tail -n 20 "$home/broker.out" "$home/broker.log" >&2 || true
