@@ -6,6 +6,7 @@
 #   broker.sh stop    stop it cleanly (SIGTERM, then wait for the controlled shutdown)
 #   broker.sh status  print the bootstrap address when it is up
 #   broker.sh run     format if needed and run in the foreground (containers)
+#   broker.sh resolve check KAFKA_VERSION and resolve its jars; print the release
 # KAFKA_VERSION (default the kafka.version of deploy/pom.xml, 3.9.x) picks the
 # Kafka release: 3.9 (logging through reload4j) and 4.x (log4j2) alike. Each
 # version has its own jars (KAFKA_LIBS, default .kafka/libs/<version>) and its own
@@ -546,9 +547,10 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  resolve) resolve_jars; echo "$version" ;;
   run) run ;;
   status)
     if running && answers && { [[ "$security" != sasl_ssl ]] || [[ -f "$scram_done" ]]; }; then echo "$bootstrap"
     else echo "not running" >&2; exit 1; fi ;;
-  *) echo "usage: $0 start|stop|status|run" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|run|resolve" >&2; exit 2 ;;
 esac

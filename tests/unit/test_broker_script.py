@@ -153,3 +153,18 @@ def test_start_does_not_report_a_broker_for_a_stale_pid_file_naming_another_proc
         held.close()
         other.kill()
 
+
+def test_a_bad_kafka_version_stops_the_test_run_in_one_line_before_any_test(tmp_path):
+    # `make test KAFKA_VERSION=4.x` (a typo): said once, at collection, not as an error per
+    # broker test after the whole offline suite has run
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}, "KAFKA_VERSION": "4.x"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/integration/test_kafka_rules.py", "tests/unit/test_ports.py"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = done.stdout + done.stderr
+
+    assert done.returncode != 0
+    assert out.count("KAFKA_VERSION: a Kafka release such as") == 1, out
+    pom = (ROOT / "deploy" / "pom.xml").read_text().split("<kafka.version>")[1].split("<")[0]
+    assert f"KAFKA_VERSION: a Kafka release such as {pom}, not '4.x'" in out
+    assert " passed" not in out and "ERROR tests/" not in out, out
