@@ -92,7 +92,8 @@ bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
 # the pid of a broker `stop` has asked to exit, until it has
 stopping_file="$home/broker.stopping"
-scram_done="$home/secrets/.users-created"
+# the SCRAM users live in the KRaft metadata of one release's data directory: made once per data directory
+scram_done="$data/.scram-users-created"
 node_id="${KAFKA_NODE_ID:-1}"
 quorum_voters="${KAFKA_QUORUM_VOTERS:-$node_id@127.0.0.1:$controller_port}"
 cluster_id="${KAFKA_CLUSTER_ID:-}"
