@@ -504,7 +504,20 @@ wait_port_free() {
   done
 }
 
+# One `start` or `stop` of this home at a time (flock, where there is one): two
+# starts at once would each launch a broker, the pid file naming one of them, and a
+# stop during a start would not know the broker being launched.
+lock_home() {
+  command -v flock >/dev/null || return 0
+  mkdir -p "$home"
+  exec {home_lock}>"$home/broker.lock"
+  flock "$home_lock"
+}
+
+unlock_home() { if [[ -n "${home_lock:-}" ]]; then exec {home_lock}>&-; home_lock=""; fi; }
+
 start() {
+  lock_home
   wait_stopped
   if running; then
     local running_version; running_version="$(cat "$home/broker.version" 2>/dev/null || echo unknown)"
@@ -528,10 +541,13 @@ forget() {
 }
 
 stop() {
-  if ! running; then rm -f "$pidfile" "$stopping_file"; return 0; fi
+  lock_home
+  if ! running; then rm -f "$pidfile" "$stopping_file"; unlock_home; return 0; fi
   local pid; pid="$(cat "$pidfile")"
   echo "$pid" > "$stopping_file"
   kill -TERM "$pid"
+  # the wait below is the stopping file's: a `start` now waits for this broker to exit, saying so
+  unlock_home
   for _ in $(seq 1 120); do
     kill -0 "$pid" 2>/dev/null || { forget "$pid"; return 0; }
     sleep 0.25

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -38,6 +39,31 @@ def test_start_during_a_stop_leaves_a_new_broker_that_answers(tmp_path):
         assert int((broker.home / "broker.pid").read_text()) != first
     finally:
         broker.stop()
+
+
+def brokers_of(home) -> list[int]:
+    """The live kafka.Kafka processes running on `home`'s server.properties."""
+    found = subprocess.run(["pgrep", "-f", f"kafka.Kafka {home}/server.properties"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_two_starts_at_once_leave_one_broker_that_stop_stops(tmp_path):
+    broker = Broker(tmp_path / "kafka")
+    starts = [subprocess.Popen(["bash", str(BROKER_SCRIPT), "start"], env=broker.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outputs = [start.communicate(timeout=240) for start in starts]
+        running = brokers_of(broker.home)
+
+        assert [start.returncode for start in starts] == [0, 0], outputs
+        assert [out.strip() for out, _ in outputs] == [broker.bootstrap, broker.bootstrap]
+        assert running == [int((broker.home / "broker.pid").read_text())], f"brokers of one home: {running}"
+    finally:
+        broker.stop()
+        left = brokers_of(broker.home)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], "a broker the pid file did not name outlived stop"
 
 
 def other_release() -> str:
