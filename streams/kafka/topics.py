@@ -301,11 +301,15 @@ class TimestampBounds:
     """How far from its own clock a topic's broker takes a record timestamp: at most
     `after_ms` ahead (`message.timestamp.after.max.ms`) and `before_ms` behind
     (`message.timestamp.before.max.ms`); None is no limit (Kafka's largest long).
-    `log_append`: the broker stamps every record itself (LogAppendTime) and refuses none."""
+    `log_append`: the broker stamps every record itself (LogAppendTime) and refuses none.
+    `retention_ms`: a topic that deletes by time (`cleanup.policy` delete) takes a record
+    stamped further back than `retention.ms` and deletes it at its next retention check
+    (every 5 minutes by default: the segment's newest timestamp decides); None: never."""
 
     after_ms: int | None
     before_ms: int | None
     log_append: bool = False
+    retention_ms: int | None = None
 
     @classmethod
     def of(cls, configs: Mapping[str, str]) -> "TimestampBounds":
@@ -315,8 +319,10 @@ class TimestampBounds:
             value = configs.get(key, "")
             return int(value) if value.isdigit() and int(value) < 2**63 - 1 else None
 
+        deletes = "delete" in configs.get("cleanup.policy", "delete").split(",")
         return cls(limit(TIMESTAMP_BOUND), limit("message.timestamp.before.max.ms"),
-                   configs.get("message.timestamp.type") == "LogAppendTime")
+                   configs.get("message.timestamp.type") == "LogAppendTime",
+                   limit("retention.ms") if deletes else None)
 
 
 async def timestamp_bounds(client: ClientConfig, names: list[str]) -> dict[str, TimestampBounds]:

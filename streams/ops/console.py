@@ -120,8 +120,9 @@ def span(ms: float) -> str:
 def out_of_bounds(records: list[Outgoing], topics: TopicSet, bounds: dict[str, TimestampBounds], path: str,
                   now_ms: int) -> list[str]:
     """`FILE:LINE: ...` for each record whose journal `"timestamp"` its topic's broker
-    would refuse (`bounds`, judged by this machine's clock `now_ms`): said before
-    anything is sent, so that a journal is published whole or not at all. A record
+    would refuse, or would delete by retention within minutes (`bounds`, judged by
+    this machine's clock `now_ms`): said before anything is sent, so that a journal
+    is published whole or not at all, and nothing published is lost. A record
     without a `"timestamp"` is stamped as it is sent, within every bound."""
     problems = []
     for record in records:
@@ -138,6 +139,10 @@ def out_of_bounds(records: list[Outgoing], topics: TopicSet, bounds: dict[str, T
             problems.append(f"{path}:{record.line}: its record timestamp {record.timestamp} is {span(ahead)} behind "
                             f"this machine's clock; {name} refuses a record stamped more than {bound.before_ms} ms "
                             f"behind the broker's clock (message.timestamp.before.max.ms)")
+        elif bound.retention_ms is not None and -ahead > bound.retention_ms:
+            problems.append(f"{path}:{record.line}: its record timestamp {record.timestamp} is {span(ahead)} behind "
+                            f"this machine's clock; {name} deletes a record stamped more than {bound.retention_ms} "
+                            f"ms ago (retention.ms) at its next retention check, before an audit could read it")
     return problems
 
 

@@ -155,3 +155,22 @@ def test_a_journal_with_one_line_stamped_past_its_topics_bound_publishes_nothing
 def signal(signal_id: str, portfolio: str) -> dict[str, str]:
     return {"signal_id": signal_id, "portfolio_id": portfolio, "symbol": "ETH-USD", "side": "buy", "score": "0.9",
             "price": "2500", "ts": "2026-01-01T00:00:00Z"}
+
+
+def test_a_journal_line_stamped_before_its_topics_retention_publishes_nothing(deployment, tmp_path):
+    # neither release bounds how far behind a record may be stamped: the broker takes a signal
+    # stamped 100 days ago and deletes it at its next retention check (signals keep 90 days)
+    retention = deployment.topics["signals"].retention_ms
+    old = int(time.time() * 1000) - 100 * 24 * HOUR_MS
+    journal = tmp_path / "old.jsonl"
+    journal.write_text(json.dumps({"topic": "signals", "timestamp": old, "value": signal("s-old", "p1")}) + "\n")
+
+    done = sizer(deployment.env(), "publish", "--journal", str(journal))
+
+    assert deployment.read("signals") == [], "a record the broker deletes within minutes was published"
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        f"{journal}:1: its record timestamp {old} is 100 days behind this machine's clock; "
+        f"{deployment.topics.name('signals')} deletes a record stamped more than {retention} ms ago (retention.ms) "
+        f"at its next retention check, before an audit could read it",
+        f"nothing published: 1 bad line in {journal}"]

@@ -80,3 +80,14 @@ def test_a_record_timestamp_out_of_its_topics_bound_is_named_before_anything_is_
     assert out_of_bounds(records, topics, {"t-signals": stamped_by_broker, "t-fills": stamped_by_broker}, "j",
                          NOW) == []
     assert out_of_bounds(records, topics, {}, "j", NOW) == []  # bounds unknown (no DescribeConfigs): the broker judges
+    # a fill stamped 100 days ago on a topic keeping 90: taken, then deleted at the next retention check
+    kept_90_days = TimestampBounds.of({"cleanup.policy": "delete", "retention.ms": str(90 * 24 * HOUR_MS),
+                                       "message.timestamp.before.max.ms": LONG_MAX})
+    assert out_of_bounds(records, topics, {"t-fills": kept_90_days}, "j", NOW) == [
+        f"j:3: its record timestamp {NOW - 100 * 24 * HOUR_MS} is 100 days behind this machine's clock; t-fills "
+        f"deletes a record stamped more than {90 * 24 * HOUR_MS} ms ago (retention.ms) at its next retention check, "
+        f"before an audit could read it"]
+    compacted = TimestampBounds.of({"cleanup.policy": "compact", "retention.ms": str(HOUR_MS)})
+    kept_forever = TimestampBounds.of({"cleanup.policy": "delete", "retention.ms": "-1"})
+    assert out_of_bounds(records, topics, {"t-fills": compacted}, "j", NOW) == []
+    assert out_of_bounds(records, topics, {"t-fills": kept_forever}, "j", NOW) == []
