@@ -296,6 +296,55 @@ def unbounded(name: str, configs: Mapping[str, str], max_future_skew_ms: int) ->
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class TimestampBounds:
+    """How far from its own clock a topic's broker takes a record timestamp: at most
+    `after_ms` ahead (`message.timestamp.after.max.ms`) and `before_ms` behind
+    (`message.timestamp.before.max.ms`); None is no limit (Kafka's largest long).
+    `log_append`: the broker stamps every record itself (LogAppendTime) and refuses none.
+    `retention_ms`: a topic that deletes by time (`cleanup.policy` delete) takes a record
+    stamped further back than `retention.ms` and deletes it at its next retention check
+    (every 5 minutes by default: the segment's newest timestamp decides); None: never."""
+
+    after_ms: int | None
+    before_ms: int | None
+    log_append: bool = False
+    retention_ms: int | None = None
+
+    @classmethod
+    def of(cls, configs: Mapping[str, str]) -> "TimestampBounds":
+        """From a topic's broker configs (what DescribeConfigs answers: its own value,
+        else the broker's default, which differs between releases)."""
+        def limit(key: str) -> int | None:
+            value = configs.get(key, "")
+            return int(value) if value.isdigit() and int(value) < 2**63 - 1 else None
+
+        deletes = "delete" in configs.get("cleanup.policy", "delete").split(",")
+        return cls(limit(TIMESTAMP_BOUND), limit("message.timestamp.before.max.ms"),
+                   configs.get("message.timestamp.type") == "LogAppendTime",
+                   limit("retention.ms") if deletes else None)
+
+
+async def timestamp_bounds(client: ClientConfig, names: list[str]) -> dict[str, TimestampBounds]:
+    """Each topic's `TimestampBounds`, as its broker reports them; empty when this
+    principal may not DescribeConfigs (a producer's ACLs: the broker still refuses
+    what is out of bounds, when the record is sent). A missing topic has none."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from streams.kafka.io import start_or_close
+
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await start_or_close(admin)
+    try:
+        configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
+    except KafkaUnavailable:
+        return {}
+    finally:
+        await admin.close()
+    return {name: TimestampBounds.of(found) for name, found in configs.items() if found}
+
+
 async def _bound_timestamps(client: ClientConfig, admin: Any, topics: TopicSet, ConfigResource, ConfigResourceType,
                             created: set[str]) -> list[str]:
     """Set `message.timestamp.after.max.ms` on the existing input topics that lack the
