@@ -102,10 +102,12 @@ def published_configs(records: Iterable[Record]) -> Iterator[tuple[Record, "Sizi
 
 
 async def read_topic(client: ClientConfig, topic: str, partitions: int, isolation_level: str = "read_committed",
-                     timeout_s: float = 30.0) -> list[Record]:
+                     timeout_s: float = 30.0, since: dict[int, int] | None = None) -> list[Record]:
     """Every record of `topic` (with `partitions` partitions, as its spec says) from
-    the beginning to its end offsets as of now, in partition then offset order."""
-    records = await _read(client, {TopicPartition(topic, p): (None, None) for p in range(partitions)},
+    the beginning, or from offset `since[partition]`, to its end offsets as of now,
+    in partition then offset order."""
+    starts = since or {}
+    records = await _read(client, {TopicPartition(topic, p): (starts.get(p), None) for p in range(partitions)},
                           isolation_level, timeout_s)
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
