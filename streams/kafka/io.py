@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
@@ -186,11 +186,18 @@ async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition,
 
 async def end_offsets(client: ClientConfig, topic: str, partitions: int) -> dict[int, int]:
     """The end offset of each partition of `topic`, as of now."""
+    ends = await partition_ends(client, {topic: list(range(partitions))})
+    return {partition: offset for (_, partition), offset in ends.items()}
+
+
+async def partition_ends(client: ClientConfig, wanted: Mapping[str, Iterable[int]]) -> dict[tuple[str, int], int]:
+    """The end offset of each (topic, partition) of `wanted` ({topic: partitions}), as
+    of now, asked with one consumer."""
     consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
     await consumer.start()
     try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-        return {tp.partition: offset for tp, offset in ends.items()}
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for topic, ps in wanted.items() for p in ps])
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
 
