@@ -46,6 +46,17 @@ class FencingTransactionManager(TransactionManager):
             if producer is not None:
                 await producer._txn_manager.wait_for_pid()
 
+    async def _start_transactions(self, tids: Any) -> None:
+        """Start the assigned partitions' transactional producers all at once.
+
+        faust-streaming 0.15.3 starts them one after another, each a new client:
+        bootstrap, metadata, the transaction coordinator, a producer id; a worker
+        taking twelve transactional ids (six input partitions, two partition groups)
+        spent seconds of each start and rebalance there before recovery began. Each
+        producer is its own, under its own transactional id, and faust's
+        `begin_transaction` keeps each one's failures to itself (logged)."""
+        await asyncio.gather(*(self.producer.maybe_begin_transaction(tid) for tid in tids))
+
 
 class ConcurrentCommitProducer(Producer):
     """Commits the open transactions of a commit all at once, not one after another.

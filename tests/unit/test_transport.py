@@ -196,3 +196,36 @@ def test_a_transaction_already_open_is_not_begun_again(caplog):
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(scenario()) == []
     assert "Invalid state transition" not in caplog.text and "begin_transaction" not in caplog.text
+
+
+def test_the_assigned_partitions_transactional_producers_start_at_once():
+    """Each start is a new client (bootstrap, coordinator, producer id): one after
+    another, a worker's start and every rebalance waited for them in turn."""
+    from streams.faust_compat.transport import FencingTransactionManager
+
+    class Starting:
+        def __init__(self) -> None:
+            self.under_way: set[str] = set()
+            self.most = 0
+            self.begun: list[str] = []
+            self.all_started = asyncio.Event()
+
+        async def maybe_begin_transaction(self, tid: str) -> None:
+            self.under_way.add(tid)
+            self.most = max(self.most, len(self.under_way))
+            if len(self.under_way) == 3:
+                self.all_started.set()
+            # one after another, the first start would wait here for the others forever
+            await asyncio.wait_for(self.all_started.wait(), timeout=1.0)
+            self.begun.append(tid)
+
+    async def scenario() -> Starting:
+        manager = object.__new__(FencingTransactionManager)  # only its producer is used
+        starting = Starting()
+        manager.producer = starting
+        await manager._start_transactions(["sizer-0-0", "sizer-0-1", "sizer-1-0"])
+        return starting
+
+    starting = asyncio.run(scenario())
+    assert starting.most == 3
+    assert sorted(starting.begun) == ["sizer-0-0", "sizer-0-1", "sizer-1-0"]
