@@ -1,7 +1,8 @@
-"""The only code that touches private names of faust-streaming or aiokafka.
+"""The only code that touches private names of faust-streaming (and mode-streaming,
+its service framework) or aiokafka.
 
-The worker needs several things faust-streaming 0.15.3 and aiokafka 0.14.0 do
-not do right (docs/pages/exactly-once.md, "Exactly-once, and the faust-streaming defects it works
+The worker needs several things faust-streaming 0.15.3 (mode-streaming 0.7.1) and
+aiokafka 0.14.0 do not do right (docs/pages/exactly-once.md, "Exactly-once, and the faust-streaming defects it works
 around"); each workaround lives in one module here, next to the defect it
 answers (the assignor's lives in `streams/worker/assignor.py`):
 
@@ -13,6 +14,7 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `app`       | a rebalance that starts while a batch is half done |
 | `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
+| `worker`    | two seconds of fixed waits (mode's `Worker._shutdown_loop`) between a worker's last commit and the end of its process, which a restart's partitions wait for |
 | `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
 
 `SUPPORTED` names the versions this was written and tested against, and
@@ -27,7 +29,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import version
 
-SUPPORTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+SUPPORTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
 
 # (module, attribute path) of every private name this package relies on.
 PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
@@ -65,6 +67,9 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.manager", "TableManager._recovery"),
     ("asyncio.queues", "Queue._getters"),
     ("aiokafka.conn", "OAuthAuthenticator._token_sent"),
+    ("mode.worker", "Worker._shutdown_loop"),
+    ("mode.worker", "Worker._gather_all"),
+    ("mode.worker", "Worker._sentinel_task"),
 )
 
 
