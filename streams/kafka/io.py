@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from streams.kafka.topics import TopicSet
 
 
+# how long one poll of a read to the end offsets waits for records (`_read_assigned`)
+READ_POLL_MS = 50
+
+
 def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:
     """(key, value) bytes for an input; raw bytes pass through unchanged with no key."""
     if isinstance(value, (bytes, bytearray)):
@@ -177,7 +181,9 @@ async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition,
         if loop.time() > deadline:
             raise TimeoutError(f"reading {sorted({tp.topic for tp in tps})} did not reach its end offsets "
                                f"in {timeout_s} s")
-        for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+        # short polls: a transactional topic ends with a commit marker, which moves the
+        # position but is no record, and aiokafka's getmany waits its whole timeout for one
+        for tp, batch in (await consumer.getmany(timeout_ms=READ_POLL_MS)).items():
             limit = limits[tp]
             records += [Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
                         for r in batch if limit is None or r.offset < limit]
