@@ -10,7 +10,7 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 |---|---|
 | `events`    | outputs and table writes must be routed by the input being processed: faust's current event |
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
-| `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed, and their producers started, one after another |
+| `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; a fetch loop that sleeps a second whenever every partition is paused; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed, and their producers started, one after another |
 | `app`       | a rebalance that starts while a batch is half done |
 | `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; a second's sleep before the tables register, which the group join waits for |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
@@ -43,6 +43,8 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.transport.consumer", "Consumer._filter_committable_offsets"),
     ("faust.transport.consumer", "Consumer._commit_offsets"),
     ("faust.transport.consumer", "Consumer._read_offset"),
+    ("faust.transport.consumer", "Consumer._wait_next_records"),
+    ("faust.transport.consumer", "Consumer._get_active_partitions"),
     ("faust.transport.consumer", "Consumer._commit_every"),
     ("faust.transport.consumer", "Consumer._n_acked"),
     ("faust.transport.consumer", "TransactionManager._tps_to_transactional_ids"),

@@ -229,3 +229,48 @@ def test_the_assigned_partitions_transactional_producers_start_at_once():
     starting = asyncio.run(scenario())
     assert starting.most == 3
     assert sorted(starting.begun) == ["sizer-0-0", "sizer-0-1", "sizer-1-0"]
+
+
+def test_a_fetch_loop_that_finds_every_partition_paused_goes_on_at_the_next_resume():
+    """faust sleeps a whole second there (recovery pauses every partition at each start
+    and rebalance): the worker's first decision came a second after it was ready."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.faust_compat.transport import PausingConsumer
+
+    signals = TP("sizer-signals", 0)
+
+    async def scenario() -> list:
+        journal: list = []
+        consumer = object.__new__(PausingConsumer)  # what the fetch loop's wait touches
+        consumer._loop = asyncio.get_running_loop()
+        consumer._stopped, consumer._crashed = asyncio.Event(), asyncio.Event()
+        consumer.not_waiting_next_records = asyncio.Event()
+        consumer.app = SimpleNamespace(client_only=False)
+        consumer._thread = SimpleNamespace(_consumer=None)
+        consumer._paused_here, consumer._resumed = {signals}, asyncio.Event()
+        consumer._paused_partitions, consumer._active_partitions = {signals}, set()
+
+        async def sleep(seconds):
+            journal.append(("slept", seconds))
+
+        async def getmany(active_partitions, timeout):
+            journal.append(("fetched", sorted(active_partitions)))
+            return {}
+
+        consumer.sleep, consumer._getmany = sleep, getmany
+
+        async def recovery_done():
+            for _ in range(5):
+                await asyncio.sleep(0)
+            journal.append(("resumed",))
+            consumer.resume_partitions([signals])
+
+        resume = asyncio.create_task(recovery_done())
+        await asyncio.wait_for(consumer._wait_next_records(0.5), timeout=0.5)
+        await resume
+        return journal
+
+    assert asyncio.run(scenario()) == [("resumed",), ("fetched", [signals])]
