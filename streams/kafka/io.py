@@ -199,10 +199,17 @@ async def end_offsets(client: ClientConfig, topic: str, partitions: int) -> dict
 async def partition_ends(client: ClientConfig, wanted: Mapping[str, Iterable[int]]) -> dict[tuple[str, int], int]:
     """The end offset of each (topic, partition) of `wanted` ({topic: partitions}), as
     of now, asked with one consumer."""
+    tps = [TopicPartition(topic, p) for topic, ps in wanted.items() for p in ps]
+    if not tps:
+        return {}
     consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
     await consumer.start()
     try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for topic, ps in wanted.items() for p in ps])
+        # Assigned, every topic's metadata comes in one request. Otherwise aiokafka
+        # learns of one unknown topic per attempt, 100 ms apart (its retry backoff):
+        # half a second for the worker's five changelogs.
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()

@@ -54,3 +54,43 @@ def test_a_read_ending_on_a_transaction_marker_waits_one_short_poll_for_it():
     records = asyncio.run(io._read_assigned(topic, {TP: (None, None)}, 30.0, "sizer"))
     assert [r.offset for r in records] == [0, 1, 2]
     assert topic.waited_ms <= 100  # was 500 on every read of a changelog or the positions
+
+
+class MetadataModel:
+    """aiokafka's consumer as `end_offsets` meets unknown topics: without an
+    assignment it learns one unknown topic per attempt, each attempt after its 100 ms
+    retry backoff (`backoffs`); assigned partitions' topics come in one request."""
+
+    def __init__(self, **options) -> None:
+        self.known: set[str] = set()
+        self.backoffs = 0
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
+    def assign(self, tps):
+        self.known |= {tp.topic for tp in tps}
+
+    async def end_offsets(self, tps):
+        while unknown := sorted({tp.topic for tp in tps} - self.known):
+            self.known.add(unknown[0])
+            self.backoffs += 1
+        return {tp: 7 for tp in tps}
+
+
+def test_the_end_offsets_of_many_topics_come_without_a_backoff_per_topic(monkeypatch):
+    made: list[MetadataModel] = []
+
+    def consumer(**options):
+        made.append(MetadataModel(**options))
+        return made[-1]
+
+    monkeypatch.setattr(io, "AIOKafkaConsumer", consumer)
+    client = type("Client", (), {"options": lambda self, **kw: kw})()
+    changelogs = {f"sizer-{table}-changelog": range(6) for table in ("exposure", "streak", "controls", "windows")}
+    ends = asyncio.run(io.partition_ends(client, changelogs))
+    assert len(ends) == 24 and set(ends.values()) == {7}
+    assert len(made) == 1 and made[0].backoffs == 0  # was one consumer per changelog, each a backoff
