@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from streams.config import SizingConfig
     from streams.kafka.settings import ClientConfig
     from streams.kafka.topics import TopicSet
+
+
+# how long one poll of a read to the end offsets waits for records (`_read_assigned`)
+READ_POLL_MS = 50
 
 
 def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:
@@ -179,7 +183,9 @@ async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition,
         if loop.time() > deadline:
             raise TimeoutError(f"reading {sorted({tp.topic for tp in tps})} did not reach its end offsets "
                                f"in {timeout_s} s")
-        for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+        # short polls: a transactional topic ends with a commit marker, which moves the
+        # position but is no record, and aiokafka's getmany waits its whole timeout for one
+        for tp, batch in (await consumer.getmany(timeout_ms=READ_POLL_MS)).items():
             limit = limits[tp]
             records += [Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
                         for r in batch if limit is None or r.offset < limit]
@@ -188,11 +194,25 @@ async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition,
 
 async def end_offsets(client: ClientConfig, topic: str, partitions: int) -> dict[int, int]:
     """The end offset of each partition of `topic`, as of now."""
+    ends = await partition_ends(client, {topic: list(range(partitions))})
+    return {partition: offset for (_, partition), offset in ends.items()}
+
+
+async def partition_ends(client: ClientConfig, wanted: Mapping[str, Iterable[int]]) -> dict[tuple[str, int], int]:
+    """The end offset of each (topic, partition) of `wanted` ({topic: partitions}), as
+    of now, asked with one consumer."""
+    tps = [TopicPartition(topic, p) for topic, ps in wanted.items() for p in ps]
+    if not tps:
+        return {}
     consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
     await consumer.start()
     try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-        return {tp.partition: offset for tp, offset in ends.items()}
+        # Assigned, every topic's metadata comes in one request. Otherwise aiokafka
+        # learns of one unknown topic per attempt, 100 ms apart (its retry backoff):
+        # half a second for the worker's five changelogs.
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
 

@@ -10,9 +10,10 @@ SIZER_MIN_INSYNC_REPLICAS), not the topics file's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
 
 from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated, read_toml
 from streams.kafka.positions import stored_positions_beyond_end
@@ -196,65 +197,84 @@ def recreated(app_id: str, found: list[str]) -> TopicRecreated:
                           f"records; {reset_advice(app_id)}")
 
 
-async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None) -> list[str]:
+@contextlib.asynccontextmanager
+async def admin_client(client: ClientConfig, admin: Any = None) -> AsyncIterator[Any]:
+    """An aiokafka admin client: `admin` itself when given (its owner closes it), else
+    a new one, closed on the way out. Checks that run together share one (the
+    worker's start-up): each client started is a bootstrap and a metadata round trip."""
+    if admin is not None:
+        yield admin
+        return
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    own = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await own.start()
+    try:
+        yield own
+    finally:
+        await own.close()
+
+
+async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None,
+                admin: Any = None) -> list[str]:
     """Create missing topics (when `create`) and verify every existing one; with
     `app_id`, also that the worker group's stored input positions belong to the
-    input topics as they are now.
+    input topics as they are now. `admin`: an admin client to use (`admin_client`).
 
     Returns one line per topic saying what was done. Raises TopicMismatch naming
     every difference of every topic from its spec (partition count, replication
     factor, min.insync.replicas, any other config), or, before creating anything,
     a replication factor above the cluster's broker count; TopicRecreated (one
     line: what happened, how to reset) for recreated inputs."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    async with admin_client(client, admin) as admin:
+        return await _apply(admin, client, topics, create, app_id)
+
+
+async def _apply(admin: Any, client: ClientConfig, topics: TopicSet, create: bool, app_id: str | None) -> list[str]:
+    from aiokafka.admin import NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        report: list[str] = []
-        to_create = [spec for spec in topics if spec.name not in existing]
-        if to_create:
-            # a topic we may not Describe is absent from the list: say so, not "missing"
-            hidden = [entry["topic"] for entry in await admin.describe_topics([spec.name for spec in to_create])
-                      if entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED]
-            if hidden and not create:
-                raise not_authorized(hidden, "Describe", client.settings.principal)
-        if to_create and create:
-            await _enough_brokers(admin, max(spec.replication for spec in to_create))
-            await _create(admin, [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
-                                  for spec in to_create])
-            report += [f"created {spec.name} ({counted(spec.partitions, 'partition')}, {spec.cleanup_policy})"
-                       for spec in to_create]
-        elif to_create:
-            raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
-                                + " (run `sizer topics apply`)")
-        if create:
-            report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
-                                              {spec.name for spec in to_create})
+    existing = set(await admin.list_topics())
+    report: list[str] = []
+    to_create = [spec for spec in topics if spec.name not in existing]
+    if to_create:
+        # a topic we may not Describe is absent from the list: say so, not "missing"
+        hidden = [entry["topic"] for entry in await admin.describe_topics([spec.name for spec in to_create])
+                  if entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED]
+        if hidden and not create:
+            raise not_authorized(hidden, "Describe", client.settings.principal)
+    if to_create and create:
+        await _enough_brokers(admin, max(spec.replication for spec in to_create))
+        await _create(admin, [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
+                              for spec in to_create])
+        report += [f"created {spec.name} ({counted(spec.partitions, 'partition')}, {spec.cleanup_policy})"
+                   for spec in to_create]
+    elif to_create:
+        raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
+                            + " (run `sizer topics apply`)")
+    if create:
+        report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
+                                          {spec.name for spec in to_create})
+    problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+    # A topic just created can be reported with no partitions, or with no configs
+    # (None: the broker asked has not got its metadata yet, seen on a cluster), until
+    # its metadata has propagated; give those a moment, never a topic that was
+    # already there.
+    created_names = {spec.name for spec in to_create}
+    for _ in range(100):
+        if not any(p.split(":")[0] in created_names for p in problems):
+            break
+        await asyncio.sleep(0.1)
         problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
-        # A topic just created can be reported with no partitions, or with no configs
-        # (None: the broker asked has not got its metadata yet, seen on a cluster), until
-        # its metadata has propagated; give those a moment, never a topic that was
-        # already there.
-        created_names = {spec.name for spec in to_create}
-        for _ in range(100):
-            if not any(p.split(":")[0] in created_names for p in problems):
-                break
-            await asyncio.sleep(0.1)
-            problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
-        if problems:
-            raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
-        if app_id is not None:
-            found = await stored_positions_beyond_end(admin, client, topics, app_id)
-            if found:
-                raise recreated(app_id, found)
-        created = {spec.name for spec in to_create}
-        report += [f"ok {spec.name}" for spec in topics if spec.name not in created]
-        return report
-    finally:
-        await admin.close()
+    if problems:
+        raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
+    if app_id is not None:
+        found = await stored_positions_beyond_end(admin, client, topics, app_id)
+        if found:
+            raise recreated(app_id, found)
+    created = {spec.name for spec in to_create}
+    report += [f"ok {spec.name}" for spec in topics if spec.name not in created]
+    return report
 
 
 async def _enough_brokers(admin: Any, factor: int) -> None:
@@ -266,20 +286,16 @@ async def _enough_brokers(admin: Any, factor: int) -> None:
                             f"brokers; the cluster at the bootstrap address has {brokers}: nothing was created")
 
 
-async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int) -> list[str]:
+async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int,
+                           admin: Any = None) -> list[str]:
     """The input topics whose broker does not refuse record timestamps more than
     `max_future_skew_ms` ahead of its clock (`unbounded`), one line each; empty when
-    all are bounded."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    all are bounded. `admin`: an admin client to use (`admin_client`)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     names = [topics.name(role) for role in TIMED]
-    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
-    await admin.start()
-    try:
+    async with admin_client(client, admin) as admin:
         configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
-    finally:
-        await admin.close()
     return [line for name in names if (line := unbounded(name, configs.get(name, {}), max_future_skew_ms))]
 
 
@@ -403,7 +419,7 @@ async def _create(admin: Any, new_topics: list[Any]) -> None:
 
 
 async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int],
-                             replication: Replication) -> list[str]:
+                             replication: Replication, admin: Any = None) -> list[str]:
     """Create the missing changelog topics of the worker's tables (name -> partitions;
     compacted, as faust makes them, with `replication`'s factor and min.insync.replicas)
     and wait until the broker lists their partitions. Returns the names created.
@@ -417,12 +433,11 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
     another replication factor or min.insync.replicas raises TopicMismatch naming
     each difference: its writes would fail only later (a partition it lacks), its
     records be deleted by retention, or a lost broker lose the state (portfolios'
-    exposure) that the input topics' replication was meant to keep."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    exposure) that the input topics' replication was meant to keep. `admin`: an
+    admin client to use (`admin_client`)."""
+    from aiokafka.admin import NewTopic
 
-    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
-    await admin.start()
-    try:
+    async with admin_client(client, admin) as admin:
         existing = set(await admin.list_topics())
         missing = sorted(set(changelogs) - existing)
         if missing:
@@ -448,8 +463,6 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
             raise TopicMismatch("changelog topics differ from what the worker's tables need:\n  "
                                 + "\n  ".join(problems))
         return missing
-    finally:
-        await admin.close()
 
 
 async def _changelog_differences(admin: Any, present: list[str], described: Mapping[str, Any],
@@ -582,16 +595,19 @@ INTERNAL_TOPICS = {
 }
 
 
-async def internal_replication(client: ClientConfig) -> dict[str, tuple[int, int]]:
+async def internal_replication(client: ClientConfig, admin: Any = None) -> dict[str, tuple[int, int]]:
     """(replication factor, min.insync.replicas) of Kafka's transaction log and
     offsets topic (`INTERNAL_TOPICS`): read from the topic where it exists, else
     from the broker settings it will be created with. What this client may not
-    describe (ACLs, an old broker) is left out."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    describe (ACLs, an old broker) is left out. `admin`: an admin client to use
+    (`admin_client`)."""
+    async with admin_client(client, admin) as admin:
+        return await _internal_replication(admin)
+
+
+async def _internal_replication(admin: Any) -> dict[str, tuple[int, int]]:
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
-    await admin.start()
     found: dict[str, tuple[int, int]] = {}
     try:
         existing = set(await admin.list_topics())
@@ -616,8 +632,6 @@ async def internal_replication(client: ClientConfig) -> dict[str, tuple[int, int
                     found[name] = (int(factor), int(isr))
     except Exception:  # noqa: BLE001 - not ours to describe (ACLs, an old broker): left out
         pass
-    finally:
-        await admin.close()
     return found
 
 
