@@ -142,7 +142,7 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...],
     HEDGE_MISMATCH (an inverse leg's residual above `max_hedge_residual_pct` of
     the order's notional), naming the leg.
     """
-    step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
+    legs, step = _sized(legs)
     lot = price * step  # the notional of one common step
     # Integer division of positive operands is the exact floor: whole steps that fit.
     unclamped = (budget // lot) * step if budget > 0 else _ZERO
@@ -157,9 +157,36 @@ def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimum
     quantity rounds to zero (an inverse leg under one contract) is refused
     BELOW_MIN_QTY in any case: never a one-legged order. Each leg's quantity
     in its venue's units as `fit_to_legs` gives it."""
-    step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
+    legs, step = _sized(legs)
     unclamped = (qty // step) * step if qty > 0 else _ZERO
     return _fit(unclamped, step, price, legs, minimums, f"qty_wanted={c(qty)} price={c(price)}", None)
+
+
+class _LegValues:
+    """A leg's fields as plain attributes: a fit reads each leg's several times, and a
+    pydantic model's attribute read costs about ten times a plain one's."""
+
+    def __init__(self, leg: Leg) -> None:
+        self.__dict__.update(vars(leg))
+
+
+# id(legs) -> (legs, their values, their common base step): an instrument's legs are
+# sized on every signal of its symbol and change only with a new instrument record
+_SIZED: dict[int, tuple[tuple[Leg, ...], tuple[Leg, ...], Decimal]] = {}
+_SIZED_KEPT = 4096
+
+
+def _sized(legs: tuple[Leg, ...]) -> tuple[tuple[Leg, ...], Decimal]:
+    """The legs as plain values and their common base step (`common_step` of each spot
+    and linear leg's `base_step`), made once per legs tuple."""
+    known = _SIZED.get(id(legs))
+    if known is None or known[0] is not legs:
+        if len(_SIZED) >= _SIZED_KEPT:  # forgotten all at once past the bound
+            _SIZED.clear()
+        values = tuple(_LegValues(leg) for leg in legs)
+        step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
+        known = _SIZED[id(legs)] = (legs, values, step)  # type: ignore[assignment]
+    return known[1], known[2]
 
 
 def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool, wanted: str,
