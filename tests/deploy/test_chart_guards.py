@@ -154,3 +154,18 @@ def test_the_setup_job_runs_as_the_setup_principal_which_is_no_super_user(helm):
     broker = (ROOT / "deploy" / "broker" / "broker.sh").read_text()
     super_users = [line for line in broker.splitlines() if line.startswith("super.users=")]
     assert super_users and "sizer-setup" not in super_users[0]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SIZER_SHUTDOWN_TIMEOUT_S", "shutdownTimeoutSeconds"),  # the grace would end before the worker's own stop
+    ("SIZER_GROUP_INSTANCE_ID", "the pod's name"),  # every pod one static member: they fence each other
+    ("SIZER_DATA_DIR", "persistence"),  # the local tables off the persistent volume
+    ("SIZER_REPLICATION_FACTOR", "topics.replicationFactor"),  # the workers' changelogs unlike the Job's topics
+    ("SIZER_SESSION_TIMEOUT_S", "kafka.sessionTimeoutSeconds"),
+])
+def test_extra_env_may_not_redefine_what_the_chart_sets(helm, name, value):
+    # A second definition of a variable the chart sets wins in the pod (the last one does)
+    # and silently undoes what the chart derives from its value: the termination grace, the
+    # per-pod static membership, the volume.
+    error = refused(helm, "--set", f"extraEnv[0].name={name}", "--set-string", "extraEnv[0].value=1")
+    assert f"extraEnv: {name} is set by the chart" in error and value in error, error
