@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -13,21 +14,22 @@ from typing import Any, Iterator, Mapping, Sequence
 from streams.config import SizingConfig
 from streams.kafka.io import end_offsets, publish_config
 from streams.kafka.settings import ClientConfig
-from streams.worker.checkpoint import keep_local_state
+from streams.worker.checkpoint import keep_local_state, write_checkpoint
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
 from streams.kafka.topics import (TopicSet, apply, declare_changelogs, internal_replication,
-                                  internal_replication_warnings, unbounded_inputs)
+                                  internal_replication_warnings, topic_ids, unbounded_inputs)
 
 log = logging.getLogger("streams.worker")
 
 
 async def prepare_local_state(client: ClientConfig, tabledir: Path, app_id: str, processing_guarantee: str,
-                              changelogs: list[str]) -> str:
+                              changelogs: list[str], ids: Mapping[str, str] | None = None) -> str:
     """Under exactly-once, keep the local tables a clean stop's checkpoint vouches for
     and rebuild the rest from the committed changelogs (`checkpoint`); at-least-once
     keeps them as they are (its recovery rewrites from the store's offset on, and an
-    input it decides twice is one it may decide twice). Returns what was done."""
+    input it decides twice is one it may decide twice). `ids`: the changelogs' topic
+    ids (`topics.topic_ids`). Returns what was done."""
     if processing_guarantee != "exactly_once":
         return "local tables kept (at-least-once)"
 
@@ -38,7 +40,7 @@ async def prepare_local_state(client: ClientConfig, tabledir: Path, app_id: str,
             found.update({(topic, p): by_partition[p] for p in partitions})
         return found
 
-    return await keep_local_state(tabledir, app_id, changelogs, ends)
+    return await keep_local_state(tabledir, app_id, changelogs, ends, ids)
 
 
 def private_state(data_dir: Path) -> None:
@@ -131,10 +133,14 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     # once, at start-up: the broker's settings are not the worker's to change
     start_warnings += [f"replication: {warning}" for warning in warnings]
     private_state(kafka.data_dir)
+    changelogs = [table.changelog_topic_name for table in app.tables.values()]
     with _aiokafka_quiet():
+        # the checkpoint names the changelogs it was written against by topic id: one
+        # deleted and recreated since is another topic, whatever its offsets
+        ids = asyncio.run(topic_ids(client, changelogs))
+        app.write_checkpoint = functools.partial(write_checkpoint, topic_ids=ids)
         local_state = asyncio.run(prepare_local_state(client, Path(app.conf.tabledir), kafka.app_id,
-                                                      kafka.processing_guarantee,
-                                                      [table.changelog_topic_name for table in app.tables.values()]))
+                                                      kafka.processing_guarantee, changelogs, ids))
     started = (f"sizer worker: group {kafka.app_id}, {kafka.processing_guarantee}, config {config.config_hash} "
                f"({origin or 'preset ' + config.preset}), topic prefix {kafka.topic_prefix!r}, "
                f"web port {kafka.web_port}, bootstrap {kafka.bootstrap}; {local_state}")

@@ -56,3 +56,33 @@ def test_everything_is_rebuilt_when_the_checkpoint_does_not_hold(tmp_path):
     stores(tmp_path / "torn", "exposure-0.db")
     (tmp_path / "torn" / CHECKPOINT).write_text('{"version": 1, "app_id": "app", "stores": [')
     assert "rebuilt" in run(tmp_path / "torn", {})
+
+
+def test_a_changelog_deleted_and_recreated_past_the_checkpoint_offset_is_rebuilt(tmp_path):
+    # The changelog was deleted and recreated while the worker was away, and written
+    # since past the checkpoint's offset (another worker, started on the new one): its
+    # end alone cannot tell; the store holds values the new changelog never had.
+    tabledir = tmp_path / "tables"
+    stores(tabledir, "exposure-0.db")
+    write_checkpoint(tabledir, "app", [StoreEntry("exposure-0.db", CHANGELOGS[0], 0, 41)],
+                     topic_ids={CHANGELOGS[0]: "old-id", CHANGELOGS[1]: "streak-id"})
+
+    async def end_offsets(wanted):
+        return {(topic, p): 500 for topic, partitions in wanted.items() for p in partitions}
+
+    said = asyncio.run(keep_local_state(tabledir, "app", CHANGELOGS, end_offsets,
+                                        topic_ids={CHANGELOGS[0]: "new-id", CHANGELOGS[1]: "streak-id"}))
+    assert said.startswith("local tables rebuilt from the changelogs") and CHANGELOGS[0] in said, said
+    assert not tabledir.exists()
+    # the same changelog: kept
+    stores(tabledir, "exposure-0.db")
+    write_checkpoint(tabledir, "app", [StoreEntry("exposure-0.db", CHANGELOGS[0], 0, 41)],
+                     topic_ids={CHANGELOGS[0]: "new-id"})
+    said = asyncio.run(keep_local_state(tabledir, "app", CHANGELOGS, end_offsets,
+                                        topic_ids={CHANGELOGS[0]: "new-id", CHANGELOGS[1]: "streak-id"}))
+    assert "kept" in said, said
+    # a checkpoint that does not say which changelog it was written against vouches for nothing
+    write_checkpoint(tabledir, "app", [StoreEntry("exposure-0.db", CHANGELOGS[0], 0, 41)])
+    said = asyncio.run(keep_local_state(tabledir, "app", CHANGELOGS, end_offsets,
+                                        topic_ids={CHANGELOGS[0]: "new-id"}))
+    assert "rebuilt" in said, said
