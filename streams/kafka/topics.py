@@ -196,10 +196,13 @@ def recreated(app_id: str, found: list[str]) -> TopicRecreated:
                           f"records; {reset_advice(app_id)}")
 
 
-async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None) -> list[str]:
+async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None,
+                changelogs: Mapping[str, int] | None = None) -> list[str]:
     """Create missing topics (when `create`) and verify every existing one; with
     `app_id`, also that the worker group's stored input positions belong to the
-    input topics as they are now.
+    input topics as they are now; with `changelogs` (name -> partitions), that those
+    of them that exist are what the workers' tables need (`declare_changelogs`; the
+    workers create the missing ones).
 
     Returns one line per topic saying what was done. Raises TopicMismatch naming
     every difference of every topic from its spec (partition count, replication
@@ -233,17 +236,8 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         if create:
             report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
                                               {spec.name for spec in to_create})
-        problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
-        # A topic just created can be reported with no partitions, or with no configs
-        # (None: the broker asked has not got its metadata yet, seen on a cluster), until
-        # its metadata has propagated; give those a moment, never a topic that was
-        # already there.
-        created_names = {spec.name for spec in to_create}
-        for _ in range(100):
-            if not any(p.split(":")[0] in created_names for p in problems):
-                break
-            await asyncio.sleep(0.1)
-            problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+        problems = await _settled_differences(admin, topics, {spec.name for spec in to_create})
+        problems += await _existing_changelog_differences(admin, topics, existing, changelogs or {})
         if problems:
             raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
         if app_id is not None:
@@ -255,6 +249,33 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
         return report
     finally:
         await admin.close()
+
+
+async def _settled_differences(admin: Any, topics: TopicSet, created_names: set[str]) -> list[str]:
+    """`_differences`, once the topics just created (`created_names`) have settled: one
+    can be reported with no partitions, or with no configs (None: the broker asked has
+    not got its metadata yet, seen on a cluster), until its metadata has propagated;
+    give those a moment, never a topic that was already there."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+    for _ in range(100):
+        if not any(p.split(":")[0] in created_names for p in problems):
+            break
+        await asyncio.sleep(0.1)
+        problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+    return problems
+
+
+async def _existing_changelog_differences(admin: Any, topics: TopicSet, existing: set[str],
+                                          changelogs: Mapping[str, int]) -> list[str]:
+    """What differs in those of `changelogs` that exist from what the workers' tables
+    need, at the topics' replication; none for the ones not made yet."""
+    present = sorted(set(changelogs) & existing)
+    if not present:
+        return []
+    replication = Replication(topics["signals"].replication, topics["signals"].min_insync_replicas)
+    return await _changelog_differences(admin, present, await _described(admin, present), changelogs, replication)
 
 
 async def _enough_brokers(admin: Any, factor: int) -> None:
