@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from streams.errors import ConfigError, field_errors
 from streams.kafka.settings import STANDARD_VARIABLES, ConnectionSettings
@@ -65,6 +65,15 @@ class WorkerSettings(ConnectionSettings):
     liveness_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     # text (the default) or one JSON object a line (streams.logs)
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> "WorkerSettings":
+        # the group drops a member silent for session_timeout_s: one that heartbeats less
+        # often is dropped between heartbeats and the group rebalances for ever
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError(f"heartbeat_interval_s: must be below session_timeout_s ({self.session_timeout_s:g} s; "
+                             f"a third of it is usual), not {self.heartbeat_interval_s:g}")
+        return self
 
 
 def load_settings(**overrides: object) -> WorkerSettings:

@@ -48,6 +48,8 @@ def refused(helm: str, *args: str) -> str:
     (["--set", "topics.replicationFactr=3"], "replicationFactr"),
     (["--set", "topics.minInsyncReplicas=0"], "minInsyncReplicas"),
     (["--set", "requireRegistration=yes"], "requireRegistration"),
+    # below the broker's group.min.session.timeout.ms (6 s by default) and the workers' 3 s heartbeat
+    (["--set-json", "kafka.sessionTimeoutSeconds=2"], "sessionTimeoutSeconds"),
 ], ids=lambda value: value if isinstance(value, str) else None)
 def test_a_mistaken_value_fails_naming_it(helm, args, named):
     error = refused(helm, *args)
