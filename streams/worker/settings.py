@@ -90,7 +90,14 @@ def load_settings(**overrides: object) -> WorkerSettings:
         standard = {field: variable for variable, field in STANDARD_VARIABLES.items()
                     if os.environ.get(variable) and not os.environ.get(f"SIZER_{field.upper()}")}
         lines = ["invalid Kafka settings (SIZER_* environment or flags):"]
-        lines += [f"  {field}: {rule}" + (f" (from {standard[field]}; the sizer's setting is SIZER_{field.upper()})"
-                                          if field in standard else "")
+        lines += [_line(field, rule) + (f" (from {standard[field]}; the sizer's setting is SIZER_{field.upper()})"
+                                        if field in standard else "")
                   for field, rule, _ in field_errors(exc, "settings")]
         raise ConfigError("\n".join(lines)) from exc
+
+
+def _line(field: str, rule: str) -> str:
+    """One error line: a rule across fields (a model validator's) names its field itself."""
+    if field == "settings" and rule.split(":", 1)[0] in WorkerSettings.model_fields:
+        return f"  {rule}"
+    return f"  {field}: {rule}"

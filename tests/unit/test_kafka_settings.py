@@ -101,3 +101,12 @@ def test_a_heartbeat_not_below_the_session_timeout_stops_start_up_naming_both(mo
     assert "heartbeat_interval_s" in str(refused.value) and "below session_timeout_s" in str(refused.value)
     monkeypatch.setenv("SIZER_HEARTBEAT_INTERVAL_S", str(float(session) / 3))
     assert load_settings().session_timeout_s == float(session)
+
+
+def test_a_min_isr_above_the_replication_factor_is_one_line_naming_the_field_and_the_rule(monkeypatch):
+    monkeypatch.setenv("SIZER_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("SIZER_MIN_INSYNC_REPLICAS", "4")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value).splitlines()[1:] == [
+        "  min_insync_replicas: between 1 and replication_factor (3), not 4"]
