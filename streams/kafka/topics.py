@@ -613,32 +613,38 @@ def internal_replication_warnings(found: Mapping[str, tuple[int, int]], replicat
     return warnings
 
 
+
 async def topic_ids(client: ClientConfig, names: list[str]) -> dict[str, str]:
     """Each existing topic's Kafka topic id (KIP-516), as text: what tells a topic
     from another of the same name, deleted and recreated. Topics without one (absent,
-    or a broker before 2.8) are left out; nothing when they cannot be read (a checkpoint
-    then vouches for nothing: the tables are rebuilt)."""
+    or a broker before 2.8) are left out; nothing when they cannot be read (a
+    checkpoint is then checked by its offsets alone, as before topic ids)."""
     return await asyncio.to_thread(_topic_ids, client, names)
 
 
 def _topic_ids(client: ClientConfig, names: list[str]) -> dict[str, str]:
     # aiokafka's metadata requests stop before topic ids (v10); kafka-python's have them
-    from kafka import errors
     from kafka.admin import KafkaAdminClient
 
     try:
         admin = KafkaAdminClient(**{**client.settings.kafka_python_client(client.role), "request_timeout_ms": 15_000})
-    except errors.KafkaError:
+        try:
+            return ids_of(admin.describe_topics(names))
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - not ours to describe, or unreachable: checked by offsets alone
         return {}
-    try:
-        described = admin.describe_topics(names)
-    except errors.KafkaError:
-        return {}
-    finally:
-        admin.close()
+
+
+NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def ids_of(described: list[Mapping[str, Any]]) -> dict[str, str]:
+    """{topic name: topic id} of a metadata answer's topics (kafka-python's
+    `describe_topics`), leaving out errors and the all-zero id of a broker without ids."""
     found = {}
     for entry in described:
-        ident = entry.get("topic_id")
-        if entry.get("error_code", 0) == 0 and ident is not None and int(getattr(ident, "int", 0)) != 0:
-            found[entry["topic"] if "topic" in entry else entry["name"]] = str(ident)
+        name, ident = entry.get("name", entry.get("topic")), entry.get("topic_id")
+        if entry.get("error_code", 0) == 0 and name and ident is not None and str(ident) != NO_TOPIC_ID:
+            found[str(name)] = str(ident)
     return found

@@ -86,3 +86,15 @@ def test_a_changelog_deleted_and_recreated_past_the_checkpoint_offset_is_rebuilt
     said = asyncio.run(keep_local_state(tabledir, "app", CHANGELOGS, end_offsets,
                                         topic_ids={CHANGELOGS[0]: "new-id"}))
     assert "rebuilt" in said, said
+
+
+def test_topic_ids_are_read_from_a_metadata_answer_leaving_out_errors_and_the_zero_id():
+    import uuid
+
+    from streams.kafka.topics import ids_of
+
+    ident = uuid.uuid4()
+    assert ids_of([{"error_code": 0, "name": "a", "topic_id": ident},
+                   {"error_code": 0, "name": "b", "topic_id": uuid.UUID(int=0)},
+                   {"error_code": 3, "name": "c", "topic_id": uuid.uuid4()},
+                   {"error_code": 0, "name": "d", "topic_id": str(ident)}]) == {"a": str(ident), "d": str(ident)}
