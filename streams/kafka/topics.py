@@ -216,10 +216,12 @@ async def admin_client(client: ClientConfig, admin: Any = None) -> AsyncIterator
 
 
 async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None,
-                admin: Any = None) -> list[str]:
+                changelogs: Mapping[str, int] | None = None, admin: Any = None) -> list[str]:
     """Create missing topics (when `create`) and verify every existing one; with
     `app_id`, also that the worker group's stored input positions belong to the
-    input topics as they are now. `admin`: an admin client to use (`admin_client`).
+    input topics as they are now; with `changelogs` (name -> partitions), that those
+    of them that exist are what the workers' tables need (`declare_changelogs`; the
+    workers create the missing ones). `admin`: an admin client to use (`admin_client`).
 
     Returns one line per topic saying what was done. Raises TopicMismatch naming
     every difference of every topic from its spec (partition count, replication
@@ -227,10 +229,11 @@ async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app
     a replication factor above the cluster's broker count; TopicRecreated (one
     line: what happened, how to reset) for recreated inputs."""
     async with admin_client(client, admin) as admin:
-        return await _apply(admin, client, topics, create, app_id)
+        return await _apply(admin, client, topics, create, app_id, changelogs or {})
 
 
-async def _apply(admin: Any, client: ClientConfig, topics: TopicSet, create: bool, app_id: str | None) -> list[str]:
+async def _apply(admin: Any, client: ClientConfig, topics: TopicSet, create: bool, app_id: str | None,
+                 changelogs: Mapping[str, int]) -> list[str]:
     from aiokafka.admin import NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -255,17 +258,8 @@ async def _apply(admin: Any, client: ClientConfig, topics: TopicSet, create: boo
     if create:
         report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
                                           {spec.name for spec in to_create})
-    problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
-    # A topic just created can be reported with no partitions, or with no configs
-    # (None: the broker asked has not got its metadata yet, seen on a cluster), until
-    # its metadata has propagated; give those a moment, never a topic that was
-    # already there.
-    created_names = {spec.name for spec in to_create}
-    for _ in range(100):
-        if not any(p.split(":")[0] in created_names for p in problems):
-            break
-        await asyncio.sleep(0.1)
-        problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+    problems = await _settled_differences(admin, topics, {spec.name for spec in to_create})
+    problems += await _existing_changelog_differences(admin, topics, existing, changelogs)
     if problems:
         raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
     if app_id is not None:
@@ -275,6 +269,33 @@ async def _apply(admin: Any, client: ClientConfig, topics: TopicSet, create: boo
     created = {spec.name for spec in to_create}
     report += [f"ok {spec.name}" for spec in topics if spec.name not in created]
     return report
+
+
+async def _settled_differences(admin: Any, topics: TopicSet, created_names: set[str]) -> list[str]:
+    """`_differences`, once the topics just created (`created_names`) have settled: one
+    can be reported with no partitions, or with no configs (None: the broker asked has
+    not got its metadata yet, seen on a cluster), until its metadata has propagated;
+    give those a moment, never a topic that was already there."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+    for _ in range(100):
+        if not any(p.split(":")[0] in created_names for p in problems):
+            break
+        await asyncio.sleep(0.1)
+        problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+    return problems
+
+
+async def _existing_changelog_differences(admin: Any, topics: TopicSet, existing: set[str],
+                                          changelogs: Mapping[str, int]) -> list[str]:
+    """What differs in those of `changelogs` that exist from what the workers' tables
+    need, at the topics' replication; none for the ones not made yet."""
+    present = sorted(set(changelogs) & existing)
+    if not present:
+        return []
+    replication = Replication(topics["signals"].replication, topics["signals"].min_insync_replicas)
+    return await _changelog_differences(admin, present, await _described(admin, present), changelogs, replication)
 
 
 async def _enough_brokers(admin: Any, factor: int) -> None:
@@ -653,3 +674,39 @@ def internal_replication_warnings(found: Mapping[str, tuple[int, int]], replicat
                             f"product's topics ({replication.min_insync}, SIZER_MIN_INSYNC_REPLICAS): a write there "
                             f"can be acknowledged by fewer brokers than the product's own")
     return warnings
+
+
+async def topic_ids(client: ClientConfig, names: list[str]) -> dict[str, str]:
+    """Each existing topic's Kafka topic id (KIP-516), as text: what tells a topic
+    from another of the same name, deleted and recreated. Topics without one (absent,
+    or a broker before 2.8) are left out; nothing when they cannot be read (a
+    checkpoint is then checked by its offsets alone, as before topic ids)."""
+    return await asyncio.to_thread(_topic_ids, client, names)
+
+
+def _topic_ids(client: ClientConfig, names: list[str]) -> dict[str, str]:
+    # aiokafka's metadata requests stop before topic ids (v10); kafka-python's have them
+    from kafka.admin import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(**{**client.settings.kafka_python_client(client.role), "request_timeout_ms": 15_000})
+        try:
+            return ids_of(admin.describe_topics(names))
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - not ours to describe, or unreachable: checked by offsets alone
+        return {}
+
+
+NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def ids_of(described: list[Mapping[str, Any]]) -> dict[str, str]:
+    """{topic name: topic id} of a metadata answer's topics (kafka-python's
+    `describe_topics`), leaving out errors and the all-zero id of a broker without ids."""
+    found = {}
+    for entry in described:
+        name, ident = entry.get("name", entry.get("topic")), entry.get("topic_id")
+        if entry.get("error_code", 0) == 0 and name and ident is not None and str(ident) != NO_TOPIC_ID:
+            found[str(name)] = str(ident)
+    return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -13,28 +14,29 @@ from typing import Any, Awaitable, Iterator, Mapping, Sequence
 from streams.config import SizingConfig
 from streams.kafka.io import partition_ends, publish_config
 from streams.kafka.settings import ClientConfig
-from streams.worker.checkpoint import keep_local_state
+from streams.worker.checkpoint import keep_local_state, write_checkpoint
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
 from streams.kafka.topics import (TopicSet, admin_client, apply, declare_changelogs, internal_replication,
-                                  internal_replication_warnings, unbounded_inputs)
+                                  internal_replication_warnings, topic_ids, unbounded_inputs)
 
 log = logging.getLogger("streams.worker")
 
 
 async def prepare_local_state(client: ClientConfig, tabledir: Path, app_id: str, processing_guarantee: str,
-                              changelogs: list[str]) -> str:
+                              changelogs: list[str], ids: Mapping[str, str] | None = None) -> str:
     """Under exactly-once, keep the local tables a clean stop's checkpoint vouches for
     and rebuild the rest from the committed changelogs (`checkpoint`); at-least-once
     keeps them as they are (its recovery rewrites from the store's offset on, and an
-    input it decides twice is one it may decide twice). Returns what was done."""
+    input it decides twice is one it may decide twice). `ids`: the changelogs' topic
+    ids (`topics.topic_ids`). Returns what was done."""
     if processing_guarantee != "exactly_once":
         return "local tables kept (at-least-once)"
 
     async def ends(wanted: Mapping[str, list[int]]) -> dict[tuple[str, int], int]:
         return await partition_ends(client, wanted)
 
-    return await keep_local_state(tabledir, app_id, changelogs, ends)
+    return await keep_local_state(tabledir, app_id, changelogs, ends, ids)
 
 
 def private_state(data_dir: Path) -> None:
@@ -126,9 +128,13 @@ async def start_up(client: ClientConfig, kafka: WorkerSettings, config: SizingCo
         await together(publish_config(client, topics.name("config"), config),
                        declare_changelogs(client, changelogs, kafka.replication, admin=admin))
     private_state(kafka.data_dir)
+    # the checkpoint names the changelogs it was written against by topic id: one
+    # deleted and recreated since is another topic, whatever its offsets
+    ids = await topic_ids(client, list(changelogs))
+    app.write_checkpoint = functools.partial(write_checkpoint, topic_ids=ids)
     # last: it consumes the checkpoint, which a start that stops before this keeps
     local_state = await prepare_local_state(client, Path(app.conf.tabledir), kafka.app_id,
-                                            kafka.processing_guarantee, list(changelogs))
+                                            kafka.processing_guarantee, list(changelogs), ids)
     warnings = [] if not unbounded else [
         f"input topics do not bound record timestamps to max_future_skew_s ({config.max_future_skew_ms} ms): "
         f"{'; '.join(unbounded)}; a producer can stamp a record far ahead and poison a portfolio clock: run "

@@ -48,6 +48,8 @@ def refused(helm: str, *args: str) -> str:
     (["--set", "topics.replicationFactr=3"], "replicationFactr"),
     (["--set", "topics.minInsyncReplicas=0"], "minInsyncReplicas"),
     (["--set", "requireRegistration=yes"], "requireRegistration"),
+    # below the broker's group.min.session.timeout.ms (6 s by default) and the workers' 3 s heartbeat
+    (["--set-json", "kafka.sessionTimeoutSeconds=2"], "sessionTimeoutSeconds"),
 ], ids=lambda value: value if isinstance(value, str) else None)
 def test_a_mistaken_value_fails_naming_it(helm, args, named):
     error = refused(helm, *args)
@@ -154,3 +156,18 @@ def test_the_setup_job_runs_as_the_setup_principal_which_is_no_super_user(helm):
     broker = (ROOT / "deploy" / "broker" / "broker.sh").read_text()
     super_users = [line for line in broker.splitlines() if line.startswith("super.users=")]
     assert super_users and "sizer-setup" not in super_users[0]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SIZER_SHUTDOWN_TIMEOUT_S", "shutdownTimeoutSeconds"),  # the grace would end before the worker's own stop
+    ("SIZER_GROUP_INSTANCE_ID", "the pod's name"),  # every pod one static member: they fence each other
+    ("SIZER_DATA_DIR", "persistence"),  # the local tables off the persistent volume
+    ("SIZER_REPLICATION_FACTOR", "topics.replicationFactor"),  # the workers' changelogs unlike the Job's topics
+    ("SIZER_SESSION_TIMEOUT_S", "kafka.sessionTimeoutSeconds"),
+])
+def test_extra_env_may_not_redefine_what_the_chart_sets(helm, name, value):
+    # A second definition of a variable the chart sets wins in the pod (the last one does)
+    # and silently undoes what the chart derives from its value: the termination grace, the
+    # per-pod static membership, the volume.
+    error = refused(helm, "--set", f"extraEnv[0].name={name}", "--set-string", "extraEnv[0].value=1")
+    assert f"extraEnv: {name} is set by the chart" in error and value in error, error

@@ -174,3 +174,25 @@ def test_a_journal_line_stamped_before_its_topics_retention_publishes_nothing(de
         f"{deployment.topics.name('signals')} deletes a record stamped more than {retention} ms ago (retention.ms) "
         f"at its next retention check, before an audit could read it",
         f"nothing published: 1 bad line in {journal}"]
+
+
+def test_check_names_a_changelog_that_differs_from_what_the_workers_need(deployment):
+    # A changelog made by hand or by an older release: not compacted (retention would
+    # delete portfolios' state), fewer partitions, one copy. `topics apply --check` is what a
+    # platform runs before a release; it must not say "ok" to what the workers refuse.
+    from aiokafka.admin import NewTopic
+
+    exposure = f"{deployment.app_id}-exposure-changelog"
+    admin_call(deployment.bootstrap, lambda admin: admin.create_topics(
+        [NewTopic(exposure, 3, 1, topic_configs={"cleanup.policy": "delete"})]))
+    factor = brokers(deployment.bootstrap)
+    done = sizer(deployment.env(SIZER_REPLICATION_FACTOR=str(factor), SIZER_MIN_INSYNC_REPLICAS="1"),
+                 "topics", "apply", "--check")
+    assert done.returncode == 3, done.stdout + done.stderr
+    width = deployment.topics["signals"].partitions
+    lines = set(done.stderr.splitlines()[1:])
+    assert f"  {exposure}: 3 partitions on the broker, the worker's tables have {width} (the input topics' count)" \
+        in lines, done.stderr
+    assert f"  {exposure}: cleanup.policy=delete on the broker, a changelog must be compacted" in lines, done.stderr
+    # the changelogs the workers have not made yet are not differences
+    assert not [line for line in lines if "-streak-changelog" in line], done.stderr
