@@ -73,8 +73,12 @@ class Record:
     timestamp: int
 
     def json(self) -> Any:
-        """The value as JSON written by this product (decisions, orders, config): decimals are strings."""
-        return decimals.loads_output(self.value) if self.value is not None else None
+        """The value as JSON written by this product (decisions, orders, config): decimals are
+        strings. A value in the Confluent wire format (SIZER_SCHEMA_REGISTRY_URL set) is read
+        past its magic byte and schema id: JSON text never starts with a zero byte."""
+        if self.value is None:
+            return None
+        return decimals.loads_output(self.value[5:] if self.value[:1] == b"\x00" else self.value)
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:

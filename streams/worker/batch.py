@@ -34,6 +34,7 @@ from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
 from streams.wire.models import to_json
+from streams.kafka.schema_registry import Schemas, frame
 from streams.engine import PortfolioState
 from streams.kafka.io import Record
 from streams.metrics import SizerMetrics
@@ -212,7 +213,8 @@ class BatchHandler:
         dlq_max_bytes: int,
         current: Callable[[Input], AbstractContextManager[None]],
         on_failure: Callable[[BaseException], NoReturn] = abandon, refuse: Callable[[str], None] | None = None,
-        health: Liveness | None = None, portfolios: Registry | None = None,
+        health: Liveness | None = None, portfolios: Registry | None = None, schemas: Schemas | None = None,
+        framed_inputs: bool = False,
     ) -> None:
         self.app_id = app_id
         self.config = config
@@ -233,6 +235,10 @@ class BatchHandler:
         self.refuse = refuse
         self.health = health  # worker.health.Health: liveness watches each batch (None in tests)
         self.portfolios = portfolios  # worker.registry.PortfolioRegistry; None: registration off
+        # kafka.schema_registry.Schemas: the Schema Registry's ids, None without one; outputs are
+        # then written in the Confluent wire format, and inputs read in it when `framed_inputs`
+        self.schemas = schemas
+        self.framed_inputs = framed_inputs and schemas is not None
         self.stall_watch = StallWatch()
         # when the batch being handled was fetched, at the latest (`time.monotonic()`): a
         # view's catch-up begun after it has read what was written before its inputs
@@ -253,7 +259,10 @@ class BatchHandler:
         been dead-lettered."""
         m = event.message
         try:
-            message = admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
+            value = m.value
+            if self.framed_inputs and value is not None:
+                value = self.schemas.payload(m.topic, value)
+            message = admit_record(self.roles[m.topic], m.key, value, record_timestamp_ms(m),
                                    self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
             if self.portfolios is not None:
                 await self.portfolios.check(message.portfolio_id, self.fetched_at)
@@ -288,9 +297,15 @@ class BatchHandler:
             return
         key = result.decision.portfolio_id.encode()
         if result.order is not None:
-            await self.outputs.send(self.orders, key, to_json(result.order).encode(), m.partition)
-        await self.outputs.send(self.decisions, key, to_json(result.decision).encode(), m.partition)
+            await self.outputs.send(self.orders, key, self.written(self.orders, to_json(result.order)), m.partition)
+        await self.outputs.send(self.decisions, key, self.written(self.decisions, to_json(result.decision)),
+                                m.partition)
         self.metrics.decided(result.decision, time.time() - signal.ts / 1000)
+
+    def written(self, topic: str, text: str) -> bytes:
+        """An output's value: its JSON, in the Confluent wire format under the topic's
+        schema id when a Schema Registry is set."""
+        return text.encode() if self.schemas is None else frame(self.schemas.writes[topic], text.encode())
 
     async def apply_fill(self, event: Event) -> None:
         fill = await self.admitted(event)

@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from streams.config import SizingConfig
 from streams.kafka.io import end_offsets, publish_config
+from streams.kafka.schema_registry import product_schemas
 from streams.kafka.settings import ClientConfig
 from streams.worker.checkpoint import keep_local_state
 from streams.worker.settings import WorkerSettings
@@ -122,7 +123,11 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
             "`sizer topics apply --config ...` with this configuration"]
         # Before the first decision: the settings behind this worker's config hash.
         asyncio.run(publish_config(client, topics.name("config"), config))
-    app = build_app(kafka, config, topics)
+    schemas = None
+    if kafka.schema_registry_url is not None:  # unreachable: RegistryUnavailable stops start-up
+        schemas = asyncio.run(product_schemas(kafka.schema_registry_url,
+                                              {role: topics.name(role) for role in topics.specs}))
+    app = build_app(kafka, config, topics, schemas=schemas)
     with _aiokafka_quiet():
         asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
                                                 for table in app.tables.values()},
