@@ -68,3 +68,16 @@ def test_a_registry_url_that_is_not_http_stops_start_up(monkeypatch):
     monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_URL", "registry:8081")
     with pytest.raises(ConfigError, match="schema_registry_url"):
         load_settings()
+
+
+def test_the_products_readers_read_an_output_framed_or_not():
+    from decimal import Decimal
+
+    from streams.kafka.io import Record
+
+    def record(value: bytes) -> Record:
+        return Record("decisions", 0, 0, b"p1", value, (), 0)
+
+    text = b'{"signal_id": "s1", "qty": "0.5"}'
+    assert record(frame(12, text)).json() == record(text).json() == {"signal_id": "s1", "qty": "0.5"}
+    assert Decimal(record(frame(12, text)).json()["qty"]) == Decimal("0.5")
