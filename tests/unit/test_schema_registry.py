@@ -81,3 +81,20 @@ def test_the_products_readers_read_an_output_framed_or_not():
     text = b'{"signal_id": "s1", "qty": "0.5"}'
     assert record(frame(12, text)).json() == record(text).json() == {"signal_id": "s1", "qty": "0.5"}
     assert Decimal(record(frame(12, text)).json()["qty"]) == Decimal("0.5")
+
+
+def test_an_unreachable_registry_is_one_error_naming_it():
+    import asyncio
+    import socket
+
+    from streams.errors import RegistryUnavailable, exit_code
+    from streams.kafka.schema_registry import SchemaRegistry
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/apis/ccompat/v6"
+    with pytest.raises(RegistryUnavailable) as raised:
+        asyncio.run(SchemaRegistry(url, timeout_s=5).register("signals", "{}"))
+    assert str(raised.value).startswith(f"Schema Registry {url} unreachable: ")
+    assert "\n" not in str(raised.value) and exit_code(raised.value) == 4
