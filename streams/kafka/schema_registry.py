@@ -1,7 +1,8 @@
 """The product's one Schema Registry client (Confluent's REST API, as served by
-Confluent Schema Registry and by Apicurio Registry's compatibility API), and the
-Confluent wire format: magic byte 0, the schema id as 4 bytes big-endian, then
-the message's JSON.
+Confluent Schema Registry and by Apicurio Registry's compatibility API): it
+registers the product's JSON Schemas and reads back the ids each topic's subject
+holds, as the `wire.framing.Framing` every client of the product writes and reads
+with (the wire format itself lives there).
 
 Subjects follow the TopicNameStrategy: a topic's values are registered under
 `<topic>-value`. The schemas are the product's JSON Schemas
@@ -10,53 +11,16 @@ Subjects follow the TopicNameStrategy: a topic's values are registered under
 from __future__ import annotations
 
 import json
-import struct
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from streams.errors import InvalidMessage, RegistryUnavailable
+from streams.errors import RegistryUnavailable
+from streams.wire.framing import PLAIN, Framing, subject
 
-MAGIC = 0
-HEADER = struct.Struct(">bI")
+if TYPE_CHECKING:
+    from streams.kafka.settings import ConnectionSettings
+    from streams.kafka.topics import TopicSet
+
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-
-
-def subject(topic: str) -> str:
-    """The TopicNameStrategy subject of a topic's values."""
-    return f"{topic}-value"
-
-
-def frame(schema_id: int, payload: bytes) -> bytes:
-    """`payload` in the Confluent wire format under `schema_id`."""
-    return HEADER.pack(MAGIC, schema_id) + payload
-
-
-def unframe(value: bytes) -> tuple[int, bytes]:
-    """(schema id, payload) of a record in the Confluent wire format. Raises
-    InvalidMessage SCHEMA_ID when the value does not start with the magic byte and an id."""
-    if len(value) < HEADER.size or value[0] != MAGIC:
-        first = f"first byte {value[0]:#04x}" if value else "an empty value"
-        raise InvalidMessage("SCHEMA_ID", f"value: not in the Confluent wire format (magic byte 0 and a 4-byte "
-                                          f"schema id), {first}")
-    return HEADER.unpack_from(value)[1], value[HEADER.size:]
-
-
-@dataclass(frozen=True, slots=True)
-class Schemas:
-    """The ids the product writes its outputs with ({topic: id}) and the ids it accepts
-    on each input topic ({topic: ids registered under the topic's subject})."""
-
-    writes: Mapping[str, int]
-    accepts: Mapping[str, frozenset[int]]
-
-    def payload(self, topic: str, value: bytes) -> bytes:
-        """The JSON of an input record of `topic`. Raises InvalidMessage SCHEMA_ID when
-        the record is not framed, or its id is not one of the topic's subject."""
-        schema_id, payload = unframe(value)
-        if schema_id not in self.accepts.get(topic, frozenset()):
-            raise InvalidMessage("SCHEMA_ID", f"value: schema id {schema_id} is not registered under subject "
-                                              f"{subject(topic)}")
-        return payload
 
 
 class SchemaRegistry:
@@ -74,12 +38,17 @@ class SchemaRegistry:
             async with session.request(method, f"{self.url}{path}", json=body,
                                        headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}) as response:
                 text = await response.text()
-                if response.status >= 300:
-                    raise RegistryUnavailable(f"Schema Registry {self.url}: {method} {path} answered "
-                                              f"{response.status}: {text[:200]}")
-                return json.loads(text)
+                status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RegistryUnavailable(f"Schema Registry {self.url} unreachable: {type(exc).__name__}: {exc}") from None
+        if status >= 300:
+            raise RegistryUnavailable(f"Schema Registry {self.url} refused {method} {path}: {status} "
+                                      f"{_message(text)}{_why(status, path)}")
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise RegistryUnavailable(f"Schema Registry {self.url}: {method} {path} answered {status} with what is "
+                                      f"not JSON (is the URL the base of Confluent's API?): {_message(text)}") from None
 
     def _session(self) -> Any:
         import aiohttp
@@ -91,7 +60,7 @@ class SchemaRegistry:
         async with self._session() as session:
             answer = await self._call(session, "POST", f"/subjects/{subject(topic)}/versions",
                                       {"schemaType": "JSON", "schema": schema})
-        return int(answer["id"])
+        return _id(answer, self.url)
 
     async def ids(self, topic: str) -> frozenset[int]:
         """The ids of every version registered under the topic's subject."""
@@ -100,30 +69,61 @@ class SchemaRegistry:
             found = set()
             for version in versions:
                 answer = await self._call(session, "GET", f"/subjects/{subject(topic)}/versions/{version}")
-                found.add(int(answer["id"]))
+                found.add(_id(answer, self.url))
         return frozenset(found)
 
-    async def prepare(self, schemas: Mapping[str, str], outputs: set[str]) -> Schemas:
-        """Register `schemas` ({topic: JSON Schema text}) and read back every id each
-        input topic's subject holds: the ids to write `outputs` with and to accept."""
+    async def framing(self, schemas: Mapping[str, tuple[str, str]], inputs: set[str], framed_inputs: bool) -> Framing:
+        """Register `schemas` ({role: (topic, JSON Schema text)}) and read back every id
+        each input's subject holds: the ids to write each role with, and to accept on
+        `inputs` (when `framed_inputs`; else inputs are read as plain JSON)."""
         writes, accepts = {}, {}
-        for topic, schema in schemas.items():
-            schema_id = await self.register(topic, schema)
-            if topic in outputs:
-                writes[topic] = schema_id
-            else:
-                accepts[topic] = await self.ids(topic) | {schema_id}
-        return Schemas(writes, accepts)
+        for role, (topic, schema) in schemas.items():
+            writes[role] = await self.register(topic, schema)
+            if role in inputs:
+                accepts[role] = await self.ids(topic) | {writes[role]}
+        return Framing(writes, accepts if framed_inputs else None,
+                       {role: subject(topic) for role, (topic, _) in schemas.items()})
 
 
-async def product_schemas(url: str, topic_names: Mapping[str, str]) -> Schemas:
-    """Register every JSON Schema of the product (`streams.wire.schemas`) under its
-    topic's subject at the registry `url`; `topic_names`: role -> topic name."""
+def _message(text: str) -> str:
+    """The registry's own message of an error answer, on one line."""
+    try:
+        answer = json.loads(text)
+        text = str(answer.get("message", text)) if isinstance(answer, dict) else text
+    except ValueError:
+        pass
+    return " ".join(text.split())[:200]
+
+
+def _why(status: int, path: str) -> str:
+    if status == 409 and path.endswith("/versions"):
+        return (" (the product's schema is incompatible with what the subject holds under its compatibility "
+                "rule: register it as a new subject, or relax the rule)")
+    return ""
+
+
+def _id(answer: Any, url: str) -> int:
+    try:
+        return int(answer["id"])
+    except (KeyError, TypeError, ValueError):
+        raise RegistryUnavailable(f"Schema Registry {url} answered without a schema id: "
+                                  f"{_message(json.dumps(answer))}") from None
+
+
+async def product_framing(kafka: "ConnectionSettings", topics: "TopicSet") -> Framing:
+    """How every client of the product frames and reads values: `PLAIN` without a
+    registry (SIZER_SCHEMA_REGISTRY_URL unset); else every JSON Schema of the product
+    (`streams.wire.schemas`) registered under its topic's subject (idempotent), with
+    the ids read back. Raises RegistryUnavailable (one line) when the registry cannot
+    be reached or refuses."""
     from streams.wire import schemas
 
-    texts, outputs = {}, set()
+    if kafka.schema_registry_url is None:
+        return PLAIN
+    texts, inputs = {}, set()
     for name, (_, role, mode) in schemas.MESSAGES.items():
-        texts[topic_names[role]] = schemas.render(name)
-        if mode == "serialization":
-            outputs.add(topic_names[role])
-    return await SchemaRegistry(url).prepare(texts, outputs)
+        texts[role] = (topics.name(role), schemas.render(name))
+        if mode == "validation":
+            inputs.add(role)
+    registry = SchemaRegistry(kafka.schema_registry_url)
+    return await registry.framing(texts, inputs, kafka.schema_registry_inputs == "confluent")

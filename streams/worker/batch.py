@@ -34,7 +34,7 @@ from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
 from streams.wire.models import to_json
-from streams.kafka.schema_registry import Schemas, frame
+from streams.wire.framing import PLAIN, Framing
 from streams.engine import PortfolioState
 from streams.kafka.io import Record
 from streams.metrics import SizerMetrics
@@ -213,8 +213,7 @@ class BatchHandler:
         dlq_max_bytes: int,
         current: Callable[[Input], AbstractContextManager[None]],
         on_failure: Callable[[BaseException], NoReturn] = abandon, refuse: Callable[[str], None] | None = None,
-        health: Liveness | None = None, portfolios: Registry | None = None, schemas: Schemas | None = None,
-        framed_inputs: bool = False,
+        health: Liveness | None = None, portfolios: Registry | None = None, framing: Framing = PLAIN,
     ) -> None:
         self.app_id = app_id
         self.config = config
@@ -235,10 +234,9 @@ class BatchHandler:
         self.refuse = refuse
         self.health = health  # worker.health.Health: liveness watches each batch (None in tests)
         self.portfolios = portfolios  # worker.registry.PortfolioRegistry; None: registration off
-        # kafka.schema_registry.Schemas: the Schema Registry's ids, None without one; outputs are
-        # then written in the Confluent wire format, and inputs read in it when `framed_inputs`
-        self.schemas = schemas
-        self.framed_inputs = framed_inputs and schemas is not None
+        # wire.framing.Framing: with a Schema Registry, outputs are written in the Confluent
+        # wire format, and inputs read in it (SIZER_SCHEMA_REGISTRY_INPUTS=confluent)
+        self.framing = framing
         self.stall_watch = StallWatch()
         # when the batch being handled was fetched, at the latest (`time.monotonic()`): a
         # view's catch-up begun after it has read what was written before its inputs
@@ -259,10 +257,8 @@ class BatchHandler:
         been dead-lettered."""
         m = event.message
         try:
-            value = m.value
-            if self.framed_inputs and value is not None:
-                value = self.schemas.payload(m.topic, value)
-            message = admit_record(self.roles[m.topic], m.key, value, record_timestamp_ms(m),
+            role = self.roles[m.topic]
+            message = admit_record(role, m.key, self.framing.read(role, m.value), record_timestamp_ms(m),
                                    self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
             if self.portfolios is not None:
                 await self.portfolios.check(message.portfolio_id, self.fetched_at)
@@ -297,15 +293,11 @@ class BatchHandler:
             return
         key = result.decision.portfolio_id.encode()
         if result.order is not None:
-            await self.outputs.send(self.orders, key, self.written(self.orders, to_json(result.order)), m.partition)
-        await self.outputs.send(self.decisions, key, self.written(self.decisions, to_json(result.decision)),
-                                m.partition)
+            await self.outputs.send(self.orders, key, self.framing.written("orders", to_json(result.order).encode()),
+                                    m.partition)
+        await self.outputs.send(self.decisions, key,
+                                self.framing.written("decisions", to_json(result.decision).encode()), m.partition)
         self.metrics.decided(result.decision, time.time() - signal.ts / 1000)
-
-    def written(self, topic: str, text: str) -> bytes:
-        """An output's value: its JSON, in the Confluent wire format under the topic's
-        schema id when a Schema Registry is set."""
-        return text.encode() if self.schemas is None else frame(self.schemas.writes[topic], text.encode())
 
     async def apply_fill(self, event: Event) -> None:
         fill = await self.admitted(event)
@@ -462,7 +454,7 @@ class BatchHandler:
         m = event.message
         view = self.view
         try:
-            admit_instrument(m.key, m.value, record_timestamp_ms(m))
+            admit_instrument(m.key, self.framing.read("instruments", m.value), record_timestamp_ms(m))
             copy_of = restores(m.headers) if m.value is not None else None
         except InvalidMessage as exc:
             await self.dead(event, exc)

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from streams.config import SizingConfig
 from streams.kafka.io import end_offsets, publish_config
-from streams.kafka.schema_registry import product_schemas
+from streams.kafka.schema_registry import product_framing
 from streams.kafka.settings import ClientConfig
 from streams.worker.checkpoint import keep_local_state
 from streams.worker.settings import WorkerSettings
@@ -121,13 +121,12 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
             f"input topics do not bound record timestamps to max_future_skew_s ({config.max_future_skew_ms} ms): "
             f"{'; '.join(unbounded)}; a producer can stamp a record far ahead and poison a portfolio clock: run "
             "`sizer topics apply --config ...` with this configuration"]
+        # A Schema Registry that cannot be reached or refuses the product's schemas stops
+        # start-up here (RegistryUnavailable, one line, exit 4)
+        framing = asyncio.run(product_framing(kafka, topics))
         # Before the first decision: the settings behind this worker's config hash.
         asyncio.run(publish_config(client, topics.name("config"), config))
-    schemas = None
-    if kafka.schema_registry_url is not None:  # unreachable: RegistryUnavailable stops start-up
-        schemas = asyncio.run(product_schemas(kafka.schema_registry_url,
-                                              {role: topics.name(role) for role in topics.specs}))
-    app = build_app(kafka, config, topics, schemas=schemas)
+    app = build_app(kafka, config, topics, framing=framing)
     with _aiokafka_quiet():
         asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
                                                 for table in app.tables.values()},

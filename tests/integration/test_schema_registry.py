@@ -3,22 +3,31 @@ Registry's Confluent-compatible API (deploy/registry/registry.sh, started here) 
 the real broker. The product registers its JSON Schemas under <topic>-value, writes
 orders and decisions in the Confluent wire format under its subjects' ids, reads
 inputs in that format (or plain JSON, by setting), and dead-letters a record framed
-with an id that is not its topic's subject's, with the original bytes.
+with an id that is not its topic's subject's, cut short or with another magic byte,
+with the original bytes. Every writer of inputs the product has (`sizer publish`,
+`sizer control`, the publishing the demo uses) frames with its topic's id, and the
+product's readers (`sizer tail`, `sizer control status`, `sizer audit`) read what
+was framed. A registry that refuses the product's schemas stops start-up in one line.
 
 The registry must start: a test that cannot reach one fails, it is never skipped."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import struct
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.builders import T0
+from streams.kafka.io import publish
+from streams.wire.schemas import SCHEMA_DIR
+from streams.worker.settings import WorkerSettings
+from tests.builders import T0, filled
 from tests.integration.harness import SIZER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,10 +73,28 @@ def framed(schema_id: int, value: dict) -> bytes:
     return b"\x00" + struct.pack(">I", schema_id) + json.dumps(value).encode()
 
 
+def publish_framed(deployment, url: str, entries: list, keys: dict | None = None) -> None:
+    """Publish as the product's own publishing does with SIZER_SCHEMA_REGISTRY_URL set
+    (`kafka.io.publish`, what the demo uses): data framed under its subject's id."""
+    client = WorkerSettings(bootstrap=deployment.bootstrap, schema_registry_url=url).for_role("test")
+    asyncio.run(publish(client, deployment.topics, entries, keys))
+
+
+def sizer(deployment, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SIZER, *args], env=deployment.env(**env), capture_output=True, text=True, timeout=180,
+                          cwd=deployment.workdir)
+
+
+def id_of(record) -> int:
+    assert record.value[0] == 0, record.value
+    return struct.unpack(">I", record.value[1:5])[0]
+
+
 def test_outputs_are_framed_with_their_subjects_ids_and_foreign_ids_are_dead_lettered(deployment, workers,
                                                                                        registry_url):
-    names = {role: deployment.topics.name(role) for role in ("signals", "orders", "decisions", "fills")}
-    on_disk = json.loads((ROOT / "topics" / "schemas" / "v1" / "signal.schema.json").read_text())
+    names = {role: deployment.topics.name(role) for role in ("signals", "orders", "decisions", "fills",
+                                                             "instruments")}
+    on_disk = json.loads((SCHEMA_DIR / "signal.schema.json").read_text())
     # a producer registered its own copy of the signal schema first: its id is accepted too
     producers = register(registry_url, f"{names['signals']}-value", {**on_disk, "description": "a producer's copy"})
     worker = workers("--preset", "graduated", SIZER_SCHEMA_REGISTRY_URL=registry_url)
@@ -76,16 +103,22 @@ def test_outputs_are_framed_with_their_subjects_ids_and_foreign_ids_are_dead_let
     assert json.loads(schemas["signals"]["schema"]) == on_disk
     assert schemas["signals"].get("schemaType", "JSON") == "JSON"
     signal_id, decision_id = schemas["signals"]["id"], schemas["decisions"]["id"]
-    assert len({producers, signal_id, decision_id, schemas["orders"]["id"], schemas["fills"]["id"]}) == 5
+    assert len({producers, signal_id, decision_id, schemas["orders"]["id"], schemas["fills"]["id"],
+                schemas["instruments"]["id"]}) == 6
 
     foreign = framed(decision_id, signal("x1", T0 + 1))  # the decisions' id on the signals topic
     plain = json.dumps(signal("x2", T0 + 2)).encode()  # not framed
-    deployment.publish([("instruments", ETH), ("signals", framed(signal_id, signal("g1", T0))),
-                        ("signals", foreign), ("signals", plain), ("signals", framed(producers, signal("g2", T0 + 3)))],
-                       keys={1: b"p1", 2: b"p1", 3: b"p1", 4: b"p1"})
+    cut_short = b"\x00\x00\x00"  # a header that ends after 3 of its 5 bytes
+    other_magic = b"\x01" + framed(signal_id, signal("x3", T0 + 4))[1:]
+    instrument = framed(schemas["instruments"]["id"], ETH)
+    plain_instrument = json.dumps({**ETH, "symbol": "BTC-USD"}).encode()  # the instruments agent reads framed too
+    deployment.publish([("instruments", instrument), ("signals", framed(signal_id, signal("g1", T0))),
+                        ("signals", foreign), ("signals", plain), ("signals", framed(producers, signal("g2", T0 + 3))),
+                        ("signals", cut_short), ("signals", other_magic), ("instruments", plain_instrument)],
+                       keys={0: b"ETH-USD", 1: b"p1", 2: b"p1", 3: b"p1", 4: b"p1", 5: b"p1", 6: b"p1", 7: b"BTC-USD"})
 
     decisions = deployment.wait_for("decisions", 2)
-    dead = deployment.wait_for("dlq", 2)
+    dead = deployment.wait_for("dlq", 5)
     assert worker.alive()
     assert [(r.value[0], struct.unpack(">I", r.value[1:5])[0], json.loads(r.value[5:])["signal_id"])
             for r in decisions] == [(0, decision_id, "g1"), (0, decision_id, "g2")]
@@ -96,7 +129,15 @@ def test_outputs_are_framed_with_their_subjects_ids_and_foreign_ids_are_dead_let
     assert by_value[foreign].header("sizer.detail") == \
         f"value: schema id {decision_id} is not registered under subject {names['signals']}-value"
     assert by_value[plain].header("sizer.reason") == "SCHEMA_ID"
-    assert "Confluent wire format" in by_value[plain].header("sizer.detail")
+    assert by_value[plain].header("sizer.detail") == ("value: not in the Confluent wire format (magic byte 0 and a "
+                                                       "4-byte schema id), first byte 0x7b")
+    assert (by_value[cut_short].header("sizer.reason"), by_value[cut_short].header("sizer.detail")) == \
+        ("SCHEMA_ID", "value: a Confluent wire-format header cut short (3 of 5 bytes)")
+    assert (by_value[other_magic].header("sizer.reason"), by_value[other_magic].header("sizer.detail")) == \
+        ("SCHEMA_ID", "value: not in the Confluent wire format (magic byte 0 and a 4-byte schema id), first byte 0x01")
+    assert by_value[plain_instrument].header("sizer.reason") == "SCHEMA_ID"
+    assert by_value[plain_instrument].header("sizer.source.topic") == names["instruments"]
+    assert sorted(by_value) == sorted([foreign, plain, cut_short, other_magic, plain_instrument])  # original bytes
 
 
 def test_plain_json_inputs_by_setting_and_outputs_still_framed(deployment, workers, registry_url):
@@ -116,3 +157,71 @@ def test_an_unreachable_registry_stops_start_up_in_one_line(deployment):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Schema Registry http://127.0.0.1:9/apis/ccompat/v6 unreachable" in lines[0], \
         done.stderr
+
+
+def test_every_writer_of_the_product_frames_and_the_worker_admits_it_and_its_readers_read_it(
+        deployment, workers, registry_url, tmp_path):
+    workers("--preset", "graduated", SIZER_SCHEMA_REGISTRY_URL=registry_url)
+    env = {"SIZER_SCHEMA_REGISTRY_URL": registry_url}
+    journal = tmp_path / "mine.jsonl"
+    journal.write_text("".join(json.dumps({"topic": topic, "value": value}) + "\n" for topic, value in [
+        ("signals", signal("s-1", T0)), ("signals", {**signal("s-2", T0), "portfolio_id": "p2"}),
+        ("instruments", ETH)]))
+    done = sizer(deployment, "publish", "--journal", str(journal), **env)  # sizer publish (console, journal)
+    assert done.returncode == 0, done.stderr
+    decisions = deployment.wait_for("decisions", 2)
+    order_of = {d.json()["portfolio_id"]: d.json() for d in decisions}
+    assert {p: d["outcome"] for p, d in order_of.items()} == {"p1": "accepted", "p2": "accepted"}
+
+    halt = sizer(deployment, "control", "halt", "--portfolio", "p1", "--reason", "registry test", "--timeout", "90",
+                 **env)  # sizer control: exit 0 only once the worker applied it (1 when it dead-lettered it)
+    assert halt.returncode == 0, halt.stderr
+    now = int(time.time() * 1000)
+    p2 = order_of["p2"]
+    publish_framed(deployment, registry_url, [  # the demo's publishing
+        ("signals", signal("s-3", now)),
+        ("fills", filled("p2", p2["order_id"], "ETH-USD", p2["qty"], "2500", ts=T0 + 1)["value"])])
+    decisions = deployment.wait_for("decisions", 3)
+    deployment.wait_consumed("fills")
+    assert [d.json()["reason"] for d in decisions if d.json()["signal_id"] == "s-3"] == ["HALTED"]
+    assert deployment.read("dlq") == []  # nothing a writer of the product wrote was refused
+
+    ids = {role: registered(registry_url, f"{deployment.topics.name(role)}-value")["id"]
+           for role in ("signals", "instruments", "controls", "fills", "decisions", "orders")}
+    for role in ids:  # every record on every topic, in the wire format under its own subject's id
+        assert {id_of(record) for record in deployment.read(role)} == {ids[role]}, role
+
+    tail = sizer(deployment, "tail", "decisions", "--json", **env)
+    assert tail.returncode == 0, tail.stderr
+    assert sorted(json.loads(line)["value"]["signal_id"] for line in tail.stdout.splitlines()) == ["s-1", "s-2", "s-3"]
+    status = sizer(deployment, "control", "status", "--portfolio", "p1", **env)
+    assert status.returncode == 0 and json.loads(status.stdout)[0]["halted"] is True, status.stdout + status.stderr
+    portfolios = sizer(deployment, "status", "--json", **env)  # the config topic and changelogs, never framed
+    assert portfolios.returncode == 0 and '"p2"' in portfolios.stdout, portfolios.stdout + portfolios.stderr
+    code, report, _ = deployment.audit()
+    assert (code, report["ok"], report["verified"]) == (0, True, 3), report
+
+
+def test_a_subject_holding_an_incompatible_schema_stops_every_writer_in_one_line(deployment, registry_url):
+    subject = f"{deployment.topics.name('controls')}-value"
+    register(registry_url, subject, {"type": "object", "properties": {"legacy": {"type": "integer"}},
+                                     "required": ["legacy"], "additionalProperties": False})
+    request = urllib.request.Request(f"{registry_url}/config/{subject}", method="PUT",
+                                     data=json.dumps({"compatibility": "FULL"}).encode(),
+                                     headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+    urllib.request.urlopen(request, timeout=10).close()
+    env = {"SIZER_SCHEMA_REGISTRY_URL": registry_url}
+    for args in (["worker", "--preset", "graduated"], ["control", "halt", "--portfolio", "p1", "--reason", "x"]):
+        done = sizer(deployment, *args, **env)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 4 and len(lines) == 1, (args, done.stderr)
+        assert f"refused POST /subjects/{subject}/versions: 409" in lines[0] and "incompatible" in lines[0], lines
+    assert deployment.read("controls") == []  # nothing written
+
+
+def test_a_url_that_is_not_the_registrys_api_stops_start_up_in_one_line(deployment, registry_url):
+    wrong = registry_url.removesuffix("/apis/ccompat/v6")  # the registry's root: answers 404
+    done = sizer(deployment, "worker", "--preset", "graduated", SIZER_SCHEMA_REGISTRY_URL=wrong)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 4 and len(lines) == 1, done.stderr
+    assert f"Schema Registry {wrong} refused POST /subjects/" in lines[0] and ": 404 " in lines[0], lines

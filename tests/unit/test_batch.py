@@ -120,7 +120,7 @@ class Consumer:
 class World:
     """One handler over in-memory state; `log` holds every record published so far."""
 
-    def __init__(self, width: int = 1, portfolios: Any = None, schemas: Any = None) -> None:
+    def __init__(self, width: int = 1, portfolios: Any = None, framing: Any = None) -> None:
         self.config = load_config("conviction")
         self.sink = Sink()
         self.tables = TableStore(Table("exposure"), Table("streak"), Table("controls"), Table("windows"),
@@ -137,7 +137,7 @@ class World:
             partitions={"signals": width, "fills": width, "controls": width},
             outputs_topics={"orders": "orders", "decisions": "decisions", "dlq": "dlq"}, dlq_max_bytes=1_000_000,
             current=current, on_failure=self.failures.append, portfolios=portfolios,
-            schemas=schemas, framed_inputs=schemas is not None,
+            **({} if framing is None else {"framing": framing}),
         )
 
     def record(self, topic: str, value: Any, key: bytes | None = b"p1") -> Message:
@@ -433,10 +433,10 @@ def test_a_record_off_its_keys_partition_does_not_move_its_portfolios_series():
 
 
 def test_with_a_schema_registry_outputs_are_framed_and_inputs_of_a_foreign_id_dead_lettered():
-    from streams.kafka.schema_registry import Schemas
+    from streams.wire.framing import Framing
 
-    schemas = Schemas(writes={"orders": 21, "decisions": 22}, accepts={"signals": frozenset({5, 6})})
-    world = World(schemas=schemas)
+    framing = Framing(writes={"orders": 21, "decisions": 22}, accepts={"signals": frozenset({5, 6})})
+    world = World(framing=framing)
     framed = [b"\x00\x00\x00\x00" + bytes([schema_id]) + json.dumps(sig(n)).encode()
               for n, schema_id in enumerate([5, 22, 6])]
     plain = json.dumps(sig(3)).encode()
