@@ -11,7 +11,8 @@
 # The URL is the one SIZER_SCHEMA_REGISTRY_URL takes: http://127.0.0.1:PORT/apis/ccompat/v6.
 # REGISTRY_HOME (default .registry in the project) holds the log, pid and port,
 # REGISTRY_BUILD (default .registry/build) the build, shared by every home;
-# REGISTRY_MAVEN_HOME (default .registry/maven-3.9.9) Maven 3.9 when `mvn` is older;
+# REGISTRY_MAVEN_HOME (default ~/.cache/sizer/apache-maven-3.9.9, kept across clones as
+# ~/.m2 is) Maven 3.9 when `mvn` is older;
 # REGISTRY_PORT fixes the port (default: a free one); REGISTRY_START_TIMEOUT_S (120)
 # how long `start` waits; REGISTRY_JAVA_HOME the JDK (default: java on PATH, 17+).
 # Storage is in memory: every start begins empty.
@@ -50,7 +51,7 @@ fingerprint() { cat "$here/pom.xml" "$here"/src/main/resources/* "$here"/src/mai
 maven_version=3.9.9
 maven_sha512=a555254d6b53d267965a3404ecb14e53c3827c09c3b94b5678835887ab404556bfaf78dcfe03ba76fa2508649dca8531c74bca4d5846513522404d48e8c4ac8b
 maven_url="${REGISTRY_MAVEN_REPO:-https://repo.maven.apache.org/maven2}/org/apache/maven/apache-maven/$maven_version/apache-maven-$maven_version-bin.tar.gz"
-maven_home="${REGISTRY_MAVEN_HOME:-$root/.registry/maven-$maven_version}"
+maven_home="${REGISTRY_MAVEN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/sizer/apache-maven-$maven_version}"
 
 maven() {
   local found
@@ -59,19 +60,24 @@ maven() {
     echo mvn; return 0
   fi
   if [[ ! -x "$maven_home/bin/mvn" ]]; then
-    local archive="$maven_home.tar.gz"
+    # into a directory of its own, renamed into place whole: another checkout fetching
+    # at the same time keeps its own, and the first rename wins
     mkdir -p "$(dirname "$maven_home")"
-    if ! curl -fsSL --retry 3 -o "$archive" "$maven_url"; then
+    local fetched; fetched="$(mktemp -d "$maven_home.XXXXXX")"
+    if ! curl -fsSL --retry 3 -o "$fetched/maven.tar.gz" "$maven_url"; then
+      rm -rf "$fetched"
       echo "Schema Registry: could not download Maven $maven_version from $maven_url" >&2
       exit 1
     fi
-    if [[ "$(sha512sum "$archive" | cut -d' ' -f1)" != "$maven_sha512" ]]; then
+    if [[ "$(sha512sum "$fetched/maven.tar.gz" | cut -d' ' -f1)" != "$maven_sha512" ]]; then
+      rm -rf "$fetched"
       echo "Schema Registry: $maven_url does not have the SHA-512 Maven Central publishes for it" >&2
-      rm -f "$archive"; exit 1
+      exit 1
     fi
-    rm -rf "$maven_home"; mkdir -p "$maven_home"
-    tar xzf "$archive" -C "$maven_home" --strip-components=1
-    rm -f "$archive"
+    mkdir "$fetched/maven"
+    tar xzf "$fetched/maven.tar.gz" -C "$fetched/maven" --strip-components=1
+    mv -T "$fetched/maven" "$maven_home" 2>/dev/null || true
+    rm -rf "$fetched"
   fi
   echo "$maven_home/bin/mvn"
 }
