@@ -54,7 +54,7 @@ help:
 	@echo "make broker-secured / broker-secured-stop   the same broker on SASL_SSL with ACLs (127.0.0.1:19094)"
 	@echo "make venv        .venv: the project with its test and plot extras (targets that need it make it)"
 	@echo "make bench-venv  .venv-bench: the project with Quix Streams, for make bench (which makes it)"
-	@echo "make clean       remove .venv, .venv-bench, the local brokers' data and jars (.kafka, .kafka-secured, .kafka-cluster), .sizer-data, the test caches"
+	@echo "make clean       remove .venv, .venv-bench, the local brokers' data and jars (.kafka, .kafka-secured, .kafka-cluster), the local Schema Registry build (.registry), .sizer-data, the test caches"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -148,4 +148,4 @@ cluster-stop:
 	@deploy/broker/cluster.sh stop
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .kafka .kafka-secured .kafka-cluster .sizer-data .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) .kafka .kafka-secured .kafka-cluster .registry .sizer-data .pytest_cache .hypothesis

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from streams.wire import decimals
+from streams.wire.framing import payload
 from streams.errors import KafkaUnavailable
 from streams.wire.roles import KEY_FIELD
 
@@ -35,16 +36,23 @@ def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:
 async def publish(client: ClientConfig, topics: TopicSet, entries: Iterable[tuple[str, Any]],
                   keys: dict[int, bytes | None] | None = None) -> int:
     """Publish (role, value) inputs in order, waiting for every acknowledgement.
-    `keys` overrides the key of the entry at that index."""
+    `keys` overrides the key of the entry at that index. With a Schema Registry, a
+    value given as data is written in the Confluent wire format under its subject's
+    id; raw bytes are written as they are."""
+    from streams.kafka.schema_registry import product_framing
+
+    framing = await product_framing(client.settings, topics)
     producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True, linger_ms=5))
     await producer.start()
     try:
         pending = []
         for index, (role, value) in enumerate(entries):
-            key, payload = encode(role, value)
+            key, data = encode(role, value)
             if keys is not None and index in keys:
                 key = keys[index]
-            pending.append(await producer.send(topics.name(role), payload, key=key))
+            if not isinstance(value, (bytes, bytearray)):
+                data = framing.written(role, data)
+            pending.append(await producer.send(topics.name(role), data, key=key))
         await asyncio.gather(*pending)
         return len(pending)
     finally:
@@ -77,8 +85,12 @@ class Record:
     timestamp: int
 
     def json(self) -> Any:
-        """The value as JSON written by this product (decisions, orders, config): decimals are strings."""
-        return decimals.loads_output(self.value) if self.value is not None else None
+        """The value as JSON written by this product (decisions, orders, config): decimals are
+        strings. A value in the Confluent wire format (SIZER_SCHEMA_REGISTRY_URL set) is read
+        past its magic byte and schema id (`wire.framing.payload`)."""
+        if self.value is None:
+            return None
+        return decimals.loads_output(payload(self.value))
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:

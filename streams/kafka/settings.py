@@ -125,6 +125,11 @@ class ConnectionSettings(BaseSettings):
     sasl_kerberos_service_name: str = Field("kafka", min_length=1)
     sasl_kerberos_domain_name: str | None = None
     client_id_prefix: str = Field("sizer", min_length=1)
+    # A Schema Registry (Confluent's REST API; `kafka.schema_registry`): set, the product
+    # registers its JSON Schemas under <topic>-value, writes its outputs in the Confluent
+    # wire format and reads its inputs in it ("confluent") or as plain JSON ("json")
+    schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    schema_registry_inputs: Literal["confluent", "json"] = "confluent"
     _token_source: Any = PrivateAttr(None)
 
     @classmethod
@@ -141,6 +146,12 @@ class ConnectionSettings(BaseSettings):
     def replication(self) -> Replication:
         """Every topic's and changelog's replication (SIZER_REPLICATION_FACTOR, SIZER_MIN_INSYNC_REPLICAS)."""
         return Replication(self.replication_factor, self.min_insync_replicas)
+
+    @model_validator(mode="after")
+    def _registry_coherent(self) -> "ConnectionSettings":
+        if self.schema_registry_url is None and "schema_registry_inputs" in self.model_fields_set:
+            raise ValueError("schema_registry_inputs: set, but schema_registry_url is not (no Schema Registry)")
+        return self
 
     @model_validator(mode="after")
     def _bootstrap_well_formed(self) -> "ConnectionSettings":

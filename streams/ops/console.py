@@ -29,6 +29,7 @@ from aiokafka.errors import InvalidTimestampError, TopicAuthorizationFailedError
 
 from streams.wire import decimals
 from streams.wire.admission import PORTFOLIO_KEYED, admit_record, home_partition
+from streams.wire.framing import payload
 from streams.wire.instruments import admit_instrument
 from streams.errors import RECORD_TIMESTAMP_RULE, ConfigError, InvalidMessage, KafkaUnavailable
 from streams.wire import journal
@@ -182,10 +183,12 @@ async def publish_records(kafka: ConnectionSettings, topics: TopicSet, records: 
     every worker's own view, not by the group: they are only acknowledged).
     Raises TopicMismatch naming a missing topic before anything is sent,
     KafkaUnavailable naming one this principal may not write, CommandNotApplied."""
+    from streams.kafka.schema_registry import product_framing
     from streams.ops.control import wait_applied
 
     client = kafka.for_role("publish")
     await require_topics(client, sorted({topics.name(record.role) for record in records}), "Write")
+    framing = await product_framing(kafka, topics)  # the Confluent wire format with a Schema Registry
     producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True, linger_ms=5))
     await start_or_close(producer)
     counts: dict[str, int] = {}
@@ -193,7 +196,8 @@ async def publish_records(kafka: ConnectionSettings, topics: TopicSet, records: 
         for run in (in_file_order(records) if in_order else [records]):
             pending = []
             for record in run:
-                pending.append(await producer.send(topics.name(record.role), record.value, key=record.key,
+                value = framing.written(record.role, record.value)
+                pending.append(await producer.send(topics.name(record.role), value, key=record.key,
                                                    timestamp_ms=record.timestamp,
                                                    partition=input_partition(topics, record.role, record.key)))
                 counts[record.role] = counts.get(record.role, 0) + 1
@@ -298,7 +302,8 @@ def _value(role: str, record: Any) -> Any:
     try:
         # what the worker wrote has every decimal as a string; inputs may have numbers
         written = TABLE[role].output
-        return decimals.loads_output(record.value) if written else decimals.loads(record.value)
+        value = payload(record.value)  # framed or not
+        return decimals.loads_output(value) if written else decimals.loads(value)
     except (ValueError, UnicodeDecodeError):
         return None
 

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Iterator, Mapping, Sequence
 
 from streams.config import SizingConfig
 from streams.kafka.io import partition_ends, publish_config
+from streams.kafka.schema_registry import product_framing
 from streams.kafka.settings import ClientConfig
 from streams.worker.checkpoint import keep_local_state, write_checkpoint
 from streams.worker.settings import WorkerSettings
@@ -152,7 +153,11 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     from streams.faust_compat.worker import PromptExitWorker
     from streams.worker.app import build_app
 
-    app = build_app(kafka, config, topics)
+    with _aiokafka_quiet():
+        # A Schema Registry that cannot be reached or refuses the product's schemas stops
+        # start-up here (RegistryUnavailable, one line, exit 4)
+        framing = asyncio.run(product_framing(kafka, topics))
+    app = build_app(kafka, config, topics, framing=framing)
     with _aiokafka_quiet():
         start_warnings, local_state = asyncio.run(start_up(kafka.for_role(f"worker-{kafka.app_id}"), kafka, config,
                                                            topics, app))

@@ -1,0 +1,178 @@
+"""The Confluent wire format and the Schema Registry settings, without a registry:
+framing checked byte by byte against the format's definition (magic byte 0, the
+schema id as 4 bytes big-endian, the JSON), the ids an input topic accepts, and a
+registry that refuses or answers what is not its API, served here by a stub."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from streams.errors import ConfigError, InvalidMessage
+from streams.wire.framing import EITHER, PLAIN, Framing, frame, payload, subject, unframe
+from streams.worker.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for variable in list(os.environ):
+        if variable.startswith(("SIZER_", "KAFKA_")):
+            monkeypatch.delenv(variable)
+
+
+def test_a_framed_value_is_magic_zero_then_the_id_big_endian_then_the_json():
+    assert frame(258, b'{"a":1}') == b'\x00\x00\x00\x01\x02{"a":1}'
+    assert frame(2**32 - 1, b"{}") == b"\x00\xff\xff\xff\xff{}"
+
+
+def test_unframe_gives_back_the_id_and_the_json():
+    assert unframe(b'\x00\x00\x00\x01\x02{"a":1}') == (258, b'{"a":1}')
+
+
+@pytest.mark.parametrize("value, detail", [
+    (b'{"a":1}', "not in the Confluent wire format (magic byte 0 and a 4-byte schema id), first byte 0x7b"),
+    (b"", "not in the Confluent wire format (magic byte 0 and a 4-byte schema id), an empty value"),
+    (b"\x01\x00\x00\x00\x01{}", "not in the Confluent wire format (magic byte 0 and a 4-byte schema id), "
+                                 "first byte 0x01"),
+    (b"\x00\x00\x01", "a Confluent wire-format header cut short (3 of 5 bytes)"),
+    (b"\x00", "a Confluent wire-format header cut short (1 of 5 bytes)"),
+])
+def test_a_value_not_in_the_wire_format_is_a_schema_id_error_saying_what_is_wrong(value, detail):
+    with pytest.raises(InvalidMessage) as raised:
+        unframe(value)
+    assert (raised.value.code, raised.value.detail) == ("SCHEMA_ID", f"value: {detail}")
+
+
+def test_the_subject_is_the_topic_name_strategy():
+    assert subject("prod.signals") == "prod.signals-value"
+
+
+def test_an_input_accepts_only_the_ids_of_its_own_subject():
+    framing = Framing(writes={"orders": 7}, accepts={"signals": frozenset({1, 3}), "fills": frozenset({2})},
+                      subjects={"signals": "prod.signals-value"})
+    assert framing.read("signals", b"\x00\x00\x00\x00\x03{}") == b"{}"
+    assert framing.read("signals", None) is None  # a tombstone stays one
+    with pytest.raises(InvalidMessage) as raised:
+        framing.read("signals", b"\x00\x00\x00\x00\x02{}")  # the fills' schema
+    assert (raised.value.code, raised.value.detail) == \
+        ("SCHEMA_ID", "value: schema id 2 is not registered under subject prod.signals-value")
+
+
+def test_every_writer_frames_with_its_topics_id_and_leaves_topics_without_a_schema_plain():
+    framing = Framing(writes={"signals": 3, "controls": 300})
+    assert framing.written("signals", b"{}") == b"\x00\x00\x00\x00\x03{}"
+    assert framing.written("controls", b"{}") == b"\x00\x00\x00\x01\x2c{}"
+    assert framing.written("portfolios", b"{}") == b"{}"  # no product schema for the registry topic
+    assert PLAIN.written("signals", b"{}") == b"{}"
+
+
+def test_with_plain_json_inputs_a_value_is_read_as_it_is_and_history_readers_take_both():
+    assert Framing(writes={"signals": 3}).read("signals", b"\x00\x00\x00\x00\x03{}") == b"\x00\x00\x00\x00\x03{}"
+    assert EITHER.read("signals", b"\x00\x00\x00\x00\x09{}") == EITHER.read("signals", b"{}") == b"{}"
+    assert payload(b"\x00\x00") == b"\x00\x00"  # too short to be framed: left to the JSON reader to refuse
+
+
+def test_the_registry_settings_are_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v6")
+    monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_INPUTS", "json")
+    kafka = load_settings()
+    assert (kafka.schema_registry_url, kafka.schema_registry_inputs) == \
+        ("http://127.0.0.1:8081/apis/ccompat/v6", "json")
+
+
+def test_inputs_format_without_a_registry_stops_start_up_naming_the_field(monkeypatch):
+    monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_INPUTS", "json")
+    with pytest.raises(ConfigError, match="schema_registry_inputs: set, but schema_registry_url is not"):
+        load_settings()
+
+
+def test_a_registry_url_that_is_not_http_stops_start_up(monkeypatch):
+    monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_URL", "registry:8081")
+    with pytest.raises(ConfigError, match="schema_registry_url"):
+        load_settings()
+
+
+def test_the_products_readers_read_an_output_framed_or_not():
+    from decimal import Decimal
+
+    from streams.kafka.io import Record
+
+    def record(value: bytes) -> Record:
+        return Record("decisions", 0, 0, b"p1", value, (), 0)
+
+    text = b'{"signal_id": "s1", "qty": "0.5"}'
+    assert record(frame(12, text)).json() == record(text).json() == {"signal_id": "s1", "qty": "0.5"}
+    assert Decimal(record(frame(12, text)).json()["qty"]) == Decimal("0.5")
+
+
+def test_an_unreachable_registry_is_one_error_naming_it():
+    import asyncio
+    import socket
+
+    from streams.errors import RegistryUnavailable, exit_code
+    from streams.kafka.schema_registry import SchemaRegistry
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/apis/ccompat/v6"
+    with pytest.raises(RegistryUnavailable) as raised:
+        asyncio.run(SchemaRegistry(url, timeout_s=5).register("signals", "{}"))
+    assert str(raised.value).startswith(f"Schema Registry {url} unreachable: ")
+    assert "\n" not in str(raised.value) and exit_code(raised.value) == 4
+
+
+@pytest.mark.parametrize("status, body, said", [
+    (500, '{"error_code": 50001, "message": "Error in the backend\\n data store"}',
+     "refused POST /subjects/signals-value/versions: 500 Error in the backend data store"),
+    (403, '{"error_code": 40301, "message": "User is denied operation Write on Subject"}',
+     "refused POST /subjects/signals-value/versions: 403 User is denied operation Write on Subject"),
+    (409, '{"error_code": 409, "message": "Schema being registered is incompatible with an earlier schema"}',
+     "refused POST /subjects/signals-value/versions: 409 Schema being registered is incompatible with an earlier "
+     "schema (the product's schema is incompatible with what the subject holds under its compatibility rule"),
+    (200, "<html>Apicurio Registry</html>",
+     "POST /subjects/signals-value/versions answered 200 with what is not JSON (is the URL the base of "
+     "Confluent's API?): <html>Apicurio Registry</html>"),
+    (200, '{"version": 1}', "answered without a schema id: {\"version\": 1}"),
+])
+def test_a_registry_that_refuses_or_answers_what_is_not_its_api_is_one_error_naming_it(status, body, said):
+    import asyncio
+
+    from aiohttp import web
+
+    from streams.errors import RegistryUnavailable, exit_code
+    from streams.kafka.schema_registry import SchemaRegistry
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", lambda request: web.Response(status=status, text=body))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            await SchemaRegistry(f"http://127.0.0.1:{port}").register("signals", "{}")
+        finally:
+            await runner.cleanup()
+
+    with pytest.raises(RegistryUnavailable) as raised:
+        asyncio.run(scenario())
+    assert said in str(raised.value) and "\n" not in str(raised.value), str(raised.value)
+    assert exit_code(raised.value) == 4
+
+
+def test_the_instrument_book_every_worker_keeps_reads_framed_records_by_the_same_rule():
+    from streams.wire.instruments import InstrumentBook
+
+    eth = (b'{"symbol": "ETH-USD", "legs": [{"venue_symbol": "ETHUSDT", "side": "buy", "qty_step": "0.001", '
+           b'"min_qty": "0.001", "max_qty": null, "min_notional": "5"}]}')
+    book = InstrumentBook(Framing(writes={"instruments": 4}, accepts={"instruments": frozenset({4})}))
+    assert book.apply(b"ETH-USD", eth, 0) is False  # plain JSON: the agent dead-letters it SCHEMA_ID
+    assert book.apply(b"ETH-USD", frame(9, eth), 1) is False  # another subject's id
+    assert book.apply(b"ETH-USD", frame(4, eth), 2) is True
+    assert book.in_force["ETH-USD"] == (2, frame(4, eth))  # re-published as written, frame and all
+    assert book.apply(b"ETH-USD", None, 3) is True and "ETH-USD" not in book.instruments  # a tombstone
+    history = InstrumentBook(EITHER)  # the audit's
+    assert history.apply(b"ETH-USD", eth, 0) and history.apply(b"ETH-USD", frame(9, eth), 1)
