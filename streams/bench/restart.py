@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -123,12 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(args: argparse.Namespace, logs: Path) -> int:
-    from streams.bench.chaos import ROOT, Worker
+    from streams.bench.chaos import Worker
     from streams.bench.generate import spread_signals
-    from streams.bench.recovery import decided, probes
+    from streams.bench.recovery import decided, fresh_deployment, probes
     from streams.kafka.io import publish
-    from streams.kafka.topics import apply, load_topics
-    from streams.worker.settings import load_settings
 
     class Timed(Worker):
         """The worker process of `chaos.Worker`, in this module's `--worker` mode (run
@@ -144,15 +141,9 @@ def measure(args: argparse.Namespace, logs: Path) -> int:
             self.process = subprocess.Popen([sys.executable, "-c", run], env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, cwd=self.workdir)
 
-    kafka = load_settings()
-    client = kafka.for_role("phases")
-    tag = uuid.uuid4().hex[:8]
-    prefix, app_id = f"phases{tag}-", f"phases-{tag}"
-    topics = load_topics(ROOT / "topics" / "topics.toml", prefix, replication=kafka.replication)
-    asyncio.run(apply(client, topics))
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "SIZER_TOPIC_PREFIX": prefix,
-           "SIZER_APP_ID": app_id, "SIZER_PROCESSING_GUARANTEE": "exactly_once",
-           "SIZER_STANDBY_REPLICAS": str(args.standby)}
+    _, client, topics, env = fresh_deployment("phases")
+    app_id = env["SIZER_APP_ID"]
+    env["SIZER_STANDBY_REPLICAS"] = str(args.standby)
     if args.code:
         env["PYTHONPATH"] = args.code
     logs.mkdir(parents=True, exist_ok=True)

@@ -30,13 +30,12 @@ def test_one_reservation_never_repeats_a_port_and_each_can_be_listened_on():
             sock.close()
 
 
-def test_no_port_is_handed_out_twice_across_calls_even_when_the_kernel_offers_it_again(monkeypatch, tmp_path):
-    # a kernel that offers the same few ports over and over (as bind(port 0) may once a
-    # socket is closed): the allocator must still answer distinct ports, or run out
-    offers = iter([40001, 40001, 40002, 40001, 40002, 40003, 40003, 40004])
+def kernel_offering(monkeypatch, reserved_dir, offers) -> None:
+    """Sockets whose bind(port 0) gets the next port of `offers`, with this process's
+    reservations empty and kept under `reserved_dir`."""
 
     class Offering:
-        def __init__(self) -> None:
+        def __init__(self, *args) -> None:
             self.port = 0
 
         def bind(self, address: tuple[str, int]) -> None:
@@ -48,9 +47,17 @@ def test_no_port_is_handed_out_twice_across_calls_even_when_the_kernel_offers_it
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(ports, "_RESERVED_DIR", tmp_path)
+    monkeypatch.setattr(ports, "_RESERVED_DIR", reserved_dir)
     monkeypatch.setattr(ports, "_handed_out", set())
     monkeypatch.setattr(ports.socket, "socket", Offering)
+
+
+def test_no_port_is_handed_out_twice_across_calls_even_when_the_kernel_offers_it_again(monkeypatch, tmp_path):
+    # a kernel that offers the same few ports over and over (as bind(port 0) may once a
+    # socket is closed): the allocator must still answer distinct ports, or run out
+    offers = iter([40001, 40001, 40002, 40001, 40002, 40003, 40003, 40004])
+
+    kernel_offering(monkeypatch, tmp_path, offers)
     assert free_ports(2) == [40001, 40002]
     assert free_port() == 40003
     assert free_port() == 40004
@@ -75,23 +82,7 @@ def test_a_port_another_process_has_handed_out_is_not_handed_out_here(tmp_path, 
     try:
         taken = int(child.stdout.readline())
         offers = iter([taken, taken + 1])
-
-        class Offering:
-            def __init__(self) -> None:
-                self.port = 0
-
-            def bind(self, address: tuple[str, int]) -> None:
-                self.port = next(offers)
-
-            def getsockname(self) -> tuple[str, int]:
-                return ("127.0.0.1", self.port)
-
-            def close(self) -> None:
-                pass
-
-        monkeypatch.setattr(ports, "_RESERVED_DIR", tmp_path)
-        monkeypatch.setattr(ports, "_handed_out", set())
-        monkeypatch.setattr(ports.socket, "socket", Offering)
+        kernel_offering(monkeypatch, tmp_path, offers)
         assert free_port() == taken + 1
     finally:
         child.kill()
