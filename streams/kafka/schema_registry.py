@@ -27,10 +27,12 @@ class SchemaRegistry:
     """A Schema Registry at `url` (the base of Confluent's API, e.g.
     http://registry:8081 or an Apicurio Registry's .../apis/ccompat/v6)."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0, auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, url: str, timeout_s: float = 10.0, auth: tuple[str, str] | None = None,
+                 ssl_context: Any = None) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.auth = auth  # (username, password): HTTP basic authentication
+        self.ssl_context = ssl_context  # https: verifies the registry's certificate; None: the system's CAs
 
     async def _call(self, session: Any, method: str, path: str, body: Any = None) -> Any:
         import aiohttp
@@ -55,7 +57,9 @@ class SchemaRegistry:
         import aiohttp
 
         auth = aiohttp.BasicAuth(*self.auth) if self.auth is not None else None
-        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s), auth=auth)
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context is not None else None
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s), auth=auth,
+                                     connector=connector)
 
     async def register(self, topic: str, schema: str) -> int:
         """Register a JSON Schema under the topic's subject (idempotent); its id."""
@@ -136,5 +140,6 @@ async def product_framing(kafka: "ConnectionSettings", topics: "TopicSet") -> Fr
         texts[role] = (topics.name(role), schemas.render(name))
         if mode == "validation":
             inputs.add(role)
-    registry = SchemaRegistry(kafka.schema_registry_url, auth=kafka.schema_registry_auth())
+    registry = SchemaRegistry(kafka.schema_registry_url, auth=kafka.schema_registry_auth(),
+                              ssl_context=kafka.schema_registry_ssl())
     return await registry.framing(texts, inputs, kafka.schema_registry_inputs == "confluent")

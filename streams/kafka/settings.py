@@ -135,6 +135,7 @@ class ConnectionSettings(BaseSettings):
     schema_registry_username: str | None = Field(None, min_length=1)
     schema_registry_password: SecretStr | None = None
     schema_registry_password_file: Path | None = None
+    schema_registry_cafile: Path | None = None  # https: the CA that signed its certificate; None: the system's
     _token_source: Any = PrivateAttr(None)
 
     @classmethod
@@ -155,7 +156,7 @@ class ConnectionSettings(BaseSettings):
     @model_validator(mode="after")
     def _registry_coherent(self) -> "ConnectionSettings":
         given = {"schema_registry_inputs", "schema_registry_username", "schema_registry_password",
-                 "schema_registry_password_file"} & {name for name in self.model_fields_set
+                 "schema_registry_password_file", "schema_registry_cafile"} & {name for name in self.model_fields_set
                                                      if getattr(self, name) is not None}
         if self.schema_registry_url is None and given:
             raise ValueError(f"{min(given)}: set, but schema_registry_url is not (no Schema Registry)")
@@ -169,9 +170,21 @@ class ConnectionSettings(BaseSettings):
         if (self.schema_registry_username is None) != all(item is None for item in password):
             raise ValueError("schema_registry_username: basic authentication needs both the username and the "
                              "password (SIZER_SCHEMA_REGISTRY_PASSWORD or _FILE)")
-        if self.schema_registry_password_file is not None and not self.schema_registry_password_file.is_file():
-            raise ValueError(f"schema_registry_password_file: no such file: {self.schema_registry_password_file}")
+        for name in ("schema_registry_password_file", "schema_registry_cafile"):
+            if getattr(self, name) is not None and not getattr(self, name).is_file():
+                raise ValueError(f"{name}: no such file: {getattr(self, name)}")
+        if self.schema_registry_cafile is not None and not str(self.schema_registry_url).startswith("https://"):
+            raise ValueError("schema_registry_cafile: set, but schema_registry_url is not https")
         return self
+
+    def schema_registry_ssl(self) -> Any:
+        """The TLS context the Schema Registry's certificate is verified with (None: the
+        system's trusted CAs, or plain http)."""
+        if self.schema_registry_cafile is None:
+            return None
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.schema_registry_cafile))
 
     def schema_registry_auth(self) -> tuple[str, str] | None:
         """(username, password) for the Schema Registry's basic authentication; None: none."""

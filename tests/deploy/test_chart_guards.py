@@ -18,6 +18,7 @@ from tests.deploy.conftest import CHART, ROOT, by_kind, render
 CRDS = {"ServiceMonitor", "PrometheusRule"}
 REGISTRY = ["--set", "schemaRegistry.url=https://registry.example:8081/apis/ccompat/v6",
             "--set", "schemaRegistry.username=sizer-key", "--set", "schemaRegistry.existingSecret=sizer-registry",
+            "--set", "schemaRegistry.caSecret=registry-ca",
             "--set-json", 'schemaRegistry.to=[{"ipBlock": {"cidr": "10.1.2.0/24"}}]']
 EVERYTHING = ["--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.password=worker-secret",
               "--set", "setupJob.sasl.password=setup-secret", "--set", "kafka.tls.caSecret=kafka-ca",
@@ -196,6 +197,10 @@ def test_a_schema_registry_is_a_chart_value_its_password_a_mounted_secret_its_po
     volume, = [v for v in pod["volumes"] if v["name"] == "schema-registry-password"]
     assert volume["secret"] == {"secretName": "sizer-registry", "items": [{"key": "password", "path": "password"}]}
     assert env["SIZER_SCHEMA_REGISTRY_PASSWORD_FILE"] == f"{mount['mountPath']}/password"
+    mount, = [m for m in container["volumeMounts"] if m["name"] == "schema-registry-ca"]
+    volume, = [v for v in pod["volumes"] if v["name"] == "schema-registry-ca"]
+    assert volume["secret"] == {"secretName": "registry-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert env["SIZER_SCHEMA_REGISTRY_CAFILE"] == f"{mount['mountPath']}/ca.crt"
     policy, = kinds["NetworkPolicy"]
     kafka, registry, dns = policy["spec"]["egress"]
     assert registry == {"ports": [{"port": 8081, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]}
@@ -214,3 +219,5 @@ def test_registry_credentials_without_their_secret_or_url_stop_the_render(helm):
     assert "schemaRegistry.existingSecret: required with schemaRegistry.username" in error, error
     error = refused(helm, "--set", "schemaRegistry.username=k", "--set", "schemaRegistry.existingSecret=s")
     assert "set, but schemaRegistry.url is not" in error, error
+    error = refused(helm, "--set", "schemaRegistry.url=http://registry:8081", "--set", "schemaRegistry.caSecret=ca")
+    assert "schemaRegistry.caSecret: set, but schemaRegistry.url is not https" in error, error

@@ -201,7 +201,7 @@ class StubRegistry:
         self.authorizations: list[str | None] = []
         self.answer_id = answer_id
 
-    async def serve(self, scenario):
+    async def serve(self, scenario, ssl_context=None):
         from aiohttp import web
 
         async def versions(request):
@@ -221,10 +221,11 @@ class StubRegistry:
         app.router.add_get("/subjects/{subject}/versions/{version}", version)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
+        scheme = "http" if ssl_context is None else "https"
         try:
-            return await scenario(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/")
+            return await scenario(f"{scheme}://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/")
         finally:
             await runner.cleanup()
 
@@ -317,6 +318,8 @@ def test_registry_credentials_are_sent_as_basic_authentication_and_never_shown(m
     ({"SIZER_SCHEMA_REGISTRY_URL": "https://registry.example", "SIZER_SCHEMA_REGISTRY_USERNAME": "key",
       "SIZER_SCHEMA_REGISTRY_PASSWORD_FILE": "/nonexistent/registry-password"},
      "schema_registry_password_file: no such file: /nonexistent/registry-password"),
+    ({"SIZER_SCHEMA_REGISTRY_URL": "http://registry.example", "SIZER_SCHEMA_REGISTRY_CAFILE": __file__},
+     "schema_registry_cafile: set, but schema_registry_url is not https"),
     ({"SIZER_SCHEMA_REGISTRY_URL": "https://registry.example", "SIZER_SCHEMA_REGISTRY_INPUTS": "avro"},
      "schema_registry_inputs"),
 ])
@@ -328,3 +331,33 @@ def test_registry_settings_that_cannot_work_stop_start_up_in_one_line_naming_the
     problems = str(raised.value).splitlines()[1:]  # under the heading, one line a problem
     assert len(problems) == 1 and said in problems[0], str(raised.value)
     assert "secret" not in str(raised.value)  # neither the password nor the URL holding one
+
+
+def test_a_registry_on_https_is_verified_against_the_ca_given(monkeypatch, tmp_path):
+    import asyncio
+    import ssl
+    import subprocess
+
+    from streams.errors import RegistryUnavailable
+    from streams.kafka.schema_registry import product_framing
+    from streams.kafka.topics import load_topics
+
+    cert, key = tmp_path / "registry.crt", tmp_path / "registry.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=registry",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+
+    def framing_with(cafile):
+        async def scenario(url: str):
+            monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_URL", url)
+            if cafile is not None:
+                monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_CAFILE", str(cafile))
+            kafka = load_settings()
+            return await product_framing(kafka, load_topics(kafka.topics_file))
+        return asyncio.run(StubRegistry().serve(scenario, ssl_context=server))
+
+    with pytest.raises(RegistryUnavailable, match="unreachable: .*[Cc]ertificate"):
+        framing_with(None)  # a private CA, not among the system's
+    assert framing_with(cert).writes["decisions"] > 0

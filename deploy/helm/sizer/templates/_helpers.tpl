@@ -194,7 +194,8 @@ on the persistent volume, the Job's and the workers' replication alike). */}}
   "SIZER_SCHEMA_REGISTRY_INPUTS" "schemaRegistry.inputs"
   "SIZER_SCHEMA_REGISTRY_USERNAME" "schemaRegistry.username"
   "SIZER_SCHEMA_REGISTRY_PASSWORD" "schemaRegistry.existingSecret (a mounted Secret)"
-  "SIZER_SCHEMA_REGISTRY_PASSWORD_FILE" "schemaRegistry.existingSecret (a mounted Secret)" -}}
+  "SIZER_SCHEMA_REGISTRY_PASSWORD_FILE" "schemaRegistry.existingSecret (a mounted Secret)"
+  "SIZER_SCHEMA_REGISTRY_CAFILE" "schemaRegistry.caSecret" -}}
 {{- range .Values.extraEnv }}
 {{- if hasKey $owned .name }}
 {{- fail (printf "extraEnv: %s is set by the chart from %s; set that instead" .name (get $owned .name)) }}
@@ -237,8 +238,15 @@ password is a file from a Secret, never an env value in the pod spec. */}}
 - name: SIZER_SCHEMA_REGISTRY_PASSWORD_FILE
   value: /etc/sizer/schema-registry/password
 {{- end }}
-{{- else if or .username .existingSecret }}
-{{- fail "schemaRegistry.username, existingSecret: set, but schemaRegistry.url is not" }}
+{{- if .caSecret }}
+{{- if not (hasPrefix "https://" .url) }}
+{{- fail "schemaRegistry.caSecret: set, but schemaRegistry.url is not https" }}
+{{- end }}
+- name: SIZER_SCHEMA_REGISTRY_CAFILE
+  value: /etc/sizer/schema-registry-ca/ca.crt
+{{- end }}
+{{- else if or .username .existingSecret .caSecret }}
+{{- fail "schemaRegistry.username, existingSecret, caSecret: set, but schemaRegistry.url is not" }}
 {{- end }}
 {{- end }}
 {{- end -}}
