@@ -27,9 +27,12 @@ class SchemaRegistry:
     """A Schema Registry at `url` (the base of Confluent's API, e.g.
     http://registry:8081 or an Apicurio Registry's .../apis/ccompat/v6)."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 10.0, auth: tuple[str, str] | None = None,
+                 ssl_context: Any = None) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self.auth = auth  # (username, password): HTTP basic authentication
+        self.ssl_context = ssl_context  # https: verifies the registry's certificate; None: the system's CAs
 
     async def _call(self, session: Any, method: str, path: str, body: Any = None) -> Any:
         import aiohttp
@@ -53,7 +56,10 @@ class SchemaRegistry:
     def _session(self) -> Any:
         import aiohttp
 
-        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        auth = aiohttp.BasicAuth(*self.auth) if self.auth is not None else None
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context is not None else None
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s), auth=auth,
+                                     connector=connector)
 
     async def register(self, topic: str, schema: str) -> int:
         """Register a JSON Schema under the topic's subject (idempotent); its id."""
@@ -81,6 +87,11 @@ class SchemaRegistry:
             writes[role] = await self.register(topic, schema)
             if role in inputs:
                 accepts[role] = await self.ids(topic) | {writes[role]}
+        if not framed_inputs:
+            # the worker reads these topics as plain JSON: a writer of the product
+            # (`sizer publish`, `sizer control`) writes them so, or the worker would
+            # dead-letter all it writes INVALID_JSON
+            writes = {role: schema_id for role, schema_id in writes.items() if role not in inputs}
         return Framing(writes, accepts if framed_inputs else None,
                        {role: subject(topic) for role, (topic, _) in schemas.items()})
 
@@ -104,10 +115,14 @@ def _why(status: int, path: str) -> str:
 
 def _id(answer: Any, url: str) -> int:
     try:
-        return int(answer["id"])
+        schema_id = int(answer["id"])
     except (KeyError, TypeError, ValueError):
         raise RegistryUnavailable(f"Schema Registry {url} answered without a schema id: "
                                   f"{_message(json.dumps(answer))}") from None
+    if not 0 < schema_id < 2**31:  # the wire format holds a Java int; registries count from 1
+        raise RegistryUnavailable(f"Schema Registry {url} answered schema id {schema_id}, which the Confluent wire "
+                                  f"format cannot carry (1 to 2147483647)")
+    return schema_id
 
 
 async def product_framing(kafka: "ConnectionSettings", topics: "TopicSet") -> Framing:
@@ -125,5 +140,6 @@ async def product_framing(kafka: "ConnectionSettings", topics: "TopicSet") -> Fr
         texts[role] = (topics.name(role), schemas.render(name))
         if mode == "validation":
             inputs.add(role)
-    registry = SchemaRegistry(kafka.schema_registry_url)
+    registry = SchemaRegistry(kafka.schema_registry_url, auth=kafka.schema_registry_auth(),
+                              ssl_context=kafka.schema_registry_ssl())
     return await registry.framing(texts, inputs, kafka.schema_registry_inputs == "confluent")

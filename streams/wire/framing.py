@@ -19,7 +19,8 @@ from typing import Mapping
 from streams.errors import InvalidMessage
 
 MAGIC = 0
-HEADER = struct.Struct(">bI")
+# the id is a Java int in Confluent's serializers: signed, 4 bytes big-endian
+HEADER = struct.Struct(">bi")
 
 
 def subject(topic: str) -> str:
@@ -28,7 +29,10 @@ def subject(topic: str) -> str:
 
 
 def frame(schema_id: int, payload: bytes) -> bytes:
-    """`payload` in the Confluent wire format under `schema_id`."""
+    """`payload` in the Confluent wire format under `schema_id` (a registry's id: 1 to
+    2**31 - 1). Raises ValueError for an id a 4-byte signed int cannot hold."""
+    if not 0 < schema_id < 2**31:
+        raise ValueError(f"schema id {schema_id}: not a registry's id (1 to 2147483647)")
     return HEADER.pack(MAGIC, schema_id) + payload
 
 

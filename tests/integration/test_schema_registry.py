@@ -140,13 +140,24 @@ def test_outputs_are_framed_with_their_subjects_ids_and_foreign_ids_are_dead_let
     assert sorted(by_value) == sorted([foreign, plain, cut_short, other_magic, plain_instrument])  # original bytes
 
 
-def test_plain_json_inputs_by_setting_and_outputs_still_framed(deployment, workers, registry_url):
-    workers("--preset", "graduated", SIZER_SCHEMA_REGISTRY_URL=registry_url, SIZER_SCHEMA_REGISTRY_INPUTS="json")
+def test_plain_json_inputs_by_setting_and_outputs_still_framed(deployment, workers, registry_url, tmp_path):
+    env = {"SIZER_SCHEMA_REGISTRY_URL": registry_url, "SIZER_SCHEMA_REGISTRY_INPUTS": "json"}
+    workers("--preset", "graduated", **env)
     deployment.publish([("instruments", ETH), ("signals", signal("g1", T0))])
     decision = deployment.wait_for("decisions", 1)[0]
     subject = f"{deployment.topics.name('decisions')}-value"
     assert decision.value[:5] == b"\x00" + struct.pack(">I", registered(registry_url, subject)["id"])
     assert decision.json()["signal_id"] == "g1"
+    # the product's own writers, under the same settings, write inputs the worker reads
+    journal = tmp_path / "plain.jsonl"
+    journal.write_text(json.dumps({"topic": "signals", "value": signal("g2", T0)}) + "\n")
+    done = sizer(deployment, "publish", "--journal", str(journal), **env)
+    assert done.returncode == 0, done.stderr
+    halt = sizer(deployment, "control", "halt", "--portfolio", "p1", "--reason", "plain", "--timeout", "90", **env)
+    assert halt.returncode == 0, halt.stderr  # exit 1 when the worker dead-lettered it
+    assert [d.json()["signal_id"] for d in deployment.wait_for("decisions", 2)] == ["g1", "g2"]
+    assert deployment.read("dlq") == []
+    assert all(record.value[:1] == b"{" for record in deployment.read("signals") + deployment.read("controls"))
 
 
 def test_an_unreachable_registry_stops_start_up_in_one_line(deployment):
