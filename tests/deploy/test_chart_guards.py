@@ -99,11 +99,17 @@ def test_kube_score_would_catch_a_pod_without_network_policy_or_ephemeral_storag
     assert "NetworkPolicy" in done.stdout and "ephemeral" in done.stdout.lower(), done.stdout
 
 
-def test_mtls_mounts_the_client_certificate_and_key_and_names_them_to_the_client(helm):
-    deployment, = by_kind(render(helm, *EVERYTHING))["StatefulSet"]
+def worker_pod(kinds: dict[str, list[dict]]) -> tuple[dict, dict, dict[str, str | None]]:
+    """The one worker StatefulSet's pod spec, its one container and that container's
+    environment (name: value; None for a value taken from a secret)."""
+    deployment, = kinds["StatefulSet"]
     pod = deployment["spec"]["template"]["spec"]
     container, = pod["containers"]
-    env = {item["name"]: item.get("value") for item in container["env"]}
+    return pod, container, {item["name"]: item.get("value") for item in container["env"]}
+
+
+def test_mtls_mounts_the_client_certificate_and_key_and_names_them_to_the_client(helm):
+    pod, container, env = worker_pod(by_kind(render(helm, *EVERYTHING)))
     assert env["SIZER_SSL_CERTFILE"] == "/etc/sizer/tls/client.crt"
     assert env["SIZER_SSL_KEYFILE"] == "/etc/sizer/tls/client.key"
     assert env["SIZER_SSL_KEY_PASSWORD_FILE"] == "/etc/sizer/tls/client.key.password"
@@ -186,10 +192,7 @@ def test_extra_env_may_not_redefine_what_the_chart_sets(helm, name, value):
 
 def test_a_schema_registry_is_a_chart_value_its_password_a_mounted_secret_its_port_let_out(helm):
     kinds = by_kind(render(helm, *REGISTRY))
-    deployment, = kinds["StatefulSet"]
-    pod = deployment["spec"]["template"]["spec"]
-    container, = pod["containers"]
-    env = {item["name"]: item.get("value") for item in container["env"]}
+    pod, container, env = worker_pod(kinds)
     assert env["SIZER_SCHEMA_REGISTRY_URL"] == "https://registry.example:8081/apis/ccompat/v6"
     assert env["SIZER_SCHEMA_REGISTRY_INPUTS"] == "confluent"
     assert env["SIZER_SCHEMA_REGISTRY_USERNAME"] == "sizer-key"
