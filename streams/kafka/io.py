@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # how long one poll of a read to the end offsets waits for records (`_read_assigned`)
 READ_POLL_MS = 50
+VISIBLE_WAIT_S = 10.0  # a new topic reaches every broker's metadata in well under a second
+VISIBLE_RETRY_S = 0.2
 
 
 def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:
@@ -162,7 +164,8 @@ async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | No
     await consumer.start()
     topics = sorted({tp.topic for tp in spans})
     try:
-        return await _read_assigned(consumer, spans, timeout_s, client.settings.principal)
+        await until_visible(consumer, set(topics), client)
+        return await _read_assigned(consumer, spans, timeout_s)
     except TopicAuthorizationFailedError:
         # visible (Describe) but not readable: refused at the first offset or fetch request
         raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
@@ -171,14 +174,31 @@ async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | No
         await consumer.stop()
 
 
+async def until_visible(consumer: AIOKafkaConsumer, topics: set[str], client: ClientConfig) -> None:
+    """Wait, at most `VISIBLE_WAIT_S`, until every topic is in the consumer's metadata.
+
+    A topic this principal may not Describe has no leader in the metadata, and
+    aiokafka would wait for one forever: it is refused at once, by name. A topic
+    another worker has just created is absent, for a moment, from the metadata of a
+    broker that has not yet learned of it (each broker of a cluster answers from its
+    own copy of the controller's log): that one is asked for again.
+
+    Raises KafkaUnavailable naming the topics refused, or still absent after the wait.
+    """
+    from streams.kafka.topics import refused_topics
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + VISIBLE_WAIT_S
+    while hidden := sorted(topics - await consumer.topics()):
+        if loop.time() >= deadline or await refused_topics(client, hidden):
+            raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
+                                   f"{', '.join(hidden)}, or no such topic")
+        await asyncio.sleep(VISIBLE_RETRY_S)
+
+
 async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int | None, int | None]],
-                         timeout_s: float, principal: str) -> list[Record]:
+                         timeout_s: float) -> list[Record]:
     tps = list(spans)
-    # A topic this principal may not Describe has no leader in the metadata, and
-    # aiokafka would wait for one forever: refuse it by name instead.
-    hidden = sorted({tp.topic for tp in tps} - await consumer.topics())
-    if hidden:
-        raise KafkaUnavailable(f"not authorized: {principal} may not Read topic {', '.join(hidden)}, or no such topic")
     consumer.assign(tps)
     for tp, (start, _) in spans.items():
         if start is None:

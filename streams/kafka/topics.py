@@ -528,12 +528,14 @@ def not_authorized(names: list[str], operation: str, principal: str | None = Non
                             f"(it lacks that ACL: see topics/acls.toml)")
 
 
-async def require_topics(client: "ClientConfig", names: list[str], operation: str) -> None:
-    """Check, before a command reads or writes them, that the topics `names` exist and
-    that this principal may see them. `operation` is what the command will do (Read,
-    Write), named in the refusal. Raises TopicMismatch (exit 3) naming every missing
-    topic, KafkaUnavailable (exit 4) naming the principal, the topics it may not
-    see and the permission."""
+async def refused_topics(client: "ClientConfig", names: list[str]) -> list[str]:
+    """Those of topics `names` this principal may not Describe, as the broker answers
+    for them by name (it answers so whether or not they exist)."""
+    return [name for name, code in (await _error_codes(client, names)).items() if code == TOPIC_AUTHORIZATION_FAILED]
+
+
+async def _error_codes(client: "ClientConfig", names: list[str]) -> dict[str, int]:
+    """{topic: the error code of its metadata} for topics `names`, asked by name."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     from streams.kafka.io import start_or_close
@@ -544,7 +546,16 @@ async def require_topics(client: "ClientConfig", names: list[str], operation: st
         described = await admin.describe_topics(list(names))
     finally:
         await admin.close()
-    codes = {entry["topic"]: entry.get("error_code", 0) for entry in described}
+    return {entry["topic"]: entry.get("error_code", 0) for entry in described}
+
+
+async def require_topics(client: "ClientConfig", names: list[str], operation: str) -> None:
+    """Check, before a command reads or writes them, that the topics `names` exist and
+    that this principal may see them. `operation` is what the command will do (Read,
+    Write), named in the refusal. Raises TopicMismatch (exit 3) naming every missing
+    topic, KafkaUnavailable (exit 4) naming the principal, the topics it may not
+    see and the permission."""
+    codes = await _error_codes(client, names)
     # the broker answers "not authorized" for a topic this principal may not Describe,
     # whether or not it exists: it does not tell strangers which topics there are
     hidden = [name for name in names if codes.get(name) == TOPIC_AUTHORIZATION_FAILED]

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import TopicPartition
 
-from streams.kafka import io
+from streams.errors import KafkaUnavailable
+from streams.kafka import io, topics
 
 TP = TopicPartition("sizer-exposure-changelog", 0)
 
@@ -51,9 +53,58 @@ class TransactionalTopic:
 
 def test_a_read_ending_on_a_transaction_marker_waits_one_short_poll_for_it():
     topic = TransactionalTopic()
-    records = asyncio.run(io._read_assigned(topic, {TP: (None, None)}, 30.0, "sizer"))
+    records = asyncio.run(io._read_assigned(topic, {TP: (None, None)}, 30.0))
     assert [r.offset for r in records] == [0, 1, 2]
     assert topic.waited_ms <= 100  # was 500 on every read of a changelog or the positions
+
+
+class LateMetadata:
+    """A consumer whose metadata lacks a topic for its first `absent` answers: a
+    changelog another worker has just created, asked of a broker that has not yet
+    learned of it."""
+
+    def __init__(self, absent: int) -> None:
+        self.absent, self.asked = absent, 0
+
+    async def topics(self):
+        self.asked += 1
+        return set() if self.asked <= self.absent else {TP.topic}
+
+
+class Principal:
+    settings = type("Settings", (), {"principal": "User:sizer"})()
+
+
+def refusing(*names):
+    async def refused_topics(client, hidden):
+        return [name for name in hidden if name in names]
+    return refused_topics
+
+
+def test_a_topic_another_worker_has_just_created_is_waited_for(monkeypatch):
+    monkeypatch.setattr(topics, "refused_topics", refusing())
+    monkeypatch.setattr(io, "VISIBLE_RETRY_S", 0.01)
+    consumer = LateMetadata(absent=3)
+    asyncio.run(io.until_visible(consumer, {TP.topic}, Principal()))
+    assert consumer.asked == 4  # was refused "not authorized" at the first absence
+
+
+def test_a_topic_this_principal_may_not_describe_is_refused_at_once_naming_it(monkeypatch):
+    monkeypatch.setattr(topics, "refused_topics", refusing(TP.topic))
+    consumer = LateMetadata(absent=1_000)
+    with pytest.raises(KafkaUnavailable, match=f"not authorized: User:sizer may not Read topic {TP.topic}"):
+        asyncio.run(io.until_visible(consumer, {TP.topic}, Principal()))
+    assert consumer.asked == 1
+
+
+def test_a_topic_that_never_appears_is_refused_after_the_wait(monkeypatch):
+    monkeypatch.setattr(topics, "refused_topics", refusing())
+    monkeypatch.setattr(io, "VISIBLE_WAIT_S", 0.2)
+    monkeypatch.setattr(io, "VISIBLE_RETRY_S", 0.01)
+    consumer = LateMetadata(absent=1_000_000)
+    with pytest.raises(KafkaUnavailable, match="or no such topic"):
+        asyncio.run(io.until_visible(consumer, {TP.topic}, Principal()))
+    assert 5 < consumer.asked < 1_000
 
 
 class MetadataModel:
