@@ -145,11 +145,15 @@ def _kafka(args: argparse.Namespace, max_future_skew_ms: int | None = None, **ov
 def cmd_topics_apply(args: argparse.Namespace) -> int:
     import asyncio
 
+    from streams.kafka.changelogs import WORKER_TABLES, changelog
     from streams.kafka.topics import apply
 
     # the input topics' record timestamps are bounded by the configuration's max_future_skew_s
     kafka, topics = _kafka(args, _config(args).max_future_skew_ms)
-    for line in asyncio.run(apply(kafka.for_role("topics"), topics, create=not args.check, app_id=kafka.app_id)):
+    # and the worker group's changelogs that exist: what the workers would refuse at start
+    changelogs = {changelog(kafka.app_id, table): topics["signals"].partitions for table in WORKER_TABLES}
+    for line in asyncio.run(apply(kafka.for_role("topics"), topics, create=not args.check, app_id=kafka.app_id,
+                                  changelogs=changelogs)):
         print(line)
     return 0
 

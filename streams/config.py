@@ -432,6 +432,54 @@ class SizingConfig(BaseSettings):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+class Settings:
+    """One configuration as the engine reads it on every input: each setting and each
+    value derived from them (`pair_cap`, the `*_ms` lengths, `config_hash`, ...) a
+    plain attribute, read once from the `SizingConfig` (a pydantic model's attribute
+    read costs about ten times a plain one's, and a decision makes some thirty).
+    The values are the configuration's own, never computed here; nothing changes
+    them. `for_portfolio` is `SizingConfig.for_portfolio`, each effective
+    configuration's Settings made once."""
+
+    def __init__(self, config: SizingConfig) -> None:
+        self.__dict__.update({name: getattr(config, name) for name in _SETTINGS_READ})
+        self.config = config
+        self._effective: dict[str, Settings] = {}  # portfolio id -> its effective configuration's
+
+    def for_portfolio(self, portfolio_id: str) -> "Settings":
+        if not self.portfolios:
+            return self
+        found = self._effective.get(portfolio_id)
+        if found is None:
+            effective = self.config.for_portfolio(portfolio_id)
+            found = self if effective is self.config else _settings_of(effective)
+            if len(self._effective) >= 100_000:  # bounded as `SizingConfig.for_portfolio` is
+                self._effective.clear()
+            self._effective[portfolio_id] = found
+        return found
+
+
+# every field and every cached derived value of a configuration
+_SETTINGS_READ = (*SizingConfig.model_fields,
+                  *(name for name, value in vars(SizingConfig).items() if isinstance(value, cached_property)))
+
+
+def _settings_of(config: SizingConfig) -> Settings:
+    """The Settings of one configuration, made once (kept with it; a copy of the
+    configuration, `model_copy`, copies it too, so it is checked to be this one's)."""
+    found = config.__dict__.get("_settings")
+    if found is None or found.config is not config:
+        found = config.__dict__["_settings"] = Settings(config)
+    return found  # type: ignore[no-any-return]
+
+
+def settings(config: Any) -> Any:
+    """What the engine reads a configuration through: a `SizingConfig`'s `Settings`
+    (made once per configuration); anything else (a `Settings`, the sweep's reader
+    that records what a run read) as it is."""
+    return _settings_of(config) if isinstance(config, SizingConfig) else config
+
+
 def _whole_ms(seconds: Decimal) -> int:
     """A protection's length in whole milliseconds, rounded up: event times are whole
     ms, so "clock < start + length" holds for exactly the same clocks (a length cut

@@ -21,6 +21,7 @@ from decimal import Decimal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.wire import decimals
+from streams.wire.framing import payload
 
 from streams.wire import journal
 
@@ -79,7 +80,7 @@ async def _live_session(client: ClientConfig, topics: TopicSet, group: str) -> C
                     raise TimeoutError(f"only {printed} of {counted(expected, 'decision')} arrived")
                 for records in (await consumer.getmany(timeout_ms=300)).values():
                     for record in records:
-                        decision = decimals.loads(record.value)
+                        decision = decimals.loads(payload(record.value))  # framed or not
                         print(table.row(decision), flush=True)
                         seen[decision["reason"] or "accepted"] += 1
                         notional += Decimal(decision["notional"] or 0)

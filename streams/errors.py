@@ -8,6 +8,7 @@ reached or refuses us, and bugs.
     │   └── TopicRecreated an input topic was deleted and recreated under the worker group (exit 3)
     ├── KafkaUnavailable   the broker cannot be reached, or refuses us (exit 4)
     │   └── CredentialsMissing  it wants TLS or SASL that the client does not use
+    ├── RegistryUnavailable the Schema Registry cannot be reached, or refuses us (exit 4)
     ├── AclMismatch        an ACL on the broker differs from topics/acls.toml (exit 3)
     └── InvalidMessage     an input that cannot be admitted (dead-lettered)
 """
@@ -26,7 +27,7 @@ class ConfigError(SizerError):
 # Every code an InvalidMessage (and so a dead letter) can carry.
 INPUT_ERROR_CODES = ("NULL_VALUE", "INVALID_JSON", "NOT_AN_OBJECT", "MISSING_FIELD", "INVALID_FIELD",
                      "KEY_MISMATCH", "WRONG_PARTITION", "UNKNOWN_PORTFOLIO", "FUTURE_TIMESTAMP",
-                     "PROCESSING_ERROR")
+                     "PROCESSING_ERROR", "SCHEMA_ID")
 
 
 class InvalidMessage(SizerError):
@@ -39,6 +40,10 @@ class InvalidMessage(SizerError):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+class RegistryUnavailable(SizerError):
+    """The Schema Registry (SIZER_SCHEMA_REGISTRY_URL) cannot be reached or refuses a request."""
 
 
 class TopicMismatch(SizerError):
@@ -131,7 +136,8 @@ class TopicRecreated(TopicMismatch):
 
 def exit_code(error: SizerError) -> int:
     """The documented exit code of an error's class (docs: operating, "Exit codes")."""
-    for kind, code in ((ConfigError, 2), (TopicMismatch, 3), (AclMismatch, 3), (KafkaUnavailable, 4)):
+    for kind, code in ((ConfigError, 2), (TopicMismatch, 3), (AclMismatch, 3), (KafkaUnavailable, 4),
+                       (RegistryUnavailable, 4)):
         if isinstance(error, kind):
             return code
     return 1

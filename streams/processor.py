@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, MutableMapping, Protocol
 
-from streams.config import SizingConfig
+from streams.config import SizingConfig, settings
 from streams.engine import (
     ControlApplied, FillApplied, InputPosition, PortfolioState, Result, apply_control, apply_fill, decide,
 )
@@ -50,13 +50,22 @@ class Processor:
         self.store = store
         self.instruments: MutableMapping[str, Instrument] = {} if instruments is None else instruments
 
+    @property
+    def config(self) -> SizingConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: SizingConfig) -> None:
+        self._config = config
+        self._settings = settings(config)  # what the engine reads, as plain attributes
+
     def on_instrument(self, instrument: Instrument) -> None:
         self.instruments[instrument.symbol] = instrument
 
     def on_fill(self, fill: OrderFilled | OrderCanceled | PositionClosed, offset: int | None = None) -> FillApplied:
         """Apply a fill event: the new state and what the fill did (`engine.FillOutcome`)."""
         before = self.store.load(fill.portfolio_id)
-        result = apply_fill(fill, before, self.config, offset)
+        result = apply_fill(fill, before, self._settings, offset)
         if result.state is not before:
             self.store.save(fill.portfolio_id, result.state)
         return result
@@ -64,14 +73,14 @@ class Processor:
     def on_control(self, command: Any, offset: int | None = None) -> ControlApplied:
         """Apply an operator command: the new state and what it did (`engine.ControlOutcome`)."""
         before = self.store.load(command.portfolio_id)
-        result = apply_control(command, before, self.config, offset)
+        result = apply_control(command, before, self._settings, offset)
         if result.state is not before:
             self.store.save(command.portfolio_id, result.state)
         return result
 
     def on_signal(self, signal: Signal, position: InputPosition = InputPosition()) -> Result:
         before = self.store.load(signal.portfolio_id)
-        result = decide(signal, self.instruments.get(signal.symbol), before, self.config, position)
+        result = decide(signal, self.instruments.get(signal.symbol), before, self._settings, position)
         if result.state is not before:
             self.store.save(signal.portfolio_id, result.state)
         return result

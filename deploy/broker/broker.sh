@@ -6,6 +6,7 @@
 #   broker.sh stop    stop it cleanly (SIGTERM, then wait for the controlled shutdown)
 #   broker.sh status  print the bootstrap address when it is up
 #   broker.sh run     format if needed and run in the foreground (containers)
+#   broker.sh resolve check KAFKA_VERSION and resolve its jars; print the release
 # KAFKA_VERSION (default the kafka.version of deploy/pom.xml, 3.9.x) picks the
 # Kafka release: 3.9 (logging through reload4j) and 4.x (log4j2) alike. Each
 # version has its own jars (KAFKA_LIBS, default .kafka/libs/<version>) and its own
@@ -91,7 +92,8 @@ bootstrap="$advertised_host:$port"
 pidfile="$home/broker.pid"
 # the pid of a broker `stop` has asked to exit, until it has
 stopping_file="$home/broker.stopping"
-scram_done="$home/secrets/.users-created"
+# the SCRAM users live in the KRaft metadata of one release's data directory: made once per data directory
+scram_done="$data/.scram-users-created"
 node_id="${KAFKA_NODE_ID:-1}"
 quorum_voters="${KAFKA_QUORUM_VOTERS:-$node_id@127.0.0.1:$controller_port}"
 cluster_id="${KAFKA_CLUSTER_ID:-}"
@@ -102,7 +104,33 @@ min_isr="${KAFKA_MIN_ISR:-1}"
 broker_session_ms="${KAFKA_BROKER_SESSION_TIMEOUT_MS:-9000}"
 read -r -a heap <<< "${KAFKA_HEAP:--Xms256m -Xmx1g}"
 
-running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# The pid file names a live process that is this home's broker: a pid file left by a
+# broker that died unseen (a reboot, a SIGKILL) may name an unrelated process by now,
+# which must be neither reported as the broker nor signalled by `stop`.
+running() { [[ -f "$pidfile" ]] && is_broker "$(cat "$pidfile")"; }
+
+# Process $1 runs kafka.Kafka on this home's server.properties (its command line:
+# /proc on Linux, ps elsewhere).
+is_broker() {
+  local pid="$1" args=() i
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -r "/proc/$pid/cmdline" ]]; then
+    mapfile -d '' args < "/proc/$pid/cmdline" 2>/dev/null || return 1
+  else
+    read -r -a args <<< "$(ps -ww -o args= -p "$pid" 2>/dev/null)" || return 1
+  fi
+  for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+    if [[ "${args[i]}" == kafka.Kafka ]]; then
+      [[ "${args[i + 1]}" == "$home/server.properties" || "${args[i + 1]}" -ef "$home/server.properties" ]]
+      return
+    fi
+  done
+  return 1
+}
+
+# The process `launch` started (its pid in the pid file) is still alive: until it has
+# exec'd Java it is a subshell of this script, not yet recognisable as a broker.
+launched_alive() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 answers() { (exec 3<>"/dev/tcp/$advertised_host/$port") 2>/dev/null; }
 
@@ -424,7 +452,7 @@ wait_started() {
   ready > "$home/probe.out" &
   local probe=$!
   while kill -0 "$probe" 2>/dev/null; do
-    if ! running; then
+    if ! launched_alive; then
       pkill -P "$probe" 2>/dev/null || true; kill "$probe" 2>/dev/null || true
       echo "Kafka $version broker exited during start-up; last lines of $home/broker.out and broker.log:" >&2
       tail -n 20 "$home/broker.out" "$home/broker.log" >&2 || true
@@ -476,7 +504,20 @@ wait_port_free() {
   done
 }
 
+# One `start` or `stop` of this home at a time (flock, where there is one): two
+# starts at once would each launch a broker, the pid file naming one of them, and a
+# stop during a start would not know the broker being launched.
+lock_home() {
+  command -v flock >/dev/null || return 0
+  mkdir -p "$home"
+  exec {home_lock}>"$home/broker.lock"
+  flock "$home_lock"
+}
+
+unlock_home() { if [[ -n "${home_lock:-}" ]]; then exec {home_lock}>&-; home_lock=""; fi; }
+
 start() {
+  lock_home
   wait_stopped
   if running; then
     local running_version; running_version="$(cat "$home/broker.version" 2>/dev/null || echo unknown)"
@@ -500,10 +541,13 @@ forget() {
 }
 
 stop() {
-  if ! running; then rm -f "$pidfile" "$stopping_file"; return 0; fi
+  lock_home
+  if ! running; then rm -f "$pidfile" "$stopping_file"; unlock_home; return 0; fi
   local pid; pid="$(cat "$pidfile")"
   echo "$pid" > "$stopping_file"
   kill -TERM "$pid"
+  # the wait below is the stopping file's: a `start` now waits for this broker to exit, saying so
+  unlock_home
   for _ in $(seq 1 120); do
     kill -0 "$pid" 2>/dev/null || { forget "$pid"; return 0; }
     sleep 0.25
@@ -520,9 +564,10 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  resolve) resolve_jars; echo "$version" ;;
   run) run ;;
   status)
     if running && answers && { [[ "$security" != sasl_ssl ]] || [[ -f "$scram_done" ]]; }; then echo "$bootstrap"
     else echo "not running" >&2; exit 1; fi ;;
-  *) echo "usage: $0 start|stop|status|run" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|run|resolve" >&2; exit 2 ;;
 esac

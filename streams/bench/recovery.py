@@ -212,16 +212,25 @@ async def produce_changelogs(client: Any, app_id: str, records: Iterable[tuple[s
     return sent
 
 
-def measure(portfolios: int, workdir: Path, say=print, bulk: bool = False,
-            cache: Path | None = None) -> dict[str, tuple[float, float]]:
+def fresh_deployment(name: str) -> tuple[Any, Any, Any, dict[str, str]]:
+    """Topics under a new prefix `<name><tag>-`, applied on the broker of the
+    environment's settings, for exactly-once workers of group `<name>-<tag>`:
+    (worker settings, client, topics, the workers' environment)."""
     kafka = load_settings()
-    client = kafka.for_role("bench-recovery")
+    client = kafka.for_role(f"bench-{name}")
     tag = uuid.uuid4().hex[:8]
-    prefix, app_id = f"recovery{tag}-", f"recovery-{tag}"
+    prefix, app_id = f"{name}{tag}-", f"{name}-{tag}"
     topics = load_topics(ROOT / "topics" / "topics.toml", prefix, replication=kafka.replication)
     asyncio.run(apply(client, topics))
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "SIZER_TOPIC_PREFIX": prefix,
            "SIZER_APP_ID": app_id, "SIZER_PROCESSING_GUARANTEE": "exactly_once"}
+    return kafka, client, topics, env
+
+
+def measure(portfolios: int, workdir: Path, say=print, bulk: bool = False,
+            cache: Path | None = None) -> dict[str, tuple[float, float]]:
+    kafka, client, topics, env = fresh_deployment("recovery")
+    app_id = env["SIZER_APP_ID"]
     worker = Worker(f"{app_id}-0", workdir, env)
     width = topics["signals"].partitions
     began = time.monotonic()

@@ -142,11 +142,12 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...],
     HEDGE_MISMATCH (an inverse leg's residual above `max_hedge_residual_pct` of
     the order's notional), naming the leg.
     """
-    step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
+    sized = sized_legs(legs)
+    step = sized.step
     lot = price * step  # the notional of one common step
     # Integer division of positive operands is the exact floor: whole steps that fit.
     unclamped = (budget // lot) * step if budget > 0 else _ZERO
-    return _fit(unclamped, step, price, legs, True, f"budget={c(budget)} price={c(price)}", max_hedge_residual_pct)
+    return _fit(unclamped, sized, price, True, f"budget={c(budget)} price={c(price)}", max_hedge_residual_pct)
 
 
 def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool) -> Fit:
@@ -157,16 +158,59 @@ def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimum
     quantity rounds to zero (an inverse leg under one contract) is refused
     BELOW_MIN_QTY in any case: never a one-legged order. Each leg's quantity
     in its venue's units as `fit_to_legs` gives it."""
-    step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
+    sized = sized_legs(legs)
+    step = sized.step
     unclamped = (qty // step) * step if qty > 0 else _ZERO
-    return _fit(unclamped, step, price, legs, minimums, f"qty_wanted={c(qty)} price={c(price)}", None)
+    return _fit(unclamped, sized, price, minimums, f"qty_wanted={c(qty)} price={c(price)}", None)
 
 
-def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool, wanted: str,
+class _LegValues:
+    """A leg's fields as plain attributes: a fit reads each leg's several times, and a
+    pydantic model's attribute read costs about ten times a plain one's."""
+
+    def __init__(self, leg: Leg) -> None:
+        self.__dict__.update(vars(leg))
+
+
+class SizedLegs:
+    """An instrument's legs as a fit and an order read them, made once per legs tuple
+    (`sized_legs`): each leg's values (`legs`), their common base step (`common_step`
+    of each spot and linear leg's `base_step`), their venue symbols, whether any leg
+    is in contracts, whether any is inverse, and each leg's (kind, contract_size)
+    when any is in contracts ((): every leg spot)."""
+
+    def __init__(self, legs: tuple[Leg, ...]) -> None:
+        self.source = legs
+        self.legs: tuple[Leg, ...] = tuple(_LegValues(leg) for leg in legs)  # type: ignore[misc]
+        self.step = common_step(tuple(base_step(leg) for leg in legs if leg.kind != "inverse"))
+        self.venue_symbols = tuple(leg.venue_symbol for leg in legs)
+        self.contracts = any(leg.kind != "spot" for leg in legs)
+        self.inverse = any(leg.kind == "inverse" for leg in legs)
+        self.units = tuple((leg.kind, leg.contract_size) for leg in legs) if self.contracts else ()
+
+
+# id(legs) -> their SizedLegs: an instrument's legs are sized on every signal of its
+# symbol and change only with a new instrument record
+_SIZED: dict[int, SizedLegs] = {}
+_SIZED_KEPT = 4096
+
+
+def sized_legs(legs: tuple[Leg, ...]) -> SizedLegs:
+    """The SizedLegs of `legs`, made once per legs tuple (kept with it, so its id is its own)."""
+    known = _SIZED.get(id(legs))
+    if known is None or known.source is not legs:
+        if len(_SIZED) >= _SIZED_KEPT:  # forgotten all at once past the bound
+            _SIZED.clear()
+        known = _SIZED[id(legs)] = SizedLegs(legs)
+    return known
+
+
+def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, wanted: str,
          max_hedge_residual_pct: Decimal | None) -> Fit:
     """The one rule of exchange constraints, from a base quantity already on the
-    common base step: the legs' maximums, each leg's quantity in its units, then
-    (with `minimums`) the legs' minimums and the hedge residual."""
+    common base step of the legs (`sized`): the legs' maximums, each leg's quantity in
+    its units, then (with `minimums`) the legs' minimums and the hedge residual."""
+    legs, step = sized.legs, sized.step
     lot = price * step
     qty = unclamped
     clamped_by: Clamp | None = None
@@ -188,10 +232,11 @@ def _fit(unclamped: Decimal, step: Decimal, price: Decimal, legs: tuple[Leg, ...
             return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
         # no leg's rule bound it: the budget buys less than one step common to every leg
         return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} {wanted}")
-    leg_qty = tuple(venue_qty(leg, qty, price) for leg in legs)
+    # every leg's quantity in its units: the base quantity itself on every spot leg
+    leg_qty = tuple([venue_qty(leg, qty, price) for leg in legs]) if sized.contracts else (qty,) * len(legs)
     notional = qty * price
-    residual = tuple((leg.venue_symbol, notional - leg_notional(leg, q, price))
-                     for leg, q in zip(legs, leg_qty) if leg.kind == "inverse")
+    residual = tuple([(leg.venue_symbol, notional - leg_notional(leg, q, price))
+                      for leg, q in zip(legs, leg_qty) if leg.kind == "inverse"]) if sized.inverse else ()
     clamp_note = f" clamped_by={clamped_by.venue_symbol}:{clamped_by.rule}" if clamped_by is not None else ""
     if not minimums:
         # dust is no reason to refuse, but a leg of no contracts at all (an inverse leg

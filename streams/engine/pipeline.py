@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, get_args
 
 from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ONE, bounded, canonical, engine_context_active
-from streams.engine.constraints import Fit, fit_qty_to_legs, fit_to_legs
+from streams.engine.constraints import Fit, fit_qty_to_legs, fit_to_legs, sized_legs
 from streams.engine.protections import (
     Rejection, ReduceSize, group_exposure, open_forbidden, opens_after, passes_halt, reduce_size,
 )
@@ -306,7 +306,7 @@ def _reduce(signal: Signal, instrument: Instrument, order_id: str, state: Portfo
     quantity, rounded down to the legs' steps, on the side opposite to the position;
     no cap, no budget; the exchange's minimums apply unless it exits the whole
     position. It reserves nothing (`_accept`, `reserve=False`)."""
-    size = reduce_size(signal, state.exposure.positions, tuple(leg.venue_symbol for leg in instrument.legs), trace)
+    size = reduce_size(signal, state.exposure.positions, sized_legs(instrument.legs).venue_symbols, trace)
     if type(size) is Rejection:
         return _rejected(signal, size, trace, config, state)
     assert type(size) is ReduceSize
@@ -340,7 +340,7 @@ def _traced(fit: Fit, instrument: Instrument, trace: dict[str, Any]) -> Fit | Re
     if fit.clamped_by is not None:
         exchange.update(unclamped_qty=fit.unclamped, clamped_by={
             "leg": fit.clamped_by.venue_symbol, "rule": fit.clamped_by.rule, "limit": fit.clamped_by.limit})
-    if fit.leg_qty and _has_contracts(instrument):
+    if fit.leg_qty and sized_legs(instrument.legs).contracts:
         exchange["leg_qty"] = {leg.venue_symbol: q for leg, q in zip(instrument.legs, fit.leg_qty)}
     if fit.hedge_residual:
         exchange["hedge_residual"] = dict(fit.hedge_residual)
@@ -348,11 +348,6 @@ def _traced(fit: Fit, instrument: Instrument, trace: dict[str, Any]) -> Fit | Re
     if fit.reason is not None:
         return Rejection(fit.reason, fit.detail or "")  # type: ignore[arg-type]
     return fit
-
-
-def _has_contracts(instrument: Instrument) -> bool:
-    """Whether any leg is in contracts (not spot)."""
-    return any(leg.kind != "spot" for leg in instrument.legs)
 
 
 def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, state: PortfolioState,
@@ -374,8 +369,8 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
     if unwritable is not None:
         return unwritable
     exposure = state.exposure
-    legs = tuple(leg.venue_symbol for leg in instrument.legs)
-    units = tuple((leg.kind, leg.contract_size) for leg in instrument.legs) if _has_contracts(instrument) else ()
+    sized = sized_legs(instrument.legs)
+    legs, units = sized.venue_symbols, sized.units
     made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs, signal.side, instrument.group,
                        units)
     positions, reservations, marks, latest_ts, last_fill_offset, seen_signals, ended_orders, recent_opens = exposure

@@ -1,7 +1,8 @@
-"""The only code that touches private names of faust-streaming or aiokafka.
+"""The only code that touches private names of faust-streaming (and mode-streaming,
+its service framework) or aiokafka.
 
-The worker needs several things faust-streaming 0.15.3 and aiokafka 0.14.0 do
-not do right (docs/pages/exactly-once.md, "Exactly-once, and the faust-streaming defects it works
+The worker needs several things faust-streaming 0.15.3 (mode-streaming 0.7.1) and
+aiokafka 0.14.0 do not do right (docs/pages/exactly-once.md, "Exactly-once, and the faust-streaming defects it works
 around"); each workaround lives in one module here, next to the defect it
 answers (the assignor's lives in `streams/worker/assignor.py`):
 
@@ -9,10 +10,11 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 |---|---|
 | `events`    | outputs and table writes must be routed by the input being processed: faust's current event |
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
-| `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed one after another |
+| `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; a fetch loop that sleeps a second whenever every partition is paused; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed, and their producers started, one after another |
 | `app`       | a rebalance that starts while a batch is half done |
-| `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover |
+| `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; a second's sleep before the tables register, which the group join waits for |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
+| `worker`    | two seconds of fixed waits (mode's `Worker._shutdown_loop`) between a worker's last commit and the end of its process, which a restart's partitions wait for |
 | `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
 | `group_commit` | aiokafka sends a transaction's offsets without the group's metadata (`TxnOffsetCommit` v0, no KIP-447): only a producer per input partition is fenced |
 | `worker_transactions` | one transactional producer per worker (`SIZER_TRANSACTIONS=per_worker`), fenced by the group's generation through `group_commit` |
@@ -29,7 +31,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import version
 
-SUPPORTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+SUPPORTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
 
 # (module, attribute path) of every private name this package relies on.
 PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
@@ -43,9 +45,12 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.transport.consumer", "Consumer._filter_committable_offsets"),
     ("faust.transport.consumer", "Consumer._commit_offsets"),
     ("faust.transport.consumer", "Consumer._read_offset"),
+    ("faust.transport.consumer", "Consumer._wait_next_records"),
+    ("faust.transport.consumer", "Consumer._get_active_partitions"),
     ("faust.transport.consumer", "Consumer._commit_every"),
     ("faust.transport.consumer", "Consumer._n_acked"),
     ("faust.transport.consumer", "TransactionManager._tps_to_transactional_ids"),
+    ("faust.transport.consumer", "TransactionManager._start_transactions"),
     ("faust.transport.drivers.aiokafka", "Consumer._thread"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._ensure_consumer"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._consumer"),
@@ -64,8 +69,12 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.recovery", "Recovery._set_recovery_ended"),
     ("faust.tables.recovery", "Recovery._seek_offsets"),
     ("faust.tables.manager", "TableManager._recovery"),
+    ("faust.tables.manager", "TableManager._update_channels"),
     ("asyncio.queues", "Queue._getters"),
     ("aiokafka.conn", "OAuthAuthenticator._token_sent"),
+    ("mode.worker", "Worker._shutdown_loop"),
+    ("mode.worker", "Worker._gather_all"),
+    ("mode.worker", "Worker._sentinel_task"),
     # group_commit, worker_transactions: KIP-447 (TxnOffsetCommit v3)
     ("aiokafka.producer.producer", "AIOKafkaProducer._sender"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._ensure_transactional"),

@@ -63,7 +63,20 @@ class SafeSeekRecovery(Recovery):
 
 
 class SizerTableManager(TableManager):
-    """faust's TableManager with `SafeSeekRecovery` (the app's `TableManager` setting)."""
+    """faust's TableManager with `SafeSeekRecovery` (the app's `TableManager` setting),
+    which registers the tables' changelogs as soon as it starts.
+
+    faust-streaming 0.15.3's `TableManager.on_start` sleeps a second first, for
+    tables declared late; and the consumer subscribes, so joins the group, only
+    once the tables are registered (`Conductor._subscriber`): every start of a
+    worker waited that second before its join. The worker declares every table
+    before faust starts (`worker.app.declare_tables`), and faust refuses one added
+    after recovery began anyway."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
     @property
     def recovery(self) -> Recovery:

@@ -47,6 +47,18 @@ class FencingTransactionManager(TransactionManager):
             if producer is not None:
                 await producer._txn_manager.wait_for_pid()
 
+    async def _start_transactions(self, tids: Any) -> None:
+        """Start the assigned partitions' transactional producers all at once.
+
+        faust-streaming 0.15.3 starts them one after another, each a new client:
+        bootstrap, metadata, the transaction coordinator, a producer id; a worker
+        taking every partition starts seven (the six input partitions' group and
+        the instruments'), 0.14 s one after another on the local broker
+        (`streams.bench.restart`), before recovery can begin. Each
+        producer is its own, under its own transactional id, and faust's
+        `begin_transaction` keeps each one's failures to itself (logged)."""
+        await asyncio.gather(*(self.producer.maybe_begin_transaction(tid) for tid in tids))
+
 
 class ConcurrentCommitProducer(Producer):
     """Commits the open transactions of a commit all at once, not one after another.
@@ -162,11 +174,27 @@ class PausingConsumer(Consumer):
 
     faust's stall check (`verify_event_path`) then expects fetches of partitions
     it paused itself and, five minutes after start, logs an ERROR for every
-    paused changelog partition every few seconds; it is skipped for those."""
+    paused changelog partition every few seconds; it is skipped for those.
+
+    And a fetch loop that finds every partition paused (recovery under way, at
+    each start and rebalance) sleeps a whole second in faust-streaming 0.15.3
+    (`Consumer._wait_next_records`) however soon recovery resumes them: every
+    start decided its first input a second after the worker was ready. Here it
+    waits for the next resume instead, at most that second."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._paused_here: set[Any] = set()  # faust's TPs paused in aiokafka too
+        self._resumed = asyncio.Event()  # set by every resume: the fetch loop may go on
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        if self.flow_active and not self.app.client_only and not self._get_active_partitions():
+            self._resumed.clear()
+            await self.wait(self._resumed, timeout=1.0)
+            if not self._get_active_partitions():
+                self.not_waiting_next_records.set()
+                return {}, set()
+        return await super()._wait_next_records(timeout)
 
     def pause_partitions(self, tps: Any) -> None:
         tps = list(tps)
@@ -179,6 +207,7 @@ class PausingConsumer(Consumer):
         super().resume_partitions(tps)
         self._paused_here.difference_update(tps)
         self._mirror("resume", tps)
+        self._resumed.set()
 
     def verify_event_path(self, now: float, tp: Any) -> None:
         if tp in self._paused_here:

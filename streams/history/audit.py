@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from streams.wire import decimals
+from streams.wire.framing import payload
 from streams.config import SizingConfig
 from streams.errors import InvalidMessage
 from streams.history.interleaving import Instruments, Rederived, Source, admitted, dead_lettered, recorded_interleaving, \
@@ -245,7 +246,7 @@ def check_signals_decided(signals: list[Record], recorded: Recorded, portfolio: 
                                               "offset": record.offset, "why": "decided and dead-lettered"})
         if (record.partition, record.offset) not in decisions_at and (record.partition, record.offset) not in dead:
             try:
-                data = decimals.loads(record.value)
+                data = decimals.loads(payload(record.value))
                 signal_id, owner = data.get("signal_id"), data.get("portfolio_id")
             except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
                 signal_id = owner = None
@@ -309,7 +310,7 @@ def _rederived_differences(result: Rederived, decision: dict[str, Any], recorded
     """Each field where the re-derived decision, or its order, differs from the recorded
     one; an accepted decision with no recorded order is reported as such."""
     derived_json = to_json(result.decision)
-    raw = result.step.decision_record.value.decode() if result.step.decision_record else None
+    raw = payload(result.step.decision_record.value).decode() if result.step.decision_record else None
     where = {"signal_id": decision.get("signal_id"), "partition": result.step.record.partition,
              "offset": result.step.record.offset}
     problems = []
@@ -323,7 +324,7 @@ def _rederived_differences(result: Rederived, decision: dict[str, Any], recorded
         elif result.order is not None:
             derived_order = to_json(result.order)
             for order_record, order in recorded_orders:
-                if order_record.value.decode() != derived_order:
+                if payload(order_record.value).decode() != derived_order:
                     problems += [{**where, "field": f"order.{path}", "recorded": a, "rederived": b}
                                  for path, a, b in differences(order, decimals.loads_output(derived_order))]
     return problems
@@ -366,7 +367,7 @@ def _admitted_input(role: str, record: Record) -> bool:
 
     if role == "instruments":
         try:
-            admit_instrument(record.key, record.value, record.timestamp)
+            admit_instrument(record.key, payload(record.value), record.timestamp)
         except InvalidMessage:
             return False
         return True

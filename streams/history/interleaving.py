@@ -20,6 +20,7 @@ from streams.engine import InputPosition, PortfolioState, Result, apply_control,
 from streams.errors import InvalidMessage
 from streams.kafka.io import Record
 from streams.wire.models import Decision, Instrument, Order
+from streams.wire.framing import EITHER, payload
 from streams.wire.instruments import InstrumentBook
 
 # (topic, partition, offset) of an input record
@@ -50,11 +51,12 @@ def admitted(role: str, record: Record, dead: Mapping[Source, str] | None = None
     admit, whatever the reason: FUTURE_TIMESTAMP depends on the configuration's
     skew and PROCESSING_ERROR on the engine of the day, so the dead-letter topic,
     not a second guess, says. Everything else is admitted by `admit_record` (key,
-    tombstone, decoding); the time check is the dead-letter topic's to answer."""
+    tombstone, decoding; a value framed in the Confluent wire format or not: the
+    dead-letter topic names SCHEMA_ID refusals); the time check is the dead-letter topic's to answer."""
     if dead is not None and (record.topic, record.partition, record.offset) in dead:
         return None
     try:
-        return admit_record(role, record.key, record.value, None, 0)
+        return admit_record(role, record.key, payload(record.value), None, 0)
     except InvalidMessage:
         return None
 
@@ -147,7 +149,7 @@ class Instruments:
 
     def __init__(self, records: Iterable[Record]) -> None:
         self.by_offset: dict[int, Instrument] = {}
-        book = InstrumentBook()
+        book = InstrumentBook(EITHER)
         for record in records:
             if book.apply(record.key, record.value, record.offset, record.timestamp, record.headers):
                 instrument = book.instruments.get(record.key.decode()) if record.key is not None else None

@@ -21,6 +21,8 @@ from streams.kafka.topics import TopicSet, require_topics
 from streams.wire import decimals
 
 PORTFOLIO_TABLES = ("exposure", "streak", "controls")
+# every table of the worker (`worker.app.declare_tables`): the changelogs `topics apply` checks
+WORKER_TABLES = ("exposure", "streak", "controls", "windows", "input-positions")
 
 
 def changelog(app_id: str, table: str) -> str:

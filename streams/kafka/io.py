@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from streams.wire import decimals
+from streams.wire.framing import payload
 from streams.errors import KafkaUnavailable
 from streams.wire.roles import KEY_FIELD
 
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from streams.config import SizingConfig
     from streams.kafka.settings import ClientConfig
     from streams.kafka.topics import TopicSet
+
+
+# how long one poll of a read to the end offsets waits for records (`_read_assigned`)
+READ_POLL_MS = 50
+VISIBLE_WAIT_S = 10.0  # a new topic reaches every broker's metadata in well under a second
+VISIBLE_RETRY_S = 0.2
 
 
 def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:
@@ -31,16 +38,23 @@ def encode(role: str, value: Any) -> tuple[bytes | None, bytes]:
 async def publish(client: ClientConfig, topics: TopicSet, entries: Iterable[tuple[str, Any]],
                   keys: dict[int, bytes | None] | None = None) -> int:
     """Publish (role, value) inputs in order, waiting for every acknowledgement.
-    `keys` overrides the key of the entry at that index."""
+    `keys` overrides the key of the entry at that index. With a Schema Registry, a
+    value given as data is written in the Confluent wire format under its subject's
+    id; raw bytes are written as they are."""
+    from streams.kafka.schema_registry import product_framing
+
+    framing = await product_framing(client.settings, topics)
     producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True, linger_ms=5))
     await producer.start()
     try:
         pending = []
         for index, (role, value) in enumerate(entries):
-            key, payload = encode(role, value)
+            key, data = encode(role, value)
             if keys is not None and index in keys:
                 key = keys[index]
-            pending.append(await producer.send(topics.name(role), payload, key=key))
+            if not isinstance(value, (bytes, bytearray)):
+                data = framing.written(role, data)
+            pending.append(await producer.send(topics.name(role), data, key=key))
         await asyncio.gather(*pending)
         return len(pending)
     finally:
@@ -73,8 +87,12 @@ class Record:
     timestamp: int
 
     def json(self) -> Any:
-        """The value as JSON written by this product (decisions, orders, config): decimals are strings."""
-        return decimals.loads_output(self.value) if self.value is not None else None
+        """The value as JSON written by this product (decisions, orders, config): decimals are
+        strings. A value in the Confluent wire format (SIZER_SCHEMA_REGISTRY_URL set) is read
+        past its magic byte and schema id (`wire.framing.payload`)."""
+        if self.value is None:
+            return None
+        return decimals.loads_output(payload(self.value))
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -102,10 +120,12 @@ def published_configs(records: Iterable[Record]) -> Iterator[tuple[Record, "Sizi
 
 
 async def read_topic(client: ClientConfig, topic: str, partitions: int, isolation_level: str = "read_committed",
-                     timeout_s: float = 30.0) -> list[Record]:
+                     timeout_s: float = 30.0, since: dict[int, int] | None = None) -> list[Record]:
     """Every record of `topic` (with `partitions` partitions, as its spec says) from
-    the beginning to its end offsets as of now, in partition then offset order."""
-    records = await _read(client, {TopicPartition(topic, p): (None, None) for p in range(partitions)},
+    the beginning, or from offset `since[partition]`, to its end offsets as of now,
+    in partition then offset order."""
+    starts = since or {}
+    records = await _read(client, {TopicPartition(topic, p): (starts.get(p), None) for p in range(partitions)},
                           isolation_level, timeout_s)
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
@@ -144,7 +164,8 @@ async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | No
     await consumer.start()
     topics = sorted({tp.topic for tp in spans})
     try:
-        return await _read_assigned(consumer, spans, timeout_s, client.settings.principal)
+        await until_visible(consumer, set(topics), client)
+        return await _read_assigned(consumer, spans, timeout_s)
     except TopicAuthorizationFailedError:
         # visible (Describe) but not readable: refused at the first offset or fetch request
         raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
@@ -153,14 +174,31 @@ async def _read(client: ClientConfig, spans: dict[TopicPartition, tuple[int | No
         await consumer.stop()
 
 
+async def until_visible(consumer: AIOKafkaConsumer, topics: set[str], client: ClientConfig) -> None:
+    """Wait, at most `VISIBLE_WAIT_S`, until every topic is in the consumer's metadata.
+
+    A topic this principal may not Describe has no leader in the metadata, and
+    aiokafka would wait for one forever: it is refused at once, by name. A topic
+    another worker has just created is absent, for a moment, from the metadata of a
+    broker that has not yet learned of it (each broker of a cluster answers from its
+    own copy of the controller's log): that one is asked for again.
+
+    Raises KafkaUnavailable naming the topics refused, or still absent after the wait.
+    """
+    from streams.kafka.topics import refused_topics
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + VISIBLE_WAIT_S
+    while hidden := sorted(topics - await consumer.topics()):
+        if loop.time() >= deadline or await refused_topics(client, hidden):
+            raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
+                                   f"{', '.join(hidden)}, or no such topic")
+        await asyncio.sleep(VISIBLE_RETRY_S)
+
+
 async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int | None, int | None]],
-                         timeout_s: float, principal: str) -> list[Record]:
+                         timeout_s: float) -> list[Record]:
     tps = list(spans)
-    # A topic this principal may not Describe has no leader in the metadata, and
-    # aiokafka would wait for one forever: refuse it by name instead.
-    hidden = sorted({tp.topic for tp in tps} - await consumer.topics())
-    if hidden:
-        raise KafkaUnavailable(f"not authorized: {principal} may not Read topic {', '.join(hidden)}, or no such topic")
     consumer.assign(tps)
     for tp, (start, _) in spans.items():
         if start is None:
@@ -177,7 +215,9 @@ async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition,
         if loop.time() > deadline:
             raise TimeoutError(f"reading {sorted({tp.topic for tp in tps})} did not reach its end offsets "
                                f"in {timeout_s} s")
-        for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+        # short polls: a transactional topic ends with a commit marker, which moves the
+        # position but is no record, and aiokafka's getmany waits its whole timeout for one
+        for tp, batch in (await consumer.getmany(timeout_ms=READ_POLL_MS)).items():
             limit = limits[tp]
             records += [Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
                         for r in batch if limit is None or r.offset < limit]
@@ -186,11 +226,25 @@ async def _read_assigned(consumer: AIOKafkaConsumer, spans: dict[TopicPartition,
 
 async def end_offsets(client: ClientConfig, topic: str, partitions: int) -> dict[int, int]:
     """The end offset of each partition of `topic`, as of now."""
+    ends = await partition_ends(client, {topic: list(range(partitions))})
+    return {partition: offset for (_, partition), offset in ends.items()}
+
+
+async def partition_ends(client: ClientConfig, wanted: Mapping[str, Iterable[int]]) -> dict[tuple[str, int], int]:
+    """The end offset of each (topic, partition) of `wanted` ({topic: partitions}), as
+    of now, asked with one consumer."""
+    tps = [TopicPartition(topic, p) for topic, ps in wanted.items() for p in ps]
+    if not tps:
+        return {}
     consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
     await consumer.start()
     try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-        return {tp.partition: offset for tp, offset in ends.items()}
+        # Assigned, every topic's metadata comes in one request. Otherwise aiokafka
+        # learns of one unknown topic per attempt, 100 ms apart (its retry backoff):
+        # half a second for the worker's five changelogs.
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from streams.kafka.io import read_spans, read_topic
+from streams.kafka.io import partition_ends, read_spans, read_topic
 from streams.wire.roles import POSITIONED
 
 if TYPE_CHECKING:
@@ -106,14 +106,11 @@ async def stored_positions_beyond_end(admin: Any, client: ClientConfig, topics: 
         return []
     counts = await _partition_counts(admin, sorted({topic for topic, _ in stored}))
     present = [TopicPartition(topic, partition) for topic, partition in stored if partition < counts.get(topic, 0)]
-    ends = {}
-    if present:
-        consumer = AIOKafkaConsumer(**client.options(group_id=None, enable_auto_commit=False))
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(present)
-        finally:
-            await consumer.stop()
+    by_topic: dict[str, list[int]] = {}
+    for tp in present:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    ends = {TopicPartition(topic, partition): end
+            for (topic, partition), end in (await partition_ends(client, by_topic)).items()}
     found = []
     to_compare = {}
     for (topic, partition), offset in sorted(stored.items()):

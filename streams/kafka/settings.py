@@ -125,6 +125,17 @@ class ConnectionSettings(BaseSettings):
     sasl_kerberos_service_name: str = Field("kafka", min_length=1)
     sasl_kerberos_domain_name: str | None = None
     client_id_prefix: str = Field("sizer", min_length=1)
+    # A Schema Registry (Confluent's REST API; `kafka.schema_registry`): set, the product
+    # registers its JSON Schemas under <topic>-value, writes its outputs in the Confluent
+    # wire format and reads its inputs in it ("confluent") or as plain JSON ("json")
+    schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    schema_registry_inputs: Literal["confluent", "json"] = "confluent"
+    # HTTP basic authentication to it (Confluent Cloud's API key and secret): never in
+    # the URL, which `sizer config` prints and every registry error names
+    schema_registry_username: str | None = Field(None, min_length=1)
+    schema_registry_password: SecretStr | None = None
+    schema_registry_password_file: Path | None = None
+    schema_registry_cafile: Path | None = None  # https: the CA that signed its certificate; None: the system's
     _token_source: Any = PrivateAttr(None)
 
     @classmethod
@@ -141,6 +152,46 @@ class ConnectionSettings(BaseSettings):
     def replication(self) -> Replication:
         """Every topic's and changelog's replication (SIZER_REPLICATION_FACTOR, SIZER_MIN_INSYNC_REPLICAS)."""
         return Replication(self.replication_factor, self.min_insync_replicas)
+
+    @model_validator(mode="after")
+    def _registry_coherent(self) -> "ConnectionSettings":
+        given = {"schema_registry_inputs", "schema_registry_username", "schema_registry_password",
+                 "schema_registry_password_file", "schema_registry_cafile"} & {name for name in self.model_fields_set
+                                                     if getattr(self, name) is not None}
+        if self.schema_registry_url is None and given:
+            raise ValueError(f"{min(given)}: set, but schema_registry_url is not (no Schema Registry)")
+        if self.schema_registry_url is not None and "@" in self.schema_registry_url.split("/")[2]:
+            raise ValueError("schema_registry_url: no credentials in the URL (they would be printed and logged): "
+                             "give SIZER_SCHEMA_REGISTRY_USERNAME and SIZER_SCHEMA_REGISTRY_PASSWORD(_FILE)")
+        password = self.schema_registry_password, self.schema_registry_password_file
+        if all(item is not None for item in password):
+            raise ValueError("schema_registry_password: give SIZER_SCHEMA_REGISTRY_PASSWORD or "
+                             "SIZER_SCHEMA_REGISTRY_PASSWORD_FILE, not both")
+        if (self.schema_registry_username is None) != all(item is None for item in password):
+            raise ValueError("schema_registry_username: basic authentication needs both the username and the "
+                             "password (SIZER_SCHEMA_REGISTRY_PASSWORD or _FILE)")
+        for name in ("schema_registry_password_file", "schema_registry_cafile"):
+            if getattr(self, name) is not None and not getattr(self, name).is_file():
+                raise ValueError(f"{name}: no such file: {getattr(self, name)}")
+        if self.schema_registry_cafile is not None and not str(self.schema_registry_url).startswith("https://"):
+            raise ValueError("schema_registry_cafile: set, but schema_registry_url is not https")
+        return self
+
+    def schema_registry_ssl(self) -> Any:
+        """The TLS context the Schema Registry's certificate is verified with (None: the
+        system's trusted CAs, or plain http)."""
+        if self.schema_registry_cafile is None:
+            return None
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.schema_registry_cafile))
+
+    def schema_registry_auth(self) -> tuple[str, str] | None:
+        """(username, password) for the Schema Registry's basic authentication; None: none."""
+        if self.schema_registry_username is None:
+            return None
+        password = self._secret(self.schema_registry_password, self.schema_registry_password_file)
+        return self.schema_registry_username, password or ""
 
     @model_validator(mode="after")
     def _bootstrap_well_formed(self) -> "ConnectionSettings":

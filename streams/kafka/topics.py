@@ -10,9 +10,10 @@ SIZER_MIN_INSYNC_REPLICAS), not the topics file's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
 
 from streams.errors import ConfigError, KafkaUnavailable, TopicMismatch, TopicRecreated, read_toml
 from streams.kafka.positions import stored_positions_beyond_end
@@ -196,65 +197,105 @@ def recreated(app_id: str, found: list[str]) -> TopicRecreated:
                           f"records; {reset_advice(app_id)}")
 
 
-async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None) -> list[str]:
+@contextlib.asynccontextmanager
+async def admin_client(client: ClientConfig, admin: Any = None) -> AsyncIterator[Any]:
+    """An aiokafka admin client: `admin` itself when given (its owner closes it), else
+    a new one, closed on the way out. Checks that run together share one (the
+    worker's start-up): each client started is a bootstrap and a metadata round trip."""
+    if admin is not None:
+        yield admin
+        return
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    own = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await own.start()
+    try:
+        yield own
+    finally:
+        await own.close()
+
+
+async def apply(client: ClientConfig, topics: TopicSet, create: bool = True, app_id: str | None = None,
+                changelogs: Mapping[str, int] | None = None, admin: Any = None) -> list[str]:
     """Create missing topics (when `create`) and verify every existing one; with
     `app_id`, also that the worker group's stored input positions belong to the
-    input topics as they are now.
+    input topics as they are now; with `changelogs` (name -> partitions), that those
+    of them that exist are what the workers' tables need (`declare_changelogs`; the
+    workers create the missing ones). `admin`: an admin client to use (`admin_client`).
 
     Returns one line per topic saying what was done. Raises TopicMismatch naming
     every difference of every topic from its spec (partition count, replication
     factor, min.insync.replicas, any other config), or, before creating anything,
     a replication factor above the cluster's broker count; TopicRecreated (one
     line: what happened, how to reset) for recreated inputs."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    async with admin_client(client, admin) as admin:
+        return await _apply(admin, client, topics, create, app_id, changelogs or {})
+
+
+async def _apply(admin: Any, client: ClientConfig, topics: TopicSet, create: bool, app_id: str | None,
+                 changelogs: Mapping[str, int]) -> list[str]:
+    from aiokafka.admin import NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        report: list[str] = []
-        to_create = [spec for spec in topics if spec.name not in existing]
-        if to_create:
-            # a topic we may not Describe is absent from the list: say so, not "missing"
-            hidden = [entry["topic"] for entry in await admin.describe_topics([spec.name for spec in to_create])
-                      if entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED]
-            if hidden and not create:
-                raise not_authorized(hidden, "Describe", client.settings.principal)
-        if to_create and create:
-            await _enough_brokers(admin, max(spec.replication for spec in to_create))
-            await _create(admin, [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
-                                  for spec in to_create])
-            report += [f"created {spec.name} ({counted(spec.partitions, 'partition')}, {spec.cleanup_policy})"
-                       for spec in to_create]
-        elif to_create:
-            raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
-                                + " (run `sizer topics apply`)")
-        if create:
-            report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
-                                              {spec.name for spec in to_create})
+    existing = set(await admin.list_topics())
+    report: list[str] = []
+    to_create = [spec for spec in topics if spec.name not in existing]
+    if to_create:
+        # a topic we may not Describe is absent from the list: say so, not "missing"
+        hidden = [entry["topic"] for entry in await admin.describe_topics([spec.name for spec in to_create])
+                  if entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED]
+        if hidden and not create:
+            raise not_authorized(hidden, "Describe", client.settings.principal)
+    if to_create and create:
+        await _enough_brokers(admin, max(spec.replication for spec in to_create))
+        await _create(admin, [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)
+                              for spec in to_create])
+        report += [f"created {spec.name} ({counted(spec.partitions, 'partition')}, {spec.cleanup_policy})"
+                   for spec in to_create]
+    elif to_create:
+        raise TopicMismatch("missing topics: " + ", ".join(spec.name for spec in to_create)
+                            + " (run `sizer topics apply`)")
+    if create:
+        report += await _bound_timestamps(client, admin, topics, ConfigResource, ConfigResourceType,
+                                          {spec.name for spec in to_create})
+    problems = await _settled_differences(admin, topics, {spec.name for spec in to_create})
+    problems += await _existing_changelog_differences(admin, topics, existing, changelogs)
+    if problems:
+        raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
+    if app_id is not None:
+        found = await stored_positions_beyond_end(admin, client, topics, app_id)
+        if found:
+            raise recreated(app_id, found)
+    created = {spec.name for spec in to_create}
+    report += [f"ok {spec.name}" for spec in topics if spec.name not in created]
+    return report
+
+
+async def _settled_differences(admin: Any, topics: TopicSet, created_names: set[str]) -> list[str]:
+    """`_differences`, once the topics just created (`created_names`) have settled: one
+    can be reported with no partitions, or with no configs (None: the broker asked has
+    not got its metadata yet, seen on a cluster), until its metadata has propagated;
+    give those a moment, never a topic that was already there."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
+    for _ in range(100):
+        if not any(p.split(":")[0] in created_names for p in problems):
+            break
+        await asyncio.sleep(0.1)
         problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
-        # A topic just created can be reported with no partitions, or with no configs
-        # (None: the broker asked has not got its metadata yet, seen on a cluster), until
-        # its metadata has propagated; give those a moment, never a topic that was
-        # already there.
-        created_names = {spec.name for spec in to_create}
-        for _ in range(100):
-            if not any(p.split(":")[0] in created_names for p in problems):
-                break
-            await asyncio.sleep(0.1)
-            problems = await _differences(admin, topics, ConfigResource, ConfigResourceType)
-        if problems:
-            raise TopicMismatch("topics differ from topics/topics.toml:\n  " + "\n  ".join(problems))
-        if app_id is not None:
-            found = await stored_positions_beyond_end(admin, client, topics, app_id)
-            if found:
-                raise recreated(app_id, found)
-        created = {spec.name for spec in to_create}
-        report += [f"ok {spec.name}" for spec in topics if spec.name not in created]
-        return report
-    finally:
-        await admin.close()
+    return problems
+
+
+async def _existing_changelog_differences(admin: Any, topics: TopicSet, existing: set[str],
+                                          changelogs: Mapping[str, int]) -> list[str]:
+    """What differs in those of `changelogs` that exist from what the workers' tables
+    need, at the topics' replication; none for the ones not made yet."""
+    present = sorted(set(changelogs) & existing)
+    if not present:
+        return []
+    replication = Replication(topics["signals"].replication, topics["signals"].min_insync_replicas)
+    return await _changelog_differences(admin, present, await _described(admin, present), changelogs, replication)
 
 
 async def _enough_brokers(admin: Any, factor: int) -> None:
@@ -266,20 +307,16 @@ async def _enough_brokers(admin: Any, factor: int) -> None:
                             f"brokers; the cluster at the bootstrap address has {brokers}: nothing was created")
 
 
-async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int) -> list[str]:
+async def unbounded_inputs(client: ClientConfig, topics: TopicSet, max_future_skew_ms: int,
+                           admin: Any = None) -> list[str]:
     """The input topics whose broker does not refuse record timestamps more than
     `max_future_skew_ms` ahead of its clock (`unbounded`), one line each; empty when
-    all are bounded."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    all are bounded. `admin`: an admin client to use (`admin_client`)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     names = [topics.name(role) for role in TIMED]
-    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
-    await admin.start()
-    try:
+    async with admin_client(client, admin) as admin:
         configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
-    finally:
-        await admin.close()
     return [line for name in names if (line := unbounded(name, configs.get(name, {}), max_future_skew_ms))]
 
 
@@ -294,6 +331,55 @@ def unbounded(name: str, configs: Mapping[str, str], max_future_skew_ms: int) ->
     if bound is None or not bound.lstrip("-").isdigit() or int(bound) > max_future_skew_ms:
         return f"{name}: {TIMESTAMP_BOUND}={bound}"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampBounds:
+    """How far from its own clock a topic's broker takes a record timestamp: at most
+    `after_ms` ahead (`message.timestamp.after.max.ms`) and `before_ms` behind
+    (`message.timestamp.before.max.ms`); None is no limit (Kafka's largest long).
+    `log_append`: the broker stamps every record itself (LogAppendTime) and refuses none.
+    `retention_ms`: a topic that deletes by time (`cleanup.policy` delete) takes a record
+    stamped further back than `retention.ms` and deletes it at its next retention check
+    (every 5 minutes by default: the segment's newest timestamp decides); None: never."""
+
+    after_ms: int | None
+    before_ms: int | None
+    log_append: bool = False
+    retention_ms: int | None = None
+
+    @classmethod
+    def of(cls, configs: Mapping[str, str]) -> "TimestampBounds":
+        """From a topic's broker configs (what DescribeConfigs answers: its own value,
+        else the broker's default, which differs between releases)."""
+        def limit(key: str) -> int | None:
+            value = configs.get(key, "")
+            return int(value) if value.isdigit() and int(value) < 2**63 - 1 else None
+
+        deletes = "delete" in configs.get("cleanup.policy", "delete").split(",")
+        return cls(limit(TIMESTAMP_BOUND), limit("message.timestamp.before.max.ms"),
+                   configs.get("message.timestamp.type") == "LogAppendTime",
+                   limit("retention.ms") if deletes else None)
+
+
+async def timestamp_bounds(client: ClientConfig, names: list[str]) -> dict[str, TimestampBounds]:
+    """Each topic's `TimestampBounds`, as its broker reports them; empty when this
+    principal may not DescribeConfigs (a producer's ACLs: the broker still refuses
+    what is out of bounds, when the record is sent). A missing topic has none."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from streams.kafka.io import start_or_close
+
+    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
+    await start_or_close(admin)
+    try:
+        configs = await _configs(admin, names, ConfigResource, ConfigResourceType)
+    except KafkaUnavailable:
+        return {}
+    finally:
+        await admin.close()
+    return {name: TimestampBounds.of(found) for name, found in configs.items() if found}
 
 
 async def _bound_timestamps(client: ClientConfig, admin: Any, topics: TopicSet, ConfigResource, ConfigResourceType,
@@ -354,7 +440,7 @@ async def _create(admin: Any, new_topics: list[Any]) -> None:
 
 
 async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int],
-                             replication: Replication) -> list[str]:
+                             replication: Replication, admin: Any = None) -> list[str]:
     """Create the missing changelog topics of the worker's tables (name -> partitions;
     compacted, as faust makes them, with `replication`'s factor and min.insync.replicas)
     and wait until the broker lists their partitions. Returns the names created.
@@ -368,12 +454,11 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
     another replication factor or min.insync.replicas raises TopicMismatch naming
     each difference: its writes would fail only later (a partition it lacks), its
     records be deleted by retention, or a lost broker lose the state (portfolios'
-    exposure) that the input topics' replication was meant to keep."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    exposure) that the input topics' replication was meant to keep. `admin`: an
+    admin client to use (`admin_client`)."""
+    from aiokafka.admin import NewTopic
 
-    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
-    await admin.start()
-    try:
+    async with admin_client(client, admin) as admin:
         existing = set(await admin.list_topics())
         missing = sorted(set(changelogs) - existing)
         if missing:
@@ -399,8 +484,6 @@ async def declare_changelogs(client: ClientConfig, changelogs: Mapping[str, int]
             raise TopicMismatch("changelog topics differ from what the worker's tables need:\n  "
                                 + "\n  ".join(problems))
         return missing
-    finally:
-        await admin.close()
 
 
 async def _changelog_differences(admin: Any, present: list[str], described: Mapping[str, Any],
@@ -445,12 +528,14 @@ def not_authorized(names: list[str], operation: str, principal: str | None = Non
                             f"(it lacks that ACL: see topics/acls.toml)")
 
 
-async def require_topics(client: "ClientConfig", names: list[str], operation: str) -> None:
-    """Check, before a command reads or writes them, that the topics `names` exist and
-    that this principal may see them. `operation` is what the command will do (Read,
-    Write), named in the refusal. Raises TopicMismatch (exit 3) naming every missing
-    topic, KafkaUnavailable (exit 4) naming the principal, the topics it may not
-    see and the permission."""
+async def refused_topics(client: "ClientConfig", names: list[str]) -> list[str]:
+    """Those of topics `names` this principal may not Describe, as the broker answers
+    for them by name (it answers so whether or not they exist)."""
+    return [name for name, code in (await _error_codes(client, names)).items() if code == TOPIC_AUTHORIZATION_FAILED]
+
+
+async def _error_codes(client: "ClientConfig", names: list[str]) -> dict[str, int]:
+    """{topic: the error code of its metadata} for topics `names`, asked by name."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     from streams.kafka.io import start_or_close
@@ -461,7 +546,16 @@ async def require_topics(client: "ClientConfig", names: list[str], operation: st
         described = await admin.describe_topics(list(names))
     finally:
         await admin.close()
-    codes = {entry["topic"]: entry.get("error_code", 0) for entry in described}
+    return {entry["topic"]: entry.get("error_code", 0) for entry in described}
+
+
+async def require_topics(client: "ClientConfig", names: list[str], operation: str) -> None:
+    """Check, before a command reads or writes them, that the topics `names` exist and
+    that this principal may see them. `operation` is what the command will do (Read,
+    Write), named in the refusal. Raises TopicMismatch (exit 3) naming every missing
+    topic, KafkaUnavailable (exit 4) naming the principal, the topics it may not
+    see and the permission."""
+    codes = await _error_codes(client, names)
     # the broker answers "not authorized" for a topic this principal may not Describe,
     # whether or not it exists: it does not tell strangers which topics there are
     hidden = [name for name in names if codes.get(name) == TOPIC_AUTHORIZATION_FAILED]
@@ -533,16 +627,19 @@ INTERNAL_TOPICS = {
 }
 
 
-async def internal_replication(client: ClientConfig) -> dict[str, tuple[int, int]]:
+async def internal_replication(client: ClientConfig, admin: Any = None) -> dict[str, tuple[int, int]]:
     """(replication factor, min.insync.replicas) of Kafka's transaction log and
     offsets topic (`INTERNAL_TOPICS`): read from the topic where it exists, else
     from the broker settings it will be created with. What this client may not
-    describe (ACLs, an old broker) is left out."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    describe (ACLs, an old broker) is left out. `admin`: an admin client to use
+    (`admin_client`)."""
+    async with admin_client(client, admin) as admin:
+        return await _internal_replication(admin)
+
+
+async def _internal_replication(admin: Any) -> dict[str, tuple[int, int]]:
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(**client.options(request_timeout_ms=15_000))
-    await admin.start()
     found: dict[str, tuple[int, int]] = {}
     try:
         existing = set(await admin.list_topics())
@@ -567,8 +664,6 @@ async def internal_replication(client: ClientConfig) -> dict[str, tuple[int, int
                     found[name] = (int(factor), int(isr))
     except Exception:  # noqa: BLE001 - not ours to describe (ACLs, an old broker): left out
         pass
-    finally:
-        await admin.close()
     return found
 
 
@@ -590,3 +685,39 @@ def internal_replication_warnings(found: Mapping[str, tuple[int, int]], replicat
                             f"product's topics ({replication.min_insync}, SIZER_MIN_INSYNC_REPLICAS): a write there "
                             f"can be acknowledged by fewer brokers than the product's own")
     return warnings
+
+
+async def topic_ids(client: ClientConfig, names: list[str]) -> dict[str, str]:
+    """Each existing topic's Kafka topic id (KIP-516), as text: what tells a topic
+    from another of the same name, deleted and recreated. Topics without one (absent,
+    or a broker before 2.8) are left out; nothing when they cannot be read (a
+    checkpoint is then checked by its offsets alone, as before topic ids)."""
+    return await asyncio.to_thread(_topic_ids, client, names)
+
+
+def _topic_ids(client: ClientConfig, names: list[str]) -> dict[str, str]:
+    # aiokafka's metadata requests stop before topic ids (v10); kafka-python's have them
+    from kafka.admin import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(**{**client.settings.kafka_python_client(client.role), "request_timeout_ms": 15_000})
+        try:
+            return ids_of(admin.describe_topics(names))
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - not ours to describe, or unreachable: checked by offsets alone
+        return {}
+
+
+NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def ids_of(described: list[Mapping[str, Any]]) -> dict[str, str]:
+    """{topic name: topic id} of a metadata answer's topics (kafka-python's
+    `describe_topics`), leaving out errors and the all-zero id of a broker without ids."""
+    found = {}
+    for entry in described:
+        name, ident = entry.get("name", entry.get("topic")), entry.get("topic_id")
+        if entry.get("error_code", 0) == 0 and name and ident is not None and str(ident) != NO_TOPIC_ID:
+            found[str(name)] = str(ident)
+    return found

@@ -29,12 +29,14 @@ from aiokafka.errors import InvalidTimestampError, TopicAuthorizationFailedError
 
 from streams.wire import decimals
 from streams.wire.admission import PORTFOLIO_KEYED, admit_record, home_partition
+from streams.wire.framing import payload
 from streams.wire.instruments import admit_instrument
 from streams.errors import RECORD_TIMESTAMP_RULE, ConfigError, InvalidMessage, KafkaUnavailable
 from streams.wire import journal
 from streams.kafka.io import start_or_close
 from streams.kafka.settings import ConnectionSettings
-from streams.kafka.topics import TopicSet, not_authorized, require_topics
+from streams.kafka.topics import (TIMESTAMP_BOUND, TimestampBounds, TopicSet, not_authorized, require_topics,
+                                  timestamp_bounds)
 from streams.text import counted
 from streams.wire.models import format_event_time, parse_time
 from streams.wire.roles import KEY_FIELD, ROLES, TABLE
@@ -104,6 +106,47 @@ def input_partition(topics: TopicSet, role: str, key: bytes | None) -> int | Non
     return home_partition(key, topics[role].partitions)
 
 
+def span(ms: float) -> str:
+    """A duration for a person: `45 s`, `10 min`, `2.0 h`, `120 days`."""
+    seconds = abs(ms) / 1000
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def out_of_bounds(records: list[Outgoing], topics: TopicSet, bounds: dict[str, TimestampBounds], path: str,
+                  now_ms: int) -> list[str]:
+    """`FILE:LINE: ...` for each record whose journal `"timestamp"` its topic's broker
+    would refuse, or would delete by retention within minutes (`bounds`, judged by
+    this machine's clock `now_ms`): said before anything is sent, so that a journal
+    is published whole or not at all, and nothing published is lost. A record
+    without a `"timestamp"` is stamped as it is sent, within every bound."""
+    problems = []
+    for record in records:
+        name = topics.name(record.role)
+        bound = bounds.get(name)
+        if record.timestamp is None or bound is None or bound.log_append:
+            continue
+        ahead = record.timestamp - now_ms
+        if bound.after_ms is not None and ahead > bound.after_ms:
+            problems.append(f"{path}:{record.line}: its record timestamp {record.timestamp} is {span(ahead)} ahead of "
+                            f"this machine's clock; {name} refuses a record stamped more than {bound.after_ms} ms "
+                            f"ahead of the broker's clock ({TIMESTAMP_BOUND})")
+        elif bound.before_ms is not None and -ahead > bound.before_ms:
+            problems.append(f"{path}:{record.line}: its record timestamp {record.timestamp} is {span(ahead)} behind "
+                            f"this machine's clock; {name} refuses a record stamped more than {bound.before_ms} ms "
+                            f"behind the broker's clock (message.timestamp.before.max.ms)")
+        elif bound.retention_ms is not None and -ahead > bound.retention_ms:
+            problems.append(f"{path}:{record.line}: its record timestamp {record.timestamp} is {span(ahead)} behind "
+                            f"this machine's clock; {name} deletes a record stamped more than {bound.retention_ms} "
+                            f"ms ago (retention.ms) at its next retention check, before an audit could read it")
+    return problems
+
+
 def timestamp_refused(records: list[Outgoing], path: str) -> KafkaUnavailable:
     """One line for a journal the broker refused a record timestamp of: the line
     stamped furthest from this machine's clock, how far, and Kafka's rule
@@ -140,10 +183,12 @@ async def publish_records(kafka: ConnectionSettings, topics: TopicSet, records: 
     every worker's own view, not by the group: they are only acknowledged).
     Raises TopicMismatch naming a missing topic before anything is sent,
     KafkaUnavailable naming one this principal may not write, CommandNotApplied."""
+    from streams.kafka.schema_registry import product_framing
     from streams.ops.control import wait_applied
 
     client = kafka.for_role("publish")
     await require_topics(client, sorted({topics.name(record.role) for record in records}), "Write")
+    framing = await product_framing(kafka, topics)  # the Confluent wire format with a Schema Registry
     producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True, linger_ms=5))
     await start_or_close(producer)
     counts: dict[str, int] = {}
@@ -151,7 +196,8 @@ async def publish_records(kafka: ConnectionSettings, topics: TopicSet, records: 
         for run in (in_file_order(records) if in_order else [records]):
             pending = []
             for record in run:
-                pending.append(await producer.send(topics.name(record.role), record.value, key=record.key,
+                value = framing.written(record.role, record.value)
+                pending.append(await producer.send(topics.name(record.role), value, key=record.key,
                                                    timestamp_ms=record.timestamp,
                                                    partition=input_partition(topics, record.role, record.key)))
                 counts[record.role] = counts.get(record.role, 0) + 1
@@ -181,10 +227,13 @@ def publish_journal(kafka: ConnectionSettings, topics: TopicSet, path: str, max_
                     dry_run: bool = False, force: bool = False, in_order: bool = False, timeout_s: float = 60.0,
                     out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
     """`sizer publish --journal FILE`: every line is checked first, by the rules the
-    worker applies, and the journal is published all or nothing. Exit 0 when every
-    record was sent (or, `dry_run`, would be); 1 when a line cannot be sent or a
-    record would be dead-lettered (each reported on stderr as `FILE:LINE: CODE:
-    detail`; nothing is sent). `force` sends the records the worker will
+    worker applies and by its topic's bound on record timestamps (the broker's, read
+    first; by this machine's clock), and the journal is published all or nothing.
+    Exit 0 when every record was sent (or, `dry_run`, would be); 1 when a line
+    cannot be sent, its `"timestamp"` is out of its topic's bound, or a record would
+    be dead-lettered (each reported on stderr as `FILE:LINE: ...`; nothing is
+    sent); 4 (KafkaUnavailable) when the broker refuses a record timestamp all the
+    same (its clock differs from this machine's). `force` sends the records the worker will
     dead-letter too (lines that name no topic still cannot be sent)."""
     try:
         with open(path, "rb") as handle:
@@ -192,6 +241,11 @@ def publish_journal(kafka: ConnectionSettings, topics: TopicSet, path: str, max_
     except OSError as exc:
         raise ConfigError(f"--journal: cannot read {path}: {exc.strerror}") from exc
     refused = [record for record in records if record.refused is not None]
+    if not dry_run and not unsendable:
+        # a line the broker would refuse: said now, or the journal would be published in part
+        names = sorted({topics.name(record.role) for record in records if record.timestamp is not None})
+        bounds = asyncio.run(timestamp_bounds(kafka.for_role("publish"), names)) if names else {}
+        unsendable = out_of_bounds(records, topics, bounds, path, int(time.time() * 1000))
     for problem in unsendable:
         print(problem, file=err)
     for record in sorted(refused, key=lambda r: r.line):
@@ -248,7 +302,8 @@ def _value(role: str, record: Any) -> Any:
     try:
         # what the worker wrote has every decimal as a string; inputs may have numbers
         written = TABLE[role].output
-        return decimals.loads_output(record.value) if written else decimals.loads(record.value)
+        value = payload(record.value)  # framed or not
+        return decimals.loads_output(value) if written else decimals.loads(value)
     except (ValueError, UnicodeDecodeError):
         return None
 

@@ -49,13 +49,17 @@ async def send(kafka: ConnectionSettings, topics: TopicSet, value: dict[str, Any
     Returns its (partition, offset). Raises TopicMismatch when the `controls` topic
     is missing, KafkaUnavailable when this principal may not write it,
     CommandNotApplied after `timeout_s`."""
+    from streams.kafka.schema_registry import product_framing
+
     client = kafka.for_role("control")
     await require_topics(client, [topics.name("controls")], "Write")
+    framing = await product_framing(kafka, topics)  # the Confluent wire format with a Schema Registry
     producer = AIOKafkaProducer(**client.options(acks="all", enable_idempotence=True))
     await start_or_close(producer)
     try:
         key = value["portfolio_id"].encode()
-        sent = await producer.send_and_wait(topics.name("controls"), decimals.dumps(value).encode(), key=key,
+        framed = framing.written("controls", decimals.dumps(value).encode())
+        sent = await producer.send_and_wait(topics.name("controls"), framed, key=key,
                                             partition=home_partition(key, topics["controls"].partitions))
     finally:
         await producer.stop()

@@ -241,7 +241,14 @@ def loads(raw: bytes | str) -> Any:
 
 
 def reference_loads(raw: bytes | str) -> Any:
-    """`loads` by the standard library's parser alone: the definition `loads` keeps to."""
+    """`loads` by the standard library's parser alone: the definition `loads` keeps to.
+    Bytes are UTF-8 (RFC 8259, 8.1; a byte order mark tolerated): the standard parser
+    would also take UTF-16 and UTF-32, whose JSON may start with a zero byte, the
+    Confluent wire format's magic byte, and so be read apart by the readers of topic
+    history (`wire.framing.payload`)."""
+    if isinstance(raw, (bytes, bytearray)) and json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
+        raise ValueError(f"not UTF-8 (JSON exchanged between systems is UTF-8), {json.detect_encoding(raw)} "
+                         f"by its first bytes")
     try:
         return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
     except RecursionError:

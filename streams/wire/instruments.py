@@ -11,6 +11,7 @@ from typing import Any
 
 from streams.errors import InvalidMessage
 from streams.wire.admission import admit_record
+from streams.wire.framing import PLAIN, Framing
 from streams.wire.models import Instrument
 
 # the worker's logger: the book is the worker's view of the topic (the audit replays it)
@@ -51,7 +52,9 @@ class InstrumentBook:
     """The instruments in force after the records of the compacted topic read so far,
     by the one rule the worker's agent, every worker's view and the audit share."""
 
-    def __init__(self) -> None:
+    def __init__(self, framing: Framing = PLAIN) -> None:
+        # how values are read (wire.framing: the Confluent wire format with a Schema Registry)
+        self.framing = framing
         self.instruments: dict[str, Instrument] = {}
         # symbol -> (offset, value bytes) of the record in force
         self.in_force: dict[str, tuple[int, bytes]] = {}
@@ -66,7 +69,7 @@ class InstrumentBook:
         for; otherwise the agent re-publishes the newer one (`check_instrument`).
         Returns whether the record changed what is in force."""
         try:
-            instrument = admit_instrument(key, value, timestamp_ms)
+            instrument = admit_instrument(key, self.framing.read("instruments", value), timestamp_ms)
         except InvalidMessage as exc:
             log.debug("skipping invalid instrument at offset %d: %s", offset, exc)
             return False

@@ -21,6 +21,7 @@ from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
 from streams.faust_compat.recovery import SizerTableManager
 from streams.kafka.outages import OUTAGES
+from streams.wire.framing import PLAIN, Framing
 from streams.worker.settings import WorkerSettings
 from streams.metrics import SizerMetrics, process_collectors
 from streams.processor import Processor
@@ -86,6 +87,7 @@ def brokers(bootstrap: str) -> list[str]:
 
 def build_app(
     kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, registry: CollectorRegistry | None = None,
+    framing: Framing = PLAIN,
 ) -> SizerApp:
     """The worker: the faust app with its topics, tables, instruments view, health,
     metrics, the batch handler and its timers. Wiring only."""
@@ -98,7 +100,7 @@ def build_app(
     tables = declare_tables(app, width, kafka.replication)
     metrics = worker_metrics(app, kafka, config, registry)
     client = kafka.for_role(f"worker-{kafka.app_id}")
-    view = InstrumentView(client, topics.name("instruments"), topics["instruments"].partitions)
+    view = InstrumentView(client, topics.name("instruments"), topics["instruments"].partitions, framing=framing)
     app.add_dependency(view)
     portfolios = None
     if kafka.require_registration:
@@ -116,10 +118,9 @@ def build_app(
     handler = BatchHandler(
         app_id=kafka.app_id, config=config, processor=processor, tables=store, positions=positions, view=view,
         outputs=outputs, metrics=metrics, consumer=lambda: app.consumer, lock=app.processing_lock,
-        roles={topics.name(role): role for role in INPUTS}, partitions=input_widths,
+        roles={topics.name(role): role for role in INPUTS}, partitions=input_widths, framing=framing,
         outputs_topics={role: topics.name(role) for role in OUTPUTS},
-        dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health, portfolios=portfolios,
-    )
+        dlq_max_bytes=DEAD_LETTER_MAX_BYTES, current=current, refuse=refuse, health=health, portfolios=portfolios)
     app.wire(Inputs(handler.handle_inputs, positions, input_widths,
                     eager_commit_floor_s=kafka.eager_commit_floor_s, fetch_max_wait_ms=kafka.fetch_max_wait_ms,
                     observe_commit=metrics.commit_seconds.observe, group_instance_id=kafka.group_instance_id))

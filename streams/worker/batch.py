@@ -34,6 +34,7 @@ from streams.config import SizingConfig
 from streams.engine import InputPosition
 from streams.errors import InvalidMessage
 from streams.wire.models import to_json
+from streams.wire.framing import PLAIN, Framing
 from streams.engine import PortfolioState
 from streams.kafka.io import Record
 from streams.metrics import SizerMetrics
@@ -212,7 +213,7 @@ class BatchHandler:
         dlq_max_bytes: int,
         current: Callable[[Input], AbstractContextManager[None]],
         on_failure: Callable[[BaseException], NoReturn] = abandon, refuse: Callable[[str], None] | None = None,
-        health: Liveness | None = None, portfolios: Registry | None = None,
+        health: Liveness | None = None, portfolios: Registry | None = None, framing: Framing = PLAIN,
     ) -> None:
         self.app_id = app_id
         self.config = config
@@ -233,6 +234,9 @@ class BatchHandler:
         self.refuse = refuse
         self.health = health  # worker.health.Health: liveness watches each batch (None in tests)
         self.portfolios = portfolios  # worker.registry.PortfolioRegistry; None: registration off
+        # wire.framing.Framing: with a Schema Registry, outputs are written in the Confluent
+        # wire format, and inputs read in it (SIZER_SCHEMA_REGISTRY_INPUTS=confluent)
+        self.framing = framing
         self.stall_watch = StallWatch()
         # when the batch being handled was fetched, at the latest (`time.monotonic()`): a
         # view's catch-up begun after it has read what was written before its inputs
@@ -253,7 +257,8 @@ class BatchHandler:
         been dead-lettered."""
         m = event.message
         try:
-            message = admit_record(self.roles[m.topic], m.key, m.value, record_timestamp_ms(m),
+            role = self.roles[m.topic]
+            message = admit_record(role, m.key, self.framing.read(role, m.value), record_timestamp_ms(m),
                                    self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
             if self.portfolios is not None:
                 await self.portfolios.check(message.portfolio_id, self.fetched_at)
@@ -288,8 +293,10 @@ class BatchHandler:
             return
         key = result.decision.portfolio_id.encode()
         if result.order is not None:
-            await self.outputs.send(self.orders, key, to_json(result.order).encode(), m.partition)
-        await self.outputs.send(self.decisions, key, to_json(result.decision).encode(), m.partition)
+            await self.outputs.send(self.orders, key, self.framing.written("orders", to_json(result.order).encode()),
+                                    m.partition)
+        await self.outputs.send(self.decisions, key,
+                                self.framing.written("decisions", to_json(result.decision).encode()), m.partition)
         self.metrics.decided(result.decision, time.time() - signal.ts / 1000)
 
     async def apply_fill(self, event: Event) -> None:
@@ -447,7 +454,7 @@ class BatchHandler:
         m = event.message
         view = self.view
         try:
-            admit_instrument(m.key, m.value, record_timestamp_ms(m))
+            admit_instrument(m.key, self.framing.read("instruments", m.value), record_timestamp_ms(m))
             copy_of = restores(m.headers) if m.value is not None else None
         except InvalidMessage as exc:
             await self.dead(event, exc)

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from streams.kafka.settings import ClientConfig
+from streams.wire.framing import PLAIN, Framing
 from streams.wire.instruments import InstrumentBook
 from streams.wire.models import Instrument
 
@@ -131,9 +132,10 @@ class InstrumentView(TopicView, MutableMapping[str, Instrument]):
 
     what = "instruments"
 
-    def __init__(self, client: ClientConfig, topic: str, partitions: int, **kwargs: object) -> None:
+    def __init__(self, client: ClientConfig, topic: str, partitions: int, framing: Framing = PLAIN,
+                 **kwargs: object) -> None:
         super().__init__(client, topic, partitions, **kwargs)
-        self._book = InstrumentBook()
+        self._book = InstrumentBook(framing)
         self._instruments = self._book.instruments
 
     # MutableMapping over the current instruments: what the engine looks up.

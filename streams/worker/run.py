@@ -4,41 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Awaitable, Iterator, Mapping, Sequence
 
 from streams.config import SizingConfig
-from streams.kafka.io import end_offsets, publish_config
+from streams.kafka.io import partition_ends, publish_config
+from streams.kafka.schema_registry import product_framing
 from streams.kafka.settings import ClientConfig
-from streams.worker.checkpoint import keep_local_state
+from streams.worker.checkpoint import keep_local_state, write_checkpoint
 from streams.worker.settings import WorkerSettings
 from streams.logs import logging_config
-from streams.kafka.topics import (TopicSet, apply, declare_changelogs, internal_replication,
-                                  internal_replication_warnings, unbounded_inputs)
+from streams.kafka.topics import (TopicSet, admin_client, apply, declare_changelogs, internal_replication,
+                                  internal_replication_warnings, topic_ids, unbounded_inputs)
 
 log = logging.getLogger("streams.worker")
 
 
 async def prepare_local_state(client: ClientConfig, tabledir: Path, app_id: str, processing_guarantee: str,
-                              changelogs: list[str]) -> str:
+                              changelogs: list[str], ids: Mapping[str, str] | None = None) -> str:
     """Under exactly-once, keep the local tables a clean stop's checkpoint vouches for
     and rebuild the rest from the committed changelogs (`checkpoint`); at-least-once
     keeps them as they are (its recovery rewrites from the store's offset on, and an
-    input it decides twice is one it may decide twice). Returns what was done."""
+    input it decides twice is one it may decide twice). `ids`: the changelogs' topic
+    ids (`topics.topic_ids`). Returns what was done."""
     if processing_guarantee != "exactly_once":
         return "local tables kept (at-least-once)"
 
     async def ends(wanted: Mapping[str, list[int]]) -> dict[tuple[str, int], int]:
-        found: dict[tuple[str, int], int] = {}
-        for topic, partitions in wanted.items():
-            by_partition = await end_offsets(client, topic, max(partitions) + 1)
-            found.update({(topic, p): by_partition[p] for p in partitions})
-        return found
+        return await partition_ends(client, wanted)
 
-    return await keep_local_state(tabledir, app_id, changelogs, ends)
+    return await keep_local_state(tabledir, app_id, changelogs, ends, ids)
 
 
 def private_state(data_dir: Path) -> None:
@@ -102,43 +101,70 @@ def _aiokafka_quiet() -> Iterator[None]:
         aiokafka_log.setLevel(level)
 
 
+async def together(*steps: Awaitable[Any]) -> list[Any]:
+    """The results of `steps`, run at once, in order. When any fails, every step is
+    let finish and the error of the first failed one in order is raised: the same
+    error, whatever finished first."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+async def start_up(client: ClientConfig, kafka: WorkerSettings, config: SizingConfig, topics: TopicSet,
+                   app: Any) -> tuple[list[str], str]:
+    """What a worker checks and prepares before faust starts, on one admin client,
+    the steps that do not wait on each other at once: (warnings to log, what was done
+    with the local tables). A topic that is missing or differs from its spec, or an
+    input topic recreated under the group's stored positions, stops start-up here
+    (`apply`), before the worker publishes anything or touches its local state."""
+    changelogs = {table.changelog_topic_name: table.partitions for table in app.tables.values()}
+    async with admin_client(client) as admin:
+        _, unbounded, internal = await together(
+            apply(client, topics, create=False, app_id=kafka.app_id, admin=admin),
+            unbounded_inputs(client, topics, config.max_future_skew_ms, admin=admin),
+            internal_replication(client, admin=admin))
+        # Before the first decision: the settings behind this worker's config hash.
+        await together(publish_config(client, topics.name("config"), config),
+                       declare_changelogs(client, changelogs, kafka.replication, admin=admin))
+    private_state(kafka.data_dir)
+    # the checkpoint names the changelogs it was written against by topic id: one
+    # deleted and recreated since is another topic, whatever its offsets
+    ids = await topic_ids(client, list(changelogs))
+    app.write_checkpoint = functools.partial(write_checkpoint, topic_ids=ids)
+    # last: it consumes the checkpoint, which a start that stops before this keeps
+    local_state = await prepare_local_state(client, Path(app.conf.tabledir), kafka.app_id,
+                                            kafka.processing_guarantee, list(changelogs), ids)
+    warnings = [] if not unbounded else [
+        f"input topics do not bound record timestamps to max_future_skew_s ({config.max_future_skew_ms} ms): "
+        f"{'; '.join(unbounded)}; a producer can stamp a record far ahead and poison a portfolio clock: run "
+        "`sizer topics apply --config ...` with this configuration"]
+    # once, at start-up: the broker's settings are not the worker's to change
+    warnings += [f"replication: {warning}"
+                 for warning in internal_replication_warnings(internal, kafka.replication)]
+    return warnings, local_state
+
+
 def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info",
                origin: str | None = None) -> int:
     """Run a worker until it is stopped; its exit code. `origin` says where `config`
     came from (`preset NAME`, `file PATH`), for the start-up log line."""
-    import faust
-
+    from streams.faust_compat.worker import PromptExitWorker
     from streams.worker.app import build_app
 
-    # A topic that is missing or differs from its spec, or an input topic recreated
-    # under the group's stored positions, stops start-up here.
-    client = kafka.for_role(f"worker-{kafka.app_id}")
     with _aiokafka_quiet():
-        asyncio.run(apply(client, topics, create=False, app_id=kafka.app_id))
-        unbounded = asyncio.run(unbounded_inputs(client, topics, config.max_future_skew_ms))
-        start_warnings = [] if not unbounded else [
-            f"input topics do not bound record timestamps to max_future_skew_s ({config.max_future_skew_ms} ms): "
-            f"{'; '.join(unbounded)}; a producer can stamp a record far ahead and poison a portfolio clock: run "
-            "`sizer topics apply --config ...` with this configuration"]
-        # Before the first decision: the settings behind this worker's config hash.
-        asyncio.run(publish_config(client, topics.name("config"), config))
-    app = build_app(kafka, config, topics)
+        # A Schema Registry that cannot be reached or refuses the product's schemas stops
+        # start-up here (RegistryUnavailable, one line, exit 4)
+        framing = asyncio.run(product_framing(kafka, topics))
+    app = build_app(kafka, config, topics, framing=framing)
     with _aiokafka_quiet():
-        asyncio.run(declare_changelogs(client, {table.changelog_topic_name: table.partitions
-                                                for table in app.tables.values()},
-                                       kafka.replication))
-        warnings = internal_replication_warnings(asyncio.run(internal_replication(client)), kafka.replication)
-    # once, at start-up: the broker's settings are not the worker's to change
-    start_warnings += [f"replication: {warning}" for warning in warnings]
-    private_state(kafka.data_dir)
-    with _aiokafka_quiet():
-        local_state = asyncio.run(prepare_local_state(client, Path(app.conf.tabledir), kafka.app_id,
-                                                      kafka.processing_guarantee,
-                                                      [table.changelog_topic_name for table in app.tables.values()]))
+        start_warnings, local_state = asyncio.run(start_up(kafka.for_role(f"worker-{kafka.app_id}"), kafka, config,
+                                                           topics, app))
     started = (f"sizer worker: group {kafka.app_id}, {kafka.processing_guarantee}, config {config.config_hash} "
                f"({origin or 'preset ' + config.preset}), topic prefix {kafka.topic_prefix!r}, "
                f"web port {kafka.web_port}, bootstrap {kafka.bootstrap}; {local_state}")
-    worker = bounded_shutdown(announcing(faust.Worker, started, start_warnings), kafka.shutdown_timeout_s)(
+    worker = bounded_shutdown(announcing(PromptExitWorker, started, start_warnings), kafka.shutdown_timeout_s)(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(kafka.log_format, loglevel))
     # Fewer, cheaper collections: what exists at start-up is never collected again,
     # and a full collection, which walks every portfolio's dedupe window, runs less

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from streams.errors import ConfigError, field_errors
 from streams.kafka.settings import STANDARD_VARIABLES, ConnectionSettings
@@ -71,6 +71,15 @@ class WorkerSettings(ConnectionSettings):
     # text (the default) or one JSON object a line (streams.logs)
     log_format: Literal["text", "json"] = "text"
 
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> "WorkerSettings":
+        # the group drops a member silent for session_timeout_s: one that heartbeats less
+        # often is dropped between heartbeats and the group rebalances for ever
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError(f"heartbeat_interval_s: must be below session_timeout_s ({self.session_timeout_s:g} s; "
+                             f"a third of it is usual), not {self.heartbeat_interval_s:g}")
+        return self
+
 
 def load_settings(**overrides: object) -> WorkerSettings:
     """Build the settings; explicit overrides (e.g. `--bootstrap`) beat the environment.
@@ -86,7 +95,14 @@ def load_settings(**overrides: object) -> WorkerSettings:
         standard = {field: variable for variable, field in STANDARD_VARIABLES.items()
                     if os.environ.get(variable) and not os.environ.get(f"SIZER_{field.upper()}")}
         lines = ["invalid Kafka settings (SIZER_* environment or flags):"]
-        lines += [f"  {field}: {rule}" + (f" (from {standard[field]}; the sizer's setting is SIZER_{field.upper()})"
-                                          if field in standard else "")
+        lines += [_line(field, rule) + (f" (from {standard[field]}; the sizer's setting is SIZER_{field.upper()})"
+                                        if field in standard else "")
                   for field, rule, _ in field_errors(exc, "settings")]
         raise ConfigError("\n".join(lines)) from exc
+
+
+def _line(field: str, rule: str) -> str:
+    """One error line: a rule across fields (a model validator's) names its field itself."""
+    if field == "settings" and rule.split(":", 1)[0] in WorkerSettings.model_fields:
+        return f"  {rule}"
+    return f"  {field}: {rule}"

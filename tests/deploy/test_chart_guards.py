@@ -16,11 +16,15 @@ import yaml
 from tests.deploy.conftest import CHART, ROOT, by_kind, render
 
 CRDS = {"ServiceMonitor", "PrometheusRule"}
+REGISTRY = ["--set", "schemaRegistry.url=https://registry.example:8081/apis/ccompat/v6",
+            "--set", "schemaRegistry.username=sizer-key", "--set", "schemaRegistry.existingSecret=sizer-registry",
+            "--set", "schemaRegistry.caSecret=registry-ca",
+            "--set-json", 'schemaRegistry.to=[{"ipBlock": {"cidr": "10.1.2.0/24"}}]']
 EVERYTHING = ["--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.password=worker-secret",
               "--set", "setupJob.sasl.password=setup-secret", "--set", "kafka.tls.caSecret=kafka-ca",
               "--set", "kafka.tls.clientSecret=sizer-client-tls", "--set", "kafka.tls.keyPasswordKey=password",
               "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
-              "--set", "grafanaDashboard.enabled=true"]
+              "--set", "grafanaDashboard.enabled=true", *REGISTRY]
 MTLS = ["--set", "kafka.securityProtocol=SSL", "--set", "kafka.tls.caSecret=kafka-ca",
         "--set", "kafka.tls.clientSecret=sizer-client-tls"]
 
@@ -48,6 +52,13 @@ def refused(helm: str, *args: str) -> str:
     (["--set", "topics.replicationFactr=3"], "replicationFactr"),
     (["--set", "topics.minInsyncReplicas=0"], "minInsyncReplicas"),
     (["--set", "requireRegistration=yes"], "requireRegistration"),
+    # below the broker's group.min.session.timeout.ms (6 s by default) and the workers' 3 s heartbeat
+    (["--set-json", "kafka.sessionTimeoutSeconds=2"], "sessionTimeoutSeconds"),
+    # credentials in the URL would be printed by `sizer config` and named by every registry error
+    (["--set", "schemaRegistry.url=https://key:secret@registry.example"], "url"),
+    (["--set", "schemaRegistry.url=registry:8081"], "url"),
+    (["--set", "schemaRegistry.inputs=avro"], "inputs"),
+    (["--set", "schemaRegistry.user=key"], "user"),
 ], ids=lambda value: value if isinstance(value, str) else None)
 def test_a_mistaken_value_fails_naming_it(helm, args, named):
     error = refused(helm, *args)
@@ -88,11 +99,17 @@ def test_kube_score_would_catch_a_pod_without_network_policy_or_ephemeral_storag
     assert "NetworkPolicy" in done.stdout and "ephemeral" in done.stdout.lower(), done.stdout
 
 
-def test_mtls_mounts_the_client_certificate_and_key_and_names_them_to_the_client(helm):
-    deployment, = by_kind(render(helm, *EVERYTHING))["StatefulSet"]
+def worker_pod(kinds: dict[str, list[dict]]) -> tuple[dict, dict, dict[str, str | None]]:
+    """The one worker StatefulSet's pod spec, its one container and that container's
+    environment (name: value; None for a value taken from a secret)."""
+    deployment, = kinds["StatefulSet"]
     pod = deployment["spec"]["template"]["spec"]
     container, = pod["containers"]
-    env = {item["name"]: item.get("value") for item in container["env"]}
+    return pod, container, {item["name"]: item.get("value") for item in container["env"]}
+
+
+def test_mtls_mounts_the_client_certificate_and_key_and_names_them_to_the_client(helm):
+    pod, container, env = worker_pod(by_kind(render(helm, *EVERYTHING)))
     assert env["SIZER_SSL_CERTFILE"] == "/etc/sizer/tls/client.crt"
     assert env["SIZER_SSL_KEYFILE"] == "/etc/sizer/tls/client.key"
     assert env["SIZER_SSL_KEY_PASSWORD_FILE"] == "/etc/sizer/tls/client.key.password"
@@ -154,3 +171,56 @@ def test_the_setup_job_runs_as_the_setup_principal_which_is_no_super_user(helm):
     broker = (ROOT / "deploy" / "broker" / "broker.sh").read_text()
     super_users = [line for line in broker.splitlines() if line.startswith("super.users=")]
     assert super_users and "sizer-setup" not in super_users[0]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SIZER_SHUTDOWN_TIMEOUT_S", "shutdownTimeoutSeconds"),  # the grace would end before the worker's own stop
+    ("SIZER_GROUP_INSTANCE_ID", "the pod's name"),  # every pod one static member: they fence each other
+    ("SIZER_DATA_DIR", "persistence"),  # the local tables off the persistent volume
+    ("SIZER_REPLICATION_FACTOR", "topics.replicationFactor"),  # the workers' changelogs unlike the Job's topics
+    ("SIZER_SESSION_TIMEOUT_S", "kafka.sessionTimeoutSeconds"),
+    ("SIZER_SCHEMA_REGISTRY_URL", "schemaRegistry.url"),  # the NetworkPolicy would not let the workers reach it
+])
+def test_extra_env_may_not_redefine_what_the_chart_sets(helm, name, value):
+    # A second definition of a variable the chart sets wins in the pod (the last one does)
+    # and silently undoes what the chart derives from its value: the termination grace, the
+    # per-pod static membership, the volume.
+    error = refused(helm, "--set", f"extraEnv[0].name={name}", "--set-string", "extraEnv[0].value=1")
+    assert f"extraEnv: {name} is set by the chart" in error and value in error, error
+
+
+
+def test_a_schema_registry_is_a_chart_value_its_password_a_mounted_secret_its_port_let_out(helm):
+    kinds = by_kind(render(helm, *REGISTRY))
+    pod, container, env = worker_pod(kinds)
+    assert env["SIZER_SCHEMA_REGISTRY_URL"] == "https://registry.example:8081/apis/ccompat/v6"
+    assert env["SIZER_SCHEMA_REGISTRY_INPUTS"] == "confluent"
+    assert env["SIZER_SCHEMA_REGISTRY_USERNAME"] == "sizer-key"
+    mount, = [m for m in container["volumeMounts"] if m["name"] == "schema-registry-password"]
+    volume, = [v for v in pod["volumes"] if v["name"] == "schema-registry-password"]
+    assert volume["secret"] == {"secretName": "sizer-registry", "items": [{"key": "password", "path": "password"}]}
+    assert env["SIZER_SCHEMA_REGISTRY_PASSWORD_FILE"] == f"{mount['mountPath']}/password"
+    mount, = [m for m in container["volumeMounts"] if m["name"] == "schema-registry-ca"]
+    volume, = [v for v in pod["volumes"] if v["name"] == "schema-registry-ca"]
+    assert volume["secret"] == {"secretName": "registry-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert env["SIZER_SCHEMA_REGISTRY_CAFILE"] == f"{mount['mountPath']}/ca.crt"
+    policy, = kinds["NetworkPolicy"]
+    kafka, registry, dns = policy["spec"]["egress"]
+    assert registry == {"ports": [{"port": 8081, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]}
+    for url, port in (("https://registry.example/apis/ccompat/v6", 443), ("http://registry:8081", 8081),
+                      ("http://registry", 80)):
+        policy, = by_kind(render(helm, "--set", f"schemaRegistry.url={url}"))["NetworkPolicy"]
+        assert policy["spec"]["egress"][1]["ports"] == [{"port": port, "protocol": "TCP"}], url
+    for doc in kinds["StatefulSet"] + kinds["NetworkPolicy"]:
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+    without, = by_kind(render(helm))["StatefulSet"]
+    assert "SCHEMA_REGISTRY" not in json.dumps(without)
+
+
+def test_registry_credentials_without_their_secret_or_url_stop_the_render(helm):
+    error = refused(helm, "--set", "schemaRegistry.url=https://registry.example", "--set", "schemaRegistry.username=k")
+    assert "schemaRegistry.existingSecret: required with schemaRegistry.username" in error, error
+    error = refused(helm, "--set", "schemaRegistry.username=k", "--set", "schemaRegistry.existingSecret=s")
+    assert "set, but schemaRegistry.url is not" in error, error
+    error = refused(helm, "--set", "schemaRegistry.url=http://registry:8081", "--set", "schemaRegistry.caSecret=ca")
+    assert "schemaRegistry.caSecret: set, but schemaRegistry.url is not https" in error, error

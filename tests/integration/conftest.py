@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from streams.bench.cluster import Cluster
 from streams.kafka.topics import Replication
-from tests.integration.harness import Broker, Deployment
+from tests.integration.harness import BROKER_SCRIPT, Broker, Deployment
 from tests.integration.prometheus import prometheus  # noqa: F401 - a fixture of every integration test
 
 pytestmark = pytest.mark.broker
@@ -17,6 +18,19 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.broker)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The release of the project's broker (KAFKA_VERSION), checked and its jars resolved
+    once, before any test runs: a release that is no release or that Maven cannot
+    resolve stops the run in one line, not as an error of every broker test."""
+    if session.config.option.collectonly or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return
+    if not any(item.get_closest_marker("broker") for item in session.items):
+        return
+    done = subprocess.run(["bash", str(BROKER_SCRIPT), "resolve"], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.exit(done.stderr.strip() or f"broker.sh resolve exited {done.returncode}", returncode=4)
 
 
 @pytest.fixture(scope="session")

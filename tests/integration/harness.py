@@ -106,9 +106,12 @@ class Deployment:
         and waits for the broker when it cannot reach it."""
         return Publisher(self, entries, seconds, chunks)
 
-    def read(self, role: str, isolation_level: str = "read_committed") -> list[Record]:
+    def read(self, role: str, isolation_level: str = "read_committed", since: dict[int, int] | None = None
+             ) -> list[Record]:
+        """The committed records of `role`, from the beginning or from the offsets `since`
+        (partition: offset, as `end_offsets` gave them)."""
         spec = self.topics[role]
-        return asyncio.run(read_topic(self.client, spec.name, spec.partitions, isolation_level))
+        return asyncio.run(read_topic(self.client, spec.name, spec.partitions, isolation_level, since=since))
 
     def run_demo_session(self) -> list[Record]:
         """Publish the demo session and wait for a decision on every one of its signals."""
@@ -121,11 +124,13 @@ class Deployment:
     def end_offsets(self, role: str) -> dict[int, int]:
         return asyncio.run(end_offsets(self.client, self.topics[role].name, self.topics[role].partitions))
 
-    def wait_for(self, role: str, count: int, timeout_s: float = 60.0) -> list[Record]:
-        """Poll `role` until it holds at least `count` committed records."""
+    def wait_for(self, role: str, count: int, timeout_s: float = 60.0, since: dict[int, int] | None = None
+                 ) -> list[Record]:
+        """Poll `role` until it holds at least `count` committed records (from the
+        offsets `since`, when given)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            records = self.read(role)
+            records = self.read(role, since=since)
             if len(records) >= count:
                 return records
             if time.monotonic() > deadline:

@@ -17,6 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import INTERNAL_TOPICS, internal_replication
+from streams.wire.admission import home_partition
 from tests.integration.harness import SIZER, kafka_version
 
 HOUR_MS = 3_600_000
@@ -110,14 +111,88 @@ def test_a_journal_line_stamped_two_hours_ahead_is_published_or_refused_as_the_b
         "signal_id": "s-ahead", "portfolio_id": "p1", "symbol": "ETH-USD", "side": "buy", "score": "0.9",
         "price": "2500", "ts": "2026-01-01T00:00:00Z"}}) + "\n")
     done = sizer(deployment.env(), "publish", "--journal", str(journal))
-    if limit < 2 * HOUR_MS:  # Kafka 4.x by default: refused whole, one line naming the rule
-        assert done.returncode == 4, done.stdout + done.stderr
-        line, = done.stderr.splitlines()
-        assert line.startswith(f"sizer: {journal}:1: the broker refused its record timestamp, {ahead} (2.0 h ahead "
-                               f"of this machine's clock): Kafka refuses a record stamped more than "
-                               f"message.timestamp.after.max.ms ahead of the broker's clock"), line
+    if limit < 2 * HOUR_MS:  # Kafka 4.x by default: refused before anything is sent, the line and the rule named
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert done.stderr.splitlines() == [
+            f"{journal}:1: its record timestamp {ahead} is 2.0 h ahead of this machine's clock; {signals} refuses a "
+            f"record stamped more than {limit} ms ahead of the broker's clock (message.timestamp.after.max.ms)",
+            f"nothing published: 1 bad line in {journal}"]
         assert deployment.read("signals") == []
     else:  # 3.9 by default: stored as stamped (the worker's max_future_skew_s judges the event time against it)
         assert done.returncode == 0, done.stderr
         stored, = deployment.read("signals")
         assert stored.timestamp == ahead
+
+
+def test_a_journal_with_one_line_stamped_past_its_topics_bound_publishes_nothing_and_names_that_line(deployment,
+                                                                                                      tmp_path):
+    # `sizer topics apply` bounds the input topics by max_future_skew_s (60 s by default), on 3.9 and 4.x alike
+    applied = sizer(deployment.env(), "topics", "apply")
+    assert applied.returncode == 0, applied.stderr
+    partitions = deployment.topics["signals"].partitions
+    # two portfolios on two partitions: two batches, the first of which the broker takes on its own
+    first = "p-now"
+    second = next(name for name in (f"p-{n}" for n in range(100))
+                  if home_partition(name.encode(), partitions) != home_partition(first.encode(), partitions))
+    ahead = int(time.time() * 1000) + 10 * 60_000
+    journal = tmp_path / "mixed.jsonl"
+    journal.write_text("\n".join(json.dumps(line) for line in (
+        {"topic": "signals", "value": signal("s-now", first)},
+        {"topic": "signals", "timestamp": ahead, "value": signal("s-ahead", second)},
+    )) + "\n")
+
+    done = sizer(deployment.env(), "publish", "--journal", str(journal))
+
+    assert deployment.read("signals") == [], "part of a journal was published though the command failed"
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith(f"{journal}:2: its record timestamp {ahead} is 10 min ahead of this machine's clock; "
+                               f"{deployment.topics.name('signals')} refuses a record stamped more than 60000 ms "
+                               f"ahead of the broker's clock (message.timestamp.after.max.ms)"), lines
+    assert lines[-1] == f"nothing published: 1 bad line in {journal}"
+
+
+def signal(signal_id: str, portfolio: str) -> dict[str, str]:
+    return {"signal_id": signal_id, "portfolio_id": portfolio, "symbol": "ETH-USD", "side": "buy", "score": "0.9",
+            "price": "2500", "ts": "2026-01-01T00:00:00Z"}
+
+
+def test_a_journal_line_stamped_before_its_topics_retention_publishes_nothing(deployment, tmp_path):
+    # neither release bounds how far behind a record may be stamped: the broker takes a signal
+    # stamped 100 days ago and deletes it at its next retention check (signals keep 90 days)
+    retention = deployment.topics["signals"].retention_ms
+    old = int(time.time() * 1000) - 100 * 24 * HOUR_MS
+    journal = tmp_path / "old.jsonl"
+    journal.write_text(json.dumps({"topic": "signals", "timestamp": old, "value": signal("s-old", "p1")}) + "\n")
+
+    done = sizer(deployment.env(), "publish", "--journal", str(journal))
+
+    assert deployment.read("signals") == [], "a record the broker deletes within minutes was published"
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        f"{journal}:1: its record timestamp {old} is 100 days behind this machine's clock; "
+        f"{deployment.topics.name('signals')} deletes a record stamped more than {retention} ms ago (retention.ms) "
+        f"at its next retention check, before an audit could read it",
+        f"nothing published: 1 bad line in {journal}"]
+
+
+def test_check_names_a_changelog_that_differs_from_what_the_workers_need(deployment):
+    # A changelog made by hand or by an older release: not compacted (retention would
+    # delete portfolios' state), fewer partitions, one copy. `topics apply --check` is what a
+    # platform runs before a release; it must not say "ok" to what the workers refuse.
+    from aiokafka.admin import NewTopic
+
+    exposure = f"{deployment.app_id}-exposure-changelog"
+    admin_call(deployment.bootstrap, lambda admin: admin.create_topics(
+        [NewTopic(exposure, 3, 1, topic_configs={"cleanup.policy": "delete"})]))
+    factor = brokers(deployment.bootstrap)
+    done = sizer(deployment.env(SIZER_REPLICATION_FACTOR=str(factor), SIZER_MIN_INSYNC_REPLICAS="1"),
+                 "topics", "apply", "--check")
+    assert done.returncode == 3, done.stdout + done.stderr
+    width = deployment.topics["signals"].partitions
+    lines = set(done.stderr.splitlines()[1:])
+    assert f"  {exposure}: 3 partitions on the broker, the worker's tables have {width} (the input topics' count)" \
+        in lines, done.stderr
+    assert f"  {exposure}: cleanup.policy=delete on the broker, a changelog must be compacted" in lines, done.stderr
+    # the changelogs the workers have not made yet are not differences
+    assert not [line for line in lines if "-streak-changelog" in line], done.stderr

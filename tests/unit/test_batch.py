@@ -120,7 +120,7 @@ class Consumer:
 class World:
     """One handler over in-memory state; `log` holds every record published so far."""
 
-    def __init__(self, width: int = 1, portfolios: Any = None) -> None:
+    def __init__(self, width: int = 1, portfolios: Any = None, framing: Any = None) -> None:
         self.config = load_config("conviction")
         self.sink = Sink()
         self.tables = TableStore(Table("exposure"), Table("streak"), Table("controls"), Table("windows"),
@@ -137,6 +137,7 @@ class World:
             partitions={"signals": width, "fills": width, "controls": width},
             outputs_topics={"orders": "orders", "decisions": "decisions", "dlq": "dlq"}, dlq_max_bytes=1_000_000,
             current=current, on_failure=self.failures.append, portfolios=portfolios,
+            **({} if framing is None else {"framing": framing}),
         )
 
     def record(self, topic: str, value: Any, key: bytes | None = b"p1") -> Message:
@@ -429,3 +430,22 @@ def test_a_record_off_its_keys_partition_does_not_move_its_portfolios_series():
     assert world.counter("sizer_portfolio_halted", **halted) == 1
     world.metrics.retain([home])  # the other partition moved to another worker
     assert world.counter("sizer_portfolio_halted", **halted) == 1
+
+
+def test_with_a_schema_registry_outputs_are_framed_and_inputs_of_a_foreign_id_dead_lettered():
+    from streams.wire.framing import Framing
+
+    framing = Framing(writes={"orders": 21, "decisions": 22}, accepts={"signals": frozenset({5, 6})})
+    world = World(framing=framing)
+    framed = [b"\x00\x00\x00\x00" + bytes([schema_id]) + json.dumps(sig(n)).encode()
+              for n, schema_id in enumerate([5, 22, 6])]
+    plain = json.dumps(sig(3)).encode()
+    world.run([world.record("signals", value) for value in [*framed, plain]])
+    decisions = [value for topic, _, value, _ in world.sink.sent if topic == "decisions"]
+    assert [value[:5] for value in decisions] == [b"\x00\x00\x00\x00\x16"] * 2  # id 22, big-endian
+    assert [json.loads(value[5:])["signal_id"] for value in decisions] == ["s0", "s2"]
+    orders = [value for topic, _, value, _ in world.sink.sent if topic == "orders"]
+    assert orders and all(value[:5] == b"\x00\x00\x00\x00\x15" for value in orders)
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_ID", framed[1]), (b"SCHEMA_ID", plain)]  # the original bytes
+    assert world.positions.next_offset("signals", 0) == 4

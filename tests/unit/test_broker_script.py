@@ -44,8 +44,10 @@ def script(action: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def stand_in_broker(home: Path) -> subprocess.Popen:
-    """A process in the broker's place: its pid in the pid file, the release of this checkout."""
-    proc = subprocess.Popen([sys.executable, "-c", STAND_IN], stdout=subprocess.PIPE, text=True)
+    """A process in the broker's place: its pid in the pid file, the release of this checkout,
+    and a broker's arguments (kafka.Kafka on this home's server.properties)."""
+    proc = subprocess.Popen([sys.executable, "-c", STAND_IN, "kafka.Kafka", str(home / "server.properties")],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "up"
     threading.Thread(target=proc.wait, daemon=True).start()  # reaped at once: no zombie answers kill -0
     home.mkdir(parents=True, exist_ok=True)
@@ -95,3 +97,74 @@ def test_start_gives_up_in_one_line_on_a_broker_that_does_not_finish_stopping(tm
         assert alive(broker.pid)  # not touched
     finally:
         broker.kill()
+
+
+def unrelated_process() -> subprocess.Popen:
+    """A live process that is not a broker: what a stale pid file names once the old
+    broker's pid has been reused (after a reboot, or a broker killed long ago)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up"
+    threading.Thread(target=proc.wait, daemon=True).start()
+    return proc
+
+
+def stale_pid_file(home: Path, pid: int) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "broker.pid").write_text(f"{pid}\n")
+    pom = (ROOT / "deploy" / "pom.xml").read_text()
+    (home / "broker.version").write_text(pom.split("<kafka.version>")[1].split("<")[0] + "\n")
+
+
+def test_stop_leaves_alone_a_process_that_took_a_stale_pid_files_number(tmp_path):
+    home = tmp_path / "kafka"
+    port, controller_port = free_ports(2)
+    other = unrelated_process()
+    stale_pid_file(home, other.pid)
+    try:
+        stopped = script("stop", env_for(home, port, controller_port))
+
+        assert stopped.returncode == 0, stopped.stderr
+        assert alive(other.pid), "broker.sh stop signalled a process that is not its broker"
+        assert not (home / "broker.pid").exists()
+    finally:
+        other.kill()
+
+
+def test_start_does_not_report_a_broker_for_a_stale_pid_file_naming_another_process(tmp_path):
+    home = tmp_path / "kafka"
+    port, controller_port = free_ports(2)
+    other = unrelated_process()
+    stale_pid_file(home, other.pid)
+    # the port held by something else, so that `start` stops before launching Java and says why
+    held = socket.create_server(("127.0.0.1", port))
+    try:
+        started = script("start", env_for(home, port, controller_port, KAFKA_STOP_WAIT_S="1"))
+        status = script("status", env_for(home, port, controller_port))
+
+        assert started.stdout == "", f"start reported a broker that is not running: {started.stdout!r}"
+        assert started.returncode == 1
+        assert started.stderr.splitlines()[-1] == (
+            f"127.0.0.1:{port} is held by a process that is not the broker of {home} (another checkout's "
+            f"broker?): stop it, or set KAFKA_PORT")
+        assert status.returncode == 1 and status.stdout == ""
+        assert alive(other.pid)
+    finally:
+        held.close()
+        other.kill()
+
+
+def test_a_bad_kafka_version_stops_the_test_run_in_one_line_before_any_test(tmp_path):
+    # `make test KAFKA_VERSION=4.x` (a typo): said once, at collection, not as an error per
+    # broker test after the whole offline suite has run
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}, "KAFKA_VERSION": "4.x"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/integration/test_kafka_rules.py", "tests/unit/test_ports.py"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = done.stdout + done.stderr
+
+    assert done.returncode != 0
+    assert out.count("KAFKA_VERSION: a Kafka release such as") == 1, out
+    pom = (ROOT / "deploy" / "pom.xml").read_text().split("<kafka.version>")[1].split("<")[0]
+    assert f"KAFKA_VERSION: a Kafka release such as {pom}, not '4.x'" in out
+    assert " passed" not in out and "ERROR tests/" not in out, out

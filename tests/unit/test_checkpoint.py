@@ -56,3 +56,45 @@ def test_everything_is_rebuilt_when_the_checkpoint_does_not_hold(tmp_path):
     stores(tmp_path / "torn", "exposure-0.db")
     (tmp_path / "torn" / CHECKPOINT).write_text('{"version": 1, "app_id": "app", "stores": [')
     assert "rebuilt" in run(tmp_path / "torn", {})
+
+
+def test_a_changelog_deleted_and_recreated_past_the_checkpoint_offset_is_rebuilt(tmp_path):
+    # The changelog was deleted and recreated while the worker was away, and written
+    # since past the checkpoint's offset (another worker, started on the new one): its
+    # end alone cannot tell; the store holds values the new changelog never had.
+    tabledir = tmp_path / "tables"
+    stores(tabledir, "exposure-0.db")
+    write_checkpoint(tabledir, "app", [StoreEntry("exposure-0.db", CHANGELOGS[0], 0, 41)],
+                     topic_ids={CHANGELOGS[0]: "old-id", CHANGELOGS[1]: "streak-id"})
+
+    async def end_offsets(wanted):
+        return {(topic, p): 500 for topic, partitions in wanted.items() for p in partitions}
+
+    said = asyncio.run(keep_local_state(tabledir, "app", CHANGELOGS, end_offsets,
+                                        topic_ids={CHANGELOGS[0]: "new-id", CHANGELOGS[1]: "streak-id"}))
+    assert said.startswith("local tables rebuilt from the changelogs") and CHANGELOGS[0] in said, said
+    assert not tabledir.exists()
+    # the same changelog: kept
+    stores(tabledir, "exposure-0.db")
+    write_checkpoint(tabledir, "app", [StoreEntry("exposure-0.db", CHANGELOGS[0], 0, 41)],
+                     topic_ids={CHANGELOGS[0]: "new-id"})
+    said = asyncio.run(keep_local_state(tabledir, "app", CHANGELOGS, end_offsets,
+                                        topic_ids={CHANGELOGS[0]: "new-id", CHANGELOGS[1]: "streak-id"}))
+    assert "kept" in said, said
+    # a checkpoint that does not say which changelog it was written against vouches for nothing
+    write_checkpoint(tabledir, "app", [StoreEntry("exposure-0.db", CHANGELOGS[0], 0, 41)])
+    said = asyncio.run(keep_local_state(tabledir, "app", CHANGELOGS, end_offsets,
+                                        topic_ids={CHANGELOGS[0]: "new-id"}))
+    assert "rebuilt" in said, said
+
+
+def test_topic_ids_are_read_from_a_metadata_answer_leaving_out_errors_and_the_zero_id():
+    import uuid
+
+    from streams.kafka.topics import ids_of
+
+    ident = uuid.uuid4()
+    assert ids_of([{"error_code": 0, "name": "a", "topic_id": ident},
+                   {"error_code": 0, "name": "b", "topic_id": uuid.UUID(int=0)},
+                   {"error_code": 3, "name": "c", "topic_id": uuid.uuid4()},
+                   {"error_code": 0, "name": "d", "topic_id": str(ident)}]) == {"a": str(ident), "d": str(ident)}

@@ -86,3 +86,27 @@ def test_sizer_config_refuses_a_disagreement_in_one_line():
     done = sizer("config", KAFKA_SASL_MECHANISM="PLAIN", SIZER_SASL_MECHANISM="SCRAM-SHA-512")
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "SIZER_SASL_MECHANISM" in done.stderr
+
+
+@pytest.mark.parametrize("session, heartbeat", [("3", None), ("2", None), ("10", "10"), ("10", "12")])
+def test_a_heartbeat_not_below_the_session_timeout_stops_start_up_naming_both(monkeypatch, session, heartbeat):
+    # the group coordinator drops a member it has not heard from for session_timeout_s:
+    # one that heartbeats less often is dropped between its heartbeats, and the group
+    # rebalances for ever (a static member too: its partitions move every session timeout)
+    monkeypatch.setenv("SIZER_SESSION_TIMEOUT_S", session)
+    if heartbeat is not None:
+        monkeypatch.setenv("SIZER_HEARTBEAT_INTERVAL_S", heartbeat)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "heartbeat_interval_s" in str(refused.value) and "below session_timeout_s" in str(refused.value)
+    monkeypatch.setenv("SIZER_HEARTBEAT_INTERVAL_S", str(float(session) / 3))
+    assert load_settings().session_timeout_s == float(session)
+
+
+def test_a_min_isr_above_the_replication_factor_is_one_line_naming_the_field_and_the_rule(monkeypatch):
+    monkeypatch.setenv("SIZER_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("SIZER_MIN_INSYNC_REPLICAS", "4")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value).splitlines()[1:] == [
+        "  min_insync_replicas: between 1 and replication_factor (3), not 4"]

@@ -4,11 +4,15 @@ anything is sent, and `--in-order` sends a journal in runs of one topic."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from streams.ops.console import in_file_order, journal_records
+from streams.kafka.topics import TimestampBounds, load_topics
+from streams.ops.console import in_file_order, journal_records, out_of_bounds
 from tests.builders import T0, canceled, control, instrument, journal_text, signal
 
 NOW = T0 + 3_600_000
+HOUR_MS = 3_600_000
+LONG_MAX = str(2**63 - 1)
 
 
 def lines(entries: list[dict]) -> list[str]:
@@ -48,3 +52,42 @@ def test_in_order_runs_keep_file_order_with_the_instruments_first():
     records, _ = journal_records(lines(entries), 60_000, NOW)
     assert [[(r.role, r.line) for r in run] for run in in_file_order(records)] == [
         [("instruments", 6)], [("signals", 1), ("signals", 2)], [("fills", 3)], [("controls", 4)], [("signals", 5)]]
+
+
+def test_a_record_timestamp_out_of_its_topics_bound_is_named_before_anything_is_sent():
+    topics = load_topics(Path(__file__).resolve().parents[2] / "topics" / "topics.toml", "t-")
+    stamped = [{**signal("p1", "ETH-USD", "0.9", "100", ts=T0, signal_id="now")},
+               {**signal("p2", "ETH-USD", "0.9", "100", ts=T0, signal_id="ahead"), "timestamp": NOW + 2 * HOUR_MS},
+               {**canceled("p3", "o-1"), "timestamp": NOW - 100 * 24 * HOUR_MS}]
+    records, _ = journal_records(lines(stamped), 60_000, NOW)
+    # the brokers' defaults, as DescribeConfigs reports them for a topic that sets none
+    kafka4 = TimestampBounds.of({"message.timestamp.after.max.ms": str(HOUR_MS),
+                                 "message.timestamp.before.max.ms": LONG_MAX, "message.timestamp.type": "CreateTime"})
+    kafka39 = TimestampBounds.of({"message.timestamp.after.max.ms": LONG_MAX,
+                                  "message.timestamp.before.max.ms": LONG_MAX})
+    behind_a_day = TimestampBounds.of({"message.timestamp.after.max.ms": "60000",
+                                       "message.timestamp.before.max.ms": str(24 * HOUR_MS)})
+    stamped_by_broker = TimestampBounds.of({"message.timestamp.after.max.ms": "60000",
+                                            "message.timestamp.type": "LogAppendTime"})
+
+    assert out_of_bounds(records, topics, {"t-signals": kafka4, "t-fills": kafka4}, "j", NOW) == [
+        f"j:2: its record timestamp {NOW + 2 * HOUR_MS} is 2.0 h ahead of this machine's clock; t-signals refuses a record "
+        "stamped more than 3600000 ms ahead of the broker's clock (message.timestamp.after.max.ms)"]
+    assert out_of_bounds(records, topics, {"t-signals": kafka39, "t-fills": kafka39}, "j", NOW) == []
+    assert out_of_bounds(records, topics, {"t-fills": behind_a_day}, "j", NOW) == [
+        f"j:3: its record timestamp {NOW - 100 * 24 * HOUR_MS} is 100 days behind this machine's clock; t-fills refuses a record "
+        "stamped more than 86400000 ms behind the broker's clock (message.timestamp.before.max.ms)"]
+    assert out_of_bounds(records, topics, {"t-signals": stamped_by_broker, "t-fills": stamped_by_broker}, "j",
+                         NOW) == []
+    assert out_of_bounds(records, topics, {}, "j", NOW) == []  # bounds unknown (no DescribeConfigs): the broker judges
+    # a fill stamped 100 days ago on a topic keeping 90: taken, then deleted at the next retention check
+    kept_90_days = TimestampBounds.of({"cleanup.policy": "delete", "retention.ms": str(90 * 24 * HOUR_MS),
+                                       "message.timestamp.before.max.ms": LONG_MAX})
+    assert out_of_bounds(records, topics, {"t-fills": kept_90_days}, "j", NOW) == [
+        f"j:3: its record timestamp {NOW - 100 * 24 * HOUR_MS} is 100 days behind this machine's clock; t-fills "
+        f"deletes a record stamped more than {90 * 24 * HOUR_MS} ms ago (retention.ms) at its next retention check, "
+        f"before an audit could read it"]
+    compacted = TimestampBounds.of({"cleanup.policy": "compact", "retention.ms": str(HOUR_MS)})
+    kept_forever = TimestampBounds.of({"cleanup.policy": "delete", "retention.ms": "-1"})
+    assert out_of_bounds(records, topics, {"t-fills": compacted}, "j", NOW) == []
+    assert out_of_bounds(records, topics, {"t-fills": kept_forever}, "j", NOW) == []

@@ -74,3 +74,31 @@ def test_recovery_ends_at_the_end_of_each_changelog_once_faust_applied_what_it_w
         waiting.cancel()
 
     asyncio.run(scenario())
+
+
+def test_the_table_manager_registers_the_changelogs_at_once_when_it_starts():
+    """The consumer joins the group only once the tables are registered: faust's
+    second of sleep before it was a second of every worker start."""
+    from streams.faust_compat.recovery import SizerTableManager
+
+    async def scenario() -> list:
+        journal: list = []
+        manager = object.__new__(SizerTableManager)  # what on_start touches, no more
+        manager._stopped, manager._crashed = asyncio.Event(), asyncio.Event()
+
+        async def sleep(seconds):
+            journal.append(("sleep", seconds))
+
+        async def update_channels():
+            journal.append(("tables registered",))
+
+        async def start():
+            journal.append(("recovery started",))
+
+        manager.sleep = sleep
+        manager._update_channels = update_channels
+        manager._recovery = SimpleNamespace(start=start)
+        await manager.on_start()
+        return journal
+
+    assert asyncio.run(scenario()) == [("tables registered",), ("recovery started",)]

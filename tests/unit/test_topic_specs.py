@@ -132,3 +132,15 @@ def test_an_internal_topic_less_replicated_than_the_products_is_named_with_its_b
     assert internal_replication_warnings({"__transaction_state": (3, 2), "__consumer_offsets": (3, 2)},
                                          Replication(3, 2)) == []
     assert internal_replication_warnings(found, Replication(1, 1)) == []  # one local broker: nothing to say
+
+
+def test_the_changelogs_topics_apply_checks_are_the_worker_tables():
+    from streams.kafka.changelogs import WORKER_TABLES
+    from streams.kafka.settings import ConnectionSettings
+    from streams.worker.app import declare_tables, faust_app
+    from streams.worker.settings import WorkerSettings
+
+    settings = WorkerSettings()
+    topics = load_topics(ConnectionSettings().topics_file)
+    app = faust_app(settings, topics)
+    assert tuple(declare_tables(app, topics["signals"].partitions, settings.replication)) == WORKER_TABLES

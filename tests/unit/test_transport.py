@@ -196,3 +196,81 @@ def test_a_transaction_already_open_is_not_begun_again(caplog):
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(scenario()) == []
     assert "Invalid state transition" not in caplog.text and "begin_transaction" not in caplog.text
+
+
+def test_the_assigned_partitions_transactional_producers_start_at_once():
+    """Each start is a new client (bootstrap, coordinator, producer id): one after
+    another, a worker's start and every rebalance waited for them in turn."""
+    from streams.faust_compat.transport import FencingTransactionManager
+
+    class Starting:
+        def __init__(self) -> None:
+            self.under_way: set[str] = set()
+            self.most = 0
+            self.begun: list[str] = []
+            self.all_started = asyncio.Event()
+
+        async def maybe_begin_transaction(self, tid: str) -> None:
+            self.under_way.add(tid)
+            self.most = max(self.most, len(self.under_way))
+            if len(self.under_way) == 3:
+                self.all_started.set()
+            # one after another, the first start would wait here for the others forever
+            await asyncio.wait_for(self.all_started.wait(), timeout=1.0)
+            self.begun.append(tid)
+
+    async def scenario() -> Starting:
+        manager = object.__new__(FencingTransactionManager)  # only its producer is used
+        starting = Starting()
+        manager.producer = starting
+        await manager._start_transactions(["sizer-0-0", "sizer-0-1", "sizer-1-0"])
+        return starting
+
+    starting = asyncio.run(scenario())
+    assert starting.most == 3
+    assert sorted(starting.begun) == ["sizer-0-0", "sizer-0-1", "sizer-1-0"]
+
+
+def test_a_fetch_loop_that_finds_every_partition_paused_goes_on_at_the_next_resume():
+    """faust sleeps a whole second there (recovery pauses every partition at each start
+    and rebalance): the worker's first decision came a second after it was ready."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.faust_compat.transport import PausingConsumer
+
+    signals = TP("sizer-signals", 0)
+
+    async def scenario() -> list:
+        journal: list = []
+        consumer = object.__new__(PausingConsumer)  # what the fetch loop's wait touches
+        consumer._loop = asyncio.get_running_loop()
+        consumer._stopped, consumer._crashed = asyncio.Event(), asyncio.Event()
+        consumer.not_waiting_next_records = asyncio.Event()
+        consumer.app = SimpleNamespace(client_only=False)
+        consumer._thread = SimpleNamespace(_consumer=None)
+        consumer._paused_here, consumer._resumed = {signals}, asyncio.Event()
+        consumer._paused_partitions, consumer._active_partitions = {signals}, set()
+
+        async def sleep(seconds):
+            journal.append(("slept", seconds))
+
+        async def getmany(active_partitions, timeout):
+            journal.append(("fetched", sorted(active_partitions)))
+            return {}
+
+        consumer.sleep, consumer._getmany = sleep, getmany
+
+        async def recovery_done():
+            for _ in range(5):
+                await asyncio.sleep(0)
+            journal.append(("resumed",))
+            consumer.resume_partitions([signals])
+
+        resume = asyncio.create_task(recovery_done())
+        await asyncio.wait_for(consumer._wait_next_records(0.5), timeout=0.5)
+        await resume
+        return journal
+
+    assert asyncio.run(scenario()) == [("resumed",), ("fetched", [signals])]

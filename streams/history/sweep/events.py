@@ -11,6 +11,7 @@ from decimal import Decimal, localcontext
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 
+from streams.wire.framing import payload
 from streams.config import SizingConfig
 from streams.engine import InputPosition, PortfolioState, apply_control, apply_fill, decide
 from streams.engine.state import remember_ended, reservation
@@ -302,5 +303,5 @@ def _from_kafka(records: dict[str, list[Any]], config: SizingConfig) -> History:
         builder.signal(message, instrument, position, recorded.get("outcome", "rejected"), recorded.get("reason"),
                        recorded.get("order_id"), None if qty is None else Decimal(qty),
                        recorded.get("config_hash", ""),
-                       step.decision_record.value if step.decision_record is not None else None)
+                       payload(step.decision_record.value) if step.decision_record is not None else None)
     return builder.done()

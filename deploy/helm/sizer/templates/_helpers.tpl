@@ -159,3 +159,94 @@ podAntiAffinity:
 {{- end -}}
 {{- toJson ($ports | uniq) -}}
 {{- end -}}
+
+{{/* extraEnv, refusing a variable the chart sets itself: in the pod the last
+definition wins, and would silently undo what the chart derives from its value (the
+termination grace from shutdownTimeoutSeconds, one static member per pod, the tables
+on the persistent volume, the Job's and the workers' replication alike). */}}
+{{- define "sizer.extraEnv" -}}
+{{- $owned := dict
+  "SIZER_SHUTDOWN_TIMEOUT_S" "shutdownTimeoutSeconds (the pod's termination grace is derived from it)"
+  "SIZER_GROUP_INSTANCE_ID" "the pod's name (one static group member per pod)"
+  "SIZER_DATA_DIR" "persistence (the pod's persistent volume)"
+  "SIZER_REPLICATION_FACTOR" "topics.replicationFactor"
+  "SIZER_MIN_INSYNC_REPLICAS" "topics.minInsyncReplicas"
+  "SIZER_SESSION_TIMEOUT_S" "kafka.sessionTimeoutSeconds"
+  "SIZER_STANDBY_REPLICAS" "kafka.standbyReplicas"
+  "SIZER_PROCESSING_GUARANTEE" "kafka.processingGuarantee"
+  "SIZER_APP_ID" "kafka.appId"
+  "SIZER_TOPIC_PREFIX" "kafka.topicPrefix"
+  "SIZER_BOOTSTRAP" "kafka.bootstrap"
+  "SIZER_SECURITY_PROTOCOL" "kafka.securityProtocol"
+  "SIZER_SASL_MECHANISM" "kafka.sasl.mechanism"
+  "SIZER_SASL_USERNAME" "kafka.sasl.username"
+  "SIZER_SASL_PASSWORD_FILE" "kafka.sasl (a mounted Secret)"
+  "SIZER_SSL_CAFILE" "kafka.tls.caSecret"
+  "SIZER_SSL_CERTFILE" "kafka.tls.clientSecret"
+  "SIZER_SSL_KEYFILE" "kafka.tls.clientSecret"
+  "SIZER_SSL_KEY_PASSWORD_FILE" "kafka.tls.keyPasswordKey"
+  "SIZER_LOG_FORMAT" "logFormat"
+  "SIZER_LIVENESS_TIMEOUT_S" "livenessTimeoutSeconds"
+  "SIZER_REQUIRE_REGISTRATION" "requireRegistration"
+  "SIZER_WEB_HOST" "the chart (the probes and the metrics port)"
+  "SIZER_WEB_PORT" "the chart (the probes and the metrics port)"
+  "SIZER_SCHEMA_REGISTRY_URL" "schemaRegistry.url (the NetworkPolicy lets the workers reach it)"
+  "SIZER_SCHEMA_REGISTRY_INPUTS" "schemaRegistry.inputs"
+  "SIZER_SCHEMA_REGISTRY_USERNAME" "schemaRegistry.username"
+  "SIZER_SCHEMA_REGISTRY_PASSWORD" "schemaRegistry.existingSecret (a mounted Secret)"
+  "SIZER_SCHEMA_REGISTRY_PASSWORD_FILE" "schemaRegistry.existingSecret (a mounted Secret)"
+  "SIZER_SCHEMA_REGISTRY_CAFILE" "schemaRegistry.caSecret" -}}
+{{- range .Values.extraEnv }}
+{{- if hasKey $owned .name }}
+{{- fail (printf "extraEnv: %s is set by the chart from %s; set that instead" .name (get $owned .name)) }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{- toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The Schema Registry's port, from schemaRegistry.url: the URL's own, else 443 for
+https and 80 for http (the NetworkPolicy's egress). */}}
+{{- define "sizer.registryPort" -}}
+{{- $url := urlParse .Values.schemaRegistry.url -}}
+{{- $host := get $url "host" -}}
+{{- if regexMatch ":[0-9]+$" $host -}}
+{{- last (splitList ":" $host) -}}
+{{- else if eq (get $url "scheme") "https" -}}
+443
+{{- else -}}
+80
+{{- end -}}
+{{- end -}}
+
+{{/* The workers' Schema Registry settings (none without schemaRegistry.url); the
+password is a file from a Secret, never an env value in the pod spec. */}}
+{{- define "sizer.registryEnv" -}}
+{{- with .Values.schemaRegistry }}
+{{- if .url }}
+- name: SIZER_SCHEMA_REGISTRY_URL
+  value: {{ .url | quote }}
+- name: SIZER_SCHEMA_REGISTRY_INPUTS
+  value: {{ .inputs | quote }}
+{{- if .username }}
+{{- if not .existingSecret }}
+{{- fail "schemaRegistry.existingSecret: required with schemaRegistry.username (the Secret holding its password)" }}
+{{- end }}
+- name: SIZER_SCHEMA_REGISTRY_USERNAME
+  value: {{ .username | quote }}
+- name: SIZER_SCHEMA_REGISTRY_PASSWORD_FILE
+  value: /etc/sizer/schema-registry/password
+{{- end }}
+{{- if .caSecret }}
+{{- if not (hasPrefix "https://" .url) }}
+{{- fail "schemaRegistry.caSecret: set, but schemaRegistry.url is not https" }}
+{{- end }}
+- name: SIZER_SCHEMA_REGISTRY_CAFILE
+  value: /etc/sizer/schema-registry-ca/ca.crt
+{{- end }}
+{{- else if or .username .existingSecret .caSecret }}
+{{- fail "schemaRegistry.username, existingSecret, caSecret: set, but schemaRegistry.url is not" }}
+{{- end }}
+{{- end }}
+{{- end -}}
