@@ -12,7 +12,7 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
 | `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; a fetch loop that sleeps a second whenever every partition is paused; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed, and their producers started, one after another |
 | `app`       | a rebalance that starts while a batch is half done |
-| `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; a second's sleep before the tables register, which the group join waits for |
+| `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; a second's sleep before the tables register, which the group join waits for; under per-worker transactions, the previous owners' open transactions waited for here, outside the rebalance callback |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
 | `worker`    | two seconds of fixed waits (mode's `Worker._shutdown_loop`) between a worker's last commit and the end of its process, which a restart's partitions wait for |
 | `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
@@ -68,6 +68,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.manager", "TableManager._pending_persisted_offsets"),
     ("faust.tables.recovery", "Recovery._set_recovery_ended"),
     ("faust.tables.recovery", "Recovery._seek_offsets"),
+    ("faust.tables.recovery", "Recovery._build_highwaters"),
     ("faust.tables.manager", "TableManager._recovery"),
     ("faust.tables.manager", "TableManager._update_channels"),
     ("asyncio.queues", "Queue._getters"),

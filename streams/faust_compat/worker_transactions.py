@@ -25,13 +25,19 @@ transaction-log appends per commit, and the slowest of six marker waits. Here:
   aborted, so none of its outputs is ever read; the worker then exits: its local
   stores hold the aborted writes, and only a start without a checkpoint rebuilds
   them from the committed changelogs (`worker.checkpoint`);
-- at every rebalance, before recovery reads them, it waits until the changelog
-  partitions newly assigned have no open transaction (`open_transactions`: the
-  read_committed end short of the log end). With a producer per partition, the new
-  owner's producer took the previous owner's transactional id and aborted its
+- after every rebalance, before recovery reads them, it waits until the changelog
+  partitions that became active here have no open transaction (`open_transactions`:
+  the read_committed end short of the log end). With a producer per partition, the
+  new owner's producer took the previous owner's transactional id and aborted its
   transaction; with one per worker nothing does, and recovery would restore up to
   a transaction the previous owner may still commit, then process its inputs a
-  second time.
+  second time. The wait is recovery's (`recovery.SafeSeekRecovery` calls
+  `wait_settled` before it reads the changelogs' ends), not the rebalance
+  callback's: aiokafka sends no heartbeat until that callback returns, and the
+  previous owner's transaction can take its timeout (the session timeout) and the
+  broker's next check for timed-out transactions (10 s) to end, so a wait there
+  outlived this member's own session: the group dropped it, and its next commit
+  was refused (UNKNOWN_MEMBER_ID).
 """
 
 from __future__ import annotations
@@ -58,9 +64,11 @@ from streams.faust_compat.transport import SizerTransport
 log = logging.getLogger("streams.worker")
 
 READ_UNCOMMITTED, READ_COMMITTED = 0, 1
-# how long a rebalance waits for the previous owner's transaction to end, at most:
-# the broker aborts it past its timeout (the session timeout), checking every 10 s
-SETTLE_WAIT_S = 120.0
+# how long recovery waits for the previous owner's transaction to end, at most: the
+# broker aborts it past its timeout (the session timeout), checking every 10 s; below
+# faust's timeout of each recovery step (broker_request_timeout, 90 s), which ends the
+# recovery silently
+SETTLE_WAIT_S = 75.0
 RETRY_BACKOFF_MS = 20
 # For the broker tests of a paused worker (tests/integration/test_zombie.py): `produced:N`
 # stops the process (SIGSTOP) at its Nth commit before the offsets are sent, `offsets:N`
@@ -188,6 +196,7 @@ class WorkerTransactionManager(TransactionManager):
     producer: WorkerTransactionProducer
     _commits = 0
     _active: set[TopicPartition] = set()  # the changelog partitions active here (replaced, never mutated)
+    _unsettled: set[TopicPartition] = set()  # those of them recovery has not yet waited for (the same)
 
     def _maybe_stop(self, point: str) -> None:
         wanted = stop_point()
@@ -199,17 +208,26 @@ class WorkerTransactionManager(TransactionManager):
         producer = await self.producer.start_worker()
         if not producer._txn_manager.is_in_transaction():
             await producer.begin_transaction()
-        await self.wait_settled(assigned)
+        self.note_active(assigned)
 
-    async def wait_settled(self, assigned: Any) -> None:
-        """Until no changelog partition that became active here at this rebalance (newly
-        assigned, or a standby promoted) has an open transaction (the previous
-        owner's): recovery reads them next."""
+    def note_active(self, assigned: Any) -> None:
+        """Note the changelog partitions that became active here at this rebalance (newly
+        assigned, or a standby promoted), for `wait_settled`; a wait a rebalance
+        interrupted is owed still for those kept."""
         changelogs = {table.changelog_topic_name for table in self.app.tables.values()}
         assignor = self.app.assignor
         active = {TopicPartition(tp.topic, tp.partition) for tp in assigned
                   if tp.topic in changelogs and not assignor.is_standby(tp)}
-        tps, self._active = active - self._active, active
+        self._unsettled = (self._unsettled | (active - self._active)) & active
+        self._active = active
+
+    async def wait_settled(self) -> None:
+        """Until no changelog partition noted by `note_active` has an open transaction
+        (the previous owner's): recovery reads them next. Called by recovery, never in
+        the rebalance callback (see the module)."""
+        tps = self._unsettled
+        if not tps:
+            return
         client = self.producer.for_input(None).client
         started = time.monotonic()
         waiting = await open_transactions(client, tps)
@@ -219,9 +237,9 @@ class WorkerTransactionManager(TransactionManager):
                                    f"{', '.join(f'{tp.topic}[{tp.partition}]' for tp in waiting)}")
             await asyncio.sleep(0.2)
             waiting = await open_transactions(client, waiting)
-        if tps:
-            log.info("changelogs settled: %d partitions with no open transaction after %.2f s", len(tps),
-                     time.monotonic() - started, extra={"event": "changelogs_settled"})
+        self._unsettled = self._unsettled - tps
+        log.info("changelogs settled: %d partitions with no open transaction after %.2f s", len(tps),
+                 time.monotonic() - started, extra={"event": "changelogs_settled"})
 
     async def send(self, topic: str, key: Any, value: Any, partition: Any, timestamp: Any, headers: Any, *,
                    transactional_id: str | None = None) -> Any:

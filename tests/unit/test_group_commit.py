@@ -175,3 +175,105 @@ def test_a_partition_whose_stable_offset_is_short_of_its_end_has_an_open_transac
     tps = [TopicPartition("changelog", p) for p in ends]
     assert asyncio.run(open_transactions(Client(), tps)) == [TopicPartition("changelog", 1)]
     assert asyncio.run(open_transactions(Client(), [])) == []
+
+
+class ChangelogEnds:
+    """An AIOKafkaClient's answers to ListOffsets: partition 1 of the changelog holds an
+    open transaction (stable offset 7, log end 12) until `end_transaction`."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.cluster = SimpleNamespace(leader_for_partition=lambda tp: 1)
+        self.ends = {0: (10, 10), 1: (7, 12), 2: (0, 0)}
+        self.asked = 0
+
+    def end_transaction(self) -> None:
+        self.ends[1] = (13, 13)  # the broker aborted it: its marker written
+
+    async def send(self, node, request):
+        from types import SimpleNamespace
+
+        self.asked += 1
+        built = request.prepare({2: (0, 5)})
+        column = 0 if built.isolation_level == 1 else 1
+        return SimpleNamespace(topics=[(topic, [(p, 0, -1, self.ends[p][column], -1) for p, _ in partitions])
+                                       for topic, partitions in built.topics])
+
+
+def worker_transactions(client: ChangelogEnds):
+    from types import SimpleNamespace
+
+    from streams.faust_compat.worker_transactions import WorkerTransactionManager
+
+    class Producer:
+        _txn_manager = SimpleNamespace(is_in_transaction=lambda: True)
+
+        async def start_worker(self):
+            return self
+
+        def for_input(self, tp):
+            return SimpleNamespace(client=client)
+
+    manager = WorkerTransactionManager.__new__(WorkerTransactionManager)
+    manager.app = SimpleNamespace(tables={"t": SimpleNamespace(changelog_topic_name="changelog")},
+                                  assignor=SimpleNamespace(is_standby=lambda tp: False))
+    manager.producer = Producer()
+    return manager
+
+
+def test_a_rebalance_notes_the_new_changelogs_and_recovery_waits_for_their_open_transactions():
+    """The previous owner's open transaction can take the session timeout and the
+    broker's 10 s check to end: waited for in the rebalance callback, during which
+    aiokafka sends no heartbeat, the new owner outlived its own session and the
+    group dropped it (UNKNOWN_MEMBER_ID at its next commit, seen on the broker)."""
+
+    async def run() -> None:
+        client = ChangelogEnds()
+        manager = worker_transactions(client)
+        assigned = {TopicPartition("changelog", p) for p in client.ends} | {TopicPartition("signals", 0)}
+        await asyncio.wait_for(manager.on_rebalance(assigned, set(), assigned), timeout=1)
+        assert client.asked == 0  # the callback returns at once, asking the broker nothing
+        waiting = asyncio.ensure_future(manager.wait_settled())
+        await asyncio.sleep(0.5)
+        assert not waiting.done() and client.asked >= 2  # recovery waits while the transaction is open
+        client.end_transaction()
+        await asyncio.wait_for(waiting, timeout=1)
+        # settled: the next rebalance that keeps them waits for none of them; a new one is waited for
+        asked = client.asked
+        await manager.on_rebalance(assigned, set(), set())
+        await manager.wait_settled()
+        assert client.asked == asked
+        manager.note_active(assigned - {TopicPartition("changelog", 0)})
+        manager.note_active(assigned)
+        assert manager._unsettled == {TopicPartition("changelog", 0)}
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("title, waits", [("active", True), ("standby", False)])
+def test_recovery_reads_the_active_changelogs_ends_after_the_wait(monkeypatch, title, waits):
+    from types import SimpleNamespace
+
+    from faust.tables.recovery import Recovery
+
+    from streams.faust_compat.recovery import SafeSeekRecovery
+
+    calls = []
+
+    async def build_highwaters(self, consumer, tps, destination, title):
+        calls.append("highwaters")
+
+    async def wait_settled():
+        calls.append("settled")
+
+    monkeypatch.setattr(Recovery, "_build_highwaters", build_highwaters)
+    recovery = SafeSeekRecovery.__new__(SafeSeekRecovery)
+    recovery.app = SimpleNamespace(consumer=SimpleNamespace(transactions=SimpleNamespace(wait_settled=wait_settled)))
+    asyncio.run(recovery._build_highwaters(None, set(), {}, title))
+    assert calls == (["settled", "highwaters"] if waits else ["highwaters"])
+    # faust's own transaction manager (per_partition) has no wait
+    recovery.app = SimpleNamespace(consumer=SimpleNamespace(transactions=SimpleNamespace()))
+    calls.clear()
+    asyncio.run(recovery._build_highwaters(None, set(), {}, title))
+    assert calls == ["highwaters"]
