@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
-import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.bench.generate import session
 from streams.faust_compat.group_commit import GroupMetadata, GroupMetadataProducer, GroupMovedOn
-from tests.integration.harness import Deployment, eventually
+from tests.integration.harness import Deployment, Worker, eventually
 from tests.integration.invariants import assert_exactly_once
 
+# the shortest session a 3.9 broker admits (group.min.session.timeout.ms), and so the
+# shortest transaction timeout (the worker's is its session timeout)
 PER_WORKER = {"SIZER_TRANSACTIONS": "per_worker", "SIZER_SESSION_TIMEOUT_S": "6", "SIZER_HEARTBEAT_INTERVAL_S": "1"}
+VARIANTS = ("produced", "offsets", "never_resumed")
+JOINED = re.compile(r"Joined group '[^']+' \(generation (\d+)\)")
 
 
 def stopped(pid: int) -> bool:
@@ -29,42 +34,79 @@ def stopped(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
-@pytest.mark.parametrize("variant", ["produced", "offsets", "never_resumed"])
-def test_a_paused_worker_cannot_commit_after_the_group_moved_on(deployment, workers, variant):
-    point = "offsets" if variant == "offsets" else "produced"
-    zombie = workers("--preset", "conviction", SIZER_DATA_DIR=str(deployment.workdir / "data-z"),
-                     STREAMS_TEST_STOP_AT=f"{point}:2", **PER_WORKER)
-    survivor = workers("--preset", "conviction", SIZER_DATA_DIR=str(deployment.workdir / "data-s"), **PER_WORKER)
-    eventually(lambda: survivor.log().count("changelogs settled") >= 1 and zombie.log().count("changelogs settled")
-               >= 1, timeout_s=60, what="both workers hold partitions")
-    time.sleep(3.0)  # the group settled: no rebalance under way
-    inputs = list(session(1500, portfolios=20, seed=11))
-    publisher = deployment.publish_over(inputs, seconds=12, chunks=24)
-    eventually(lambda: stopped(zombie.process.pid), timeout_s=60, what="the zombie stopped mid-transaction")
-    assigned = survivor.log().count("partitions assigned")
-    settled = survivor.log().count("changelogs settled")
-    # the group gives the zombie's partitions to the survivor once its session times out
-    survivor.wait_log("partitions assigned", timeout_s=60, occurrences=assigned + 1)
-    if variant == "offsets":
-        # its transaction's offsets were accepted before the pause: only the broker's
-        # abort of the transaction past its timeout (the session timeout) stops its
-        # commit, and the survivor waits for that before restoring
-        survivor.wait_log("changelogs settled", timeout_s=60, occurrences=settled + 1)
-    if variant != "never_resumed":
-        os.kill(zombie.process.pid, signal.SIGCONT)
-        code = zombie.process.wait(timeout=60)
-        assert code == 75, zombie.log()[-3000:]
-        assert "exiting so that a restart rebuilds the local tables" in zombie.log()
-        if variant == "produced":
-            assert "the group moved on from this worker" in zombie.log() or "fenced" in zombie.log()
-    publisher.join()
+def generation(worker: Worker) -> int | None:
+    """The generation the worker last joined its group in (aiokafka's log line)."""
+    joined = JOINED.findall(worker.log())
+    return int(joined[-1]) if joined else None
 
-    assert_exactly_once(deployment, inputs)
-    # what the zombie produced before its pause was written, and aborted
-    assert len(deployment.read("decisions", "read_uncommitted")) > len(deployment.read("decisions"))
-    assert survivor.alive()
-    if variant == "never_resumed":
-        zombie.kill()
+
+def ready(worker: Worker) -> bool:
+    answer = worker.health("ready")
+    return answer is not None and answer[0] == 200
+
+
+def paused_worker(deployment: Deployment, variant: str) -> None:
+    """A zombie and a survivor in one group; the zombie SIGSTOPs itself at its second
+    commit (after producing, or after its offsets were accepted), the group gives its
+    partitions to the survivor once its session times out, and it is resumed (or never)."""
+    point = "offsets" if variant == "offsets" else "produced"
+    zombie = deployment.worker("--preset", "conviction", SIZER_DATA_DIR=str(deployment.workdir / "data-z"),
+                               STREAMS_TEST_STOP_AT=f"{point}:2", **PER_WORKER).spawn()
+    survivor = deployment.worker("--preset", "conviction", SIZER_DATA_DIR=str(deployment.workdir / "data-s"),
+                                 **PER_WORKER).spawn()
+    try:
+        zombie.wait_ready()
+        survivor.wait_ready()
+        # the group settled: both members in one generation, both ready in it
+        eventually(lambda: generation(zombie) == generation(survivor) is not None and ready(zombie) and ready(survivor),
+                   timeout_s=60, what="both workers ready in one generation")
+        inputs = list(session(800, portfolios=20, seed=11))
+        publisher = deployment.publish_over(inputs, seconds=4, chunks=16)
+        eventually(lambda: stopped(zombie.process.pid), timeout_s=60, what="the zombie stopped mid-transaction")
+        assigned = survivor.log().count("partitions assigned")
+        settled = survivor.log().count("changelogs settled")
+        # the group gives the zombie's partitions to the survivor once its session times out
+        survivor.wait_log("partitions assigned", timeout_s=60, occurrences=assigned + 1)
+        if variant == "offsets":
+            # its transaction's offsets were accepted before the pause: only the broker's
+            # abort of the transaction past its timeout (the session timeout) stops its
+            # commit, and the survivor's recovery waits for that
+            survivor.wait_log("changelogs settled", timeout_s=60, occurrences=settled + 1)
+        if variant != "never_resumed":
+            os.kill(zombie.process.pid, signal.SIGCONT)
+            code = zombie.process.wait(timeout=60)
+            assert code == 75, zombie.log()[-3000:]
+            assert "exiting so that a restart rebuilds the local tables" in zombie.log()
+            if variant == "produced":
+                assert "the group moved on from this worker" in zombie.log() or "fenced" in zombie.log()
+        publisher.join()
+
+        assert_exactly_once(deployment, inputs)
+        # what the zombie produced before its pause was written, and aborted
+        assert len(deployment.read("decisions", "read_uncommitted")) > len(deployment.read("decisions"))
+        assert survivor.alive(), survivor.log()[-3000:]  # never dropped from the group while it waited
+    finally:
+        for worker in (zombie, survivor):
+            if worker.alive():
+                worker.kill()
+
+
+@pytest.fixture(scope="module")
+def paused_workers(bootstrap: str, tmp_path_factory) -> dict[str, BaseException | None]:
+    """Every variant of `paused_worker` at once, each on its own topics and group: most
+    of each is waiting on the broker (the session timeout, the transaction's)."""
+    deployments = {variant: Deployment.create(bootstrap, tmp_path_factory.mktemp(f"zombie-{variant}"))
+                   for variant in VARIANTS}
+    with ThreadPoolExecutor(len(VARIANTS)) as pool:
+        runs = {variant: pool.submit(paused_worker, deployments[variant], variant) for variant in VARIANTS}
+    return {variant: run.exception() for variant, run in runs.items()}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_paused_worker_cannot_commit_after_the_group_moved_on(paused_workers, variant):
+    failure = paused_workers[variant]
+    if failure is not None:
+        raise failure
 
 
 def test_the_coordinator_refuses_a_transactions_offsets_from_an_old_generation(deployment: Deployment):
