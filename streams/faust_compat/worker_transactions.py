@@ -71,8 +71,9 @@ READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 SETTLE_WAIT_S = 75.0
 RETRY_BACKOFF_MS = 20
 # For the broker tests of a paused worker (tests/integration/test_zombie.py): `produced:N`
-# stops the process (SIGSTOP) at its Nth commit before the offsets are sent, `offsets:N`
-# once they are accepted, before the transaction is committed. Not a setting.
+# stops the process (SIGSTOP) at its Nth commit of a signal's offset (so its transaction
+# holds decisions) before the offsets are sent, `offsets:N` once they are accepted,
+# before the transaction is committed. Not a setting.
 STOP_AT = "STREAMS_TEST_STOP_AT"
 
 
@@ -194,13 +195,15 @@ class WorkerTransactionManager(TransactionManager):
     for every partition, its offsets fenced by the group metadata (see the module)."""
 
     producer: WorkerTransactionProducer
-    _commits = 0
+    _commits = 0  # of a signal's offset (`STOP_AT`)
+    _stopped_at: tuple[str, int] | None = None
     _active: set[TopicPartition] = set()  # the changelog partitions active here (replaced, never mutated)
     _unsettled: set[TopicPartition] = set()  # those of them recovery has not yet waited for (the same)
 
     def _maybe_stop(self, point: str) -> None:
         wanted = stop_point()
-        if wanted == (point, self._commits):
+        if wanted == (point, self._commits) and self._stopped_at != wanted:
+            self._stopped_at = wanted
             log.warning("stopping the process (SIGSTOP) at commit %d, %s (%s)", self._commits, point, STOP_AT)
             os.kill(os.getpid(), signal.SIGSTOP)
 
@@ -255,7 +258,7 @@ class WorkerTransactionManager(TransactionManager):
             return False
         producer = self.producer.for_input(None)
         metadata: GroupMetadata | None = getattr(self.consumer._thread, "group_metadata", None)
-        self._commits += 1
+        self._commits += any(tp.topic.endswith("signals") for tp in offsets)
         try:
             self._maybe_stop("produced")
             await producer.send_offsets_to_transaction(
