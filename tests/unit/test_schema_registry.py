@@ -676,3 +676,29 @@ def test_every_workers_instruments_view_admits_a_version_registered_since_start_
     assert view.in_force("ETH-USD") == (1, frame(6, eth))  # id 9 is the signals': skipped
     assert sorted(lookups.asked) == [6, 9]
 
+
+def test_the_audit_names_each_output_framed_with_an_id_not_registered_under_its_subject():
+    from streams.history.audit import AuditReport, check_schema_ids, output_schema_subjects
+    from streams.kafka.io import Record
+
+    decision = b'{"signal_id": "s1", "order_id": "o1", "outcome": "accepted"}'
+    order = b'{"signal_id": "s1", "order_id": "o1"}'
+    history = {
+        "decisions": [Record("prod.decisions", 0, 0, b"p1", frame(22, decision), (), 0),
+                      Record("prod.decisions", 1, 4, b"p2", frame(3, decision.replace(b"s1", b"s2")), (), 0),
+                      Record("prod.decisions", 1, 5, b"p2", decision.replace(b"s1", b"s3"), (), 0)],  # plain
+        "orders": [Record("prod.orders", 0, 0, b"p1", frame(22, order), (), 0),
+                   Record("prod.orders", 0, 1, b"p1", frame(21, order.replace(b"o1", b"o2")), (), 0)],
+    }
+    lookups = Lookups({22: {"prod.decisions-value"}, 21: {"prod.orders-value"}, 3: {"prod.signals-value"}})
+    subjects = asyncio.run(output_schema_subjects(history, lookups))
+    assert sorted(lookups.asked) == [3, 21, 22]  # once per id
+    report = AuditReport()
+    check_schema_ids(history, subjects, report)
+    assert report.schema_id_mismatches == [
+        {"topic": "prod.decisions", "partition": 1, "offset": 4, "signal_id": "s2", "order_id": "o1", "schema_id": 3,
+         "subject": "prod.decisions-value", "registered_under": "prod.signals-value"},
+        {"topic": "prod.orders", "partition": 0, "offset": 0, "signal_id": "s1", "order_id": "o1", "schema_id": 22,
+         "subject": "prod.orders-value", "registered_under": "prod.decisions-value"}]
+    assert not report.ok and "schema id mismatches: 2" in report.summary()
+    assert "offset=4 signal_id=s2 order_id=o1 schema_id=3 subject=prod.decisions-value" in report.summary()
