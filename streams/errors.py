@@ -27,7 +27,7 @@ class ConfigError(SizerError):
 # Every code an InvalidMessage (and so a dead letter) can carry.
 INPUT_ERROR_CODES = ("NULL_VALUE", "INVALID_JSON", "NOT_AN_OBJECT", "MISSING_FIELD", "INVALID_FIELD",
                      "KEY_MISMATCH", "WRONG_PARTITION", "UNKNOWN_PORTFOLIO", "FUTURE_TIMESTAMP",
-                     "PROCESSING_ERROR", "SCHEMA_ID")
+                     "PROCESSING_ERROR", "SCHEMA_ID", "SCHEMA_REGISTRY_UNAVAILABLE")
 
 
 class InvalidMessage(SizerError):

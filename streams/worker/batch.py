@@ -258,7 +258,7 @@ class BatchHandler:
         m = event.message
         try:
             role = self.roles[m.topic]
-            message = admit_record(role, m.key, self.framing.read(role, m.value), record_timestamp_ms(m),
+            message = admit_record(role, m.key, await self.framing.admit(role, m.value), record_timestamp_ms(m),
                                    self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
             if self.portfolios is not None:
                 await self.portfolios.check(message.portfolio_id, self.fetched_at)
@@ -454,7 +454,7 @@ class BatchHandler:
         m = event.message
         view = self.view
         try:
-            admit_instrument(m.key, self.framing.read("instruments", m.value), record_timestamp_ms(m))
+            admit_instrument(m.key, await self.framing.admit("instruments", m.value), record_timestamp_ms(m))
             copy_of = restores(m.headers) if m.value is not None else None
         except InvalidMessage as exc:
             await self.dead(event, exc)

@@ -75,6 +75,15 @@ class WorkerSettings(ConnectionSettings):
                              f"a third of it is usual), not {self.heartbeat_interval_s:g}")
         return self
 
+    @model_validator(mode="after")
+    def _registry_lookup_within_liveness(self) -> "WorkerSettings":
+        # a batch waits on the lookup of a schema id it does not know: one that may wait
+        # longer than liveness allows a batch would have the pod restarted for a slow registry
+        if self.schema_registry_timeout_s >= self.liveness_timeout_s:
+            raise ValueError(f"schema_registry_timeout_s: must be below liveness_timeout_s "
+                             f"({self.liveness_timeout_s:g} s), not {self.schema_registry_timeout_s:g}")
+        return self
+
 
 def load_settings(**overrides: object) -> WorkerSettings:
     """Build the settings; explicit overrides (e.g. `--bootstrap`) beat the environment.

@@ -449,3 +449,29 @@ def test_with_a_schema_registry_outputs_are_framed_and_inputs_of_a_foreign_id_de
     dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
     assert dead == [(b"SCHEMA_ID", framed[1]), (b"SCHEMA_ID", plain)]  # the original bytes
     assert world.positions.next_offset("signals", 0) == 4
+
+
+def test_a_signal_framed_with_a_version_registered_since_start_up_is_decided_and_with_the_registry_down_dead_lettered():
+    from streams.errors import RegistryUnavailable
+    from streams.wire.framing import Framing, SchemaIds, frame
+
+    down = []
+
+    async def subjects_of(schema_id: int) -> frozenset[str]:
+        if down:
+            raise RegistryUnavailable("Schema Registry http://registry:8081 unreachable: ClientConnectorError")
+        return frozenset({"signals-value"} if schema_id == 7 else {"decisions-value"})
+
+    framing = Framing(writes={"decisions": 22}, accepts={"signals": frozenset({5})},
+                      subjects={"signals": "signals-value"}, learned=SchemaIds(subjects_of))
+    world = World(framing=framing)
+    newer, foreign = frame(7, json.dumps(sig(0)).encode()), frame(22, json.dumps(sig(1)).encode())
+    world.run([world.record("signals", newer), world.record("signals", foreign)])
+    down.append(True)
+    unknown = frame(8, json.dumps(sig(2)).encode())
+    world.run([world.record("signals", unknown), world.record("signals", frame(7, json.dumps(sig(3)).encode()))])
+    assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
+        ["s0", "s3"]  # id 7, once learned, needs no registry
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_ID", foreign), (b"SCHEMA_REGISTRY_UNAVAILABLE", unknown)]  # the original bytes
+    assert world.positions.next_offset("signals", 0) == 4
