@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
 import faust
-from aiokafka.errors import ProducerFenced
 
-from streams.faust_compat.membership import check_membership
 from streams.faust_compat.transport import SizerTransport
 
 log = logging.getLogger("streams.worker")
@@ -135,14 +133,6 @@ class SizerApp(faust.App):
                 log.warning("last commit before stopping failed: %r", exc)
                 self.local_state_unclean("the last commit failed")
         await super().on_stop()
-
-    async def crash(self, reason: BaseException) -> None:
-        """faust crashes the app on a fenced producer (`TransactionManager.commit`); a
-        static member whose group.instance.id another worker has taken stops in one
-        line instead (`membership.check_membership`)."""
-        if isinstance(reason, ProducerFenced):
-            await check_membership(self)
-        await super().crash(reason)
 
     def local_state_unclean(self, why: str) -> None:
         """The local stores may now hold writes that never committed: no checkpoint."""

@@ -28,9 +28,11 @@ workers given the same id by mistake met three defects on the way:
   fence this worker's and abort its open transactions.
 
 Under exactly-once the newcomer's producers may fence this worker's before its
-next heartbeat: a transaction refused with ProducerFenced first asks the
-coordinator, with the instance id, whether this worker is still the member
-(`check_membership`), so that the line is the same whichever comes first.
+next heartbeat: its sends and commits are then refused (ProducerFenced, or
+InvalidTxnState where the partition leader verifies transactions, KIP-890).
+A send or commit the broker refuses first asks the coordinator, with the
+instance id, whether this worker is still the member (`check_membership`), so
+that the line is the same whichever comes first.
 aiokafka's TxnOffsetCommit (below v3) and OffsetCommit (below v7) carry no
 instance id, so the broker cannot answer 82 to them.
 """
@@ -127,12 +129,14 @@ async def check_membership(app: Any) -> None:
     """Ask the group coordinator, with this worker's instance id, whether it is still
     the member (ends the worker through `guard` when another holds the id); returns
     when it is, when it is no static member, or when the coordinator cannot say."""
-    instance_id = app.inputs.group_instance_id
+    instance_id = getattr(getattr(app, "inputs", None), "group_instance_id", None)
+    if instance_id is None:
+        return
     thread = getattr(app.consumer, "_thread", None)
     consumer = getattr(thread, "_consumer", None)
-    if instance_id is None or consumer is None:
+    if consumer is None:
         return
-    log.info("a producer of this worker was fenced: asking the group coordinator whether it is still the member")
+    log.info("a send or commit was refused: asking the group coordinator whether this worker is still the member")
 
     async def heartbeat() -> None:
         coordinator = consumer._coordinator

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Optional
 
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaError
 
 from streams.faust_compat.events import current_event
 from streams.faust_compat.membership import check_membership
@@ -48,8 +48,8 @@ class Outputs:
     transactional producer of the current input's partition, without faust's
     per-message topic machinery; and writes the tables the same way (`put`).
     `delivered` waits for every send of the batch, so a failed send fails the batch
-    (a fenced one first asks whether another worker took this one's group.instance.id:
-    `membership.check_membership`)."""
+    (a send the broker refused first asks whether another worker took this one's
+    group.instance.id: `membership.check_membership`)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -99,7 +99,7 @@ class Outputs:
         if pending:
             try:
                 await asyncio.gather(*pending)
-            except ProducerFenced:
+            except KafkaError:  # the batch fails: first, was this worker fenced by another?
                 await check_membership(self.app)
                 raise
         # What faust's Collection._on_changelog_sent does for each changelog record,

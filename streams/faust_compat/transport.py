@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 from faust.transport.consumer import CONSUMER_FETCHING, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Producer, Transport
 
@@ -94,6 +94,9 @@ class ConcurrentCommitProducer(Producer):
             log.warning("commit of transaction %s failed: %r", name, failure)
         if failures:
             self.app.local_state_unclean("a transaction commit failed")
+            if any(isinstance(failure, KafkaError) for _, failure in failures):
+                # was this worker fenced by another under its group.instance.id? (it then stops here)
+                await membership.check_membership(self.app)
             # a fence first, whatever else failed: faust's TransactionManager.commit
             # crashes the app on ProducerFenced, and only on it
             fenced = [failure for _, failure in failures if isinstance(failure, ProducerFenced)]

@@ -10,10 +10,9 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-import faust
 import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import InvalidTxnState, ProducerFenced
 from aiokafka.protocol.commit import OffsetCommitRequest, OffsetCommitResponse_v3
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.group import (HeartbeatRequest, HeartbeatResponse_v1, JoinGroupRequest, SyncGroupRequest,
@@ -25,6 +24,7 @@ from streams.config import load_config
 from streams.errors import ConfigError, GroupInstanceTaken, exit_code
 from streams.faust_compat import membership
 from streams.faust_compat.outputs import Outputs
+from streams.faust_compat.transport import ConcurrentCommitProducer
 from streams.kafka.topics import load_topics
 from streams.worker.app import build_app
 from streams.worker.settings import WorkerSettings
@@ -140,7 +140,9 @@ def test_a_worker_takes_over_the_assignment_made_for_the_holder_of_its_instance_
         (topic, p) for topic, partitions in actives.items() for p in partitions}
 
 
-def test_a_fenced_send_asks_the_group_before_the_batch_fails(app, monkeypatch):
+@pytest.mark.parametrize("refusal", [ProducerFenced(), InvalidTxnState()], ids=["fenced", "invalid_txn_state"])
+def test_a_send_the_broker_refuses_asks_the_group_before_the_batch_fails(app, monkeypatch, refusal):
+    # a zombie's sends after the newcomer's producers fenced its own (InvalidTxnState: KIP-890's check)
     asked = []
 
     async def check_membership(app_):
@@ -149,26 +151,47 @@ def test_a_fenced_send_asks_the_group_before_the_batch_fails(app, monkeypatch):
     monkeypatch.setattr("streams.faust_compat.outputs.check_membership", check_membership)
     outputs = Outputs(app)
 
-    async def fenced_send():
+    async def refused_send():
         future = asyncio.get_running_loop().create_future()
-        future.set_exception(ProducerFenced())
+        future.set_exception(refusal)
         outputs._pending.append(future)
         await outputs.delivered()
 
-    with pytest.raises(ProducerFenced):
-        asyncio.run(fenced_send())
+    with pytest.raises(type(refusal)):
+        asyncio.run(refused_send())
     assert asked == [app]
 
 
-def test_a_crash_on_a_fenced_producer_asks_the_group_first(app, monkeypatch):
+class RefusedCommit:
+    def __init__(self, refusal: BaseException) -> None:
+        self.refusal = refusal
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        pass
+
+    async def commit_transaction(self):
+        raise self.refusal
+
+
+@pytest.mark.parametrize("refusal, asks", [(ProducerFenced(), True), (InvalidTxnState(), True),
+                                           (RuntimeError("a bug"), False)], ids=["fenced", "invalid_txn_state", "bug"])
+def test_a_commit_the_broker_refuses_asks_the_group_before_it_fails(app, monkeypatch, refusal, asks):
     asked = []
 
     async def check_membership(app_):
         asked.append(app_)
 
-    monkeypatch.setattr("streams.faust_compat.app.check_membership", check_membership)
-    monkeypatch.setattr(faust.App, "crash", lambda self, reason: asyncio.sleep(0))  # faust's: stops the worker
-    asyncio.run(app.crash(RuntimeError("not a fence")))
-    assert asked == []
-    asyncio.run(app.crash(ProducerFenced()))
-    assert asked == [app]
+    monkeypatch.setattr(membership, "check_membership", check_membership)
+    producer = object.__new__(ConcurrentCommitProducer)  # only the transaction bookkeeping is used
+    producer._transaction_producers = {"t": RefusedCommit(refusal)}
+    producer._trn_locks = {"t": asyncio.Lock()}
+    producer.app = app
+    with pytest.raises(type(refusal)):
+        asyncio.run(producer.commit_transactions({"t": {}}, "sizer-prod"))
+    assert asked == ([app] if asks else [])
+
+
+def test_a_worker_with_no_instance_id_asks_nothing(tmp_path):
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path)
+    dynamic = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
+    asyncio.run(membership.check_membership(dynamic))  # returns at once: no consumer is even looked at
