@@ -4,6 +4,7 @@ reached or refuses us, and bugs.
 
     SizerError
     ├── ConfigError        bad configuration (exit 2)
+    │   └── GroupInstanceTaken another worker joined the group under this one's group.instance.id
     ├── TopicMismatch      a topic differs from its spec (exit 3)
     │   └── TopicRecreated an input topic was deleted and recreated under the worker group (exit 3)
     ├── KafkaUnavailable   the broker cannot be reached, or refuses us (exit 4)
@@ -22,6 +23,17 @@ class SizerError(Exception):
 
 class ConfigError(SizerError):
     """The configuration is unusable; the message names the field and the rule."""
+
+
+class GroupInstanceTaken(ConfigError):
+    """Another worker joined the group under this worker's group.instance.id
+    (SIZER_GROUP_INSTANCE_ID), and the broker fenced this one (FENCED_INSTANCE_ID)."""
+
+    def __init__(self, group: str, instance_id: str) -> None:
+        super().__init__(f"another worker joined group {group} with group.instance.id {instance_id} "
+                         "(SIZER_GROUP_INSTANCE_ID): each worker needs its own")
+        self.group = group
+        self.instance_id = instance_id
 
 
 # Every code an InvalidMessage (and so a dead letter) can carry.
