@@ -702,3 +702,11 @@ def test_the_audit_names_each_output_framed_with_an_id_not_registered_under_its_
          "subject": "prod.orders-value", "registered_under": "prod.decisions-value"}]
     assert not report.ok and "schema id mismatches: 2" in report.summary()
     assert "offset=4 signal_id=s2 order_id=o1 schema_id=3 subject=prod.decisions-value" in report.summary()
+
+
+def test_without_a_registry_a_short_liveness_timeout_is_not_refused_for_the_registrys_timeout(monkeypatch):
+    monkeypatch.setenv("SIZER_LIVENESS_TIMEOUT_S", "3")  # as tests/integration/test_health.py runs a worker
+    assert load_settings().liveness_timeout_s == 3
+    monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_URL", "http://registry:8081")
+    with pytest.raises(ConfigError, match="schema_registry_timeout_s: must be below liveness_timeout_s"):
+        load_settings()
