@@ -78,7 +78,7 @@ def payload(value: bytes | None) -> bytes | None:
 # known yet it may receive in that time, whatever the ids (a flood of bogus ids).
 RECHECK_S = 10.0
 LOOKUPS_PER_RECHECK = 20
-KEEP_ANSWERS = 1024  # beyond these, answers older than RECHECK_S are forgotten
+KEEP_ANSWERS = 1024  # beyond these, "no such id" answers older than RECHECK_S are forgotten
 
 
 class SchemaIds:
@@ -144,7 +144,10 @@ class SchemaIds:
             del self._pending[schema_id]
         now = self._clock()
         if len(self._answers) >= KEEP_ANSWERS:
-            self._answers = {known: answer for known, answer in self._answers.items() if now - answer[1] < RECHECK_S}
+            # an id registered under some subject stays (the registry's own ids bound
+            # them); a refusal of an id it does not hold is forgotten once it is stale
+            self._answers = {known: answer for known, answer in self._answers.items()
+                             if answer[0] or now - answer[1] < RECHECK_S}
         self._answers[schema_id] = (subjects, now)
         return subjects
 

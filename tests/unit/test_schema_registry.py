@@ -702,3 +702,28 @@ def test_the_audit_names_each_output_framed_with_an_id_not_registered_under_its_
          "subject": "prod.orders-value", "registered_under": "prod.decisions-value"}]
     assert not report.ok and "schema id mismatches: 2" in report.summary()
     assert "offset=4 signal_id=s2 order_id=o1 schema_id=3 subject=prod.decisions-value" in report.summary()
+
+
+def test_an_id_found_stays_known_through_a_long_flood_of_bogus_ids_and_an_outage():
+    from streams.wire.framing import KEEP_ANSWERS, LOOKUPS_PER_RECHECK, RECHECK_S
+
+    lookups = Lookups({7: {"prod.signals-value"}})
+    framing = lookups.framing()
+    assert asyncio.run(framing.admit("signals", frame(7, b"{}"))) == b"{}"
+
+    async def flood():  # spread under the rate limit, past the answers kept
+        refused = []
+        for bogus in range(100, 100 + KEEP_ANSWERS + LOOKUPS_PER_RECHECK):
+            try:
+                await framing.admit("signals", frame(bogus, b"{}"))
+            except InvalidMessage as exc:
+                refused.append(exc.code)
+            if bogus % LOOKUPS_PER_RECHECK == 0:
+                lookups.now += RECHECK_S
+        return refused
+
+    assert set(asyncio.run(flood())) == {"SCHEMA_ID"}
+    assert len(lookups.asked) > KEEP_ANSWERS
+    lookups.down = True
+    assert asyncio.run(framing.admit("signals", frame(7, b"{}"))) == b"{}"  # still known: not asked again
+    assert lookups.asked.count(7) == 1
