@@ -727,3 +727,30 @@ def test_an_id_found_stays_known_through_a_long_flood_of_bogus_ids_and_an_outage
     lookups.down = True
     assert asyncio.run(framing.admit("signals", frame(7, b"{}"))) == b"{}"  # still known: not asked again
     assert lookups.asked.count(7) == 1
+
+
+@pytest.mark.parametrize("body, content_type, status", [
+    (b"\xff\xfe not text", "application/json", 200),
+    (b"<html><body>Bad gateway</body></html>", "text/html", 200),
+    (b"<html><body>Bad gateway</body></html>", "text/html", 502),
+    (b"[" * 100_000, "application/json", 200),
+    (b'{"versions": 3}', "application/json", 200),
+    (b"null", "application/json", 200),
+    (b"[null]", "application/json", 200),
+])
+def test_a_lookup_answered_with_garbage_is_the_registry_unavailable_in_one_line(body, content_type, status):
+    from aiohttp import web
+
+    from streams.errors import RegistryUnavailable
+    from streams.kafka.schema_registry import SchemaRegistry
+
+    async def versions(request):
+        return web.Response(body=body, status=status, headers={"Content-Type": content_type})
+
+    async def scenario(url):
+        with pytest.raises(RegistryUnavailable) as raised:
+            await SchemaRegistry(url).subjects_of(7)
+        return str(raised.value)
+
+    said = serve({"/schemas/ids/{id}/versions": versions}, scenario)
+    assert "GET /schemas/ids/7/versions" in said and "\n" not in said and len(said) < 400, said
