@@ -22,7 +22,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping
+from typing import Awaitable, Callable, Iterable, Mapping
 
 from streams.errors import InvalidMessage, RegistryUnavailable
 
@@ -211,6 +211,25 @@ class Framing:
             return
         if not self._accepted(role, schema_id):
             await self.learned.learn(schema_id, self.subjects.get(role, role))
+
+    async def known_all(self, values: Iterable[tuple[str, bytes | None]]) -> None:
+        """`known` for a batch's values (role, value) at once: each id not known yet is
+        asked of the registry concurrently, in the values' order, so a batch waits on
+        its lookups about one SIZER_SCHEMA_REGISTRY_TIMEOUT_S, not one after the other
+        (then liveness would fail on a slow registry). Refusals are left to each
+        value's own `admit`, which finds the answers here."""
+        if self.learned is None or self.either or self.accepts is None:
+            return
+        unknown: dict[tuple[str, int], bytes] = {}
+        for role, value in values:
+            schema_id = framed_id(value)
+            if schema_id is not None and value is not None and not self._accepted(role, schema_id):
+                unknown.setdefault((role, schema_id), value)
+        asked = await asyncio.gather(*(self.known(role, value) for (role, _), value in unknown.items()),
+                                     return_exceptions=True)
+        for answer in asked:
+            if isinstance(answer, BaseException) and not isinstance(answer, InvalidMessage):
+                raise answer
 
     async def admit(self, role: str, value: bytes | None) -> bytes | None:
         """`read`, after asking the registry about an id not known yet (`known`)."""

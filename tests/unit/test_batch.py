@@ -475,3 +475,32 @@ def test_a_signal_framed_with_a_version_registered_since_start_up_is_decided_and
     dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
     assert dead == [(b"SCHEMA_ID", foreign), (b"SCHEMA_REGISTRY_UNAVAILABLE", unknown)]  # the original bytes
     assert world.positions.next_offset("signals", 0) == 4
+
+
+def test_a_batch_of_ids_unknown_to_a_slow_registry_waits_on_its_lookups_at_once_not_one_after_the_other():
+    import time
+
+    from streams.wire.framing import Framing, SchemaIds, frame
+
+    asked = []
+
+    async def subjects_of(schema_id: int) -> frozenset[str]:  # each answer takes 0.3 s
+        asked.append(schema_id)
+        await asyncio.sleep(0.3)
+        return frozenset({"signals-value"} if schema_id % 2 == 0 else {"decisions-value"})
+
+    framing = Framing(writes={"decisions": 22}, accepts={"signals": frozenset({5})},
+                      subjects={"signals": "signals-value"}, learned=SchemaIds(subjects_of))
+    world = World(framing=framing)
+    values = [frame(100 + n, json.dumps(sig(n)).encode()) for n in range(10)] + \
+        [frame(100, json.dumps(sig(10)).encode())]  # an id seen twice: asked once
+    started = time.monotonic()
+    world.run([world.record("signals", value) for value in values])
+    took = time.monotonic() - started
+    assert took < 1.5, f"{took:.1f} s: the lookups one after the other"
+    assert sorted(asked) == list(range(100, 110))
+    assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
+        ["s0", "s2", "s4", "s6", "s8", "s10"]
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_ID", values[n]) for n in (1, 3, 5, 7, 9)]
+    assert world.positions.next_offset("signals", 0) == 11
