@@ -79,7 +79,8 @@ class WorkerSettings(ConnectionSettings):
     def _registry_lookup_within_liveness(self) -> "WorkerSettings":
         # a batch waits on the lookup of a schema id it does not know: one that may wait
         # longer than liveness allows a batch would have the pod restarted for a slow registry
-        if self.schema_registry_timeout_s >= self.liveness_timeout_s:
+        # (without a registry there is no lookup, and the timeout is not set)
+        if self.schema_registry_url is not None and self.schema_registry_timeout_s >= self.liveness_timeout_s:
             raise ValueError(f"schema_registry_timeout_s: must be below liveness_timeout_s "
                              f"({self.liveness_timeout_s:g} s), not {self.schema_registry_timeout_s:g}")
         return self

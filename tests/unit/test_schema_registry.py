@@ -754,3 +754,11 @@ def test_a_lookup_answered_with_garbage_is_the_registry_unavailable_in_one_line(
 
     said = serve({"/schemas/ids/{id}/versions": versions}, scenario)
     assert "GET /schemas/ids/7/versions" in said and "\n" not in said and len(said) < 400, said
+
+
+def test_without_a_registry_a_short_liveness_timeout_is_not_refused_for_the_registrys_timeout(monkeypatch):
+    monkeypatch.setenv("SIZER_LIVENESS_TIMEOUT_S", "3")  # as tests/integration/test_health.py runs a worker
+    assert load_settings().liveness_timeout_s == 3
+    monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_URL", "http://registry:8081")
+    with pytest.raises(ConfigError, match="schema_registry_timeout_s: must be below liveness_timeout_s"):
+        load_settings()
