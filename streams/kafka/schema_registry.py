@@ -108,7 +108,10 @@ class SchemaRegistry:
 
     async def subjects_of(self, schema_id: int) -> frozenset[str]:
         """The subjects `schema_id` is registered under (Confluent's `GET
-        /schemas/ids/{id}/versions`); empty when the registry holds no such id."""
+        /schemas/ids/{id}/versions`); empty when the registry holds no such id (and,
+        unasked, for an id below 1, which no registry gives)."""
+        if schema_id < 1:
+            return frozenset()
         async with self._session() as session:
             versions = await self._call(session, "GET", f"/schemas/ids/{schema_id}/versions", may_be_absent=True) or []
         try:

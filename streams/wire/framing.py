@@ -209,7 +209,8 @@ class Framing:
             schema_id, _ = unframe(value)
         except InvalidMessage:
             return
-        if not self._accepted(role, schema_id):
+        # ids from 1: one no registry can hold (0, negative) is refused by `read` unasked
+        if schema_id > 0 and not self._accepted(role, schema_id):
             await self.learned.learn(schema_id, self.subjects.get(role, role))
 
     async def known_all(self, values: Iterable[tuple[str, bytes | None]]) -> None:
@@ -223,7 +224,7 @@ class Framing:
         unknown: dict[tuple[str, int], bytes] = {}
         for role, value in values:
             schema_id = framed_id(value)
-            if schema_id is not None and value is not None and not self._accepted(role, schema_id):
+            if schema_id is not None and schema_id > 0 and value is not None and not self._accepted(role, schema_id):
                 unknown.setdefault((role, schema_id), value)
         asked = await asyncio.gather(*(self.known(role, value) for (role, _), value in unknown.items()),
                                      return_exceptions=True)

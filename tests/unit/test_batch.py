@@ -504,3 +504,33 @@ def test_a_batch_of_ids_unknown_to_a_slow_registry_waits_on_its_lookups_at_once_
     dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
     assert dead == [(b"SCHEMA_ID", values[n]) for n in (1, 3, 5, 7, 9)]
     assert world.positions.next_offset("signals", 0) == 11
+
+
+def test_a_registry_that_accepts_connections_and_never_answers_holds_a_batch_one_timeout():
+    import socket
+    import time
+
+    from streams.kafka.schema_registry import SchemaRegistry
+    from streams.wire.framing import Framing, SchemaIds, frame
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # connections accepted by the kernel, never read nor answered
+    try:
+        registry = SchemaRegistry(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
+        framing = Framing(writes={"decisions": 22}, accepts={"signals": frozenset({5})},
+                          subjects={"signals": "signals-value"}, learned=SchemaIds(registry.subjects_of))
+        world = World(framing=framing)
+        values = [frame(100 + n, json.dumps(sig(n)).encode()) for n in range(8)] + \
+            [frame(5, json.dumps(sig(8)).encode())]
+        started = time.monotonic()
+        world.run([world.record("signals", value) for value in values])
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert took < 1.2, f"{took:.1f} s"
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_REGISTRY_UNAVAILABLE", value) for value in values[:8]]
+    assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
+        ["s8"]  # a known id reads on
+    assert world.positions.next_offset("signals", 0) == 9 and not world.failures

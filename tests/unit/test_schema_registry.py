@@ -762,3 +762,15 @@ def test_without_a_registry_a_short_liveness_timeout_is_not_refused_for_the_regi
     monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_URL", "http://registry:8081")
     with pytest.raises(ConfigError, match="schema_registry_timeout_s: must be below liveness_timeout_s"):
         load_settings()
+
+
+def test_an_id_no_registry_holds_is_refused_without_asking_nor_spending_a_lookup():
+    from streams.wire.framing import LOOKUPS_PER_RECHECK
+
+    lookups = Lookups({7: {"prod.signals-value"}})
+    framing = lookups.framing()
+    for _ in range(LOOKUPS_PER_RECHECK):
+        for value in (b"\x00\x00\x00\x00\x00{}", b"\x00\xff\xff\xff\xff{}", b"\x00\x80\x00\x00\x00{}"):  # 0, -1, min
+            assert refusal(framing, "signals", value)[0] == "SCHEMA_ID"
+    assert lookups.asked == []
+    assert asyncio.run(framing.admit("signals", frame(7, b"{}"))) == b"{}"
