@@ -464,6 +464,10 @@ class BatchHandler:
             copy_of = None
             if m.key is None:
                 return  # no symbol of the topic is superseded by it
+            if exc.code == "SCHEMA_REGISTRY_UNAVAILABLE":
+                # not invalid, unverified: the views wait for the registry and apply it
+                # once it is under the subject (InstrumentView.known); nothing to restore
+                return
         else:
             if copy_of is None:
                 return

@@ -534,3 +534,39 @@ def test_a_registry_that_accepts_connections_and_never_answers_holds_a_batch_one
     assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
         ["s8"]  # a known id reads on
     assert world.positions.next_offset("signals", 0) == 9 and not world.failures
+
+
+def test_an_instrument_unverified_for_a_registry_outage_is_dead_lettered_and_nothing_restored_over_it():
+    from streams.errors import RegistryUnavailable
+    from streams.wire.framing import Framing, SchemaIds, frame
+
+    async def subjects_of(schema_id: int) -> frozenset[str]:
+        raise RegistryUnavailable("Schema Registry http://registry:8081 unreachable: ClientConnectorError")
+
+    world = World(framing=Framing(accepts={"instruments": frozenset({4})}, subjects={"instruments": "i-value"},
+                                  learned=SchemaIds(subjects_of)))
+    waited = []
+
+    async def reached(offset: int, partition: int = 0) -> bool:
+        waited.append(offset)  # the view waits for the registry: the agent would wait 30 s here
+        return False
+
+    world.handler.view.reached = reached
+    world.handler.view.in_force = lambda symbol: (3, b"the valid record before")
+    world.handler.roles["instruments"] = "instruments"
+    value = frame(9, json.dumps(instrument("X", leg("XUSDT"))["value"]).encode())
+    message = Message("instruments", 0, 5, b"X", value)
+    class Event:
+        def __init__(self, message: Message) -> None:
+            self.message = message
+
+    event = Event(message)
+
+    async def agent():
+        with current(event):
+            await world.handler.check_instrument(event)
+
+    asyncio.run(agent())
+    assert [(topic, dict(headers)["sizer.reason"], sent) for topic, _, sent, headers in world.sink.sent] == \
+        [("dlq", b"SCHEMA_REGISTRY_UNAVAILABLE", value)]
+    assert waited == []

@@ -774,3 +774,50 @@ def test_an_id_no_registry_holds_is_refused_without_asking_nor_spending_a_lookup
             assert refusal(framing, "signals", value)[0] == "SCHEMA_ID"
     assert lookups.asked == []
     assert asyncio.run(framing.admit("signals", frame(7, b"{}"))) == b"{}"
+
+
+def test_an_instruments_view_waits_out_a_registry_outage_rather_than_skip_a_record_the_agent_may_admit():
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from streams.wire.framing import RECHECK_S, SchemaIds
+    from streams.worker.instruments import InstrumentView
+    from streams.worker.settings import WorkerSettings
+
+    eth = (b'{"symbol": "ETH-USD", "legs": [{"venue_symbol": "ETHUSDT", "side": "buy", "qty_step": "0.001", '
+           b'"min_qty": "0.001", "max_qty": null, "min_notional": "5"}]}')
+    lookups = Lookups({6: {"prod.instruments-value"}}, down=True)
+    tp = TopicPartition("prod.instruments", 0)
+    records = [SimpleNamespace(key=b"ETH-USD", value=frame(6, eth), offset=0, timestamp=None, headers=())]
+
+    async def scenario():
+        view = InstrumentView(WorkerSettings().for_role("test"), "prod.instruments", 1,
+                              framing=Framing(accepts={"instruments": frozenset({4})},
+                                              subjects={"instruments": "prod.instruments-value"},
+                                              learned=SchemaIds(lookups.subjects_of, clock=lambda: lookups.now)))
+        view.registry_retry_s = 0.05
+        fetches = []
+
+        class Consumer:
+            async def position(self, partition):
+                return 1 if fetches else 0
+
+            async def getmany(self, timeout_ms):
+                if fetches:
+                    view._stopped.set()
+                    return {}
+                fetches.append(1)
+                return {tp: records}
+
+        async def registry_back():  # the outage ends while the view waits
+            await asyncio.sleep(0.2)
+            lookups.down, lookups.now = False, lookups.now + RECHECK_S
+
+        view._consumer, view._targets = Consumer(), {tp: 1}
+        await asyncio.gather(view._follow(), registry_back())
+        return view
+
+    view = asyncio.run(scenario())
+    assert view.in_force("ETH-USD") == (0, frame(6, eth))  # as the agent, asked after the outage, admits it
+    assert lookups.asked[-1] == 6 and len(lookups.asked) >= 2
