@@ -570,3 +570,27 @@ def test_an_instrument_unverified_for_a_registry_outage_is_dead_lettered_and_not
     assert [(topic, dict(headers)["sizer.reason"], sent) for topic, _, sent, headers in world.sink.sent] == \
         [("dlq", b"SCHEMA_REGISTRY_UNAVAILABLE", value)]
     assert waited == []
+
+
+def test_a_flood_of_bogus_ids_in_one_batch_is_dead_lettered_record_by_record_with_bounded_lookups():
+    from streams.wire.framing import LOOKUPS_PER_RECHECK, Framing, SchemaIds, frame
+
+    asked = []
+
+    async def subjects_of(schema_id: int) -> frozenset[str]:
+        asked.append(schema_id)
+        await asyncio.sleep(0.01)
+        return frozenset()
+
+    framing = Framing(writes={"decisions": 22}, accepts={"signals": frozenset({5})},
+                      subjects={"signals": "signals-value"}, learned=SchemaIds(subjects_of))
+    world = World(framing=framing)
+    values = [frame(1000 + n % 300, json.dumps(sig(n)).encode()) for n in range(600)]  # 300 ids, each twice
+    values.insert(300, frame(5, json.dumps(sig(600)).encode()))
+    world.run([world.record("signals", value) for value in values])
+    assert sorted(asked) == list(range(1000, 1000 + LOOKUPS_PER_RECHECK))
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_ID", value) for value in values if value[:5] != frame(5, b"")]
+    assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
+        ["s600"]
+    assert world.positions.next_offset("signals", 0) == 601 and not world.failures
