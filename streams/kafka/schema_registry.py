@@ -48,7 +48,8 @@ class SchemaRegistry:
         try:
             async with session.request(method, f"{self.url}{path}", json=body,
                                        headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}) as response:
-                text = await response.text()
+                # an answer not in UTF-8 is not the API's: read as it is, refused below
+                text = await response.text(errors="replace")
                 status = response.status
         except TimeoutError:
             raise RegistryUnavailable(f"Schema Registry {self.url} unreachable: no answer to {method} {path} within "
@@ -61,7 +62,10 @@ class SchemaRegistry:
             raise RegistryUnavailable(f"Schema Registry {self.url} refused {method} {path}: {status} "
                                       f"{_message(text)}{_why(status, path)}")
         try:
-            return json.loads(text)
+            answer = _json(text)
+            if answer is None:  # no answer of Confluent's API is null
+                raise ValueError("null")
+            return answer
         except ValueError:
             raise RegistryUnavailable(f"Schema Registry {self.url}: {method} {path} answered {status} with what is "
                                       f"not JSON (is the URL the base of Confluent's API?): {_message(text)}") from None
@@ -104,7 +108,10 @@ class SchemaRegistry:
 
     async def subjects_of(self, schema_id: int) -> frozenset[str]:
         """The subjects `schema_id` is registered under (Confluent's `GET
-        /schemas/ids/{id}/versions`); empty when the registry holds no such id."""
+        /schemas/ids/{id}/versions`); empty when the registry holds no such id (and,
+        unasked, for an id below 1, which no registry gives)."""
+        if schema_id < 1:
+            return frozenset()
         async with self._session() as session:
             versions = await self._call(session, "GET", f"/schemas/ids/{schema_id}/versions", may_be_absent=True) or []
         try:
@@ -162,10 +169,18 @@ async def _all(awaitables: Iterable[Awaitable[Any]]) -> list[Any]:
         raise
 
 
+def _json(text: str) -> Any:
+    """`text` as JSON; ValueError for what is not, nested too deep included."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
 def _message(text: str) -> str:
     """The registry's own message of an error answer, on one line."""
     try:
-        answer = json.loads(text)
+        answer = _json(text)
         text = str(answer.get("message", text)) if isinstance(answer, dict) else text
     except ValueError:
         pass
@@ -174,7 +189,7 @@ def _message(text: str) -> str:
 
 def _error_code(text: str) -> int | None:
     try:
-        answer = json.loads(text)
+        answer = _json(text)
         return int(answer["error_code"]) if isinstance(answer, dict) else None
     except (ValueError, KeyError, TypeError):
         return None

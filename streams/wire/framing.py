@@ -22,7 +22,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping
+from typing import Awaitable, Callable, Iterable, Mapping
 
 from streams.errors import InvalidMessage, RegistryUnavailable
 
@@ -78,7 +78,7 @@ def payload(value: bytes | None) -> bytes | None:
 # known yet it may receive in that time, whatever the ids (a flood of bogus ids).
 RECHECK_S = 10.0
 LOOKUPS_PER_RECHECK = 20
-KEEP_ANSWERS = 1024  # beyond these, answers older than RECHECK_S are forgotten
+KEEP_ANSWERS = 1024  # beyond these, "no such id" answers older than RECHECK_S are forgotten
 
 
 class SchemaIds:
@@ -144,7 +144,10 @@ class SchemaIds:
             del self._pending[schema_id]
         now = self._clock()
         if len(self._answers) >= KEEP_ANSWERS:
-            self._answers = {known: answer for known, answer in self._answers.items() if now - answer[1] < RECHECK_S}
+            # an id registered under some subject stays (the registry's own ids bound
+            # them); a refusal of an id it does not hold is forgotten once it is stale
+            self._answers = {known: answer for known, answer in self._answers.items()
+                             if answer[0] or now - answer[1] < RECHECK_S}
         self._answers[schema_id] = (subjects, now)
         return subjects
 
@@ -206,8 +209,28 @@ class Framing:
             schema_id, _ = unframe(value)
         except InvalidMessage:
             return
-        if not self._accepted(role, schema_id):
+        # ids from 1: one no registry can hold (0, negative) is refused by `read` unasked
+        if schema_id > 0 and not self._accepted(role, schema_id):
             await self.learned.learn(schema_id, self.subjects.get(role, role))
+
+    async def known_all(self, values: Iterable[tuple[str, bytes | None]]) -> None:
+        """`known` for a batch's values (role, value) at once: each id not known yet is
+        asked of the registry concurrently, in the values' order, so a batch waits on
+        its lookups about one SIZER_SCHEMA_REGISTRY_TIMEOUT_S, not one after the other
+        (then liveness would fail on a slow registry). Refusals are left to each
+        value's own `admit`, which finds the answers here."""
+        if self.learned is None or self.either or self.accepts is None:
+            return
+        unknown: dict[tuple[str, int], bytes] = {}
+        for role, value in values:
+            schema_id = framed_id(value)
+            if schema_id is not None and schema_id > 0 and value is not None and not self._accepted(role, schema_id):
+                unknown.setdefault((role, schema_id), value)
+        asked = await asyncio.gather(*(self.known(role, value) for (role, _), value in unknown.items()),
+                                     return_exceptions=True)
+        for answer in asked:
+            if isinstance(answer, BaseException) and not isinstance(answer, InvalidMessage):
+                raise answer
 
     async def admit(self, role: str, value: bytes | None) -> bytes | None:
         """`read`, after asking the registry about an id not known yet (`known`)."""

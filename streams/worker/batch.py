@@ -342,6 +342,9 @@ class BatchHandler:
             self.metrics.batch_size.observe(len(batch.events))
             started = time.perf_counter()
             try:
+                # schema ids not known yet, asked of the registry at once (wire.framing)
+                await self.framing.known_all((self.roles[event.message.topic], event.message.value)
+                                             for event in batch.events)
                 await self._process(batch, consumer)
                 await self._deliver(batch)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -461,6 +464,10 @@ class BatchHandler:
             copy_of = None
             if m.key is None:
                 return  # no symbol of the topic is superseded by it
+            if exc.code == "SCHEMA_REGISTRY_UNAVAILABLE":
+                # not invalid, unverified: the views wait for the registry and apply it
+                # once it is under the subject (InstrumentView.known); nothing to restore
+                return
         else:
             if copy_of is None:
                 return

@@ -174,14 +174,28 @@ class InstrumentView(TopicView, MutableMapping[str, Instrument]):
         """(offset, value bytes) of the record in force for `symbol`, None when there is none."""
         return self._book.in_force.get(symbol)
 
+    # how often a record whose schema id the registry could not be asked about is tried again
+    registry_retry_s = 1.0
+
     async def known(self, value: bytes | None) -> None:
         """A schema id registered since start-up, asked of the registry as the
         instruments agent asks it (`Framing.known`); a record it cannot admit is
-        skipped by `apply` (the agent dead-letters it)."""
-        try:
-            await self._book.framing.known("instruments", value)
-        except InvalidMessage:
-            pass
+        skipped by `apply` (the agent dead-letters it). While the registry cannot be
+        asked, the view waits for it (the records after wait too, in order): skipped,
+        the record would be lost to this worker until it restarts, though the agent,
+        or the agent of another worker, asking after the outage, admits it."""
+        warned = False
+        while True:
+            try:
+                await self._book.framing.known("instruments", value)
+                return
+            except InvalidMessage as exc:
+                if exc.code != "SCHEMA_REGISTRY_UNAVAILABLE" or self.should_stop:
+                    return
+                if not warned:
+                    log.warning("%s view waits for the Schema Registry: %s", self._topic, exc.detail)
+                    warned = True
+            await asyncio.sleep(self.registry_retry_s)
 
     def apply(self, key: bytes | None, value: bytes | None, offset: int, timestamp_ms: int | None = None,
               headers: Any = None) -> bool:

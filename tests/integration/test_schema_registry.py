@@ -273,6 +273,9 @@ def test_a_version_registered_after_start_up_is_admitted_without_a_restart_and_t
     assert [(r.value, r.header("sizer.reason"), r.header("sizer.detail")) for r in dead] == [
         (foreign, "SCHEMA_ID", f"value: schema id {elsewhere} is not registered under subject {names['signals']}-value")]
 
+    # the decisions' subject moves on: the worker's id is now an older version of it, still its subject's
+    register(registry_url, f"{names['decisions']}-value",
+             {**json.loads((SCHEMA_DIR / "decision.schema.json").read_text()), "description": "a newer version"})
     env = {"SIZER_SCHEMA_REGISTRY_URL": registry_url}
     done = sizer(deployment, "audit", "--json", **env)
     report = json.loads(done.stdout)

@@ -704,9 +704,120 @@ def test_the_audit_names_each_output_framed_with_an_id_not_registered_under_its_
     assert "offset=4 signal_id=s2 order_id=o1 schema_id=3 subject=prod.decisions-value" in report.summary()
 
 
+def test_an_id_found_stays_known_through_a_long_flood_of_bogus_ids_and_an_outage():
+    from streams.wire.framing import KEEP_ANSWERS, LOOKUPS_PER_RECHECK, RECHECK_S
+
+    lookups = Lookups({7: {"prod.signals-value"}})
+    framing = lookups.framing()
+    assert asyncio.run(framing.admit("signals", frame(7, b"{}"))) == b"{}"
+
+    async def flood():  # spread under the rate limit, past the answers kept
+        refused = []
+        for bogus in range(100, 100 + KEEP_ANSWERS + LOOKUPS_PER_RECHECK):
+            try:
+                await framing.admit("signals", frame(bogus, b"{}"))
+            except InvalidMessage as exc:
+                refused.append(exc.code)
+            if bogus % LOOKUPS_PER_RECHECK == 0:
+                lookups.now += RECHECK_S
+        return refused
+
+    assert set(asyncio.run(flood())) == {"SCHEMA_ID"}
+    assert len(lookups.asked) > KEEP_ANSWERS
+    lookups.down = True
+    assert asyncio.run(framing.admit("signals", frame(7, b"{}"))) == b"{}"  # still known: not asked again
+    assert lookups.asked.count(7) == 1
+
+
+@pytest.mark.parametrize("body, content_type, status", [
+    (b"\xff\xfe not text", "application/json", 200),
+    (b"<html><body>Bad gateway</body></html>", "text/html", 200),
+    (b"<html><body>Bad gateway</body></html>", "text/html", 502),
+    (b"[" * 100_000, "application/json", 200),
+    (b'{"versions": 3}', "application/json", 200),
+    (b"null", "application/json", 200),
+    (b"[null]", "application/json", 200),
+])
+def test_a_lookup_answered_with_garbage_is_the_registry_unavailable_in_one_line(body, content_type, status):
+    from aiohttp import web
+
+    from streams.errors import RegistryUnavailable
+    from streams.kafka.schema_registry import SchemaRegistry
+
+    async def versions(request):
+        return web.Response(body=body, status=status, headers={"Content-Type": content_type})
+
+    async def scenario(url):
+        with pytest.raises(RegistryUnavailable) as raised:
+            await SchemaRegistry(url).subjects_of(7)
+        return str(raised.value)
+
+    said = serve({"/schemas/ids/{id}/versions": versions}, scenario)
+    assert "GET /schemas/ids/7/versions" in said and "\n" not in said and len(said) < 400, said
+
+
 def test_without_a_registry_a_short_liveness_timeout_is_not_refused_for_the_registrys_timeout(monkeypatch):
     monkeypatch.setenv("SIZER_LIVENESS_TIMEOUT_S", "3")  # as tests/integration/test_health.py runs a worker
     assert load_settings().liveness_timeout_s == 3
     monkeypatch.setenv("SIZER_SCHEMA_REGISTRY_URL", "http://registry:8081")
     with pytest.raises(ConfigError, match="schema_registry_timeout_s: must be below liveness_timeout_s"):
         load_settings()
+
+
+def test_an_id_no_registry_holds_is_refused_without_asking_nor_spending_a_lookup():
+    from streams.wire.framing import LOOKUPS_PER_RECHECK
+
+    lookups = Lookups({7: {"prod.signals-value"}})
+    framing = lookups.framing()
+    for _ in range(LOOKUPS_PER_RECHECK):
+        for value in (b"\x00\x00\x00\x00\x00{}", b"\x00\xff\xff\xff\xff{}", b"\x00\x80\x00\x00\x00{}"):  # 0, -1, min
+            assert refusal(framing, "signals", value)[0] == "SCHEMA_ID"
+    assert lookups.asked == []
+    assert asyncio.run(framing.admit("signals", frame(7, b"{}"))) == b"{}"
+
+
+def test_an_instruments_view_waits_out_a_registry_outage_rather_than_skip_a_record_the_agent_may_admit():
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from streams.wire.framing import RECHECK_S, SchemaIds
+    from streams.worker.instruments import InstrumentView
+    from streams.worker.settings import WorkerSettings
+
+    eth = (b'{"symbol": "ETH-USD", "legs": [{"venue_symbol": "ETHUSDT", "side": "buy", "qty_step": "0.001", '
+           b'"min_qty": "0.001", "max_qty": null, "min_notional": "5"}]}')
+    lookups = Lookups({6: {"prod.instruments-value"}}, down=True)
+    tp = TopicPartition("prod.instruments", 0)
+    records = [SimpleNamespace(key=b"ETH-USD", value=frame(6, eth), offset=0, timestamp=None, headers=())]
+
+    async def scenario():
+        view = InstrumentView(WorkerSettings().for_role("test"), "prod.instruments", 1,
+                              framing=Framing(accepts={"instruments": frozenset({4})},
+                                              subjects={"instruments": "prod.instruments-value"},
+                                              learned=SchemaIds(lookups.subjects_of, clock=lambda: lookups.now)))
+        view.registry_retry_s = 0.05
+        fetches = []
+
+        class Consumer:
+            async def position(self, partition):
+                return 1 if fetches else 0
+
+            async def getmany(self, timeout_ms):
+                if fetches:
+                    view._stopped.set()
+                    return {}
+                fetches.append(1)
+                return {tp: records}
+
+        async def registry_back():  # the outage ends while the view waits
+            await asyncio.sleep(0.2)
+            lookups.down, lookups.now = False, lookups.now + RECHECK_S
+
+        view._consumer, view._targets = Consumer(), {tp: 1}
+        await asyncio.gather(view._follow(), registry_back())
+        return view
+
+    view = asyncio.run(scenario())
+    assert view.in_force("ETH-USD") == (0, frame(6, eth))  # as the agent, asked after the outage, admits it
+    assert lookups.asked[-1] == 6 and len(lookups.asked) >= 2
