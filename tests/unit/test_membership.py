@@ -88,6 +88,25 @@ def test_a_static_members_heartbeat_names_its_instance_id():
     assert client.sent[0].prepare({12: (0, 2)}).API_VERSION == 1  # a broker before KIP-345
 
 
+def test_a_static_members_offset_commit_names_its_instance_id():
+    # an at-least-once worker commits with OffsetCommit: without the id the broker could only say
+    # UNKNOWN_MEMBER_ID to the previous holder, which joined again and took the id back, for ever
+    answer = OffsetCommitResponse_v3(throttle_time_ms=0, topics=[("signals", [(1, 0)])])
+    client = guarded(lambda request: answer)
+    asyncio.run(client.send(1, OffsetCommitRequest("sizer-prod", 4, "m-abc", -1, [("signals", [(1, 7, "x")])])))
+    struct = client.sent[0].prepare({8: (0, 9)})
+    assert (struct.API_VERSION, struct.group_id, struct.generation_id, struct.member_id, struct.group_instance_id,
+            struct.topics) == (7, "sizer-prod", 4, "m-abc", "sizer-worker-1", [("signals", [(1, 7, -1, "x")])])
+    # Kafka's wire layout of v7: group, generation, member, instance id, then per partition the
+    # offset, the leader epoch and the metadata
+    assert struct.encode() == (b"\x00\x0asizer-prod" + b"\x00\x00\x00\x04" + b"\x00\x05m-abc"
+                               + b"\x00\x0esizer-worker-1" + b"\x00\x00\x00\x01" + b"\x00\x07signals"
+                               + b"\x00\x00\x00\x01" + b"\x00\x00\x00\x01" + (7).to_bytes(8, "big")
+                               + b"\xff\xff\xff\xff" + b"\x00\x01x")
+    old = client.sent[0].prepare({8: (0, 3)})  # a broker before KIP-345
+    assert (old.API_VERSION, old.topics) == (3, [("signals", [(1, 7, "x")])])
+
+
 @pytest.mark.parametrize("request_", [
     HeartbeatRequest("sizer-prod", 4, "m"),
     JoinGroupRequest("sizer-prod", 10_000, 30_000, "m", "sizer-worker-1", "consumer", []),
