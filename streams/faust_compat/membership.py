@@ -33,8 +33,14 @@ InvalidTxnState where the partition leader verifies transactions, KIP-890).
 A send or commit the broker refuses first asks the coordinator, with the
 instance id, whether this worker is still the member (`check_membership`), so
 that the line is the same whichever comes first.
-aiokafka's TxnOffsetCommit (below v3) and OffsetCommit (below v7) carry no
-instance id, so the broker cannot answer 82 to them.
+aiokafka's TxnOffsetCommit (below v3) carries no instance id, so the broker
+cannot answer 82 to it. Neither does aiokafka's OffsetCommit (below v7), the
+commit of an at-least-once worker: the previous holder's commit, refused as
+UNKNOWN_MEMBER_ID, had it join again under the id and take the place back, and
+the newcomer's next commit the same, twice a second for ever (both deciding, an
+ERROR line per partition per commit). Here the worker's commits carry the
+instance id (OffsetCommit v7, as the Java client's since KIP-345), so the broker
+answers the previous holder FENCED_INSTANCE_ID.
 """
 
 from __future__ import annotations
@@ -46,8 +52,9 @@ from typing import Any, Callable, NoReturn
 from aiokafka.client import ConnectionGroup
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.commit import OffsetCommitRequest, OffsetCommitRequest_v2, OffsetCommitRequest_v3
 from aiokafka.protocol.group import HeartbeatRequest, HeartbeatRequest_v0, HeartbeatRequest_v1
-from aiokafka.protocol.types import Int16, Int32, Schema, String
+from aiokafka.protocol.types import Array, Int16, Int32, Int64, Schema, String
 from faust.assignor import PartitionAssignor
 from faust.assignor.client_assignment import ClientMetadata
 
@@ -90,6 +97,45 @@ class StaticHeartbeatRequest(Request[HeartbeatRequest_v0 | HeartbeatRequest_v1 |
         return request_struct_class(*self.fields)
 
 
+class OffsetCommitResponseV7(Response):
+    API_KEY = 8
+    API_VERSION = 7
+    SCHEMA = Schema(("throttle_time_ms", Int32),
+                    ("topics", Array(("topic", String("utf-8")),
+                                     ("partitions", Array(("partition", Int32), ("error_code", Int16))))))
+
+
+class OffsetCommitRequestV7(RequestStruct):
+    API_KEY = 8
+    API_VERSION = 7
+    RESPONSE_TYPE = OffsetCommitResponseV7
+    SCHEMA = Schema(("group_id", String("utf-8")), ("generation_id", Int32), ("member_id", String("utf-8")),
+                    ("group_instance_id", String("utf-8")),
+                    ("topics", Array(("topic", String("utf-8")),
+                                     ("partitions", Array(("partition", Int32), ("offset", Int64),
+                                                          ("leader_epoch", Int32), ("metadata", String("utf-8")))))))
+
+
+class StaticOffsetCommitRequest(Request[OffsetCommitRequest_v2 | OffsetCommitRequest_v3 | OffsetCommitRequestV7]):
+    """An offset commit that names the member's instance id when the broker takes v7
+    (no retention time from v5 on, a leader epoch per partition from v6, unknown: -1)."""
+
+    API_KEY = 8
+
+    def __init__(self, request: OffsetCommitRequest, group_instance_id: str) -> None:
+        self.request = request
+        self.group_instance_id = group_instance_id
+
+    def build(self, request_struct_class: Any) -> Any:
+        if request_struct_class.API_VERSION < 7:
+            return self.request.build(request_struct_class)
+        request = self.request
+        topics = [(topic, [(partition, offset, -1, metadata) for partition, offset, metadata in partitions])
+                  for topic, partitions in request._topics]
+        return request_struct_class(request._consumer_group, request._consumer_group_generation_id,
+                                    request._consumer_id, self.group_instance_id, topics)
+
+
 def stop_fenced(group: str, instance_id: str) -> NoReturn:
     """End the worker now: another worker holds its group.instance.id. One line on
     stderr, the exit code of a configuration fault, nothing committed."""
@@ -110,13 +156,15 @@ def is_fenced(response: Any) -> bool:
 def guard(client: Any, group: str, instance_id: str,
           on_fenced: Callable[[str, str], NoReturn] = stop_fenced) -> None:
     """Make the group requests `client` (a worker consumer's aiokafka client) sends
-    those of a static member: heartbeats carry `instance_id`, and an answer saying
+    those of a static member: heartbeats and offset commits carry `instance_id`, and an answer saying
     FENCED_INSTANCE_ID calls `on_fenced(group, instance_id)`, which does not return."""
     send = client.send
 
     async def send_as_static_member(node_id: Any, request: Any, **kwargs: Any) -> Any:
         if isinstance(request, HeartbeatRequest):
             request = StaticHeartbeatRequest(request._group, request._generation_id, request._member_id, instance_id)
+        elif isinstance(request, OffsetCommitRequest):
+            request = StaticOffsetCommitRequest(request, instance_id)
         response = await send(node_id, request, **kwargs)
         if request.API_KEY in GROUP_APIS and response is not None and is_fenced(response):
             on_fenced(group, instance_id)

@@ -10,13 +10,18 @@ worker and the commands alike and a mistyped `SIZER_*` variable stops any of the
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from streams.errors import ConfigError, field_errors
 from streams.kafka.settings import STANDARD_VARIABLES, ConnectionSettings
+
+
+# Kafka's rule for a group.instance.id (org.apache.kafka.common.internals.Topic.validate)
+INSTANCE_ID = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 class WorkerSettings(ConnectionSettings):
@@ -42,7 +47,9 @@ class WorkerSettings(ConnectionSettings):
     # Kafka's group.instance.id: a stable name per worker (the StatefulSet's pod name)
     # makes it a static member, whose restart inside session_timeout_s moves no
     # partition; unset, every start joins as a new member and partitions move twice
-    group_instance_id: str | None = Field(None, min_length=1, max_length=249)
+    # (Kafka's own rule for it, as for a topic name: the Java client refuses any other at
+    # start-up, the broker takes it as it comes)
+    group_instance_id: str | None = None
     # how long the group waits for a silent worker (killed, or restarting as a static
     # member) before its partitions move
     session_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
@@ -65,6 +72,15 @@ class WorkerSettings(ConnectionSettings):
     liveness_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     # text (the default) or one JSON object a line (streams.logs)
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("group_instance_id")
+    @classmethod
+    def _kafka_instance_id(cls, value: str | None) -> str | None:
+        if value is not None and (not INSTANCE_ID.fullmatch(value) or value in (".", "..")):
+            raise ValueError(f"must be 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-' (Kafka's rule for "
+                             f"group.instance.id), not '.' or '..', not {value[:60]!r}"
+                             + (f" ({len(value)} characters)" if len(value) > 60 else ""))
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> "WorkerSettings":

@@ -6,6 +6,7 @@ assignment a newcomer takes over. The broker side is held by
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ from streams.faust_compat.outputs import Outputs
 from streams.faust_compat.transport import ConcurrentCommitProducer
 from streams.kafka.topics import load_topics
 from streams.worker.app import build_app
-from streams.worker.settings import WorkerSettings
+from streams.worker.settings import WorkerSettings, load_settings
 
 LINE = ("another worker joined group sizer-prod with group.instance.id sizer-worker-1 "
         "(SIZER_GROUP_INSTANCE_ID): each worker needs its own")
@@ -85,6 +86,25 @@ def test_a_static_members_heartbeat_names_its_instance_id():
     assert (struct.API_VERSION, struct.group, struct.generation_id, struct.member_id, struct.group_instance_id) == (
         3, "sizer-prod", 4, "sizer-worker-1-abc", "sizer-worker-1")
     assert client.sent[0].prepare({12: (0, 2)}).API_VERSION == 1  # a broker before KIP-345
+
+
+def test_a_static_members_offset_commit_names_its_instance_id():
+    # an at-least-once worker commits with OffsetCommit: without the id the broker could only say
+    # UNKNOWN_MEMBER_ID to the previous holder, which joined again and took the id back, for ever
+    answer = OffsetCommitResponse_v3(throttle_time_ms=0, topics=[("signals", [(1, 0)])])
+    client = guarded(lambda request: answer)
+    asyncio.run(client.send(1, OffsetCommitRequest("sizer-prod", 4, "m-abc", -1, [("signals", [(1, 7, "x")])])))
+    struct = client.sent[0].prepare({8: (0, 9)})
+    assert (struct.API_VERSION, struct.group_id, struct.generation_id, struct.member_id, struct.group_instance_id,
+            struct.topics) == (7, "sizer-prod", 4, "m-abc", "sizer-worker-1", [("signals", [(1, 7, -1, "x")])])
+    # Kafka's wire layout of v7: group, generation, member, instance id, then per partition the
+    # offset, the leader epoch and the metadata
+    assert struct.encode() == (b"\x00\x0asizer-prod" + b"\x00\x00\x00\x04" + b"\x00\x05m-abc"
+                               + b"\x00\x0esizer-worker-1" + b"\x00\x00\x00\x01" + b"\x00\x07signals"
+                               + b"\x00\x00\x00\x01" + b"\x00\x00\x00\x01" + (7).to_bytes(8, "big")
+                               + b"\xff\xff\xff\xff" + b"\x00\x01x")
+    old = client.sent[0].prepare({8: (0, 3)})  # a broker before KIP-345
+    assert (old.API_VERSION, old.topics) == (3, [("signals", [(1, 7, "x")])])
 
 
 @pytest.mark.parametrize("request_", [
@@ -195,3 +215,31 @@ def test_a_worker_with_no_instance_id_asks_nothing(tmp_path):
     kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path)
     dynamic = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
     asyncio.run(membership.check_membership(dynamic))  # returns at once: no consumer is even looked at
+
+
+# Kafka's rule for a group.instance.id (the Java client's, as for a topic name): the broker
+# itself takes any string, so a bad one must stop start-up here, naming the field and the rule
+@pytest.mark.parametrize("value", [" ", "worker 0", " worker-0", "worker-0\n", "wörker-0", "sizer/worker-0",
+                                   "ns:worker-0", ".", "..", "w" * 250])
+def test_a_group_instance_id_kafka_refuses_stops_start_up_naming_the_field_and_the_rule(monkeypatch, value):
+    monkeypatch.setenv("SIZER_GROUP_INSTANCE_ID", value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "group_instance_id: must be 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'" in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["sizer-prod.sizer-0", "w" * 249, "A_b.9-x"])
+def test_a_group_instance_id_kafka_takes_is_kept_as_given(monkeypatch, value):
+    monkeypatch.setenv("SIZER_GROUP_INSTANCE_ID", value)
+    assert load_settings().group_instance_id == value
+
+
+def test_sizer_worker_with_a_bad_group_instance_id_exits_2_before_any_broker(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SIZER_", "KAFKA_"))}
+    env |= {"SIZER_GROUP_INSTANCE_ID": "worker 0", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "SIZER_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "group_instance_id: must be 1 to 249 of a-z" in done.stderr
+    assert "Traceback" not in done.stderr
