@@ -20,7 +20,7 @@ from streams.config import SizingConfig
 from streams.errors import InvalidMessage
 from streams.history.interleaving import Instruments, Rederived, Source, admitted, dead_lettered, recorded_interleaving, \
     rederive
-from streams.kafka.io import Record, published_configs, read_topic
+from streams.kafka.io import Record, published_configs, read_topic, together
 from streams.kafka.settings import ClientConfig
 from streams.wire.models import parse_event_time, to_json
 from streams.history.progress import Progress
@@ -190,7 +190,9 @@ async def read_history(client: ClientConfig, topics: TopicSet, progress: "Progre
             progress.note(f"read {len(records)} {role}")
         return role, records
 
-    return dict(await asyncio.gather(*(one(role) for role in ROLES)))
+    # every read ends before a refusal is raised: none is left to end, and be
+    # logged, while asyncio.run shuts down
+    return dict(await together(*(one(role) for role in ROLES)))
 
 
 def settle(history: dict[str, list[Record]]) -> dict[str, list[Record]]:

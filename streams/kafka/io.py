@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Iterable, Iterator, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
@@ -136,6 +136,17 @@ async def read_range(client: ClientConfig, topic: str, partition: int, start: in
     """The records of offsets [start, stop) of one partition, as the broker has them
     now (offsets taken by transaction markers, or deleted, are simply absent)."""
     return await _read(client, {TopicPartition(topic, partition): (start, stop)}, isolation_level, timeout_s)
+
+
+async def together(*steps: Awaitable[Any]) -> list[Any]:
+    """The results of `steps`, run at once, in order. When any fails, every step is
+    let finish and the error of the first failed one in order is raised: the same
+    error, whatever finished first."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 async def start_or_close(client: Any) -> None:

@@ -145,3 +145,26 @@ def test_the_end_offsets_of_many_topics_come_without_a_backoff_per_topic(monkeyp
     ends = asyncio.run(io.partition_ends(client, changelogs))
     assert len(ends) == 24 and set(ends.values()) == {7}
     assert len(made) == 1 and made[0].backoffs == 0  # was one consumer per changelog, each a backoff
+
+
+def test_the_audit_lets_every_read_end_before_a_refusal_is_raised(monkeypatch):
+    """One refused topic among the audit's concurrent reads: the refusal is raised
+    only once every other read has ended, so none is left to end (and be logged with
+    its traceback) while asyncio.run shuts down (seen under Kafka 4.4 in CI)."""
+    from streams.history import audit
+    from streams.kafka.topics import load_topics
+
+    ended: list[str] = []
+
+    async def read_topic(client, name, partitions, timeout_s=60.0):
+        if name.endswith("controls"):
+            raise KafkaUnavailable(f"not authorized: User:operator may not Read topic {name}")
+        await asyncio.sleep(0.05)
+        ended.append(name)
+        return []
+
+    monkeypatch.setattr(audit, "read_topic", read_topic)
+    topics = load_topics(__import__("pathlib").Path(__file__).resolve().parents[2] / "topics" / "topics.toml", "t-")
+    with pytest.raises(KafkaUnavailable, match="may not Read topic t-controls"):
+        asyncio.run(audit.read_history(Principal(), topics))
+    assert len(ended) == len(audit.ROLES) - 1
