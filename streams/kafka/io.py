@@ -200,10 +200,12 @@ async def until_visible(consumer: AIOKafkaConsumer, topics: set[str], client: Cl
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + VISIBLE_WAIT_S
+    asked = False  # the broker's answer by name, once: asking again tells nothing new
     while hidden := sorted(topics - await consumer.topics()):
-        if loop.time() >= deadline or await refused_topics(client, hidden):
+        if loop.time() >= deadline or (not asked and await refused_topics(client, hidden)):
             raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
                                    f"{', '.join(hidden)}, or no such topic")
+        asked = True
         await asyncio.sleep(VISIBLE_RETRY_S)
 
 

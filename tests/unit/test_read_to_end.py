@@ -75,18 +75,22 @@ class Principal:
     settings = type("Settings", (), {"principal": "User:sizer"})()
 
 
-def refusing(*names):
+def refusing(*names, asked=None):
     async def refused_topics(client, hidden):
+        if asked is not None:
+            asked.append(hidden)
         return [name for name in hidden if name in names]
     return refused_topics
 
 
 def test_a_topic_another_worker_has_just_created_is_waited_for(monkeypatch):
-    monkeypatch.setattr(topics, "refused_topics", refusing())
+    described = []
+    monkeypatch.setattr(topics, "refused_topics", refusing(asked=described))
     monkeypatch.setattr(io, "VISIBLE_RETRY_S", 0.01)
     consumer = LateMetadata(absent=3)
     asyncio.run(io.until_visible(consumer, {TP.topic}, Principal()))
     assert consumer.asked == 4  # was refused "not authorized" at the first absence
+    assert described == [[TP.topic]]  # the broker asked by name once, not at every retry
 
 
 def test_a_topic_this_principal_may_not_describe_is_refused_at_once_naming_it(monkeypatch):
