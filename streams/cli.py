@@ -204,7 +204,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from streams.history.audit import audit, read_history, settle
+    from streams.history.audit import audit, output_schema_subjects, read_history, settle
+    from streams.kafka.schema_registry import schema_registry
     from streams.wire.models import parse_time
     from streams.history.progress import Progress
 
@@ -216,8 +217,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     asyncio.run(apply(client, topics, create=False))  # missing or drifted topics: exit 3
     progress = Progress(unit="decisions re-derived", every=5_000)
     history = settle(asyncio.run(read_history(client, topics, progress)))
+    schema_subjects = None
+    if kafka.schema_registry_url is not None:  # the ids framing the outputs, checked against the registry
+        schema_subjects = asyncio.run(output_schema_subjects(history, schema_registry(kafka)))
     report = audit(history, args.portfolio, parse_time(args.start), parse_time(args.end), progress,
-                   partitions=topics["signals"].partitions)
+                   partitions=topics["signals"].partitions, schema_subjects=schema_subjects)
     report.seconds = time.monotonic() - started  # the wall time a user waited, reading included
     print(json.dumps(report.as_json(), indent=1, default=str) if args.json else report.summary())
     return 0 if report.ok else 1

@@ -4,6 +4,7 @@ reached or refuses us, and bugs.
 
     SizerError
     ├── ConfigError        bad configuration (exit 2)
+    │   └── GroupInstanceTaken another worker joined the group under this one's group.instance.id
     ├── TopicMismatch      a topic differs from its spec (exit 3)
     │   └── TopicRecreated an input topic was deleted and recreated under the worker group (exit 3)
     ├── KafkaUnavailable   the broker cannot be reached, or refuses us (exit 4)
@@ -24,10 +25,21 @@ class ConfigError(SizerError):
     """The configuration is unusable; the message names the field and the rule."""
 
 
+class GroupInstanceTaken(ConfigError):
+    """Another worker joined the group under this worker's group.instance.id
+    (SIZER_GROUP_INSTANCE_ID), and the broker fenced this one (FENCED_INSTANCE_ID)."""
+
+    def __init__(self, group: str, instance_id: str) -> None:
+        super().__init__(f"another worker joined group {group} with group.instance.id {instance_id} "
+                         "(SIZER_GROUP_INSTANCE_ID): each worker needs its own")
+        self.group = group
+        self.instance_id = instance_id
+
+
 # Every code an InvalidMessage (and so a dead letter) can carry.
 INPUT_ERROR_CODES = ("NULL_VALUE", "INVALID_JSON", "NOT_AN_OBJECT", "MISSING_FIELD", "INVALID_FIELD",
                      "KEY_MISMATCH", "WRONG_PARTITION", "UNKNOWN_PORTFOLIO", "FUTURE_TIMESTAMP",
-                     "PROCESSING_ERROR", "SCHEMA_ID")
+                     "PROCESSING_ERROR", "SCHEMA_ID", "SCHEMA_REGISTRY_UNAVAILABLE")
 
 
 class InvalidMessage(SizerError):

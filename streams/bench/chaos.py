@@ -182,6 +182,7 @@ class Stream:
                  timeline: Timeline) -> None:
         self.client, self.topics, self.entries, self.rate, self.timeline = client, topics, entries, rate, timeline
         self.stop_reading = threading.Event()
+        self.stop_publishing = threading.Event()  # set: the entries not yet sent are left out
         self.published = threading.Event()
         self.errors: list[BaseException] = []
         self.threads = [threading.Thread(target=self._run, args=(self._publish,), daemon=True),
@@ -204,6 +205,8 @@ class Stream:
             signals = 0
             pending = []
             for role, value in self.entries:
+                if self.stop_publishing.is_set():
+                    break
                 key, payload = encode(role, value)
                 if role == "signals":
                     signals += 1
@@ -394,8 +397,13 @@ def run_chaos(cluster: Cluster, workdir: Path, workers: int = 2, rate: float = 1
         say(f"  {fault:<24} no decision {overall:6.1f} s   worst partition {worst:6.1f} s   "
             f"longest wait {wait:6.1f} s   {notes}")
 
+    # the faults are over: what is not yet sent is not needed (the stream was sized
+    # for the slowest run), and every signal sent is waited for
+    stream.stop_publishing.set()
     stream.published.wait()
-    signal_count = sum(1 for role, _ in entries if role == "signals")
+    with timeline.lock:
+        sent_ids = set(timeline.sent)
+    signal_count = len(sent_ids)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         with timeline.lock:
@@ -413,7 +421,6 @@ def run_chaos(cluster: Cluster, workdir: Path, workers: int = 2, rate: float = 1
     orders = asyncio.run(read_topic(client, topics.name("orders"), topics["orders"].partitions))
     order_ids = Counter(record.json()["order_id"] for record in orders)
     dead = asyncio.run(read_topic(client, topics.name("dlq"), topics["dlq"].partitions))
-    sent_ids = {value["signal_id"] for role, value in entries if role == "signals"}
     audit = subprocess.run([SIZER, "audit", "--json"], env=env, capture_output=True, text=True, timeout=600)
     try:
         report = json.loads(audit.stdout)

@@ -14,7 +14,8 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `app`       | a rebalance that starts while a batch is half done |
 | `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; a second's sleep before the tables register, which the group join waits for; under per-worker transactions, the previous owners' open transactions waited for here, outside the rebalance callback |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
-| `worker`    | two seconds of fixed waits (mode's `Worker._shutdown_loop`) between a worker's last commit and the end of its process, which a restart's partitions wait for |
+| `worker`    | two seconds of fixed waits (mode's `Worker._shutdown_loop`) between a worker's last commit and the end of its process, which a restart's partitions wait for; a last line printed to `sys.stderr`, which mode's Worker turns into a WARNING log line (`stop_now`) |
+| `membership`| a worker whose group.instance.id another worker took: faust's assignor asserts its own URL on the assignment it takes over, aiokafka heartbeats without the instance id (so the broker cannot say FENCED_INSTANCE_ID) and knows no error 82 |
 | `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
 | `group_commit` | aiokafka sends a transaction's offsets without the group's metadata (`TxnOffsetCommit` v0, no KIP-447): only a producer per input partition is fenced |
 | `worker_transactions` | one transactional producer per worker (`SIZER_TRANSACTIONS=per_worker`), fenced by the group's generation through `group_commit` |
@@ -61,6 +62,14 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer._fetch_max_wait_ms"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer._group_instance_id"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer._client"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer._coordinator"),
+    ("aiokafka.protocol.group", "HeartbeatRequest._group"),
+    ("aiokafka.protocol.group", "HeartbeatRequest._generation_id"),
+    ("aiokafka.protocol.group", "HeartbeatRequest._member_id"),
+    ("faust.assignor.partition_assignor", "PartitionAssignor._url"),
+    ("faust.assignor.partition_assignor", "PartitionAssignor._compress"),
+    ("faust.assignor.partition_assignor", "PartitionAssignor._decompress"),
     ("faust.tables.base", "Collection.data"),
     ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),

@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Optional
 
+from aiokafka.errors import KafkaError
+
 from streams.faust_compat.events import current_event
+from streams.faust_compat.membership import check_membership
 
 
 def stored_value(table: Any, key: bytes) -> bytes | None:
@@ -41,7 +44,9 @@ class Outputs:
     transactional producer of the current input (the producer's `for_input`),
     without faust's per-message topic machinery; and writes the tables the same way
     (`put`).
-    `delivered` waits for every send of the batch, so a failed send fails the batch."""
+    `delivered` waits for every send of the batch, so a failed send fails the batch
+    (a send the broker refused first asks whether another worker took this one's
+    group.instance.id: `membership.check_membership`)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -89,7 +94,11 @@ class Outputs:
         pending, self._pending = self._pending, []
         changelog, self._changelog = self._changelog, []
         if pending:
-            await asyncio.gather(*pending)
+            try:
+                await asyncio.gather(*pending)
+            except KafkaError:  # the batch fails: first, was this worker fenced by another?
+                await check_membership(self.app)
+                raise
         # What faust's Collection._on_changelog_sent does for each changelog record,
         # once per changelog partition: the offset up to which the local store holds it.
         last: dict[Any, tuple[Any, int]] = {}  # changelog partition -> (its table's store, offset)

@@ -22,10 +22,11 @@ import time
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 from faust.transport.consumer import CONSUMER_FETCHING, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Producer, Transport
 
+from streams.faust_compat import membership
 from streams.faust_compat.group_commit import GroupMetadata
 from streams.faust_compat.recovery import RecoveryEnd
 
@@ -94,6 +95,9 @@ class ConcurrentCommitProducer(Producer):
             log.warning("commit of transaction %s failed: %r", name, failure)
         if failures:
             self.app.local_state_unclean("a transaction commit failed")
+            if any(isinstance(failure, KafkaError) for _, failure in failures):
+                # was this worker fenced by another under its group.instance.id? (it then stops here)
+                await membership.check_membership(self.app)
             # a fence first, whatever else failed: faust's TransactionManager.commit
             # crashes the app on ProducerFenced, and only on it
             fenced = [failure for _, failure in failures if isinstance(failure, ProducerFenced)]
@@ -127,7 +131,8 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
     faust-streaming 0.15.3 `_create_worker_consumer` cannot set (aiokafka 0.14 takes
     it as `group_instance_id`). A static member that stops sends no LeaveGroup and
     one that starts again under the same id inside the session timeout takes its
-    partitions back without a rebalance.
+    partitions back without a rebalance. Its group requests are those of a static
+    member (`membership.guard`): a worker whose id another worker has taken stops.
 
     aiokafka sends one fetch at a time to a broker. Once a partition's fetched
     records have waited unconsumed for its prefetch backoff (100 ms: a long batch,
@@ -156,7 +161,10 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.app.inputs.fetch_max_wait_ms
-        consumer._group_instance_id = self.app.inputs.group_instance_id  # read when the consumer starts
+        instance_id = self.app.inputs.group_instance_id
+        consumer._group_instance_id = instance_id  # read when the consumer starts
+        if instance_id is not None:
+            membership.guard(consumer._client, self.app.conf.id, instance_id)
         return consumer
 
 

@@ -58,6 +58,7 @@ from aiokafka.protocol.offset import OffsetRequest
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import Producer
 
+from streams.faust_compat import membership
 from streams.faust_compat.group_commit import GroupMetadata, GroupMetadataProducer, GroupMovedOn
 from streams.faust_compat.transport import SizerTransport
 
@@ -283,6 +284,8 @@ class WorkerTransactionManager(TransactionManager):
                 outcome = "aborted"
             except Exception:  # noqa: BLE001 - fenced meanwhile: the broker aborts it
                 pass
+        # another worker given this one's group.instance.id: one line, exit 2 (a configuration fault)
+        await membership.check_membership(self.app)
         why = "the group moved on from this worker" if isinstance(refused, GroupMovedOn) else "the producer was fenced"
         log.error("%s: %r; the transaction is %s; exiting so that a restart rebuilds the local tables and rejoins "
                   "the group", why, refused, outcome, extra={"event": "transaction_refused"})

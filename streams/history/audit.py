@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from streams.wire import decimals
-from streams.wire.framing import payload
+from streams.wire.framing import framed_id, payload, subject
 from streams.config import SizingConfig
 from streams.errors import InvalidMessage
 from streams.history.interleaving import Instruments, Rederived, Source, admitted, dead_lettered, recorded_interleaving, \
     rederive
-from streams.kafka.io import Record, published_configs, read_topic
+from streams.kafka.io import Record, published_configs, read_topic, together
 from streams.kafka.settings import ClientConfig
 from streams.wire.models import parse_event_time, to_json
 from streams.history.progress import Progress
@@ -29,6 +29,8 @@ from streams.wire.roles import ROLES
 from streams.text import counted
 from streams.wire.admission import PORTFOLIO_KEYED, home_partition
 
+if TYPE_CHECKING:
+    from streams.kafka.schema_registry import SchemaRegistry
 
 
 def differences(recorded: Any, derived: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
@@ -63,12 +65,15 @@ class AuditReport:
     wrong_partition_admitted: list[dict[str, Any]] = field(default_factory=list)
     # input records on another partition than their key's, dead-lettered as they must be (not a failure)
     wrong_partition_refused: list[dict[str, Any]] = field(default_factory=list)
+    # outputs framed with a schema id the registry does not hold under their topic's subject
+    schema_id_mismatches: list[dict[str, Any]] = field(default_factory=list)
     instrument_versions_missing: int = 0
     seconds: float = 0.0  # wall time of the whole audit, reading the topics included (set by the caller)
 
     PROBLEMS = ("mismatches", "signals_without_decision", "decisions_without_order", "orders_without_decision",
                 "duplicate_decisions", "duplicate_orders", "unresolvable_config_hashes",
-                "decisions_for_unknown_signals", "unverifiable", "inputs_unaccounted", "wrong_partition_admitted")
+                "decisions_for_unknown_signals", "unverifiable", "inputs_unaccounted", "wrong_partition_admitted",
+                "schema_id_mismatches")
 
     @property
     def ok(self) -> bool:
@@ -135,6 +140,47 @@ class ConfigResolver:
         return config
 
 
+OUTPUTS = ("decisions", "orders")
+
+
+async def output_schema_subjects(history: dict[str, list[Record]], registry: "SchemaRegistry"
+                                 ) -> dict[int, frozenset[str]]:
+    """The subjects each schema id framing an order or a decision is registered under,
+    asked of the registry once per id (read only: the audit registers nothing). Raises
+    RegistryUnavailable when it cannot be asked."""
+    ids = sorted({schema_id for role in OUTPUTS for record in history[role]
+                  if (schema_id := framed_id(record.value)) is not None})
+    at_once = asyncio.Semaphore(8)  # a history framed under many ids asks a few at a time
+
+    async def one(schema_id: int) -> frozenset[str]:
+        async with at_once:
+            return await registry.subjects_of(schema_id)
+
+    answers = await asyncio.gather(*(one(schema_id) for schema_id in ids))
+    return dict(zip(ids, answers))
+
+
+def check_schema_ids(history: dict[str, list[Record]], subjects: dict[int, frozenset[str]],
+                     report: AuditReport) -> None:
+    """Every framed order and decision carries a schema id registered under its topic's
+    subject (`subjects`: `output_schema_subjects`); plain ones, written without a
+    registry, are not checked."""
+    for role in OUTPUTS:
+        for record in history[role]:
+            schema_id = framed_id(record.value)
+            if schema_id is None or subject(record.topic) in subjects.get(schema_id, frozenset()):
+                continue
+            try:
+                data = record.json()
+            except (ValueError, UnicodeDecodeError):
+                data = None
+            named = {key: data[key] for key in ("signal_id", "order_id") if isinstance(data, dict) and key in data}
+            report.schema_id_mismatches.append({
+                "topic": record.topic, "partition": record.partition, "offset": record.offset, **named,
+                "schema_id": schema_id, "subject": subject(record.topic),
+                "registered_under": ",".join(sorted(subjects.get(schema_id, frozenset()))) or "nothing"})
+
+
 async def read_history(client: ClientConfig, topics: TopicSet, progress: "Progress | None" = None) -> dict[str, list[Record]]:
     """Every record of every topic the audit needs, read concurrently."""
     async def one(role: str) -> tuple[str, list[Record]]:
@@ -144,7 +190,9 @@ async def read_history(client: ClientConfig, topics: TopicSet, progress: "Progre
             progress.note(f"read {len(records)} {role}")
         return role, records
 
-    return dict(await asyncio.gather(*(one(role) for role in ROLES)))
+    # every read ends before a refusal is raised: none is left to end, and be
+    # logged, while asyncio.run shuts down
+    return dict(await together(*(one(role) for role in ROLES)))
 
 
 def settle(history: dict[str, list[Record]]) -> dict[str, list[Record]]:
@@ -201,12 +249,15 @@ class Recorded:
 
 
 def audit(history: dict[str, list[Record]], portfolio: str | None = None, start: int | None = None,
-          end: int | None = None, progress: "Progress | None" = None, partitions: int | None = None) -> AuditReport:
+          end: int | None = None, progress: "Progress | None" = None, partitions: int | None = None,
+          schema_subjects: dict[int, frozenset[str]] | None = None) -> AuditReport:
     """Verify every decision in scope; state is always rebuilt from the beginning.
     Each check is its own function below, run in this order (the report's lists
     keep the order their entries were found in). `partitions`: the input topics'
     partition count, by which every input record's partition is checked against
-    its key's (None: not checked)."""
+    its key's (None: not checked). `schema_subjects`: the subjects of the schema
+    ids framing the outputs (`output_schema_subjects`; None, no registry: not
+    checked)."""
     report = AuditReport(events=sum(len(records) for records in history.values()))
     resolver = ConfigResolver(history["config"])
     recorded = Recorded.read(history)
@@ -216,6 +267,8 @@ def audit(history: dict[str, list[Record]], portfolio: str | None = None, start:
     if partitions is not None:
         check_partitions(history, partitions, recorded, portfolio, report)
     check_duplicate_orders(recorded, report)
+    if schema_subjects is not None:
+        check_schema_ids(history, schema_subjects, report)
     accepted_ids = check_rederived(history, recorded, resolver, (portfolio, start, end), progress, report)
     check_orders_decided(recorded, accepted_ids, portfolio, report)
     report.unresolvable_config_hashes = sorted(resolver.unresolvable)

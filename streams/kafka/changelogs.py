@@ -11,11 +11,10 @@ nothing an operator reads about a portfolio is in them.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Iterable
 
 from streams.errors import TopicMismatch
-from streams.kafka.io import read_topic
+from streams.kafka.io import read_topic, together
 from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import TopicSet, require_topics
 from streams.wire import decimals
@@ -46,7 +45,7 @@ async def read_tables(kafka: ConnectionSettings, topics: TopicSet, role: str,
     except TopicMismatch as exc:
         raise TopicMismatch(f"{exc}: no worker of group {kafka.app_id} has run yet (start `sizer worker`)") from None
     width = topics["signals"].partitions
-    read = await asyncio.gather(*(read_topic(client, name, width) for name in names))
+    read = await together(*(read_topic(client, name, width) for name in names))
     latest: dict[str, dict[str, Any]] = {}
     for table, records in zip(tables, read):
         for record in records:  # in partition then offset order: the last value of a key wins

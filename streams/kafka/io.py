@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Iterable, Iterator, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
@@ -138,6 +138,17 @@ async def read_range(client: ClientConfig, topic: str, partition: int, start: in
     return await _read(client, {TopicPartition(topic, partition): (start, stop)}, isolation_level, timeout_s)
 
 
+async def together(*steps: Awaitable[Any]) -> list[Any]:
+    """The results of `steps`, run at once, in order. When any fails, every step is
+    let finish and the error of the first failed one in order is raised: the same
+    error, whatever finished first."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 async def start_or_close(client: Any) -> None:
     """Start an aiokafka producer, consumer or admin client; one that fails to start
     is closed before the error goes on, not left to the garbage collector (whose
@@ -189,10 +200,12 @@ async def until_visible(consumer: AIOKafkaConsumer, topics: set[str], client: Cl
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + VISIBLE_WAIT_S
+    asked = False  # the broker's answer by name, once: asking again tells nothing new
     while hidden := sorted(topics - await consumer.topics()):
-        if loop.time() >= deadline or await refused_topics(client, hidden):
+        if loop.time() >= deadline or (not asked and await refused_topics(client, hidden)):
             raise KafkaUnavailable(f"not authorized: {client.settings.principal} may not Read topic "
                                    f"{', '.join(hidden)}, or no such topic")
+        asked = True
         await asyncio.sleep(VISIBLE_RETRY_S)
 
 

@@ -136,6 +136,9 @@ class ConnectionSettings(BaseSettings):
     schema_registry_password: SecretStr | None = None
     schema_registry_password_file: Path | None = None
     schema_registry_cafile: Path | None = None  # https: the CA that signed its certificate; None: the system's
+    # each request to it, connecting included: at start-up, and when an input's schema id
+    # is looked up (a batch waits on that lookup)
+    schema_registry_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
     _token_source: Any = PrivateAttr(None)
 
     @classmethod
@@ -156,7 +159,7 @@ class ConnectionSettings(BaseSettings):
     @model_validator(mode="after")
     def _registry_coherent(self) -> "ConnectionSettings":
         given = {"schema_registry_inputs", "schema_registry_username", "schema_registry_password",
-                 "schema_registry_password_file", "schema_registry_cafile"} & {name for name in self.model_fields_set
+                 "schema_registry_password_file", "schema_registry_cafile", "schema_registry_timeout_s"} & {name for name in self.model_fields_set
                                                      if getattr(self, name) is not None}
         if self.schema_registry_url is None and given:
             raise ValueError(f"{min(given)}: set, but schema_registry_url is not (no Schema Registry)")

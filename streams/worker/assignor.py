@@ -11,12 +11,10 @@ worker ends with the one-line message `sizer topics apply` gives (exit 3).
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from typing import Any
 
-from faust.assignor import PartitionAssignor
-
+from streams.faust_compat.membership import TakeoverAssignor
+from streams.faust_compat.worker import stop_now
 from streams.kafka.topics import recreated
 from streams.text import counted
 
@@ -29,13 +27,12 @@ def refuse(message: str) -> None:
     """End the worker now with `message`: nothing of the batch under way is committed
     (the stored positions keep it safe), and there is nothing to retry."""
     log.critical("%s", message)
-    print(f"sizer: {message}", file=sys.stderr, flush=True)
-    logging.shutdown()
-    os._exit(EXIT_TOPIC_MISMATCH)
+    stop_now(f"sizer: {message}", EXIT_TOPIC_MISMATCH)
 
 
-class SpecAssignor(PartitionAssignor):
-    """faust's assignor, after a check of the input topics' partition counts."""
+class SpecAssignor(TakeoverAssignor):
+    """faust's assignor, after a check of the input topics' partition counts; it takes
+    over the assignment of a static member whose place it took (`TakeoverAssignor`)."""
 
     def assign(self, cluster: Any, member_metadata: Any) -> Any:
         expected = self.app.inputs.partitions  # the spec's, wired by build_app

@@ -258,7 +258,7 @@ class BatchHandler:
         m = event.message
         try:
             role = self.roles[m.topic]
-            message = admit_record(role, m.key, self.framing.read(role, m.value), record_timestamp_ms(m),
+            message = admit_record(role, m.key, await self.framing.admit(role, m.value), record_timestamp_ms(m),
                                    self.config.max_future_skew_ms, m.partition, self.partitions[m.topic])
             if self.portfolios is not None:
                 await self.portfolios.check(message.portfolio_id, self.fetched_at)
@@ -342,6 +342,9 @@ class BatchHandler:
             self.metrics.batch_size.observe(len(batch.events))
             started = time.perf_counter()
             try:
+                # schema ids not known yet, asked of the registry at once (wire.framing)
+                await self.framing.known_all((self.roles[event.message.topic], event.message.value)
+                                             for event in batch.events)
                 await self._process(batch, consumer)
                 await self._deliver(batch)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -454,13 +457,17 @@ class BatchHandler:
         m = event.message
         view = self.view
         try:
-            admit_instrument(m.key, self.framing.read("instruments", m.value), record_timestamp_ms(m))
+            admit_instrument(m.key, await self.framing.admit("instruments", m.value), record_timestamp_ms(m))
             copy_of = restores(m.headers) if m.value is not None else None
         except InvalidMessage as exc:
             await self.dead(event, exc)
             copy_of = None
             if m.key is None:
                 return  # no symbol of the topic is superseded by it
+            if exc.code == "SCHEMA_REGISTRY_UNAVAILABLE":
+                # not invalid, unverified: the views wait for the registry and apply it
+                # once it is under the subject (InstrumentView.known); nothing to restore
+                return
         else:
             if copy_of is None:
                 return

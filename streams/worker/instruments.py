@@ -21,6 +21,7 @@ from typing import Any, Iterator, MutableMapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from streams.errors import InvalidMessage
 from streams.kafka.settings import ClientConfig
 from streams.wire.framing import PLAIN, Framing
 from streams.wire.instruments import InstrumentBook
@@ -57,6 +58,9 @@ class TopicView(Service):
     def loaded(self) -> int:
         """How many entries the view holds."""
         raise NotImplementedError
+
+    async def known(self, value: bytes | None) -> None:
+        """Before `apply`: whatever a record needs asked elsewhere first (nothing here)."""
 
     async def on_start(self) -> None:
         consumer = self._consumer = AIOKafkaConsumer(**self._client.options(
@@ -115,6 +119,7 @@ class TopicView(Service):
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
+                    await self.known(record.value)
                     self.apply(record.key, record.value, record.offset, record.timestamp, record.headers)
             for tp in self._targets:
                 self._applied[tp] = await consumer.position(tp)
@@ -168,6 +173,29 @@ class InstrumentView(TopicView, MutableMapping[str, Instrument]):
     def in_force(self, symbol: str) -> tuple[int, bytes] | None:
         """(offset, value bytes) of the record in force for `symbol`, None when there is none."""
         return self._book.in_force.get(symbol)
+
+    # how often a record whose schema id the registry could not be asked about is tried again
+    registry_retry_s = 1.0
+
+    async def known(self, value: bytes | None) -> None:
+        """A schema id registered since start-up, asked of the registry as the
+        instruments agent asks it (`Framing.known`); a record it cannot admit is
+        skipped by `apply` (the agent dead-letters it). While the registry cannot be
+        asked, the view waits for it (the records after wait too, in order): skipped,
+        the record would be lost to this worker until it restarts, though the agent,
+        or the agent of another worker, asking after the outage, admits it."""
+        warned = False
+        while True:
+            try:
+                await self._book.framing.known("instruments", value)
+                return
+            except InvalidMessage as exc:
+                if exc.code != "SCHEMA_REGISTRY_UNAVAILABLE" or self.should_stop:
+                    return
+                if not warned:
+                    log.warning("%s view waits for the Schema Registry: %s", self._topic, exc.detail)
+                    warned = True
+            await asyncio.sleep(self.registry_retry_s)
 
     def apply(self, key: bytes | None, value: bytes | None, offset: int, timestamp_ms: int | None = None,
               headers: Any = None) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Iterator, Mapping, Sequence
 
 from streams.config import SizingConfig
-from streams.kafka.io import partition_ends, publish_config
+from streams.kafka.io import partition_ends, publish_config, together
 from streams.kafka.schema_registry import product_framing
 from streams.kafka.settings import ClientConfig
 from streams.worker.checkpoint import keep_local_state, write_checkpoint
@@ -99,17 +99,6 @@ def _aiokafka_quiet() -> Iterator[None]:
         yield
     finally:
         aiokafka_log.setLevel(level)
-
-
-async def together(*steps: Awaitable[Any]) -> list[Any]:
-    """The results of `steps`, run at once, in order. When any fails, every step is
-    let finish and the error of the first failed one in order is raised: the same
-    error, whatever finished first."""
-    results = await asyncio.gather(*steps, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
 
 
 async def start_up(client: ClientConfig, kafka: WorkerSettings, config: SizingConfig, topics: TopicSet,

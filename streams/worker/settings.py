@@ -10,13 +10,18 @@ worker and the commands alike and a mistyped `SIZER_*` variable stops any of the
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from streams.errors import ConfigError, field_errors
 from streams.kafka.settings import STANDARD_VARIABLES, ConnectionSettings
+
+
+# Kafka's rule for a group.instance.id (org.apache.kafka.common.internals.Topic.validate)
+INSTANCE_ID = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 class WorkerSettings(ConnectionSettings):
@@ -47,7 +52,9 @@ class WorkerSettings(ConnectionSettings):
     # Kafka's group.instance.id: a stable name per worker (the StatefulSet's pod name)
     # makes it a static member, whose restart inside session_timeout_s moves no
     # partition; unset, every start joins as a new member and partitions move twice
-    group_instance_id: str | None = Field(None, min_length=1, max_length=249)
+    # (Kafka's own rule for it, as for a topic name: the Java client refuses any other at
+    # start-up, the broker takes it as it comes)
+    group_instance_id: str | None = None
     # how long the group waits for a silent worker (killed, or restarting as a static
     # member) before its partitions move
     session_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
@@ -71,6 +78,15 @@ class WorkerSettings(ConnectionSettings):
     # text (the default) or one JSON object a line (streams.logs)
     log_format: Literal["text", "json"] = "text"
 
+    @field_validator("group_instance_id")
+    @classmethod
+    def _kafka_instance_id(cls, value: str | None) -> str | None:
+        if value is not None and (not INSTANCE_ID.fullmatch(value) or value in (".", "..")):
+            raise ValueError(f"must be 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-' (Kafka's rule for "
+                             f"group.instance.id), not '.' or '..', not {value[:60]!r}"
+                             + (f" ({len(value)} characters)" if len(value) > 60 else ""))
+        return value
+
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> "WorkerSettings":
         # the group drops a member silent for session_timeout_s: one that heartbeats less
@@ -78,6 +94,16 @@ class WorkerSettings(ConnectionSettings):
         if self.heartbeat_interval_s >= self.session_timeout_s:
             raise ValueError(f"heartbeat_interval_s: must be below session_timeout_s ({self.session_timeout_s:g} s; "
                              f"a third of it is usual), not {self.heartbeat_interval_s:g}")
+        return self
+
+    @model_validator(mode="after")
+    def _registry_lookup_within_liveness(self) -> "WorkerSettings":
+        # a batch waits on the lookup of a schema id it does not know: one that may wait
+        # longer than liveness allows a batch would have the pod restarted for a slow registry
+        # (without a registry there is no lookup, and the timeout is not set)
+        if self.schema_registry_url is not None and self.schema_registry_timeout_s >= self.liveness_timeout_s:
+            raise ValueError(f"schema_registry_timeout_s: must be below liveness_timeout_s "
+                             f"({self.liveness_timeout_s:g} s), not {self.schema_registry_timeout_s:g}")
         return self
 
 

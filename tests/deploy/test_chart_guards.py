@@ -175,7 +175,7 @@ def test_the_setup_job_runs_as_the_setup_principal_which_is_no_super_user(helm):
 
 @pytest.mark.parametrize("name, value", [
     ("SIZER_SHUTDOWN_TIMEOUT_S", "shutdownTimeoutSeconds"),  # the grace would end before the worker's own stop
-    ("SIZER_GROUP_INSTANCE_ID", "the pod's name"),  # every pod one static member: they fence each other
+    ("SIZER_GROUP_INSTANCE_ID", "the pod's namespace and name"),  # every pod one static member: they fence each other
     ("SIZER_DATA_DIR", "persistence"),  # the local tables off the persistent volume
     ("SIZER_REPLICATION_FACTOR", "topics.replicationFactor"),  # the workers' changelogs unlike the Job's topics
     ("SIZER_SESSION_TIMEOUT_S", "kafka.sessionTimeoutSeconds"),

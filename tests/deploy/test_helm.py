@@ -133,13 +133,42 @@ def test_a_min_isr_above_the_replication_factor_does_not_render(helm):
     assert done.returncode != 0 and "topics.minInsyncReplicas" in done.stderr
 
 
+def instance_id(container: dict, namespace: str, pod: str) -> str:
+    """SIZER_GROUP_INSTANCE_ID as the kubelet sets it in pod `pod` of `namespace`: the
+    downward API's fields, and `$(NAME)` replaced by a variable defined before it."""
+    import re
+
+    fields = {"metadata.namespace": namespace, "metadata.name": pod}
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            field = item["valueFrom"].get("fieldRef", {}).get("fieldPath")
+            if field in fields:
+                env[item["name"]] = fields[field]
+        elif "value" in item:
+            env[item["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                       lambda ref: env.get(ref.group(1), ref.group(0)), item["value"])
+    return env["SIZER_GROUP_INSTANCE_ID"]
+
+
+def test_every_worker_pod_of_every_namespace_has_its_own_group_instance_id(helm):
+    # Two releases in two namespaces on one Kafka cluster, under the same application id,
+    # are one group: pods named alike would take each other's place (one stops, exit 2).
+    workers, = by_kind(render(helm))["StatefulSet"]
+    container, = workers["spec"]["template"]["spec"]["containers"]
+    ids = {(namespace, pod): instance_id(container, namespace, pod)
+           for namespace in ("desk-a", "desk-b") for pod in ("sizer-0", "sizer-1")}
+    assert len(set(ids.values())) == 4, ids
+    assert ids["desk-a", "sizer-0"] == "desk-a.sizer-0"
+
+
 def test_workers_are_a_stateful_set_with_volumes_static_members_and_a_grace_past_their_stop(helm):
     workers, = by_kind(render(helm))["StatefulSet"]
     pod = workers["spec"]["template"]["spec"]
     container, = pod["containers"]
     env = {item["name"]: item for item in container["env"]}
     # a stable name per pod is its group.instance.id: a restart inside the session timeout moves nothing
-    assert env["SIZER_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert instance_id(container, "desk", "sizer-1") == instance_id(container, "desk", "sizer-1")
     # the local tables live on the pod's own volume, kept across restarts
     claim, = workers["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import struct
 import subprocess
 import time
@@ -243,4 +244,49 @@ def test_a_url_that_is_not_the_registrys_api_stops_start_up_in_one_line(deployme
     done = sizer(deployment, "worker", "--preset", "graduated", SIZER_SCHEMA_REGISTRY_URL=wrong)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 4 and len(lines) == 1, done.stderr
-    assert f"Schema Registry {wrong} refused POST /subjects/" in lines[0] and ": 404 " in lines[0], lines
+    # the first of the requests sent at once to fail: a lookup or a read of a subject's versions
+    assert re.search(f"Schema Registry {re.escape(wrong)} refused (POST|GET) /subjects/", lines[0]) and \
+        ": 404 " in lines[0], lines
+
+
+def test_a_version_registered_after_start_up_is_admitted_without_a_restart_and_the_audit_checks_output_ids(
+        deployment, workers, registry_url):
+    names = {role: deployment.topics.name(role) for role in ("signals", "instruments", "decisions")}
+    worker = workers("--preset", "graduated", SIZER_SCHEMA_REGISTRY_URL=registry_url)
+    # after the worker started: a producer registers a newer compatible version of each
+    # input's schema, and another subject gets a schema of its own
+    newer = {role: register(registry_url, f"{names[role]}-value",
+                            {**json.loads((SCHEMA_DIR / f"{role[:-1]}.schema.json").read_text()),
+                             "description": "a producer's newer version"})
+             for role in ("signals", "instruments")}
+    elsewhere = register(registry_url, f"{deployment.prefix}elsewhere-value",
+                         {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                          "description": f"not the sizer's ({deployment.prefix})"})
+    foreign = framed(elsewhere, signal("x1", T0 + 1))
+    deployment.publish([("instruments", framed(newer["instruments"], ETH)),
+                        ("signals", framed(newer["signals"], signal("g1", T0))), ("signals", foreign)],
+                       keys={0: b"ETH-USD", 1: b"p1", 2: b"p1"})
+    decisions = deployment.wait_for("decisions", 1)
+    dead = deployment.wait_for("dlq", 1)
+    assert worker.alive()
+    assert [(d.json()["signal_id"], d.json()["outcome"]) for d in decisions] == [("g1", "accepted")]
+    assert [(r.value, r.header("sizer.reason"), r.header("sizer.detail")) for r in dead] == [
+        (foreign, "SCHEMA_ID", f"value: schema id {elsewhere} is not registered under subject {names['signals']}-value")]
+
+    # the decisions' subject moves on: the worker's id is now an older version of it, still its subject's
+    register(registry_url, f"{names['decisions']}-value",
+             {**json.loads((SCHEMA_DIR / "decision.schema.json").read_text()), "description": "a newer version"})
+    env = {"SIZER_SCHEMA_REGISTRY_URL": registry_url}
+    done = sizer(deployment, "audit", "--json", **env)
+    report = json.loads(done.stdout)
+    assert (done.returncode, report["ok"], report["verified"], report["schema_id_mismatches"]) == (0, True, 1, [])
+    # a decision framed with the signals' id: the audit names it
+    copy = decisions[0]
+    deployment.publish([("decisions", b"\x00" + struct.pack(">I", newer["signals"]) + copy.value[5:])],
+                       keys={0: copy.key})
+    [wrong] = [r for r in deployment.wait_for("decisions", 2) if id_of(r) == newer["signals"]]
+    done = sizer(deployment, "audit", "--json", **env)
+    report = json.loads(done.stdout)
+    assert done.returncode == 1 and [(m["topic"], m["partition"], m["offset"], m["signal_id"], m["schema_id"],
+                                      m["subject"]) for m in report["schema_id_mismatches"]] == \
+        [(names["decisions"], wrong.partition, wrong.offset, "g1", newer["signals"], f"{names['decisions']}-value")]

@@ -449,3 +449,148 @@ def test_with_a_schema_registry_outputs_are_framed_and_inputs_of_a_foreign_id_de
     dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
     assert dead == [(b"SCHEMA_ID", framed[1]), (b"SCHEMA_ID", plain)]  # the original bytes
     assert world.positions.next_offset("signals", 0) == 4
+
+
+def test_a_signal_framed_with_a_version_registered_since_start_up_is_decided_and_with_the_registry_down_dead_lettered():
+    from streams.errors import RegistryUnavailable
+    from streams.wire.framing import Framing, SchemaIds, frame
+
+    down = []
+
+    async def subjects_of(schema_id: int) -> frozenset[str]:
+        if down:
+            raise RegistryUnavailable("Schema Registry http://registry:8081 unreachable: ClientConnectorError")
+        return frozenset({"signals-value"} if schema_id == 7 else {"decisions-value"})
+
+    framing = Framing(writes={"decisions": 22}, accepts={"signals": frozenset({5})},
+                      subjects={"signals": "signals-value"}, learned=SchemaIds(subjects_of))
+    world = World(framing=framing)
+    newer, foreign = frame(7, json.dumps(sig(0)).encode()), frame(22, json.dumps(sig(1)).encode())
+    world.run([world.record("signals", newer), world.record("signals", foreign)])
+    down.append(True)
+    unknown = frame(8, json.dumps(sig(2)).encode())
+    world.run([world.record("signals", unknown), world.record("signals", frame(7, json.dumps(sig(3)).encode()))])
+    assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
+        ["s0", "s3"]  # id 7, once learned, needs no registry
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_ID", foreign), (b"SCHEMA_REGISTRY_UNAVAILABLE", unknown)]  # the original bytes
+    assert world.positions.next_offset("signals", 0) == 4
+
+
+def test_a_batch_of_ids_unknown_to_a_slow_registry_waits_on_its_lookups_at_once_not_one_after_the_other():
+    import time
+
+    from streams.wire.framing import Framing, SchemaIds, frame
+
+    asked = []
+
+    async def subjects_of(schema_id: int) -> frozenset[str]:  # each answer takes 0.3 s
+        asked.append(schema_id)
+        await asyncio.sleep(0.3)
+        return frozenset({"signals-value"} if schema_id % 2 == 0 else {"decisions-value"})
+
+    framing = Framing(writes={"decisions": 22}, accepts={"signals": frozenset({5})},
+                      subjects={"signals": "signals-value"}, learned=SchemaIds(subjects_of))
+    world = World(framing=framing)
+    values = [frame(100 + n, json.dumps(sig(n)).encode()) for n in range(10)] + \
+        [frame(100, json.dumps(sig(10)).encode())]  # an id seen twice: asked once
+    started = time.monotonic()
+    world.run([world.record("signals", value) for value in values])
+    took = time.monotonic() - started
+    assert took < 1.5, f"{took:.1f} s: the lookups one after the other"
+    assert sorted(asked) == list(range(100, 110))
+    assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
+        ["s0", "s2", "s4", "s6", "s8", "s10"]
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_ID", values[n]) for n in (1, 3, 5, 7, 9)]
+    assert world.positions.next_offset("signals", 0) == 11
+
+
+def test_a_registry_that_accepts_connections_and_never_answers_holds_a_batch_one_timeout():
+    import socket
+    import time
+
+    from streams.kafka.schema_registry import SchemaRegistry
+    from streams.wire.framing import Framing, SchemaIds, frame
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # connections accepted by the kernel, never read nor answered
+    try:
+        registry = SchemaRegistry(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
+        framing = Framing(writes={"decisions": 22}, accepts={"signals": frozenset({5})},
+                          subjects={"signals": "signals-value"}, learned=SchemaIds(registry.subjects_of))
+        world = World(framing=framing)
+        values = [frame(100 + n, json.dumps(sig(n)).encode()) for n in range(8)] + \
+            [frame(5, json.dumps(sig(8)).encode())]
+        started = time.monotonic()
+        world.run([world.record("signals", value) for value in values])
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert took < 1.2, f"{took:.1f} s"
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_REGISTRY_UNAVAILABLE", value) for value in values[:8]]
+    assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
+        ["s8"]  # a known id reads on
+    assert world.positions.next_offset("signals", 0) == 9 and not world.failures
+
+
+def test_an_instrument_unverified_for_a_registry_outage_is_dead_lettered_and_nothing_restored_over_it():
+    from streams.errors import RegistryUnavailable
+    from streams.wire.framing import Framing, SchemaIds, frame
+
+    async def subjects_of(schema_id: int) -> frozenset[str]:
+        raise RegistryUnavailable("Schema Registry http://registry:8081 unreachable: ClientConnectorError")
+
+    world = World(framing=Framing(accepts={"instruments": frozenset({4})}, subjects={"instruments": "i-value"},
+                                  learned=SchemaIds(subjects_of)))
+    waited = []
+
+    async def reached(offset: int, partition: int = 0) -> bool:
+        waited.append(offset)  # the view waits for the registry: the agent would wait 30 s here
+        return False
+
+    world.handler.view.reached = reached
+    world.handler.view.in_force = lambda symbol: (3, b"the valid record before")
+    world.handler.roles["instruments"] = "instruments"
+    value = frame(9, json.dumps(instrument("X", leg("XUSDT"))["value"]).encode())
+    message = Message("instruments", 0, 5, b"X", value)
+    class Event:
+        def __init__(self, message: Message) -> None:
+            self.message = message
+
+    event = Event(message)
+
+    async def agent():
+        with current(event):
+            await world.handler.check_instrument(event)
+
+    asyncio.run(agent())
+    assert [(topic, dict(headers)["sizer.reason"], sent) for topic, _, sent, headers in world.sink.sent] == \
+        [("dlq", b"SCHEMA_REGISTRY_UNAVAILABLE", value)]
+    assert waited == []
+
+
+def test_a_flood_of_bogus_ids_in_one_batch_is_dead_lettered_record_by_record_with_bounded_lookups():
+    from streams.wire.framing import LOOKUPS_PER_RECHECK, Framing, SchemaIds, frame
+
+    asked = []
+
+    async def subjects_of(schema_id: int) -> frozenset[str]:
+        asked.append(schema_id)
+        await asyncio.sleep(0.01)
+        return frozenset()
+
+    framing = Framing(writes={"decisions": 22}, accepts={"signals": frozenset({5})},
+                      subjects={"signals": "signals-value"}, learned=SchemaIds(subjects_of))
+    world = World(framing=framing)
+    values = [frame(1000 + n % 300, json.dumps(sig(n)).encode()) for n in range(600)]  # 300 ids, each twice
+    values.insert(300, frame(5, json.dumps(sig(600)).encode()))
+    world.run([world.record("signals", value) for value in values])
+    assert sorted(asked) == list(range(1000, 1000 + LOOKUPS_PER_RECHECK))
+    dead = [(dict(headers)["sizer.reason"], value) for topic, _, value, headers in world.sink.sent if topic == "dlq"]
+    assert dead == [(b"SCHEMA_ID", value) for value in values if value[:5] != frame(5, b"")]
+    assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
+        ["s600"]
+    assert world.positions.next_offset("signals", 0) == 601 and not world.failures

@@ -167,7 +167,7 @@ on the persistent volume, the Job's and the workers' replication alike). */}}
 {{- define "sizer.extraEnv" -}}
 {{- $owned := dict
   "SIZER_SHUTDOWN_TIMEOUT_S" "shutdownTimeoutSeconds (the pod's termination grace is derived from it)"
-  "SIZER_GROUP_INSTANCE_ID" "the pod's name (one static group member per pod)"
+  "SIZER_GROUP_INSTANCE_ID" "the pod's namespace and name (one static group member per pod)"
   "SIZER_DATA_DIR" "persistence (the pod's persistent volume)"
   "SIZER_REPLICATION_FACTOR" "topics.replicationFactor"
   "SIZER_MIN_INSYNC_REPLICAS" "topics.minInsyncReplicas"

@@ -1,0 +1,245 @@
+"""A worker whose group.instance.id another worker took (`streams.faust_compat.membership`):
+the line and exit code it stops with, the group requests of a static member, and the
+assignment a newcomer takes over. The broker side is held by
+`tests/integration/test_static_membership.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import InvalidTxnState, ProducerFenced
+from aiokafka.protocol.commit import OffsetCommitRequest, OffsetCommitResponse_v3
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.protocol.group import (HeartbeatRequest, HeartbeatResponse_v1, JoinGroupRequest, SyncGroupRequest,
+                                     SyncGroupResponse_v3)
+from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
+from prometheus_client import CollectorRegistry
+
+from streams.config import load_config
+from streams.errors import ConfigError, GroupInstanceTaken, exit_code
+from streams.faust_compat import membership
+from streams.faust_compat.outputs import Outputs
+from streams.faust_compat.transport import ConcurrentCommitProducer
+from streams.kafka.topics import load_topics
+from streams.worker.app import build_app
+from streams.worker.settings import WorkerSettings, load_settings
+
+LINE = ("another worker joined group sizer-prod with group.instance.id sizer-worker-1 "
+        "(SIZER_GROUP_INSTANCE_ID): each worker needs its own")
+
+
+def test_a_taken_instance_id_is_a_configuration_fault_naming_the_group_the_id_and_the_setting():
+    error = GroupInstanceTaken("sizer-prod", "sizer-worker-1")
+    assert isinstance(error, ConfigError)
+    assert (str(error), exit_code(error)) == (LINE, 2)
+
+
+def test_a_fenced_worker_ends_with_one_line_on_stderr_and_exit_2():
+    # mode's Worker redirects sys.stderr into logging: the line must reach the process's stderr all the same
+    code = ("import io, sys; sys.stderr = io.StringIO(); from streams.faust_compat.membership import stop_fenced; "
+            "stop_fenced('sizer-prod', 'sizer-worker-1')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, f"sizer: {LINE}\n")
+
+
+class FakeClient:
+    """Answers each request with the response `answer` makes of it; keeps what was sent."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sent: list[object] = []
+
+    async def send(self, node_id, request, *, group=None):
+        self.sent.append(request)
+        return self.answer(request)
+
+
+class Fenced(Exception):
+    pass
+
+
+def guarded(answer) -> FakeClient:
+    client = FakeClient(answer)
+
+    def on_fenced(group, instance_id):
+        raise Fenced(group, instance_id)
+
+    membership.guard(client, "sizer-prod", "sizer-worker-1", on_fenced=on_fenced)
+    return client
+
+
+def heartbeat_answer(code: int):
+    return lambda request: HeartbeatResponse_v1(throttle_time_ms=0, error_code=code)
+
+
+def test_a_static_members_heartbeat_names_its_instance_id():
+    client = guarded(heartbeat_answer(0))
+    asyncio.run(client.send(1, HeartbeatRequest("sizer-prod", 4, "sizer-worker-1-abc")))
+    # aiokafka 0.14 sends v0/v1, without it: the broker can then only say UNKNOWN_MEMBER_ID
+    struct = client.sent[0].prepare({12: (0, 4)})
+    assert (struct.API_VERSION, struct.group, struct.generation_id, struct.member_id, struct.group_instance_id) == (
+        3, "sizer-prod", 4, "sizer-worker-1-abc", "sizer-worker-1")
+    assert client.sent[0].prepare({12: (0, 2)}).API_VERSION == 1  # a broker before KIP-345
+
+
+def test_a_static_members_offset_commit_names_its_instance_id():
+    # an at-least-once worker commits with OffsetCommit: without the id the broker could only say
+    # UNKNOWN_MEMBER_ID to the previous holder, which joined again and took the id back, for ever
+    answer = OffsetCommitResponse_v3(throttle_time_ms=0, topics=[("signals", [(1, 0)])])
+    client = guarded(lambda request: answer)
+    asyncio.run(client.send(1, OffsetCommitRequest("sizer-prod", 4, "m-abc", -1, [("signals", [(1, 7, "x")])])))
+    struct = client.sent[0].prepare({8: (0, 9)})
+    assert (struct.API_VERSION, struct.group_id, struct.generation_id, struct.member_id, struct.group_instance_id,
+            struct.topics) == (7, "sizer-prod", 4, "m-abc", "sizer-worker-1", [("signals", [(1, 7, -1, "x")])])
+    # Kafka's wire layout of v7: group, generation, member, instance id, then per partition the
+    # offset, the leader epoch and the metadata
+    assert struct.encode() == (b"\x00\x0asizer-prod" + b"\x00\x00\x00\x04" + b"\x00\x05m-abc"
+                               + b"\x00\x0esizer-worker-1" + b"\x00\x00\x00\x01" + b"\x00\x07signals"
+                               + b"\x00\x00\x00\x01" + b"\x00\x00\x00\x01" + (7).to_bytes(8, "big")
+                               + b"\xff\xff\xff\xff" + b"\x00\x01x")
+    old = client.sent[0].prepare({8: (0, 3)})  # a broker before KIP-345
+    assert (old.API_VERSION, old.topics) == (3, [("signals", [(1, 7, "x")])])
+
+
+@pytest.mark.parametrize("request_", [
+    HeartbeatRequest("sizer-prod", 4, "m"),
+    JoinGroupRequest("sizer-prod", 10_000, 30_000, "m", "sizer-worker-1", "consumer", []),
+    SyncGroupRequest("sizer-prod", 4, "m", "sizer-worker-1", []),
+], ids=["Heartbeat", "JoinGroup", "SyncGroup"])
+def test_a_fenced_answer_of_the_group_coordinator_stops_the_worker(request_):
+    client = guarded(lambda request: SimpleNamespace(API_KEY=request.API_KEY, error_code=82))
+    with pytest.raises(Fenced) as fenced:
+        asyncio.run(client.send(1, request_))
+    assert fenced.value.args == ("sizer-prod", "sizer-worker-1")
+
+
+def test_an_offset_commit_fenced_on_a_partition_stops_the_worker():
+    answer = OffsetCommitResponse_v3(throttle_time_ms=0, topics=[("signals", [(0, 0), (1, 82)])])
+    client = guarded(lambda request: answer)
+    with pytest.raises(Fenced):
+        asyncio.run(client.send(1, OffsetCommitRequest("sizer-prod", 4, "m", -1, [("signals", [(1, 7, "")])])))
+
+
+@pytest.mark.parametrize("code", [0, 25, 27])  # none, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS
+def test_any_other_answer_is_aiokafkas_to_handle(code):
+    client = guarded(lambda request: SyncGroupResponse_v3(throttle_time_ms=0, error_code=code, member_assignment=b""))
+    answer = asyncio.run(client.send(1, SyncGroupRequest("sizer-prod", 4, "m", "sizer-worker-1", [])))
+    assert answer.error_code == code
+
+
+def test_requests_outside_the_group_pass_untouched():
+    fetch = FetchRequest(-1, 100, 1, 1_000_000, 0, [])
+    client = guarded(lambda request: SimpleNamespace(API_KEY=1, error_code=82))  # not the group's: not read
+    asyncio.run(client.send(1, fetch))
+    assert client.sent == [fetch]
+
+
+@pytest.fixture
+def app(tmp_path):
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path, group_instance_id="sizer-worker-1")
+    return build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
+
+
+def test_a_worker_takes_over_the_assignment_made_for_the_holder_of_its_instance_id_before_it(app):
+    assignor = app.assignor
+    actives = {"signals": [0, 3], "fills": [0, 3]}
+    made_for_previous = ClientMetadata(assignment=ClientAssignment(actives=actives, standbys={}),
+                                       url="http://10.0.0.7:6066", changelog_distribution={}, topic_groups={})
+    assigned = sorted(made_for_previous.assignment.kafka_protocol_assignment(app.tables))
+    assert str(assignor._url) != made_for_previous.url
+    # faust-streaming 0.15.3: AssertionError, in aiokafka's coordinator task, which dies
+    assignor.on_assignment(ConsumerProtocolMemberAssignment(
+        assignor.version, assigned, assignor._compress(made_for_previous.dumps())))
+    assert {(tp.topic, tp.partition) for tp in assignor.assigned_actives()} == {
+        (topic, p) for topic, partitions in actives.items() for p in partitions}
+
+
+@pytest.mark.parametrize("refusal", [ProducerFenced(), InvalidTxnState()], ids=["fenced", "invalid_txn_state"])
+def test_a_send_the_broker_refuses_asks_the_group_before_the_batch_fails(app, monkeypatch, refusal):
+    # a zombie's sends after the newcomer's producers fenced its own (InvalidTxnState: KIP-890's check)
+    asked = []
+
+    async def check_membership(app_):
+        asked.append(app_)
+
+    monkeypatch.setattr("streams.faust_compat.outputs.check_membership", check_membership)
+    outputs = Outputs(app)
+
+    async def refused_send():
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(refusal)
+        outputs._pending.append(future)
+        await outputs.delivered()
+
+    with pytest.raises(type(refusal)):
+        asyncio.run(refused_send())
+    assert asked == [app]
+
+
+class RefusedCommit:
+    def __init__(self, refusal: BaseException) -> None:
+        self.refusal = refusal
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        pass
+
+    async def commit_transaction(self):
+        raise self.refusal
+
+
+@pytest.mark.parametrize("refusal, asks", [(ProducerFenced(), True), (InvalidTxnState(), True),
+                                           (RuntimeError("a bug"), False)], ids=["fenced", "invalid_txn_state", "bug"])
+def test_a_commit_the_broker_refuses_asks_the_group_before_it_fails(app, monkeypatch, refusal, asks):
+    asked = []
+
+    async def check_membership(app_):
+        asked.append(app_)
+
+    monkeypatch.setattr(membership, "check_membership", check_membership)
+    producer = object.__new__(ConcurrentCommitProducer)  # only the transaction bookkeeping is used
+    producer._transaction_producers = {"t": RefusedCommit(refusal)}
+    producer._trn_locks = {"t": asyncio.Lock()}
+    producer.app = app
+    with pytest.raises(type(refusal)):
+        asyncio.run(producer.commit_transactions({"t": {}}, "sizer-prod"))
+    assert asked == ([app] if asks else [])
+
+
+def test_a_worker_with_no_instance_id_asks_nothing(tmp_path):
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path)
+    dynamic = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
+    asyncio.run(membership.check_membership(dynamic))  # returns at once: no consumer is even looked at
+
+
+# Kafka's rule for a group.instance.id (the Java client's, as for a topic name): the broker
+# itself takes any string, so a bad one must stop start-up here, naming the field and the rule
+@pytest.mark.parametrize("value", [" ", "worker 0", " worker-0", "worker-0\n", "wörker-0", "sizer/worker-0",
+                                   "ns:worker-0", ".", "..", "w" * 250])
+def test_a_group_instance_id_kafka_refuses_stops_start_up_naming_the_field_and_the_rule(monkeypatch, value):
+    monkeypatch.setenv("SIZER_GROUP_INSTANCE_ID", value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "group_instance_id: must be 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'" in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["sizer-prod.sizer-0", "w" * 249, "A_b.9-x"])
+def test_a_group_instance_id_kafka_takes_is_kept_as_given(monkeypatch, value):
+    monkeypatch.setenv("SIZER_GROUP_INSTANCE_ID", value)
+    assert load_settings().group_instance_id == value
+
+
+def test_sizer_worker_with_a_bad_group_instance_id_exits_2_before_any_broker(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SIZER_", "KAFKA_"))}
+    env |= {"SIZER_GROUP_INSTANCE_ID": "worker 0", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "SIZER_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "group_instance_id: must be 1 to 249 of a-z" in done.stderr
+    assert "Traceback" not in done.stderr
