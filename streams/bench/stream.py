@@ -118,10 +118,18 @@ def contenders(kafka: WorkerSettings) -> list[tuple[str, list[str], dict[str, st
         ("(0) bare consume-and-produce loop", [PYTHON, "-m", "streams.bench.bare_loop"], AT_LEAST_ONCE),
         ("(0) bare consume-and-produce loop, exactly-once", [PYTHON, "-m", "streams.bench.bare_loop"],
          {"SIZER_PROCESSING_GUARANTEE": "exactly_once"}),
+        # at the retry backoff and marker wait of the worker's producer with one transaction
+        # per worker (`faust_compat.worker_transactions.RETRY_BACKOFF_MS`, aiokafka's 20 ms)
+        ("(0) bare consume-and-produce loop, exactly-once, one transaction per batch",
+         [PYTHON, "-m", "streams.bench.bare_loop"],
+         {"SIZER_PROCESSING_GUARANTEE": "exactly_once", "BENCH_TRANSACTIONS": "per_batch",
+          "BENCH_MARKER_WAIT_MS": "20"}),
         ("(1) plain aiokafka loop", [PYTHON, "-m", "streams.bench.plain_loop"], {}),
         ("(2) straightforward Faust agent", [PYTHON, "-m", "streams.bench.naive_agent"], {}),
         ("(3) worker, at-least-once", WORKER, AT_LEAST_ONCE),
         ("(3) worker, exactly-once", WORKER, {"SIZER_PROCESSING_GUARANTEE": "exactly_once"}),
+        ("(3) worker, exactly-once, one transaction per worker", WORKER,
+         {"SIZER_PROCESSING_GUARANTEE": "exactly_once", "SIZER_TRANSACTIONS": "per_worker"}),
         (f"(4) Quix Streams, at-least-once, commit {interval:g} s", quix,
          {"SIZER_PROCESSING_GUARANTEE": "at_least_once", "SIZER_COMMIT_INTERVAL_S": str(interval)}),
         *exactly_once,
@@ -587,6 +595,25 @@ def print_scale(points: list[ScalePoint], backlog: int) -> None:
         print(f"\npeak RSS per 1,000 portfolios: {per_thousand:.2f} MB (from {low:,} to {high:,} portfolios)")
 
 
+def print_medians(results: list[Figures], rounds: int) -> None:
+    """Each contender's median (min-max) over its alternated runs."""
+    import statistics
+
+    def spread(values: list[float], digits: int) -> str:
+        values = [v for v in values if v == v]
+        if not values:
+            return "-"
+        return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
+
+    print(f"\nmedians (min-max) over {rounds} alternated runs of each contender:\n")
+    print(f"| {'contender':<72} | {'signals/s':>26} | {'p50 ms':>19} | {'p99 ms':>21} |")
+    print(f"|{'-' * 74}|{'-' * 27}:|{'-' * 20}:|{'-' * 22}:|")
+    for name in dict.fromkeys(f.name for f in results):
+        mine = [f for f in results if f.name == name]
+        print(f"| {name:<72} | {spread([f.rate for f in mine], 0):>26} | {spread([f.p50_ms for f in mine], 1):>19} | "
+              f"{spread([f.p99_ms for f in mine], 1):>21} |")
+
+
 def parse_runs(text: str) -> tuple[str, ...]:
     runs = tuple(r.strip() for r in text.split(",") if r.strip())
     unknown = [r for r in runs if r not in RUNS]
@@ -626,7 +653,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds at most per throughput run")
     parser.add_argument("--rate", type=int, default=1000, help="offered signals per second for latency")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
-    parser.add_argument("--only", default="", help="run only contenders whose name contains this")
+    parser.add_argument("--only", default="",
+                        help="run only contenders whose name contains this (or one of several separated by |)")
+    parser.add_argument("--repeat", type=parse_rounds, default=1,
+                        help="run the contenders' runs this many times, in reverse order every other time "
+                             "(alternated runs), and print each contender's medians (default 1)")
     parser.add_argument("--runs", type=parse_runs, default=None,
                         help=f"comma-separated runs among {','.join(RUNS)} (default: all; with --only, all but "
                              "scale and curve, the worker's alone, and transactions, (0)'s alone)")
@@ -653,14 +684,15 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Figures] = []
     skipped: list[str] = []
     per_contender = [r for r in args.runs if r not in OWN_RUNS]
-    if per_contender:
-        for name, command, env in contenders(kafka):
-            if args.only and args.only not in name:
-                continue
+    chosen = [c for c in contenders(kafka) if not args.only or any(part in c[0] for part in args.only.split("|"))]
+    for round_ in range(args.repeat if per_contender else 0):
+        for name, command, env in (chosen if round_ % 2 == 0 else list(reversed(chosen))):
             if not Path(command[0]).exists():
-                skipped.append(f"{name}: {command[0]} not found (`make bench` installs it)")
+                if round_ == 0:
+                    skipped.append(f"{name}: {command[0]} not found (`make bench` installs it)")
                 continue
-            print(f"measuring {name} ({', '.join(per_contender)}) ...", file=sys.stderr, flush=True)
+            print(f"measuring {name} ({', '.join(per_contender)}), round {round_ + 1}/{args.repeat} ...",
+                  file=sys.stderr, flush=True)
             results.append(measure(client, name, command, env, args, workdir))
     points: list[ScalePoint] = []
     backlog = args.scale_backlog or scale_backlog(args.backlog, args.portfolios)
@@ -681,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'; '.join(parts)}; logs in {workdir}\n")
     if results:
         print_table(results)
+    if args.repeat > 1 and results:
+        print_medians(results, args.repeat)
     for note in skipped:
         print(f"skipped {note}")
     if points:

@@ -12,11 +12,13 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `outputs`   | outputs of topics the app does not consume are sent outside the input's transaction (faust #177); table writes through faust's producer buffer are slow and its flush can return early (`Outputs`) |
 | `transport` | commits in the middle of a batch (faust #517); ack-derived offsets that skip records (#596, #606); a promoted standby's recovery crashing on cached stable offsets; pauses that never reach aiokafka; a fetch loop that sleeps a second whenever every partition is paused; the per-record conductor path; a 1,500 ms fetch wait that held every input back behind a partial fetch; transactions committed, and their producers started, one after another |
 | `app`       | a rebalance that starts while a batch is half done |
-| `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; a second's sleep before the tables register, which the group join waits for |
+| `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; a second's sleep before the tables register, which the group join waits for; under per-worker transactions, the previous owners' open transactions waited for here, outside the rebalance callback |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
 | `worker`    | two seconds of fixed waits (mode's `Worker._shutdown_loop`) between a worker's last commit and the end of its process, which a restart's partitions wait for; a last line printed to `sys.stderr`, which mode's Worker turns into a WARNING log line (`stop_now`) |
 | `membership`| a worker whose group.instance.id another worker took: faust's assignor asserts its own URL on the assignment it takes over, aiokafka heartbeats without the instance id (so the broker cannot say FENCED_INSTANCE_ID) and knows no error 82 |
 | `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
+| `group_commit` | aiokafka sends a transaction's offsets without the group's metadata (`TxnOffsetCommit` v0, no KIP-447): only a producer per input partition is fenced |
+| `worker_transactions` | one transactional producer per worker (`SIZER_TRANSACTIONS=per_worker`), fenced by the group's generation through `group_commit` |
 
 `SUPPORTED` names the versions this was written and tested against, and
 `PRIVATE_NAMES` every private name used; `check()` (run at start-up and by
@@ -75,6 +77,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.manager", "TableManager._pending_persisted_offsets"),
     ("faust.tables.recovery", "Recovery._set_recovery_ended"),
     ("faust.tables.recovery", "Recovery._seek_offsets"),
+    ("faust.tables.recovery", "Recovery._build_highwaters"),
     ("faust.tables.manager", "TableManager._recovery"),
     ("faust.tables.manager", "TableManager._update_channels"),
     ("asyncio.queues", "Queue._getters"),
@@ -82,6 +85,21 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("mode.worker", "Worker._shutdown_loop"),
     ("mode.worker", "Worker._gather_all"),
     ("mode.worker", "Worker._sentinel_task"),
+    # group_commit, worker_transactions: KIP-447 (TxnOffsetCommit v3)
+    ("aiokafka.producer.producer", "AIOKafkaProducer._sender"),
+    ("aiokafka.producer.producer", "AIOKafkaProducer._ensure_transactional"),
+    ("aiokafka.producer.sender", "Sender._do_txn_offset_commit"),
+    ("aiokafka.producer.sender", "Sender._find_coordinator"),
+    ("aiokafka.producer.sender", "Sender._txn_manager"),
+    ("aiokafka.producer.sender", "BaseHandler._sender"),
+    ("aiokafka.producer.sender", "TxnOffsetCommitHandler._offsets"),
+    ("aiokafka.producer.sender", "TxnOffsetCommitHandler._group_id"),
+    ("aiokafka.client", "AIOKafkaClient._wait_on_metadata"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer._coordinator"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator._group_instance_id"),
+    ("faust.transport.drivers.aiokafka", "Producer._new_producer"),
+    ("faust.transport.drivers.aiokafka", "Producer._settings_extra"),
+    ("faust.transport.drivers.aiokafka", "Producer._producer_type"),
 )
 
 

@@ -73,6 +73,9 @@ class SizerApp(faust.App):
         # writes the checkpoint (table dir, app id, the stores) and returns its path; None:
         # no checkpoint (`streams.worker.checkpoint.write_checkpoint`, wired by the worker)
         self.write_checkpoint: Callable[[Path, str, list[Any]], Path] | None = None
+        # under exactly-once: one transactional producer per input partition (faust's),
+        # or one per worker (`worker_transactions`); set before the transport is made
+        self.transactions = "per_partition"
 
     def wire(self, inputs: Inputs) -> None:
         self._inputs = inputs
@@ -167,4 +170,8 @@ class SizerApp(faust.App):
             self.local_state_unclean("a table was written after the checkpoint")
 
     def _new_transport(self) -> Any:
+        if self.transactions == "per_worker":
+            from streams.faust_compat.worker_transactions import WorkerTransport
+
+            return WorkerTransport(self.conf.broker_consumer, self)
         return SizerTransport(self.conf.broker_consumer, self)

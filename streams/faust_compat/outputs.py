@@ -8,8 +8,10 @@ id at all: outside the transaction that commits the input offset
 `tid=<app>-<group>-<p>`, output writes `tid=None`). After a crash the input is
 processed again and its orders and decisions appear twice under read_committed.
 
-Here every output goes to the transactional producer of the partition of the
-input being processed, found by faust's own transactional-id format; and a
+Here every output goes to the transactional producer of the input being
+processed (the producer's `for_input`: its partition's, by faust's own
+transactional-id format, or the worker's one under `SIZER_TRANSACTIONS=per_worker`,
+`worker_transactions`); and a
 table write goes into the table's local store and onto its changelog the same
 way, its changelog offset recorded as persisted as faust would (faust's producer
 buffer costs several times more per record, and its flush can return while its
@@ -37,16 +39,11 @@ def stored_value(table: Any, key: bytes) -> bytes | None:
     return table.data.get(key)  # type: ignore[no-any-return]
 
 
-def transactional_id_for(app: Any, source: Any) -> str:
-    """The transaction of an input partition: faust's id for the partition group
-    (faust `TransactionManager._tps_to_transactional_ids`)."""
-    return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
-
-
 class Outputs:
     """Sends the worker's outputs with aiokafka directly, under exactly-once with the
-    transactional producer of the current input's partition, without faust's
-    per-message topic machinery; and writes the tables the same way (`put`).
+    transactional producer of the current input (the producer's `for_input`),
+    without faust's per-message topic machinery; and writes the tables the same way
+    (`put`).
     `delivered` waits for every send of the batch, so a failed send fails the batch
     (a send the broker refused first asks whether another worker took this one's
     group.instance.id: `membership.check_membership`)."""
@@ -63,7 +60,7 @@ class Outputs:
         event = current_event()
         if event is None:
             raise RuntimeError("an output sent outside of any input event")
-        return producer._transaction_producers[transactional_id_for(self.app, event.message.tp)]
+        return producer.for_input(event.message.tp)
 
     async def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], partition: Optional[int] = None,
                    headers: Any = None) -> None:

@@ -52,6 +52,16 @@ class SafeSeekRecovery(Recovery):
     not one is read from the start of the changelog (-1, as faust does when it
     knows nothing): more to read, never less."""
 
+    async def _build_highwaters(self, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        """The active changelogs' ends once the previous owners' transactions on them
+        have ended, under `SIZER_TRANSACTIONS=per_worker`
+        (`worker_transactions.WorkerTransactionManager.wait_settled`); a newer
+        rebalance interrupts the wait as it interrupts every step here."""
+        wait_settled = getattr(self.app.consumer.transactions, "wait_settled", None)
+        if title == "active" and wait_settled is not None:
+            await wait_settled()
+        await super()._build_highwaters(consumer, tps, destination, title)
+
     async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
         if self.signal_recovery_start.is_set():
             raise RebalanceAgain()

@@ -203,6 +203,7 @@ def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
         PartitionAssignor=SpecAssignor,
         TableManager=SizerTableManager,
     )
+    app.transactions = kafka.transactions  # before anything makes the transport
     # under exactly-once, a clean stop's checkpoint of the local tables (`worker.checkpoint`)
     app.write_checkpoint = write_checkpoint
     return app

@@ -36,12 +36,14 @@ def test_decisions_and_orders_match_the_engine_on_the_recorded_interleaving(depl
     assert all(d["config_hash"] == config.config_hash for d in decisions_by_signal(decisions)["a-1"])
 
 
-def test_exactly_once_writes_orders_and_decisions_inside_transactions(deployment, workers):
+@pytest.mark.parametrize("transactions", ["per_partition", "per_worker"])
+def test_exactly_once_writes_orders_and_decisions_inside_transactions(deployment, workers, transactions):
     """A transaction's commit marker takes an offset after its records, so every
     partition written transactionally ends past its last record. faust-streaming's
     own routing sends these topics outside any transaction (end offset = last
-    record + 1); the product's event-scoped transactions put them inside."""
-    workers("--preset", "graduated")
+    record + 1); the product's event-scoped transactions put them inside, with one
+    producer per input partition or one per worker (`SIZER_TRANSACTIONS`)."""
+    workers("--preset", "graduated", SIZER_TRANSACTIONS=transactions)
     deployment.run_demo_session()
 
     for role in ("orders", "decisions"):
