@@ -16,11 +16,13 @@ one and positions closed:
 - 3% of fill events are sent twice (the same event id) and 1% of signals resent
   (the same signal id): the worker's dedupe windows see repeats all along.
 
-Every minute it prints the worker's RSS (VmRSS), the p99 of the send-to-decision
+Every minute it prints the worker's RSS (VmRSS) and its parts by kind of mapping
+(the brk heap, anonymous mappings, mapped files: `rss_parts_mb`), the p99 of the send-to-decision
 latency of the decisions read in that minute, the worker's consumer lag (signals
 and fills, end offset less committed offset) and what was sent. At the end: the
 RSS slope over the minutes after the warm-up (least squares, MB/min) and whether
-it is within noise of zero (its size at most twice its standard error).
+it is within noise of zero (its size at most twice its standard error), then each
+part's slope: which kind of memory grows.
 
     python -m streams.bench.soak [--minutes 30] [--rate 1000] [--portfolios 100]
 
@@ -39,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
@@ -179,6 +181,37 @@ class Minute:
     fills: int
     orders: int
     missing: int
+    parts: dict[str, float] = field(default_factory=dict)  # RSS by kind of mapping, MB (`rss_parts_mb`)
+
+
+RSS_PARTS = ("heap", "anon", "files")
+
+
+def rss_parts_mb(smaps: str) -> dict[str, float]:
+    """The resident memory of a /proc/<pid>/smaps text by kind of mapping, in MB:
+    `heap` the brk heap (glibc's main malloc arena), `anon` the anonymous mappings
+    (glibc's per-thread arenas, which RocksDB's and the interpreter's threads
+    allocate from, and every block above the mmap threshold), `files` the mapped
+    files (libraries, RocksDB's files). Stacks and the kernel's pages are left out."""
+    parts = dict.fromkeys(RSS_PARTS, 0.0)
+    kind = None
+    for line in smaps.splitlines():
+        head = line.split(maxsplit=6)
+        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            path = head[5] if len(head) > 5 else ""
+            kind = ("heap" if path == "[heap]" else "anon" if path == "" or path.startswith("[anon")
+                    else "files" if path.startswith("/") else None)
+        elif kind is not None and line.startswith("Rss:"):
+            parts[kind] += int(line.split()[1]) / 1024
+    return parts
+
+
+def process_rss_parts(pid: int | None) -> dict[str, float]:
+    """`rss_parts_mb` of a running process; empty when it is gone or unreadable."""
+    try:
+        return rss_parts_mb(Path(f"/proc/{pid}/smaps").read_text()) if pid else {}
+    except OSError:
+        return {}
 
 
 async def consumer_lag(admin: Any, consumer: AIOKafkaConsumer, group: str, tps: list[TopicPartition]) -> int:
@@ -262,7 +295,8 @@ async def soak(contender: Contender, args: argparse.Namespace) -> list[Minute]:
                                "warm-up signals")
         latencies.clear()
         counts.update(signals=0, fills=0, orders=0, decisions=0)
-        print(f"{'minute':>6} | {'RSS MB':>7} | {'p99 ms':>7} | {'lag':>6} | {'signals':>7} | {'fills':>6} | "
+        print(f"{'minute':>6} | {'RSS MB':>7} | {'heap':>6} | {'anon':>6} | {'files':>6} | {'p99 ms':>7} | "
+              f"{'lag':>6} | {'signals':>7} | {'fills':>6} | "
               f"{'orders':>6} | {'decided':>7} | {'missing':>7}", flush=True)
         interval = 0.01
         per_tick = max(1, int(args.rate * interval))
@@ -300,10 +334,13 @@ async def soak(contender: Contender, args: argparse.Namespace) -> list[Minute]:
                 del pending[signal_id]
             row = Minute(minute, contender.rss_mb(), percentile(latencies, 0.99), counts["decisions"],
                          await consumer_lag(admin, consumer, contender.env["SIZER_APP_ID"], inputs),
-                         counts["signals"], counts["fills"], counts["orders"], len(stale))
+                         counts["signals"], counts["fills"], counts["orders"], len(stale),
+                         process_rss_parts(contender.process.pid if contender.process else None))
             minutes.append(row)
-            print(f"{row.minute:>6} | {row.rss_mb:>7.1f} | {row.p99_ms:>7.1f} | {row.lag:>6,} | {row.signals:>7,} | "
-                  f"{row.fills:>6,} | {row.orders:>6,} | {row.decisions:>7,} | {row.missing:>7,}", flush=True)
+            parts = " | ".join(f"{row.parts.get(kind, 0.0):>6.1f}" for kind in RSS_PARTS)
+            print(f"{row.minute:>6} | {row.rss_mb:>7.1f} | {parts} | {row.p99_ms:>7.1f} | {row.lag:>6,} | "
+                  f"{row.signals:>7,} | {row.fills:>6,} | {row.orders:>6,} | {row.decisions:>7,} | "
+                  f"{row.missing:>7,}", flush=True)
             latencies.clear()
             counts.update(signals=0, fills=0, orders=0, decisions=0)
     finally:
@@ -326,8 +363,13 @@ def report(minutes: list[Minute], warm_up: int) -> str:
     verdict = trend.within_noise
     if verdict is None:
         return line + "; noise unknown (needs three minutes after the warm-up)"
-    return line + (f" ± {trend.stderr:.3f} (standard error): "
-                   + ("within noise of zero" if verdict else "NOT within noise of zero (more than 2 standard errors)"))
+    line += (f" ± {trend.stderr:.3f} (standard error): "
+             + ("within noise of zero" if verdict else "NOT within noise of zero (more than 2 standard errors)"))
+    by_part = {kind: rss_trend([(m.minute, m.parts[kind]) for m in minutes if kind in m.parts], warm_up)
+               for kind in RSS_PARTS}
+    shown = [f"{kind} {part.slope:+.3f} ± {part.stderr:.3f}" for kind, part in by_part.items()
+             if part is not None and not math.isnan(part.stderr)]
+    return line + ("\nby kind of mapping, MB/min: " + ", ".join(shown) if shown else "")
 
 
 def main(argv: list[str] | None = None) -> int:

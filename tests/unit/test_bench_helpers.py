@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from streams.bench.generate import spread_signals
-from streams.bench.soak import Desk, Trend, default_warm_up, least_squares, report, rss_trend, Minute
+from streams.bench.soak import Desk, Trend, default_warm_up, least_squares, report, rss_parts_mb, rss_trend, Minute
 from streams.bench.stream import (
     histogram_quantile, parse_counts, parse_runs, ratio, rss_per_thousand, scale_backlog, worker_stages,
 )
@@ -79,6 +79,34 @@ def test_the_report_says_when_the_minutes_are_too_few_to_judge():
     assert "noise unknown" in report([minute(1, 100.0), minute(2, 101.0)], 0)
     assert "within noise of zero" in report([minute(m, 100.0) for m in range(1, 5)], 0)
     assert "NOT within noise" in report([minute(m, 100.0 + m) for m in range(1, 5)], 0)
+
+
+SMAPS = """\
+55d0c0a00000-55d0c0b00000 rw-p 00000000 00:00 0                          [heap]
+Size:               1024 kB
+Rss:                 800 kB
+7f0000000000-7f0004000000 rw-p 00000000 00:00 0 
+Size:              65536 kB
+Rss:                2048 kB
+Anonymous:          2048 kB
+7f0004000000-7f0004100000 rw-p 00000000 00:00 0                          [anon:glibc]
+Rss:                 512 kB
+7f1000000000-7f1000200000 r-xp 00000000 08:01 1234                       /usr/lib/librocksdb.so.8
+Rss:                1536 kB
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+Rss:                 132 kB
+"""
+
+
+def test_the_rss_is_split_into_heap_anonymous_and_file_mappings_stacks_left_out():
+    assert rss_parts_mb(SMAPS) == {"heap": 800 / 1024, "anon": 2.5, "files": 1.5}
+
+
+def test_the_report_gives_each_kind_of_mappings_slope():
+    minutes = [Minute(m, 100.0 + m, 5.0, 60_000, 0, 60_000, 500, 100, 0,
+                      {"heap": 50.0, "anon": 30.0 + m, "files": 20.0}) for m in range(1, 6)]
+    text = report(minutes, 0)
+    assert "heap +0.000 ± 0.000" in text and "anon +1.000 ± 0.000" in text and "files +0.000" in text
 
 
 def test_rss_per_thousand_portfolios_runs_from_the_smallest_to_the_largest_count():
