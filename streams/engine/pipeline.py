@@ -23,7 +23,7 @@ from streams.engine.state import (
     record, remember_ended, reservation, reserved_totals,
 )
 from streams.wire.models import (
-    Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, format_event_time,
+    Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, fields_of, format_event_time,
 )
 
 _FLIP = {"buy": "sell", "sell": "buy"}
@@ -81,6 +81,7 @@ def decide(
     `config` may hold `[portfolios."ID"]` tables: the signal is sized under its
     portfolio's effective configuration (`SizingConfig.for_portfolio`), whose hash
     the decision carries."""
+    signal = fields_of(signal)  # read as plain attributes from here on
     config = config.for_portfolio(signal.portfolio_id)
     if engine_context_active():
         return _decide(signal, instrument, state, config, position, explained)
