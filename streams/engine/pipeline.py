@@ -362,15 +362,15 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
     and a resent signal is a duplicate."""
     qty = fit.qty
     notional = qty * signal.price
+    sized = sized_legs(instrument.legs)  # the legs' values as plain attributes
     unwritable = _out_of_bounds("qty", qty) or _out_of_bounds("notional", notional)
     if unwritable is None and fit.leg_qty:
         # each leg's quantity in its venue's units comes back as that leg's fill
-        unwritable = next((found for leg, leg_qty in zip(instrument.legs, fit.leg_qty)
+        unwritable = next((found for leg, leg_qty in zip(sized.legs, fit.leg_qty)
                            if (found := _out_of_bounds(f"leg={leg.venue_symbol} qty", leg_qty)) is not None), None)
     if unwritable is not None:
         return unwritable
     exposure = state.exposure
-    sized = sized_legs(instrument.legs)
     legs, units = sized.venue_symbols, sized.units
     made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs, signal.side, instrument.group,
                        units)
@@ -390,7 +390,7 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
         legs=tuple(
             build(OrderLeg, venue_symbol=leg.venue_symbol, side=leg.side if signal.side == "buy" else _FLIP[leg.side],
                   qty=leg_qty, kind=leg.kind, contract_size=leg.contract_size)
-            for leg, leg_qty in zip(instrument.legs, fit.leg_qty)
+            for leg, leg_qty in zip(sized.legs, fit.leg_qty)
         ),
         ts=signal.ts, config_hash=config.config_hash, base_qty=qty,
     )
