@@ -797,7 +797,14 @@ def build(model: type[B], **values: Any) -> B:
 
 
 class Fields:
-    """A message's fields as plain attributes, sharing its `__dict__` (`fields_of`)."""
+    """A message's fields as plain attributes, sharing its `__dict__` (`fields_of`);
+    read-only, as the message is."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise TypeError(f"{name}: a message's fields are read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise TypeError(f"{name}: a message's fields are read-only")
 
 
 def fields_of(message: BaseModel) -> Any:
