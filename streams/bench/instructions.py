@@ -41,11 +41,9 @@ def _child(signals: int, preset: str, rounds: int) -> None:
 _I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-def _count(signals: int, preset: str, rounds: int) -> subprocess.Popen[str]:
-    out = tempfile.NamedTemporaryFile(prefix="sizer-cachegrind-", delete=False)
-    out.close()
+def _count(signals: int, preset: str, rounds: int, out: str) -> subprocess.Popen[str]:
     command = ["nice", "-n", "10", "valgrind", "--tool=cachegrind", "--cache-sim=no",
-               f"--cachegrind-out-file={out.name}", sys.executable, "-m", "streams.bench.instructions",
+               f"--cachegrind-out-file={out}", sys.executable, "-m", "streams.bench.instructions",
                "--child", str(rounds), "--signals", str(signals), "--preset", preset]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -69,8 +67,10 @@ def main() -> None:
     if args.child is not None:
         _child(args.signals, args.preset, args.child)
         return
-    with_round, without = _count(args.signals, args.preset, 1), _count(args.signals, args.preset, 0)
-    (total, signals), (base, _) = _refs(with_round), _refs(without)
+    with tempfile.TemporaryDirectory(prefix="sizer-cachegrind-") as out:
+        with_round = _count(args.signals, args.preset, 1, os.path.join(out, "round.out"))
+        without = _count(args.signals, args.preset, 0, os.path.join(out, "base.out"))
+        (total, signals), (base, _) = _refs(with_round), _refs(without)
     print(f"cachegrind: {total:,} instructions with one engine round, {base:,} without; {signals:,} signals")
     print(f"engine: {(total - base) / signals:,.0f} instructions per signal (target 100,000)")
 
