@@ -32,7 +32,7 @@ CI_DEFAULT_IGNORE := $(addprefix --ignore=,$(filter-out $(KAFKA_BOTH_TESTS),$(KA
 # Extra pytest arguments of `make test` (CI passes CI_DEFAULT_IGNORE)
 TEST_ARGS ?=
 
-.PHONY: help venv bench-venv test test-unit test-kafka4 demo sweep-demo bench bench-core bench-audit bench-sweep evaluate soak chaos bench-recovery broker broker-stop broker-secured broker-secured-stop cluster cluster-stop clean
+.PHONY: help venv bench-venv test test-unit test-kafka4 demo sweep-demo bench bench-core bench-instructions bench-audit bench-sweep evaluate soak chaos bench-recovery broker broker-stop broker-secured broker-secured-stop cluster cluster-stop clean
 
 help:
 	@echo "make demo        run the main job end to end"
@@ -43,6 +43,7 @@ help:
 	@echo "make bench       worker vs bare loop, plain aiokafka loop, Faust agent, Quix Streams (BENCH_ARGS=...)"
 	@echo "make soak        the worker at 1,000 signals/s with fills for MINUTES (30): RSS, p99, lag a minute"
 	@echo "make bench-core  decisions per second of the pure engine"
+	@echo "make bench-instructions  instructions per signal of the pure engine under cachegrind"
 	@echo "make bench-audit audit throughput over a 100,000-signal history on the broker"
 	@echo "make sweep-demo  a generated history swept over the three policies and a grid (table, plots)"
 	@echo "make bench-sweep sizer sweep: 100,000 signals x 12 configurations, wall time"
@@ -108,6 +109,9 @@ evaluate: $(STAMP)
 
 bench-core: $(STAMP)
 	$(BIN)/python -m streams.bench.core
+
+bench-instructions: $(STAMP)
+	$(BIN)/python -m streams.bench.instructions
 
 bench-sweep: $(STAMP)
 	$(BIN)/python -m streams.bench.sweep

@@ -64,10 +64,11 @@ class Processor:
 
     def on_fill(self, fill: OrderFilled | OrderCanceled | PositionClosed, offset: int | None = None) -> FillApplied:
         """Apply a fill event: the new state and what the fill did (`engine.FillOutcome`)."""
-        before = self.store.load(fill.portfolio_id)
+        portfolio_id = fill.portfolio_id  # one read of the model's field
+        before = self.store.load(portfolio_id)
         result = apply_fill(fill, before, self._settings, offset)
         if result.state is not before:
-            self.store.save(fill.portfolio_id, result.state)
+            self.store.save(portfolio_id, result.state)
         return result
 
     def on_control(self, command: Any, offset: int | None = None) -> ControlApplied:
@@ -79,8 +80,9 @@ class Processor:
         return result
 
     def on_signal(self, signal: Signal, position: InputPosition = InputPosition()) -> Result:
-        before = self.store.load(signal.portfolio_id)
+        portfolio_id = signal.portfolio_id  # one read of the model's field
+        before = self.store.load(portfolio_id)
         result = decide(signal, self.instruments.get(signal.symbol), before, self._settings, position)
         if result.state is not before:
-            self.store.save(signal.portfolio_id, result.state)
+            self.store.save(portfolio_id, result.state)
         return result

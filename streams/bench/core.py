@@ -17,12 +17,36 @@ import time
 from streams.wire import decimals
 
 from streams.wire import journal
-from streams.config import load_config
+from streams.config import SizingConfig, load_config
 from streams.engine import InputPosition
 from streams.wire.models import to_json
 from streams.processor import MemoryStore, Processor
 from streams.history.replay import replay
 from streams.bench.generate import session
+
+
+def decoded_journal(signals: int, config: SizingConfig) -> tuple[list[journal.Entry], int, list[str]]:
+    """The generated journal of `signals` signals decoded: (its entries, the signal
+    count, its lines)."""
+    lines = [decimals.dumps({"topic": topic, "value": value}) for topic, value in session(signals)]
+    entries = list(journal.read(lines, config.max_future_skew_ms))
+    return entries, sum(1 for e in entries if e.topic == "signals"), lines
+
+
+def engine_round(config: SizingConfig, entries: list[journal.Entry]) -> int:
+    """One engine round: a fresh processor over the decoded entries; the signals accepted."""
+    proc = Processor(config, MemoryStore(config))
+    accepted = 0
+    offset = 0
+    for entry in entries:
+        if entry.topic == "signals":
+            accepted += proc.on_signal(entry.message, InputPosition("signals", 0, offset)).order is not None
+            offset += 1
+        elif entry.topic == "fills":
+            proc.on_fill(entry.message, offset)
+        else:
+            proc.on_instrument(entry.message)
+    return accepted
 
 
 def main() -> None:
@@ -34,9 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.preset)
 
-    lines = [decimals.dumps({"topic": topic, "value": value}) for topic, value in session(args.signals)]
-    entries = list(journal.read(lines, config.max_future_skew_ms))
-    signals = sum(1 for e in entries if e.topic == "signals")
+    entries, signals, lines = decoded_journal(args.signals, config)
     fills = sum(1 for e in entries if e.topic == "fills")
     # The pre-decoded journal is held in memory only because this is a benchmark; keep
     # the cyclic GC from re-walking it on every gen-2 pass, as a worker would after start-up.
@@ -47,18 +69,8 @@ def main() -> None:
 
     best_engine = best_replay = 0.0
     for _ in range(args.rounds):
-        proc = Processor(config, MemoryStore(config))
-        accepted = 0
         started = time.perf_counter()
-        offset = 0
-        for entry in entries:
-            if entry.topic == "signals":
-                accepted += proc.on_signal(entry.message, InputPosition("signals", 0, offset)).order is not None
-                offset += 1
-            elif entry.topic == "fills":
-                proc.on_fill(entry.message, offset)
-            else:
-                proc.on_instrument(entry.message)
+        accepted = engine_round(config, entries)
         engine_seconds = time.perf_counter() - started
         best_engine = max(best_engine, signals / engine_seconds)
 

@@ -23,7 +23,7 @@ from streams.engine.state import (
     record, remember_ended, reservation, reserved_totals,
 )
 from streams.wire.models import (
-    Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, format_event_time,
+    Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, fields_of, format_event_time,
 )
 
 _FLIP = {"buy": "sell", "sell": "buy"}
@@ -56,9 +56,14 @@ def trace_time(epoch_ms: int | None) -> str | None:
 
 
 def order_id_for(portfolio_id: str, signal_id: str) -> str:
-    """Deterministic order id: the same portfolio and signal always give the same id."""
-    digest = hashlib.blake2b(f"{portfolio_id}\x1f{signal_id}".encode(), digest_size=12).hexdigest()
-    return f"o-{digest}"
+    """Deterministic order id: the same portfolio and signal always give the same id
+    (BLAKE2b, 12 bytes, of the two ids joined by a unit separator)."""
+    digest = _ORDER_ID_HASH.copy()  # the parameters set once: a copy costs less than a new hash
+    digest.update(f"{portfolio_id}\x1f{signal_id}".encode())
+    return "o-" + digest.hexdigest()
+
+
+_ORDER_ID_HASH = hashlib.blake2b(digest_size=12)
 
 
 def decide(
@@ -81,6 +86,7 @@ def decide(
     `config` may hold `[portfolios."ID"]` tables: the signal is sized under its
     portfolio's effective configuration (`SizingConfig.for_portfolio`), whose hash
     the decision carries."""
+    signal = fields_of(signal)  # read as plain attributes from here on
     config = config.for_portfolio(signal.portfolio_id)
     if engine_context_active():
         return _decide(signal, instrument, state, config, position, explained)
@@ -361,15 +367,15 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
     and a resent signal is a duplicate."""
     qty = fit.qty
     notional = qty * signal.price
+    sized = sized_legs(instrument.legs)  # the legs' values as plain attributes
     unwritable = _out_of_bounds("qty", qty) or _out_of_bounds("notional", notional)
     if unwritable is None and fit.leg_qty:
         # each leg's quantity in its venue's units comes back as that leg's fill
-        unwritable = next((found for leg, leg_qty in zip(instrument.legs, fit.leg_qty)
+        unwritable = next((found for leg, leg_qty in zip(sized.legs, fit.leg_qty)
                            if (found := _out_of_bounds(f"leg={leg.venue_symbol} qty", leg_qty)) is not None), None)
     if unwritable is not None:
         return unwritable
     exposure = state.exposure
-    sized = sized_legs(instrument.legs)
     legs, units = sized.venue_symbols, sized.units
     made = reservation(signal.symbol, qty, signal.price, exposure.latest_ts, legs, signal.side, instrument.group,
                        units)
@@ -389,7 +395,7 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
         legs=tuple(
             build(OrderLeg, venue_symbol=leg.venue_symbol, side=leg.side if signal.side == "buy" else _FLIP[leg.side],
                   qty=leg_qty, kind=leg.kind, contract_size=leg.contract_size)
-            for leg, leg_qty in zip(instrument.legs, fit.leg_qty)
+            for leg, leg_qty in zip(sized.legs, fit.leg_qty)
         ),
         ts=signal.ts, config_hash=config.config_hash, base_qty=qty,
     )

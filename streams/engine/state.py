@@ -78,6 +78,12 @@ class Book(dict):  # type: ignore[type-arg]
         dict.__setitem__(book, key, value)
         return book
 
+    def without(self, key: str) -> "Book":
+        """A new book without `key` (which it holds), the rest in their order."""
+        book = Book(self)
+        dict.__delitem__(book, key)
+        return book
+
 
 def book(mapping: Mapping[str, Any]) -> Book:
     """`mapping` as a Book (itself when it is one already)."""
@@ -519,13 +525,11 @@ def _order_filled(fill: OrderFilled, exposure: Exposure) -> _Books:
         if held_order is None:
             # a fill of an order that already ended: only its legs' growth counts
             ended_orders = remember_ended(ended_orders, fill.order_id, progress)
+        elif finals.issuperset(legs) or all(filled.get(leg, ZERO) >= order.qty for leg in legs):
+            reservations = book(reservations).without(fill.order_id)
+            ended_orders = remember_ended(ended_orders, fill.order_id, progress)
         else:
-            reservations = dict(reservations)
-            if finals.issuperset(legs) or all(filled.get(leg, ZERO) >= order.qty for leg in legs):
-                del reservations[fill.order_id]
-                ended_orders = remember_ended(ended_orders, fill.order_id, progress)
-            else:
-                reservations[fill.order_id] = progress
+            reservations = book(reservations).with_entry(fill.order_id, progress)
     if added or grown:
         held = positions.get(symbol, NO_POSITION)
         qty = held.qty + added
@@ -552,7 +556,7 @@ def _order_canceled(fill: OrderCanceled, exposure: Exposure) -> _Books:
     """A cancel of a held order: its reservation is released and the order ended."""
     reservations = exposure.reservations
     ended_orders = remember_ended(exposure.ended_orders, fill.order_id, reservations[fill.order_id])
-    reservations = Book((oid, r) for oid, r in reservations.items() if oid != fill.order_id)
+    reservations = book(reservations).without(fill.order_id)
     return _Books(exposure.positions, reservations, ended_orders, "applied")
 
 
@@ -562,15 +566,15 @@ def _position_closed(fill: PositionClosed, exposure: Exposure) -> _Books:
     positions = exposure.positions
     held = positions.get(fill.symbol)
     if held is not None:
-        positions = dict(positions)
         if fill.qty >= held.qty:
-            del positions[fill.symbol]
+            positions = book(positions).without(fill.symbol)
         else:
             left = held.qty - fill.qty
             share = (held.entry_notional * left / held.qty).quantize(ENTRY_NOTIONAL_QUANTUM)
             # every leg closes the quantity: a leg that held less keeps what is left of it, if any
             legs = {leg: max(q - fill.qty, ZERO) for leg, q in held.legs.items()}
-            positions[fill.symbol] = held._replace(qty=left, entry_notional=share, legs=legs or EMPTY)
+            positions = book(positions).with_entry(fill.symbol, held._replace(qty=left, entry_notional=share,
+                                                                              legs=legs or EMPTY))
     return _Books(positions, exposure.reservations, exposure.ended_orders, "applied")
 
 
@@ -756,7 +760,7 @@ def _apply_control(command: Any, state: PortfolioState, config: SizingConfig, of
         released = exposure.reservations.get(command.order_id)
         if released is not None:
             exposure = exposure._replace(
-                reservations=Book((oid, r) for oid, r in exposure.reservations.items() if oid != command.order_id),
+                reservations=book(exposure.reservations).without(command.order_id),
                 ended_orders=remember_ended(exposure.ended_orders, command.order_id, released))
         else:
             outcome = "no_effect"

@@ -796,6 +796,31 @@ def build(model: type[B], **values: Any) -> B:
     return message
 
 
+class Fields:
+    """A message's fields as plain attributes, sharing its `__dict__` (`fields_of`);
+    read-only, as the message is."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise TypeError(f"{name}: a message's fields are read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise TypeError(f"{name}: a message's fields are read-only")
+
+
+def fields_of(message: BaseModel) -> Any:
+    """A read-only view of `message`'s fields as plain attributes, sharing its
+    `__dict__` (nothing copied). A pydantic model's attribute read passes through
+    BaseModel's `__getattr__` hook and is never specialized by the interpreter; the
+    engine reads a signal's fields a few dozen times per decision."""
+    view = _new(Fields)
+    _set_dict(view, message.__dict__)
+    return view
+
+
+_new = object.__new__
+_set_dict = vars(Fields)["__dict__"].__set__
+
+
 # BaseModel's slots, set through their descriptors (what object.__setattr__ looks up each time)
 _set_fields_set = vars(BaseModel)["__pydantic_fields_set__"].__set__
 _set_extra = vars(BaseModel)["__pydantic_extra__"].__set__

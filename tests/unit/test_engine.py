@@ -1,9 +1,11 @@
+import hashlib
 from decimal import Decimal as D
 
 import pytest
 
 from streams.config import load_config
 from streams.engine import order_id_for
+from streams.engine.state import Book
 from streams.wire.models import Fill, validate
 from tests.builders import T0, canceled, closed, filled, instrument, leg, signal
 from tests.unit.engine_helpers import feed, processor
@@ -204,3 +206,19 @@ def test_the_kill_switch_trips_on_any_loss_once_no_positive_peak_is_left(monkeyp
     latch = proc.store.load("p1").controls.max_drawdown
     assert latch is not None and latch.reason == "MAX_DRAWDOWN" and "drawdown_pct=unbounded" in latch.text
     assert proc.store.load("p1").controls.halt is None  # the operator's latch is the other one
+
+
+def test_an_order_id_is_the_blake2b_of_portfolio_and_signal_ids_every_time():
+    expected = "o-" + hashlib.blake2b(b"p1\x1fs-1", digest_size=12).hexdigest()
+    assert [order_id_for("p1", "s-1") for _ in range(3)] == [expected] * 3  # no state kept between calls
+    assert order_id_for("p2", "s-9") == "o-" + hashlib.blake2b(b"p2\x1fs-9", digest_size=12).hexdigest()
+
+
+def test_a_book_with_or_without_an_entry_is_a_new_book_the_rest_in_order():
+    held = Book({"a": 1, "b": 2, "c": 3})
+    without, replaced = held.without("b"), held.with_entry("b", 5)
+    assert list(without.items()) == [("a", 1), ("c", 3)] and type(without) is Book
+    assert list(replaced.items()) == [("a", 1), ("b", 5), ("c", 3)] and type(replaced) is Book
+    assert list(held.items()) == [("a", 1), ("b", 2), ("c", 3)]
+    with pytest.raises(TypeError):
+        held["d"] = 4

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from streams.errors import InvalidMessage
 from streams.wire.models import (
-    MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Fill, Instrument, OrderFilled, Signal, decode, format_event_time,
+    MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Fill, Instrument, OrderFilled, Signal, decode, fields_of, format_event_time,
     parse_event_time, to_json,
 )
 
@@ -107,3 +107,17 @@ def test_decimals_beyond_the_wire_bounds_are_invalid_not_overflows(price, rule):
 def test_trailing_zeros_do_not_count_as_decimal_places():
     signal = decode(Signal, SIGNAL % (b'"0.5"', b'"123.450000000000000000000"', b"0"))
     assert signal.price == Decimal("123.45")
+
+
+def test_fields_of_reads_a_messages_fields_and_refuses_writes():
+    signal = Signal(signal_id="s-1", portfolio_id="p1", symbol="BTC-USD", side="buy", score="0.5",
+                    price="100.5", ts=1_767_225_600_000)
+    view = fields_of(signal)
+    assert (view.signal_id, view.portfolio_id, view.symbol, view.side) == ("s-1", "p1", "BTC-USD", "buy")
+    assert (view.score, view.price, view.ts) == (Decimal("0.5"), Decimal("100.5"), 1_767_225_600_000)
+    assert (view.intent, view.reduce_fraction) == ("open", Decimal(1))  # defaults too
+    with pytest.raises(TypeError, match="read-only"):
+        view.price = Decimal("1")
+    with pytest.raises(TypeError, match="read-only"):
+        del view.symbol
+    assert signal.price == Decimal("100.5") and signal.symbol == "BTC-USD"
