@@ -70,8 +70,10 @@ if [[ -n "${KAFKA_LIBS:-}" ]] && compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev
   # jars given (a Kafka image's libs): their version, whatever KAFKA_VERSION says
   jar="$(compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" | grep -v -e -test -e -sources | head -n 1)"
   version="${jar##*/kafka_2.13-}"; version="${version%.jar}"
+  version_setting="KAFKA_LIBS ($KAFKA_LIBS)"
 else
   version="${KAFKA_VERSION:-$pom_version}"
+  version_setting=KAFKA_VERSION
 fi
 if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
   echo "KAFKA_VERSION: a Kafka release such as $pom_version, not '$version'" >&2; exit 2
@@ -79,7 +81,7 @@ fi
 # the releases the product supports and is tested on (README, docs/pages/production-kafka.md):
 # an older one may start and pass some tests, which would say nothing of it
 if [[ ! "$version" =~ ^(3\.9|4\.[0-9]+)\. ]]; then
-  echo "KAFKA_VERSION: a supported Kafka release, 3.9.x or 4.x (such as $pom_version), not $version" >&2; exit 2
+  echo "$version_setting: a supported Kafka release, 3.9.x or 4.x (such as $pom_version), not $version" >&2; exit 2
 fi
 libs="${KAFKA_LIBS:-$root/.kafka/libs/$version}"
 data="$home/data/$version"

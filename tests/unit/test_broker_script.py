@@ -223,3 +223,17 @@ def test_maven_out_of_reach_is_said_with_its_own_error_line_not_as_a_missing_rel
     assert done.stderr == (f"Kafka 4.4.0: Maven could not resolve its jars, offline or Maven Central out of reach? "
                            f"({line[:208]}; log: {tmp_path / 'libs'}.mvn.log)\n")
     assert not (tmp_path / "libs").exists() and not (tmp_path / "kafka" / "broker.pid").exists()
+
+
+def test_jars_of_an_unsupported_release_given_as_kafka_libs_are_refused_naming_that_setting(tmp_path):
+    # a Kafka image's libs: the release is the jars', whatever KAFKA_VERSION says
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    (libs / "kafka_2.13-3.7.2.jar").write_bytes(b"")
+    port, controller_port = free_ports(2)
+    env = env_for(tmp_path / "kafka", port, controller_port, KAFKA_VERSION="4.4.0", KAFKA_LIBS=str(libs))
+    done = script("start", env)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"KAFKA_LIBS ({libs}): a supported Kafka release, 3.9.x or 4.x (such as "), \
+        done.stderr
+    assert done.stderr.endswith("), not 3.7.2\n") and not (tmp_path / "kafka" / "broker.pid").exists()
