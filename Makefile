@@ -38,7 +38,7 @@ help:
 	@echo "make demo        run the main job end to end"
 	@echo "make test        run every test"
 	@echo "make test-unit   the unit and acceptance tests alone: no broker"
-	@echo "make test KAFKA_VERSION=4.4.0   every test on another Kafka release (default: deploy/pom.xml's 3.9.x)"
+	@echo "make test KAFKA_VERSION=4.4.0   every test on another Kafka release: 3.9.x or 4.x (default: deploy/pom.xml's 3.9.x)"
 	@echo "make test-kafka4 the exactly-once, crash, failover, positions, controls, security and Kafka-rules tests on KAFKA4_VERSION"
 	@echo "make bench       worker vs bare loop, plain aiokafka loop, Faust agent, Quix Streams (BENCH_ARGS=...)"
 	@echo "make soak        the worker at 1,000 signals/s with fills for MINUTES (30): RSS, p99, lag a minute"

@@ -111,6 +111,20 @@ RECORD_TIMESTAMP_RULE = (
     "or more than message.timestamp.before.max.ms behind it (no limit by default)")
 
 
+def own_clock() -> str:
+    """What a refused record timestamp says of this machine's clock: a client stamps every
+    record it sends without one (the worker's decisions, orders, dead letters, changelogs
+    and configuration records; `sizer control`) with it, so a clock ahead of the broker's
+    by more than the bound has every send refused."""
+    import datetime
+    import time
+
+    # time.time(), as the Kafka client reads it to stamp a record
+    now = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc).isoformat(timespec="seconds")
+    now = now.replace("+00:00", "Z")
+    return f" (a record sent without one is stamped by this machine's clock, now {now}: is it ahead of the broker's?)"
+
+
 def kafka_error(exc: BaseException, bootstrap: str | None = None, refused: str | None = None) -> KafkaUnavailable:
     """A foreign Kafka, TLS or socket error as ours, with one line naming the cause.
     `refused`: what the client presented, said when the broker refused to authenticate it."""
@@ -136,7 +150,7 @@ def kafka_error(exc: BaseException, bootstrap: str | None = None, refused: str |
                         errors.TransactionalIdAuthorizationFailed, errors.ClusterAuthorizationFailedError)):
         return KafkaUnavailable(f"not authorized{where}: {exc}")
     if isinstance(exc, errors.InvalidTimestampError):
-        return KafkaUnavailable(f"the broker{where} refused a record's timestamp: {RECORD_TIMESTAMP_RULE}")
+        return KafkaUnavailable(f"the broker{where} refused a record's timestamp{own_clock()}: {RECORD_TIMESTAMP_RULE}")
     if isinstance(exc, (errors.KafkaConnectionError, OSError, TimeoutError)):
         return KafkaUnavailable(f"cannot reach the Kafka broker{where}: {exc}")
     return KafkaUnavailable(f"Kafka error{where}: {type(exc).__name__}: {exc}")

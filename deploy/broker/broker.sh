@@ -70,11 +70,18 @@ if [[ -n "${KAFKA_LIBS:-}" ]] && compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev
   # jars given (a Kafka image's libs): their version, whatever KAFKA_VERSION says
   jar="$(compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" | grep -v -e -test -e -sources | head -n 1)"
   version="${jar##*/kafka_2.13-}"; version="${version%.jar}"
+  version_setting="KAFKA_LIBS ($KAFKA_LIBS)"
 else
   version="${KAFKA_VERSION:-$pom_version}"
+  version_setting=KAFKA_VERSION
 fi
 if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
   echo "KAFKA_VERSION: a Kafka release such as $pom_version, not '$version'" >&2; exit 2
+fi
+# the releases the product supports and is tested on (README, docs/pages/production-kafka.md):
+# an older one may start and pass some tests, which would say nothing of it
+if [[ ! "$version" =~ ^(3\.9|4\.[0-9]+)\. ]]; then
+  echo "$version_setting: a supported Kafka release, 3.9.x or 4.x (such as $pom_version), not $version" >&2; exit 2
 fi
 libs="${KAFKA_LIBS:-$root/.kafka/libs/$version}"
 data="$home/data/$version"
@@ -146,7 +153,13 @@ resolve_jars() {
         -Dkafka.version="$version" "${logging[@]}" \
         -DoutputDirectory="$libs" -DincludeScope=runtime >"$libs.mvn.log" 2>&1; then
       rm -rf "$libs"
-      echo "Kafka $version: Maven could not resolve its jars (deploy/pom.xml; log: $libs.mvn.log)" >&2
+      # Maven Central answered that the release is not there (now, or at an earlier attempt it cached)
+      if grep -q -E "(Could not find artifact org\.apache\.kafka:kafka_2\.13:jar:$version |org\.apache\.kafka:kafka_2\.13:jar:$version was not found)" "$libs.mvn.log"; then
+        echo "Kafka $version: no such release on Maven Central (org.apache.kafka:kafka_2.13:$version; KAFKA_VERSION)" >&2
+      else
+        echo "Kafka $version: Maven could not resolve its jars, offline or Maven Central out of reach?" \
+             "($(grep -m 1 -o '\[ERROR\] .\{1,200\}' "$libs.mvn.log" || echo 'no error line'); log: $libs.mvn.log)" >&2
+      fi
       exit 1
     fi
     rm -f "$libs.mvn.log"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A local three-node Apache Kafka 3.9 cluster in KRaft mode on loopback, from the
+# A local three-node Apache Kafka cluster (KAFKA_VERSION: 3.9.x or 4.x) in KRaft mode on loopback, from the
 # same jars as deploy/broker/broker.sh, whose functions run each node: every node is
 # broker and controller (a quorum of three), topics default to replication 3 with
 # min.insync.replicas 2, and so do the transaction log and the offsets topic.

@@ -41,8 +41,15 @@ class Cluster:
         return done.stdout.strip()
 
     def start(self, node: int | None = None) -> None:
-        """Start every node not running (or `node`) and wait until it has started."""
-        self.run("start", *([str(node)] if node else []))
+        """Start every node not running (or `node`) and wait until it has started; when
+        that fails, the nodes it launched are stopped again (cluster.sh gives up on a node
+        slow to answer but leaves it running)."""
+        nodes = [str(node)] if node else []
+        try:
+            self.run("start", *nodes)
+        except RuntimeError:
+            subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop", *nodes], env=self.env, capture_output=True)
+            raise
 
     def stop(self, node: int | None = None) -> None:
         self.run("stop", *([str(node)] if node else []))

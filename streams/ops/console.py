@@ -31,7 +31,7 @@ from streams.wire import decimals
 from streams.wire.admission import PORTFOLIO_KEYED, admit_record, home_partition
 from streams.wire.framing import payload
 from streams.wire.instruments import admit_instrument
-from streams.errors import RECORD_TIMESTAMP_RULE, ConfigError, InvalidMessage, KafkaUnavailable
+from streams.errors import RECORD_TIMESTAMP_RULE, ConfigError, InvalidMessage, KafkaUnavailable, own_clock
 from streams.wire import journal
 from streams.kafka.io import start_or_close
 from streams.kafka.settings import ConnectionSettings
@@ -155,7 +155,8 @@ def timestamp_refused(records: list[Outgoing], path: str) -> KafkaUnavailable:
     now = time.time() * 1000
     stamped = [(abs(r.timestamp - now), r.timestamp, r.line) for r in records if r.timestamp is not None]
     if not stamped:
-        return KafkaUnavailable(f"{path}: the broker refused a record's timestamp: {RECORD_TIMESTAMP_RULE}")
+        return KafkaUnavailable(f"{path}: the broker refused a record's timestamp{own_clock()}: "
+                                f"{RECORD_TIMESTAMP_RULE}")
     _, timestamp, number = max(stamped)
     offset_s = (timestamp - now) / 1000
     way = f"{abs(offset_s) / 3600:.1f} h {'ahead of' if offset_s > 0 else 'behind'}"

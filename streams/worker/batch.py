@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable, Iterable, NoReturn, Protocol
 from streams.wire.admission import admit_record, home_partition
 from streams.config import SizingConfig
 from streams.engine import InputPosition
-from streams.errors import InvalidMessage
+from streams.errors import InvalidMessage, kafka_error
 from streams.wire.models import to_json
 from streams.wire.framing import PLAIN, Framing
 from streams.engine import PortfolioState
@@ -49,8 +49,15 @@ log = logging.getLogger("streams.worker")
 
 
 def abandon(exc: BaseException) -> NoReturn:
-    """Exit now, without the commit a graceful stop would make."""
-    log.critical("batch failed half way, exiting without committing: %r", exc, exc_info=exc)
+    """Exit now, without the commit a graceful stop would make. A send the broker refused
+    (a Kafka error: authorization, a record too large, a record timestamp out of its
+    bound) is said in one line naming the cause; anything else with its traceback."""
+    from aiokafka.errors import KafkaError
+
+    if isinstance(exc, KafkaError):
+        log.critical("batch failed half way, exiting without committing: %s", kafka_error(exc))
+    else:
+        log.critical("batch failed half way, exiting without committing: %r", exc, exc_info=exc)
     logging.shutdown()
     os._exit(70)
 

@@ -52,6 +52,9 @@ class Broker:
     def start(self) -> None:
         done = subprocess.run(["bash", str(BROKER_SCRIPT), "start"], env=self.env, capture_output=True, text=True)
         if done.returncode != 0:
+            # `start` gives up on a broker slow to answer but leaves it running: nothing of this
+            # test's may outlive it
+            self.stop()
             raise RuntimeError(f"the Kafka broker did not start:\n{done.stdout}\n{done.stderr}")
 
     def stop(self) -> None:

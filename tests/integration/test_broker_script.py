@@ -10,6 +10,9 @@ import signal
 import subprocess
 import time
 
+import pytest
+
+from streams.bench.cluster import Cluster
 from tests.integration.harness import BROKER_SCRIPT, ROOT, SIZER, Broker, kafka_version
 
 
@@ -93,3 +96,32 @@ def test_a_secured_broker_started_on_another_release_in_the_same_home_has_its_us
         assert "switch-signals" in check.stderr and "authentication" not in check.stderr, check.stderr
     finally:
         other.stop()
+
+
+def kafka_processes_of(home) -> list[str]:
+    """The command lines of the brokers running on `home`'s configuration."""
+    found = subprocess.run(["pgrep", "-af", "kafka.Kafka"], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if str(home) in line and "pgrep" not in line]
+
+
+def test_a_broker_that_does_not_answer_in_time_is_not_left_running_by_the_tests(tmp_path):
+    # broker.sh start gives up after KAFKA_START_TIMEOUT_S and leaves the slow broker running
+    # (said in its message); a test session that gets that error must not leave it behind
+    broker = Broker(tmp_path / "kafka", KAFKA_START_TIMEOUT_S="1")
+    try:
+        with pytest.raises(RuntimeError, match="did not answer"):
+            broker.start()
+        assert kafka_processes_of(tmp_path / "kafka") == []
+    finally:
+        broker.stop()
+
+
+def test_a_cluster_whose_nodes_do_not_answer_in_time_is_not_left_running(tmp_path):
+    cluster = Cluster.at(tmp_path / "cluster", fresh_ports=True)
+    cluster.env["KAFKA_START_TIMEOUT_S"] = "1"
+    try:
+        with pytest.raises(RuntimeError, match="did not answer"):
+            cluster.start()
+        assert kafka_processes_of(tmp_path / "cluster") == []
+    finally:
+        cluster.stop()

@@ -6,6 +6,7 @@ topic, and its bound on record timestamps."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import subprocess
@@ -15,10 +16,11 @@ import uuid
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streams.errors import RECORD_TIMESTAMP_RULE
 from streams.kafka.settings import ConnectionSettings
 from streams.kafka.topics import INTERNAL_TOPICS, internal_replication
 from streams.wire.admission import home_partition
-from tests.integration.harness import SIZER, kafka_version
+from tests.integration.harness import ROOT, SIZER, kafka_version
 
 HOUR_MS = 3_600_000
 
@@ -196,3 +198,39 @@ def test_check_names_a_changelog_that_differs_from_what_the_workers_need(deploym
     assert f"  {exposure}: cleanup.policy=delete on the broker, a changelog must be compacted" in lines, done.stderr
     # the changelogs the workers have not made yet are not differences
     assert not [line for line in lines if "-streak-changelog" in line], done.stderr
+
+
+CLOCK_AHEAD = str(ROOT / "tests" / "integration" / "clock_ahead")  # its sitecustomize moves time.time()
+
+
+def test_a_worker_whose_clock_runs_two_hours_ahead_stops_in_one_line_where_the_broker_bounds_timestamps(
+        deployment, workers):
+    # The worker stamps everything it writes (its configuration record, decisions, orders, dead
+    # letters, changelogs) by its own clock; the output topics keep the broker's default bound:
+    # Kafka 4.x refuses all of it, 3.9 stores it as stamped.
+    node = str(admin_call(deployment.bootstrap, lambda admin: admin.describe_cluster())["brokers"][0]["node_id"])
+    limit = int(config_of(deployment.bootstrap, ConfigResourceType.BROKER, node)["log.message.timestamp.after.max.ms"])
+    ahead = {"PYTHONPATH": CLOCK_AHEAD, "TEST_CLOCK_AHEAD_S": str(2 * 3600), "AIOKAFKA_NO_EXTENSIONS": "1"}
+    if limit >= 2 * HOUR_MS:  # 3.9 by default
+        worker = workers(**ahead)
+        decisions = deployment.run_demo_session()
+        assert all(record.timestamp > time.time() * 1000 + 1.9 * HOUR_MS for record in decisions)
+        assert worker.alive()
+        return
+    worker = deployment.worker(**ahead).spawn()
+    try:
+        code = worker.process.wait(timeout=90)
+    finally:
+        if worker.alive():
+            worker.kill()
+    lines = worker.log().splitlines()
+    assert code == 4, worker.log()[-3000:]
+    assert "Traceback" not in worker.log(), worker.log()[-3000:]
+    prefix = (f"sizer: the broker at {deployment.bootstrap} refused a record's timestamp (a record sent without one "
+              f"is stamped by this machine's clock, now ")
+    assert lines[-1].startswith(prefix), lines[-1]
+    shown = lines[-1][len(prefix):].split("Z:")[0]
+    ahead_s = datetime.datetime.fromisoformat(shown + "+00:00").timestamp() - time.time()
+    assert 7100 < ahead_s < 7300, lines[-1]  # the worker's clock, not the broker's
+    assert lines[-1].endswith(f"Z: is it ahead of the broker's?): {RECORD_TIMESTAMP_RULE}")
+    assert deployment.read("decisions") == []

@@ -168,3 +168,72 @@ def test_a_bad_kafka_version_stops_the_test_run_in_one_line_before_any_test(tmp_
     pom = (ROOT / "deploy" / "pom.xml").read_text().split("<kafka.version>")[1].split("<")[0]
     assert f"KAFKA_VERSION: a Kafka release such as {pom}, not '4.x'" in out
     assert " passed" not in out and "ERROR tests/" not in out, out
+
+
+def test_a_release_outside_the_supported_ones_is_refused_before_maven_in_one_line(tmp_path):
+    # 3.8.1 resolves and starts, 5.0.0 does not exist yet: neither is a release the product is
+    # tested on (3.9.x, 4.x); said at once, naming the setting and the rule, nothing resolved
+    port, controller_port = free_ports(2)
+    for version in ("3.8.1", "2.8.2", "5.0.0", "3.10.0"):
+        env = env_for(tmp_path / "kafka", port, controller_port, KAFKA_VERSION=version,
+                      KAFKA_LIBS=str(tmp_path / "libs"), PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        (tmp_path / "bin").mkdir(exist_ok=True)
+        (tmp_path / "bin" / "mvn").write_text(f"#!/bin/sh\ntouch {tmp_path}/mvn-ran\nexit 1\n")
+        (tmp_path / "bin" / "mvn").chmod(0o755)
+        for action in ("start", "resolve"):
+            done = script(action, env)
+            assert (done.returncode, done.stdout) == (2, ""), done.stderr
+            assert done.stderr == (f"KAFKA_VERSION: a supported Kafka release, 3.9.x or 4.x (such as "
+                                   f"{ROOT.joinpath('deploy/pom.xml').read_text().split('<kafka.version>')[1].split('<')[0]}"
+                                   f"), not {version}\n")
+    assert not (tmp_path / "mvn-ran").exists() and not (tmp_path / "kafka" / "broker.pid").exists()
+
+
+def fake_mvn(tmp_path: Path, log_line: str) -> dict[str, str]:
+    """PATH with an `mvn` that prints `log_line` as Maven would and fails."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "mvn").write_text(f"#!/bin/sh\necho '{log_line}'\nexit 1\n")
+    (bin_dir / "mvn").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_a_release_maven_central_does_not_have_is_named_as_such(tmp_path):
+    port, controller_port = free_ports(2)
+    for line in ("[ERROR] Failed to execute goal on project local-kafka-broker: Could not resolve dependencies: "
+                 "Could not find artifact org.apache.kafka:kafka_2.13:jar:4.0.99 in central (https://repo)",
+                 "[ERROR] Failed to execute goal: The following artifacts could not be resolved: "
+                 "org.apache.kafka:kafka_2.13:jar:4.0.99 was not found in https://repo during a previous attempt"):
+        env = env_for(tmp_path / "kafka", port, controller_port, KAFKA_VERSION="4.0.99",
+                      KAFKA_LIBS=str(tmp_path / "libs"), **fake_mvn(tmp_path, line))
+        done = script("resolve", env)
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == "Kafka 4.0.99: no such release on Maven Central (org.apache.kafka:kafka_2.13:4.0.99; " \
+                              "KAFKA_VERSION)\n"
+
+
+def test_maven_out_of_reach_is_said_with_its_own_error_line_not_as_a_missing_release(tmp_path):
+    port, controller_port = free_ports(2)
+    line = ("[ERROR] Plugin org.apache.maven.plugins:maven-dependency-plugin could not be resolved: "
+            "repo.maven.apache.org: Temporary failure in name resolution")
+    env = env_for(tmp_path / "kafka", port, controller_port, KAFKA_VERSION="4.4.0",
+                  KAFKA_LIBS=str(tmp_path / "libs"), **fake_mvn(tmp_path, line))
+    done = script("start", env)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"Kafka 4.4.0: Maven could not resolve its jars, offline or Maven Central out of reach? "
+                           f"({line[:208]}; log: {tmp_path / 'libs'}.mvn.log)\n")
+    assert not (tmp_path / "libs").exists() and not (tmp_path / "kafka" / "broker.pid").exists()
+
+
+def test_jars_of_an_unsupported_release_given_as_kafka_libs_are_refused_naming_that_setting(tmp_path):
+    # a Kafka image's libs: the release is the jars', whatever KAFKA_VERSION says
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    (libs / "kafka_2.13-3.7.2.jar").write_bytes(b"")
+    port, controller_port = free_ports(2)
+    env = env_for(tmp_path / "kafka", port, controller_port, KAFKA_VERSION="4.4.0", KAFKA_LIBS=str(libs))
+    done = script("start", env)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"KAFKA_LIBS ({libs}): a supported Kafka release, 3.9.x or 4.x (such as "), \
+        done.stderr
+    assert done.stderr.endswith("), not 3.7.2\n") and not (tmp_path / "kafka" / "broker.pid").exists()

@@ -4,6 +4,7 @@ client (`errors.kafka_error`) and, with the journal line, for `sizer publish`.
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 
@@ -22,7 +23,14 @@ def signal(signal_id: str, timestamp: int | None = None) -> str:
 
 def test_a_refused_timestamp_is_one_line_naming_kafkas_rule_and_exit_4():
     error = kafka_error(InvalidTimestampError(), "127.0.0.1:9092")
-    assert str(error) == f"the broker at 127.0.0.1:9092 refused a record's timestamp: {RECORD_TIMESTAMP_RULE}"
+    # a worker or `sizer control` stamps what it sends by its own clock: the line says so, with that clock
+    now = datetime.datetime.now(datetime.timezone.utc)
+    prefix = ("the broker at 127.0.0.1:9092 refused a record's timestamp (a record sent without one is stamped by "
+              "this machine's clock, now ")
+    assert str(error).startswith(prefix), str(error)
+    shown = datetime.datetime.fromisoformat(str(error)[len(prefix):].split("Z:")[0] + "+00:00")
+    assert abs((shown - now).total_seconds()) < 5
+    assert str(error).endswith(f"Z: is it ahead of the broker's?): {RECORD_TIMESTAMP_RULE}")
     assert "\n" not in str(error) and exit_code(error) == 4
     assert "message.timestamp.after.max.ms" in RECORD_TIMESTAMP_RULE and "1 hour" in RECORD_TIMESTAMP_RULE
 
@@ -40,3 +48,35 @@ def test_publish_names_the_journal_line_stamped_furthest_from_the_clock():
     assert message.endswith(RECORD_TIMESTAMP_RULE)
     behind, _ = journal_records([signal("d", now - 3 * HOUR_MS)], 60_000, now, "old.jsonl")
     assert "(3.0 h behind this machine's clock)" in str(timestamp_refused(behind, "old.jsonl"))
+
+
+def test_a_batch_abandoned_for_a_refused_record_timestamp_says_so_in_one_line_with_the_clock():
+    # Kafka 4.x refuses what a worker whose clock jumped more than an hour ahead sends; the worker
+    # exits 70 without committing (a restart redoes the batch): its CRITICAL line names the cause
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c",
+                           "import logging; logging.basicConfig(format='%(levelname)s %(message)s')\n"
+                           "from aiokafka.errors import InvalidTimestampError\n"
+                           "from streams.worker.batch import abandon\n"
+                           "abandon(InvalidTimestampError())"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 70
+    line, = done.stderr.splitlines()
+    assert line.startswith("CRITICAL batch failed half way, exiting without committing: the broker refused a "
+                           "record's timestamp (a record sent without one is stamped by this machine's clock, now ")
+    assert line.endswith(RECORD_TIMESTAMP_RULE)
+
+
+def test_a_batch_abandoned_for_anything_else_keeps_its_traceback():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c",
+                           "import logging; logging.basicConfig(format='%(levelname)s %(message)s')\n"
+                           "from streams.worker.batch import abandon\n"
+                           "abandon(ValueError('a bug'))"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 70
+    # the exception itself logged after the line (exc_info): what a bug report needs
+    assert done.stderr.splitlines() == ["CRITICAL batch failed half way, exiting without committing: ValueError('a bug')",
+                                        "ValueError: a bug"], done.stderr
