@@ -75,13 +75,16 @@ else
   version="${KAFKA_VERSION:-$pom_version}"
   version_setting=KAFKA_VERSION
 fi
-if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
-  echo "KAFKA_VERSION: a Kafka release such as $pom_version, not '$version'" >&2; exit 2
-fi
-# the releases the product supports and is tested on (README, docs/pages/production-kafka.md):
-# an older one may start and pass some tests, which would say nothing of it
-if [[ ! "$version" =~ ^(3\.9|4\.[0-9]+)\. ]]; then
-  echo "$version_setting: a supported Kafka release, 3.9.x or 4.x (such as $pom_version), not $version" >&2; exit 2
+# `stop` needs no release (the pid file is the home's): a stop is never refused
+if [[ "${1:-}" != stop ]]; then
+  if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    echo "KAFKA_VERSION: a Kafka release such as $pom_version, not '$version'" >&2; exit 2
+  fi
+  # the releases the product supports and is tested on (README, docs/pages/production-kafka.md):
+  # an older one may start and pass some tests, which would say nothing of it
+  if [[ ! "$version" =~ ^(3\.9|4\.[0-9]+)\. ]]; then
+    echo "$version_setting: a supported Kafka release, 3.9.x or 4.x (such as $pom_version), not $version" >&2; exit 2
+  fi
 fi
 libs="${KAFKA_LIBS:-$root/.kafka/libs/$version}"
 data="$home/data/$version"

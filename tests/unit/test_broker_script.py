@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+
+import pytest
 import sys
 import threading
 from pathlib import Path
@@ -187,6 +189,21 @@ def test_a_release_outside_the_supported_ones_is_refused_before_maven_in_one_lin
                                    f"{ROOT.joinpath('deploy/pom.xml').read_text().split('<kafka.version>')[1].split('<')[0]}"
                                    f"), not {version}\n")
     assert not (tmp_path / "mvn-ran").exists() and not (tmp_path / "kafka" / "broker.pid").exists()
+
+
+@pytest.mark.parametrize("version", ["4", "3.8.1"])
+def test_a_stop_is_never_refused_for_the_release_setting(tmp_path, version):
+    # the release names the jars a start runs; a stop needs only the home's pid file
+    home = tmp_path / "kafka"
+    port, controller_port = free_ports(2)
+    broker = stand_in_broker(home)
+    try:
+        stopped = script("stop", env_for(home, port, controller_port, KAFKA_VERSION=version, KAFKA_STOP_WAIT_S="10"))
+
+        assert stopped.returncode == 0, stopped.stderr
+        assert not alive(broker.pid)
+    finally:
+        broker.kill()
 
 
 def fake_mvn(tmp_path: Path, log_line: str) -> dict[str, str]:
