@@ -141,7 +141,9 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
     came from (`preset NAME`, `file PATH`), for the start-up log line."""
     from streams.faust_compat.worker import PromptExitWorker
     from streams.worker.app import build_app
+    from streams.worker.memory import fix_mmap_threshold
 
+    fix_mmap_threshold()  # before the tables open (see the module)
     with _aiokafka_quiet():
         # A Schema Registry that cannot be reached or refuses the product's schemas stops
         # start-up here (RegistryUnavailable, one line, exit 4)
