@@ -92,15 +92,20 @@ def test_the_handler_refuses_metadata_without_a_generation_and_sends_nothing(met
         offsets, future = pending(sender)
         done = await GroupTxnOffsetCommitHandler(sender, offsets, "app", metadata).do(0)
         assert done is True and client.sent == []
-        # abortable, not fatal: the caller aborts the transaction and rejoins
-        assert sender._txn_manager.state is TransactionState.ABORTABLE_ERROR
-        with pytest.raises(GroupMovedOn):
-            future.result()
-        # and the abort ends it at the broker (EndTxn), not taking it for empty
-        sender._txn_manager.aborting_transaction()
-        assert not sender._txn_manager.is_empty_transaction()
+        assert_abortable(sender, future)
 
     asyncio.run(run())
+
+
+def assert_abortable(sender, future) -> None:
+    """Abortable, not fatal: the caller aborts the transaction and rejoins; the commit's
+    future fails with GroupMovedOn, and the abort ends the transaction at the broker
+    (EndTxn), not taking it for empty."""
+    assert sender._txn_manager.state is TransactionState.ABORTABLE_ERROR
+    with pytest.raises(GroupMovedOn):
+        future.result()
+    sender._txn_manager.aborting_transaction()
+    assert not sender._txn_manager.is_empty_transaction()
 
 
 @pytest.mark.parametrize("code", [22, 25, 27, 82])
@@ -114,11 +119,7 @@ def test_the_coordinators_generation_errors_are_abortable(code):
         assert done is True and len(client.sent) == 1
         sent = client.sent[0].prepare({28: (0, 3)})
         assert (sent.generation_id, sent.member_id) == (7, "m-1")
-        assert sender._txn_manager.state is TransactionState.ABORTABLE_ERROR
-        with pytest.raises(GroupMovedOn):
-            future.result()
-        sender._txn_manager.aborting_transaction()
-        assert not sender._txn_manager.is_empty_transaction()
+        assert_abortable(sender, future)
 
     asyncio.run(run())
 
