@@ -42,3 +42,19 @@ def test_a_large_block_stays_out_of_the_heap_once_the_threshold_is_fixed(thresho
 
 def test_an_operators_own_threshold_is_left_as_it_is():
     assert fix_mmap_threshold({"MALLOC_MMAP_THRESHOLD_": "262144"}) is False
+
+
+def test_the_worker_fixes_the_threshold_before_anything_else_at_start_up(monkeypatch):
+    """run_worker sets the threshold first: before the registry is asked, the app is
+    built or a table is opened (it is passed nothing those steps could use)."""
+    from streams.worker import memory, run
+
+    class FixedFirst(Exception):
+        pass
+
+    def fixed(environ=None):
+        raise FixedFirst
+
+    monkeypatch.setattr(memory, "fix_mmap_threshold", fixed)
+    with pytest.raises(FixedFirst):
+        run.run_worker(None, None, None)  # type: ignore[arg-type]
