@@ -860,27 +860,42 @@ def earned_phase(streak: Streak, config: SizingConfig) -> int:
 
 def to_wire(state: PortfolioState) -> tuple[dict[str, Any], dict[str, Any]]:
     """The (exposure, streak) table values as JSON data."""
-    e, s = state.exposure, state.streak
-    exposure = {
+    return exposure_to_wire(state.exposure), streak_to_wire(state.streak)
+
+
+def exposure_to_wire(e: Exposure, *, window: bool = True, ended_orders: Any = None) -> dict[str, Any]:
+    """The `exposure` table value as JSON data. `window=False`: `seen_signals` null (the
+    worker stores the window apart); `ended_orders`: their wire form when the caller
+    has it already (`ended_order_to_wire` of each, in order), else computed here."""
+    return {
         "positions": {k: _position_to_wire(p) for k, p in e.positions.items()},
         "reservations": {k: _reservation_to_wire(r) for k, r in e.reservations.items()},
         "marks": {k: [m.price, m.ts] for k, m in e.marks.items()},
         "latest_ts": e.latest_ts,
         "last_fill_offset": e.last_fill_offset,
-        "seen_signals": e.seen_signals.to_wire(),
-        "ended_orders": [[oid, _reservation_to_wire(r)] for oid, r in e.ended_orders.items()],
+        "seen_signals": e.seen_signals.to_wire() if window else None,
+        "ended_orders": [ended_order_to_wire(oid, r) for oid, r in e.ended_orders.items()]
+        if ended_orders is None else ended_orders,
         "recent_opens": list(e.recent_opens),
     }
-    streak = {
+
+
+def ended_order_to_wire(order_id: str, order: Reservation) -> list[Any]:
+    """One entry of the exposure's `ended_orders` list."""
+    return [order_id, _reservation_to_wire(order)]
+
+
+def streak_to_wire(s: Streak, *, window: bool = True) -> dict[str, Any]:
+    """The `streak` table value as JSON data (`window=False`: `seen_fills` null)."""
+    return {
         "equity": s.equity, "phase": s.phase, "consecutive_wins": s.consecutive_wins,
         "consecutive_losses": s.consecutive_losses, "drawdown": s.drawdown,
         "closed_trades": s.closed_trades, "wins": s.wins, "losses": s.losses,
         "gross_profit": s.gross_profit, "gross_loss": s.gross_loss,
-        "seen_fills": s.seen_fills.to_wire(), "peak_equity": s.peak_equity,
+        "seen_fills": s.seen_fills.to_wire() if window else None, "peak_equity": s.peak_equity,
         "last_loss": dict(s.last_loss), "loss_times": list(s.loss_times), "paused_until": s.paused_until,
         "emptied_drawdown": s.emptied_drawdown,
     }
-    return exposure, streak
 
 
 def controls_to_wire(controls: Controls) -> dict[str, Any]:

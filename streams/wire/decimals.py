@@ -282,3 +282,9 @@ def _default(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Encode JSON compactly (UTF-8, no spaces), Decimals as canonical strings, keys in the order given."""
     return orjson.dumps(value, default=_default).decode()
+
+
+def encoded(raw: bytes) -> Any:
+    """JSON already encoded by `dumps` (as UTF-8), to be written as is where it stands in
+    a value `dumps` encodes: the same bytes as the value it was encoded from."""
+    return orjson.Fragment(raw)

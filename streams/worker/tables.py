@@ -31,15 +31,14 @@ from typing import Any, Callable
 from streams.wire import decimals
 from streams.config import SizingConfig
 from streams.engine import PortfolioState
-from streams.engine.recent import RecentIds
 from streams.faust_compat.outputs import stored_value
 from streams.engine.state import (
-    Controls, controls_from_wire, controls_to_wire, exposure_from_wire, streak_from_wire, to_wire,
+    Controls, Reservation, controls_from_wire, controls_to_wire, ended_order_to_wire, exposure_from_wire,
+    exposure_to_wire, streak_from_wire, streak_to_wire,
 )
 
 log = logging.getLogger("streams.worker")
 
-NO_IDS = RecentIds()
 # A window by reference is `<window>_chunks` in its record, and `<window>` itself is
 # null: a worker of an earlier release, which reads `<window>` as a list of chunks,
 # then fails on the record (its inputs dead-lettered as PROCESSING_ERROR, original
@@ -72,6 +71,10 @@ class TableStore:
         # (portfolio, window) -> (number of its oldest stored chunk, the chunks stored under
         # `windows`, oldest first: the same objects as in the stored state's window)
         self._chunks: dict[tuple[str, str], tuple[int, tuple[Any, ...]]] = {}
+        # portfolio -> order id -> (an ended order, its `ended_orders` entry encoded), for a
+        # portfolio last written with two ended orders or more: an ended order never changes
+        # and stays in the mapping for up to ENDED_ORDERS_KEPT writes, so it is encoded once
+        self._ended: dict[str, dict[str, tuple[Reservation, bytes]]] = {}
 
     def load(self, portfolio_id: str) -> PortfolioState:
         pending = self._batch.get(portfolio_id)
@@ -146,22 +149,40 @@ class TableStore:
         value changed (the engine shares unchanged parts), each window's chunks first."""
         state, _ = self._batch[portfolio_id]
         stored = self._stored.get(portfolio_id)
-        # the windows go by reference: not sorted and encoded whole here
-        exposure, streak = to_wire(PortfolioState(state.exposure._replace(seen_signals=NO_IDS),
-                                                  state.streak.remembering(NO_IDS), state.controls))
         key = portfolio_id.encode()
+        # the windows go by reference: not sorted and encoded whole here
         if stored is None or state.exposure is not stored.exposure:
-            exposure["seen_signals"] = None  # see CHUNKED
+            exposure = exposure_to_wire(state.exposure, window=False,
+                                        ended_orders=self._ended_orders(portfolio_id, state.exposure.ended_orders))
             exposure["seen_signals" + CHUNKED] = await self._write_window(portfolio_id, "seen_signals", state)
             await self.outputs.put(self.exposure, key, decimals.dumps(exposure).encode())
         if stored is None or state.streak is not stored.streak:
-            streak["seen_fills"] = None
+            streak = streak_to_wire(state.streak, window=False)
             streak["seen_fills" + CHUNKED] = await self._write_window(portfolio_id, "seen_fills", state)
             await self.outputs.put(self.streak, key, decimals.dumps(streak).encode())
         if (stored is None and state.controls != Controls()) or (
                 stored is not None and state.controls is not stored.controls):
             await self.outputs.put(self.controls, key, decimals.dumps(controls_to_wire(state.controls)).encode())
         self._stored[portfolio_id] = state
+
+    def _ended_orders(self, portfolio_id: str, ended: Any) -> Any:
+        """The exposure's `ended_orders` list encoded from the entries already encoded for
+        this portfolio, the new ones encoded now (the same bytes as `dumps` of the list);
+        None, to be encoded with the rest of the value, for fewer than two."""
+        if len(ended) < 2:
+            self._ended.pop(portfolio_id, None)
+            return None
+        known = self._ended.get(portfolio_id, {})
+        entries: dict[str, tuple[Reservation, bytes]] = {}
+        for order_id, order in ended.items():
+            entry = known.get(order_id)
+            if entry is None or entry[0] is not order:
+                # encoded to str, then bytes: a bytes object orjson returns holds a buffer of
+                # about 4 KB whatever its length (1 GB at 10,000 portfolios kept here)
+                entry = (order, decimals.dumps(ended_order_to_wire(order_id, order)).encode())
+            entries[order_id] = entry
+        self._ended[portfolio_id] = entries
+        return decimals.encoded(b"[" + b",".join(raw for _, raw in entries.values()) + b"]")
 
     async def _write_window(self, portfolio_id: str, window: str, state: PortfolioState) -> dict[str, Any]:
         """Write the chunks of a window not stored yet, delete those it let go, and
@@ -193,6 +214,7 @@ class TableStore:
         """Drop the decoded states: partitions are moving (a rebalance began)."""
         self._stored.clear()
         self._chunks.clear()
+        self._ended.clear()
 
 
 def _window_of(state: PortfolioState, window: str) -> Any:

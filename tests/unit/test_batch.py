@@ -594,3 +594,52 @@ def test_a_flood_of_bogus_ids_in_one_batch_is_dead_lettered_record_by_record_wit
     assert [json.loads(value[5:])["signal_id"] for topic, _, value, _ in world.sink.sent if topic == "decisions"] == \
         ["s600"]
     assert world.positions.next_offset("signals", 0) == 601 and not world.failures
+
+
+def test_ended_orders_are_encoded_once_each_and_the_record_is_the_same_bytes(monkeypatch):
+    """An ended order never changes: the worker encodes it once, while it stays among the
+    portfolio's ended orders, and the exposure record is byte for byte what encoding the
+    whole state gives."""
+    from streams.engine.state import ENDED_ORDERS_KEPT, ended_order_to_wire, exposure_to_wire
+    from streams.wire import decimals
+    from streams.worker import tables as tables_module
+
+    world = World()
+    # every reservation lapses before the next signal (2 s later): one more ended order a batch
+    world.config = type(world.config).model_validate({
+        **world.config.model_dump(), "reservation_ttl_s": "1", "max_signal_age_s": "0.5", "max_future_skew_s": "0.5"})
+    world.tables.config = world.handler.config = world.handler.processor.config = world.config
+    encoded: list[str] = []
+
+    def counting(order_id, order):
+        encoded.append(order_id)
+        return ended_order_to_wire(order_id, order)
+
+    monkeypatch.setattr(tables_module, "ended_order_to_wire", counting)
+
+    def one_signal(n: int) -> None:
+        message = world.record("signals", signal("p1", "X", "0.5", "10", T0 + 2000 * n, signal_id=f"s{n}")["value"])
+        message.timestamp = (T0 + 2000 * n) / 1000
+        world.run([message])
+
+    for n in range(ENDED_ORDERS_KEPT + 6):  # past the mapping's bound: the oldest are let go
+        one_signal(n)
+        state = world.tables._stored["p1"]
+        ended = list(state.exposure.ended_orders)
+        assert len(ended) == min(n, ENDED_ORDERS_KEPT)
+        raw = world.tables.exposure[b"p1"]
+        record = json.loads(raw)
+        assert [entry[0] for entry in record["ended_orders"]] == ended
+        whole = exposure_to_wire(state.exposure, window=False)
+        whole["seen_signals_chunks"] = record["seen_signals_chunks"]
+        assert raw == decimals.dumps(whole).encode()
+        if n >= 3:  # two ended orders written before: only the newest is encoded now
+            assert encoded[-1:] == [ended[-1]] and encoded.count(ended[-1]) == 1
+    assert world.sink.to("decisions")[-1]["outcome"] == "accepted"
+    assert len(encoded) == len(set(encoded)) == ENDED_ORDERS_KEPT + 5  # each once (the very first with the record)
+
+    # partitions moving: the encoded entries go with the decoded states, and come back the same
+    world.tables.forget()
+    before = len(encoded)
+    one_signal(ENDED_ORDERS_KEPT + 6)
+    assert len(encoded) - before == ENDED_ORDERS_KEPT
