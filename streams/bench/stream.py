@@ -118,8 +118,9 @@ def contenders(kafka: WorkerSettings) -> list[tuple[str, list[str], dict[str, st
         ("(0) bare consume-and-produce loop", [PYTHON, "-m", "streams.bench.bare_loop"], AT_LEAST_ONCE),
         ("(0) bare consume-and-produce loop, exactly-once", [PYTHON, "-m", "streams.bench.bare_loop"],
          {"SIZER_PROCESSING_GUARANTEE": "exactly_once"}),
-        # at the retry backoff and marker wait of the worker's producer with one transaction
-        # per worker (`faust_compat.worker_transactions.RETRY_BACKOFF_MS`, aiokafka's 20 ms)
+        # at the retry backoff of the worker's producer with one transaction per worker
+        # (`faust_compat.worker_transactions.RETRY_BACKOFF_MS`, 20 ms) and aiokafka's marker
+        # wait, 20 ms (the worker's grows from 2 to 20 ms: `group_commit.MARKER_WAITS_S`)
         ("(0) bare consume-and-produce loop, exactly-once, one transaction per batch",
          [PYTHON, "-m", "streams.bench.bare_loop"],
          {"SIZER_PROCESSING_GUARANTEE": "exactly_once", "BENCH_TRANSACTIONS": "per_batch",

@@ -92,6 +92,8 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("aiokafka.producer.sender", "Sender._find_coordinator"),
     ("aiokafka.producer.sender", "Sender._txn_manager"),
     ("aiokafka.producer.sender", "BaseHandler._sender"),
+    ("aiokafka.producer.sender", "Sender._do_add_partitions_to_txn"),
+    ("aiokafka.producer.sender", "BACKOFF_OVERRIDE"),
     ("aiokafka.producer.sender", "TxnOffsetCommitHandler._offsets"),
     ("aiokafka.producer.sender", "TxnOffsetCommitHandler._group_id"),
     ("aiokafka.client", "AIOKafkaClient._wait_on_metadata"),

@@ -155,8 +155,8 @@ class WorkerTransactionProducer(Producer):
         settings["transaction_timeout_ms"] = int(self.app.conf.broker_session_timeout * 1000)
         # faust gives none: aiokafka's 100 ms would be waited by every EndTxn refused while
         # the previous transaction's markers are written, and every produce batch Kafka
-        # 3.9's partition verification answers NOT_ENOUGH_REPLICAS; aiokafka's own wait
-        # for the markers (AddPartitionsToTxn) is 20 ms
+        # 3.9's partition verification answers NOT_ENOUGH_REPLICAS; the wait for the
+        # markers (AddPartitionsToTxn) grows from 2 to 20 ms (`group_commit.MARKER_WAITS_S`)
         settings["retry_backoff_ms"] = RETRY_BACKOFF_MS
         return settings
 

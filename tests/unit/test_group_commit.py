@@ -278,3 +278,42 @@ def test_recovery_reads_the_active_changelogs_ends_after_the_wait(monkeypatch, t
     calls.clear()
     asyncio.run(recovery._build_highwaters(None, set(), {}, title))
     assert calls == ["highwaters"]
+
+
+class Answer:
+    """An AddPartitionsToTxn response as aiokafka's handler reads it."""
+
+    def __init__(self, code: int) -> None:
+        self.errors = [("decisions", [(5, code)])]
+
+
+def test_a_transaction_refused_while_the_last_ones_markers_are_written_is_asked_again_sooner_then_later():
+    from streams.faust_compat.group_commit import MARKER_WAITS_S, MarkerWaitHandler
+
+    concurrent, none, coordinator_loading = 51, 0, 14
+    tp = TopicPartition("decisions", 5)
+
+    def started(sender: FakeSender) -> TransactionManager:
+        """A new transaction on `sender`, `tp` waiting to be added."""
+        manager = TransactionManager("app-worker-1", 10_000)
+        manager.set_pid_and_epoch(4000, 3)
+        manager.begin_transaction()
+        manager.maybe_add_partition_to_txn(tp)
+        sender._txn_manager = manager
+        return manager
+
+    async def run() -> None:
+        sender = FakeSender(FakeClient())
+        sender.marker_refusals = 0
+        manager = started(sender)
+        waits = [MarkerWaitHandler(sender, [tp]).handle_response(Answer(concurrent)) for _ in range(7)]
+        assert waits == [0.002, 0.004, 0.008, 0.016, 0.02, 0.02, 0.02] == [*MARKER_WAITS_S, 0.02, 0.02]
+        assert MarkerWaitHandler(sender, [tp]).handle_response(Answer(none)) is None
+        assert tp in manager.txn_partitions
+        # the next transaction's first refusal waits the shortest again
+        started(sender)
+        assert MarkerWaitHandler(sender, [tp]).handle_response(Answer(concurrent)) == 0.002
+        # any other refusal waits as aiokafka makes it (its retry backoff)
+        assert MarkerWaitHandler(sender, [tp]).handle_response(Answer(coordinator_loading)) == 0.01
+
+    asyncio.run(run())
