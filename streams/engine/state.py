@@ -15,7 +15,7 @@ from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ZERO, canonical, engine_context_active
 from streams.engine.constraints import base_of
 from streams.engine.recent import RecentIds
-from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed
+from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed, fields_of
 
 
 class Position(NamedTuple):
@@ -430,36 +430,41 @@ def apply_fill(
     the last fill applied before it. Arithmetic is exact (`decimals.ENGINE_CONTEXT`).
     `config` may hold `[portfolios."ID"]` tables: the fill's portfolio's own applies.
     """
+    kind = type(fill)
+    fill = fields_of(fill)  # read as plain attributes from here on
     config = config.for_portfolio(fill.portfolio_id)
     if engine_context_active():
-        return _apply_fill(fill, state, config, offset)
+        return _apply_fill(kind, fill, state, config, offset)
     with localcontext(ENGINE_CONTEXT):
-        return _apply_fill(fill, state, config, offset)
+        return _apply_fill(kind, fill, state, config, offset)
 
 
 def _apply_fill(
+    kind: type[OrderFilled | OrderCanceled | PositionClosed],
     fill: OrderFilled | OrderCanceled | PositionClosed,
     state: PortfolioState,
     config: SizingConfig,
     offset: int | None,
 ) -> FillApplied:
+    """`apply_fill` of a fill of model `kind`, read through `models.fields_of`."""
     streak = state.streak
-    if fill.event_id in streak.seen_fills:
+    event_id = fill.event_id
+    if event_id in streak.seen_fills:
         return FillApplied(state, "duplicate")
-    streak = streak.remembering(streak.seen_fills.add(fill.event_id, config.fill_dedupe_window))
+    streak = streak.remembering(streak.seen_fills.add(event_id, config.fill_dedupe_window))
     exposure = state.exposure
-    if isinstance(fill, OrderFilled):
-        books = _order_filled(fill, exposure)
-    elif isinstance(fill, OrderCanceled):
+    if issubclass(kind, OrderFilled):
+        books = _order_filled(fill, exposure)  # type: ignore[arg-type]
+    elif issubclass(kind, OrderCanceled):
         if fill.order_id not in exposure.reservations:
             # nothing to release: the clock stays, but the event id is remembered and its
             # offset recorded (the audit places every applied fill by it)
             if offset is not None:
                 exposure = exposure._replace(last_fill_offset=offset)
             return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
-        books = _order_canceled(fill, exposure)
+        books = _order_canceled(fill, exposure)  # type: ignore[arg-type]
     else:
-        books = _position_closed(fill, exposure)
+        books = _position_closed(fill, exposure)  # type: ignore[arg-type]
         streak = book_close(streak, fill.realized_pnl, config)
         if fill.realized_pnl < 0:
             streak = book_loss(streak, fill.symbol, fill.ts, config)
@@ -470,7 +475,7 @@ def _apply_fill(
         exposure.recent_opens,
     ))
     controls = state.controls
-    if isinstance(fill, PositionClosed) and controls.max_drawdown is None:
+    if issubclass(kind, PositionClosed) and controls.max_drawdown is None:
         # every close, whether or not an operator's halt is in force: a breach is never hidden
         tripped = drawdown_tripped(streak, config)
         if tripped is not None:
