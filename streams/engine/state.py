@@ -7,6 +7,7 @@ and share what did not change.
 
 from __future__ import annotations
 
+from itertools import islice
 from types import MappingProxyType
 from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import Any, Literal, Mapping, NamedTuple
@@ -183,11 +184,16 @@ def remember_ended(ended_orders: Mapping[str, Reservation], order_id: str, order
                    ) -> Mapping[str, Reservation]:
     """The ended orders with `order_id` (re)recorded as the newest, within ENDED_ORDERS_KEPT
     (a new mapping, in the order they ended)."""
-    kept = dict(ended_orders)  # a copy at C speed: this runs every time an order ends
-    kept.pop(order_id, None)
+    # Built anew from the entries kept, never by deleting the oldest from a copy: a dict
+    # that had entries deleted keeps their slots (a copy of it, and a search for its
+    # first entry, then pass over every one), and this runs every time an order ends.
+    if order_id in ended_orders:
+        kept = {oid: r for oid, r in ended_orders.items() if oid != order_id}
+    else:
+        kept = dict(ended_orders)  # a copy at C speed
+    if len(kept) >= ENDED_ORDERS_KEPT:
+        kept = dict(islice(kept.items(), len(kept) - ENDED_ORDERS_KEPT + 1, None))
     kept[order_id] = as_ended(order)
-    while len(kept) > ENDED_ORDERS_KEPT:
-        del kept[next(iter(kept))]
     return kept
 
 
