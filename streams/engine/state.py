@@ -347,10 +347,16 @@ def open_reservations(
     lapsed, and the notional still reserved in all and for `symbol`. A reservation
     lapses only with a configured `reservation_ttl_s`, once the clock is that far past
     the clock it was made at; without one it lives until its order is terminal."""
+    return record(OpenReservations, open_now(reservations, clock, symbol, config))  # type: ignore[no-any-return]
+
+
+def open_now(reservations: Mapping[str, Reservation], clock: int, symbol: str | None, config: SizingConfig,
+             ) -> tuple[Mapping[str, Reservation], tuple[str, ...], Decimal, Decimal]:
+    """`open_reservations` as a plain tuple, for the decision that reads it once."""
     ttl = config.reservation_ttl_ms
     if ttl is None:
         total, for_symbol = reserved_totals(reservations, symbol)
-        return record(OpenReservations, (reservations, (), total, for_symbol))  # type: ignore[no-any-return]
+        return reservations, (), total, for_symbol
     horizon = clock - ttl
     total = for_symbol = ZERO
     lapsed: list[str] = []
@@ -364,7 +370,7 @@ def open_reservations(
     if lapsed:
         gone = set(lapsed)
         reservations = Book((oid, r) for oid, r in reservations.items() if oid not in gone)
-    return OpenReservations(reservations, tuple(lapsed), total, for_symbol)
+    return reservations, tuple(lapsed), total, for_symbol
 
 
 def held_value(exposure: Exposure, symbol: str | None, config: SizingConfig) -> tuple[Decimal, Decimal]:
