@@ -147,7 +147,7 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...],
     lot = price * step  # the notional of one common step
     # Integer division of positive operands is the exact floor: whole steps that fit.
     unclamped = (budget // lot) * step if budget > 0 else _ZERO
-    return _fit(unclamped, sized, price, True, f"budget={c(budget)} price={c(price)}", max_hedge_residual_pct)
+    return _fit(unclamped, sized, price, True, ("budget", budget), max_hedge_residual_pct)
 
 
 def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool) -> Fit:
@@ -161,7 +161,7 @@ def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimum
     sized = sized_legs(legs)
     step = sized.step
     unclamped = (qty // step) * step if qty > 0 else _ZERO
-    return _fit(unclamped, sized, price, minimums, f"qty_wanted={c(qty)} price={c(price)}", None)
+    return _fit(unclamped, sized, price, minimums, ("qty_wanted", qty), None)
 
 
 class _LegValues:
@@ -205,11 +205,13 @@ def sized_legs(legs: tuple[Leg, ...]) -> SizedLegs:
     return known
 
 
-def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, wanted: str,
+def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, wanted: tuple[str, Decimal],
          max_hedge_residual_pct: Decimal | None) -> Fit:
     """The one rule of exchange constraints, from a base quantity already on the
     common base step of the legs (`sized`): the legs' maximums, each leg's quantity in
-    its units, then (with `minimums`) the legs' minimums and the hedge residual."""
+    its units, then (with `minimums`) the legs' minimums and the hedge residual.
+    `wanted`: what the quantity was made from, (its name, its value), for a detail
+    (written only when one is: most fits are not refused for less than one step)."""
     legs, step = sized.legs, sized.step
     lot = price * step
     qty = unclamped
@@ -231,7 +233,7 @@ def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, w
         if clamped_by is not None:
             return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
         # no leg's rule bound it: the budget buys less than one step common to every leg
-        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} {wanted}")
+        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} {wanted[0]}={c(wanted[1])} price={c(price)}")
     # every leg's quantity in its units: the base quantity itself on every spot leg
     leg_qty = tuple([venue_qty(leg, qty, price) for leg in legs]) if sized.contracts else (qty,) * len(legs)
     notional = qty * price
