@@ -459,21 +459,24 @@ def _apply_fill(
     offset: int | None,
 ) -> FillApplied:
     """`apply_fill` of a fill of model `kind`, read through `models.fields_of`."""
-    streak = state.streak
-    event_id = fill.event_id
-    if event_id in streak.seen_fills:
+    exposure, streak, controls = state  # each record read once (a NamedTuple field read is a descriptor call)
+    event_id, seen_fills = fill.event_id, streak.seen_fills
+    if event_id in seen_fills:
         return FillApplied(state, "duplicate")
-    streak = streak.remembering(streak.seen_fills.add(event_id, config.fill_dedupe_window))
-    exposure = state.exposure
+    streak = streak.remembering(seen_fills.add(event_id, config.fill_dedupe_window))
+    _, _, marks, clock, last_fill_offset, seen_signals, _, recent_opens = exposure
+    if offset is not None:
+        last_fill_offset = offset
     if issubclass(kind, OrderFilled):
         books = _order_filled(fill, exposure)  # type: ignore[arg-type]
     elif issubclass(kind, OrderCanceled):
         if fill.order_id not in exposure.reservations:
             # nothing to release: the clock stays, but the event id is remembered and its
             # offset recorded (the audit places every applied fill by it)
-            if offset is not None:
-                exposure = exposure._replace(last_fill_offset=offset)
-            return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
+            exposure = record(Exposure, exposure[:_LAST_FILL_OFFSET] + (last_fill_offset,)
+                              + exposure[_LAST_FILL_OFFSET + 1:])
+            return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)),  # type: ignore[no-any-return]
+                                        "unknown_order"))
         books = _order_canceled(fill, exposure)  # type: ignore[arg-type]
     else:
         books = _position_closed(fill, exposure)  # type: ignore[arg-type]
@@ -481,18 +484,20 @@ def _apply_fill(
         if fill.realized_pnl < 0:
             streak = book_loss(streak, fill.symbol, fill.ts, config)
     positions, reservations, ended_orders, outcome = books
+    ts = fill.ts
     exposure = record(Exposure, (
-        book(positions), book(reservations), exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
-        exposure.last_fill_offset if offset is None else offset, exposure.seen_signals, ended_orders,
-        exposure.recent_opens,
+        book(positions), book(reservations), marks, ts if clock is None or ts > clock else clock,  # `advance_clock`
+        last_fill_offset, seen_signals, ended_orders, recent_opens,
     ))
-    controls = state.controls
     if issubclass(kind, PositionClosed) and controls.max_drawdown is None:
         # every close, whether or not an operator's halt is in force: a breach is never hidden
         tripped = drawdown_tripped(streak, config)
         if tripped is not None:
             controls = controls._replace(max_drawdown=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
     return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)), outcome))  # type: ignore[no-any-return]
+
+
+_LAST_FILL_OFFSET = Exposure._fields.index("last_fill_offset")
 
 
 class _Books(NamedTuple):
@@ -637,9 +642,9 @@ def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:
     positive peak left, any loss below it). Returns the `key=value` detail of the
     halt, or None."""
     limit = config.max_drawdown_pct
-    peak = streak.peak
     if limit is None:
         return None
+    peak = streak.peak
     if peak <= 0:
         # no equity left to measure a percentage of: any further loss trips it
         if streak.equity < peak:
@@ -832,10 +837,9 @@ def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
     touches neither. Drawdown mode starts after `loss_streak` consecutive losses
     and ends after `recovery_streak` consecutive wins. Phases only ever rise.
     """
-    wins, losses = streak.consecutive_wins, streak.consecutive_losses
-    drawdown = streak.drawdown
-    gross_profit, gross_loss = streak.gross_profit, streak.gross_loss
-    won, lost = streak.wins, streak.losses
+    (equity, phase, wins, losses, drawdown, closed_trades, won, lost, gross_profit, gross_loss, seen_fills,
+     _, last_loss, loss_times, paused_until, emptied_drawdown) = streak  # read once: no field by field
+    peak = streak.peak
     if pnl > 0:
         wins, losses, won, gross_profit = wins + 1, 0, won + 1, gross_profit + pnl
         if drawdown and wins >= config.recovery_streak:
@@ -844,17 +848,18 @@ def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
         wins, losses, lost, gross_loss = 0, losses + 1, lost + 1, gross_loss - pnl
         if config.drawdown and losses >= config.loss_streak:
             drawdown = True
-    equity = streak.equity + pnl
-    booked = streak._replace(
-        equity=equity, peak_equity=max(streak.peak, equity), consecutive_wins=wins, consecutive_losses=losses,
-        drawdown=drawdown, closed_trades=streak.closed_trades + 1, wins=won, losses=lost,
-        gross_profit=gross_profit, gross_loss=gross_loss,
-    )
-    if booked.emptied_drawdown is not None and equity > 0:
+    equity = equity + pnl
+    # built whole (`_replace` makes a Python pass over every field; this runs on every close)
+    booked: Streak = record(Streak, (
+        equity, phase, wins, losses, drawdown, closed_trades + 1, won, lost, gross_profit, gross_loss, seen_fills,
+        max(peak, equity), last_loss, loss_times, paused_until, emptied_drawdown,
+    ))
+    if emptied_drawdown is not None and equity > 0:
         # a close is no deposit: back above zero, the drawdown kept since a withdrawal
         # emptied the account holds again
         booked = back_above_zero(booked, booked.peak)
-    return booked._replace(phase=earned_phase(booked, config))
+    promoted = earned_phase(booked, config)
+    return booked if promoted == phase else booked._replace(phase=promoted)
 
 
 def earned_phase(streak: Streak, config: SizingConfig) -> int:
