@@ -577,10 +577,10 @@ def _rejected(signal: Signal, rejection: Rejection, trace: dict[str, Any], confi
               state: PortfolioState) -> Result:
     """The result of a rejected signal: its decision (the detail in the trace), no
     order, and `state` (the state after the gates, or the state read if a gate refused)."""
-    trace["detail"] = rejection.detail
+    reason, trace["detail"] = rejection
     decision = build(
         Decision,
-        signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=rejection.reason,
+        signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=reason,
         order_id=None, qty=None, notional=None, trace=trace, config_hash=config.config_hash,
     )
     return record(Result, (decision, None, state))
