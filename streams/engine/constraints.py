@@ -20,7 +20,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from math import lcm
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from streams.wire.decimals import canonical as c
 from streams.wire.models import Leg
@@ -217,23 +217,21 @@ def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, w
     qty = unclamped
     clamped_by: Clamp | None = None
     for leg in legs:
-        most = base_max(leg, price)
+        most = None if leg.max_qty is None else base_max(leg, price)
         if most is not None and qty > most:
             qty = (most // step) * step
             clamped_by = Clamp(leg.venue_symbol, "max_qty", leg.max_qty)  # type: ignore[arg-type]
         if leg.max_notional is not None and qty * price > leg.max_notional:
             qty = (leg.max_notional // lot) * step
             clamped_by = Clamp(leg.venue_symbol, "max_notional", leg.max_notional)
-
-    def rejected(reason: str, detail: str, leg_qty: tuple[Decimal, ...] = (),
-                 residual: tuple[tuple[str, Decimal], ...] = ()) -> Fit:
-        return Fit(qty, step, unclamped, clamped_by, reason, detail, leg_qty, residual)
-
+    fitted = (qty, step, unclamped, clamped_by)  # what a refusal carries (`_refused`)
     if qty <= 0:
         if clamped_by is not None:
-            return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
+            return _refused(fitted, "BELOW_MIN_QTY",
+                            f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
         # no leg's rule bound it: the budget buys less than one step common to every leg
-        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} {wanted[0]}={c(wanted[1])} price={c(price)}")
+        return _refused(fitted, "BELOW_MIN_QTY",
+                        f"qty=0 common_step={c(step)} {wanted[0]}={c(wanted[1])} price={c(price)}")
     # every leg's quantity in its units: the base quantity itself on every spot leg
     leg_qty = tuple([venue_qty(leg, qty, price) for leg in legs]) if sized.contracts else (qty,) * len(legs)
     notional = qty * price
@@ -245,23 +243,34 @@ def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, w
         # rounded to zero) would be a one-legged order no fill could report back
         for leg, q in zip(legs, leg_qty):
             if q <= 0:
-                return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)}: under one {leg.kind} contract "
-                                                 f"at price={c(price)}, never a one-legged order{clamp_note}",
+                return _refused(fitted, "BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)}: under one {leg.kind} "
+                                f"contract at price={c(price)}, never a one-legged order{clamp_note}",
                                 leg_qty, residual)
-        return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
+        return _new(Fit, (qty, step, unclamped, clamped_by, None, None, leg_qty, residual))
     for leg, q in zip(legs, leg_qty):
         if q < leg.min_qty or q <= 0:
-            return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)} min_qty={c(leg.min_qty)}{clamp_note}",
-                            leg_qty, residual)
+            return _refused(fitted, "BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)} min_qty={c(leg.min_qty)}"
+                            f"{clamp_note}", leg_qty, residual)
     for leg, q in zip(legs, leg_qty):
         leg_value = notional if leg.kind == "spot" else leg_notional(leg, q, price)
         if leg_value < leg.min_notional:
-            return rejected("BELOW_MIN_NOTIONAL", f"leg={leg.venue_symbol} notional={c(leg_value)} "
-                                                  f"min_notional={c(leg.min_notional)}{clamp_note}", leg_qty, residual)
+            return _refused(fitted, "BELOW_MIN_NOTIONAL", f"leg={leg.venue_symbol} notional={c(leg_value)} "
+                            f"min_notional={c(leg.min_notional)}{clamp_note}", leg_qty, residual)
     if max_hedge_residual_pct is not None:
         for venue_symbol, left in residual:
             if left * 100 > max_hedge_residual_pct * notional:
-                return rejected("HEDGE_MISMATCH", f"leg={venue_symbol} hedge_residual={c(left)} notional={c(notional)} "
-                                                  f"max_hedge_residual_pct={c(max_hedge_residual_pct)}",
+                return _refused(fitted, "HEDGE_MISMATCH", f"leg={venue_symbol} hedge_residual={c(left)} "
+                                f"notional={c(notional)} max_hedge_residual_pct={c(max_hedge_residual_pct)}",
                                 leg_qty, residual)
-    return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
+    return _new(Fit, (qty, step, unclamped, clamped_by, None, None, leg_qty, residual))
+
+
+def _refused(fitted: tuple[Decimal, Decimal, Decimal, Clamp | None], reason: str, detail: str,
+             leg_qty: tuple[Decimal, ...] = (), residual: tuple[tuple[str, Decimal], ...] = ()) -> Fit:
+    """A fit refused for `reason` (its `detail`), with what `_fit` had computed: `fitted`
+    (qty, step, unclamped, clamped_by), and each leg's quantity and residual if it got that far."""
+    return _new(Fit, (*fitted, reason, detail, leg_qty, residual))  # type: ignore[no-any-return]
+
+
+# a Fit of every field, without the NamedTuple constructor's Python frame (a fit is made per signal sized)
+_new: Any = tuple.__new__
