@@ -20,7 +20,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from math import lcm
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from streams.wire.decimals import canonical as c
 from streams.wire.models import Leg
@@ -147,7 +147,7 @@ def fit_to_legs(budget: Decimal, price: Decimal, legs: tuple[Leg, ...],
     lot = price * step  # the notional of one common step
     # Integer division of positive operands is the exact floor: whole steps that fit.
     unclamped = (budget // lot) * step if budget > 0 else _ZERO
-    return _fit(unclamped, sized, price, True, f"budget={c(budget)} price={c(price)}", max_hedge_residual_pct)
+    return _fit(unclamped, sized, price, True, ("budget", budget), max_hedge_residual_pct)
 
 
 def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimums: bool) -> Fit:
@@ -161,7 +161,7 @@ def fit_qty_to_legs(qty: Decimal, price: Decimal, legs: tuple[Leg, ...], minimum
     sized = sized_legs(legs)
     step = sized.step
     unclamped = (qty // step) * step if qty > 0 else _ZERO
-    return _fit(unclamped, sized, price, minimums, f"qty_wanted={c(qty)} price={c(price)}", None)
+    return _fit(unclamped, sized, price, minimums, ("qty_wanted", qty), None)
 
 
 class _LegValues:
@@ -205,33 +205,33 @@ def sized_legs(legs: tuple[Leg, ...]) -> SizedLegs:
     return known
 
 
-def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, wanted: str,
+def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, wanted: tuple[str, Decimal],
          max_hedge_residual_pct: Decimal | None) -> Fit:
     """The one rule of exchange constraints, from a base quantity already on the
     common base step of the legs (`sized`): the legs' maximums, each leg's quantity in
-    its units, then (with `minimums`) the legs' minimums and the hedge residual."""
+    its units, then (with `minimums`) the legs' minimums and the hedge residual.
+    `wanted`: what the quantity was made from, (its name, its value), for a detail
+    (written only when one is: most fits are not refused for less than one step)."""
     legs, step = sized.legs, sized.step
     lot = price * step
     qty = unclamped
     clamped_by: Clamp | None = None
     for leg in legs:
-        most = base_max(leg, price)
+        most = None if leg.max_qty is None else base_max(leg, price)
         if most is not None and qty > most:
             qty = (most // step) * step
             clamped_by = Clamp(leg.venue_symbol, "max_qty", leg.max_qty)  # type: ignore[arg-type]
         if leg.max_notional is not None and qty * price > leg.max_notional:
             qty = (leg.max_notional // lot) * step
             clamped_by = Clamp(leg.venue_symbol, "max_notional", leg.max_notional)
-
-    def rejected(reason: str, detail: str, leg_qty: tuple[Decimal, ...] = (),
-                 residual: tuple[tuple[str, Decimal], ...] = ()) -> Fit:
-        return Fit(qty, step, unclamped, clamped_by, reason, detail, leg_qty, residual)
-
+    fitted = (qty, step, unclamped, clamped_by)  # what a refusal carries (`_refused`)
     if qty <= 0:
         if clamped_by is not None:
-            return rejected("BELOW_MIN_QTY", f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
+            return _refused(fitted, "BELOW_MIN_QTY",
+                            f"{clamped_by} qty_step={c(step)} qty=0: no whole step fits under it")
         # no leg's rule bound it: the budget buys less than one step common to every leg
-        return rejected("BELOW_MIN_QTY", f"qty=0 common_step={c(step)} {wanted}")
+        return _refused(fitted, "BELOW_MIN_QTY",
+                        f"qty=0 common_step={c(step)} {wanted[0]}={c(wanted[1])} price={c(price)}")
     # every leg's quantity in its units: the base quantity itself on every spot leg
     leg_qty = tuple([venue_qty(leg, qty, price) for leg in legs]) if sized.contracts else (qty,) * len(legs)
     notional = qty * price
@@ -243,23 +243,34 @@ def _fit(unclamped: Decimal, sized: SizedLegs, price: Decimal, minimums: bool, w
         # rounded to zero) would be a one-legged order no fill could report back
         for leg, q in zip(legs, leg_qty):
             if q <= 0:
-                return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)}: under one {leg.kind} contract "
-                                                 f"at price={c(price)}, never a one-legged order{clamp_note}",
+                return _refused(fitted, "BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)}: under one {leg.kind} "
+                                f"contract at price={c(price)}, never a one-legged order{clamp_note}",
                                 leg_qty, residual)
-        return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
+        return _new(Fit, (qty, step, unclamped, clamped_by, None, None, leg_qty, residual))
     for leg, q in zip(legs, leg_qty):
         if q < leg.min_qty or q <= 0:
-            return rejected("BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)} min_qty={c(leg.min_qty)}{clamp_note}",
-                            leg_qty, residual)
+            return _refused(fitted, "BELOW_MIN_QTY", f"leg={leg.venue_symbol} qty={c(q)} min_qty={c(leg.min_qty)}"
+                            f"{clamp_note}", leg_qty, residual)
     for leg, q in zip(legs, leg_qty):
         leg_value = notional if leg.kind == "spot" else leg_notional(leg, q, price)
         if leg_value < leg.min_notional:
-            return rejected("BELOW_MIN_NOTIONAL", f"leg={leg.venue_symbol} notional={c(leg_value)} "
-                                                  f"min_notional={c(leg.min_notional)}{clamp_note}", leg_qty, residual)
+            return _refused(fitted, "BELOW_MIN_NOTIONAL", f"leg={leg.venue_symbol} notional={c(leg_value)} "
+                            f"min_notional={c(leg.min_notional)}{clamp_note}", leg_qty, residual)
     if max_hedge_residual_pct is not None:
         for venue_symbol, left in residual:
             if left * 100 > max_hedge_residual_pct * notional:
-                return rejected("HEDGE_MISMATCH", f"leg={venue_symbol} hedge_residual={c(left)} notional={c(notional)} "
-                                                  f"max_hedge_residual_pct={c(max_hedge_residual_pct)}",
+                return _refused(fitted, "HEDGE_MISMATCH", f"leg={venue_symbol} hedge_residual={c(left)} "
+                                f"notional={c(notional)} max_hedge_residual_pct={c(max_hedge_residual_pct)}",
                                 leg_qty, residual)
-    return Fit(qty, step, unclamped, clamped_by, None, None, leg_qty, residual)
+    return _new(Fit, (qty, step, unclamped, clamped_by, None, None, leg_qty, residual))
+
+
+def _refused(fitted: tuple[Decimal, Decimal, Decimal, Clamp | None], reason: str, detail: str,
+             leg_qty: tuple[Decimal, ...] = (), residual: tuple[tuple[str, Decimal], ...] = ()) -> Fit:
+    """A fit refused for `reason` (its `detail`), with what `_fit` had computed: `fitted`
+    (qty, step, unclamped, clamped_by), and each leg's quantity and residual if it got that far."""
+    return _new(Fit, (*fitted, reason, detail, leg_qty, residual))  # type: ignore[no-any-return]
+
+
+# a Fit of every field, without the NamedTuple constructor's Python frame (a fit is made per signal sized)
+_new: Any = tuple.__new__

@@ -19,8 +19,8 @@ from streams.engine.protections import (
     Rejection, ReduceSize, group_exposure, open_forbidden, opens_after, passes_halt, reduce_size,
 )
 from streams.engine.state import (
-    Exposure, Mark, PortfolioState, Streak, advance_clock, book, drawdown_shown, held_value, open_reservations,
-    record, remember_ended, reservation, reserved_totals,
+    Controls, Exposure, Halt, Mark, PortfolioState, Streak, book, drawdown_shown, held_value, open_now, record,
+    remember_ended, reservation, reserved_totals,
 )
 from streams.wire.models import (
     Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, fields_of, format_event_time,
@@ -102,15 +102,15 @@ def _decide(
     position: InputPosition,
     explained: bool,
 ) -> Result:
-    exposure = state.exposure
+    exposure, streak, controls = state  # each read once: a NamedTuple field read is a descriptor call
     if explained:
-        controls = state.controls
         applied = controls.applied
         signal_time: str | None = format_event_time(signal.ts)
+        topic, partition, offset, instrument_offset = position
         trace: dict[str, Any] = {
             "input": {
-                "topic": position.topic, "partition": position.partition, "offset": position.offset,
-                "last_fill_offset": exposure.last_fill_offset, "instrument_offset": position.instrument_offset,
+                "topic": topic, "partition": partition, "offset": offset,
+                "last_fill_offset": exposure.last_fill_offset, "instrument_offset": instrument_offset,
                 "last_control_offset": controls.last_control_offset,
                 "controls_applied": [list(pair) for pair in applied] if applied else [],
             },
@@ -123,22 +123,21 @@ def _decide(
 
     # 1. Gates. A signal that fails one changes nothing at all: not the clock, not
     # the marks, not the dedupe window, not a reservation.
-    gate = _gate(signal, instrument, state, config, order_id)
+    gate = _gate(signal, instrument, exposure, streak, controls, config, order_id)
     if gate is not None:
         held = held_value(exposure, signal.symbol, config)[0]
         reserved = reserved_totals(exposure.reservations, signal.symbol)[0]
         clock = exposure.latest_ts
-        trace["state"] = _state_read(clock, clock, None, held, reserved, (), state.streak, explained)
+        trace["state"] = _state_read(clock, clock, None, held, reserved, (), streak, explained)
         if explained:
-            _trace_latches(state, config, trace)
-        controls = state.controls
+            _trace_latches(streak, controls, config, trace)
         if controls.applied:  # the commands listed in this trace are in no later one
-            state = record(PortfolioState, (exposure, state.streak, controls._replace(applied=())))
+            state = record(PortfolioState, (exposure, streak, controls._replace(applied=())))
         return _rejected(signal, gate, trace, config, state)
     assert instrument is not None  # the gate rejects an unknown instrument
-    state, read = _passed_gates(signal, signal_time, state, config, trace, explained)
+    state, read = _passed_gates(signal, signal_time, exposure, streak, controls, config, trace, explained)
     if explained:
-        _trace_latches(state, config, trace)
+        _trace_latches(streak, controls, config, trace)
     clock = state.exposure.latest_ts
     assert clock is not None  # a signal that passed the gates set it
 
@@ -195,48 +194,43 @@ class Read(NamedTuple):
         return self.held + self.reserved
 
 
-def _passed_gates(signal: Signal, signal_time: str | None, state: PortfolioState, config: SizingConfig,
-                  trace: dict[str, Any], explained: bool) -> tuple[PortfolioState, Read]:
+def _passed_gates(signal: Signal, signal_time: str | None, exposure: Exposure, streak: Streak, controls: Controls,
+                  config: SizingConfig, trace: dict[str, Any], explained: bool) -> tuple[PortfolioState, Read]:
     """A signal that passed the gates moves the clock, its symbol's mark (forward in
     event time only) and the dedupe window; reservations lapse on the clock, if
     ever (each named in the trace). `signal_time` is the signal's `ts` as the trace
     writes it (None: not `explained`, the trace gets only the exposure read).
-    Returns the new state and the exposure read."""
-    exposure = state.exposure
-    clock = exposure.latest_ts
-    signal_ts = signal.ts
+    Returns the new state (of the state read: `exposure`, `streak`, `controls`) and
+    the exposure read."""
+    positions, reservations, marks, clock, last_fill_offset, seen_signals, ended_orders, recent_opens = exposure
+    symbol, signal_ts = signal.symbol, signal.ts
     clock_now = signal_ts if clock is None or signal_ts > clock else clock  # `advance_clock`
-    open_ = open_reservations(exposure.reservations, clock_now, signal.symbol, config)
-    marks = exposure.marks
+    still_open, lapsed_ids, reserved, reserved_symbol = open_now(reservations, clock_now, symbol, config)
     if config.exposure_basis == "mark":
-        mark = marks.get(signal.symbol)
-        if mark is None or (signal.ts >= mark.ts and mark != (signal.price, signal.ts)):
-            marks = {**marks, signal.symbol: Mark(signal.price, signal.ts)}
-    ended_orders = exposure.ended_orders
+        mark = marks.get(symbol)
+        if mark is None or (signal_ts >= mark.ts and mark != (signal.price, signal_ts)):
+            marks = {**marks, symbol: Mark(signal.price, signal_ts)}
     lapsed: list[dict[str, Any]] = []
-    if open_.lapsed:
-        made = exposure.reservations
-        for oid in open_.lapsed:
-            ended_orders = remember_ended(ended_orders, oid, made[oid])
+    if lapsed_ids:
+        for oid in lapsed_ids:
+            ended_orders = remember_ended(ended_orders, oid, reservations[oid])
         if explained:
-            lapsed = [{"order_id": oid, "symbol": made[oid].symbol, "notional": made[oid].notional,
-                       "made_ts": trace_time(made[oid].ts)} for oid in open_.lapsed]
+            lapsed = [{"order_id": oid, "symbol": reservations[oid].symbol, "notional": reservations[oid].notional,
+                       "made_ts": trace_time(reservations[oid].ts)} for oid in lapsed_ids]
     exposure = record(Exposure, (
-        exposure.positions, open_.reservations, marks, clock_now, exposure.last_fill_offset,
-        exposure.seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders, exposure.recent_opens,
+        positions, still_open, marks, clock_now, last_fill_offset,
+        seen_signals.add(signal.signal_id, config.signal_dedupe_window), ended_orders, recent_opens,
     ))
     # the commands applied since the last decision are in this trace, and in no later one
-    controls = state.controls
     if controls.applied:
         controls = controls._replace(applied=())
-    streak = state.streak
-    held, held_symbol = held_value(exposure, signal.symbol, config)
+    held, held_symbol = held_value(exposure, symbol, config)
     trace["state"] = _state_read(clock, clock_now, signal_time if clock_now == signal_ts else None, held,
-                                 open_.reserved, open_.lapsed, streak, explained)
+                                 reserved, lapsed_ids, streak, explained)
     if lapsed:
         trace["lapsed"] = lapsed
-    return (record(PortfolioState, (exposure, streak, controls)),
-            record(Read, (held, held_symbol, open_.reserved, open_.reserved_symbol)))
+    return record(PortfolioState, (exposure, streak, controls)), record(Read, (held, held_symbol, reserved,
+                                                                               reserved_symbol))
 
 
 class Bound(NamedTuple):
@@ -256,38 +250,49 @@ def _caps(budget: Decimal, read: Read, symbol: str, group: str | None, state: Po
     cap_mode = config.cap_mode
     caps: dict[str, Any] = {"mode": cap_mode}
     trace["caps"] = caps
+    held, held_symbol, reserved, reserved_symbol = read
     equity = state.streak.equity
-    # (cap, exposure, reason, the trace's keys of the cap, its exposure (None: the
-    # trace's state.exposure) and its remainder), in the order they apply
-    measured: list[tuple[Decimal, Decimal, RejectionReason, str, str | None, str]] = []
+    bound: Bound | None = None
+    capped: tuple[Decimal, Bound | None] | Rejection = (budget, None)
     pair_cap = config.pair_cap
     if pair_cap is not None:
-        measured.append((pair_cap, read.held_symbol + read.reserved_symbol, "PAIR_CAP_REACHED", "pair_cap",
-                         "pair_exposure", "pair_remaining"))
+        capped = _under_cap(caps, budget, bound, pair_cap, held_symbol + reserved_symbol, cap_mode, _PAIR_CAP)
+        if type(capped) is Rejection:
+            return capped
+        budget, bound = capped
     if group is not None and config.group_caps:
         group_cap = config.group_caps.get(group)
         if group_cap is not None:
             caps["group"] = group
-            measured.append((group_cap.amount(equity), group_exposure(state.exposure, group, symbol, config),
-                             "GROUP_CAP_REACHED", "group_cap", "group_exposure", "group_remaining"))
-    measured.append((config.portfolio_cap.amount(equity), read.exposure, "EXPOSURE_CAP_REACHED", "portfolio_cap",
-                     None, "remaining"))
-    bound: Bound | None = None
-    for cap, exposure, reason, cap_key, exposure_key, name in measured:
-        capped, remaining, refused = _under_cap(budget, cap, exposure, cap_mode, reason, name)
-        caps[cap_key] = cap
-        if exposure_key is not None:
-            caps[exposure_key] = exposure
-        caps[name] = remaining
-        if refused is not None:
-            return refused
-        if capped < budget:
-            bound = Bound(reason, name, remaining)
-            budget = capped
+            capped = _under_cap(caps, budget, bound, group_cap.amount(equity),
+                                group_exposure(state.exposure, group, symbol, config), cap_mode, _GROUP_CAP)
+            if type(capped) is Rejection:
+                return capped
+            budget, bound = capped
+    capped = _under_cap(caps, budget, bound, config.portfolio_cap.amount(equity), held + reserved, cap_mode,
+                        _PORTFOLIO_CAP)
+    if type(capped) is Rejection:
+        return capped
+    budget, bound = capped
     caps["capped_budget"] = budget
     if bound is not None:
         caps["bound_by"] = bound.reason
     return budget, bound
+
+
+class _CapKeys(NamedTuple):
+    """One cap in step 6: the reason it refuses with, and the trace's keys of the cap,
+    of the exposure it measures (None: the trace's `state.exposure`) and of its remainder."""
+
+    reason: RejectionReason
+    cap: str
+    exposure: str | None
+    remaining: str
+
+
+_PAIR_CAP = _CapKeys("PAIR_CAP_REACHED", "pair_cap", "pair_exposure", "pair_remaining")
+_GROUP_CAP = _CapKeys("GROUP_CAP_REACHED", "group_cap", "group_exposure", "group_remaining")
+_PORTFOLIO_CAP = _CapKeys("EXPOSURE_CAP_REACHED", "portfolio_cap", None, "remaining")
 
 
 def _cap_to_blame(fit: Rejection, bound: Bound | None, wanted: Decimal, price: Decimal, instrument: Instrument,
@@ -408,21 +413,24 @@ def _accept(signal: Signal, instrument: Instrument, fit: Fit, order_id: str, sta
 
 
 def _gate(
-    signal: Signal, instrument: Instrument | None, state: PortfolioState, config: SizingConfig, order_id: str,
+    signal: Signal, instrument: Instrument | None, exposure: Exposure, streak: Streak, controls: Controls,
+    config: SizingConfig, order_id: str,
 ) -> Rejection | None:
     """Step 1: a duplicate (in the dedupe window, or its order still open), a halted
     portfolio (HALTED by an operator, or MAX_DRAWDOWN), an unknown instrument, or
-    a signal older than `max_signal_age` on the portfolio clock."""
-    exposure = state.exposure
+    a signal older than `max_signal_age` on the portfolio clock (of the state read:
+    `exposure`, `streak`, `controls`)."""
     if signal.signal_id in exposure.seen_signals:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)}")
     if order_id in exposure.reservations:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=open")
     if order_id in exposure.ended_orders:
         return Rejection("DUPLICATE_SIGNAL", f"signal_id={_text(signal.signal_id)} order_id={order_id} order=ended")
-    latched = _kill_switch(signal, state)
-    if latched is not None:
-        return latched
+    latch, halt = controls.max_drawdown, controls.halt
+    if latch is not None or halt is not None or streak.equity <= 0:
+        latched = _kill_switch(signal, streak, latch, halt)
+        if latched is not None:
+            return latched
     if instrument is None:
         return Rejection("UNKNOWN_INSTRUMENT", f"symbol={_text(signal.symbol)}")
     max_age, clock = config.max_signal_age_ms, exposure.latest_ts
@@ -431,37 +439,34 @@ def _gate(
     return None
 
 
-def _kill_switch(signal: Signal, state: PortfolioState) -> Rejection | None:
+def _kill_switch(signal: Signal, streak: Streak, latch: Halt | None, halt: Halt | None) -> Rejection | None:
     """Step 1, the kill switch (DESIGN.md, "Operator controls"): the drawdown latch
     (MAX_DRAWDOWN, every signal), then the operator's halt (HALTED; REDUCE_ONLY in
     mode `reduce_only`, which a reduce signal passes: `protections.passes_halt`),
     then equity at or below zero (EQUITY_EXHAUSTED for an open, whatever the preset
     or base size). Two independent latches: the detail of MAX_DRAWDOWN names an
     operator's halt also in force."""
-    controls = state.controls
-    latch, halt = controls.max_drawdown, controls.halt
     if latch is not None:
         also = f" halt={halt.reason}" if halt is not None else ""
         return Rejection("MAX_DRAWDOWN", f"operator={latch.operator} reason={latch.text}{also}")
     if halt is not None and not passes_halt(signal, halt):
         by = f"command_id={halt.command_id} " if halt.command_id is not None else ""
         return Rejection(halt.reason, f"{by}operator={halt.operator} reason={halt.text}")  # type: ignore[arg-type]
-    equity = state.streak.equity
+    equity = streak.equity
     if equity <= 0 and signal.intent != "reduce":
         return Rejection("EQUITY_EXHAUSTED", f"equity={canonical(equity)}")
     return None
 
 
-def _trace_latches(state: PortfolioState, config: SizingConfig, trace: dict[str, Any]) -> None:
+def _trace_latches(streak: Streak, controls: Controls, config: SizingConfig, trace: dict[str, Any]) -> None:
     """The kill switch as the decision read it, in the trace's `state`: the
     operator's halt (its reason code, or None), the drawdown latch (its detail, or
     None), and, with `max_drawdown_pct` configured, the peak and the drawdown."""
-    controls = state.controls
+    halt, latch = controls.halt, controls.max_drawdown
     read = trace["state"]
-    read["halt"] = None if controls.halt is None else controls.halt.reason
-    read["max_drawdown"] = None if controls.max_drawdown is None else controls.max_drawdown.text
+    read["halt"] = None if halt is None else halt.reason
+    read["max_drawdown"] = None if latch is None else latch.text
     if config.max_drawdown_pct is not None:
-        streak = state.streak
         read["peak_equity"] = streak.peak
         read["drawdown_pct"] = drawdown_shown(streak)
 
@@ -514,16 +519,23 @@ def _conviction(signal: Signal, config: SizingConfig, trace: dict[str, Any]) -> 
     return config.tiers[tier_index].multiplier
 
 
-def _under_cap(
-    budget: Decimal, cap: Decimal, exposure: Decimal, cap_mode: str, reason: RejectionReason, name: str,
-) -> tuple[Decimal, Decimal, Rejection | None]:
+def _under_cap(caps: dict[str, Any], budget: Decimal, bound: Bound | None, cap: Decimal, exposure: Decimal,
+               cap_mode: str, keys: _CapKeys) -> tuple[Decimal, Bound | None] | Rejection:
     """Step 6, for one cap: remaining = cap - exposure; nothing remaining, or (in
-    `skip` mode) a budget beyond it, is a rejection; else the budget shrinks to it.
-    Returns (the budget, remaining, the rejection or None)."""
+    `skip` mode) a budget beyond it, is a rejection; else the budget shrinks to it
+    (and the cap is the one that bound it). Writes the cap, its exposure and what
+    remains into the trace's `caps`. Returns (the budget, the bound) or the rejection."""
+    reason, cap_key, exposure_key, name = keys
     remaining = cap - exposure
+    caps[cap_key] = cap
+    if exposure_key is not None:
+        caps[exposure_key] = exposure
+    caps[name] = remaining
     if remaining <= 0 or (cap_mode == "skip" and budget > remaining):
-        return budget, remaining, record(Rejection, (reason, f"{name}={canonical(remaining)} budget={canonical(budget)}"))
-    return min(budget, remaining), remaining, None
+        return record(Rejection, (reason, f"{name}={canonical(remaining)} budget={canonical(budget)}"))
+    if remaining < budget:
+        return remaining, record(Bound, (reason, name, remaining))
+    return budget, bound
 
 
 def _out_of_bounds(name: str, value: Decimal) -> Rejection | None:
@@ -544,19 +556,20 @@ def _state_read(
     has it (None: written here)."""
     if not explained:
         return {"exposure": held + reserved}
-    latest_ts = trace_time(clock)
+    latest_ts = None if clock is None else format_event_time(clock)  # `trace_time`
     if clock_now == clock:
         clock_now_text = latest_ts
     elif clock_now_text is None:
         clock_now_text = trace_time(clock_now)
+    equity, phase, wins, losses, drawdown, closed_trades = streak[:6]  # one slice: fewer field reads
     return {
         "latest_ts": latest_ts, "clock": clock_now_text,
         "positions": held, "reserved": reserved,
         "exposure": held + reserved,
         "lapsed_reservations": len(lapsed),
-        "consecutive_wins": streak.consecutive_wins, "consecutive_losses": streak.consecutive_losses,
-        "drawdown": streak.drawdown, "phase": streak.phase, "equity": streak.equity,
-        "closed_trades": streak.closed_trades,
+        "consecutive_wins": wins, "consecutive_losses": losses,
+        "drawdown": drawdown, "phase": phase, "equity": equity,
+        "closed_trades": closed_trades,
     }
 
 
@@ -564,10 +577,10 @@ def _rejected(signal: Signal, rejection: Rejection, trace: dict[str, Any], confi
               state: PortfolioState) -> Result:
     """The result of a rejected signal: its decision (the detail in the trace), no
     order, and `state` (the state after the gates, or the state read if a gate refused)."""
-    trace["detail"] = rejection.detail
+    reason, trace["detail"] = rejection
     decision = build(
         Decision,
-        signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=rejection.reason,
+        signal_id=signal.signal_id, portfolio_id=signal.portfolio_id, outcome="rejected", reason=reason,
         order_id=None, qty=None, notional=None, trace=trace, config_hash=config.config_hash,
     )
     return record(Result, (decision, None, state))

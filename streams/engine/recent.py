@@ -31,9 +31,9 @@ class RecentIds(NamedTuple):
     settled: frozenset[str] = _EMPTY
 
     def __contains__(self, item: object) -> bool:
-        if item in self.settled:
+        chunks, settled = self  # one unpacking: a NamedTuple field read is a descriptor call
+        if item in settled:
             return True
-        chunks = self.chunks
         if not chunks:
             return False
         newest = chunks[-1]
@@ -45,8 +45,8 @@ class RecentIds(NamedTuple):
 
     def add(self, item: str, capacity: int) -> "RecentIds":
         """A window that also holds `item`, forgetting the oldest chunk once `capacity` is covered without it."""
-        size = min(CHUNK, capacity)
-        chunks, settled = self.chunks, self.settled
+        size = CHUNK if capacity > CHUNK else capacity
+        chunks, settled = self
         if chunks and len(chunks[-1]) < size:
             newest = chunks[-1]
             if not newest or item > newest[-1]:  # ids that grow (sequence numbers, times): one copy, no search

@@ -7,6 +7,7 @@ and share what did not change.
 
 from __future__ import annotations
 
+from itertools import islice
 from types import MappingProxyType
 from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import Any, Literal, Mapping, NamedTuple
@@ -15,7 +16,7 @@ from streams.config import SizingConfig
 from streams.wire.decimals import ENGINE_CONTEXT, ZERO, canonical, engine_context_active
 from streams.engine.constraints import base_of
 from streams.engine.recent import RecentIds
-from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed
+from streams.wire.models import OrderCanceled, OrderFilled, PositionClosed, fields_of
 
 
 class Position(NamedTuple):
@@ -183,11 +184,16 @@ def remember_ended(ended_orders: Mapping[str, Reservation], order_id: str, order
                    ) -> Mapping[str, Reservation]:
     """The ended orders with `order_id` (re)recorded as the newest, within ENDED_ORDERS_KEPT
     (a new mapping, in the order they ended)."""
-    kept = dict(ended_orders)  # a copy at C speed: this runs every time an order ends
-    kept.pop(order_id, None)
+    # Built anew from the entries kept, never by deleting the oldest from a copy: a dict
+    # that had entries deleted keeps their slots (a copy of it, and a search for its
+    # first entry, then pass over every one), and this runs every time an order ends.
+    if order_id in ended_orders:
+        kept = {oid: r for oid, r in ended_orders.items() if oid != order_id}
+    else:
+        kept = dict(ended_orders)  # a copy at C speed
+    if len(kept) >= ENDED_ORDERS_KEPT:
+        kept = dict(islice(kept.items(), len(kept) - ENDED_ORDERS_KEPT + 1, None))
     kept[order_id] = as_ended(order)
-    while len(kept) > ENDED_ORDERS_KEPT:
-        del kept[next(iter(kept))]
     return kept
 
 
@@ -341,10 +347,16 @@ def open_reservations(
     lapsed, and the notional still reserved in all and for `symbol`. A reservation
     lapses only with a configured `reservation_ttl_s`, once the clock is that far past
     the clock it was made at; without one it lives until its order is terminal."""
+    return record(OpenReservations, open_now(reservations, clock, symbol, config))  # type: ignore[no-any-return]
+
+
+def open_now(reservations: Mapping[str, Reservation], clock: int, symbol: str | None, config: SizingConfig,
+             ) -> tuple[Mapping[str, Reservation], tuple[str, ...], Decimal, Decimal]:
+    """`open_reservations` as a plain tuple, for the decision that reads it once."""
     ttl = config.reservation_ttl_ms
     if ttl is None:
         total, for_symbol = reserved_totals(reservations, symbol)
-        return record(OpenReservations, (reservations, (), total, for_symbol))  # type: ignore[no-any-return]
+        return reservations, (), total, for_symbol
     horizon = clock - ttl
     total = for_symbol = ZERO
     lapsed: list[str] = []
@@ -358,7 +370,7 @@ def open_reservations(
     if lapsed:
         gone = set(lapsed)
         reservations = Book((oid, r) for oid, r in reservations.items() if oid not in gone)
-    return OpenReservations(reservations, tuple(lapsed), total, for_symbol)
+    return reservations, tuple(lapsed), total, for_symbol
 
 
 def held_value(exposure: Exposure, symbol: str | None, config: SizingConfig) -> tuple[Decimal, Decimal]:
@@ -430,52 +442,62 @@ def apply_fill(
     the last fill applied before it. Arithmetic is exact (`decimals.ENGINE_CONTEXT`).
     `config` may hold `[portfolios."ID"]` tables: the fill's portfolio's own applies.
     """
+    kind = type(fill)
+    fill = fields_of(fill)  # read as plain attributes from here on
     config = config.for_portfolio(fill.portfolio_id)
     if engine_context_active():
-        return _apply_fill(fill, state, config, offset)
+        return _apply_fill(kind, fill, state, config, offset)
     with localcontext(ENGINE_CONTEXT):
-        return _apply_fill(fill, state, config, offset)
+        return _apply_fill(kind, fill, state, config, offset)
 
 
 def _apply_fill(
+    kind: type[OrderFilled | OrderCanceled | PositionClosed],
     fill: OrderFilled | OrderCanceled | PositionClosed,
     state: PortfolioState,
     config: SizingConfig,
     offset: int | None,
 ) -> FillApplied:
-    streak = state.streak
-    if fill.event_id in streak.seen_fills:
+    """`apply_fill` of a fill of model `kind`, read through `models.fields_of`."""
+    exposure, streak, controls = state  # each record read once (a NamedTuple field read is a descriptor call)
+    event_id, seen_fills = fill.event_id, streak.seen_fills
+    if event_id in seen_fills:
         return FillApplied(state, "duplicate")
-    streak = streak.remembering(streak.seen_fills.add(fill.event_id, config.fill_dedupe_window))
-    exposure = state.exposure
-    if isinstance(fill, OrderFilled):
-        books = _order_filled(fill, exposure)
-    elif isinstance(fill, OrderCanceled):
+    streak = streak.remembering(seen_fills.add(event_id, config.fill_dedupe_window))
+    _, _, marks, clock, last_fill_offset, seen_signals, _, recent_opens = exposure
+    if offset is not None:
+        last_fill_offset = offset
+    if issubclass(kind, OrderFilled):
+        books = _order_filled(fill, exposure)  # type: ignore[arg-type]
+    elif issubclass(kind, OrderCanceled):
         if fill.order_id not in exposure.reservations:
             # nothing to release: the clock stays, but the event id is remembered and its
             # offset recorded (the audit places every applied fill by it)
-            if offset is not None:
-                exposure = exposure._replace(last_fill_offset=offset)
-            return FillApplied(PortfolioState(exposure, streak, state.controls), "unknown_order")
-        books = _order_canceled(fill, exposure)
+            exposure = record(Exposure, exposure[:_LAST_FILL_OFFSET] + (last_fill_offset,)
+                              + exposure[_LAST_FILL_OFFSET + 1:])
+            return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)),  # type: ignore[no-any-return]
+                                        "unknown_order"))
+        books = _order_canceled(fill, exposure)  # type: ignore[arg-type]
     else:
-        books = _position_closed(fill, exposure)
+        books = _position_closed(fill, exposure)  # type: ignore[arg-type]
         streak = book_close(streak, fill.realized_pnl, config)
         if fill.realized_pnl < 0:
             streak = book_loss(streak, fill.symbol, fill.ts, config)
     positions, reservations, ended_orders, outcome = books
+    ts = fill.ts
     exposure = record(Exposure, (
-        book(positions), book(reservations), exposure.marks, advance_clock(exposure.latest_ts, fill.ts),
-        exposure.last_fill_offset if offset is None else offset, exposure.seen_signals, ended_orders,
-        exposure.recent_opens,
+        book(positions), book(reservations), marks, ts if clock is None or ts > clock else clock,  # `advance_clock`
+        last_fill_offset, seen_signals, ended_orders, recent_opens,
     ))
-    controls = state.controls
-    if isinstance(fill, PositionClosed) and controls.max_drawdown is None:
+    if issubclass(kind, PositionClosed) and controls.max_drawdown is None:
         # every close, whether or not an operator's halt is in force: a breach is never hidden
         tripped = drawdown_tripped(streak, config)
         if tripped is not None:
             controls = controls._replace(max_drawdown=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
     return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)), outcome))  # type: ignore[no-any-return]
+
+
+_LAST_FILL_OFFSET = Exposure._fields.index("last_fill_offset")
 
 
 class _Books(NamedTuple):
@@ -620,9 +642,9 @@ def drawdown_tripped(streak: Streak, config: SizingConfig) -> str | None:
     positive peak left, any loss below it). Returns the `key=value` detail of the
     halt, or None."""
     limit = config.max_drawdown_pct
-    peak = streak.peak
     if limit is None:
         return None
+    peak = streak.peak
     if peak <= 0:
         # no equity left to measure a percentage of: any further loss trips it
         if streak.equity < peak:
@@ -815,10 +837,9 @@ def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
     touches neither. Drawdown mode starts after `loss_streak` consecutive losses
     and ends after `recovery_streak` consecutive wins. Phases only ever rise.
     """
-    wins, losses = streak.consecutive_wins, streak.consecutive_losses
-    drawdown = streak.drawdown
-    gross_profit, gross_loss = streak.gross_profit, streak.gross_loss
-    won, lost = streak.wins, streak.losses
+    (equity, phase, wins, losses, drawdown, closed_trades, won, lost, gross_profit, gross_loss, seen_fills,
+     _, last_loss, loss_times, paused_until, emptied_drawdown) = streak  # read once: no field by field
+    peak = streak.peak
     if pnl > 0:
         wins, losses, won, gross_profit = wins + 1, 0, won + 1, gross_profit + pnl
         if drawdown and wins >= config.recovery_streak:
@@ -827,17 +848,18 @@ def book_close(streak: Streak, pnl: Decimal, config: SizingConfig) -> Streak:
         wins, losses, lost, gross_loss = 0, losses + 1, lost + 1, gross_loss - pnl
         if config.drawdown and losses >= config.loss_streak:
             drawdown = True
-    equity = streak.equity + pnl
-    booked = streak._replace(
-        equity=equity, peak_equity=max(streak.peak, equity), consecutive_wins=wins, consecutive_losses=losses,
-        drawdown=drawdown, closed_trades=streak.closed_trades + 1, wins=won, losses=lost,
-        gross_profit=gross_profit, gross_loss=gross_loss,
-    )
-    if booked.emptied_drawdown is not None and equity > 0:
+    equity = equity + pnl
+    # built whole (`_replace` makes a Python pass over every field; this runs on every close)
+    booked: Streak = record(Streak, (
+        equity, phase, wins, losses, drawdown, closed_trades + 1, won, lost, gross_profit, gross_loss, seen_fills,
+        max(peak, equity), last_loss, loss_times, paused_until, emptied_drawdown,
+    ))
+    if emptied_drawdown is not None and equity > 0:
         # a close is no deposit: back above zero, the drawdown kept since a withdrawal
         # emptied the account holds again
         booked = back_above_zero(booked, booked.peak)
-    return booked._replace(phase=earned_phase(booked, config))
+    promoted = earned_phase(booked, config)
+    return booked if promoted == phase else booked._replace(phase=promoted)
 
 
 def earned_phase(streak: Streak, config: SizingConfig) -> int:
