@@ -19,8 +19,8 @@ from streams.engine.protections import (
     Rejection, ReduceSize, group_exposure, open_forbidden, opens_after, passes_halt, reduce_size,
 )
 from streams.engine.state import (
-    Controls, Exposure, Halt, Mark, PortfolioState, Streak, book, drawdown_shown, held_value, open_now, record,
-    remember_ended, reservation, reserved_totals,
+    Controls, Exposure, Halt, Mark, PortfolioState, Streak, advance_clock, book, drawdown_shown, held_value, open_now,
+    record, remember_ended, reservation, reserved_totals,
 )
 from streams.wire.models import (
     Decision, Instrument, Order, OrderLeg, RejectionReason, Signal, build, fields_of, format_event_time,
@@ -204,7 +204,7 @@ def _passed_gates(signal: Signal, signal_time: str | None, exposure: Exposure, s
     the exposure read."""
     positions, reservations, marks, clock, last_fill_offset, seen_signals, ended_orders, recent_opens = exposure
     symbol, signal_ts = signal.symbol, signal.ts
-    clock_now = signal_ts if clock is None or signal_ts > clock else clock  # `advance_clock`
+    clock_now = advance_clock(clock, signal_ts)
     still_open, lapsed_ids, reserved, reserved_symbol = open_now(reservations, clock_now, symbol, config)
     if config.exposure_basis == "mark":
         mark = marks.get(symbol)

@@ -473,8 +473,8 @@ def _apply_fill(
         if fill.order_id not in exposure.reservations:
             # nothing to release: the clock stays, but the event id is remembered and its
             # offset recorded (the audit places every applied fill by it)
-            exposure = record(Exposure, exposure[:_LAST_FILL_OFFSET] + (last_fill_offset,)
-                              + exposure[_LAST_FILL_OFFSET + 1:])
+            if offset is not None:
+                exposure = exposure._replace(last_fill_offset=offset)
             return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)),  # type: ignore[no-any-return]
                                         "unknown_order"))
         books = _order_canceled(fill, exposure)  # type: ignore[arg-type]
@@ -486,7 +486,7 @@ def _apply_fill(
     positions, reservations, ended_orders, outcome = books
     ts = fill.ts
     exposure = record(Exposure, (
-        book(positions), book(reservations), marks, ts if clock is None or ts > clock else clock,  # `advance_clock`
+        book(positions), book(reservations), marks, advance_clock(clock, ts),
         last_fill_offset, seen_signals, ended_orders, recent_opens,
     ))
     if issubclass(kind, PositionClosed) and controls.max_drawdown is None:
@@ -495,9 +495,6 @@ def _apply_fill(
         if tripped is not None:
             controls = controls._replace(max_drawdown=Halt("MAX_DRAWDOWN", None, "sizer", tripped, fill.ts))
     return record(FillApplied, (record(PortfolioState, (exposure, streak, controls)), outcome))  # type: ignore[no-any-return]
-
-
-_LAST_FILL_OFFSET = Exposure._fields.index("last_fill_offset")
 
 
 class _Books(NamedTuple):
