@@ -532,7 +532,18 @@ lock_home() {
 
 unlock_home() { if [[ -n "${home_lock:-}" ]]; then exec {home_lock}>&-; home_lock=""; fi; }
 
+# The waits of a start (KAFKA_START_TIMEOUT_S, KAFKA_STOP_WAIT_S): whole seconds, or exit 2 naming the setting.
+check_waits() {
+  local setting
+  for setting in "KAFKA_START_TIMEOUT_S=$start_timeout_s" "KAFKA_STOP_WAIT_S=$stop_wait_s"; do
+    if [[ ! "${setting#*=}" =~ ^[0-9]{1,6}$ ]]; then
+      echo "${setting%%=*}: a whole number of seconds, not '${setting#*=}'" >&2; exit 2
+    fi
+  done
+}
+
 start() {
+  check_waits
   lock_home
   wait_stopped
   if running; then

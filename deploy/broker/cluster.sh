@@ -63,6 +63,7 @@ pick() { if [[ -n "${1:-}" ]]; then check_node "$1"; echo "$1"; else echo "${nod
 check_node() { [[ "$1" =~ ^[123]$ ]] || { echo "node: 1, 2 or 3, not $1" >&2; exit 2; }; }
 
 start() {
+  on_node 1 check_waits
   cluster_id
   local n launched=()
   for n in $(pick "${1:-}"); do

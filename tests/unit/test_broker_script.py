@@ -191,6 +191,29 @@ def test_a_release_outside_the_supported_ones_is_refused_before_maven_in_one_lin
     assert not (tmp_path / "mvn-ran").exists() and not (tmp_path / "kafka" / "broker.pid").exists()
 
 
+@pytest.mark.parametrize("script_name", ["broker.sh", "cluster.sh"])
+@pytest.mark.parametrize("setting, value", [("KAFKA_START_TIMEOUT_S", "1.5"), ("KAFKA_START_TIMEOUT_S", "-1"),
+                                            ("KAFKA_START_TIMEOUT_S", "2m"), ("KAFKA_STOP_WAIT_S", "0.5"),
+                                            ("KAFKA_STOP_WAIT_S", "$(id)")])
+def test_a_wait_that_is_not_whole_seconds_is_refused_in_one_line_before_anything_starts(
+        tmp_path, script_name, setting, value):
+    port, controller_port = free_ports(2)
+    env = env_for(tmp_path / "kafka", port, controller_port, **{setting: value},
+                  KAFKA_CLUSTER_HOME=str(tmp_path / "cluster"), KAFKA_LIBS=str(tmp_path / "libs"),
+                  PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "mvn").write_text(f"#!/bin/sh\ntouch {tmp_path}/mvn-ran\nexit 1\n")
+    (tmp_path / "bin" / "mvn").chmod(0o755)
+
+    done = subprocess.run(["bash", str(SCRIPT.with_name(script_name)), "start"], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == f"{setting}: a whole number of seconds, not '{value}'\n"
+    assert not (tmp_path / "mvn-ran").exists()
+    assert not list(tmp_path.glob("**/broker.pid"))
+
+
 @pytest.mark.parametrize("version", ["4", "3.8.1"])
 def test_a_stop_is_never_refused_for_the_release_setting(tmp_path, version):
     # the release names the jars a start runs; a stop needs only the home's pid file
