@@ -4,7 +4,8 @@ reached or refuses us, and bugs.
 
     SizerError
     ├── ConfigError        bad configuration (exit 2)
-    │   └── GroupInstanceTaken another worker joined the group under this one's group.instance.id
+    │   ├── GroupInstanceTaken another worker joined the group under this one's group.instance.id
+    │   └── CommitFormMixed    this worker commits otherwise than its group (guarantee, transactions)
     ├── TopicMismatch      a topic differs from its spec (exit 3)
     │   └── TopicRecreated an input topic was deleted and recreated under the worker group (exit 3)
     ├── KafkaUnavailable   the broker cannot be reached, or refuses us (exit 4)
@@ -34,6 +35,20 @@ class GroupInstanceTaken(ConfigError):
                          "(SIZER_GROUP_INSTANCE_ID): each worker needs its own")
         self.group = group
         self.instance_id = instance_id
+
+
+class CommitFormMixed(ConfigError):
+    """This worker commits in another form than the workers of its group: another
+    SIZER_PROCESSING_GUARANTEE or SIZER_TRANSACTIONS. The forms do not fence each
+    other (a per-partition transaction is fenced by its transactional id, a per-worker
+    one by the group's generation), so a group runs one form only."""
+
+    def __init__(self, group: str, own: str, group_form: str) -> None:
+        super().__init__(f"the workers of group {group} run {group_form}, this one {own}: the two do not fence "
+                         "each other's commits; stop every worker of the group to change either setting")
+        self.group = group
+        self.own = own
+        self.group_form = group_form
 
 
 # Every code an InvalidMessage (and so a dead letter) can carry.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
 import faust
+from faust.types.enums import ProcessingGuarantee
 
 from streams.faust_compat.transport import SizerTransport
 
@@ -76,6 +77,14 @@ class SizerApp(faust.App):
         # under exactly-once: one transactional producer per input partition (faust's),
         # or one per worker (`worker_transactions`); set before the transport is made
         self.transactions = "per_partition"
+
+    @property
+    def commit_form(self) -> str:
+        """How this worker commits, as its settings say it: workers of one group must
+        all commit the same way (`streams.worker.assignor`)."""
+        if self.conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE:
+            return "SIZER_PROCESSING_GUARANTEE=at_least_once"
+        return f"SIZER_PROCESSING_GUARANTEE=exactly_once SIZER_TRANSACTIONS={self.transactions}"
 
     def wire(self, inputs: Inputs) -> None:
         self._inputs = inputs

@@ -41,24 +41,38 @@ the newcomer's next commit the same, twice a second for ever (both deciding, an
 ERROR line per partition per commit). Here the worker's commits carry the
 instance id (OffsetCommit v7, as the Java client's since KIP-345), so the broker
 answers the previous holder FENCED_INSTANCE_ID.
+
+A group runs one commit form. A worker started with another
+SIZER_PROCESSING_GUARANTEE or SIZER_TRANSACTIONS than the running ones (a rolling
+restart that changes either) would not be fenced by them, nor fence them: a
+per-partition transaction is fenced by its transactional id, a per-worker one by
+the group's generation, and an at-least-once commit by nothing. faust's member
+metadata and assignments are JSON records (`ClientMetadata`) that keep fields
+they do not know; `CommitFormAssignor` adds the form to both. The leader assigns
+partitions only to the members of its own form and gives each other member an
+empty assignment naming the group's; a member whose form is not the one its
+assignment names stops at once (`CommitFormMixed`, one line, exit 2), before it
+processes anything. An assignment without the field comes from a leader of an
+earlier release, which ran the earlier default, exactly-once per partition.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, Callable, NoReturn
 
 from aiokafka.client import ConnectionGroup
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.commit import OffsetCommitRequest, OffsetCommitRequest_v2, OffsetCommitRequest_v3
 from aiokafka.protocol.group import HeartbeatRequest, HeartbeatRequest_v0, HeartbeatRequest_v1
 from aiokafka.protocol.types import Array, Int16, Int32, Int64, Schema, String
 from faust.assignor import PartitionAssignor
-from faust.assignor.client_assignment import ClientMetadata
+from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
 
-from streams.errors import GroupInstanceTaken, exit_code
+from streams.errors import CommitFormMixed, GroupInstanceTaken, exit_code
 from streams.faust_compat.worker import stop_now
 
 log = logging.getLogger("streams.worker")
@@ -212,4 +226,65 @@ class TakeoverAssignor(PartitionAssignor):
             metadata.url = own
             assignment = ConsumerProtocolMemberAssignment(assignment.version, assignment.assignment,
                                                           self._compress(metadata.dumps()))
+        super().on_assignment(assignment)
+
+
+# the field of faust's ClientMetadata records (member metadata, assignments) that names
+# a member's commit form (`SizerApp.commit_form`); absent: a worker of an earlier release
+COMMIT_FORM = "sizer_commit_form"
+EARLIER_FORM = "SIZER_PROCESSING_GUARANTEE=exactly_once SIZER_TRANSACTIONS=per_partition"
+
+
+def with_commit_form(record: bytes, form: str) -> bytes:
+    """A faust ClientMetadata record (JSON) with the commit form added."""
+    return json.dumps({**json.loads(record), COMMIT_FORM: form}).encode()
+
+
+def commit_form_of(record: bytes) -> str:
+    """The commit form a ClientMetadata record names (`EARLIER_FORM` when it names none)."""
+    form = json.loads(record).get(COMMIT_FORM, EARLIER_FORM)
+    return form if isinstance(form, str) else repr(form)
+
+
+def stop_mixed(group: str, own: str, group_form: str) -> NoReturn:
+    """End the worker now: its group commits in another form. One line on stderr, the exit
+    code of a configuration fault; nothing was assigned to it, nothing is committed."""
+    error = CommitFormMixed(group, own, group_form)
+    stop_now(f"sizer: {error}", exit_code(error))
+
+
+class CommitFormAssignor(TakeoverAssignor):
+    """`TakeoverAssignor`, in a group that runs one commit form (`SizerApp.commit_form`):
+    the leader assigns partitions to the members of its own form only, and a member
+    told another form than its own stops (`stop_mixed`)."""
+
+    def metadata(self, topics: set[str]) -> ConsumerProtocolMemberMetadata:
+        member = super().metadata(topics)
+        return ConsumerProtocolMemberMetadata(member.version, member.subscription,
+                                              with_commit_form(member.user_data, self.app.commit_form))
+
+    def assign(self, cluster: Any, member_metadata: Any) -> Any:
+        form = self.app.commit_form
+        others = {member: commit_form_of(metadata.user_data) for member, metadata in member_metadata.items()}
+        others = {member: other for member, other in others.items() if other != form}
+        for member, other in sorted(others.items()):
+            log.error("group member %s runs %s, the group %s: it is assigned nothing and stops", member, other, form)
+        kept = {member: metadata for member, metadata in member_metadata.items() if member not in others}
+        assignments = dict(super().assign(cluster, kept))
+        for member, assignment in assignments.items():
+            record = with_commit_form(self._decompress(assignment.user_data), form)
+            assignments[member] = ConsumerProtocolMemberAssignment(assignment.version, assignment.assignment,
+                                                                   self._compress(record))
+        for member in others:
+            url = ClientMetadata.loads(member_metadata[member].user_data).url
+            nothing = ClientMetadata(assignment=ClientAssignment(actives={}, standbys={}), url=url,
+                                     changelog_distribution={})
+            assignments[member] = ConsumerProtocolMemberAssignment(
+                self.version, [], self._compress(with_commit_form(nothing.dumps(), form)))
+        return assignments
+
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
+        group_form = commit_form_of(self._decompress(assignment.user_data))
+        if group_form != self.app.commit_form:
+            stop_mixed(self.app.conf.id, self.app.commit_form, group_form)
         super().on_assignment(assignment)

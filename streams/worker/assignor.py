@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from streams.faust_compat.membership import TakeoverAssignor
+from streams.faust_compat.membership import CommitFormAssignor
 from streams.faust_compat.worker import stop_now
 from streams.kafka.topics import recreated
 from streams.text import counted
@@ -30,9 +30,10 @@ def refuse(message: str) -> None:
     stop_now(f"sizer: {message}", EXIT_TOPIC_MISMATCH)
 
 
-class SpecAssignor(TakeoverAssignor):
+class SpecAssignor(CommitFormAssignor):
     """faust's assignor, after a check of the input topics' partition counts; it takes
-    over the assignment of a static member whose place it took (`TakeoverAssignor`)."""
+    over the assignment of a static member whose place it took, in a group of one
+    commit form (`CommitFormAssignor`)."""
 
     def assign(self, cluster: Any, member_metadata: Any) -> Any:
         expected = self.app.inputs.partitions  # the spec's, wired by build_app

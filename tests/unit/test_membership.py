@@ -6,6 +6,7 @@ assignment a newcomer takes over. The broker side is held by
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -243,3 +244,130 @@ def test_sizer_worker_with_a_bad_group_instance_id_exits_2_before_any_broker(tmp
     assert done.returncode == 2, done.stderr
     assert "group_instance_id: must be 1 to 249 of a-z" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# A group runs one commit form: the leader assigns only to members of its own, and a
+# member told another form than its own stops before it processes anything.
+PER_PARTITION = "SIZER_PROCESSING_GUARANTEE=exactly_once SIZER_TRANSACTIONS=per_partition"
+PER_WORKER = "SIZER_PROCESSING_GUARANTEE=exactly_once SIZER_TRANSACTIONS=per_worker"
+AT_LEAST_ONCE = "SIZER_PROCESSING_GUARANTEE=at_least_once"
+
+
+def app_of(tmp_path, **settings):
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path, **settings)
+    return build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
+
+
+class Cluster:
+    """The partition counts the leader reads, as the spec has them."""
+
+    def __init__(self, app):
+        self.counts = dict(app.inputs.partitions)
+        self.counts.update({table.changelog_topic.get_topic_name(): 6 for table in app.tables.values()})
+
+    def partitions_for_topic(self, topic):
+        return set(range(self.counts[topic])) if topic in self.counts else None
+
+    def topics(self):
+        return set(self.counts)
+
+
+def member_of(app):
+    """What a worker built from `app` sends the coordinator when it joins."""
+    return app.assignor.metadata({"signals", "fills"})
+
+
+@pytest.mark.parametrize("settings, form", [({}, PER_PARTITION), ({"transactions": "per_worker"}, PER_WORKER),
+                                            ({"processing_guarantee": "at_least_once"}, AT_LEAST_ONCE),
+                                            ({"processing_guarantee": "at_least_once", "transactions": "per_worker"},
+                                             AT_LEAST_ONCE)])
+def test_a_worker_joins_naming_how_it_commits(tmp_path, settings, form):
+    joined = json.loads(member_of(app_of(tmp_path, **settings)).user_data)
+    assert joined[membership.COMMIT_FORM] == form
+    # and faust's own record is still whole
+    assert ClientMetadata.loads(member_of(app_of(tmp_path, **settings)).user_data).url == "http://127.0.0.1:6066"
+
+
+@pytest.mark.parametrize("leader_settings, other_settings", [
+    ({}, {"transactions": "per_worker"}),
+    ({"transactions": "per_worker"}, {}),
+    ({"transactions": "per_worker"}, {"processing_guarantee": "at_least_once"}),
+    ({"processing_guarantee": "at_least_once"}, {}),
+])
+def test_the_leader_assigns_nothing_to_a_member_of_another_form_and_tells_it_the_groups(
+        tmp_path, leader_settings, other_settings):
+    leader = app_of(tmp_path / "a", **leader_settings)
+    other = app_of(tmp_path / "b", **other_settings)
+    members = {"a-1": member_of(leader), "b-1": member_of(other), "a-2": member_of(leader)}
+
+    assigned = leader.assignor.assign(Cluster(leader), members)
+
+    partitions = {member: {(topic, p) for topic, ps in a.assignment for p in ps} for member, a in assigned.items()}
+    assert partitions["b-1"] == set()
+    # every input partition goes to a member of the leader's form, once
+    assert sorted(partitions["a-1"] | partitions["a-2"]) == sorted(
+        (topic, p) for topic in ("signals", "fills") for p in range(6))
+    assert partitions["a-1"].isdisjoint(partitions["a-2"])
+    for member, assignment in assigned.items():
+        record = json.loads(leader.assignor._decompress(assignment.user_data))
+        assert record[membership.COMMIT_FORM] == leader.commit_form, member
+    # the other member, told the group's form, stops
+    stopped = []
+    with pytest.raises(SystemExit):
+        with_stop_recorded(stopped, lambda: other.assignor.on_assignment(assigned["b-1"]))
+    assert stopped == [(other.conf.id, other.commit_form, leader.commit_form)]
+    # a member of the leader's form takes its partitions
+    leader.assignor.on_assignment(assigned["a-2"])
+    assert {(tp.topic, tp.partition) for tp in leader.assignor.assigned_actives()} == partitions["a-2"]
+
+
+def with_stop_recorded(stopped, call):
+    original = membership.stop_mixed
+
+    def stop(group, own, group_form):
+        stopped.append((group, own, group_form))
+        raise SystemExit(2)
+
+    membership.stop_mixed = stop
+    try:
+        call()
+    finally:
+        membership.stop_mixed = original
+
+
+def test_a_group_of_one_form_is_assigned_as_faust_assigns_it(tmp_path):
+    leader = app_of(tmp_path / "a", transactions="per_worker")
+    members = {"a-1": member_of(leader), "a-2": member_of(app_of(tmp_path / "b", transactions="per_worker"))}
+    assigned = leader.assignor.assign(Cluster(leader), members)
+    assert [len(a.assignment[0][1]) + len(a.assignment[1][1]) for a in assigned.values()] == [6, 6]
+
+
+@pytest.mark.parametrize("settings, stops", [({}, False), ({"transactions": "per_worker"}, True),
+                                             ({"processing_guarantee": "at_least_once"}, True)])
+def test_an_assignment_from_a_leader_of_an_earlier_release_is_taken_as_exactly_once_per_partition(
+        tmp_path, settings, stops):
+    # a leader that names no form ran the earlier default: only that form may take its assignment
+    app = app_of(tmp_path, **settings)
+    record = ClientMetadata(assignment=ClientAssignment(actives={"signals": [1], "fills": [1]}, standbys={}),
+                            url="http://127.0.0.1:6066", changelog_distribution={}, topic_groups={})
+    assignment = ConsumerProtocolMemberAssignment(app.assignor.version, [("fills", [1]), ("signals", [1])],
+                                                  app.assignor._compress(record.dumps()))
+    stopped = []
+    if stops:
+        with pytest.raises(SystemExit):
+            with_stop_recorded(stopped, lambda: app.assignor.on_assignment(assignment))
+        assert stopped == [(app.conf.id, app.commit_form, PER_PARTITION)]
+    else:
+        app.assignor.on_assignment(assignment)
+        assert {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()} == {("signals", 1), ("fills", 1)}
+
+
+def test_a_worker_of_another_form_ends_with_one_line_on_stderr_and_exit_2():
+    code = ("import io, sys; sys.stderr = io.StringIO(); from streams.faust_compat.membership import stop_mixed; "
+            f"stop_mixed('sizer-prod', {PER_WORKER!r}, {PER_PARTITION!r})")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, (
+        "sizer: the workers of group sizer-prod run SIZER_PROCESSING_GUARANTEE=exactly_once "
+        "SIZER_TRANSACTIONS=per_partition, this one SIZER_PROCESSING_GUARANTEE=exactly_once "
+        "SIZER_TRANSACTIONS=per_worker: the two do not fence each other's commits; stop every worker of the "
+        "group to change either setting\n"))
