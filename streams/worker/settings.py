@@ -28,11 +28,12 @@ class WorkerSettings(ConnectionSettings):
     """The connection settings and the worker's tuning, env prefix `SIZER_`."""
 
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
-    # under exactly-once: one transactional producer per input partition, each fencing
-    # the partition's previous owner by its transactional id (faust's scheme), or one per
-    # worker, one transaction per commit, fenced by the consumer group's generation
-    # (KIP-447, `faust_compat.worker_transactions`)
-    transactions: Literal["per_worker", "per_partition"] = "per_partition"
+    # under exactly-once: one transactional producer per worker, one transaction per
+    # commit, fenced by the consumer group's generation (KIP-447,
+    # `faust_compat.worker_transactions`), or one per input partition, each fencing the
+    # partition's previous owner by its transactional id (faust's scheme). A group runs
+    # one form (`faust_compat.membership.CommitFormAssignor`)
+    transactions: Literal["per_worker", "per_partition"] = "per_worker"
     store: str = "rocksdb://"  # faust backs it with rocksdict (the rocksdict extra)
     data_dir: Path = Path(".sizer-data")
     web_port: int = Field(6066, ge=0, le=65535)

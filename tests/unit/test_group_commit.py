@@ -148,9 +148,9 @@ def test_the_transactions_setting_is_checked_at_start_up(monkeypatch):
     from streams.worker.settings import load_settings
 
     monkeypatch.delenv("SIZER_TRANSACTIONS", raising=False)
-    assert load_settings().transactions == "per_partition"
-    monkeypatch.setenv("SIZER_TRANSACTIONS", "per_worker")
     assert load_settings().transactions == "per_worker"
+    monkeypatch.setenv("SIZER_TRANSACTIONS", "per_partition")
+    assert load_settings().transactions == "per_partition"
     monkeypatch.setenv("SIZER_TRANSACTIONS", "per_batch")
     with pytest.raises(ConfigError, match=r"transactions: Input should be 'per_worker' or 'per_partition'"):
         load_settings()

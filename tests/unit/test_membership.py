@@ -156,7 +156,8 @@ def test_a_worker_takes_over_the_assignment_made_for_the_holder_of_its_instance_
     assert str(assignor._url) != made_for_previous.url
     # faust-streaming 0.15.3: AssertionError, in aiokafka's coordinator task, which dies
     assignor.on_assignment(ConsumerProtocolMemberAssignment(
-        assignor.version, assigned, assignor._compress(made_for_previous.dumps())))
+        assignor.version, assigned,
+        assignor._compress(membership.with_commit_form(made_for_previous.dumps(), app.commit_form))))
     assert {(tp.topic, tp.partition) for tp in assignor.assigned_actives()} == {
         (topic, p) for topic, partitions in actives.items() for p in partitions}
 
@@ -277,7 +278,7 @@ def member_of(app):
     return app.assignor.metadata({"signals", "fills"})
 
 
-@pytest.mark.parametrize("settings, form", [({}, PER_PARTITION), ({"transactions": "per_worker"}, PER_WORKER),
+@pytest.mark.parametrize("settings, form", [({}, PER_WORKER), ({"transactions": "per_partition"}, PER_PARTITION),
                                             ({"processing_guarantee": "at_least_once"}, AT_LEAST_ONCE),
                                             ({"processing_guarantee": "at_least_once", "transactions": "per_worker"},
                                              AT_LEAST_ONCE)])
@@ -289,9 +290,9 @@ def test_a_worker_joins_naming_how_it_commits(tmp_path, settings, form):
 
 
 @pytest.mark.parametrize("leader_settings, other_settings", [
-    ({}, {"transactions": "per_worker"}),
-    ({"transactions": "per_worker"}, {}),
-    ({"transactions": "per_worker"}, {"processing_guarantee": "at_least_once"}),
+    ({"transactions": "per_partition"}, {"transactions": "per_worker"}),
+    ({"transactions": "per_worker"}, {"transactions": "per_partition"}),
+    ({}, {"processing_guarantee": "at_least_once"}),
     ({"processing_guarantee": "at_least_once"}, {}),
 ])
 def test_the_leader_assigns_nothing_to_a_member_of_another_form_and_tells_it_the_groups(
@@ -342,7 +343,8 @@ def test_a_group_of_one_form_is_assigned_as_faust_assigns_it(tmp_path):
     assert [len(a.assignment[0][1]) + len(a.assignment[1][1]) for a in assigned.values()] == [6, 6]
 
 
-@pytest.mark.parametrize("settings, stops", [({}, False), ({"transactions": "per_worker"}, True),
+@pytest.mark.parametrize("settings, stops", [({"transactions": "per_partition"}, False), ({}, True),
+                                             ({"transactions": "per_worker"}, True),
                                              ({"processing_guarantee": "at_least_once"}, True)])
 def test_an_assignment_from_a_leader_of_an_earlier_release_is_taken_as_exactly_once_per_partition(
         tmp_path, settings, stops):
