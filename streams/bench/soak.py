@@ -17,7 +17,9 @@ one and positions closed:
   (the same signal id): the worker's dedupe windows see repeats all along.
 
 Every minute it prints the worker's RSS (VmRSS) and its parts by kind of mapping
-(the brk heap, anonymous mappings, mapped files: `rss_parts_mb`), the p99 of the send-to-decision
+(the brk heap, anonymous mappings, mapped files: `rss_parts_mb`), what the worker
+says it holds (RocksDB's memtables and table readers, glibc's thread arenas and
+mmapped blocks, from its /metrics: `accounts_mb`), the p99 of the send-to-decision
 latency of the decisions read in that minute, the worker's consumer lag (signals
 and fills, end offset less committed offset) and what was sent. At the end: the
 RSS slope over the minutes after the warm-up (least squares, MB/min) and whether
@@ -182,9 +184,40 @@ class Minute:
     orders: int
     missing: int
     parts: dict[str, float] = field(default_factory=dict)  # RSS by kind of mapping, MB (`rss_parts_mb`)
+    accounts: dict[str, float] = field(default_factory=dict)  # the worker's own account, MB (`accounts_mb`)
 
 
 RSS_PARTS = ("heap", "anon", "files")
+# what the worker says it holds (its /metrics), MB: RocksDB's memtables and table readers
+# over every table, glibc's thread arenas and mmapped blocks (`streams.worker.memory`)
+ACCOUNTS = {"memtab": ("sizer_store_memory_bytes", {"kind": "memtables"}),
+            "readers": ("sizer_store_memory_bytes", {"kind": "table_readers"}),
+            "thr": ("sizer_malloc_bytes", {"arena": "threads", "kind": "system"}),
+            "mmap": ("sizer_malloc_bytes", {"arena": "mmapped", "kind": "system"})}
+
+
+def accounts_mb(metrics_text: str) -> dict[str, float]:
+    """`ACCOUNTS` summed from a /metrics text, in MB (a family missing: left out)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            for column, (name, labels) in ACCOUNTS.items():
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    found[column] = found.get(column, 0.0) + sample.value / 2**20
+    return found
+
+
+def worker_accounts(port: str) -> dict[str, float]:
+    """`accounts_mb` of the worker serving /metrics on `port`; empty when it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return accounts_mb(answer.read().decode())
+    except OSError:
+        return {}
 
 
 def rss_parts_mb(smaps: str) -> dict[str, float]:
@@ -295,7 +328,8 @@ async def soak(contender: Contender, args: argparse.Namespace) -> list[Minute]:
                                "warm-up signals")
         latencies.clear()
         counts.update(signals=0, fills=0, orders=0, decisions=0)
-        print(f"{'minute':>6} | {'RSS MB':>7} | {'heap':>6} | {'anon':>6} | {'files':>6} | {'p99 ms':>7} | "
+        print(f"{'minute':>6} | {'RSS MB':>7} | {'heap':>6} | {'anon':>6} | {'files':>6} | "
+              + "".join(f"{column:>7} | " for column in ACCOUNTS) + f"{'p99 ms':>7} | "
               f"{'lag':>6} | {'signals':>7} | {'fills':>6} | "
               f"{'orders':>6} | {'decided':>7} | {'missing':>7}", flush=True)
         interval = 0.01
@@ -335,10 +369,12 @@ async def soak(contender: Contender, args: argparse.Namespace) -> list[Minute]:
             row = Minute(minute, contender.rss_mb(), percentile(latencies, 0.99), counts["decisions"],
                          await consumer_lag(admin, consumer, contender.env["SIZER_APP_ID"], inputs),
                          counts["signals"], counts["fills"], counts["orders"], len(stale),
-                         process_rss_parts(contender.process.pid if contender.process else None))
+                         process_rss_parts(contender.process.pid if contender.process else None),
+                         await asyncio.to_thread(worker_accounts, contender.env["SIZER_WEB_PORT"]))
             minutes.append(row)
             parts = " | ".join(f"{row.parts.get(kind, 0.0):>6.1f}" for kind in RSS_PARTS)
-            print(f"{row.minute:>6} | {row.rss_mb:>7.1f} | {parts} | {row.p99_ms:>7.1f} | {row.lag:>6,} | "
+            accounts = "".join(f"{row.accounts.get(column, math.nan):>7.1f} | " for column in ACCOUNTS)
+            print(f"{row.minute:>6} | {row.rss_mb:>7.1f} | {parts} | {accounts}{row.p99_ms:>7.1f} | {row.lag:>6,} | "
                   f"{row.signals:>7,} | {row.fills:>6,} | {row.orders:>6,} | {row.decisions:>7,} | "
                   f"{row.missing:>7,}", flush=True)
             latencies.clear()
@@ -369,7 +405,12 @@ def report(minutes: list[Minute], warm_up: int) -> str:
                for kind in RSS_PARTS}
     shown = [f"{kind} {part.slope:+.3f} ± {part.stderr:.3f}" for kind, part in by_part.items()
              if part is not None and not math.isnan(part.stderr)]
-    return line + ("\nby kind of mapping, MB/min: " + ", ".join(shown) if shown else "")
+    by_account = {column: rss_trend([(m.minute, m.accounts[column]) for m in minutes if column in m.accounts], warm_up)
+                  for column in ACCOUNTS}
+    told = [f"{column} {part.slope:+.3f} ± {part.stderr:.3f}" for column, part in by_account.items()
+            if part is not None and not math.isnan(part.stderr)]
+    return (line + ("\nby kind of mapping, MB/min: " + ", ".join(shown) if shown else "")
+            + ("\nthe worker's own account, MB/min: " + ", ".join(told) if told else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

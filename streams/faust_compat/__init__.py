@@ -71,6 +71,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.assignor.partition_assignor", "PartitionAssignor._compress"),
     ("faust.assignor.partition_assignor", "PartitionAssignor._decompress"),
     ("faust.tables.base", "Collection.data"),
+    ("faust.stores.rocksdb", "Store._dbs"),
     ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.wait_for_pid"),

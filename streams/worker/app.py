@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from streams import faust_compat
 from streams.config import SizingConfig
 from streams.faust_compat.app import Inputs, SizerApp
+from streams.faust_compat.checkpoint import open_databases
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
 from streams.faust_compat.recovery import SizerTableManager
@@ -30,6 +31,7 @@ from streams.wire.roles import INPUTS, OUTPUTS, POSITIONED
 from streams.worker.assignor import SpecAssignor, refuse
 from streams.worker.batch import BatchHandler
 from streams.worker.checkpoint import write_checkpoint
+from streams.worker.memory import AllocatorMemory, StoreMemory
 from streams.worker.health import Health
 from streams.worker.instruments import InstrumentView
 from streams.worker.registry import PortfolioRegistry
@@ -235,6 +237,8 @@ def worker_metrics(app: SizerApp, kafka: WorkerSettings, config: SizingConfig,
     registry = registry if registry is not None else CollectorRegistry()
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     process_collectors(registry)
+    registry.register(StoreMemory(lambda: open_databases(app)))
+    registry.register(AllocatorMemory())
     metrics = SizerMetrics(registry, kafka.metrics_portfolio_limit)
     metrics.built(package_version(), config.config_hash, kafka.processing_guarantee)
     metrics.time_collections()

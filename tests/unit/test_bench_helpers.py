@@ -236,3 +236,23 @@ def test_the_scale_runs_reservations_lapse_so_every_count_accepts_the_same_signa
         if name.startswith("SIZING_"):
             monkeypatch.setenv(name, value)
     assert outcomes(100) == outcomes(1_000) == Counter(accepted=3_000)
+
+
+def test_the_workers_own_account_is_summed_from_its_metrics_and_sloped_in_the_report():
+    from streams.bench.soak import accounts_mb
+
+    text = """\
+# TYPE sizer_store_memory_bytes gauge
+sizer_store_memory_bytes{kind="memtables",table="exposure"} 2097152.0
+sizer_store_memory_bytes{kind="memtables",table="windows"} 1048576.0
+sizer_store_memory_bytes{kind="table_readers",table="windows"} 524288.0
+sizer_store_memory_bytes{kind="block_cache",table="windows"} 9999999.0
+# TYPE sizer_malloc_bytes gauge
+sizer_malloc_bytes{arena="threads",kind="system"} 4194304.0
+sizer_malloc_bytes{arena="threads",kind="free"} 1048576.0
+sizer_malloc_bytes{arena="mmapped",kind="system"} 3145728.0
+"""
+    assert accounts_mb(text) == {"memtab": 3.0, "readers": 0.5, "thr": 4.0, "mmap": 3.0}
+    minutes = [Minute(m, 100.0 + m, 5.0, 60_000, 0, 60_000, 500, 100, 0, {}, {"memtab": 2.0 * m, "thr": 4.0})
+               for m in range(1, 6)]
+    assert "the worker's own account, MB/min: memtab +2.000 ± 0.000, thr +0.000 ± 0.000" in report(minutes, 0)

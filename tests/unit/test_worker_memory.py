@@ -58,3 +58,85 @@ def test_the_worker_fixes_the_threshold_before_anything_else_at_start_up(monkeyp
     monkeypatch.setattr(memory, "fix_mmap_threshold", fixed)
     with pytest.raises(FixedFirst):
         run.run_worker(None, None, None)  # type: ignore[arg-type]
+
+
+# What RocksDB and glibc say the worker holds, as metrics: checked on real databases and
+# on real allocations, against sizes the test chose.
+
+def families(collector) -> dict[tuple[str, ...], float]:
+    return {tuple(sample.labels.values()): sample.value for family in collector.collect() for sample in family.samples}
+
+
+def test_the_memory_of_each_tables_stores_is_rocksdbs_summed_over_its_databases(tmp_path):
+    import rocksdict
+
+    from streams.worker.memory import StoreMemory
+
+    class Closed:
+        def property_int_value(self, name):
+            raise Exception("DB is closed")
+
+    databases = {name: rocksdict.Rdict(str(tmp_path / name)) for name in ("a0", "a1", "b0")}
+    try:
+        for name, size in (("a0", 300_000), ("a1", 500_000), ("b0", 1_000)):
+            databases[name][b"key"] = b"x" * size
+        collector = StoreMemory(lambda: [("exposure", databases["a0"]), ("exposure", databases["a1"]),
+                                         ("windows", databases["b0"]), ("windows", Closed())])
+        found = families(collector)
+        for table, names, size in (("exposure", ("a0", "a1"), 800_000), ("windows", ("b0",), 1_000)):
+            expected = sum(databases[name].property_int_value("rocksdb.cur-size-all-mem-tables") for name in names)
+            assert found[table, "memtables"] == expected
+            assert size <= found[table, "memtables"] < size + 3 * 2**20, (table, found)
+        assert {kind for _, kind in found} == {"memtables", "table_readers", "block_cache"}
+    finally:
+        for db in databases.values():
+            db.close()
+
+
+@pytest.mark.skipif(not glibc(), reason="malloc_info is glibc's")
+def test_glibcs_account_names_a_block_it_mmapped_and_the_threads_arenas():
+    import ctypes
+    import threading
+
+    from streams.worker.memory import malloc_arenas
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = malloc_arenas()
+    block = libc.malloc(64 << 20)  # far above any mmap threshold: mmapped
+    try:
+        during = malloc_arenas()
+        assert during["mmapped", "system"] - before["mmapped", "system"] >= 64 << 20
+    finally:
+        libc.free(block)
+    assert malloc_arenas()["mmapped", "system"] < during["mmapped", "system"]
+    # a block allocated on another thread comes from another arena than the main one
+    blocks = []
+    thread = threading.Thread(target=lambda: blocks.append(libc.malloc(1000)))
+    thread.start()
+    thread.join()
+    after = malloc_arenas()
+    libc.free(blocks[0])
+    assert after["threads", "system"] > 0 and after["main", "system"] > 0
+    assert 0 <= after["main", "free"] <= after["main", "system"]
+
+
+def test_the_worker_serves_its_stores_and_allocators_memory(tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streams.config import load_config
+    from streams.kafka.topics import load_topics
+    from streams.worker.app import build_app
+    from streams.worker.settings import WorkerSettings
+
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path)
+    registry = CollectorRegistry()
+    app = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), registry)
+    app.tables["windows"].data._db_for_partition(3)[b"k"] = b"v" * 200_000
+    served = generate_latest(registry).decode()
+    memtables = [line for line in served.splitlines()
+                 if line.startswith('sizer_store_memory_bytes{kind="memtables",table="windows"}')]
+    assert len(memtables) == 1 and float(memtables[0].split()[-1]) >= 200_000, served
+    if glibc():
+        assert 'sizer_malloc_bytes{arena="main",kind="system"}' in served
