@@ -14,6 +14,7 @@ answers (the assignor's lives in `streams/worker/assignor.py`):
 | `app`       | a rebalance that starts while a batch is half done |
 | `recovery`  | active recovery that ends only after two empty 5 s polls under exactly-once (#47); a seek to None or -2 that crashed recovery when a worker rejoined mid-takeover; a second's sleep before the tables register, which the group join waits for; under per-worker transactions, the previous owners' open transactions waited for here, outside the rebalance callback |
 | `checkpoint`| active stores that never learn their changelog offsets under exactly-once |
+| `stores`    | each database's options built by faust from a fixed set of keys: no write-buffer budget shared by the stores |
 | `worker`    | two seconds of fixed waits (mode's `Worker._shutdown_loop`) between a worker's last commit and the end of its process, which a restart's partitions wait for; a last line printed to `sys.stderr`, which mode's Worker turns into a WARNING log line (`stop_now`) |
 | `membership`| a worker whose group.instance.id another worker took: faust's assignor asserts its own URL on the assignment it takes over, aiokafka heartbeats without the instance id (so the broker cannot say FENCED_INSTANCE_ID) and knows no error 82; a worker of another commit form (guarantee, transactions) in the group, which nothing fences |
 | `oauth`     | an OAUTHBEARER token the broker refuses is taken for success, and the refusal surfaces as a dropped connection |
@@ -72,6 +73,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.assignor.partition_assignor", "PartitionAssignor._decompress"),
     ("faust.tables.base", "Collection.data"),
     ("faust.stores.rocksdb", "Store._dbs"),
+    ("faust.stores.rocksdb", "RocksDBOptions.as_options"),
     ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.wait_for_pid"),

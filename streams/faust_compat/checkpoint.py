@@ -47,9 +47,3 @@ def committed_stores(app: Any) -> list[StoreEntry]:
                                       store.persisted_offset(tp)))
     return entries
 
-
-def open_databases(app: Any) -> list[tuple[str, Any]]:
-    """(table name, RocksDB database) of every local store partition the app has open
-    (faust's `Store._dbs`); none for a store that is not RocksDB."""
-    return [(table.name, db) for table in app.tables.values()
-            for db in list(getattr(table.data, "_dbs", {}).values())]

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from streams import faust_compat
 from streams.config import SizingConfig
 from streams.faust_compat.app import Inputs, SizerApp
-from streams.faust_compat.checkpoint import open_databases
+from streams.faust_compat.stores import open_databases, share_write_buffers
 from streams.faust_compat.events import current, current_event
 from streams.faust_compat.outputs import Outputs
 from streams.faust_compat.recovery import SizerTableManager
@@ -99,7 +99,7 @@ def build_app(
     inputs = [app.topic(topics.name(role), partitions=width, **RAW) for role in POSITIONED]
     instruments_topic = app.topic(topics.name("instruments"), partitions=topics["instruments"].partitions, **RAW)
     outputs = Outputs(app)
-    tables = declare_tables(app, width, kafka.replication)
+    tables = declare_tables(app, width, kafka.replication, kafka.store_write_buffer_mb * 2**20)
     metrics = worker_metrics(app, kafka, config, registry)
     client = kafka.for_role(f"worker-{kafka.app_id}")
     view = InstrumentView(client, topics.name("instruments"), topics["instruments"].partitions, framing=framing)
@@ -211,15 +211,17 @@ def faust_app(kafka: WorkerSettings, topics: TopicSet) -> SizerApp:
     return app
 
 
-def declare_tables(app: SizerApp, width: int, replication: Replication) -> dict[str, Any]:
+def declare_tables(app: SizerApp, width: int, replication: Replication,
+                   write_buffer_bytes: int = 0) -> dict[str, Any]:
     """The worker's tables by name, each co-partitioned with the inputs (`width`),
-    their changelogs replicated as `replication` says."""
+    their changelogs replicated as `replication` says, the write buffers of all their
+    stores within `write_buffer_bytes` together (0: each database's own)."""
     # bytes key and value types make faust store and changelog them raw: the
     # values are our canonical JSON, written and read only by TableStore.
     raw = {"default": None, "partitions": width, "key_type": bytes, "value_type": bytes,
            # every changelog's min.insync.replicas (its factor: topic_replication_factor)
            "extra_topic_configs": replication.configs}
-    return {
+    tables = {
         "exposure": app.Table("exposure", options=store_options(), **raw),
         "streak": app.Table("streak", options=store_options(), **raw),
         "controls": app.Table("controls", options=store_options(), **raw),
@@ -228,6 +230,8 @@ def declare_tables(app: SizerApp, width: int, replication: Replication) -> dict[
         # the next offset to process of every input partition (see `positions`)
         "input-positions": app.Table("input-positions", options=store_options(), **raw),
     }
+    share_write_buffers(tables.values(), write_buffer_bytes)
+    return tables
 
 
 def worker_metrics(app: SizerApp, kafka: WorkerSettings, config: SizingConfig,

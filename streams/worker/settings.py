@@ -35,6 +35,9 @@ class WorkerSettings(ConnectionSettings):
     # one form (`faust_compat.membership.CommitFormAssignor`)
     transactions: Literal["per_worker", "per_partition"] = "per_worker"
     store: str = "rocksdb://"  # faust backs it with rocksdict (the rocksdict extra)
+    # the most memory the write buffers of all local stores hold together (one RocksDB
+    # WriteBufferManager, `faust_compat.stores`); 0: each database's own buffers only
+    store_write_buffer_mb: int = Field(0, ge=0, le=65536)
     data_dir: Path = Path(".sizer-data")
     web_port: int = Field(6066, ge=0, le=65535)
     web_host: str = "127.0.0.1"

@@ -140,3 +140,46 @@ def test_the_worker_serves_its_stores_and_allocators_memory(tmp_path):
     assert len(memtables) == 1 and float(memtables[0].split()[-1]) >= 200_000, served
     if glibc():
         assert 'sizer_malloc_bytes{arena="main",kind="system"}' in served
+
+
+def memtables_after_writes(tmp_path, budget_mb: int, megabytes: int = 20) -> tuple[float, int]:
+    """The worker's stores written `megabytes` of 1 kB values round all 30 databases:
+    their memtables' total (MB) and their count."""
+    import os
+
+    from prometheus_client import CollectorRegistry
+
+    from streams.config import load_config
+    from streams.kafka.topics import load_topics
+    from streams.worker.app import build_app
+    from streams.worker.settings import WorkerSettings
+
+    kafka = WorkerSettings(bootstrap="127.0.0.1:1", data_dir=tmp_path, store_write_buffer_mb=budget_mb)
+    app = build_app(kafka, load_config("conviction"), load_topics(kafka.topics_file, ""), CollectorRegistry())
+    databases = [table.data._db_for_partition(p) for table in app.tables.values() for p in range(6)]
+    for n in range(megabytes * 1024):
+        databases[n % len(databases)][os.urandom(8)] = os.urandom(1000)
+    total = sum(db.property_int_value("rocksdb.cur-size-all-mem-tables") for db in databases) / 2**20
+    for db in databases:
+        db.close()
+    return total, len(databases)
+
+
+def test_one_write_buffer_budget_bounds_the_memtables_of_every_store_together(tmp_path):
+    own, count = memtables_after_writes(tmp_path / "own", 0)
+    shared, _ = memtables_after_writes(tmp_path / "shared", 4)
+    # each database alone holds what was written to it (4 MB buffers, 0.7 MB each here)
+    assert own >= 19.5, own
+    # shared: the budget, past which RocksDB flushes the database written to, plus at most
+    # one arena block (an eighth of a 4 MB buffer) kept by each database
+    assert shared <= 4 + count * 0.5 + 1, shared
+
+
+def test_a_write_buffer_budget_that_is_not_a_whole_number_of_megabytes_stops_start_up(monkeypatch):
+    from streams.errors import ConfigError
+    from streams.worker.settings import load_settings
+
+    for value in ("-1", "1.5", "lots"):
+        monkeypatch.setenv("SIZER_STORE_WRITE_BUFFER_MB", value)
+        with pytest.raises(ConfigError, match="store_write_buffer_mb"):
+            load_settings()
