@@ -135,6 +135,31 @@ async def start_up(client: ClientConfig, kafka: WorkerSettings, config: SizingCo
     return warnings, local_state
 
 
+def claim_data_dir(appdir: Path, data_dir: Path) -> int:
+    """Hold `appdir` (the worker's directory under `data_dir`: its local stores, their
+    checkpoint, its transactional id) for this process, by an exclusive lock on
+    `appdir/worker.lock` that ends with the process, however it ends; the open
+    descriptor. Two workers on one data directory would write each other's stores and,
+    under per-worker transactions, share a transactional id, each fencing the other in
+    turn. Raises ConfigError naming SIZER_DATA_DIR and the holder's pid."""
+    import fcntl
+
+    from streams.errors import ConfigError
+
+    appdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(appdir / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(f"SIZER_DATA_DIR: {data_dir} is in use by another worker (pid {holder}): "
+                          "each worker needs its own data directory") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, loglevel: str = "info",
                origin: str | None = None) -> int:
     """Run a worker until it is stopped; its exit code. `origin` says where `config`
@@ -149,6 +174,7 @@ def run_worker(kafka: WorkerSettings, config: SizingConfig, topics: TopicSet, lo
         # start-up here (RegistryUnavailable, one line, exit 4)
         framing = asyncio.run(product_framing(kafka, topics))
     app = build_app(kafka, config, topics, framing=framing)
+    claim_data_dir(Path(app.conf.appdir), kafka.data_dir)  # held until the process ends
     with _aiokafka_quiet():
         start_warnings, local_state = asyncio.run(start_up(kafka.for_role(f"worker-{kafka.app_id}"), kafka, config,
                                                            topics, app))

@@ -72,6 +72,8 @@ class Deployment:
     topics: TopicSet = field(init=False)
     # every topic's and changelog's replication: the harness's own env, unless given
     replication: Replication | None = None
+    # the workers made for this deployment, for the data directory each takes by default
+    made: list["Worker"] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.replication is None:
@@ -201,10 +203,20 @@ class Worker:
         self.deployment = deployment
         self.web_port = free_port()
         self.log_path = deployment.workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        self.data_dir = env.pop("SIZER_DATA_DIR", None) or str(deployment.workdir / "data")
+        # each worker its own data directory, as each pod its own volume (a worker refuses one
+        # another holds): `data` unless a worker not yet ended has it (a restart reuses it)
+        self.data_dir = env.pop("SIZER_DATA_DIR", None) or self.free_data_dir(deployment)
+        deployment.made.append(self)
         self.args = args
         self.env = deployment.env(SIZER_WEB_PORT=str(self.web_port), SIZER_DATA_DIR=self.data_dir, **env)
         self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def free_data_dir(deployment: Deployment) -> str:
+        taken = {worker.data_dir for worker in deployment.made
+                 if worker.process is None or worker.process.poll() is None}
+        return next(path for n in range(1, len(taken) + 2)
+                    if (path := str(deployment.workdir / ("data" if n == 1 else f"data-{n}"))) not in taken)
 
     def start(self, ready_timeout_s: float = 90.0) -> "Worker":
         self.spawn()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -121,3 +122,42 @@ def test_a_failed_publish_leaves_the_checkpoint_for_the_next_start(monkeypatch, 
     with pytest.raises(RuntimeError):
         _start_up(tmp_path)
     assert "prepare_local_state" not in steps.ran
+
+
+# One data directory, one worker: its stores, their checkpoint and its transactional id
+# are that worker's. A second worker on it stops before any broker, naming the setting.
+HOLD = """
+import sys, time
+from pathlib import Path
+from streams.worker.run import claim_data_dir
+claim_data_dir(Path(sys.argv[1]), Path(sys.argv[1]).parent)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_second_worker_on_a_data_directory_in_use_stops_in_one_line_before_any_broker(tmp_path):
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "data"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SIZER_", "KAFKA_"))}
+    env |= {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SIZER_DATA_DIR": str(data_dir)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(data_dir / "v1")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"sizer: SIZER_DATA_DIR: {data_dir} is in use by another worker (pid {holder.pid}): "
+            "each worker needs its own data directory")
+        assert "Traceback" not in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder gone, however it ended, the directory is free
+    from streams.worker.run import claim_data_dir
+
+    fd = claim_data_dir(data_dir / "v1", data_dir)
+    os.close(fd)
