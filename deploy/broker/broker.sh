@@ -533,6 +533,8 @@ lock_home() {
 unlock_home() { if [[ -n "${home_lock:-}" ]]; then exec {home_lock}>&-; home_lock=""; fi; }
 
 # The waits of a start (KAFKA_START_TIMEOUT_S, KAFKA_STOP_WAIT_S): whole seconds, or exit 2 naming the setting.
+# Read in base 10: bash arithmetic takes a leading 0 for octal (010 waited 8 s, and 08, no
+# number at all there, made every wait's test false, so a stop wait never ended).
 check_waits() {
   local setting
   for setting in "KAFKA_START_TIMEOUT_S=$start_timeout_s" "KAFKA_STOP_WAIT_S=$stop_wait_s"; do
@@ -540,6 +542,7 @@ check_waits() {
       echo "${setting%%=*}: a whole number of seconds, not '${setting#*=}'" >&2; exit 2
     fi
   done
+  start_timeout_s=$((10#$start_timeout_s)); stop_wait_s=$((10#$stop_wait_s))
 }
 
 start() {

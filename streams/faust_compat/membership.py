@@ -48,12 +48,18 @@ restart that changes either) would not be fenced by them, nor fence them: a
 per-partition transaction is fenced by its transactional id, a per-worker one by
 the group's generation, and an at-least-once commit by nothing. faust's member
 metadata and assignments are JSON records (`ClientMetadata`) that keep fields
-they do not know; `CommitFormAssignor` adds the form to both. The leader assigns
-partitions only to the members of its own form and gives each other member an
-empty assignment naming the group's; a member whose form is not the one its
+they do not know; `CommitFormAssignor` adds the form to both. The group's form
+is that of the members holding partitions (the running ones), else, in a group
+starting, the leader's: a worker of another form elected leader (the previous
+leader left as it joined) must not stop the running group. The leader assigns
+partitions only to the members of the group's form and gives each other member
+an empty assignment naming the group's; a member whose form is not the one its
 assignment names stops at once (`CommitFormMixed`, one line, exit 2), before it
-processes anything. An assignment without the field comes from a leader of an
-earlier release, which ran the earlier default, exactly-once per partition.
+processes anything, the leader included. An assignment without the field comes
+from a leader of an earlier release, which ran the earlier default, exactly-once
+per partition. A member whose metadata is no faust record (another client that
+joined under faust's protocol name) is assigned nothing: faust's assignor failed
+on it, and the leader, failing the same at every join, held the whole group.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import zlib
 from typing import Any, Callable, NoReturn
 
 from aiokafka.client import ConnectionGroup
@@ -240,10 +247,46 @@ def with_commit_form(record: bytes, form: str) -> bytes:
     return json.dumps({**json.loads(record), COMMIT_FORM: form}).encode()
 
 
+# the form of a member whose metadata is no faust ClientMetadata record (another client
+# joined the group with faust's protocol name): it is assigned nothing, like any other form
+UNREADABLE_FORM = "no form (its group metadata is not a sizer worker's)"
+
+
+def read_member(record: bytes) -> ClientMetadata | None:
+    """The faust ClientMetadata record a member joined with; None when it is not one
+    (not JSON, not an object, a field faust needs missing or of another type)."""
+    try:
+        if not isinstance(json.loads(record), dict):
+            return None
+        metadata = ClientMetadata.loads(record)
+        assignment = metadata.assignment  # faust builds a field's record when it is read
+        readable = (isinstance(metadata.url, str) and isinstance(assignment, ClientAssignment)
+                    and isinstance(assignment.actives, dict) and isinstance(assignment.standbys, dict))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return metadata if readable else None
+
+
 def commit_form_of(record: bytes) -> str:
-    """The commit form a ClientMetadata record names (`EARLIER_FORM` when it names none)."""
-    form = json.loads(record).get(COMMIT_FORM, EARLIER_FORM)
+    """The commit form a ClientMetadata record names (`EARLIER_FORM` when it names none,
+    `UNREADABLE_FORM` when it is no such record)."""
+    try:
+        fields = json.loads(record)
+    except ValueError:
+        return UNREADABLE_FORM
+    if not isinstance(fields, dict):
+        return UNREADABLE_FORM
+    form = fields.get(COMMIT_FORM, EARLIER_FORM)
     return form if isinstance(form, str) else repr(form)
+
+
+def running_form(forms: dict[str, str], members: dict[str, ClientMetadata], own: str) -> str:
+    """The group's commit form: that of the members holding partitions (they run the
+    group) when they share one, else `own` (the leader's): a leader started with
+    another form than its running group's must not stop the group."""
+    holding = {forms[member] for member, metadata in members.items()
+               if any(metadata.assignment.actives.values()) or any(metadata.assignment.standbys.values())}
+    return holding.pop() if len(holding) == 1 else own
 
 
 def stop_mixed(group: str, own: str, group_form: str) -> NoReturn:
@@ -264,19 +307,22 @@ class CommitFormAssignor(TakeoverAssignor):
                                               with_commit_form(member.user_data, self.app.commit_form))
 
     def assign(self, cluster: Any, member_metadata: Any) -> Any:
-        form = self.app.commit_form
-        others = {member: commit_form_of(metadata.user_data) for member, metadata in member_metadata.items()}
-        others = {member: other for member, other in others.items() if other != form}
+        readable = {member: read_member(metadata.user_data) for member, metadata in member_metadata.items()}
+        forms = {member: commit_form_of(metadata.user_data) if readable[member] is not None else UNREADABLE_FORM
+                 for member, metadata in member_metadata.items()}
+        members = {member: record for member, record in readable.items() if record is not None}
+        form = running_form(forms, members, self.app.commit_form)
+        others = {member: other for member, other in forms.items() if other != form}
         for member, other in sorted(others.items()):
-            log.error("group member %s runs %s, the group %s: it is assigned nothing and stops", member, other, form)
+            log.error("group member %s runs %s, the group %s: it is assigned nothing", member, other, form)
         kept = {member: metadata for member, metadata in member_metadata.items() if member not in others}
-        assignments = dict(super().assign(cluster, kept))
+        assignments = dict(super().assign(cluster, kept)) if kept else {}
         for member, assignment in assignments.items():
             record = with_commit_form(self._decompress(assignment.user_data), form)
             assignments[member] = ConsumerProtocolMemberAssignment(assignment.version, assignment.assignment,
                                                                    self._compress(record))
         for member in others:
-            url = ClientMetadata.loads(member_metadata[member].user_data).url
+            url = members[member].url if member in members else ""
             nothing = ClientMetadata(assignment=ClientAssignment(actives={}, standbys={}), url=url,
                                      changelog_distribution={})
             assignments[member] = ConsumerProtocolMemberAssignment(
@@ -284,7 +330,10 @@ class CommitFormAssignor(TakeoverAssignor):
         return assignments
 
     def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
-        group_form = commit_form_of(self._decompress(assignment.user_data))
+        try:
+            group_form = commit_form_of(self._decompress(assignment.user_data))
+        except zlib.error:  # a leader that is no faust worker
+            group_form = UNREADABLE_FORM
         if group_form != self.app.commit_form:
             stop_mixed(self.app.conf.id, self.app.commit_form, group_form)
         super().on_assignment(assignment)

@@ -101,6 +101,19 @@ class WorkerSettings(ConnectionSettings):
         return self
 
     @model_validator(mode="after")
+    def _worker_transaction_within_its_timeout(self) -> "WorkerSettings":
+        # a per-worker transaction times out after session_timeout_s (so that a paused
+        # worker's is aborted about when its partitions move), and lasts a commit interval
+        # and the batch under way: one committed no sooner was aborted by the broker, the
+        # worker exited (70, its sends refused: ProducerFenced) under a steady stream
+        if (self.processing_guarantee == "exactly_once" and self.transactions == "per_worker"
+                and self.commit_interval_s > self.session_timeout_s / 2):
+            raise ValueError(f"commit_interval_s: must be at most half of session_timeout_s "
+                             f"({self.session_timeout_s:g} s) under exactly-once with per_worker transactions "
+                             f"(SIZER_TRANSACTIONS), whose timeout it is; not {self.commit_interval_s:g}")
+        return self
+
+    @model_validator(mode="after")
     def _registry_lookup_within_liveness(self) -> "WorkerSettings":
         # a batch waits on the lookup of a schema id it does not know: one that may wait
         # longer than liveness allows a batch would have the pod restarted for a slow registry

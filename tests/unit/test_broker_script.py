@@ -85,17 +85,19 @@ def test_start_while_the_previous_broker_is_stopping_waits_for_it_to_exit(tmp_pa
         stopping.wait(timeout=30)
 
 
-def test_start_gives_up_in_one_line_on_a_broker_that_does_not_finish_stopping(tmp_path):
+# a leading zero is no octal number: 08 is 8 s (bash arithmetic refused it, and the wait never ended)
+@pytest.mark.parametrize("wait, seconds", [("1", 1), ("08", 8)])
+def test_start_gives_up_in_one_line_on_a_broker_that_does_not_finish_stopping(tmp_path, wait, seconds):
     home = tmp_path / "kafka"
     port, controller_port = free_ports(2)
     broker = stand_in_broker(home)
     (home / "broker.stopping").write_text(f"{broker.pid}\n")  # a `stop` under way, the broker slower than the wait
     try:
-        started = script("start", env_for(home, port, controller_port, KAFKA_STOP_WAIT_S="1"))
+        started = script("start", env_for(home, port, controller_port, KAFKA_STOP_WAIT_S=wait))
 
         assert started.returncode == 1 and started.stdout == ""
-        assert started.stderr.splitlines()[-1] == (
-            f"the previous broker (pid {broker.pid}) is still stopping after 1 s: start again once it has exited")
+        assert started.stderr.splitlines()[-1] == (f"the previous broker (pid {broker.pid}) is still stopping "
+                                                   f"after {seconds} s: start again once it has exited")
         assert alive(broker.pid)  # not touched
     finally:
         broker.kill()

@@ -103,6 +103,30 @@ def test_a_heartbeat_not_below_the_session_timeout_stops_start_up_naming_both(mo
     assert load_settings().session_timeout_s == float(session)
 
 
+@pytest.mark.parametrize("interval, session", [("5.5", None), ("25", None), ("10", "10"), ("4", "6")])
+def test_a_commit_interval_past_half_the_per_worker_transaction_timeout_stops_start_up(monkeypatch, interval, session):
+    # a per-worker transaction times out after the session timeout: one committed a commit
+    # interval after it began was aborted by the broker first, and the worker exited (70)
+    monkeypatch.setenv("SIZER_COMMIT_INTERVAL_S", interval)
+    if session is not None:
+        monkeypatch.setenv("SIZER_SESSION_TIMEOUT_S", session)
+        monkeypatch.setenv("SIZER_HEARTBEAT_INTERVAL_S", "1")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value).splitlines()[1:] == [
+        f"  commit_interval_s: must be at most half of session_timeout_s ({float(session or 10):g} s) under "
+        f"exactly-once with per_worker transactions (SIZER_TRANSACTIONS), whose timeout it is; "
+        f"not {float(interval):g}"]
+    # per-partition transactions (faust's) time out after 60 s, at-least-once has none
+    for other in ({"SIZER_TRANSACTIONS": "per_partition"}, {"SIZER_PROCESSING_GUARANTEE": "at_least_once"}):
+        with monkeypatch.context() as env:
+            for name, value in other.items():
+                env.setenv(name, value)
+            assert load_settings().commit_interval_s == float(interval)
+    monkeypatch.setenv("SIZER_COMMIT_INTERVAL_S", str(float(session or 10) / 2))
+    assert load_settings().commit_interval_s == float(session or 10) / 2
+
+
 def test_a_min_isr_above_the_replication_factor_is_one_line_naming_the_field_and_the_rule(monkeypatch):
     monkeypatch.setenv("SIZER_REPLICATION_FACTOR", "3")
     monkeypatch.setenv("SIZER_MIN_INSYNC_REPLICAS", "4")

@@ -13,7 +13,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.errors import InvalidTxnState, ProducerFenced
 from aiokafka.protocol.commit import OffsetCommitRequest, OffsetCommitResponse_v3
 from aiokafka.protocol.fetch import FetchRequest
@@ -373,3 +373,73 @@ def test_a_worker_of_another_form_ends_with_one_line_on_stderr_and_exit_2():
         "SIZER_TRANSACTIONS=per_partition, this one SIZER_PROCESSING_GUARANTEE=exactly_once "
         "SIZER_TRANSACTIONS=per_worker: the two do not fence each other's commits; stop every worker of the "
         "group to change either setting\n"))
+
+
+@pytest.mark.parametrize("user_data", [b"\x00\x01 not json", b"", b"[]", b"null", b'"per_worker"', b"7",
+                                       b'{"sizer_commit_form": "SIZER_PROCESSING_GUARANTEE=exactly_once '
+                                       b'SIZER_TRANSACTIONS=per_worker"}',
+                                       b'{"assignment": 1, "url": "http://h:1", "changelog_distribution": {}}',
+                                       b'{"assignment": {"actives": [], "standbys": {}}, "url": 5, '
+                                       b'"changelog_distribution": {}}'])
+@pytest.mark.parametrize("transactions", ["per_worker", "per_partition"])
+def test_a_member_whose_metadata_is_no_sizer_workers_is_assigned_nothing_and_the_leader_goes_on(
+        tmp_path, user_data, transactions):
+    # another client joined the group under faust's protocol name, with metadata of its own
+    leader = app_of(tmp_path / "a", transactions=transactions)
+    stranger = ConsumerProtocolMemberMetadata(0, ["signals", "fills"], user_data)
+    members = {"a-1": member_of(leader), "x-1": stranger,
+               "a-2": member_of(app_of(tmp_path / "b", transactions=transactions))}
+
+    assigned = leader.assignor.assign(Cluster(leader), members)
+
+    partitions = {member: {(topic, p) for topic, ps in a.assignment for p in ps} for member, a in assigned.items()}
+    assert partitions["x-1"] == set()
+    assert sorted(partitions["a-1"] | partitions["a-2"]) == sorted(
+        (topic, p) for topic in ("signals", "fills") for p in range(6))
+    record = json.loads(leader.assignor._decompress(assigned["x-1"].user_data))
+    assert record[membership.COMMIT_FORM] == leader.commit_form
+    assert record["assignment"] == {"actives": {}, "standbys": {}}
+
+
+def test_an_assignment_from_a_leader_that_is_no_faust_worker_stops_the_worker(tmp_path):
+    app = app_of(tmp_path)
+    for user_data in (b"not zlib", app.assignor._compress(b"[1, 2]")):
+        stopped = []
+        with pytest.raises(SystemExit):
+            with_stop_recorded(stopped, lambda: app.assignor.on_assignment(
+                ConsumerProtocolMemberAssignment(0, [("signals", [0])], user_data)))
+        assert stopped == [(app.conf.id, app.commit_form, membership.UNREADABLE_FORM)]
+
+
+def running(app, leader, members, member):
+    """`app` after it took `member`'s share of the assignment `leader` made for `members`."""
+    app.assignor.on_assignment(leader.assignor.assign(Cluster(leader), members)[member])
+    return app
+
+
+@pytest.mark.parametrize("running_settings, newcomer_settings", [
+    ({"transactions": "per_partition"}, {}), ({}, {"transactions": "per_partition"}),
+    ({}, {"processing_guarantee": "at_least_once"})])
+def test_a_leader_of_another_form_than_the_running_members_assigns_itself_nothing_and_stops(
+        tmp_path, running_settings, newcomer_settings):
+    # the running group's leader left; a newcomer of another form was elected leader
+    first = app_of(tmp_path / "a", **running_settings)
+    second = app_of(tmp_path / "b", **running_settings)
+    members = {"a-1": member_of(first), "b-1": member_of(second)}
+    running(first, first, members, "a-1")
+    running(second, first, members, "b-1")
+    newcomer = app_of(tmp_path / "c", **newcomer_settings)
+    members = {"c-1": member_of(newcomer), "a-1": member_of(first), "b-1": member_of(second)}
+
+    assigned = newcomer.assignor.assign(Cluster(newcomer), members)
+
+    partitions = {member: {(topic, p) for topic, ps in a.assignment for p in ps} for member, a in assigned.items()}
+    assert partitions["c-1"] == set()
+    assert sorted(partitions["a-1"] | partitions["b-1"]) == sorted(
+        (topic, p) for topic in ("signals", "fills") for p in range(6))
+    stopped = []
+    with pytest.raises(SystemExit):
+        with_stop_recorded(stopped, lambda: newcomer.assignor.on_assignment(assigned["c-1"]))
+    assert stopped == [(newcomer.conf.id, newcomer.commit_form, first.commit_form)]
+    first.assignor.on_assignment(assigned["a-1"])  # the running members go on
+    assert {(tp.topic, tp.partition) for tp in first.assignor.assigned_actives()} == partitions["a-1"]
