@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -39,6 +40,7 @@ class Secured:
         self.prefix, self.app_id = f"sec{tag}-", f"sizer-sec-{tag}"
         self.topics = load_topics(ROOT / "topics" / "topics.toml", self.prefix)
         self.passwords = {user: (self.home / "secrets" / f"{user}.password").read_text().strip() for user in USERS}
+        self.made: list[Any] = []  # the workers made here, whichever principal (harness.Worker's data dirs)
 
     def env(self, user: str | None, **extra: str) -> dict[str, str]:
         """A clean environment (no SIZER_*, SIZING_*, KAFKA_* of the test run) with `user`'s
@@ -92,7 +94,7 @@ class _As:
     """What harness.Worker needs of a deployment, for one principal."""
 
     def __init__(self, secured: Secured, user: str) -> None:
-        self.secured, self.user, self.workdir = secured, user, secured.workdir
+        self.secured, self.user, self.workdir, self.made = secured, user, secured.workdir, secured.made
 
     def env(self, **extra: str) -> dict[str, str]:
         return self.secured.env(self.user, **extra)
