@@ -77,6 +77,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("faust.tables.manager", "TableManager.persist_offset_on_commit"),
     ("aiokafka.producer.producer", "AIOKafkaProducer._txn_manager"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.wait_for_pid"),
+    ("aiokafka.producer.transaction_manager", "TransactionManager._transaction_waiter"),
     ("faust.tables.manager", "TableManager._pending_persisted_offsets"),
     ("faust.tables.recovery", "Recovery._set_recovery_ended"),
     ("faust.tables.recovery", "Recovery._seek_offsets"),

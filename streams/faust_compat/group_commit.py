@@ -196,6 +196,9 @@ class GroupTxnOffsetCommitHandler(TxnOffsetCommitHandler):
         txn_manager = self._sender._txn_manager
         partitions = set(txn_manager.txn_partitions)
         txn_manager.error_transaction(exc)
+        # retrieved here: the caller gets `exc` from its own future, and the abort replaces
+        # this waiter unread, which asyncio would log as a traceback when it is collected
+        txn_manager._transaction_waiter.exception()
         txn_manager.txn_partitions.update(partitions)
         txn_manager.consumer_group_added(self._group_id)  # added before its offsets are sent
 
