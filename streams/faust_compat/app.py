@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 import faust
 from faust.types.enums import ProcessingGuarantee
 
+from streams.faust_compat.membership import commit_form
 from streams.faust_compat.transport import SizerTransport
 
 log = logging.getLogger("streams.worker")
@@ -81,10 +82,8 @@ class SizerApp(faust.App):
     @property
     def commit_form(self) -> str:
         """How this worker commits, as its settings say it: workers of one group must
-        all commit the same way (`streams.worker.assignor`)."""
-        if self.conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE:
-            return "SIZER_PROCESSING_GUARANTEE=at_least_once"
-        return f"SIZER_PROCESSING_GUARANTEE=exactly_once SIZER_TRANSACTIONS={self.transactions}"
+        all commit the same way (`membership.CommitFormAssignor`)."""
+        return commit_form(self.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE, self.transactions)
 
     def wire(self, inputs: Inputs) -> None:
         self._inputs = inputs

@@ -239,7 +239,18 @@ class TakeoverAssignor(PartitionAssignor):
 # the field of faust's ClientMetadata records (member metadata, assignments) that names
 # a member's commit form (`SizerApp.commit_form`); absent: a worker of an earlier release
 COMMIT_FORM = "sizer_commit_form"
-EARLIER_FORM = "SIZER_PROCESSING_GUARANTEE=exactly_once SIZER_TRANSACTIONS=per_partition"
+
+
+def commit_form(exactly_once: bool, transactions: str) -> str:
+    """How a worker commits, named by its settings: SIZER_PROCESSING_GUARANTEE and,
+    under exactly-once, SIZER_TRANSACTIONS (`per_worker` or `per_partition`)."""
+    if not exactly_once:
+        return "SIZER_PROCESSING_GUARANTEE=at_least_once"
+    return f"SIZER_PROCESSING_GUARANTEE=exactly_once SIZER_TRANSACTIONS={transactions}"
+
+
+# the form of an earlier release's worker, which names none: that release's default
+EARLIER_FORM = commit_form(True, "per_partition")
 
 
 def with_commit_form(record: bytes, form: str) -> bytes:
